@@ -1,0 +1,32 @@
+# Builds every guest/*.c (with the guest SDK in guest/sdk/) to build/guest/<name>.wasm, and every
+# tests/guests/*.c to build/tests/guests/<name>.wasm, with clang --target=wasm32-wasi (wasi-libc
+# for malloc/string.h; the guests import nothing from WASI, only module "realm").
+find_program(REALM_WASM_CLANG NAMES clang-14 clang REQUIRED)
+set(REALM_GUEST_FLAGS --target=wasm32-wasi -O2 -std=c11 -Wall -Wextra -Werror -mexec-model=reactor
+    -mbulk-memory -msimd128 -Wl,--stack-first -Wl,-z,stack-size=131072 -Wl,--strip-debug
+    -Wl,--export=realm_alloc -Wl,--export=realm_free
+    -I${CMAKE_SOURCE_DIR}/guest/include -I${CMAKE_SOURCE_DIR}/include)
+file(GLOB REALM_GUEST_SDK CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/guest/sdk/*.c)
+file(GLOB REALM_GUEST_HDRS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/guest/include/*.h ${CMAKE_SOURCE_DIR}/include/realm/status.h)
+
+function(realm_add_guests outdir)
+  set(outs)
+  foreach(src ${ARGN})
+    get_filename_component(name ${src} NAME_WE)
+    set(out ${outdir}/${name}.wasm)
+    add_custom_command(OUTPUT ${out}
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${outdir}
+      COMMAND ${REALM_WASM_CLANG} ${REALM_GUEST_FLAGS} -o ${out} ${src} ${REALM_GUEST_SDK}
+      DEPENDS ${src} ${REALM_GUEST_SDK} ${REALM_GUEST_HDRS}
+      COMMENT "guest ${name}.wasm" VERBATIM)
+    list(APPEND outs ${out})
+  endforeach()
+  set(REALM_GUEST_OUTPUTS ${REALM_GUEST_OUTPUTS} ${outs} PARENT_SCOPE)
+endfunction()
+
+file(GLOB REALM_GUEST_SRC CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/guest/*.c)
+file(GLOB REALM_TEST_GUEST_SRC CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/guests/*.c)
+set(REALM_GUEST_OUTPUTS)
+realm_add_guests(${CMAKE_BINARY_DIR}/guest ${REALM_GUEST_SRC})
+realm_add_guests(${CMAKE_BINARY_DIR}/tests/guests ${REALM_TEST_GUEST_SRC})
+add_custom_target(guests ALL DEPENDS ${REALM_GUEST_OUTPUTS})

@@ -1,0 +1,87 @@
+/*
+ * model.h — the native compute engine: model configuration and weights over a GGUF mapping,
+ * per-session KV caches, and the batched forward pass.
+ *
+ * A realm_model borrows its realm_gguf (weights are views into the mapping): the gguf must
+ * outlive the model. A realm_engine owns a thread pool and the scratch buffers of one batched
+ * forward (sized for max_batch rows at creation: no allocation inside a step).
+ *
+ * Thread rule: realm_model is immutable after load and shared by every user. A realm_session is
+ * used by one thread at a time. realm_engine_forward is called by one thread at a time per
+ * engine (the scheduler); it fans the work out to the engine's pool.
+ */
+#ifndef REALM_MODEL_H
+#define REALM_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "realm/err.h"
+#include "realm/gguf.h"
+
+enum realm_arch {
+    REALM_ARCH_LLAMA = 0,
+    REALM_ARCH_QWEN2 = 1,
+    REALM_ARCH_GEMMA3 = 2,
+};
+
+struct realm_model_config {
+    enum realm_arch arch;
+    const char *arch_name; /* "llama", "qwen2", "gemma3" */
+    int32_t n_vocab;
+    int32_t n_ctx_train;
+    int32_t n_embd;        /* dim */
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;      /* key/value length per head */
+    int32_t n_ff;
+    float norm_eps;
+    float rope_freq_base;
+    float rope_freq_base_local; /* gemma3 sliding-window layers */
+    int32_t sliding_window;     /* 0: none */
+};
+
+struct realm_model;
+struct realm_session;
+struct realm_engine;
+
+/* Builds a model over g (borrowed; must outlive the model), checking every tensor's presence,
+ * shape and type. Errors: REALM_E_UNSUPPORTED (architecture, tensor type), REALM_E_FORMAT
+ * (missing tensor, wrong shape; the message names it), REALM_E_NOMEM. */
+int realm_model_load(const struct realm_gguf *g, struct realm_model **out, struct realm_err *err);
+void realm_model_free(struct realm_model *m);
+const struct realm_model_config *realm_model_config(const struct realm_model *m);
+
+/* A session: one sequence's KV cache (f16), n_ctx positions (0 → the model's n_ctx_train).
+ * Errors: REALM_E_INVALID (n_ctx < 0 or above n_ctx_train), REALM_E_NOMEM. */
+int realm_session_new(const struct realm_model *m, int32_t n_ctx, struct realm_session **out,
+                      struct realm_err *err);
+void realm_session_free(struct realm_session *s);
+int32_t realm_session_len(const struct realm_session *s);  /* tokens in the cache */
+int32_t realm_session_n_ctx(const struct realm_session *s);
+/* Keeps the first n_keep tokens. Errors: REALM_E_RANGE if n_keep < 0 or > len. */
+int realm_session_rewind(struct realm_session *s, int32_t n_keep);
+
+/* An engine: thread pool (n_threads; 0 → number of cores) + scratch for up to max_batch rows. */
+int realm_engine_new(const struct realm_model *m, int n_threads, int32_t max_batch,
+                     struct realm_engine **out, struct realm_err *err);
+void realm_engine_free(struct realm_engine *e);
+
+/* One row of a batched forward: the token is appended to its session at the session's current
+ * length; rows of the same session must be consecutive and in order. If logits is not NULL,
+ * n_vocab floats of this row's output are written there. */
+struct realm_batch_row {
+    struct realm_session *session;
+    int32_t token;
+    float *logits;
+};
+
+/* Runs the rows (any mix of sessions) through the model in one batched pass and advances each
+ * session. Fails as a whole (no session changes) on: REALM_E_INVALID (token out of vocab, n_rows
+ * above max_batch), REALM_E_CONTEXT_FULL (a session would exceed its n_ctx). */
+int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *rows, int32_t n_rows,
+                         struct realm_err *err);
+
+#endif
