@@ -1,0 +1,420 @@
+/*
+ * sched.c — the continuous-batching scheduler (see include/realm/sched.h).
+ *
+ * State: per-tenant FIFO queues of requests (a request is a decode call blocked in its caller's
+ * thread; it lives on that caller's stack), a ring of tenants that have work, and counters. One
+ * mutex guards all of it; the scheduler thread drops the mutex while the forward pass runs so that
+ * callers can enqueue in the meantime. Each request has its own condition variable, so finishing
+ * one wakes exactly its caller.
+ *
+ * Step selection, in order (each pass visits the tenants round-robin from a rotating start):
+ *   1. decode rows: requests with one token left, one request per tenant per pass;
+ *   2. prefill chunks: up to prefill_chunk tokens of one request per tenant per pass.
+ * A request contributes at most one contiguous run of rows per step, so rows of a session are
+ * consecutive and in order, as the engine requires.
+ */
+#include "realm/sched.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include "realm/alloc.h"
+#include "realm/log.h"
+
+struct req {
+    struct req *next;
+    uint32_t tenant;
+    struct realm_session *session;
+    const int32_t *tokens;
+    int32_t n;
+    int32_t done;    /* tokens already run */
+    int32_t taken;   /* rows in the current step (0 if not in it) */
+    float *logits;
+    const atomic_bool *cancel;
+    bool finished;
+    int status;
+    struct realm_err *err;
+    pthread_cond_t cv;
+};
+
+struct tenant_q {
+    uint32_t id;
+    struct req *head, *tail;
+    int64_t queued_requests, queued_tokens, tokens_done;
+    bool in_ring;
+};
+
+struct realm_sched {
+    struct realm_sched_backend be;
+    struct realm_sched_params p;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work;
+    pthread_t thread;
+    bool stopping;
+
+    /* tenants: dense array + open-addressing index id → slot (-1 empty) */
+    struct tenant_q *tenants;
+    int32_t n_tenants, cap_tenants;
+    int32_t *index;
+    uint32_t index_cap;
+
+    /* tenants with queued work, in round-robin order */
+    int32_t *ring;
+    int32_t ring_len;
+    int32_t ring_start;
+
+    /* step scratch, sized max_batch_tokens at creation */
+    struct realm_batch_row *rows;
+    struct req **step_reqs;
+    int32_t n_step_reqs;
+
+    struct realm_sched_stats stats;
+};
+
+/* ---- tenants ---- */
+
+static uint32_t hash_u32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    return x ^ (x >> 16);
+}
+
+static int index_rebuild(struct realm_sched *s, uint32_t cap) {
+    int32_t *idx = realm_malloc(cap * sizeof *idx);
+    if (!idx) return REALM_E_NOMEM;
+    memset(idx, 0xff, cap * sizeof *idx);
+    for (int32_t i = 0; i < s->n_tenants; i++) {
+        uint32_t h = hash_u32(s->tenants[i].id) & (cap - 1);
+        while (idx[h] >= 0) h = (h + 1) & (cap - 1);
+        idx[h] = i;
+    }
+    realm_free(s->index);
+    s->index = idx;
+    s->index_cap = cap;
+    return REALM_OK;
+}
+
+/* The tenant's queue, created on first use; NULL on allocation failure. */
+static struct tenant_q *tenant_get(struct realm_sched *s, uint32_t id) {
+    uint32_t h = hash_u32(id) & (s->index_cap - 1);
+    for (; s->index[h] >= 0; h = (h + 1) & (s->index_cap - 1))
+        if (s->tenants[s->index[h]].id == id) return &s->tenants[s->index[h]];
+    if (s->n_tenants == s->cap_tenants) {
+        int32_t cap = s->cap_tenants * 2;
+        struct tenant_q *t = realm_realloc(s->tenants, (size_t)cap * sizeof *t);
+        int32_t *ring = t ? realm_realloc(s->ring, (size_t)cap * sizeof *ring) : NULL;
+        if (t) s->tenants = t;
+        if (!ring) return NULL;
+        s->ring = ring;
+        s->cap_tenants = cap;
+    }
+    struct tenant_q *t = &s->tenants[s->n_tenants];
+    memset(t, 0, sizeof *t);
+    t->id = id;
+    s->n_tenants++;
+    if ((uint32_t)s->n_tenants * 2 > s->index_cap) {
+        if (index_rebuild(s, s->index_cap * 2)) {
+            s->n_tenants--;
+            return NULL;
+        }
+    } else {
+        s->index[h] = s->n_tenants - 1;
+    }
+    return t;
+}
+
+/* ---- queueing ---- */
+
+static void enqueue(struct realm_sched *s, struct tenant_q *t, struct req *r) {
+    r->next = NULL;
+    if (t->tail) t->tail->next = r;
+    else t->head = r;
+    t->tail = r;
+    t->queued_requests++;
+    t->queued_tokens += r->n;
+    s->stats.queue_depth++;
+    if (!t->in_ring) {
+        t->in_ring = true;
+        s->ring[s->ring_len++] = (int32_t)(t - s->tenants);
+    }
+}
+
+static void unlink_req(struct realm_sched *s, struct tenant_q *t, struct req *r) {
+    struct req **link = &t->head, *prev = NULL;
+    while (*link != r) {
+        prev = *link;
+        link = &(*link)->next;
+    }
+    *link = r->next;
+    if (t->tail == r) t->tail = prev;
+    t->queued_requests--;
+    t->queued_tokens -= r->n - r->done;
+    s->stats.queue_depth--;
+}
+
+/* Drops tenants without work from the ring, keeping the order of the rest. */
+static void compact_ring(struct realm_sched *s) {
+    int32_t w = 0;
+    for (int32_t i = 0; i < s->ring_len; i++) {
+        struct tenant_q *t = &s->tenants[s->ring[i]];
+        if (t->head) s->ring[w++] = s->ring[i];
+        else t->in_ring = false;
+    }
+    s->ring_len = w;
+    if (s->ring_start >= w) s->ring_start = 0;
+}
+
+static void finish(struct realm_sched *s, struct tenant_q *t, struct req *r, int status) {
+    unlink_req(s, t, r);
+    r->finished = true;
+    r->status = status;
+    if (status == REALM_OK) s->stats.requests_done++;
+    else if (status == REALM_E_CANCELLED) s->stats.requests_cancelled++;
+    else s->stats.requests_failed++;
+    pthread_cond_signal(&r->cv);
+}
+
+/* ---- one step ---- */
+
+static void take(struct realm_sched *s, struct req *r, int32_t k, int32_t *n_rows) {
+    for (int32_t i = 0; i < k; i++) {
+        struct realm_batch_row *row = &s->rows[*n_rows + i];
+        row->session = r->session;
+        row->token = r->tokens[r->done + i];
+        row->logits = (r->done + i == r->n - 1) ? r->logits : NULL;
+    }
+    r->taken = k;
+    *n_rows += k;
+    s->step_reqs[s->n_step_reqs++] = r;
+}
+
+/* Next request of tenant t not yet in this step that fits the phase (decode: one token left). */
+static struct req *next_candidate(struct tenant_q *t, bool decode) {
+    for (struct req *r = t->head; r; r = r->next)
+        if (!r->taken && ((r->n - r->done == 1) == decode)) return r;
+    return NULL;
+}
+
+static void drop_cancelled(struct realm_sched *s) {
+    for (int32_t i = 0; i < s->ring_len; i++) {
+        struct tenant_q *t = &s->tenants[s->ring[i]];
+        for (struct req *r = t->head, *next; r; r = next) {
+            next = r->next;
+            if (r->cancel && atomic_load(r->cancel)) {
+                realm_err_set(r->err, REALM_E_CANCELLED, "sched: request cancelled after %d of %d tokens", r->done,
+                              r->n);
+                finish(s, t, r, REALM_E_CANCELLED);
+            }
+        }
+    }
+}
+
+/* Fills s->rows for one step; returns the row count. */
+static int32_t collect(struct realm_sched *s) {
+    int32_t budget = s->p.max_batch_tokens, n_rows = 0;
+    s->n_step_reqs = 0;
+    for (int phase = 0; phase < 2; phase++) {
+        bool decode = phase == 0;
+        bool progress = true;
+        while (progress && n_rows < budget) {
+            progress = false;
+            for (int32_t k = 0; k < s->ring_len && n_rows < budget; k++) {
+                struct tenant_q *t = &s->tenants[s->ring[(s->ring_start + k) % s->ring_len]];
+                struct req *r = next_candidate(t, decode);
+                if (!r) continue;
+                int32_t want = decode ? 1 : r->n - r->done;
+                if (!decode && want > s->p.prefill_chunk) want = s->p.prefill_chunk;
+                if (want > budget - n_rows) want = budget - n_rows;
+                take(s, r, want, &n_rows);
+                progress = true;
+            }
+        }
+    }
+    if (s->ring_len) s->ring_start = (s->ring_start + 1) % s->ring_len; /* rotate who goes first */
+    return n_rows;
+}
+
+static int hist_bucket(int32_t n) {
+    int b = 0;
+    for (int32_t lim = 1; b < REALM_SCHED_HIST_BUCKETS - 1 && n > lim; lim *= 2) b++;
+    return b;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void complete_step(struct realm_sched *s, int rc, const struct realm_err *step_err, int32_t n_rows) {
+    s->stats.steps++;
+    s->stats.rows += n_rows;
+    s->stats.batch_hist[hist_bucket(n_rows)]++;
+    for (int32_t i = 0; i < s->n_step_reqs; i++) {
+        struct req *r = s->step_reqs[i];
+        struct tenant_q *t = tenant_get(s, r->tenant); /* exists: r is queued there */
+        int32_t k = r->taken;
+        r->taken = 0;
+        if (rc != REALM_OK) {
+            if (r->err) *r->err = *step_err;
+            finish(s, t, r, rc);
+            continue;
+        }
+        if (r->n - r->done == 1) s->stats.decode_rows++;
+        else s->stats.prefill_rows += k;
+        r->done += k;
+        t->queued_tokens -= k;
+        t->tokens_done += k;
+        if (r->done == r->n) finish(s, t, r, REALM_OK);
+    }
+    compact_ring(s);
+}
+
+static void *sched_main(void *arg) {
+    struct realm_sched *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->stopping && s->stats.queue_depth == 0) pthread_cond_wait(&s->cv_work, &s->mu);
+        if (s->stopping) break;
+        drop_cancelled(s);
+        compact_ring(s);
+        int32_t n_rows = collect(s);
+        if (n_rows == 0) continue;
+        pthread_mutex_unlock(&s->mu);
+        /* the forward pass runs without the lock: callers keep enqueueing meanwhile */
+        struct realm_err step_err = {0};
+        double t0 = now_s();
+        int rc = s->be.forward(s->be.ctx, s->rows, n_rows, &step_err);
+        double dt = now_s() - t0;
+        pthread_mutex_lock(&s->mu);
+        s->stats.busy_seconds += dt;
+        if (rc != REALM_OK)
+            realm_log(REALM_LOG_ERROR, "sched", "step of %d rows failed: %s", n_rows, step_err.msg);
+        complete_step(s, rc, &step_err, n_rows);
+    }
+    /* stopping: fail everything still queued */
+    for (int32_t i = 0; i < s->n_tenants; i++) {
+        struct tenant_q *t = &s->tenants[i];
+        while (t->head) {
+            realm_err_set(t->head->err, REALM_E_CANCELLED, "sched: scheduler stopped");
+            finish(s, t, t->head, REALM_E_CANCELLED);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- public API ---- */
+
+int realm_sched_new(const struct realm_sched_backend *backend, const struct realm_sched_params *params,
+                    struct realm_sched **out, struct realm_err *err) {
+    struct realm_sched_params p = {64, 32};
+    if (params) {
+        if (params->max_batch_tokens) p.max_batch_tokens = params->max_batch_tokens;
+        if (params->prefill_chunk) p.prefill_chunk = params->prefill_chunk;
+    }
+    if (!backend || !backend->forward || !backend->room || backend->n_vocab < 1 || p.max_batch_tokens < 1 ||
+        p.prefill_chunk < 1)
+        return realm_err_set(err, REALM_E_INVALID, "sched: invalid backend or parameters (max_batch_tokens %d, "
+                             "prefill_chunk %d)", p.max_batch_tokens, p.prefill_chunk);
+    struct realm_sched *s = realm_calloc(1, sizeof *s);
+    if (!s) return realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
+    s->be = *backend;
+    s->p = p;
+    s->cap_tenants = 16;
+    s->tenants = realm_calloc((size_t)s->cap_tenants, sizeof *s->tenants);
+    s->ring = realm_calloc((size_t)s->cap_tenants, sizeof *s->ring);
+    s->rows = realm_calloc((size_t)p.max_batch_tokens, sizeof *s->rows);
+    s->step_reqs = realm_calloc((size_t)p.max_batch_tokens, sizeof *s->step_reqs);
+    if (!s->tenants || !s->ring || !s->rows || !s->step_reqs || index_rebuild(s, 64)) goto fail;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv_work, NULL);
+    if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
+        pthread_cond_destroy(&s->cv_work);
+        pthread_mutex_destroy(&s->mu);
+        realm_free(s->index);
+        realm_free(s->tenants);
+        realm_free(s->ring);
+        realm_free(s->rows);
+        realm_free(s->step_reqs);
+        realm_free(s);
+        return realm_err_set(err, REALM_E_INTERNAL, "sched: cannot start the scheduler thread");
+    }
+    *out = s;
+    return REALM_OK;
+fail:
+    realm_free(s->index);
+    realm_free(s->tenants);
+    realm_free(s->ring);
+    realm_free(s->rows);
+    realm_free(s->step_reqs);
+    realm_free(s);
+    return realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
+}
+
+void realm_sched_free(struct realm_sched *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    pthread_cond_destroy(&s->cv_work);
+    pthread_mutex_destroy(&s->mu);
+    realm_free(s->index);
+    realm_free(s->tenants);
+    realm_free(s->ring);
+    realm_free(s->rows);
+    realm_free(s->step_reqs);
+    realm_free(s);
+}
+
+int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_session *session,
+                       const int32_t *tokens, int32_t n, float *logits, const atomic_bool *cancel,
+                       struct realm_err *err) {
+    if (n < 1 || !tokens || !session)
+        return realm_err_set(err, REALM_E_INVALID, "sched: decode of %d tokens", n);
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= s->be.n_vocab)
+            return realm_err_set(err, REALM_E_INVALID, "sched: token %d at index %d is outside the vocabulary "
+                                 "(%d tokens)", tokens[i], i, s->be.n_vocab);
+    int32_t room = s->be.room(s->be.ctx, session);
+    if (n > room)
+        return realm_err_set(err, REALM_E_CONTEXT_FULL, "sched: %d tokens do not fit, the session has room for %d",
+                             n, room);
+    if (cancel && atomic_load(cancel))
+        return realm_err_set(err, REALM_E_CANCELLED, "sched: request cancelled");
+
+    struct req r = {.tenant = tenant, .session = session, .tokens = tokens, .n = n, .logits = logits,
+                    .cancel = cancel, .err = err};
+    pthread_cond_init(&r.cv, NULL);
+    pthread_mutex_lock(&s->mu);
+    struct tenant_q *t = s->stopping ? NULL : tenant_get(s, tenant);
+    if (!t) {
+        pthread_mutex_unlock(&s->mu);
+        pthread_cond_destroy(&r.cv);
+        return s->stopping ? realm_err_set(err, REALM_E_CANCELLED, "sched: scheduler stopped")
+                           : realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
+    }
+    enqueue(s, t, &r);
+    pthread_cond_signal(&s->cv_work);
+    while (!r.finished) pthread_cond_wait(&r.cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    pthread_cond_destroy(&r.cv);
+    return r.status;
+}
+
+void realm_sched_get_stats(struct realm_sched *s, struct realm_sched_stats *out) {
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    out->n_tenants = 0;
+    for (int32_t i = 0; i < s->n_tenants && out->n_tenants < REALM_SCHED_MAX_TENANT_STATS; i++) {
+        const struct tenant_q *t = &s->tenants[i];
+        out->tenants[out->n_tenants++] = (struct realm_sched_tenant_stats){
+            t->id, t->queued_requests, t->queued_tokens, t->tokens_done};
+    }
+    pthread_mutex_unlock(&s->mu);
+}

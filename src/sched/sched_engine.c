@@ -1,0 +1,19 @@
+/*
+ * sched_engine.c — the scheduler's default backend: a realm_engine over its model. Kept apart from
+ * sched.c so that the scheduler core has no dependency on the engine (its tests inject a fake).
+ */
+#include "realm/sched.h"
+
+static int engine_forward(void *ctx, const struct realm_batch_row *rows, int32_t n_rows, struct realm_err *err) {
+    return realm_engine_forward(ctx, rows, n_rows, err);
+}
+
+static int32_t engine_room(void *ctx, const struct realm_session *sess) {
+    (void)ctx;
+    return realm_session_n_ctx(sess) - realm_session_len(sess);
+}
+
+struct realm_sched_backend realm_sched_backend_engine(struct realm_engine *e, const struct realm_model *m) {
+    return (struct realm_sched_backend){
+        .ctx = e, .forward = engine_forward, .room = engine_room, .n_vocab = realm_model_config(m)->n_vocab};
+}
