@@ -30,3 +30,11 @@ set(REALM_GUEST_OUTPUTS)
 realm_add_guests(${CMAKE_BINARY_DIR}/guest ${REALM_GUEST_SRC})
 realm_add_guests(${CMAKE_BINARY_DIR}/tests/guests ${REALM_TEST_GUEST_SRC})
 add_custom_target(guests ALL DEPENDS ${REALM_GUEST_OUTPUTS})
+
+# The CLI embeds the default guest (src/cli/run_sandbox.c: .incbin of default.wasm), so that
+# `realm run` works from any directory; rebuild it when the guest changes.
+if(TARGET realm)
+  set_source_files_properties(${CMAKE_SOURCE_DIR}/src/cli/run_sandbox.c PROPERTIES
+    COMPILE_DEFINITIONS "REALM_DEFAULT_GUEST=\"${CMAKE_BINARY_DIR}/guest/default.wasm\""
+    OBJECT_DEPENDS ${CMAKE_BINARY_DIR}/guest/default.wasm)
+endif()

@@ -58,6 +58,17 @@ const struct realm_model_config *realm_model_config(const struct realm_model *m)
  * Errors: REALM_E_INVALID (n_ctx < 0 or above n_ctx_train), REALM_E_NOMEM. */
 int realm_session_new(const struct realm_model *m, int32_t n_ctx, struct realm_session **out,
                       struct realm_err *err);
+
+/* KV cache element type: f16 is the default (as llama.cpp); f32 keeps keys and values exact, for
+ * comparisons against float references. */
+enum realm_kv_type {
+    REALM_KV_F16 = 0,
+    REALM_KV_F32 = 1,
+};
+/* realm_session_new with a chosen KV element type. Errors: as realm_session_new, and
+ * REALM_E_INVALID for an unknown kv_type. */
+int realm_session_new_kv(const struct realm_model *m, int32_t n_ctx, enum realm_kv_type kv_type,
+                         struct realm_session **out, struct realm_err *err);
 void realm_session_free(struct realm_session *s);
 int32_t realm_session_len(const struct realm_session *s);  /* tokens in the cache */
 int32_t realm_session_n_ctx(const struct realm_session *s);

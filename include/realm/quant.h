@@ -3,9 +3,22 @@
  * products, with a scalar reference (src/quant/ref_*.c) and AVX2 / AVX-512 variants chosen once at
  * start-up from CPUID + XGETBV. REALM_ISA=scalar|avx2|avx512 forces a choice.
  *
- * Dot products pair a weight row of type T with an activation row in T's `vec_dot_type`
- * (Q8_0 for the 32-element formats, Q8_K for the K-quants, F32 for F32/F16/BF16 weights), as
- * llama.cpp does, so results match its numerics.
+ * Dot products pair a weight row of type T with an activation row in T's `vec_dot_type`, as
+ * llama.cpp does, so results match its numerics: Q8_0 for Q4_0 / Q5_0 / Q8_0, Q8_1 for Q4_1 /
+ * Q5_1 (its stored block sum serves the min term), Q8_K for the K-quants, and F32 for F32 / F16
+ * / BF16 weights (llama.cpp converts activations to F16 / BF16 there; realm keeps them F32).
+ * Always quantize activations with realm_quant_ops(ops->vec_dot_type)->quantize_row.
+ * Activation quantizers reproduce llama.cpp's quantize_row_q8_0_ref / _q8_1_ref / _q8_K_ref bit
+ * for bit, in every ISA variant.
+ *
+ * Numerics across ISAs: dequantize_row is exact (bit-identical in every variant); vec_dot of a
+ * SIMD variant differs from the scalar reference by float summation order only (integer block
+ * sums are exact). Within one ISA, realm_quant_matmul gives results bit-identical to
+ * ops->vec_dot for every n_b (each (row, batch) dot uses the same operation sequence).
+ *
+ * Implemented types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K as weights;
+ * Q8_0, Q8_1, Q8_K (and F32 / F16 / BF16) as activations. quantize_row is NULL for the
+ * K-quants (realm does not create K-quant weights); realm_quant_ops returns NULL for other types.
  *
  * Thread rule: the ops tables are immutable after realm_quant_init (which runs on first use and is
  * thread-safe); all kernels are pure functions of their arguments.
@@ -34,9 +47,17 @@ struct realm_quant_ops {
     void (*quantize_row)(const float *x, void *y, int64_t n);
     /* *s = dot(x: weight row of `type`, y: row of `vec_dot_type`), n elements */
     void (*vec_dot)(int64_t n, float *s, const void *x, const void *y);
+    /* The batched kernel behind realm_quant_matmul (call that instead): rows [0, n_r) of W. */
+    void (*matmul)(const struct realm_quant_ops *ops, int64_t k, const void *W, size_t w_row_bytes,
+                   int64_t n_r, const void *act, size_t act_row_bytes, int64_t n_b, float *out,
+                   int64_t out_stride);
 };
 
-/* Selects the ISA (idempotent, thread-safe). */
+/* Selects the ISA (idempotent, thread-safe): the best one this CPU and OS support (AVX-512 needs
+ * F, BW, VL, DQ and VNNI plus OS-enabled ZMM state; AVX2 needs FMA and F16C too), unless
+ * $REALM_ISA names one: "scalar", "avx2" or "avx512". A $REALM_ISA value that is unknown or not
+ * supported here is not fatal: a warning naming the value and the ISA used instead is logged and
+ * the best supported ISA is used. */
 void realm_quant_init(void);
 /* The ISA in use and its name ("scalar", "avx2", "avx512"). */
 enum realm_isa realm_quant_isa(void);
@@ -44,7 +65,8 @@ const char *realm_quant_isa_name(enum realm_isa isa);
 /* Whether this CPU and OS support `isa`. */
 int realm_quant_isa_supported(enum realm_isa isa);
 
-/* Ops for a type with the dispatched ISA, or NULL if the type is unsupported.
+/* Ops for a type with the dispatched ISA, or NULL if the type is unsupported. Entries a variant
+ * has no kernel for hold the scalar (or next lower ISA's) kernel.
  * Lifetime: static. */
 const struct realm_quant_ops *realm_quant_ops(uint32_t type);
 /* Ops for a type with a specific ISA (tests compare every variant against the scalar one);
@@ -56,6 +78,8 @@ const struct realm_quant_ops *realm_quant_ops_isa(uint32_t type, enum realm_isa 
  * W: rows of `w_row_bytes` bytes of ops->type, each of k elements. act: n_b rows of
  * `act_row_bytes` bytes each, already in ops->vec_dot_type. This is the batched kernel every
  * projection goes through: it reads each weight block once for all n_b activation rows.
+ * k must be a multiple of the block size of ops->type; ops must come from realm_quant_ops*().
+ * Results are bit-identical to calling ops->vec_dot for each (r, b). Thread-safe (disjoint out).
  */
 void realm_quant_matmul(const struct realm_quant_ops *ops, const void *W, size_t w_row_bytes, int64_t k,
                         int64_t r0, int64_t r1, const void *act, size_t act_row_bytes, int64_t n_b,

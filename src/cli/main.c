@@ -15,6 +15,12 @@ struct command {
 
 static const struct command g_commands[] = {
     {"info", cmd_info, "show a GGUF model's architecture, hyper-parameters, tokenizer and tensors"},
+    {"run", cmd_run, "generate text from a prompt (native engine)"},
+    {"bench", cmd_bench, "measure prefill and decode throughput"},
+    {"tokenize", cmd_tokenize, "print the token ids (or pieces) of a text"},
+    {"detokenize", cmd_detokenize, "print the text of token ids"},
+    {"serve", cmd_serve, "serve the OpenAI API over HTTP, each tenant's requests in its own guest"},
+    {"key", cmd_key, "add an API key to a tenant in a server config (only its hash is stored)"},
 };
 
 void cli_error(const char *fmt, ...) {

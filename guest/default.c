@@ -1,0 +1,511 @@
+/*
+ * default.c — the default orchestrator guest. One request (docs/abi.md, "Request JSON"):
+ *   1. read and strictly parse the request;
+ *   2. open the model (by name, "" = the tenant's default) and read its info;
+ *   3. build the prompt: `tokens` as given, or `messages` rendered with the model's chat template
+ *      by the host, or the raw `prompt`; tokenize through the host;
+ *   4. open a session, decode the prompt, then sample in the guest (logit_bias, penalties,
+ *      greedy or top-k/top-p/min-p/temperature, seeded) and decode each new token;
+ *   5. stream text with emit: the first SPM space stripped as the native CLI does, UTF-8 fixed
+ *      up across token boundaries, stop strings held back so that none is ever emitted in part;
+ *   6. stop at EOG (unless ignore_eos), a stop string, max_tokens or the context length; report
+ *      usage (prompt and completion tokens, finish reason).
+ * Errors are returned as REALM_E_* codes after logging one line that says what was wrong.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "realm_guest.h"
+
+#define MAX_STOPS 16
+#define MAX_STOP_LEN 256
+#define MAX_BIAS 1024
+
+RG_EXPORT(realm_init) int32_t realm_init(void) {
+    return REALM_OK;
+}
+
+/* ---- the request ---- */
+
+struct req {
+    const struct rj_value *root;
+    const char *model;
+    const struct rj_value *prompt, *messages, *tokens;
+    int64_t max_tokens; /* -1: until the context is full */
+    int32_t n_ctx;
+    struct rg_sampler_params sp;
+    bool seed_set;
+    bool ignore_eos, add_bos, parse_special;
+    int strip_space;    /* -1: the default */
+    const char *stops[MAX_STOPS];
+    size_t stop_lens[MAX_STOPS];
+    int n_stops;
+    struct rg_bias bias[MAX_BIAS];
+};
+
+static int32_t bad(const char *field, const char *want) {
+    rg_logf(REALM_ABI_LOG_ERROR, "request: %s: expected %s", field, want);
+    return REALM_E_INVALID;
+}
+
+/* Reads an optional number field in [lo, hi]; `integer` also requires an integral value. */
+static int32_t num_field(const struct rj_value *root, const char *key, double lo, double hi,
+                         bool integer, double *out) {
+    const struct rj_value *v = rj_get(root, key);
+    if (!v || v->type == RJ_NULL) return REALM_OK;
+    if (v->type != RJ_NUMBER || v->num < lo || v->num > hi || (integer && v->num != floor(v->num))) {
+        char want[96];
+        rg_fmt(want, sizeof want, "%s in [%f, %f]", integer ? "an integer" : "a number", lo, hi);
+        return bad(key, want);
+    }
+    *out = v->num;
+    return REALM_OK;
+}
+
+static int32_t bool_field(const struct rj_value *root, const char *key, bool *out) {
+    const struct rj_value *v = rj_get(root, key);
+    if (!v || v->type == RJ_NULL) return REALM_OK;
+    if (v->type != RJ_TRUE && v->type != RJ_FALSE) return bad(key, "true or false");
+    *out = v->type == RJ_TRUE;
+    return REALM_OK;
+}
+
+static int32_t parse_request(const struct rj_value *root, struct req *r) {
+    memset(r, 0, sizeof *r);
+    r->root = root;
+    if (root->type != RJ_OBJECT) return bad("request", "a JSON object");
+    rg_sampler_params_default(&r->sp);
+    /* the defaults of the native CLI and llama.cpp */
+    r->sp.temperature = 0.8f;
+    r->sp.top_k = 40;
+    r->sp.top_p = 0.95f;
+    r->max_tokens = -1;
+    r->add_bos = true;
+    r->parse_special = true;
+    r->strip_space = -1;
+
+    const struct rj_value *v = rj_get(root, "model");
+    if (v && v->type != RJ_NULL) {
+        if (v->type != RJ_STRING || v->str_len != strlen(v->str)) return bad("model", "a string");
+        r->model = v->str;
+    } else {
+        r->model = "";
+    }
+    r->prompt = rj_get(root, "prompt");
+    r->messages = rj_get(root, "messages");
+    r->tokens = rj_get(root, "tokens");
+    int n_src = (r->prompt != NULL) + (r->messages != NULL) + (r->tokens != NULL);
+    if (n_src != 1) return bad("prompt/messages/tokens", "exactly one of them");
+    if (r->prompt && r->prompt->type != RJ_STRING) return bad("prompt", "a string");
+    if (r->messages && r->messages->type != RJ_ARRAY) return bad("messages", "an array");
+    if (r->tokens && r->tokens->type != RJ_ARRAY) return bad("tokens", "an array of token ids");
+
+    double x;
+    int32_t rc;
+    x = -1;
+    if ((rc = num_field(root, "max_tokens", 0, 1 << 30, true, &x))) return rc;
+    r->max_tokens = (int64_t)x;
+    x = 0;
+    if ((rc = num_field(root, "n_ctx", 0, 1 << 30, true, &x))) return rc;
+    r->n_ctx = (int32_t)x;
+    x = r->sp.temperature;
+    if ((rc = num_field(root, "temperature", 0, 100, false, &x))) return rc;
+    r->sp.temperature = (float)x;
+    x = r->sp.top_k;
+    if ((rc = num_field(root, "top_k", 0, 1 << 30, true, &x))) return rc;
+    r->sp.top_k = (int32_t)x;
+    x = r->sp.top_p;
+    if ((rc = num_field(root, "top_p", 0, 1, false, &x))) return rc;
+    r->sp.top_p = x > 0 ? (float)x : 1.0f; /* 0 means off, as in the native CLI */
+    x = r->sp.min_p;
+    if ((rc = num_field(root, "min_p", 0, 1, false, &x))) return rc;
+    r->sp.min_p = (float)x;
+    x = r->sp.repeat_penalty;
+    if ((rc = num_field(root, "repeat_penalty", 0.01, 100, false, &x))) return rc;
+    r->sp.repeat_penalty = (float)x;
+    x = r->sp.penalty_last_n;
+    if ((rc = num_field(root, "repeat_last_n", 0, 1 << 16, true, &x))) return rc;
+    r->sp.penalty_last_n = (int32_t)x;
+    x = 0;
+    if ((rc = num_field(root, "frequency_penalty", -2, 2, false, &x))) return rc;
+    r->sp.frequency_penalty = (float)x;
+    x = 0;
+    if ((rc = num_field(root, "presence_penalty", -2, 2, false, &x))) return rc;
+    r->sp.presence_penalty = (float)x;
+    x = -1;
+    if ((rc = num_field(root, "seed", 0, 9007199254740991.0, true, &x))) return rc;
+    if (x >= 0) {
+        r->sp.seed = (uint64_t)x;
+        r->seed_set = true;
+    }
+    if ((rc = bool_field(root, "ignore_eos", &r->ignore_eos)) ||
+        (rc = bool_field(root, "add_bos", &r->add_bos)) ||
+        (rc = bool_field(root, "parse_special", &r->parse_special)))
+        return rc;
+    v = rj_get(root, "strip_leading_space");
+    if (v && v->type != RJ_NULL) {
+        bool b = false;
+        if ((rc = bool_field(root, "strip_leading_space", &b))) return rc;
+        r->strip_space = b;
+    }
+
+    v = rj_get(root, "stop");
+    if (v && v->type != RJ_NULL) {
+        const struct rj_value *items = v->type == RJ_STRING ? v : v->items;
+        size_t n = v->type == RJ_STRING ? 1 : v->n;
+        if ((v->type != RJ_STRING && v->type != RJ_ARRAY) || n > MAX_STOPS)
+            return bad("stop", "a string or an array of at most 16 strings");
+        for (size_t i = 0; i < n; i++) {
+            const struct rj_value *s = &items[i];
+            if (s->type != RJ_STRING || s->str_len == 0 || s->str_len > MAX_STOP_LEN)
+                return bad("stop", "non-empty strings of at most 256 bytes");
+            r->stops[r->n_stops] = s->str;
+            r->stop_lens[r->n_stops++] = s->str_len;
+        }
+    }
+
+    v = rj_get(root, "logit_bias");
+    if (v && v->type != RJ_NULL) {
+        if (v->type != RJ_OBJECT || v->n > MAX_BIAS)
+            return bad("logit_bias", "an object of at most 1024 \"token id\": bias pairs");
+        for (size_t i = 0; i < v->n; i++) {
+            const char *k = v->keys[i];
+            char *end;
+            long id = strtol(k, &end, 10);
+            const struct rj_value *b = &v->items[i];
+            if (!*k || *end || id < 0 || id > INT32_MAX || b->type != RJ_NUMBER || b->num < -100 ||
+                b->num > 100)
+                return bad("logit_bias", "token ids (as strings) mapped to numbers in [-100, 100]");
+            r->bias[i].token = (int32_t)id;
+            r->bias[i].bias = (float)b->num;
+        }
+        r->sp.bias = r->bias;
+        r->sp.n_bias = (int32_t)v->n;
+    }
+    return REALM_OK;
+}
+
+/* ---- model info ---- */
+
+struct info {
+    int32_t n_vocab, n_ctx_train, bos;
+    bool add_space_prefix;
+    int32_t *eog;
+    size_t n_eog;
+};
+
+static int32_t read_info(int32_t model, struct info *mi) {
+    char *text = NULL;
+    size_t len = 0;
+    struct rj_value *v = NULL;
+    memset(mi, 0, sizeof *mi);
+    int32_t rc = rg_model_info_all(model, &text, &len);
+    if (rc == REALM_OK) rc = rj_parse(text, len, &v, NULL, 0);
+    if (rc == REALM_OK) {
+        const struct rj_value *eog = rj_get(v, "eog");
+        if (!rj_is_int(rj_get(v, "n_vocab"), 1, INT32_MAX) || !rj_is_int(rj_get(v, "n_ctx_train"), 1, INT32_MAX) ||
+            !eog || eog->type != RJ_ARRAY) {
+            rc = REALM_E_FORMAT;
+        } else {
+            mi->n_vocab = (int32_t)rj_number(rj_get(v, "n_vocab"), 0);
+            mi->n_ctx_train = (int32_t)rj_number(rj_get(v, "n_ctx_train"), 0);
+            mi->bos = (int32_t)rj_number(rj_get(v, "bos"), -1);
+            mi->add_space_prefix = rj_bool(rj_get(v, "add_space_prefix"), false);
+            mi->eog = malloc((eog->n ? eog->n : 1) * sizeof *mi->eog);
+            if (!mi->eog) rc = REALM_E_NOMEM;
+            for (size_t i = 0; rc == REALM_OK && i < eog->n; i++) mi->eog[mi->n_eog++] = (int32_t)eog->items[i].num;
+        }
+    }
+    if (rc) rg_logf(REALM_ABI_LOG_ERROR, "model_info: %s", rg_strerror(rc));
+    rj_free(v);
+    free(text);
+    return rc;
+}
+
+static bool is_eog(const struct info *mi, int32_t tok) {
+    for (size_t i = 0; i < mi->n_eog; i++)
+        if (mi->eog[i] == tok) return true;
+    return false;
+}
+
+/* ---- output: UTF-8 repair across pieces, stop strings held back ---- */
+
+struct out {
+    struct rg_buf text;          /* valid UTF-8 not yet emitted */
+    unsigned char pending[8];    /* an incomplete UTF-8 sequence waiting for the next piece */
+    size_t n_pending;
+    bool strip_space, first;
+    const struct req *r;
+    bool stopped;                /* a stop string was found */
+};
+
+static int32_t emit_upto(struct out *o, size_t n) {
+    if (n == 0) return REALM_OK;
+    int32_t rc = realm_emit(o->text.data, (int32_t)n);
+    if (rc < 0) return rc;
+    rg_buf_consume(&o->text, n);
+    return REALM_OK;
+}
+
+/* Emits what can no longer become part of a stop string; ends at a stop string if one shows. */
+static int32_t flush_text(struct out *o, bool final) {
+    const struct req *r = o->r;
+    const char *t = o->text.data;
+    size_t n = o->text.len;
+    size_t first = SIZE_MAX;
+    for (int k = 0; k < r->n_stops; k++) {
+        size_t sl = r->stop_lens[k];
+        for (size_t i = 0; i + sl <= n && i < first; i++)
+            if (!memcmp(t + i, r->stops[k], sl)) {
+                first = i;
+                break;
+            }
+    }
+    if (first != SIZE_MAX) {
+        o->stopped = true;
+        return emit_upto(o, first);
+    }
+    size_t hold = 0;
+    if (!final) {
+        for (int k = 0; k < r->n_stops; k++) {
+            size_t sl = r->stop_lens[k];
+            for (size_t h = sl - 1 < n ? sl - 1 : n; h > hold; h--)
+                if (!memcmp(t + n - h, r->stops[k], h)) {
+                    hold = h;
+                    break;
+                }
+        }
+    }
+    return emit_upto(o, n - hold);
+}
+
+static int32_t push_piece(struct out *o, const char *piece, size_t len) {
+    if (len > 0 && o->first) {
+        /* SPM puts a space in front of the text: drop it from the first visible piece */
+        if (o->strip_space && piece[0] == ' ') piece++, len--;
+        o->first = false;
+    }
+    size_t total = o->n_pending + len;
+    unsigned char *in = malloc(total ? total : 1);
+    if (!in) return REALM_E_NOMEM;
+    memcpy(in, o->pending, o->n_pending);
+    memcpy(in + o->n_pending, piece, len);
+    size_t done = rg_utf8_complete_prefix((const char *)in, total);
+    int32_t rc = rg_utf8_sanitize(&o->text, (const char *)in, done);
+    o->n_pending = total - done;
+    if (o->n_pending > sizeof o->pending) { /* cannot happen: an incomplete sequence is < 4 bytes */
+        free(in);
+        return REALM_E_INTERNAL;
+    }
+    memcpy(o->pending, in + done, o->n_pending);
+    free(in);
+    if (rc) return rc;
+    return flush_text(o, false);
+}
+
+static int32_t finish_text(struct out *o) {
+    if (o->n_pending) {
+        int32_t rc = rg_utf8_sanitize(&o->text, (const char *)o->pending, o->n_pending);
+        o->n_pending = 0;
+        if (rc) return rc;
+    }
+    return flush_text(o, true);
+}
+
+/* ---- generation ---- */
+
+static int32_t build_prompt(int32_t model, const struct req *r, const char *json, const struct info *mi,
+                            int32_t **toks, int32_t *n) {
+    int32_t rc;
+    if (r->tokens) {
+        *toks = malloc((r->tokens->n ? r->tokens->n : 1) * sizeof **toks);
+        if (!*toks) return REALM_E_NOMEM;
+        for (size_t i = 0; i < r->tokens->n; i++) {
+            if (!rj_is_int(&r->tokens->items[i], 0, mi->n_vocab - 1)) {
+                free(*toks);
+                *toks = NULL;
+                return bad("tokens", "token ids inside the vocabulary");
+            }
+            (*toks)[i] = (int32_t)r->tokens->items[i].num;
+        }
+        *n = (int32_t)r->tokens->n;
+        return REALM_OK;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    const char *src;
+    if (r->messages) {
+        rc = rg_chat_format_all(model, json + r->messages->src_off, r->messages->src_len, &text, &len);
+        if (rc) {
+            rg_logf(REALM_ABI_LOG_ERROR, "messages: chat template: %s", rg_strerror(rc));
+            return rc;
+        }
+        src = text;
+    } else {
+        src = r->prompt->str;
+        len = r->prompt->str_len;
+    }
+    int32_t flags = (r->add_bos ? REALM_ABI_TOKENIZE_ADD_BOS : 0) |
+                    (r->parse_special ? REALM_ABI_TOKENIZE_PARSE_SPECIAL : 0);
+    rc = rg_tokenize_all(model, src, len, flags, toks, n);
+    free(text);
+    if (rc) rg_logf(REALM_ABI_LOG_ERROR, "tokenize: %s", rg_strerror(rc));
+    return rc;
+}
+
+static int32_t generate(const struct req *r, const char *json) {
+    int32_t model = realm_model_open(r->model, (int32_t)strlen(r->model));
+    if (model < 0) {
+        rg_logf(REALM_ABI_LOG_ERROR, "model '%s': %s", r->model, rg_strerror(model));
+        return model;
+    }
+    struct info mi;
+    int32_t rc = read_info(model, &mi);
+    if (rc) return rc;
+
+    int32_t *toks = NULL, n_prompt = 0, session = -1;
+    float *logits = NULL;
+    struct rg_sampler smp = {0};
+    struct out o = {0};
+    int32_t n_gen = 0, finish = REALM_ABI_FINISH_LENGTH;
+
+    if ((rc = build_prompt(model, r, json, &mi, &toks, &n_prompt))) goto done;
+    if (n_prompt == 0) {
+        if (mi.bos < 0) {
+            rc = bad("prompt", "text or tokens (empty, and the vocabulary has no BOS token)");
+            goto done;
+        }
+        free(toks);
+        toks = malloc(sizeof *toks);
+        if (!toks) {
+            rc = REALM_E_NOMEM;
+            goto done;
+        }
+        toks[n_prompt++] = mi.bos; /* a generation needs one input token */
+    }
+
+    int64_t want = r->n_ctx > 0 ? r->n_ctx : r->max_tokens >= 0 ? (int64_t)n_prompt + r->max_tokens : mi.n_ctx_train;
+    if (want > mi.n_ctx_train) want = mi.n_ctx_train;
+    if (want < 1) want = 1;
+    if (n_prompt > want) {
+        rg_logf(REALM_ABI_LOG_ERROR, "prompt of %d tokens exceeds the context of %lld tokens", n_prompt,
+                (long long)want);
+        rc = REALM_E_CONTEXT_FULL;
+        goto done;
+    }
+    int64_t max_tokens = r->max_tokens >= 0 ? r->max_tokens : want - n_prompt + 1;
+    session = realm_session_open(model, (int32_t)want);
+    if (session < 0) {
+        rc = session;
+        rg_logf(REALM_ABI_LOG_ERROR, "session_open(%lld): %s", (long long)want, rg_strerror(rc));
+        goto done;
+    }
+
+    struct rg_sampler_params sp = r->sp;
+    if (!r->seed_set) sp.seed = (uint64_t)realm_random_seed();
+    if ((rc = rg_sampler_init(&smp, &sp, mi.n_vocab))) {
+        rg_logf(REALM_ABI_LOG_ERROR, "sampler: %s", rg_strerror(rc));
+        goto done;
+    }
+    for (int32_t i = 0; i < n_prompt; i++) rg_sampler_accept(&smp, toks[i]);
+    logits = malloc((size_t)mi.n_vocab * sizeof *logits);
+    if (!logits) {
+        rc = REALM_E_NOMEM;
+        goto done;
+    }
+    o.r = r;
+    o.first = true;
+    o.strip_space = r->strip_space >= 0 ? r->strip_space
+                                        : mi.add_space_prefix && r->prompt && r->prompt->str_len == 0;
+
+    if ((rc = realm_decode(session, toks, n_prompt, logits, mi.n_vocab))) {
+        rg_logf(REALM_ABI_LOG_ERROR, "decode prompt: %s", rg_strerror(rc));
+        goto done;
+    }
+    int32_t len = n_prompt;
+    char small[256];
+    while (n_gen < max_tokens) {
+        int32_t id = rg_sampler_sample(&smp, logits);
+        if (id < 0) {
+            rc = id;
+            goto done;
+        }
+        n_gen++;
+        if (!r->ignore_eos && is_eog(&mi, id)) {
+            finish = REALM_ABI_FINISH_STOP;
+            break;
+        }
+        rg_sampler_accept(&smp, id);
+        int32_t pl = realm_token_piece(model, id, small, sizeof small);
+        if (pl < 0) {
+            rc = pl;
+            goto done;
+        }
+        char *piece = small;
+        if ((size_t)pl > sizeof small) {
+            piece = malloc((size_t)pl);
+            if (!piece) {
+                rc = REALM_E_NOMEM;
+                goto done;
+            }
+            int32_t pl2 = realm_token_piece(model, id, piece, pl);
+            if (pl2 != pl) {
+                free(piece);
+                rc = pl2 < 0 ? pl2 : REALM_E_INTERNAL;
+                goto done;
+            }
+        }
+        rc = push_piece(&o, piece, (size_t)pl);
+        if (piece != small) free(piece);
+        if (rc) goto done;
+        if (o.stopped) {
+            finish = REALM_ABI_FINISH_STOP;
+            break;
+        }
+        if (n_gen == max_tokens) break;
+        if (len >= want) break; /* context full */
+        if ((rc = realm_decode(session, &id, 1, logits, mi.n_vocab))) goto done;
+        len++;
+    }
+    if (!o.stopped) {
+        if ((rc = finish_text(&o))) goto done;
+        if (o.stopped) finish = REALM_ABI_FINISH_STOP;
+    }
+    realm_usage(n_prompt, n_gen, finish);
+
+done:
+    if (rc && rc != REALM_E_CANCELLED) rg_logf(REALM_ABI_LOG_ERROR, "generate: %s", rg_strerror(rc));
+    if (session > 0) realm_session_close(session);
+    rg_sampler_free(&smp);
+    rg_buf_free(&o.text);
+    free(logits);
+    free(toks);
+    free(mi.eog);
+    return rc;
+}
+
+RG_EXPORT(realm_generate) int32_t realm_generate(void) {
+    char *json = NULL;
+    size_t len = 0;
+    int32_t rc = rg_request_read_all(&json, &len);
+    if (rc) return rc;
+    struct rj_value *root = NULL;
+    char err[160];
+    rc = rj_parse(json, len, &root, err, sizeof err);
+    if (rc) {
+        rg_logf(REALM_ABI_LOG_ERROR, "request: %s", err[0] ? err : rg_strerror(rc));
+        free(json);
+        return rc == REALM_E_FORMAT ? REALM_E_INVALID : rc;
+    }
+    struct req *r = malloc(sizeof *r);
+    if (!r) {
+        rc = REALM_E_NOMEM;
+    } else if ((rc = parse_request(root, r)) == REALM_OK) {
+        rc = generate(r, json);
+    }
+    free(r);
+    rj_free(root);
+    free(json);
+    return rc;
+}

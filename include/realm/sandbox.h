@@ -1,0 +1,180 @@
+/*
+ * sandbox.h — tenant orchestration code in WebAssembly (Wasmtime), talking to the host only
+ * through the realm ABI v1 (docs/abi.md).
+ *
+ * Objects:
+ *   realm_sbx_host    one per process: the Wasmtime engine (epoch interruption, pooling
+ *                     allocator), the linker with every realm import, the epoch ticker thread,
+ *                     the on-disk cache of compiled modules and the list of models tenants may
+ *                     open by name.
+ *   realm_sbx_module  a compiled guest binary (compiled once, cached on disk by hash).
+ *   realm_sbx_tenant  one instance of a module in its own store: memory cap, per-call time
+ *                     budget, private handle table. realm_init has run successfully.
+ *   realm_sbx_request one call of the guest's realm_generate: the request JSON, where emitted
+ *                     text goes, a cancel flag, and the usage/timings filled in.
+ *
+ * Thread rule: the host and modules are thread-safe once the models are added (add models
+ * before any tenant runs). A tenant is used by one thread at a time (any thread). A request's
+ * cancel flag may be set from any thread.
+ *
+ * Failure isolation: a guest that traps, runs past its time budget, ignores cancellation or
+ * misuses the ABI ends only its own request (REALM_E_TRAP / REALM_E_TIMEOUT / REALM_E_CANCELLED
+ * or the import's error code); the tenant is then re-instantiated before its next request.
+ */
+#ifndef REALM_SANDBOX_H
+#define REALM_SANDBOX_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "realm/abi.h"
+#include "realm/err.h"
+#include "realm/model.h"
+#include "realm/tokenizer.h"
+
+struct realm_sbx_host;
+struct realm_sbx_module;
+struct realm_sbx_tenant;
+
+/* Host configuration. Zero fields take the defaults in brackets. */
+struct realm_sbx_config {
+    const char *cache_dir;       /* compiled-module cache [$REALM_CACHE or ~/.cache/realm, +/modules];
+                                    "" disables the disk cache */
+    uint64_t memory_limit;       /* bytes of linear memory per tenant [64 MiB] */
+    uint32_t max_instances;      /* pooling-allocator slots = tenants alive at once [1000] */
+    uint32_t tick_us;            /* epoch ticker period [1000] */
+    uint64_t init_budget_ms;     /* guest compute time for _initialize + realm_init [1000] */
+    uint64_t generate_budget_ms; /* guest compute time per request, host calls excluded [30000] */
+    uint64_t wall_limit_ms;      /* wall time per request, host calls included [0: none] */
+    uint64_t max_output_bytes;   /* emit bytes per request [16 MiB] */
+    int32_t max_sessions;        /* open sessions per tenant [8] */
+    int32_t max_ctx;             /* cap on a session's n_ctx [0: the model's n_ctx_train] */
+    uint64_t max_kv_bytes;       /* KV cache bytes per tenant [0: no cap] */
+    int32_t max_log_lines;       /* guest log lines forwarded to realm_log per call [32] */
+};
+
+/* Creates the host: engine, linker, ticker thread.
+ * Ownership: returns owned (*out; realm_sbx_host_free). Nothing on failure.
+ * Errors: REALM_E_INVALID (bad config), REALM_E_NOMEM, REALM_E_INTERNAL (Wasmtime or thread). */
+int realm_sbx_host_new(const struct realm_sbx_config *cfg, struct realm_sbx_host **out,
+                       struct realm_err *err);
+/* Stops the ticker and frees the host. Every tenant and module must have been freed. NULL is a
+ * no-op. */
+void realm_sbx_host_free(struct realm_sbx_host *h);
+
+/* The decode path of a model: appends tokens[0..n) to the session and writes the logits of the
+ * last token (n_vocab floats) to `logits` (NULL: none). `cancel` is polled between steps.
+ * Same contract as realm_sched_decode (sched.h), so a scheduler can be plugged in directly. */
+typedef int (*realm_sbx_decode_fn)(void *ctx, uint32_t tenant, struct realm_session *session,
+                                   const int32_t *tokens, int32_t n, float *logits,
+                                   const atomic_bool *cancel, struct realm_err *err);
+
+struct realm_sbx_model_desc {
+    const char *name;                   /* what guests pass to model_open (≤ 256 bytes) */
+    const struct realm_model *model;    /* borrowed: must outlive the host */
+    const struct realm_tokenizer *tok;  /* borrowed: must outlive the host */
+    /* Decode path: either `decode` (+ decode_ctx), e.g. realm_sched_decode, or `engine` with
+     * its max_batch, run under a per-model mutex (one forward at a time). */
+    realm_sbx_decode_fn decode;
+    void *decode_ctx;
+    struct realm_engine *engine;        /* borrowed */
+    int32_t max_batch;
+};
+
+/* Adds a model to the list tenants can open by name. Not thread-safe against running tenants.
+ * Errors: REALM_E_INVALID (empty/long/duplicate name, missing model/tokenizer/decode path,
+ * vocab size mismatch), REALM_E_NOMEM. */
+int realm_sbx_host_add_model(struct realm_sbx_host *h, const struct realm_sbx_model_desc *d,
+                             struct realm_err *err);
+
+/* Compiles a guest (or loads it from the disk cache, keyed by SHA-256 of the bytes and the
+ * engine configuration; a cache file is checked against its own hash before Wasmtime sees it)
+ * and checks its imports and exports against ABI v1. `name` is used in messages.
+ * Ownership: returns owned (*out; realm_sbx_module_free); wasm is borrowed for the call.
+ * Errors: REALM_E_FORMAT (not wasm, or imports/exports do not match ABI v1, named in the
+ * message), REALM_E_NOMEM, REALM_E_INTERNAL. */
+int realm_sbx_module_new(struct realm_sbx_host *h, const void *wasm, size_t len, const char *name,
+                         struct realm_sbx_module **out, struct realm_err *err);
+/* Reads and compiles a .wasm file. Errors: as realm_sbx_module_new, REALM_E_IO. */
+int realm_sbx_module_load(struct realm_sbx_host *h, const char *path, struct realm_sbx_module **out,
+                          struct realm_err *err);
+/* True if the last realm_sbx_module_new/_load of this module came from the disk cache. */
+bool realm_sbx_module_cached(const struct realm_sbx_module *m);
+/* Frees the module (tenants keep their own reference to the code). NULL is a no-op. */
+void realm_sbx_module_free(struct realm_sbx_module *m);
+
+struct realm_sbx_tenant_params {
+    const char *name;           /* for messages and logs ["tenant"] */
+    const char *default_model;  /* what model_open("") opens [the host's first model] */
+    const char *const *models;  /* names this tenant may open [NULL: every model] */
+    int n_models;
+};
+
+/* Instantiates the module in a new store, runs _initialize, checks realm_abi_version and runs
+ * realm_init. If realm_init fails, the error carries the guest's status and its last log
+ * message ("guest init failed: <status>: <message>") and no tenant is created.
+ * Ownership: returns owned (*out; realm_sbx_tenant_free); params are copied.
+ * Errors: the guest's status, REALM_E_TRAP, REALM_E_TIMEOUT, REALM_E_UNSUPPORTED (ABI version),
+ * REALM_E_LIMIT (no pooling slot left), REALM_E_NOMEM. */
+int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
+                         const struct realm_sbx_tenant_params *params,
+                         struct realm_sbx_tenant **out, struct realm_err *err);
+/* Closes the tenant's sessions and frees its store. NULL is a no-op. */
+void realm_sbx_tenant_free(struct realm_sbx_tenant *t);
+
+struct realm_sbx_tenant_stats {
+    uint64_t memory_bytes;   /* current linear memory size */
+    int32_t sessions;        /* open sessions */
+    uint64_t kv_bytes;       /* their KV cache */
+    int64_t requests;        /* realm_generate calls */
+    int64_t restarts;        /* re-instantiations after a trap/timeout */
+    int64_t handle_errors;   /* REALM_E_BAD_HANDLE answers */
+};
+void realm_sbx_tenant_get_stats(const struct realm_sbx_tenant *t, struct realm_sbx_tenant_stats *out);
+
+/* Emitted text goes here. Return 0, or a negative value to cancel the request (client gone). */
+typedef int (*realm_sbx_emit_fn)(void *user, const char *text, size_t len);
+
+struct realm_sbx_usage {
+    /* reported by the guest through usage(); -1 when it did not */
+    int32_t prompt_tokens, completion_tokens, finish_reason;
+    /* measured by the host */
+    int64_t decoded_tokens;  /* tokens appended by decode */
+    int64_t decode_calls;
+    int64_t output_bytes;    /* emitted */
+    uint64_t guest_ns;       /* running guest code */
+    uint64_t host_ns;        /* inside realm imports (decode included) */
+    uint64_t decode_ns;      /* inside decode */
+    uint64_t first_emit_ns;  /* from the start of the call to the first emit (0: none) */
+    uint64_t prefill_ns;     /* duration of the first decode call (the prompt) */
+    uint64_t prefill_end_ns; /* from the start of the call to the end of that decode */
+    uint64_t total_ns;       /* the whole realm_generate call */
+};
+
+struct realm_sbx_request {
+    const char *json;   /* borrowed for the call */
+    size_t json_len;
+    realm_sbx_emit_fn emit;
+    void *emit_user;
+    atomic_bool cancel;
+    struct realm_sbx_usage usage; /* out */
+};
+
+void realm_sbx_request_init(struct realm_sbx_request *r, const char *json, size_t json_len,
+                            realm_sbx_emit_fn emit, void *emit_user);
+/* Cancels the request: the guest's next realm import returns REALM_E_CANCELLED and a guest that
+ * keeps running is stopped at its next epoch check. Any thread. */
+void realm_sbx_request_cancel(struct realm_sbx_request *r);
+
+/* Runs the guest's realm_generate on one request. A tenant broken by an earlier trap or timeout
+ * is re-instantiated (and re-initialised) first.
+ * Errors: the guest's own status (message: its last log line), REALM_E_TRAP (message: the trap),
+ * REALM_E_TIMEOUT (time budget), REALM_E_CANCELLED, REALM_E_INVALID (the guest returned a
+ * number that is not a realm status), or those of realm_sbx_tenant_new when a broken tenant
+ * cannot be re-initialised. */
+int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_request *r,
+                              struct realm_err *err);
+
+#endif

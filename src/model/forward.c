@@ -1,0 +1,556 @@
+/*
+ * forward.c — the engine and the batched forward pass.
+ *
+ * One realm_engine_forward call runs n rows (tokens of one or more sessions, each at its own
+ * position) through the transformer in a single parallel task: every thread of the pool walks the
+ * same sequence of labelled steps below and meets the others at a barrier where a step needs the
+ * complete output of the previous one (llama.cpp's graph-compute pattern, without a graph). Work
+ * inside a step is split by output rows of the weight matrices, so each weight byte is read once
+ * per step for all n rows (realm_quant_matmul does the row × batch loop).
+ *
+ * Per layer (llama / qwen2 / gemma3):
+ *   xb = rmsnorm(x) * attn_norm                      (every thread, or rows split when n is large)
+ *   q, k, v = xb Wq, xb Wk, xb Wv (+ bias)           split by heads; the same thread then applies
+ *   [QK-norm], RoPE, q *= scale, K/V → cache (f16)   its heads' QK-norm, RoPE and cache writes
+ *   ---- barrier
+ *   att = softmax(q K^T) V  per (row, head)          units claimed from an atomic counter
+ *   ---- barrier
+ *   x += [post_norm](att Wo)                         split by output rows
+ *   ---- barrier
+ *   h = act(xb Wgate) * (xb Wup), xb = rmsnorm(x)    split by FFN rows
+ *   ---- barrier
+ *   x += [post_norm](h Wdown)                        split by output rows
+ *   ---- barrier
+ * then logits = rmsnorm(x) Wout for the rows that asked for them, split by vocabulary rows.
+ *
+ * Activations are quantized once per step into the weight's vec_dot_type (Q8_0 / Q8_K, or used
+ * as f32). With few rows (decode) every thread prepares them itself into private buffers, which
+ * costs less than the barrier it saves; with many rows (prefill) the rows are split.
+ *
+ * Owns: the pool and every scratch buffer (sized at creation for max_batch rows: no allocation
+ * inside a step). Thread rule: one caller at a time per engine.
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "realm/alloc.h"
+#include "realm/threadpool.h"
+#include "realm/types.h"
+
+#define PRIVATE_ROWS 4 /* up to this many rows, each thread prepares activations itself */
+#define ACT_SLOTS 3    /* distinct activation formats one step may need (q, k, v weights) */
+#define LOGIT_TILE 64  /* vocabulary rows per output tile when several rows want logits */
+#define ATT_TILE 64    /* keys per online-softmax tile */
+#define MAX_BATCH (1 << 16)
+
+/* Activation rows ready for projections, in up to ACT_SLOTS formats. */
+struct act {
+    int n;
+    uint32_t type[ACT_SLOTS];
+    const void *data[ACT_SLOTS];
+    size_t row_bytes[ACT_SLOTS];
+};
+
+struct thread_buf {
+    float *xb;                 /* (PRIVATE_ROWS, max_k) normalised rows, private preparation */
+    void *act[ACT_SLOTS];      /* (PRIVATE_ROWS, act_row_max) quantized rows */
+    float *logits;             /* (max_batch, LOGIT_TILE) output tile */
+    float *scores;             /* (ATT_TILE) attention scores */
+};
+
+struct realm_engine {
+    const struct realm_model *m;
+    const struct model_kernels *kern;
+    struct realm_threadpool *pool;
+    int nth;
+    int32_t max_batch;
+    int64_t max_k;        /* widest activation row: max(n_embd, q_dim, n_ff) */
+    int64_t qkv_dim;      /* q_dim + 2 kv_dim */
+    size_t act_row_max;   /* bytes of the widest quantized activation row */
+
+    float *x;             /* (max_batch, n_embd) residual stream */
+    float *xb;            /* (max_batch, max_k) normalised rows, shared preparation */
+    float *qkv;           /* (max_batch, q_dim + 2 kv_dim) q | k | v per row */
+    float *att;           /* (max_batch, q_dim) attention output */
+    float *tmp;           /* (max_batch, n_embd) projection output before the residual add */
+    float *hb;            /* (max_batch, n_ff) FFN gate, then the gated activation */
+    float *hb2;           /* (max_batch, n_ff) FFN up */
+    void *act[ACT_SLOTS]; /* (max_batch, act_row_max) quantized rows, shared preparation */
+    float *rope;          /* (max_batch, n_rope_tables, n_rot/2, 2) cos, sin per row */
+    int32_t *pos;         /* (max_batch) position of each row in its session */
+    int32_t *out_rows;    /* (max_batch) indices of the rows that want logits */
+    struct realm_session **runs; /* (max_batch) sessions seen, for validation */
+    struct thread_buf *tb; /* (nth) */
+    _Atomic int *attn_next; /* (n_layer) next attention unit to claim */
+
+    /* the call in progress */
+    const struct realm_batch_row *rows;
+    int32_t n_rows;
+    int32_t n_out;
+};
+
+/* ---- helpers ---- */
+
+static inline float *rope_row(const struct realm_engine *e, int64_t b, int t) {
+    const struct realm_model *m = e->m;
+    return e->rope + ((b * m->n_rope_tables + t) * (m->n_rot / 2)) * 2;
+}
+
+/* Rotates one head in place by the angles of its row (cs: cos, sin per pair). */
+static void rope_apply(const struct realm_model *m, float *v, const float *cs) {
+    const int64_t half = m->n_rot / 2;
+    if (m->rope_mode == MODEL_ROPE_NORM) {
+        for (int64_t i = 0; i < half; i++) {
+            const float x0 = v[2 * i], x1 = v[2 * i + 1], c = cs[2 * i], s = cs[2 * i + 1];
+            v[2 * i] = x0 * c - x1 * s;
+            v[2 * i + 1] = x0 * s + x1 * c;
+        }
+    } else {
+        for (int64_t i = 0; i < half; i++) {
+            const float x0 = v[i], x1 = v[i + half], c = cs[2 * i], s = cs[2 * i + 1];
+            v[i] = x0 * c - x1 * s;
+            v[i + half] = x0 * s + x1 * c;
+        }
+    }
+}
+
+/* Writes n floats at element offset `off` of a KV cache row, in the session's element type. */
+static inline void kv_store(const struct model_kernels *K, const struct realm_session *s, void *row,
+                            int64_t off, const float *x, int64_t n) {
+    if (s->kv_type == REALM_KV_F32)
+        memcpy((float *)row + off, x, (size_t)n * sizeof(float));
+    else
+        K->to_f16(x, (uint16_t *)row + off, n);
+}
+
+static inline void add_vec(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* Makes n rows of src (row i = src[(idx ? idx[i] : i) * stride], k wide) ready for the weights
+ * ws[0..nw): RMSNorm'ed with `norm` if not NULL, then quantized into each distinct vec_dot_type
+ * (f32 activations are used in place). Few rows: every thread prepares all rows privately and
+ * no barrier is needed; many rows: rows are split across threads, then a barrier. */
+static void prep(struct realm_engine *e, int ith, int nth, const float *src, int64_t stride, int32_t n,
+                 const int32_t *idx, int64_t k, const float *norm,
+                 const struct model_weight *const *ws, int nw, struct act *a) {
+    const bool priv = n <= PRIVATE_ROWS;
+    float *xb = priv ? e->tb[ith].xb : e->xb;
+    void *const *slots = priv ? e->tb[ith].act : e->act;
+    const bool copy = norm || idx; /* float rows live in xb (compact) rather than in src */
+    const struct realm_quant_ops *qops[ACT_SLOTS];
+    a->n = 0;
+    for (int i = 0; i < nw; i++) {
+        const uint32_t t = ws[i]->ops->vec_dot_type;
+        int j = 0;
+        while (j < a->n && a->type[j] != t) j++;
+        if (j < a->n) continue;
+        a->type[j] = t;
+        if (t == REALM_TYPE_F32) {
+            a->data[j] = copy ? xb : src;
+            a->row_bytes[j] = (size_t)(copy ? k : stride) * sizeof(float);
+            qops[j] = NULL;
+        } else {
+            a->data[j] = slots[j];
+            a->row_bytes[j] = realm_type_row_size(t, k);
+            qops[j] = realm_quant_ops(t);
+        }
+        a->n++;
+    }
+    int64_t r0 = 0, r1 = n;
+    if (!priv) realm_split(n, ith, nth, 1, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        const float *s = src + (idx ? idx[r] : r) * stride;
+        float *d = xb + r * k;
+        if (norm)
+            model_rmsnorm(d, s, norm, k, e->m->cfg.norm_eps);
+        else if (idx)
+            memcpy(d, s, (size_t)k * sizeof(float));
+        const float *f = copy ? d : s;
+        for (int j = 0; j < a->n; j++)
+            if (qops[j]) qops[j]->quantize_row(f, (char *)slots[j] + r * a->row_bytes[j], k);
+    }
+    if (!priv) realm_threadpool_barrier(e->pool);
+}
+
+/* out[b * out_stride + r] = W row r · activation row b, for r in [r0, r1), b in [0, n). */
+static void matmul(const struct model_weight *w, int64_t r0, int64_t r1, const struct act *a, int32_t n,
+                   float *out, int64_t out_stride) {
+    if (r1 <= r0 || n <= 0) return;
+    int j = 0;
+    while (a->type[j] != w->ops->vec_dot_type) j++; /* prep() was given this weight */
+    realm_quant_matmul(w->ops, w->data, w->row_bytes, w->k, r0, r1, a->data[j], a->row_bytes[j], n, out,
+                       out_stride);
+}
+
+/* x += [rmsnorm(.) * post_norm](a W + bias): this thread computes output rows [r0, r1). Without a
+ * post-norm the residual add is done by the same thread; with one (gemma3) it needs complete
+ * rows, so it runs after a barrier, split by batch rows. Ends with a barrier. */
+static void residual_proj(struct realm_engine *e, int ith, int nth, const struct model_weight *w,
+                          const struct act *a, const float *bias, const float *post_norm) {
+    const int64_t E = e->m->cfg.n_embd;
+    const int32_t n = e->n_rows;
+    int64_t r0, r1;
+    realm_split(E, ith, nth, 16, &r0, &r1);
+    matmul(w, r0, r1, a, n, e->tmp, E);
+    if (!post_norm) {
+        for (int64_t b = 0; b < n; b++) {
+            float *x = e->x + b * E, *t = e->tmp + b * E;
+            if (bias)
+                for (int64_t r = r0; r < r1; r++) x[r] += t[r] + bias[r];
+            else
+                for (int64_t r = r0; r < r1; r++) x[r] += t[r];
+        }
+        realm_threadpool_barrier(e->pool);
+        return;
+    }
+    if (bias)
+        for (int64_t b = 0; b < n; b++) add_vec(e->tmp + b * E + r0, bias + r0, r1 - r0);
+    realm_threadpool_barrier(e->pool);
+    int64_t b0, b1;
+    realm_split(n, ith, nth, 1, &b0, &b1);
+    for (int64_t b = b0; b < b1; b++) {
+        float *t = e->tmp + b * E;
+        model_rmsnorm(t, t, post_norm, E, e->m->cfg.norm_eps);
+        add_vec(e->x + b * E, t, E);
+    }
+    realm_threadpool_barrier(e->pool);
+}
+
+/* Attention of row b, query head h over its session's keys [start, pos] (online softmax over
+ * tiles of keys, so no buffer proportional to the context is needed). q is pre-scaled. */
+static void attend(struct realm_engine *e, int il, bool swa, int32_t b, int32_t h, float *scores) {
+    const struct realm_model *m = e->m;
+    const struct model_kernels *K = e->kern;
+    const int64_t HD = m->cfg.head_dim;
+    const int32_t kvh = h / (m->cfg.n_head / m->cfg.n_head_kv);
+    const struct realm_session *s = e->rows[b].session;
+    const int32_t p = e->pos[b];
+    int32_t start = 0;
+    if (swa && p >= m->cfg.sliding_window) start = p - m->cfg.sliding_window + 1; /* p - j < n_swa */
+    const float *q = e->qkv + b * e->qkv_dim + h * HD;
+    float *out = e->att + b * m->q_dim + h * HD;
+    memset(out, 0, (size_t)HD * sizeof(float));
+    const bool f32 = s->kv_type == REALM_KV_F32;
+    float mx = -INFINITY, l = 0.0f;
+    for (int32_t t0 = start; t0 <= p; t0 += ATT_TILE) {
+        const int32_t nt = (p + 1 - t0) < ATT_TILE ? (p + 1 - t0) : ATT_TILE;
+        float tmax = -INFINITY;
+        for (int32_t j = 0; j < nt; j++) {
+            const void *kr = model_kv_k(s, il, t0 + j);
+            scores[j] = f32 ? K->dot_f32(q, (const float *)kr + kvh * HD, HD)
+                            : K->dot_f16(q, (const uint16_t *)kr + kvh * HD, HD);
+            if (scores[j] > tmax) tmax = scores[j];
+        }
+        if (tmax > mx) { /* rescale what was accumulated under the old maximum */
+            const float corr = mx == -INFINITY ? 0.0f : expf(mx - tmax);
+            if (l > 0.0f) K->scale(out, corr, HD);
+            l *= corr;
+            mx = tmax;
+        }
+        l += K->exp_sum(scores, nt, mx);
+        for (int32_t j = 0; j < nt; j++) {
+            const void *vr = model_kv_v(s, il, t0 + j);
+            if (f32)
+                K->axpy_f32(out, scores[j], (const float *)vr + kvh * HD, HD);
+            else
+                K->axpy_f16(out, scores[j], (const uint16_t *)vr + kvh * HD, HD);
+        }
+    }
+    K->scale(out, 1.0f / l, HD);
+}
+
+static void softcap(float *y, int64_t n, float c) {
+    for (int64_t i = 0; i < n; i++) y[i] = c * tanhf(y[i] / c);
+}
+
+/* ---- the forward pass (runs on every thread of the pool) ---- */
+
+static void forward_worker(void *arg, int ith, int nth) {
+    struct realm_engine *e = arg;
+    const struct realm_model *m = e->m;
+    const struct realm_model_config *c = &m->cfg;
+    const struct model_kernels *K = e->kern;
+    const int32_t n = e->n_rows;
+    const int64_t E = c->n_embd, HD = c->head_dim, Q = m->q_dim, KV = m->kv_dim, F = c->n_ff;
+    const int64_t QKV = e->qkv_dim, HQ = c->n_head, HK = c->n_head_kv, half = m->n_rot / 2;
+    struct act a;
+    int64_t r0, r1;
+
+    /* 1. token embeddings (x[b] = tok_embd[token] * embd_scale) and the RoPE cos/sin of each
+     *    row's position, computed in double once for all layers; rows split */
+    realm_split(n, ith, nth, 1, &r0, &r1);
+    for (int64_t b = r0; b < r1; b++) {
+        const int32_t tok = e->rows[b].token;
+        m->tok_embd.ops->dequantize_row((const char *)m->tok_embd.data + (size_t)tok * m->tok_embd.row_bytes,
+                                        e->x + b * E, E);
+        if (m->embd_scale != 1.0f) K->scale(e->x + b * E, m->embd_scale, E);
+        for (int t = 0; t < m->n_rope_tables; t++) {
+            float *cs = rope_row(e, b, t);
+            for (int64_t i = 0; i < half; i++) {
+                const double th = (double)e->pos[b] * m->rope_freq[t][i];
+                cs[2 * i] = (float)cos(th);
+                cs[2 * i + 1] = (float)sin(th);
+            }
+        }
+    }
+    realm_threadpool_barrier(e->pool);
+
+    for (int il = 0; il < c->n_layer; il++) {
+        const struct model_layer *L = &m->layers[il];
+
+        /* 2. attention norm, activations for Wq, Wk, Wv */
+        const struct model_weight *wqkv[3] = {&L->wq, &L->wk, &L->wv};
+        prep(e, ith, nth, e->x, E, n, NULL, E, L->attn_norm, wqkv, 3, &a);
+
+        /* 3. q, k, v projections split by heads: unit u < HQ is query head u, then the HK key
+         *    heads, then the HK value heads (their rows sit in that order in qkv). */
+        int64_t u0, u1;
+        realm_split(HQ + 2 * HK, ith, nth, 1, &u0, &u1);
+#define CLAMP(v, lo, hi) ((v) < (lo) ? (lo) : (v) > (hi) ? (hi) : (v))
+        matmul(&L->wq, CLAMP(u0, 0, HQ) * HD, CLAMP(u1, 0, HQ) * HD, &a, n, e->qkv, QKV);
+        matmul(&L->wk, CLAMP(u0 - HQ, 0, HK) * HD, CLAMP(u1 - HQ, 0, HK) * HD, &a, n, e->qkv + Q, QKV);
+        matmul(&L->wv, CLAMP(u0 - HQ - HK, 0, HK) * HD, CLAMP(u1 - HQ - HK, 0, HK) * HD, &a, n,
+               e->qkv + Q + KV, QKV);
+#undef CLAMP
+        /* 3b. bias, QK-norm, RoPE, q scaling, and the new keys/values into the cache */
+        for (int64_t b = 0; b < n; b++) {
+            struct realm_session *s = e->rows[b].session;
+            const int32_t p = e->pos[b];
+            const float *cs = rope_row(e, b, L->rope_table);
+            for (int64_t u = u0; u < u1; u++) {
+                float *v = e->qkv + b * QKV + u * HD; /* (HD) this head of this row */
+                if (u < HQ) {
+                    if (L->bq) add_vec(v, L->bq + u * HD, HD);
+                    if (L->q_norm) model_rmsnorm(v, v, L->q_norm, HD, c->norm_eps);
+                    rope_apply(m, v, cs);
+                    K->scale(v, m->attn_scale, HD);
+                } else if (u < HQ + HK) {
+                    const int64_t h = u - HQ;
+                    if (L->bk) add_vec(v, L->bk + h * HD, HD);
+                    if (L->k_norm) model_rmsnorm(v, v, L->k_norm, HD, c->norm_eps);
+                    rope_apply(m, v, cs);
+                    kv_store(K, s, model_kv_k(s, il, p), h * HD, v, HD);
+                } else {
+                    const int64_t h = u - HQ - HK;
+                    if (L->bv) add_vec(v, L->bv + h * HD, HD);
+                    kv_store(K, s, model_kv_v(s, il, p), h * HD, v, HD);
+                }
+            }
+        }
+        realm_threadpool_barrier(e->pool);
+
+        /* 4. attention per (row, query head), units claimed dynamically: later rows of a
+         *    prefill attend to more keys, so a static split would be unbalanced */
+        for (;;) {
+            const int u = atomic_fetch_add_explicit(&e->attn_next[il], 1, memory_order_relaxed);
+            if (u >= n * HQ) break;
+            attend(e, il, L->swa, u / (int32_t)HQ, u % (int32_t)HQ, e->tb[ith].scores);
+        }
+        realm_threadpool_barrier(e->pool);
+
+        /* 5. output projection and residual: x += [post_attn_norm](att Wo + bo) */
+        const struct model_weight *wo[1] = {&L->wo};
+        prep(e, ith, nth, e->att, Q, n, NULL, Q, NULL, wo, 1, &a);
+        residual_proj(e, ith, nth, &L->wo, &a, L->bo, L->post_attn_norm);
+
+        /* 6. FFN: hb = act(xb Wgate) * (xb Wup), split by FFN rows; SiLU, or GELU for gemma3 */
+        const struct model_weight *wgu[2] = {&L->w_gate, &L->w_up};
+        prep(e, ith, nth, e->x, E, n, NULL, E, L->ffn_norm, wgu, 2, &a);
+        realm_split(F, ith, nth, 16, &r0, &r1);
+        matmul(&L->w_gate, r0, r1, &a, n, e->hb, F);
+        matmul(&L->w_up, r0, r1, &a, n, e->hb2, F);
+        for (int64_t b = 0; b < n && r1 > r0; b++) {
+            if (m->ffn_gelu)
+                K->gelu_mul(e->hb + b * F + r0, e->hb2 + b * F + r0, r1 - r0);
+            else
+                K->silu_mul(e->hb + b * F + r0, e->hb2 + b * F + r0, r1 - r0);
+        }
+        realm_threadpool_barrier(e->pool);
+
+        /* 7. down projection and residual: x += [post_ffn_norm](hb Wdown) */
+        const struct model_weight *wd[1] = {&L->w_down};
+        prep(e, ith, nth, e->hb, F, n, NULL, F, NULL, wd, 1, &a);
+        residual_proj(e, ith, nth, &L->w_down, &a, NULL, L->post_ffn_norm);
+    }
+
+    /* 8. final norm and classifier, only for the rows that want logits; split by vocab rows */
+    const int32_t n_out = e->n_out;
+    if (n_out == 0) return;
+    const struct model_weight *wout[1] = {&m->output};
+    prep(e, ith, nth, e->x, E, n_out, e->out_rows, E, m->output_norm, wout, 1, &a);
+    realm_split(c->n_vocab, ith, nth, 64, &r0, &r1);
+    if (n_out == 1) {
+        float *lg = e->rows[e->out_rows[0]].logits;
+        matmul(&m->output, r0, r1, &a, 1, lg, 0);
+        if (m->final_softcap > 0) softcap(lg + r0, r1 - r0, m->final_softcap);
+        return;
+    }
+    float *tile = e->tb[ith].logits; /* (n_out, LOGIT_TILE) */
+    for (int64_t t0 = r0; t0 < r1; t0 += LOGIT_TILE) {
+        const int64_t nt = r1 - t0 < LOGIT_TILE ? r1 - t0 : LOGIT_TILE;
+        struct model_weight wt = m->output; /* view of rows [t0, t0 + nt) */
+        wt.data = (const char *)wt.data + (size_t)t0 * wt.row_bytes;
+        matmul(&wt, 0, nt, &a, n_out, tile, LOGIT_TILE);
+        for (int32_t j = 0; j < n_out; j++) {
+            float *lg = e->rows[e->out_rows[j]].logits + t0;
+            memcpy(lg, tile + (int64_t)j * LOGIT_TILE, (size_t)nt * sizeof(float));
+            if (m->final_softcap > 0) softcap(lg, nt, m->final_softcap);
+        }
+    }
+}
+
+/* ---- engine ---- */
+
+static void *alloc_f(size_t n_floats, int *fail) {
+    void *p = realm_malloc_aligned(64, n_floats * sizeof(float) + 64);
+    if (!p) *fail = 1;
+    return p;
+}
+
+static void max_act(size_t *mx, const struct model_weight *w) {
+    if (w->ops->vec_dot_type == REALM_TYPE_F32) return;
+    size_t rb = realm_type_row_size(w->ops->vec_dot_type, w->k);
+    if (rb > *mx) *mx = rb;
+}
+
+int realm_engine_new(const struct realm_model *m, int n_threads, int32_t max_batch, struct realm_engine **out,
+                     struct realm_err *err) {
+    if (!m || !out) return realm_err_set(err, REALM_E_INVALID, "engine: NULL argument");
+    if (max_batch < 1 || max_batch > MAX_BATCH)
+        return realm_err_set(err, REALM_E_INVALID, "engine: max_batch %d, expected 1..%d", max_batch, MAX_BATCH);
+    const struct realm_model_config *c = &m->cfg;
+    struct realm_engine *e = realm_calloc(1, sizeof *e);
+    if (!e) return realm_err_set(err, REALM_E_NOMEM, "engine: out of memory");
+    e->m = m;
+    e->kern = model_kernels_get();
+    e->max_batch = max_batch;
+    int rc = realm_threadpool_new(n_threads, &e->pool, err);
+    if (rc) {
+        realm_free(e);
+        return rc;
+    }
+    e->nth = realm_threadpool_n_threads(e->pool);
+    const int64_t B = max_batch, E = c->n_embd, F = c->n_ff;
+    e->max_k = E > m->q_dim ? E : m->q_dim;
+    if (F > e->max_k) e->max_k = F;
+    e->qkv_dim = m->q_dim + 2 * m->kv_dim;
+    size_t arm = 0;
+    for (int il = 0; il < c->n_layer; il++) {
+        const struct model_layer *L = &m->layers[il];
+        max_act(&arm, &L->wq), max_act(&arm, &L->wk), max_act(&arm, &L->wv), max_act(&arm, &L->wo);
+        max_act(&arm, &L->w_gate), max_act(&arm, &L->w_up), max_act(&arm, &L->w_down);
+    }
+    max_act(&arm, &m->output);
+    e->act_row_max = arm;
+
+    int fail = 0;
+    e->x = alloc_f((size_t)(B * E), &fail);
+    e->xb = alloc_f((size_t)(B * e->max_k), &fail);
+    e->qkv = alloc_f((size_t)(B * e->qkv_dim), &fail);
+    e->att = alloc_f((size_t)(B * m->q_dim), &fail);
+    e->tmp = alloc_f((size_t)(B * E), &fail);
+    e->hb = alloc_f((size_t)(B * F), &fail);
+    e->hb2 = alloc_f((size_t)(B * F), &fail);
+    for (int j = 0; j < ACT_SLOTS; j++) {
+        e->act[j] = realm_malloc_aligned(64, (size_t)B * arm + 64);
+        if (!e->act[j]) fail = 1;
+    }
+    e->rope = alloc_f((size_t)(B * m->n_rope_tables * m->n_rot), &fail);
+    e->pos = realm_malloc((size_t)B * sizeof(int32_t));
+    e->out_rows = realm_malloc((size_t)B * sizeof(int32_t));
+    e->runs = realm_malloc((size_t)B * sizeof(*e->runs));
+    e->attn_next = realm_malloc((size_t)c->n_layer * sizeof(*e->attn_next));
+    e->tb = realm_calloc((size_t)e->nth, sizeof *e->tb);
+    if (!e->pos || !e->out_rows || !e->runs || !e->attn_next || !e->tb) fail = 1;
+    for (int t = 0; !fail && t < e->nth; t++) {
+        struct thread_buf *tb = &e->tb[t];
+        tb->xb = alloc_f((size_t)(PRIVATE_ROWS * e->max_k), &fail);
+        for (int j = 0; j < ACT_SLOTS; j++) {
+            tb->act[j] = realm_malloc_aligned(64, PRIVATE_ROWS * arm + 64);
+            if (!tb->act[j]) fail = 1;
+        }
+        tb->logits = alloc_f((size_t)(B * LOGIT_TILE), &fail);
+        tb->scores = alloc_f(ATT_TILE, &fail);
+    }
+    if (fail) {
+        realm_engine_free(e);
+        return realm_err_set(err, REALM_E_NOMEM, "engine: scratch for %d rows: out of memory", max_batch);
+    }
+    *out = e;
+    return REALM_OK;
+}
+
+void realm_engine_free(struct realm_engine *e) {
+    if (!e) return;
+    realm_threadpool_free(e->pool);
+    if (e->tb)
+        for (int t = 0; t < e->nth; t++) {
+            realm_free_aligned(e->tb[t].xb);
+            for (int j = 0; j < ACT_SLOTS; j++) realm_free_aligned(e->tb[t].act[j]);
+            realm_free_aligned(e->tb[t].logits);
+            realm_free_aligned(e->tb[t].scores);
+        }
+    realm_free(e->tb);
+    realm_free_aligned(e->x);
+    realm_free_aligned(e->xb);
+    realm_free_aligned(e->qkv);
+    realm_free_aligned(e->att);
+    realm_free_aligned(e->tmp);
+    realm_free_aligned(e->hb);
+    realm_free_aligned(e->hb2);
+    for (int j = 0; j < ACT_SLOTS; j++) realm_free_aligned(e->act[j]);
+    realm_free_aligned(e->rope);
+    realm_free(e->pos);
+    realm_free(e->out_rows);
+    realm_free(e->runs);
+    realm_free(e->attn_next);
+    realm_free(e);
+}
+
+int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *rows, int32_t n_rows,
+                         struct realm_err *err) {
+    const struct realm_model *m = e->m;
+    if (n_rows == 0) return REALM_OK;
+    if (!rows || n_rows < 0 || n_rows > e->max_batch)
+        return realm_err_set(err, REALM_E_INVALID, "engine: %d rows, expected 1..%d", n_rows, e->max_batch);
+
+    /* Validate everything before touching any session: the call fails as a whole. */
+    int32_t n_runs = 0, n_out = 0, run_start = 0;
+    for (int32_t i = 0; i < n_rows; i++) {
+        struct realm_session *s = rows[i].session;
+        if (!s || s->m != m)
+            return realm_err_set(err, REALM_E_INVALID, "engine: row %d: session %s", i,
+                                 s ? "belongs to another model" : "is NULL");
+        if (rows[i].token < 0 || rows[i].token >= m->cfg.n_vocab)
+            return realm_err_set(err, REALM_E_INVALID, "engine: row %d: token %d, expected 0..%d", i,
+                                 rows[i].token, m->cfg.n_vocab - 1);
+        if (i == 0 || rows[i - 1].session != s) {
+            for (int32_t r = 0; r < n_runs; r++)
+                if (e->runs[r] == s)
+                    return realm_err_set(err, REALM_E_INVALID,
+                                         "engine: row %d: rows of one session must be consecutive", i);
+            e->runs[n_runs++] = s;
+            run_start = i;
+        }
+        const int64_t p = (int64_t)s->len + (i - run_start);
+        if (p >= s->n_ctx)
+            return realm_err_set(err, REALM_E_CONTEXT_FULL,
+                                 "engine: row %d: session holds %d tokens, adding %d more exceeds its "
+                                 "context of %d",
+                                 i, s->len, i - run_start + 1, s->n_ctx);
+        e->pos[i] = (int32_t)p;
+        if (rows[i].logits) e->out_rows[n_out++] = i;
+    }
+
+    e->rows = rows;
+    e->n_rows = n_rows;
+    e->n_out = n_out;
+    for (int il = 0; il < m->cfg.n_layer; il++) atomic_store_explicit(&e->attn_next[il], 0, memory_order_relaxed);
+    realm_threadpool_run(e->pool, forward_worker, e);
+    for (int32_t i = 0; i < n_rows; i++) rows[i].session->len = e->pos[i] + 1;
+    e->rows = NULL;
+    return REALM_OK;
+}

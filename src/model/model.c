@@ -1,0 +1,465 @@
+/*
+ * model.c — builds a realm_model from a GGUF file: hyper-parameters from the metadata (with the
+ * defaults llama.cpp's llama_model::load_hparams uses when a key is absent), and every weight as a
+ * borrowed, shape-checked view into the mapping (llama_model::load_tensors). 1-D tensors that
+ * are not f32 (norms, biases in f16 files) are converted once into owned f32 copies.
+ *
+ * Owns: the layer table, the RoPE frequency tables, the converted 1-D tensors. Borrows the gguf.
+ * Thread rule: immutable after realm_model_load; shared by every engine and session.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "realm/alloc.h"
+#include "realm/log.h"
+#include "realm/types.h"
+
+#define MAX_LAYERS 4096
+#define MAX_DIM (1 << 20)
+
+struct loader {
+    const struct realm_gguf *g;
+    const char *arch;
+    struct realm_model *m;
+    struct realm_err *err;
+};
+
+/* ---- metadata ---- */
+
+/* "<arch>.<suffix>" into buf. */
+static const char *akey(const struct loader *L, const char *suffix, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s.%s", L->arch, suffix);
+    return buf;
+}
+
+/* Reads an unsigned key. Absent: *out = def and OK if !required, REALM_E_FORMAT if required.
+ * Present with another type (e.g. a per-layer array): REALM_E_UNSUPPORTED. */
+static int get_u32(const struct loader *L, const char *suffix, bool required, uint32_t def,
+                   uint32_t *out) {
+    char key[160];
+    akey(L, suffix, key, sizeof key);
+    if (realm_gguf_find_key(L->g, key) < 0) {
+        if (required)
+            return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: missing, expected a u32", key);
+        *out = def;
+        return REALM_OK;
+    }
+    if (!realm_gguf_get_u32(L->g, key, out)) {
+        enum realm_gguf_vtype et;
+        uint64_t n;
+        const void *data;
+        if (realm_gguf_get_arr(L->g, key, &et, &n, &data) && n > 0 &&
+            (et == REALM_GGUF_UINT32 || et == REALM_GGUF_INT32)) {
+            /* per-layer arrays: accepted when all values are equal (one uniform model) */
+            uint32_t first, v;
+            memcpy(&first, data, 4);
+            for (uint64_t i = 1; i < n; i++) {
+                memcpy(&v, (const char *)data + 4 * i, 4);
+                if (v != first)
+                    return realm_err_set(L->err, REALM_E_UNSUPPORTED,
+                                         "model: %s: per-layer values differ, expected one value",
+                                         key);
+            }
+            if (et == REALM_GGUF_INT32 && (int32_t)first < 0)
+                return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: negative", key);
+            *out = first;
+            return REALM_OK;
+        }
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: %s value, expected a u32", key,
+                             realm_gguf_vtype_name(realm_gguf_kv_type(L->g, realm_gguf_find_key(L->g, key))));
+    }
+    return REALM_OK;
+}
+
+static int get_f32(const struct loader *L, const char *suffix, bool required, float def, float *out) {
+    char key[160];
+    akey(L, suffix, key, sizeof key);
+    if (realm_gguf_find_key(L->g, key) < 0) {
+        if (required)
+            return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: missing, expected an f32", key);
+        *out = def;
+        return REALM_OK;
+    }
+    if (!realm_gguf_get_f32(L->g, key, out) || !isfinite(*out))
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: not a finite float", key);
+    return REALM_OK;
+}
+
+static int check_range(const struct loader *L, const char *what, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s.%s: %" PRId64 ", expected %" PRId64
+                             "..%" PRId64, L->arch, what, v, lo, hi);
+    return REALM_OK;
+}
+
+/* ---- tensors ---- */
+
+static const struct realm_gguf_tensor *find(const struct loader *L, const char *name) {
+    return realm_gguf_find_tensor(L->g, name);
+}
+
+/* A 2-D weight of shape (rows, k). Absent and !required: w->data = NULL. */
+static int get_weight(const struct loader *L, const char *name, int64_t k, int64_t rows,
+                      bool required, struct model_weight *w) {
+    memset(w, 0, sizeof *w);
+    const struct realm_gguf_tensor *t = find(L, name);
+    if (!t) {
+        if (!required) return REALM_OK;
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: tensor %s: missing", name);
+    }
+    if (t->n_dims != 2 || t->ne[0] != k || t->ne[1] != rows)
+        return realm_err_set(L->err, REALM_E_FORMAT,
+                             "model: tensor %s: shape [%" PRId64 ", %" PRId64 ", %" PRId64
+                             "] (%u dims), expected [%" PRId64 ", %" PRId64 "]",
+                             name, t->ne[0], t->ne[1], t->ne[2], t->n_dims, k, rows);
+    const struct realm_type_info *ti = realm_type_get(t->type);
+    const struct realm_quant_ops *ops = realm_quant_ops(t->type);
+    if (!ops || !ops->vec_dot || !ops->dequantize_row)
+        return realm_err_set(L->err, REALM_E_UNSUPPORTED, "model: tensor %s: type %s has no kernels",
+                             name, ti ? ti->name : "unknown");
+    const struct realm_quant_ops *act = realm_quant_ops(ops->vec_dot_type);
+    if (!act || !act->quantize_row)
+        return realm_err_set(L->err, REALM_E_UNSUPPORTED,
+                             "model: tensor %s: activation type %u has no quantizer", name,
+                             ops->vec_dot_type);
+    size_t rb = realm_type_row_size(t->type, k);
+    if (rb == 0 || realm_type_row_size(ops->vec_dot_type, k) == 0)
+        return realm_err_set(L->err, REALM_E_UNSUPPORTED,
+                             "model: tensor %s: row of %" PRId64 " not a multiple of the block size of %s",
+                             name, k, ti ? ti->name : "?");
+    if ((uint64_t)rb * (uint64_t)rows > t->size)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: tensor %s: %zu bytes, expected %" PRIu64,
+                             name, t->size, (uint64_t)rb * (uint64_t)rows);
+    w->data = t->data;
+    w->ops = ops;
+    w->type = t->type;
+    w->k = k;
+    w->rows = rows;
+    w->row_bytes = rb;
+    return REALM_OK;
+}
+
+/* A 1-D f32 vector of n elements (converted to an owned f32 copy if stored in another type). */
+static int get_vec(const struct loader *L, const char *name, int64_t n, bool required,
+                   const float **out) {
+    *out = NULL;
+    const struct realm_gguf_tensor *t = find(L, name);
+    if (!t) {
+        if (!required) return REALM_OK;
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: tensor %s: missing", name);
+    }
+    int64_t ne = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    if (t->ne[0] != n || ne != n)
+        return realm_err_set(L->err, REALM_E_FORMAT,
+                             "model: tensor %s: %" PRId64 " elements (ne0 %" PRId64 "), expected %" PRId64,
+                             name, ne, t->ne[0], n);
+    if (t->type == REALM_TYPE_F32) {
+        if (t->size < (size_t)n * 4 || ((uintptr_t)t->data & 3))
+            return realm_err_set(L->err, REALM_E_FORMAT, "model: tensor %s: bad f32 data", name);
+        *out = t->data;
+        return REALM_OK;
+    }
+    const struct realm_quant_ops *ops = realm_quant_ops(t->type);
+    if (!ops || !ops->dequantize_row || realm_type_row_size(t->type, n) == 0 ||
+        realm_type_row_size(t->type, n) > t->size)
+        return realm_err_set(L->err, REALM_E_UNSUPPORTED, "model: tensor %s: type %u not usable for a vector",
+                             name, t->type);
+    struct realm_model *m = L->m;
+    if (m->n_owned == m->cap_owned)
+        return realm_err_set(L->err, REALM_E_INTERNAL, "model: too many converted vectors");
+    float *v = realm_malloc((size_t)n * sizeof(float));
+    if (!v) return realm_err_set(L->err, REALM_E_NOMEM, "model: out of memory");
+    ops->dequantize_row(t->data, v, n);
+    m->owned[m->n_owned++] = v;
+    *out = v;
+    return REALM_OK;
+}
+
+/* ---- RoPE tables ---- */
+
+/* freq[i] = freq_scale * base^(-2i/n_rot) / factor[i]: the angle per position of pair i (ggml_rope
+ * with ext_factor 0: theta = freq_scale * pos * theta_scale^i, divided by the freq factor). */
+static int build_rope_table(struct realm_model *m, int t, float base, float scale, const float *factors,
+                            struct realm_err *err) {
+    int64_t half = m->n_rot / 2;
+    double *f = realm_malloc((size_t)half * sizeof(double));
+    if (!f) return realm_err_set(err, REALM_E_NOMEM, "model: out of memory");
+    for (int64_t i = 0; i < half; i++) {
+        double v = (double)scale * pow((double)base, -2.0 * (double)i / (double)m->n_rot);
+        if (factors) v /= (double)factors[i];
+        f[i] = v;
+    }
+    m->rope_freq[t] = f;
+    return REALM_OK;
+}
+
+/* ---- load ---- */
+
+static int parse_arch(struct loader *L, struct realm_model *m) {
+    const char *s;
+    size_t n;
+    if (!realm_gguf_get_str(L->g, "general.architecture", &s, &n))
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: general.architecture: missing");
+    if (n == 5 && !memcmp(s, "llama", 5)) {
+        m->cfg.arch = REALM_ARCH_LLAMA;
+        m->cfg.arch_name = "llama";
+    } else if (n == 5 && !memcmp(s, "qwen2", 5)) {
+        m->cfg.arch = REALM_ARCH_QWEN2;
+        m->cfg.arch_name = "qwen2";
+    } else if (n == 6 && !memcmp(s, "gemma3", 6)) {
+        m->cfg.arch = REALM_ARCH_GEMMA3;
+        m->cfg.arch_name = "gemma3";
+    } else {
+        return realm_err_set(L->err, REALM_E_UNSUPPORTED,
+                             "model: architecture '%.*s', expected llama, qwen2 or gemma3",
+                             (int)(n > 64 ? 64 : n), s);
+    }
+    L->arch = m->cfg.arch_name;
+    return REALM_OK;
+}
+
+/* Hyper-parameters (llama_model::load_hparams). */
+static int load_hparams(struct loader *L, struct realm_model *m) {
+    struct realm_model_config *c = &m->cfg;
+    uint32_t u;
+    int rc;
+    if ((rc = get_u32(L, "context_length", true, 0, &u))) return rc;
+    c->n_ctx_train = (int32_t)(u > INT32_MAX ? INT32_MAX : u);
+    if ((rc = get_u32(L, "embedding_length", true, 0, &u))) return rc;
+    c->n_embd = (int32_t)(u > MAX_DIM ? MAX_DIM + 1 : u);
+    if ((rc = get_u32(L, "block_count", true, 0, &u))) return rc;
+    c->n_layer = (int32_t)(u > MAX_LAYERS ? MAX_LAYERS + 1 : u);
+    if ((rc = get_u32(L, "feed_forward_length", true, 0, &u))) return rc;
+    c->n_ff = (int32_t)(u > MAX_DIM ? MAX_DIM + 1 : u);
+    if ((rc = get_u32(L, "attention.head_count", true, 0, &u))) return rc;
+    c->n_head = (int32_t)(u > 4096 ? 4097 : u);
+    if ((rc = check_range(L, "context_length", c->n_ctx_train, 1, INT32_MAX)) ||
+        (rc = check_range(L, "embedding_length", c->n_embd, 1, MAX_DIM)) ||
+        (rc = check_range(L, "block_count", c->n_layer, 1, MAX_LAYERS)) ||
+        (rc = check_range(L, "feed_forward_length", c->n_ff, 1, MAX_DIM)) ||
+        (rc = check_range(L, "attention.head_count", c->n_head, 1, 4096)))
+        return rc;
+    /* llama.cpp: n_head_kv defaults to n_head (no GQA) */
+    if ((rc = get_u32(L, "attention.head_count_kv", false, (uint32_t)c->n_head, &u))) return rc;
+    c->n_head_kv = (int32_t)(u > 4096 ? 4097 : u);
+    if ((rc = check_range(L, "attention.head_count_kv", c->n_head_kv, 1, c->n_head))) return rc;
+    if (c->n_head % c->n_head_kv)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: n_head %d not a multiple of n_head_kv %d",
+                             L->arch, c->n_head, c->n_head_kv);
+    /* llama.cpp: n_embd_head_k = key_length, default n_embd / n_head; same for values */
+    uint32_t hk, hv;
+    if (c->n_embd % c->n_head) { /* the default needs divisibility */
+        char key[160];
+        if (realm_gguf_find_key(L->g, akey(L, "attention.key_length", key, sizeof key)) < 0)
+            return realm_err_set(L->err, REALM_E_FORMAT,
+                                 "model: %s: n_embd %d not a multiple of n_head %d and no key_length",
+                                 L->arch, c->n_embd, c->n_head);
+    }
+    if ((rc = get_u32(L, "attention.key_length", false, (uint32_t)(c->n_embd / c->n_head), &hk))) return rc;
+    if ((rc = get_u32(L, "attention.value_length", false, hk, &hv))) return rc;
+    if ((rc = check_range(L, "attention.key_length", hk, 2, 4096))) return rc;
+    if (hk != hv)
+        return realm_err_set(L->err, REALM_E_UNSUPPORTED,
+                             "model: %s: key_length %u != value_length %u, expected equal", L->arch, hk, hv);
+    if (hk % 2) return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: key_length %u is odd", L->arch, hk);
+    c->head_dim = (int32_t)hk;
+    if ((rc = get_f32(L, "attention.layer_norm_rms_epsilon", true, 0, &c->norm_eps))) return rc;
+    if (!(c->norm_eps >= 0 && c->norm_eps < 1))
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: rms epsilon %g out of range", L->arch,
+                             (double)c->norm_eps);
+    /* llama.cpp: rope_freq_base default 10000; n_rot default n_embd_head_k */
+    if ((rc = get_f32(L, "rope.freq_base", false, 10000.0f, &c->rope_freq_base))) return rc;
+    if (!(c->rope_freq_base > 0))
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: rope.freq_base %g", (double)c->rope_freq_base);
+    if ((rc = get_u32(L, "rope.dimension_count", false, (uint32_t)c->head_dim, &u))) return rc;
+    if (u > (uint32_t)c->head_dim || u % 2 || u == 0)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s.rope.dimension_count: %u, expected even, <= %d",
+                             L->arch, u, c->head_dim);
+    m->n_rot = (int32_t)u;
+    if (c->arch == REALM_ARCH_LLAMA && m->n_rot != c->head_dim)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: llama: n_rot %d != head_dim %d", m->n_rot,
+                             c->head_dim);
+    uint32_t n_expert;
+    if ((rc = get_u32(L, "expert_count", false, 0, &n_expert))) return rc;
+    if (n_expert > 0)
+        return realm_err_set(L->err, REALM_E_UNSUPPORTED, "model: %s: mixture of %u experts not supported",
+                             L->arch, n_expert);
+    c->rope_freq_base_local = c->rope_freq_base;
+    c->sliding_window = 0;
+    return REALM_OK;
+}
+
+/* RoPE scaling: none or linear (rope.scaling.type / rope.scaling.factor, or legacy
+ * rope.scale_linear); freq_scale = 1 / factor as in llama.cpp. */
+static int rope_scale(struct loader *L, float *scale) {
+    char key[160];
+    const char *s = NULL;
+    size_t n = 0;
+    float factor = 0;
+    int rc;
+    *scale = 1.0f;
+    if (realm_gguf_get_str(L->g, akey(L, "rope.scaling.type", key, sizeof key), &s, &n)) {
+        if (n == 4 && !memcmp(s, "none", 4)) return REALM_OK;
+        if (!(n == 6 && !memcmp(s, "linear", 6)))
+            return realm_err_set(L->err, REALM_E_UNSUPPORTED, "model: rope scaling '%.*s' not supported",
+                                 (int)(n > 32 ? 32 : n), s);
+    }
+    if ((rc = get_f32(L, "rope.scaling.factor", false, 0.0f, &factor))) return rc;
+    if (factor == 0.0f && (rc = get_f32(L, "rope.scale_linear", false, 0.0f, &factor))) return rc;
+    if (factor != 0.0f && factor != 1.0f) {
+        if (!(factor > 0)) return realm_err_set(L->err, REALM_E_FORMAT, "model: rope scaling factor %g", (double)factor);
+        *scale = 1.0f / factor;
+    }
+    return REALM_OK;
+}
+
+static int load_layer(struct loader *L, struct realm_model *m, int il) {
+    const struct realm_model_config *c = &m->cfg;
+    struct model_layer *ly = &m->layers[il];
+    const int64_t E = c->n_embd, Q = m->q_dim, KV = m->kv_dim, F = c->n_ff, HD = c->head_dim;
+    const bool gemma = c->arch == REALM_ARCH_GEMMA3, qwen = c->arch == REALM_ARCH_QWEN2;
+    char n[96];
+    int rc;
+#define TN(suffix) (snprintf(n, sizeof n, "blk.%d." suffix, il), n)
+    if ((rc = get_vec(L, TN("attn_norm.weight"), E, true, &ly->attn_norm))) return rc;
+    if ((rc = get_weight(L, TN("attn_q.weight"), E, Q, true, &ly->wq))) return rc;
+    if ((rc = get_weight(L, TN("attn_k.weight"), E, KV, true, &ly->wk))) return rc;
+    if ((rc = get_weight(L, TN("attn_v.weight"), E, KV, true, &ly->wv))) return rc;
+    if ((rc = get_weight(L, TN("attn_output.weight"), Q, E, true, &ly->wo))) return rc;
+    /* biases: required by qwen2, optional elsewhere (llama.cpp TENSOR_NOT_REQUIRED for llama) */
+    if ((rc = get_vec(L, TN("attn_q.bias"), Q, qwen, &ly->bq))) return rc;
+    if ((rc = get_vec(L, TN("attn_k.bias"), KV, qwen, &ly->bk))) return rc;
+    if ((rc = get_vec(L, TN("attn_v.bias"), KV, qwen, &ly->bv))) return rc;
+    if ((rc = get_vec(L, TN("attn_output.bias"), E, false, &ly->bo))) return rc;
+    if (gemma) {
+        if ((rc = get_vec(L, TN("attn_q_norm.weight"), HD, true, &ly->q_norm))) return rc;
+        if ((rc = get_vec(L, TN("attn_k_norm.weight"), HD, true, &ly->k_norm))) return rc;
+        if ((rc = get_vec(L, TN("post_attention_norm.weight"), E, true, &ly->post_attn_norm))) return rc;
+        if ((rc = get_vec(L, TN("post_ffw_norm.weight"), E, true, &ly->post_ffn_norm))) return rc;
+    }
+    if ((rc = get_vec(L, TN("ffn_norm.weight"), E, true, &ly->ffn_norm))) return rc;
+    if ((rc = get_weight(L, TN("ffn_gate.weight"), E, F, true, &ly->w_gate))) return rc;
+    if ((rc = get_weight(L, TN("ffn_up.weight"), E, F, true, &ly->w_up))) return rc;
+    if ((rc = get_weight(L, TN("ffn_down.weight"), F, E, true, &ly->w_down))) return rc;
+#undef TN
+    /* gemma3 (llama_hparams::set_swa_pattern(6)): layers with il % 6 < 5 use the sliding window
+     * and the local RoPE base; every 6th layer is global. */
+    ly->swa = gemma && c->sliding_window > 0 && (il % 6) < 5;
+    ly->rope_table = ly->swa ? 1 : 0;
+    return REALM_OK;
+}
+
+static int load(struct loader *L, struct realm_model *m) {
+    int rc;
+    if ((rc = parse_arch(L, m))) return rc;
+    if ((rc = load_hparams(L, m))) return rc;
+    struct realm_model_config *c = &m->cfg;
+    m->q_dim = (int64_t)c->n_head * c->head_dim;
+    m->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
+    m->rope_mode = c->arch == REALM_ARCH_LLAMA ? MODEL_ROPE_NORM : MODEL_ROPE_NEOX;
+    m->embd_scale = 1.0f;
+    m->attn_scale = 1.0f / sqrtf((float)c->head_dim);
+    m->ffn_gelu = false;
+    m->final_softcap = 0.0f;
+    float scale;
+    if ((rc = rope_scale(L, &scale))) return rc;
+    float scale_local = scale;
+
+    if (c->arch == REALM_ARCH_GEMMA3) {
+        /* llama.cpp llm_build_gemma3: inputs scaled by sqrt(n_embd), GELU-gated FFN, q scaled by
+         * f_attention_scale (1/sqrt(n_embd_head_k), 1/sqrt(n_embd/n_head) for the 27B with 62
+         * layers) and kq_scale 1; sliding window with pattern 6, local RoPE base 10000 and scale 1. */
+        uint32_t swa = 0;
+        char key[160];
+        if (realm_gguf_find_key(L->g, akey(L, "attention.sliding_window", key, sizeof key)) >= 0 &&
+            (rc = get_u32(L, "attention.sliding_window", true, 0, &swa)))
+            return rc;
+        c->sliding_window = (int32_t)(swa > INT32_MAX ? INT32_MAX : swa);
+        c->rope_freq_base_local = c->sliding_window > 0 ? 10000.0f : c->rope_freq_base;
+        scale_local = c->sliding_window > 0 ? 1.0f : scale;
+        m->embd_scale = sqrtf((float)c->n_embd);
+        m->ffn_gelu = true;
+        m->attn_scale = c->n_layer == 62 ? 1.0f / sqrtf((float)(c->n_embd / c->n_head))
+                                         : 1.0f / sqrtf((float)c->head_dim);
+        if ((rc = get_f32(L, "final_logit_softcapping", false, 0.0f, &m->final_softcap))) return rc;
+        if (m->final_softcap < 0) m->final_softcap = 0;
+    }
+
+    /* token embeddings: their row count is the vocabulary size */
+    const struct realm_gguf_tensor *te = find(L, "token_embd.weight");
+    if (!te) return realm_err_set(L->err, REALM_E_FORMAT, "model: tensor token_embd.weight: missing");
+    if (te->n_dims != 2 || te->ne[1] < 1 || te->ne[1] > INT32_MAX)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: tensor token_embd.weight: bad shape");
+    c->n_vocab = (int32_t)te->ne[1];
+    uint32_t vs;
+    char key[160];
+    if (realm_gguf_get_u32(L->g, akey(L, "vocab_size", key, sizeof key), &vs) && vs != (uint32_t)c->n_vocab)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: %u, token_embd has %d rows", key, vs,
+                             c->n_vocab);
+    if ((rc = get_weight(L, "token_embd.weight", c->n_embd, c->n_vocab, true, &m->tok_embd))) return rc;
+    if ((rc = get_vec(L, "output_norm.weight", c->n_embd, true, &m->output_norm))) return rc;
+    if ((rc = get_weight(L, "output.weight", c->n_embd, c->n_vocab, false, &m->output))) return rc;
+    if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+
+    const float *factors = NULL; /* llama3-style per-pair RoPE frequency factors */
+    if ((rc = get_vec(L, "rope_freqs.weight", m->n_rot / 2, false, &factors))) return rc;
+    m->n_rope_tables = c->arch == REALM_ARCH_GEMMA3 && c->sliding_window > 0 ? 2 : 1;
+    if ((rc = build_rope_table(m, 0, c->rope_freq_base, scale, factors, L->err))) return rc;
+    if (m->n_rope_tables > 1 &&
+        (rc = build_rope_table(m, 1, c->rope_freq_base_local, scale_local, factors, L->err)))
+        return rc;
+
+    m->layers = realm_calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) return realm_err_set(L->err, REALM_E_NOMEM, "model: out of memory");
+    for (int il = 0; il < c->n_layer; il++)
+        if ((rc = load_layer(L, m, il))) return rc;
+    return REALM_OK;
+}
+
+int realm_model_load(const struct realm_gguf *g, struct realm_model **out, struct realm_err *err) {
+    if (!g || !out) return realm_err_set(err, REALM_E_INVALID, "model: NULL argument");
+    realm_quant_init();
+    struct realm_model *m = realm_calloc(1, sizeof *m);
+    if (!m) return realm_err_set(err, REALM_E_NOMEM, "model: out of memory");
+    m->g = g;
+    struct loader L = {.g = g, .arch = "?", .m = m, .err = err};
+    /* upper bound of converted vectors: 12 per layer + output_norm + rope_freqs; the layer count
+     * is validated in load_hparams, so size the table after a first peek */
+    uint32_t nl = 0;
+    char key[160];
+    const char *a;
+    size_t an;
+    if (realm_gguf_get_str(g, "general.architecture", &a, &an) && an < 32) {
+        snprintf(key, sizeof key, "%.*s.block_count", (int)an, a);
+        realm_gguf_get_u32(g, key, &nl);
+    }
+    if (nl > MAX_LAYERS) nl = MAX_LAYERS;
+    m->cap_owned = 12 * (int)nl + 4;
+    m->owned = realm_calloc((size_t)m->cap_owned, sizeof *m->owned);
+    int rc = m->owned ? load(&L, m) : realm_err_set(err, REALM_E_NOMEM, "model: out of memory");
+    if (rc) {
+        realm_model_free(m);
+        return rc;
+    }
+    realm_log(REALM_LOG_INFO, "model",
+              "%s: %d layers, n_embd %d, n_ff %d, %d/%d heads of %d, vocab %d, ctx %d, rope %s base %g",
+              m->cfg.arch_name, m->cfg.n_layer, m->cfg.n_embd, m->cfg.n_ff, m->cfg.n_head,
+              m->cfg.n_head_kv, m->cfg.head_dim, m->cfg.n_vocab, m->cfg.n_ctx_train,
+              m->rope_mode == MODEL_ROPE_NORM ? "norm" : "neox", (double)m->cfg.rope_freq_base);
+    *out = m;
+    return REALM_OK;
+}
+
+void realm_model_free(struct realm_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) realm_free(m->owned[i]);
+    realm_free(m->owned);
+    for (int t = 0; t < MODEL_MAX_ROPE_TABLES; t++) realm_free(m->rope_freq[t]);
+    realm_free(m->layers);
+    realm_free(m);
+}
+
+const struct realm_model_config *realm_model_config(const struct realm_model *m) { return &m->cfg; }

@@ -1,0 +1,125 @@
+/*
+ * model.h (internal) — the structs behind include/realm/model.h, shared by the files of
+ * src/model/: the weights (borrowed views into the GGUF mapping, with a shape comment on every
+ * pointer), the KV cache accessors, and the small kernels of ops.c.
+ *
+ * Shapes are written as (rows, row length): a weight (n_out, n_in) has n_out rows of n_in
+ * contiguous elements — GGUF's ne = [n_in, n_out]. Thread rule: as in realm/model.h.
+ */
+#ifndef REALM_MODEL_INTERNAL_H
+#define REALM_MODEL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "realm/model.h"
+#include "realm/quant.h"
+
+/* A 2-D weight matrix in any block format that has kernels. */
+struct model_weight {
+    const void *data;                  /* (rows, k) in `type`, borrowed from the mapping */
+    const struct realm_quant_ops *ops; /* kernels for `type` */
+    uint32_t type;                     /* enum realm_type */
+    int64_t k;                         /* elements per row = input width */
+    int64_t rows;                      /* output width */
+    size_t row_bytes;
+};
+
+enum model_rope_mode {
+    MODEL_ROPE_NORM = 0, /* rotate adjacent pairs (x[2i], x[2i+1]) — llama */
+    MODEL_ROPE_NEOX = 1, /* rotate (x[i], x[i + n_rot/2]) — qwen2, gemma3 */
+};
+
+struct model_layer {
+    const float *attn_norm;      /* (n_embd) */
+    struct model_weight wq;      /* (n_head * head_dim, n_embd) */
+    struct model_weight wk;      /* (n_head_kv * head_dim, n_embd) */
+    struct model_weight wv;      /* (n_head_kv * head_dim, n_embd) */
+    struct model_weight wo;      /* (n_embd, n_head * head_dim) */
+    const float *bq;             /* (n_head * head_dim) or NULL — qwen2 */
+    const float *bk;             /* (n_head_kv * head_dim) or NULL */
+    const float *bv;             /* (n_head_kv * head_dim) or NULL */
+    const float *bo;             /* (n_embd) or NULL */
+    const float *q_norm;         /* (head_dim) or NULL — gemma3 QK-norm */
+    const float *k_norm;         /* (head_dim) or NULL */
+    const float *post_attn_norm; /* (n_embd) or NULL — gemma3 */
+    const float *ffn_norm;       /* (n_embd) */
+    struct model_weight w_gate;  /* (n_ff, n_embd) */
+    struct model_weight w_up;    /* (n_ff, n_embd) */
+    struct model_weight w_down;  /* (n_embd, n_ff) */
+    const float *post_ffn_norm;  /* (n_embd) or NULL — gemma3 */
+    bool swa;                    /* sliding-window layer (attends to the last sliding_window keys) */
+    int rope_table;              /* 0: global RoPE base, 1: local (sliding-window) base */
+};
+
+#define MODEL_MAX_ROPE_TABLES 2
+
+struct realm_model {
+    struct realm_model_config cfg;
+    const struct realm_gguf *g;   /* borrowed */
+    enum model_rope_mode rope_mode;
+    int32_t n_rot;                /* rotated dims per head (<= head_dim) */
+    int n_rope_tables;            /* 1, or 2 for gemma3 (global + local base) */
+    double *rope_freq[MODEL_MAX_ROPE_TABLES]; /* (n_rot/2) angle per position, owned */
+    float attn_scale;             /* multiplies q before q·k */
+    float embd_scale;             /* 1, or sqrt(n_embd) for gemma3 */
+    bool ffn_gelu;                /* GELU(tanh)-gated FFN (gemma3) instead of SwiGLU */
+    float final_softcap;          /* 0: none; else logits = c * tanh(logits / c) */
+    int64_t q_dim;                /* n_head * head_dim */
+    int64_t kv_dim;               /* n_head_kv * head_dim */
+
+    struct model_weight tok_embd; /* (n_vocab, n_embd) */
+    const float *output_norm;     /* (n_embd) */
+    struct model_weight output;   /* (n_vocab, n_embd); a copy of tok_embd when tied */
+    struct model_layer *layers;   /* (n_layer), owned */
+
+    float **owned;                /* 1-D tensors converted to f32 at load, owned */
+    int n_owned, cap_owned;
+};
+
+/* ---- KV cache of one session (kv.c). Later replaced by a paged pool: the forward pass touches
+ * the cache only through model_kv_k / model_kv_v. ---- */
+struct realm_session {
+    const struct realm_model *m;
+    int32_t n_ctx;
+    int32_t len;                /* tokens in the cache */
+    enum realm_kv_type kv_type; /* f16 or f32 elements */
+    size_t row_bytes;           /* bytes of one position's keys (= values) of one layer */
+    unsigned char *k;           /* (n_layer, n_ctx, kv_dim) in kv_type, owned */
+    unsigned char *v;           /* (n_layer, n_ctx, kv_dim) in kv_type, owned */
+};
+
+/* Keys / values of `layer` at position `pos`: kv_dim elements of s->kv_type. */
+static inline void *model_kv_k(const struct realm_session *s, int layer, int32_t pos) {
+    /* 64-bit offsets: n_layer * n_ctx * kv_dim exceeds 2^31 on large models */
+    return s->k + ((size_t)layer * (size_t)s->n_ctx + (size_t)pos) * s->row_bytes;
+}
+static inline void *model_kv_v(const struct realm_session *s, int layer, int32_t pos) {
+    return s->v + ((size_t)layer * (size_t)s->n_ctx + (size_t)pos) * s->row_bytes;
+}
+
+/* ---- small kernels (ops.c, ops_avx2.c) ---- */
+struct model_kernels {
+    const char *name;
+    float (*dot_f16)(const float *x, const uint16_t *y, int64_t n);      /* sum x[i] * y[i] */
+    void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);   /* y += a * x */
+    void (*to_f16)(const float *x, uint16_t *y, int64_t n);
+    void (*silu_mul)(float *g, const float *u, int64_t n);               /* g = silu(g) * u */
+    void (*gelu_mul)(float *g, const float *u, int64_t n);               /* g = gelu_tanh(g) * u */
+    void (*scale)(float *y, float s, int64_t n);
+    float (*exp_sum)(float *s, int64_t n, float mx);                    /* s = exp(s - mx); returns sum */
+    float (*dot_f32)(const float *x, const float *y, int64_t n);
+    void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+};
+
+/* The kernels for the ISA realm_quant_isa() selected (REALM_ISA=scalar forces the scalar ones).
+ * Lifetime: static. */
+const struct model_kernels *model_kernels_get(void);
+const struct model_kernels *model_kernels_scalar(void);
+const struct model_kernels *model_kernels_avx2(void); /* NULL if not compiled in */
+
+/* out = x / sqrt(mean(x^2) + eps) * w (w may be NULL: no weight); sum in double as ggml does. */
+void model_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
+
+#endif

@@ -1,0 +1,324 @@
+/*
+ * host.c — the sandbox host: one Wasmtime engine (epoch interruption, pooling allocator sized
+ * for max_instances tenants), one linker holding every realm import, the epoch ticker thread,
+ * and the list of models guests may open by name (with their model_info JSON, built once).
+ *
+ * Owns: the engine, the linker, the ticker thread, the model entries (not the models).
+ * Thread rule: realm_sbx_host_add_model before tenants run; everything else thread-safe.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "realm/alloc.h"
+#include "realm/log.h"
+#include "sandbox/sandbox.h"
+
+#define MIB (1024ull * 1024ull)
+
+uint64_t sbx_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void vec_text(const wasm_byte_vec_t *v, char *buf, size_t cap) {
+    size_t n = v->size;
+    while (n > 0 && v->data[n - 1] == 0) n--; /* wasm_trap_message includes the NUL */
+    snprintf(buf, cap, "%.*s", (int)(n < 512 ? n : 512), v->data);
+}
+
+void sbx_error_text(wasmtime_error_t *e, char *buf, size_t cap) {
+    wasm_name_t msg;
+    wasmtime_error_message(e, &msg);
+    vec_text(&msg, buf, cap);
+    wasm_byte_vec_delete(&msg);
+    wasmtime_error_delete(e);
+}
+
+void sbx_trap_text(wasm_trap_t *t, char *buf, size_t cap) {
+    wasm_message_t msg;
+    wasm_trap_message(t, &msg);
+    vec_text(&msg, buf, cap);
+    wasm_byte_vec_delete(&msg);
+    wasm_trap_delete(t);
+}
+
+/* ---- the epoch ticker: bumps the engine's epoch every tick_us; the per-store callback turns
+ * that into budget, wall-clock and cancellation checks while guest code runs ---- */
+static void *ticker_main(void *arg) {
+    struct realm_sbx_host *h = arg;
+    struct timespec ts = {(time_t)(h->cfg.tick_us / 1000000), (long)(h->cfg.tick_us % 1000000) * 1000};
+    while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+        nanosleep(&ts, NULL);
+        wasmtime_engine_increment_epoch(h->engine);
+    }
+    return NULL;
+}
+
+static char *default_cache_dir(void) {
+    const char *base = getenv("REALM_CACHE");
+    char buf[4096];
+    if (base && *base) {
+        snprintf(buf, sizeof buf, "%s/modules", base);
+    } else {
+        const char *home = getenv("HOME");
+        if (!home || !*home) return NULL;
+        snprintf(buf, sizeof buf, "%s/.cache/realm/modules", home);
+    }
+    return realm_strndup(buf, strlen(buf));
+}
+
+int realm_sbx_host_new(const struct realm_sbx_config *cfg_in, struct realm_sbx_host **out,
+                       struct realm_err *err) {
+    struct realm_sbx_config cfg = {0};
+    if (cfg_in) cfg = *cfg_in;
+    if (!cfg.memory_limit) cfg.memory_limit = 64 * MIB;
+    if (!cfg.max_instances) cfg.max_instances = 1000;
+    if (!cfg.tick_us) cfg.tick_us = 1000;
+    if (!cfg.init_budget_ms) cfg.init_budget_ms = 1000;
+    if (!cfg.generate_budget_ms) cfg.generate_budget_ms = 30000;
+    if (!cfg.max_output_bytes) cfg.max_output_bytes = 16 * MIB;
+    if (!cfg.max_sessions) cfg.max_sessions = 8;
+    if (!cfg.max_log_lines) cfg.max_log_lines = 32;
+    if (cfg.memory_limit < 64 * 1024 || cfg.memory_limit > 4096 * MIB || cfg.max_sessions < 0 ||
+        cfg.max_sessions > SBX_MAX_HANDLES / 2 || cfg.max_ctx < 0 || cfg.max_log_lines < 0 ||
+        cfg.tick_us > 1000000 || cfg.max_instances > 100000)
+        return realm_err_set(err, REALM_E_INVALID, "sandbox: config: out of range");
+
+    struct realm_sbx_host *h = realm_calloc(1, sizeof *h);
+    if (!h) return realm_err_set(err, REALM_E_NOMEM, "sandbox: host: out of memory");
+    h->cfg = cfg;
+    h->cfg.cache_dir = NULL; /* not kept: borrowed by the caller */
+    if (cfg.cache_dir) {
+        if (*cfg.cache_dir) h->cache_dir = realm_strndup(cfg.cache_dir, strlen(cfg.cache_dir));
+    } else {
+        h->cache_dir = default_cache_dir();
+    }
+
+    wasm_config_t *wc = wasm_config_new();
+    if (!wc) goto nomem;
+    /* Epochs instead of fuel: a counter check at loop heads and function entries, 2-3x cheaper
+     * than fuel (wasmtime config.rs docs). */
+    wasmtime_config_epoch_interruption_set(wc, true);
+    wasmtime_config_cranelift_opt_level_set(wc, WASMTIME_OPT_LEVEL_SPEED);
+    wasmtime_pooling_allocation_config_t *pool = wasmtime_pooling_allocation_config_new();
+    if (!pool) {
+        wasm_config_delete(wc);
+        goto nomem;
+    }
+    /* one core instance, memory and table per tenant (guests with more are refused at
+     * instantiation); slots come back when a store is deleted */
+    wasmtime_pooling_allocation_config_total_core_instances_set(pool, cfg.max_instances);
+    wasmtime_pooling_allocation_config_total_memories_set(pool, cfg.max_instances);
+    wasmtime_pooling_allocation_config_total_tables_set(pool, cfg.max_instances);
+    wasmtime_pooling_allocation_config_max_memories_per_module_set(pool, 1);
+    wasmtime_pooling_allocation_config_max_tables_per_module_set(pool, 1);
+    wasmtime_pooling_allocation_config_max_memory_size_set(pool, (size_t)cfg.memory_limit);
+    wasmtime_pooling_allocation_strategy_set(wc, pool); /* does not take pool */
+    wasmtime_pooling_allocation_config_delete(pool);
+    h->engine = wasm_engine_new_with_config(wc); /* takes wc */
+    if (!h->engine) {
+        realm_err_set(err, REALM_E_INTERNAL, "sandbox: engine: Wasmtime refused the configuration");
+        goto fail;
+    }
+    snprintf(h->config_key, sizeof h->config_key,
+             "wasmtime-48;cranelift-speed;epoch;pool-mem=%llu;abi=%d",
+             (unsigned long long)cfg.memory_limit, REALM_ABI_VERSION);
+
+    h->linker = wasmtime_linker_new(h->engine);
+    if (!h->linker) goto nomem;
+    if (sbx_define_imports(h, err)) goto fail;
+
+    if (pthread_create(&h->ticker, NULL, ticker_main, h) != 0) {
+        realm_err_set(err, REALM_E_INTERNAL, "sandbox: ticker: cannot start thread");
+        goto fail;
+    }
+    h->ticker_running = true;
+    *out = h;
+    return REALM_OK;
+
+nomem:
+    realm_err_set(err, REALM_E_NOMEM, "sandbox: host: out of memory");
+fail:
+    realm_sbx_host_free(h);
+    return err ? err->code : REALM_E_INTERNAL;
+}
+
+static void model_entry_free(struct sbx_model *m) {
+    if (!m) return;
+    if (m->engine && !m->decode) pthread_mutex_destroy(&m->mu);
+    realm_free(m->rows);
+    realm_free(m->info);
+    realm_free(m->name);
+    realm_free(m);
+}
+
+void realm_sbx_host_free(struct realm_sbx_host *h) {
+    if (!h) return;
+    if (atomic_load(&h->n_tenants) != 0)
+        realm_log(REALM_LOG_ERROR, "sandbox", "host freed with %lld tenants alive",
+                  (long long)atomic_load(&h->n_tenants));
+    if (h->ticker_running) {
+        atomic_store(&h->stop, true);
+        pthread_join(h->ticker, NULL);
+    }
+    for (int i = 0; i < h->n_models; i++) model_entry_free(h->models[i]);
+    realm_free(h->models);
+    if (h->linker) wasmtime_linker_delete(h->linker);
+    if (h->engine) wasm_engine_delete(h->engine);
+    realm_free(h->cache_dir);
+    realm_free(h);
+}
+
+/* ---- model_info JSON ---- */
+
+struct sb {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sb_put(struct sb *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realm_realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sb *b, const char *fmt, ...) {
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        b->oom = true;
+        return;
+    }
+    sb_put(b, tmp, (size_t)n);
+}
+
+static void sb_json_str(struct sb *b, const char *s) {
+    if (!s) {
+        sb_put(b, "null", 4);
+        return;
+    }
+    sb_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            sb_put(b, e, 2);
+        } else if (c < 0x20) {
+            sb_printf(b, "\\u%04x", c);
+        } else {
+            sb_put(b, (const char *)&c, 1);
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+static int build_info(struct sbx_model *m) {
+    const struct realm_model_config *c = realm_model_config(m->model);
+    struct sb b = {0};
+    sb_put(&b, "{\"name\":", 8);
+    sb_json_str(&b, m->name);
+    sb_put(&b, ",\"arch\":", 8);
+    sb_json_str(&b, c->arch_name);
+    sb_printf(&b, ",\"n_vocab\":%d,\"n_ctx_train\":%d,\"n_embd\":%d,\"n_layer\":%d", m->n_vocab,
+              c->n_ctx_train, c->n_embd, c->n_layer);
+    sb_printf(&b, ",\"bos\":%d,\"eos\":%d,\"add_bos\":%s", realm_tokenizer_bos(m->tok),
+              realm_tokenizer_eos(m->tok), realm_tokenizer_add_bos(m->tok) ? "true" : "false");
+    /* SPM's space in front of the text (the native detokenizer strips it from the first piece) */
+    struct realm_detok d;
+    realm_detok_init(&d, m->tok, false);
+    sb_printf(&b, ",\"add_space_prefix\":%s", d.strip_space ? "true" : "false");
+    sb_put(&b, ",\"tokenizer\":", 13);
+    sb_json_str(&b, realm_tokenizer_kind(m->tok));
+    sb_put(&b, ",\"pre\":", 7);
+    sb_json_str(&b, realm_tokenizer_pre(m->tok));
+    sb_put(&b, ",\"chat_template\":", 17);
+    sb_json_str(&b, realm_tokenizer_chat_template(m->tok));
+    sb_put(&b, ",\"eog\":[", 8);
+    int32_t n_tok = realm_tokenizer_n_vocab(m->tok);
+    bool first = true;
+    for (int32_t i = 0; i < n_tok; i++) {
+        if (!realm_tokenizer_is_eog(m->tok, i)) continue;
+        sb_printf(&b, first ? "%d" : ",%d", i);
+        first = false;
+    }
+    sb_put(&b, "]}", 2);
+    if (b.oom) {
+        realm_free(b.p);
+        return REALM_E_NOMEM;
+    }
+    m->info = b.p;
+    m->info_len = b.len;
+    return REALM_OK;
+}
+
+int realm_sbx_host_add_model(struct realm_sbx_host *h, const struct realm_sbx_model_desc *d,
+                             struct realm_err *err) {
+    if (!d || !d->name || !d->model || !d->tok)
+        return realm_err_set(err, REALM_E_INVALID, "sandbox: model: name, model and tokenizer are required");
+    size_t nl = strlen(d->name);
+    if (nl == 0 || nl > REALM_ABI_MAX_NAME)
+        return realm_err_set(err, REALM_E_INVALID, "sandbox: model: name length %zu, expected 1..%d",
+                             nl, REALM_ABI_MAX_NAME);
+    if (!d->decode && (!d->engine || d->max_batch < 1))
+        return realm_err_set(err, REALM_E_INVALID, "sandbox: model %s: no decode path", d->name);
+    for (int i = 0; i < h->n_models; i++)
+        if (h->models[i]->name_len == nl && !memcmp(h->models[i]->name, d->name, nl))
+            return realm_err_set(err, REALM_E_INVALID, "sandbox: model %s: added twice", d->name);
+    const struct realm_model_config *c = realm_model_config(d->model);
+    if (realm_tokenizer_n_vocab(d->tok) > c->n_vocab || c->n_vocab <= 0)
+        return realm_err_set(err, REALM_E_INVALID, "sandbox: model %s: tokenizer has %d tokens, model %d",
+                             d->name, realm_tokenizer_n_vocab(d->tok), c->n_vocab);
+
+    if (h->n_models == h->cap_models) {
+        int cap = h->cap_models ? h->cap_models * 2 : 4;
+        struct sbx_model **p = realm_realloc(h->models, (size_t)cap * sizeof *p);
+        if (!p) return realm_err_set(err, REALM_E_NOMEM, "sandbox: model: out of memory");
+        h->models = p;
+        h->cap_models = cap;
+    }
+    struct sbx_model *m = realm_calloc(1, sizeof *m);
+    if (!m) return realm_err_set(err, REALM_E_NOMEM, "sandbox: model: out of memory");
+    m->name = realm_strndup(d->name, nl);
+    m->name_len = nl;
+    m->model = d->model;
+    m->tok = d->tok;
+    m->decode = d->decode;
+    m->decode_ctx = d->decode_ctx;
+    m->engine = d->engine;
+    m->max_batch = d->max_batch;
+    m->n_vocab = c->n_vocab;
+    m->n_ctx_train = c->n_ctx_train;
+    m->kv_bytes_per_pos = (uint64_t)c->n_layer * (uint64_t)c->n_head_kv * (uint64_t)c->head_dim * 2 * 2;
+    if (!m->decode) {
+        m->rows = realm_calloc((size_t)m->max_batch, sizeof *m->rows);
+        pthread_mutex_init(&m->mu, NULL);
+    }
+    if (!m->name || (!m->decode && !m->rows) || build_info(m) != REALM_OK) {
+        model_entry_free(m);
+        return realm_err_set(err, REALM_E_NOMEM, "sandbox: model: out of memory");
+    }
+    h->models[h->n_models++] = m;
+    return REALM_OK;
+}

@@ -1,0 +1,616 @@
+/*
+ * imports.c — the realm ABI v1 host functions (module "realm"; contracts in docs/abi.md).
+ *
+ * Every import goes through one dispatcher that finds the calling tenant in its store data,
+ * refuses work for a cancelled request, and accounts the time spent in the host (the guest's
+ * compute budget excludes it). Every (pointer, length) from the guest is checked against the
+ * memory size fetched on that call, in 64-bit arithmetic, before any byte is touched; lengths
+ * are i32 and negative ones are REALM_E_RANGE. No import calls back into the guest, so guest
+ * memory cannot grow or move while one runs; the span is still fetched again after any host
+ * work that could take time, as a matter of discipline. Outputs whose alignment the guest
+ * controls (int32 tokens, float logits) are built in host buffers and copied with memcpy.
+ * Imports never trap: misuse is an error code the guest sees.
+ *
+ * Thread rule: runs on the thread that is running the tenant.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "realm/alloc.h"
+#include "realm/log.h"
+#include "sandbox/sandbox.h"
+
+_Static_assert(REALM_ABI_TOKENIZE_ADD_BOS == REALM_TOKENIZE_ADD_BOS, "ABI flag mismatch");
+_Static_assert(REALM_ABI_TOKENIZE_PARSE_SPECIAL == REALM_TOKENIZE_PARSE_SPECIAL, "ABI flag mismatch");
+_Static_assert(REALM_ABI_LOG_ERROR == REALM_LOG_ERROR && REALM_ABI_LOG_DEBUG == REALM_LOG_DEBUG,
+               "ABI log level mismatch");
+
+/* ---- guest memory ---- */
+
+/* Bytes [ptr, ptr + len) of the guest's memory, or NULL if they are not all inside it now. */
+static uint8_t *span(struct realm_sbx_tenant *t, int32_t ptr, uint64_t len) {
+    uint64_t size = wasmtime_memory_data_size(t->cx, &t->mem);
+    uint64_t p = (uint32_t)ptr;
+    if (len > size || p > size - len) return NULL;
+    return wasmtime_memory_data(t->cx, &t->mem) + p;
+}
+
+/* The same for n elements of `elem` bytes; n is an i32 from the guest. */
+static uint8_t *span_n(struct realm_sbx_tenant *t, int32_t ptr, int32_t n, uint64_t elem) {
+    if (n < 0) return NULL;
+    return span(t, ptr, (uint64_t)n * elem);
+}
+
+/* ---- handles ---- */
+
+static struct sbx_slot *lookup(struct realm_sbx_tenant *t, int32_t handle, int kind) {
+    if (handle <= 0) return NULL;
+    uint32_t idx = (uint32_t)handle >> SBX_SERIAL_BITS, serial = (uint32_t)handle & SBX_SERIAL_MASK;
+    if (idx >= SBX_MAX_HANDLES) return NULL;
+    struct sbx_slot *s = &t->slots[idx];
+    if (s->kind != kind || s->serial != serial) return NULL;
+    return s;
+}
+
+static int32_t alloc_slot(struct realm_sbx_tenant *t, struct sbx_slot **out) {
+    for (int i = 0; i < SBX_MAX_HANDLES; i++) {
+        struct sbx_slot *s = &t->slots[i];
+        if (s->kind != SBX_SLOT_FREE) continue;
+        uint32_t serial;
+        do serial = (atomic_fetch_add(&t->host->serial, 1) + 1) & SBX_SERIAL_MASK;
+        while (serial == 0);
+        memset(s, 0, sizeof *s);
+        s->serial = serial;
+        *out = s;
+        return (int32_t)(((uint32_t)i << SBX_SERIAL_BITS) | serial);
+    }
+    return REALM_E_LIMIT;
+}
+
+#define BAD_HANDLE(t) ((t)->stats.handle_errors++, REALM_E_BAD_HANDLE)
+
+/* ---- the imports ---- */
+
+typedef int64_t (*import_fn)(struct realm_sbx_tenant *t, const wasmtime_val_t *a);
+
+static int64_t imp_model_open(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    int32_t len = a[1].of.i32;
+    if (len < 0) return REALM_E_RANGE;
+    if (len > REALM_ABI_MAX_NAME) return REALM_E_LIMIT;
+    const uint8_t *name = span(t, a[0].of.i32, (uint64_t)len);
+    if (!name) return REALM_E_RANGE;
+    struct realm_sbx_host *h = t->host;
+    struct sbx_model *m = NULL;
+    int idx = -1;
+    if (len == 0) {
+        m = t->default_model;
+    } else {
+        for (int i = 0; i < h->n_models; i++) {
+            if (h->models[i]->name_len == (size_t)len && !memcmp(h->models[i]->name, name, (size_t)len)) {
+                m = h->models[i];
+                idx = i;
+                break;
+            }
+        }
+        /* a model this tenant may not use looks exactly like one that does not exist */
+        if (m && t->allowed && !t->allowed[idx]) m = NULL;
+    }
+    if (!m) return REALM_E_NOT_FOUND;
+    for (int i = 0; i < SBX_MAX_HANDLES; i++)
+        if (t->slots[i].kind == SBX_SLOT_MODEL && t->slots[i].model == m)
+            return (int32_t)(((uint32_t)i << SBX_SERIAL_BITS) | t->slots[i].serial);
+    struct sbx_slot *s;
+    int32_t hd = alloc_slot(t, &s);
+    if (hd < 0) return hd;
+    s->kind = SBX_SLOT_MODEL;
+    s->model = m;
+    return hd;
+}
+
+static int64_t imp_model_info(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_MODEL);
+    if (!s) return BAD_HANDLE(t);
+    int32_t cap = a[2].of.i32;
+    uint8_t *buf = span_n(t, a[1].of.i32, cap, 1);
+    if (!buf) return REALM_E_RANGE;
+    size_t n = s->model->info_len;
+    memcpy(buf, s->model->info, n < (size_t)cap ? n : (size_t)cap);
+    return (int64_t)n;
+}
+
+static int64_t imp_tokenize(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_MODEL);
+    if (!s) return BAD_HANDLE(t);
+    int32_t len = a[2].of.i32, flags = a[3].of.i32, cap = a[5].of.i32;
+    if (len < 0 || cap < 0) return REALM_E_RANGE;
+    if ((uint32_t)len > REALM_ABI_MAX_TEXT) return REALM_E_LIMIT;
+    if (flags & ~(REALM_ABI_TOKENIZE_ADD_BOS | REALM_ABI_TOKENIZE_PARSE_SPECIAL)) return REALM_E_INVALID;
+    const uint8_t *text = span(t, a[1].of.i32, (uint64_t)len);
+    if (!text || !span_n(t, a[4].of.i32, cap, 4)) return REALM_E_RANGE;
+    /* SPM and byte-level BPE give at most one token per byte, plus BOS/EOS; retry if not */
+    int64_t hcap = (int64_t)len + 8, n = 0;
+    int32_t *toks = realm_malloc((size_t)hcap * sizeof *toks);
+    if (!toks) return REALM_E_NOMEM;
+    int rc = realm_tokenize(s->model->tok, (const char *)text, (size_t)len, (uint32_t)flags, toks, hcap, &n);
+    if (rc == REALM_E_TOO_SMALL && n > hcap && n <= INT32_MAX) {
+        realm_free(toks);
+        hcap = n;
+        toks = realm_malloc((size_t)hcap * sizeof *toks);
+        if (!toks) return REALM_E_NOMEM;
+        rc = realm_tokenize(s->model->tok, (const char *)text, (size_t)len, (uint32_t)flags, toks, hcap, &n);
+    }
+    if (rc == REALM_OK && n > INT32_MAX) rc = REALM_E_LIMIT;
+    if (rc == REALM_OK) {
+        uint8_t *out = span_n(t, a[4].of.i32, cap, 4);
+        if (!out) rc = REALM_E_RANGE;
+        else memcpy(out, toks, (size_t)(n < cap ? n : cap) * sizeof *toks);
+    }
+    realm_free(toks);
+    return rc < 0 ? rc : n;
+}
+
+static int64_t imp_token_piece(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_MODEL);
+    if (!s) return BAD_HANDLE(t);
+    int32_t token = a[1].of.i32, cap = a[3].of.i32;
+    if (token < 0 || token >= realm_tokenizer_n_vocab(s->model->tok)) return REALM_E_INVALID;
+    if (!span_n(t, a[2].of.i32, cap, 1)) return REALM_E_RANGE;
+    char small[256];
+    int64_t n = realm_token_piece(s->model->tok, token, false, small, sizeof small);
+    if (n < 0) return n;
+    char *piece = small;
+    if ((uint64_t)n > sizeof small) {
+        if (n > INT32_MAX) return REALM_E_LIMIT;
+        piece = realm_malloc((size_t)n);
+        if (!piece) return REALM_E_NOMEM;
+        int64_t n2 = realm_token_piece(s->model->tok, token, false, piece, (size_t)n);
+        if (n2 != n) {
+            realm_free(piece);
+            return REALM_E_INTERNAL;
+        }
+    }
+    uint8_t *out = span_n(t, a[2].of.i32, cap, 1);
+    if (out) memcpy(out, piece, (size_t)(n < cap ? n : cap));
+    if (piece != small) realm_free(piece);
+    return out ? n : REALM_E_RANGE;
+}
+
+/* True if c is an array of objects that each have a string "text". */
+static bool parts_ok(const cJSON *c) {
+    if (!cJSON_IsArray(c)) return false;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, c) {
+        if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(part, "text"))) return false;
+    }
+    return true;
+}
+
+/* Text of a message's content: a string, or an array of {"type":"text","text":...} parts
+ * (concatenated into *owned). NULL if neither. */
+static const char *content_text(const cJSON *c, char **owned, size_t *len) {
+    *owned = NULL;
+    if (cJSON_IsString(c)) {
+        *len = strlen(c->valuestring);
+        return c->valuestring;
+    }
+    if (!cJSON_IsArray(c)) return NULL;
+    size_t total = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, c) {
+        const cJSON *tx = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(tx)) return NULL;
+        total += strlen(tx->valuestring);
+    }
+    char *buf = realm_malloc(total + 1);
+    if (!buf) return NULL;
+    size_t off = 0;
+    cJSON_ArrayForEach(part, c) {
+        const char *s = cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring;
+        size_t n = strlen(s);
+        memcpy(buf + off, s, n);
+        off += n;
+    }
+    buf[off] = 0;
+    *owned = buf;
+    *len = off;
+    return buf;
+}
+
+static int64_t imp_chat_format(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_MODEL);
+    if (!s) return BAD_HANDLE(t);
+    int32_t len = a[2].of.i32, cap = a[4].of.i32;
+    if (len < 0 || cap < 0) return REALM_E_RANGE;
+    if ((uint32_t)len > REALM_ABI_MAX_TEXT) return REALM_E_LIMIT;
+    const uint8_t *json = span(t, a[1].of.i32, (uint64_t)len);
+    if (!json || !span_n(t, a[3].of.i32, cap, 1)) return REALM_E_RANGE;
+
+    cJSON *root = cJSON_ParseWithLength((const char *)json, (size_t)len);
+    if (!root || !cJSON_IsArray(root)) {
+        cJSON_Delete(root);
+        return REALM_E_INVALID;
+    }
+    int n_msgs = cJSON_GetArraySize(root);
+    int64_t rc = REALM_OK;
+    struct realm_chat_msg *msgs = realm_calloc((size_t)(n_msgs ? n_msgs : 1), sizeof *msgs);
+    char **owned = realm_calloc((size_t)(n_msgs ? n_msgs : 1), sizeof *owned);
+    char *out = NULL;
+    if (!msgs || !owned) {
+        rc = REALM_E_NOMEM;
+        goto done;
+    }
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, root) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsString(role)) {
+            rc = REALM_E_INVALID;
+            goto done;
+        }
+        size_t clen = 0;
+        const char *ctext = content_text(content, &owned[i], &clen);
+        if (!ctext) {
+            rc = parts_ok(content) ? REALM_E_NOMEM : REALM_E_INVALID;
+            goto done;
+        }
+        msgs[i].role = role->valuestring;
+        msgs[i].role_len = strlen(role->valuestring);
+        msgs[i].content = ctext;
+        msgs[i].content_len = clen;
+        i++;
+    }
+    /* first pass into a bounded buffer; a second one only if the result is longer */
+    size_t hcap = (size_t)cap < 65536 ? (size_t)cap : 65536;
+    out = realm_malloc(hcap ? hcap : 1);
+    if (!out) {
+        rc = REALM_E_NOMEM;
+        goto done;
+    }
+    int64_t n = realm_chat_format(s->model->tok, NULL, msgs, (size_t)n_msgs, true, out, hcap);
+    if (n >= 0 && (uint64_t)n > hcap && hcap < (size_t)cap) {
+        size_t want = (uint64_t)n < (uint64_t)cap ? (size_t)n : (size_t)cap;
+        realm_free(out);
+        out = realm_malloc(want);
+        if (!out) {
+            rc = REALM_E_NOMEM;
+            goto done;
+        }
+        hcap = want;
+        n = realm_chat_format(s->model->tok, NULL, msgs, (size_t)n_msgs, true, out, hcap);
+    }
+    if (n < 0) {
+        rc = n;
+    } else if (n > INT32_MAX) {
+        rc = REALM_E_LIMIT;
+    } else {
+        uint8_t *dst = span_n(t, a[3].of.i32, cap, 1);
+        size_t w = (uint64_t)n < hcap ? (size_t)n : hcap;
+        if (dst) memcpy(dst, out, w);
+        rc = dst ? n : REALM_E_RANGE;
+    }
+done:
+    if (owned)
+        for (int k = 0; k < n_msgs; k++) realm_free(owned[k]);
+    realm_free(owned);
+    realm_free(msgs);
+    realm_free(out);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int64_t imp_session_open(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct sbx_slot *ms = lookup(t, a[0].of.i32, SBX_SLOT_MODEL);
+    if (!ms) return BAD_HANDLE(t);
+    struct sbx_model *m = ms->model;
+    const struct realm_sbx_config *cfg = &t->host->cfg;
+    int32_t n_ctx = a[1].of.i32;
+    int32_t max_ctx = m->n_ctx_train;
+    if (cfg->max_ctx > 0 && cfg->max_ctx < max_ctx) max_ctx = cfg->max_ctx;
+    if (n_ctx < 0) return REALM_E_INVALID;
+    if (n_ctx == 0) n_ctx = max_ctx;
+    if (n_ctx > max_ctx) return REALM_E_LIMIT;
+    if (t->n_sessions >= cfg->max_sessions) return REALM_E_LIMIT;
+    uint64_t kv = m->kv_bytes_per_pos * (uint64_t)n_ctx;
+    if (cfg->max_kv_bytes && t->kv_bytes + kv > cfg->max_kv_bytes) return REALM_E_KV_FULL;
+    struct sbx_slot *s;
+    int32_t hd = alloc_slot(t, &s);
+    if (hd < 0) return hd;
+    s->logits = realm_malloc((size_t)m->n_vocab * sizeof(float));
+    if (!s->logits) return REALM_E_NOMEM; /* the slot stays free */
+    struct realm_err e;
+    int rc = realm_session_new(m->model, n_ctx, &s->session, &e);
+    if (rc) {
+        realm_free(s->logits);
+        s->logits = NULL;
+        return rc;
+    }
+    s->kind = SBX_SLOT_SESSION;
+    s->model = m;
+    s->kv_bytes = kv;
+    t->kv_bytes += kv;
+    t->n_sessions++;
+    return hd;
+}
+
+void sbx_tenant_close_handles(struct realm_sbx_tenant *t) {
+    for (int i = 0; i < SBX_MAX_HANDLES; i++) {
+        struct sbx_slot *s = &t->slots[i];
+        if (s->kind == SBX_SLOT_SESSION) {
+            realm_session_free(s->session);
+            realm_free(s->logits);
+        }
+        uint32_t serial = s->serial;
+        memset(s, 0, sizeof *s);
+        s->serial = serial; /* closed handles stay stale */
+    }
+    t->n_sessions = 0;
+    t->kv_bytes = 0;
+}
+
+static int64_t imp_session_close(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_SESSION);
+    if (!s) return BAD_HANDLE(t);
+    realm_session_free(s->session);
+    realm_free(s->logits);
+    t->kv_bytes -= s->kv_bytes;
+    t->n_sessions--;
+    s->kind = SBX_SLOT_FREE;
+    s->session = NULL;
+    s->logits = NULL;
+    return REALM_OK;
+}
+
+static int64_t imp_session_rewind(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_SESSION);
+    if (!s) return BAD_HANDLE(t);
+    int32_t n_keep = a[1].of.i32;
+    if (n_keep < 0 || n_keep > realm_session_len(s->session)) return REALM_E_RANGE;
+    return realm_session_rewind(s->session, n_keep);
+}
+
+static int64_t imp_decode(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_SESSION);
+    if (!s) return BAD_HANDLE(t);
+    int32_t n = a[2].of.i32, cap = a[4].of.i32;
+    struct sbx_model *m = s->model;
+    if (n <= 0) return REALM_E_INVALID;
+    if (cap < 0) return REALM_E_RANGE;
+    if (!span_n(t, a[1].of.i32, n, 4) || !span_n(t, a[3].of.i32, cap, 4)) return REALM_E_RANGE;
+    if (cap > 0 && cap < m->n_vocab) return REALM_E_TOO_SMALL;
+    int32_t room = realm_session_n_ctx(s->session) - realm_session_len(s->session);
+    if (n > room) return REALM_E_CONTEXT_FULL;
+    int32_t *toks = realm_malloc((size_t)n * sizeof *toks);
+    if (!toks) return REALM_E_NOMEM;
+    memcpy(toks, span_n(t, a[1].of.i32, n, 4), (size_t)n * sizeof *toks);
+    for (int32_t i = 0; i < n; i++) {
+        if (toks[i] < 0 || toks[i] >= m->n_vocab) {
+            realm_free(toks);
+            return REALM_E_INVALID;
+        }
+    }
+    uint64_t t0 = sbx_now_ns();
+    struct realm_err e;
+    realm_err_clear(&e);
+    int rc = sbx_backend_decode(m, t->id, s->session, toks, n, cap ? s->logits : NULL,
+                                t->req ? &t->req->cancel : NULL, &e);
+    realm_free(toks);
+    if (t->req) t->req->usage.decode_ns += sbx_now_ns() - t0;
+    if (rc) {
+        if (rc != REALM_E_CANCELLED)
+            realm_log(REALM_LOG_DEBUG, "sandbox", "%s: decode: %s", t->name, e.msg[0] ? e.msg : realm_strerror(rc));
+        return rc;
+    }
+    if (cap) {
+        uint8_t *out = span_n(t, a[3].of.i32, cap, 4); /* fetched again after the host work */
+        if (!out) return REALM_E_RANGE;
+        memcpy(out, s->logits, (size_t)m->n_vocab * sizeof(float));
+    }
+    if (t->req) {
+        struct realm_sbx_usage *u = &t->req->usage;
+        if (u->decode_calls == 0) {
+            uint64_t t1 = sbx_now_ns();
+            u->prefill_ns = t1 - t0;
+            u->prefill_end_ns = t1 - t->call_start_ns;
+        }
+        u->decoded_tokens += n;
+        u->decode_calls++;
+    }
+    return REALM_OK;
+}
+
+static int64_t imp_emit(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct realm_sbx_request *r = t->req;
+    if (!r) return REALM_E_STATE;
+    int32_t len = a[1].of.i32;
+    const uint8_t *p = span_n(t, a[0].of.i32, len, 1);
+    if (!p) return REALM_E_RANGE;
+    if ((uint64_t)r->usage.output_bytes + (uint64_t)len > t->host->cfg.max_output_bytes) return REALM_E_LIMIT;
+    if (len == 0) return REALM_OK;
+    if (r->emit && r->emit(r->emit_user, (const char *)p, (size_t)len) < 0) {
+        atomic_store(&r->cancel, true);
+        return REALM_E_CANCELLED;
+    }
+    if (!r->usage.first_emit_ns) r->usage.first_emit_ns = sbx_now_ns() - t->call_start_ns;
+    r->usage.output_bytes += len;
+    return REALM_OK;
+}
+
+static int64_t imp_request_read(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct realm_sbx_request *r = t->req;
+    if (!r) return REALM_E_STATE;
+    int32_t cap = a[1].of.i32;
+    uint8_t *buf = span_n(t, a[0].of.i32, cap, 1);
+    if (!buf) return REALM_E_RANGE;
+    if (r->json_len > INT32_MAX) return REALM_E_LIMIT;
+    memcpy(buf, r->json, r->json_len < (size_t)cap ? r->json_len : (size_t)cap);
+    return (int64_t)r->json_len;
+}
+
+static int64_t imp_log(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    int32_t level = a[0].of.i32, len = a[2].of.i32;
+    if (level < REALM_ABI_LOG_DEBUG || level > REALM_ABI_LOG_ERROR) return REALM_E_INVALID;
+    const uint8_t *p = span_n(t, a[1].of.i32, len, 1);
+    if (!p) return REALM_E_RANGE;
+    size_t n = (size_t)len < REALM_ABI_MAX_LOG ? (size_t)len : REALM_ABI_MAX_LOG;
+    /* the message reaches logs and error replies: no control characters */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        t->last_msg[i] = (c < 0x20 && c != '\t') || c == 0x7f ? '?' : (char)c;
+    }
+    t->last_msg[n] = 0;
+    if (t->log_lines < t->host->cfg.max_log_lines) {
+        t->log_lines++;
+        /* a guest's "error" is its tenant's problem, not the host's: at most a warning */
+        realm_log(level > REALM_LOG_WARN ? REALM_LOG_WARN : level, "guest", "%s: %s", t->name, t->last_msg);
+    }
+    return REALM_OK;
+}
+
+static int64_t imp_now_ns(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    (void)t, (void)a;
+    return (int64_t)sbx_now_ns();
+}
+
+static int64_t imp_random_seed(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    (void)a;
+    uint64_t v;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v)
+        v = sbx_now_ns() ^ ((uint64_t)t->id << 32) ^ (uint64_t)(uintptr_t)&v;
+    return (int64_t)(v >> 1); /* non-negative */
+}
+
+static int64_t imp_usage(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct realm_sbx_request *r = t->req;
+    if (!r) return REALM_E_STATE;
+    int32_t p = a[0].of.i32, c = a[1].of.i32, f = a[2].of.i32;
+    if (p < 0 || c < 0 || (f != REALM_ABI_FINISH_STOP && f != REALM_ABI_FINISH_LENGTH))
+        return REALM_E_INVALID;
+    r->usage.prompt_tokens = p;
+    r->usage.completion_tokens = c;
+    r->usage.finish_reason = f;
+    return REALM_OK;
+}
+
+/* ---- the import table ---- */
+
+struct import_def {
+    const char *name;
+    const char *sig;    /* params ':' results; i = i32, I = i64 */
+    import_fn fn;
+    bool when_cancelled; /* still works after the request was cancelled (clean-up, logging) */
+};
+
+static const struct import_def g_imports[] = {
+    {"model_open", "ii:i", imp_model_open, false},
+    {"model_info", "iii:i", imp_model_info, false},
+    {"tokenize", "iiiiii:i", imp_tokenize, false},
+    {"token_piece", "iiii:i", imp_token_piece, false},
+    {"chat_format", "iiiii:i", imp_chat_format, false},
+    {"session_open", "ii:i", imp_session_open, false},
+    {"session_close", "i:i", imp_session_close, true},
+    {"session_rewind", "ii:i", imp_session_rewind, true},
+    {"decode", "iiiii:i", imp_decode, false},
+    {"emit", "ii:i", imp_emit, false},
+    {"request_read", "ii:i", imp_request_read, false},
+    {"log", "iii:i", imp_log, true},
+    {"now_ns", ":I", imp_now_ns, true},
+    {"random_seed", ":I", imp_random_seed, true},
+    {"usage", "iii:i", imp_usage, true},
+};
+#define N_IMPORTS (sizeof g_imports / sizeof g_imports[0])
+
+static wasm_trap_t *dispatch(void *env, wasmtime_caller_t *caller, const wasmtime_val_t *args,
+                             size_t nargs, wasmtime_val_t *results, size_t nresults) {
+    (void)nargs, (void)nresults; /* the linker checked the types */
+    const struct import_def *d = env;
+    struct realm_sbx_tenant *t = wasmtime_context_get_data(wasmtime_caller_context(caller));
+    uint64_t t0 = sbx_now_ns();
+    int64_t r;
+    if (t->req && !d->when_cancelled && atomic_load_explicit(&t->req->cancel, memory_order_relaxed))
+        r = REALM_E_CANCELLED;
+    else
+        r = d->fn(t, args);
+    if (d->sig[strlen(d->sig) - 1] == 'I') {
+        results[0].kind = WASMTIME_I64;
+        results[0].of.i64 = r;
+    } else {
+        results[0].kind = WASMTIME_I32;
+        results[0].of.i32 = (int32_t)r;
+    }
+    uint64_t dt = sbx_now_ns() - t0;
+    t->call_host_ns += dt;
+    if (t->req) t->req->usage.host_ns += dt;
+    return NULL;
+}
+
+static wasm_functype_t *make_type(const char *sig) {
+    wasm_valtype_t *ps[8], *rs[2];
+    size_t np = 0, nr = 0;
+    bool res = false;
+    for (const char *c = sig; *c; c++) {
+        if (*c == ':') {
+            res = true;
+            continue;
+        }
+        wasm_valtype_t *v = wasm_valtype_new(*c == 'I' ? WASM_I64 : WASM_I32);
+        if (res) rs[nr++] = v;
+        else ps[np++] = v;
+    }
+    wasm_valtype_vec_t pv, rv;
+    wasm_valtype_vec_new(&pv, np, ps);
+    wasm_valtype_vec_new(&rv, nr, rs);
+    return wasm_functype_new(&pv, &rv);
+}
+
+int sbx_define_imports(struct realm_sbx_host *h, struct realm_err *err) {
+    for (size_t i = 0; i < N_IMPORTS; i++) {
+        const struct import_def *d = &g_imports[i];
+        wasm_functype_t *ft = make_type(d->sig);
+        wasmtime_error_t *e = wasmtime_linker_define_func(h->linker, "realm", 5, d->name, strlen(d->name),
+                                                          ft, dispatch, (void *)d, NULL);
+        wasm_functype_delete(ft);
+        if (e) {
+            char msg[256];
+            sbx_error_text(e, msg, sizeof msg);
+            return realm_err_set(err, REALM_E_INTERNAL, "sandbox: define %s: %s", d->name, msg);
+        }
+    }
+    return REALM_OK;
+}
+
+int sbx_check_imports(const wasmtime_module_t *m, const char *name, struct realm_err *err) {
+    wasm_importtype_vec_t im;
+    wasmtime_module_imports(m, &im);
+    int rc = REALM_OK;
+    for (size_t i = 0; i < im.size && rc == REALM_OK; i++) {
+        const wasm_name_t *mod = wasm_importtype_module(im.data[i]);
+        const wasm_name_t *nm = wasm_importtype_name(im.data[i]);
+        const wasm_externtype_t *et = wasm_importtype_type(im.data[i]);
+        int ml = (int)(mod->size < 64 ? mod->size : 64), nl = (int)(nm->size < 64 ? nm->size : 64);
+        if (mod->size != 5 || memcmp(mod->data, "realm", 5) != 0) {
+            rc = realm_err_set(err, REALM_E_FORMAT,
+                               "sandbox: %s: imports %.*s.%.*s, expected only module \"realm\" (no WASI)",
+                               name, ml, mod->data, nl, nm->data);
+            break;
+        }
+        const struct import_def *d = NULL;
+        for (size_t k = 0; k < N_IMPORTS; k++)
+            if (nm->size == strlen(g_imports[k].name) && !memcmp(nm->data, g_imports[k].name, nm->size))
+                d = &g_imports[k];
+        if (!d) {
+            rc = realm_err_set(err, REALM_E_FORMAT, "sandbox: %s: unknown import realm.%.*s", name, nl, nm->data);
+            break;
+        }
+        char sig[32] = "?";
+        if (wasm_externtype_kind(et) == WASM_EXTERN_FUNC)
+            sbx_functype_sig(wasm_externtype_as_functype_const(et), sig, sizeof sig);
+        if (strcmp(sig, d->sig) != 0)
+            rc = realm_err_set(err, REALM_E_FORMAT, "sandbox: %s: import realm.%s: type %s, expected %s",
+                               name, d->name, sig, d->sig);
+    }
+    wasm_importtype_vec_delete(&im);
+    return rc;
+}

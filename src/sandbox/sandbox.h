@@ -1,0 +1,151 @@
+/*
+ * sandbox.h (internal) — the structures behind include/realm/sandbox.h, shared by the files of
+ * src/sandbox/: host.c (engine, linker, ticker, models), cache.c (compiled-module disk cache),
+ * module.c (compile + ABI check), tenant.c (stores, calls into the guest, limits, handles),
+ * imports.c (the realm ABI v1 host functions) and backend.c (the decode path).
+ *
+ * Thread rule: see the public header. Everything under "the current call" in a tenant is touched
+ * only by the thread running that tenant (the ticker only bumps the engine's epoch; the epoch
+ * callback runs on the tenant's thread).
+ */
+#ifndef REALM_SANDBOX_INTERNAL_H
+#define REALM_SANDBOX_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <wasmtime.h>
+
+#include "realm/sandbox.h"
+
+#define SBX_MAX_HANDLES 64      /* per instance: models + sessions */
+#define SBX_SERIAL_BITS 24      /* handle = slot << 24 | serial; serial from a process counter */
+#define SBX_SERIAL_MASK ((1u << SBX_SERIAL_BITS) - 1)
+#define SBX_CHECK_TICKS 2       /* epoch ticks between budget checks while guest code runs */
+
+/* A model tenants can open by name. Immutable after realm_sbx_host_add_model except `mu` and
+ * `rows` (the engine decode path). */
+struct sbx_model {
+    char *name;
+    size_t name_len;
+    const struct realm_model *model;
+    const struct realm_tokenizer *tok;
+    realm_sbx_decode_fn decode;
+    void *decode_ctx;
+    struct realm_engine *engine;
+    int32_t max_batch;
+    pthread_mutex_t mu;            /* engine path: one forward at a time */
+    struct realm_batch_row *rows;  /* engine path: max_batch rows, guarded by mu */
+    int32_t n_vocab;
+    int32_t n_ctx_train;
+    uint64_t kv_bytes_per_pos;     /* f16 K and V over every layer */
+    char *info;                    /* model_info JSON */
+    size_t info_len;
+};
+
+struct realm_sbx_host {
+    struct realm_sbx_config cfg;   /* defaults filled in */
+    wasm_engine_t *engine;
+    wasmtime_linker_t *linker;
+    char *cache_dir;               /* NULL: no disk cache */
+    char config_key[256];          /* engine settings that change compiled code */
+    pthread_t ticker;
+    bool ticker_running;
+    atomic_bool stop;
+    struct sbx_model **models;
+    int n_models, cap_models;
+    _Atomic uint32_t serial;       /* last handle serial issued (process-wide per host) */
+    _Atomic uint32_t next_tenant_id;
+    _Atomic int64_t n_tenants;
+};
+
+struct realm_sbx_module {
+    struct realm_sbx_host *host;
+    _Atomic int refs;              /* the owner's + one per tenant */
+    wasmtime_module_t *module;
+    wasmtime_instance_pre_t *pre;
+    bool cached;
+    bool has_initialize;
+    char name[64];
+};
+
+enum sbx_kind { SBX_SLOT_FREE = 0, SBX_SLOT_MODEL, SBX_SLOT_SESSION };
+
+struct sbx_slot {
+    uint32_t serial;               /* of the handle now in this slot */
+    uint8_t kind;
+    struct sbx_model *model;
+    struct realm_session *session; /* SBX_SLOT_SESSION */
+    float *logits;                 /* SBX_SLOT_SESSION: n_vocab floats, host side */
+    uint64_t kv_bytes;
+};
+
+enum sbx_kill { SBX_KILL_NONE = 0, SBX_KILL_BUDGET, SBX_KILL_WALL, SBX_KILL_CANCEL };
+
+struct realm_sbx_tenant {
+    struct realm_sbx_host *host;
+    struct realm_sbx_module *mod;
+    char *name;
+    uint32_t id;
+    struct sbx_model *default_model;
+    bool *allowed;                 /* per host model; NULL: all */
+
+    wasmtime_store_t *store;       /* NULL while broken (re-instantiated on the next request) */
+    wasmtime_context_t *cx;
+    wasmtime_instance_t inst;
+    wasmtime_memory_t mem;
+    wasmtime_func_t f_init, f_generate;
+
+    struct sbx_slot slots[SBX_MAX_HANDLES];
+    int32_t n_sessions;
+    uint64_t kv_bytes;
+
+    /* ---- the current call ---- */
+    bool in_init;
+    struct realm_sbx_request *req; /* NULL outside realm_generate */
+    uint64_t call_start_ns;
+    uint64_t call_host_ns;         /* time inside imports during this call */
+    uint64_t budget_ns;            /* guest compute time allowed */
+    uint64_t wall_deadline_ns;     /* 0: none */
+    int kill;                      /* enum sbx_kill, set by the epoch callback */
+    int log_lines;
+    char last_msg[REALM_ABI_MAX_LOG + 1];
+
+    struct realm_sbx_tenant_stats stats;
+};
+
+/* ---- host.c ---- */
+uint64_t sbx_now_ns(void);
+
+/* ---- module.c ---- */
+/* Writes a function type as "params:results" with i/I/f/F for i32/i64/f32/f64 (e.g. "ii:i"). */
+void sbx_functype_sig(const wasm_functype_t *ft, char *buf, size_t cap);
+/* Drops one reference (the last frees the module). */
+void sbx_module_unref(struct realm_sbx_module *m);
+
+/* ---- cache.c ---- */
+/* Returns the module for wasm[0..len): from the cache if a valid entry exists, else compiled
+ * (and stored). *cached tells which. */
+int sbx_cache_module(struct realm_sbx_host *h, const void *wasm, size_t len, const char *name,
+                     wasmtime_module_t **out, bool *cached, struct realm_err *err);
+
+/* ---- imports.c ---- */
+/* Defines every realm ABI v1 import in the host's linker. */
+int sbx_define_imports(struct realm_sbx_host *h, struct realm_err *err);
+/* Checks a module's imports against the ABI (module "realm", known names, exact types). */
+int sbx_check_imports(const wasmtime_module_t *m, const char *name, struct realm_err *err);
+
+/* ---- tenant.c ---- */
+/* Frees every session and handle of the tenant. */
+void sbx_tenant_close_handles(struct realm_sbx_tenant *t);
+
+/* ---- backend.c ---- */
+/* The one decode entry point (the scheduler replaces what is behind it). */
+int sbx_backend_decode(struct sbx_model *m, uint32_t tenant, struct realm_session *s,
+                       const int32_t *tokens, int32_t n, float *logits, const atomic_bool *cancel,
+                       struct realm_err *err);
+
+/* Formats a Wasmtime error/trap message into buf (NUL-terminated) and frees the object. */
+void sbx_error_text(wasmtime_error_t *e, char *buf, size_t cap);
+void sbx_trap_text(wasm_trap_t *t, char *buf, size_t cap);
+
+#endif

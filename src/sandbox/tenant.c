@@ -1,0 +1,306 @@
+/*
+ * tenant.c — one tenant instance: a store with a memory cap (store limiter), an epoch deadline
+ * callback that enforces the per-call compute budget (guest time only: time inside imports is
+ * excluded), an optional wall-clock limit and cancellation, the instance of the guest with its
+ * exports looked up once, and the calls into it (_initialize, realm_abi_version, realm_init,
+ * realm_generate) with every outcome classified: guest status, trap, timeout, cancellation.
+ *
+ * A trap or a stop by the epoch callback leaves the guest's state unknown, so the store is
+ * thrown away (slot back to the pool, sessions closed) and a fresh instance is made and
+ * initialised before the tenant's next request. A guest whose initialisation failed is never
+ * called again.
+ *
+ * Owns: the store (and so the instance and its memory), the sessions behind its handles.
+ * Thread rule: one thread at a time per tenant; the request's cancel flag from any thread.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "realm/alloc.h"
+#include "realm/log.h"
+#include "sandbox/sandbox.h"
+
+void realm_sbx_request_init(struct realm_sbx_request *r, const char *json, size_t json_len,
+                            realm_sbx_emit_fn emit, void *emit_user) {
+    memset(r, 0, sizeof *r);
+    r->json = json;
+    r->json_len = json_len;
+    r->emit = emit;
+    r->emit_user = emit_user;
+    atomic_init(&r->cancel, false);
+    r->usage.prompt_tokens = r->usage.completion_tokens = r->usage.finish_reason = -1;
+}
+
+void realm_sbx_request_cancel(struct realm_sbx_request *r) {
+    atomic_store(&r->cancel, true);
+}
+
+/* Runs on the tenant's thread whenever guest code reaches its epoch deadline. */
+static wasmtime_error_t *epoch_check(wasmtime_context_t *cx, void *data, uint64_t *delta,
+                                     wasmtime_update_deadline_kind_t *kind) {
+    (void)cx;
+    struct realm_sbx_tenant *t = data;
+    uint64_t now = sbx_now_ns();
+    int64_t guest_ns = (int64_t)(now - t->call_start_ns) - (int64_t)t->call_host_ns;
+    if (t->req && atomic_load_explicit(&t->req->cancel, memory_order_relaxed))
+        t->kill = SBX_KILL_CANCEL;
+    else if (t->wall_deadline_ns && now >= t->wall_deadline_ns)
+        t->kill = SBX_KILL_WALL;
+    else if (guest_ns > (int64_t)t->budget_ns)
+        t->kill = SBX_KILL_BUDGET;
+    if (t->kill) return wasmtime_error_new("realm: guest stopped by the host");
+    *delta = SBX_CHECK_TICKS;
+    *kind = WASMTIME_UPDATE_DEADLINE_CONTINUE;
+    return NULL;
+}
+
+static void begin_call(struct realm_sbx_tenant *t, uint64_t budget_ms, uint64_t wall_ms) {
+    t->call_start_ns = sbx_now_ns();
+    t->call_host_ns = 0;
+    t->budget_ns = budget_ms * 1000000ull;
+    t->wall_deadline_ns = wall_ms ? t->call_start_ns + wall_ms * 1000000ull : 0;
+    t->kill = SBX_KILL_NONE;
+}
+
+static int kill_error(struct realm_sbx_tenant *t, const char *what, struct realm_err *err) {
+    switch (t->kill) {
+    case SBX_KILL_CANCEL:
+        return realm_err_set(err, REALM_E_CANCELLED, "sandbox: %s: %s stopped: request cancelled",
+                             t->name, what);
+    case SBX_KILL_WALL:
+        return realm_err_set(err, REALM_E_TIMEOUT, "sandbox: %s: %s stopped: wall-clock limit of %llu ms",
+                             t->name, what, (unsigned long long)t->host->cfg.wall_limit_ms);
+    default:
+        return realm_err_set(err, REALM_E_TIMEOUT, "sandbox: %s: %s stopped: compute budget of %llu ms used up",
+                             t->name, what, (unsigned long long)(t->budget_ns / 1000000ull));
+    }
+}
+
+/* Calls a () -> i32 or () -> () export. Returns REALM_OK with *result, or the classified
+ * failure (the caller then discards the store). */
+static int call_guest(struct realm_sbx_tenant *t, const wasmtime_func_t *f, const char *what,
+                      bool has_result, int32_t *result, struct realm_err *err) {
+    wasmtime_context_set_epoch_deadline(t->cx, SBX_CHECK_TICKS);
+    wasm_trap_t *trap = NULL;
+    wasmtime_val_t res = {.kind = WASMTIME_I32, .of.i32 = 0};
+    wasmtime_error_t *e = wasmtime_func_call(t->cx, f, NULL, 0, &res, has_result ? 1 : 0, &trap);
+    char msg[300];
+    if (e) {
+        if (t->kill) {
+            wasmtime_error_delete(e);
+            return kill_error(t, what, err);
+        }
+        sbx_error_text(e, msg, sizeof msg);
+        return realm_err_set(err, REALM_E_INTERNAL, "sandbox: %s: %s: %s", t->name, what, msg);
+    }
+    if (trap) {
+        sbx_trap_text(trap, msg, sizeof msg);
+        if (t->kill) return kill_error(t, what, err);
+        return realm_err_set(err, REALM_E_TRAP, "sandbox: %s: %s trapped: %s", t->name, what, msg);
+    }
+    if (result) *result = res.of.i32;
+    return REALM_OK;
+}
+
+static bool get_func(struct realm_sbx_tenant *t, const char *name, wasmtime_func_t *out) {
+    wasmtime_extern_t ex;
+    if (!wasmtime_instance_export_get(t->cx, &t->inst, name, strlen(name), &ex)) return false;
+    if (ex.kind != WASMTIME_EXTERN_FUNC) return false;
+    *out = ex.of.func;
+    return true;
+}
+
+/* Throws the instance away: sessions closed, store deleted (its pool slot returns). */
+static void tenant_stop(struct realm_sbx_tenant *t) {
+    sbx_tenant_close_handles(t);
+    if (t->store) {
+        wasmtime_store_delete(t->store);
+        t->store = NULL;
+        t->cx = NULL;
+        atomic_fetch_sub(&t->host->n_tenants, 1);
+    }
+}
+
+static int status_is_known(int32_t s) {
+    return s <= REALM_E_INVALID && s >= REALM_E_STATE;
+}
+
+/* New store + instance; _initialize, realm_abi_version, realm_init. On failure the store is
+ * gone again. */
+static int tenant_start(struct realm_sbx_tenant *t, struct realm_err *err) {
+    struct realm_sbx_host *h = t->host;
+    /* the pool has max_instances slots; say so plainly instead of Wasmtime's message */
+    if (atomic_fetch_add(&h->n_tenants, 1) >= (int64_t)h->cfg.max_instances) {
+        atomic_fetch_sub(&h->n_tenants, 1);
+        return realm_err_set(err, REALM_E_LIMIT, "sandbox: %s: all %u instance slots in use",
+                             t->name, h->cfg.max_instances);
+    }
+    t->store = wasmtime_store_new(h->engine, t, NULL);
+    if (!t->store) {
+        atomic_fetch_sub(&h->n_tenants, 1);
+        return realm_err_set(err, REALM_E_NOMEM, "sandbox: %s: cannot create store", t->name);
+    }
+    /* memory cap per linear memory; one instance, table and memory per store */
+    wasmtime_store_limiter(t->store, (int64_t)h->cfg.memory_limit, -1, 1, 1, 1);
+    wasmtime_store_epoch_deadline_callback(t->store, epoch_check, t, NULL);
+    t->cx = wasmtime_store_context(t->store);
+    t->in_init = true;
+    t->log_lines = 0;
+    t->last_msg[0] = 0;
+    begin_call(t, h->cfg.init_budget_ms, 0);
+
+    int rc;
+    char msg[300];
+    wasm_trap_t *trap = NULL;
+    wasmtime_context_set_epoch_deadline(t->cx, SBX_CHECK_TICKS);
+    wasmtime_error_t *e = wasmtime_instance_pre_instantiate(t->mod->pre, t->cx, &t->inst, &trap);
+    if (e || trap) {
+        if (e) sbx_error_text(e, msg, sizeof msg);
+        else sbx_trap_text(trap, msg, sizeof msg);
+        rc = realm_err_set(err, e ? REALM_E_LIMIT : REALM_E_TRAP, "sandbox: %s: instantiate: %s",
+                           t->name, msg);
+        goto fail;
+    }
+    wasmtime_extern_t mem;
+    wasmtime_func_t f_initialize, f_abi;
+    if (!wasmtime_instance_export_get(t->cx, &t->inst, "memory", 6, &mem) ||
+        mem.kind != WASMTIME_EXTERN_MEMORY || !get_func(t, "realm_abi_version", &f_abi) ||
+        !get_func(t, "realm_init", &t->f_init) || !get_func(t, "realm_generate", &t->f_generate) ||
+        (t->mod->has_initialize && !get_func(t, "_initialize", &f_initialize))) {
+        rc = realm_err_set(err, REALM_E_INTERNAL, "sandbox: %s: exports vanished", t->name);
+        goto fail;
+    }
+    t->mem = mem.of.memory;
+
+    /* reactor: C constructors and libc setup, before any other export */
+    if (t->mod->has_initialize && (rc = call_guest(t, &f_initialize, "_initialize", false, NULL, err)))
+        goto fail;
+    int32_t v = 0;
+    if ((rc = call_guest(t, &f_abi, "realm_abi_version", true, &v, err))) goto fail;
+    if (v != REALM_ABI_VERSION) {
+        rc = realm_err_set(err, REALM_E_UNSUPPORTED, "sandbox: %s: guest ABI version %d, expected %d",
+                           t->name, v, REALM_ABI_VERSION);
+        goto fail;
+    }
+    int32_t st = 0;
+    if ((rc = call_guest(t, &t->f_init, "realm_init", true, &st, err))) goto fail;
+    if (st != REALM_OK) {
+        /* the seed's failing constructor: report the guest's status and its last words */
+        int code = status_is_known(st) ? st : REALM_E_INVALID;
+        rc = realm_err_set(err, code, "guest init failed: %s%s%s", realm_strerror(st),
+                           t->last_msg[0] ? ": " : "", t->last_msg);
+        goto fail;
+    }
+    t->in_init = false;
+    return REALM_OK;
+fail:
+    t->in_init = false;
+    tenant_stop(t);
+    return rc;
+}
+
+int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
+                         const struct realm_sbx_tenant_params *params,
+                         struct realm_sbx_tenant **out, struct realm_err *err) {
+    struct realm_sbx_tenant_params p = {0};
+    if (params) p = *params;
+    if (!p.name) p.name = "tenant";
+    struct realm_sbx_tenant *t = realm_calloc(1, sizeof *t);
+    if (!t) return realm_err_set(err, REALM_E_NOMEM, "sandbox: tenant: out of memory");
+    t->host = h;
+    t->mod = m;
+    atomic_fetch_add(&m->refs, 1);
+    t->id = atomic_fetch_add(&h->next_tenant_id, 1) + 1;
+    t->name = realm_strndup(p.name, strlen(p.name));
+    int rc;
+    if (!t->name) {
+        rc = realm_err_set(err, REALM_E_NOMEM, "sandbox: tenant: out of memory");
+        goto fail;
+    }
+    t->default_model = h->n_models ? h->models[0] : NULL;
+    if (p.default_model) {
+        t->default_model = NULL;
+        for (int i = 0; i < h->n_models; i++)
+            if (!strcmp(h->models[i]->name, p.default_model)) t->default_model = h->models[i];
+        if (!t->default_model) {
+            rc = realm_err_set(err, REALM_E_NOT_FOUND, "sandbox: tenant %s: no model named %s",
+                               t->name, p.default_model);
+            goto fail;
+        }
+    }
+    if (p.models) {
+        t->allowed = realm_calloc((size_t)(h->n_models ? h->n_models : 1), sizeof *t->allowed);
+        if (!t->allowed) {
+            rc = realm_err_set(err, REALM_E_NOMEM, "sandbox: tenant: out of memory");
+            goto fail;
+        }
+        for (int k = 0; k < p.n_models; k++) {
+            int found = -1;
+            for (int i = 0; i < h->n_models; i++)
+                if (!strcmp(h->models[i]->name, p.models[k])) found = i;
+            if (found < 0) {
+                rc = realm_err_set(err, REALM_E_NOT_FOUND, "sandbox: tenant %s: no model named %s",
+                                   t->name, p.models[k]);
+                goto fail;
+            }
+            t->allowed[found] = true;
+        }
+        for (int i = 0; i < h->n_models; i++)
+            if (h->models[i] == t->default_model && !t->allowed[i]) t->default_model = NULL;
+    }
+    if ((rc = tenant_start(t, err))) goto fail;
+    *out = t;
+    return REALM_OK;
+fail:
+    realm_sbx_tenant_free(t);
+    return rc;
+}
+
+void realm_sbx_tenant_free(struct realm_sbx_tenant *t) {
+    if (!t) return;
+    tenant_stop(t);
+    sbx_module_unref(t->mod);
+    realm_free(t->allowed);
+    realm_free(t->name);
+    realm_free(t);
+}
+
+void realm_sbx_tenant_get_stats(const struct realm_sbx_tenant *t, struct realm_sbx_tenant_stats *out) {
+    *out = t->stats;
+    out->memory_bytes = t->store ? wasmtime_memory_data_size(t->cx, &t->mem) : 0;
+    out->sessions = t->n_sessions;
+    out->kv_bytes = t->kv_bytes;
+}
+
+int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_request *r,
+                              struct realm_err *err) {
+    int rc;
+    if (!t->store) {
+        t->stats.restarts++;
+        if ((rc = tenant_start(t, err))) return rc;
+    }
+    t->stats.requests++;
+    t->req = r;
+    t->log_lines = 0;
+    t->last_msg[0] = 0;
+    r->usage = (struct realm_sbx_usage){.prompt_tokens = -1, .completion_tokens = -1, .finish_reason = -1};
+    begin_call(t, t->host->cfg.generate_budget_ms, t->host->cfg.wall_limit_ms);
+    int32_t st = 0;
+    rc = call_guest(t, &t->f_generate, "realm_generate", true, &st, err);
+    uint64_t total = sbx_now_ns() - t->call_start_ns;
+    r->usage.total_ns = total;
+    r->usage.guest_ns = total > t->call_host_ns ? total - t->call_host_ns : 0;
+    t->req = NULL;
+    if (rc) {
+        tenant_stop(t); /* its state is unknown: a fresh instance serves the next request */
+        return rc;
+    }
+    if (atomic_load(&r->cancel))
+        return realm_err_set(err, REALM_E_CANCELLED, "sandbox: %s: request cancelled", t->name);
+    if (st == REALM_OK) return REALM_OK;
+    if (!status_is_known(st))
+        return realm_err_set(err, REALM_E_INVALID, "guest: returned %d, not a realm status%s%s", st,
+                             t->last_msg[0] ? ": " : "", t->last_msg);
+    return realm_err_set(err, st, "guest: %s%s%s", realm_strerror(st), t->last_msg[0] ? ": " : "",
+                         t->last_msg);
+}

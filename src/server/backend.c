@@ -1,0 +1,310 @@
+/*
+ * backend.c — the server's side of the sandbox (backend.h over include/realm/sandbox.h): loads
+ * every configured model once (model store → weights, tokenizer, engine, continuous-batching
+ * scheduler), registers it with one sandbox host by name, compiles each distinct guest binary
+ * once, and keeps per tenant a pool of guest instances — an instance (a Wasmtime store) runs one
+ * request at a time, so concurrent requests of a tenant use several, instantiated on demand and
+ * kept idle for reuse.
+ *
+ * Owns: the store, models, tokenizers, engines, schedulers, the sandbox host, modules and
+ * instances. Thread rule: srv_backend_generate is called concurrently; each pool's mutex guards
+ * its idle list and counters; everything else is immutable after srv_backend_new.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "realm/alloc.h"
+#include "realm/log.h"
+#include "realm/model.h"
+#include "realm/sandbox.h"
+#include "realm/sched.h"
+#include "realm/status.h"
+#include "realm/store.h"
+#include "realm/tokenizer.h"
+#include "server/backend.h"
+
+#define MAX_BATCH 64     /* rows per batched forward (engine scratch and scheduler steps) */
+#define PREFILL_CHUNK 32 /* prompt tokens per request per step */
+
+struct be_model {
+    struct realm_gguf *gguf;
+    struct realm_model *model;
+    struct realm_tokenizer *tok;
+    struct realm_engine *engine;
+    struct realm_sched *sched;
+};
+
+struct be_idle {
+    struct realm_sbx_tenant *inst;
+    int32_t sessions;                /* left open by its last request (should be 0) */
+    int64_t kv_bytes;
+};
+
+struct be_pool {
+    const struct realm_tenant_spec *spec;
+    struct realm_sbx_module *module; /* borrowed from the backend's module list */
+    const char **models;             /* allowed names (NULL: all) */
+    pthread_mutex_t mu;
+    struct be_idle *idle;            /* idle instances (capacity cap_idle) */
+    int32_t n_idle, cap_idle;
+    int64_t alive;                   /* instances existing (idle + busy) */
+    int64_t busy;
+    int64_t idle_sessions;           /* sessions still open in idle instances (should stay 0) */
+    int64_t idle_kv_bytes;
+};
+
+struct srv_backend {
+    const struct realm_server_config *cfg;
+    struct realm_store *store;
+    struct be_model *models;
+    size_t n_models;
+    struct realm_sbx_host *host;
+    struct realm_sbx_module **modules; /* [0] the default guest, then one per distinct path */
+    char **module_paths;
+    size_t n_modules;
+    struct be_pool *pools;             /* one per tenant */
+    size_t n_pools;
+};
+
+static int sched_decode(void *ctx, uint32_t tenant, struct realm_session *session, const int32_t *tokens, int32_t n,
+                        float *logits, const atomic_bool *cancel, struct realm_err *err) {
+    return realm_sched_decode(ctx, tenant, session, tokens, n, logits, cancel, err);
+}
+
+static int load_model(struct srv_backend *b, size_t i, struct realm_err *err) {
+    const struct realm_model_spec *spec = &b->cfg->models[i];
+    struct be_model *m = &b->models[i];
+    int rc;
+    if ((rc = realm_store_open(b->store, spec->path, &m->gguf, err))) return rc;
+    if ((rc = realm_model_load(m->gguf, &m->model, err))) return rc;
+    if ((rc = realm_tokenizer_load(m->gguf, &m->tok, err))) return rc;
+    if ((rc = realm_engine_new(m->model, 0, MAX_BATCH, &m->engine, err))) return rc;
+    struct realm_sched_backend sb = realm_sched_backend_engine(m->engine, m->model);
+    struct realm_sched_params sp = {.max_batch_tokens = MAX_BATCH, .prefill_chunk = PREFILL_CHUNK};
+    if ((rc = realm_sched_new(&sb, &sp, &m->sched, err))) return rc;
+    struct realm_sbx_model_desc d = {
+        .name = spec->name, .model = m->model, .tok = m->tok, .decode = sched_decode, .decode_ctx = m->sched};
+    return realm_sbx_host_add_model(b->host, &d, err);
+}
+
+/* The compiled module for `path` (NULL: the default guest), compiling it on first use. */
+static int module_for(struct srv_backend *b, const char *path, struct realm_sbx_module **out, struct realm_err *err) {
+    if (!path) path = b->cfg->default_guest;
+    if (!path) return realm_err_set(err, REALM_E_INVALID, "server: no default guest (.wasm) configured");
+    for (size_t i = 0; i < b->n_modules; i++)
+        if (!strcmp(b->module_paths[i], path)) {
+            *out = b->modules[i];
+            return REALM_OK;
+        }
+    struct realm_sbx_module **mods = realm_realloc(b->modules, (b->n_modules + 1) * sizeof *mods);
+    if (!mods) return realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
+    b->modules = mods;
+    char **paths = realm_realloc(b->module_paths, (b->n_modules + 1) * sizeof *paths);
+    if (!paths) return realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
+    b->module_paths = paths;
+    char *p = realm_strndup(path, strlen(path));
+    if (!p) return realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
+    int rc = realm_sbx_module_load(b->host, path, &mods[b->n_modules], err);
+    if (rc) {
+        realm_free(p);
+        return rc;
+    }
+    paths[b->n_modules] = p;
+    *out = mods[b->n_modules++];
+    return REALM_OK;
+}
+
+int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **out, struct realm_err *err) {
+    struct srv_backend *b = realm_calloc(1, sizeof *b);
+    if (!b) return realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
+    b->cfg = cfg;
+    int rc;
+    struct realm_sbx_config sc = {0};
+    /* one host-wide cap for now: the largest any tenant asks for (see docs/server.md) */
+    for (size_t i = 0; i < cfg->n_tenants; i++)
+        if ((uint64_t)cfg->tenants[i].limits.guest_memory_bytes > sc.memory_limit)
+            sc.memory_limit = (uint64_t)cfg->tenants[i].limits.guest_memory_bytes;
+    if ((rc = realm_store_new(&b->store))) {
+        realm_err_set(err, rc, "server: out of memory");
+        goto fail;
+    }
+    if ((rc = realm_sbx_host_new(&sc, &b->host, err))) goto fail;
+    b->models = realm_calloc(cfg->n_models, sizeof *b->models);
+    b->pools = realm_calloc(cfg->n_tenants, sizeof *b->pools);
+    if (!b->models || !b->pools) {
+        rc = realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
+        goto fail;
+    }
+    b->n_models = cfg->n_models;
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        if ((rc = load_model(b, i, err))) {
+            if (err) {
+                char tmp[REALM_ERR_MSG_MAX];
+                snprintf(tmp, sizeof tmp, "%s", err->msg);
+                realm_err_set(err, rc, "model %s: %s", cfg->models[i].name, tmp);
+            }
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_tenants; i++) {
+        struct be_pool *p = &b->pools[i];
+        p->spec = &cfg->tenants[i];
+        pthread_mutex_init(&p->mu, NULL);
+        b->n_pools++;
+        if ((rc = module_for(b, p->spec->guest, &p->module, err))) goto fail;
+        if (!p->spec->all_models) {
+            p->models = realm_calloc(p->spec->n_models ? p->spec->n_models : 1, sizeof *p->models);
+            if (!p->models) {
+                rc = realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
+                goto fail;
+            }
+            for (size_t k = 0; k < p->spec->n_models; k++) p->models[k] = p->spec->models[k];
+        }
+        p->cap_idle = cfg->max_inflight;
+        p->idle = realm_calloc((size_t)p->cap_idle, sizeof *p->idle);
+        if (!p->idle) {
+            rc = realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
+            goto fail;
+        }
+        /* one instance up front: a guest whose realm_init fails is reported at start-up */
+        struct realm_sbx_tenant_params tp = {.name = p->spec->id,
+                                             .default_model = p->models ? p->models[0] : cfg->models[0].name,
+                                             .models = p->models,
+                                             .n_models = (int)p->spec->n_models};
+        if (p->spec->n_models == 0 && !p->spec->all_models) tp.default_model = cfg->models[0].name;
+        struct realm_sbx_tenant *inst;
+        if ((rc = realm_sbx_tenant_new(b->host, p->module, &tp, &inst, err))) {
+            if (err) {
+                char tmp[REALM_ERR_MSG_MAX];
+                snprintf(tmp, sizeof tmp, "%s", err->msg);
+                realm_err_set(err, rc, "tenant %s: %s", p->spec->id, tmp);
+            }
+            goto fail;
+        }
+        p->idle[p->n_idle++] = (struct be_idle){.inst = inst};
+        p->alive = 1;
+    }
+    *out = b;
+    return REALM_OK;
+fail:
+    srv_backend_free(b);
+    return rc;
+}
+
+void srv_backend_free(struct srv_backend *b) {
+    if (!b) return;
+    for (size_t i = 0; i < b->n_pools; i++) {
+        struct be_pool *p = &b->pools[i];
+        for (int32_t k = 0; k < p->n_idle; k++) realm_sbx_tenant_free(p->idle[k].inst);
+        realm_free(p->idle);
+        realm_free(p->models);
+        pthread_mutex_destroy(&p->mu);
+    }
+    realm_free(b->pools);
+    for (size_t i = 0; i < b->n_modules; i++) {
+        realm_sbx_module_free(b->modules[i]);
+        realm_free(b->module_paths[i]);
+    }
+    realm_free(b->modules);
+    realm_free(b->module_paths);
+    /* schedulers first (they drive the engines), then the host (it borrows models) */
+    for (size_t i = 0; i < b->n_models; i++) realm_sched_free(b->models[i].sched);
+    realm_sbx_host_free(b->host);
+    for (size_t i = 0; i < b->n_models; i++) {
+        struct be_model *m = &b->models[i];
+        realm_engine_free(m->engine);
+        realm_tokenizer_free(m->tok);
+        realm_model_free(m->model);
+        realm_store_release(b->store, m->gguf);
+    }
+    realm_free(b->models);
+    realm_store_free(b->store);
+    realm_free(b);
+}
+
+int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_request *r, struct srv_gen_result *out) {
+    struct be_pool *p = &b->pools[tenant];
+    struct realm_err err;
+    realm_err_clear(&err);
+    memset(out, 0, sizeof *out);
+    out->prompt_tokens = out->completion_tokens = out->finish_reason = -1;
+
+    struct realm_sbx_tenant *inst = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (p->n_idle > 0) {
+        struct be_idle *e = &p->idle[--p->n_idle];
+        inst = e->inst;
+        p->idle_sessions -= e->sessions;
+        p->idle_kv_bytes -= e->kv_bytes;
+        p->busy++;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (!inst) {
+        const struct realm_server_config *cfg = b->cfg;
+        struct realm_sbx_tenant_params tp = {.name = p->spec->id,
+                                             .default_model = p->models && p->spec->n_models ? p->models[0]
+                                                                                           : cfg->models[0].name,
+                                             .models = p->models,
+                                             .n_models = (int)p->spec->n_models};
+        int rc = realm_sbx_tenant_new(b->host, p->module, &tp, &inst, &err);
+        if (rc) {
+            out->status = rc == REALM_E_LIMIT ? REALM_E_BUSY : rc;
+            snprintf(out->message, sizeof out->message, "%s", err.msg[0] ? err.msg : realm_strerror(rc));
+            return out->status;
+        }
+        pthread_mutex_lock(&p->mu);
+        p->alive++;
+        p->busy++;
+        pthread_mutex_unlock(&p->mu);
+    }
+
+    int rc = realm_sbx_tenant_generate(inst, r, &err);
+    out->status = rc;
+    if (rc) snprintf(out->message, sizeof out->message, "%s", err.msg[0] ? err.msg : realm_strerror(rc));
+    out->prompt_tokens = r->usage.prompt_tokens;
+    out->completion_tokens = r->usage.completion_tokens;
+    out->finish_reason = r->usage.finish_reason;
+
+    struct realm_sbx_tenant_stats st;
+    realm_sbx_tenant_get_stats(inst, &st); /* safe: this thread still owns the instance */
+    pthread_mutex_lock(&p->mu);
+    p->busy--;
+    if (p->n_idle < p->cap_idle) {
+        p->idle[p->n_idle++] = (struct be_idle){.inst = inst, .sessions = st.sessions, .kv_bytes = (int64_t)st.kv_bytes};
+        p->idle_sessions += st.sessions;
+        p->idle_kv_bytes += (int64_t)st.kv_bytes;
+        inst = NULL;
+    } else {
+        p->alive--;
+    }
+    pthread_mutex_unlock(&p->mu);
+    realm_sbx_tenant_free(inst); /* only when the idle list is full */
+    return rc;
+}
+
+void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out) {
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < b->n_models; i++) {
+        if (!b->models[i].sched) continue;
+        struct realm_sched_stats st;
+        realm_sched_get_stats(b->models[i].sched, &st);
+        out->have_sched = true;
+        out->steps += st.steps;
+        out->rows += st.rows;
+        out->decode_rows += st.decode_rows;
+        out->prefill_rows += st.prefill_rows;
+        out->queue_depth += st.queue_depth;
+        out->busy_seconds += st.busy_seconds;
+        for (int k = 0; k < REALM_SCHED_HIST_BUCKETS && k < 10; k++) out->batch_hist[k] += st.batch_hist[k];
+    }
+    for (size_t i = 0; i < b->n_pools; i++) {
+        struct be_pool *p = &b->pools[i];
+        pthread_mutex_lock(&p->mu);
+        out->instances += p->alive;
+        out->instances_busy += p->busy;
+        out->idle_sessions += p->idle_sessions;
+        out->idle_kv_bytes += p->idle_kv_bytes;
+        pthread_mutex_unlock(&p->mu);
+    }
+}

@@ -1,0 +1,61 @@
+/*
+ * backend.h — the narrow interface between the HTTP server and the sandbox: run one request in
+ * a tenant's guest, receive the text it emits through a callback, and get its final status and
+ * usage. backend.c implements it over include/realm/sandbox.h; nothing else in src/server/
+ * knows about Wasmtime.
+ *
+ * Thread rule: srv_backend_generate is called concurrently from the server's worker threads (one
+ * request per thread); the request's emit callback runs on the calling thread. srv_backend_new/free are called
+ * by the controlling thread with no generation running.
+ */
+#ifndef REALM_SERVER_BACKEND_H
+#define REALM_SERVER_BACKEND_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "realm/err.h"
+#include "realm/sandbox.h"
+#include "realm/server.h"
+
+struct srv_backend;
+
+struct srv_gen_result {
+    int status;                /* REALM_OK or the REALM_E_* that ended the request */
+    int32_t prompt_tokens;     /* as the guest reported them (usage import); -1 if it did not */
+    int32_t completion_tokens;
+    int32_t finish_reason;     /* REALM_ABI_FINISH_*; -1 if the guest did not report one */
+    char message[REALM_ERR_MSG_MAX]; /* why it failed (guest's last error log, trap text ...) */
+};
+
+struct srv_backend_stats {
+    bool have_sched;           /* the scheduler fields below are valid */
+    int64_t steps, rows, decode_rows, prefill_rows, queue_depth;
+    int64_t batch_hist[10];    /* rows per step: 1, 2, ≤4, ≤8, ≤16, ≤32, ≤64, ≤128, ≤256, more */
+    double busy_seconds;
+    int64_t instances;         /* guest instances alive (idle + busy) */
+    int64_t instances_busy;    /* running a request now */
+    int64_t idle_sessions;     /* sessions left open in idle instances (a leak if not 0) */
+    int64_t idle_kv_bytes;     /* their KV cache bytes */
+};
+
+/* Loads the config's models and compiles every guest (default + per tenant).
+ * Ownership: borrows cfg (must outlive the backend); returns owned (*out; srv_backend_free).
+ * Errors: the sandbox's (the message names the model or guest that failed). */
+int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **out, struct realm_err *err);
+void srv_backend_free(struct srv_backend *b);
+
+/* Runs one request in tenant cfg->tenants[tenant]'s guest, on an idle instance of that tenant
+ * (a new one is instantiated when all are busy). The caller prepared r with
+ * realm_sbx_request_init (request JSON — docs/server.md "guest request" — and the emit callback)
+ * and may cancel it from any thread with realm_sbx_request_cancel. Blocks until the guest
+ * returns. Always fills *out; out->status is also the return value. */
+int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_request *r,
+                         struct srv_gen_result *out);
+
+/* A snapshot of the scheduler / KV / instance counters (fields it cannot know stay false). */
+void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out);
+
+#endif

@@ -1,0 +1,669 @@
+/*
+ * http.c — libmicrohttpd glue: the listening socket, request bodies (size-capped → 413),
+ * routing, authentication, OpenAI JSON and SSE responses, and client hang-up detection.
+ *
+ * Threading: MHD runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION). A generation
+ * request is admitted on its connection thread and run by a worker (server.c); the connection
+ * thread then blocks — in the access handler for non-streamed answers, in the SSE content
+ * reader for streams — on the job's condition variable with a short timeout, polling the
+ * client's socket for POLLRDHUP in between. A client that goes away is noticed within one
+ * poll period (50 ms) and its job cancelled: the sandbox sees the flag at its next host call or
+ * scheduler step.
+ *
+ * Thread rule: the handler runs concurrently on connection threads; everything it shares lives
+ * in server.c's structures.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "realm/alloc.h"
+#include "realm/log.h"
+#include "realm/status.h"
+#include "server/srv.h"
+
+#define POLL_PERIOD_S 0.05
+#define IDLE_TIMEOUT_S 120u /* an idle keep-alive connection is closed after this */
+
+/* Per-connection request state (MHD's con_cls). */
+struct http_req {
+    struct srv_buf body;
+    bool too_large;
+    bool responded;        /* a response was queued before the body ended (413) */
+    enum srv_endpoint ep;
+    struct srv_job *job;   /* this request's reference, if a job was admitted */
+};
+
+/* ---- responses ---- */
+
+static enum MHD_Result queue_body(struct MHD_Connection *c, int status, char *body, size_t len,
+                                  const char *content_type, int retry_after) {
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, body, realm_free);
+    if (!r) {
+        realm_free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (retry_after > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result send_buf(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c, int status,
+                                struct srv_buf *b, const char *content_type) {
+    srv_metrics_http(&s->metrics, hr->ep, status);
+    char *data = b->data;
+    size_t len = b->len;
+    if (!data) { /* an empty body still needs a buffer MHD can free */
+        data = realm_malloc(1);
+        if (!data) return MHD_NO;
+        len = 0;
+    }
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return queue_body(c, status, data, len, content_type, 0);
+}
+
+static enum MHD_Result send_error(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
+                                  const struct srv_error *e) {
+    srv_metrics_http(&s->metrics, hr->ep, e->http);
+    size_t len;
+    char *body = srv_error_json(e, &len);
+    if (!body) return MHD_NO;
+    return queue_body(c, e->http, body, len, "application/json", e->retry_after);
+}
+
+/* ---- client liveness ---- */
+
+static int conn_fd(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* True if the peer closed its end (or the socket failed). Data waiting to be read (a pipelined
+ * next request) is not a hang-up. */
+static bool client_gone(int fd) {
+    if (fd < 0) return false;
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return false;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+static void job_cancel(struct srv_job *j) { realm_sbx_request_cancel(&j->sreq); }
+
+/* Waits until the job is done (or, with first_output, has output); polls the client meanwhile.
+ * Returns false if the client went away (the job is then cancelled). */
+static bool wait_job(struct srv_job *j, bool first_output) {
+    pthread_mutex_lock(&j->mu);
+    for (;;) {
+        if (j->done || (first_output && j->pending.len > 0)) break;
+        struct timespec ts;
+        srv_deadline(&ts, POLL_PERIOD_S);
+        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT) {
+            pthread_mutex_unlock(&j->mu);
+            if (client_gone(j->fd)) {
+                job_cancel(j);
+                atomic_fetch_add(&j->srv->metrics.disconnects, 1);
+                return false;
+            }
+            pthread_mutex_lock(&j->mu);
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    return true;
+}
+
+/* ---- generation responses ---- */
+
+static const char *finish_text(const struct srv_job *j) {
+    if (j->result.finish_reason == REALM_ABI_FINISH_LENGTH) return "length";
+    if (j->result.status == REALM_E_CONTEXT_FULL) return "length";
+    return "stop";
+}
+
+/* Maps a failed generation (nothing sent yet) to an HTTP error. */
+static void gen_error(const struct srv_job *j, struct srv_error *e) {
+    const struct srv_gen_result *r = &j->result;
+    const char *msg = r->message[0] ? r->message : realm_strerror(r->status);
+    switch (r->status) {
+    case REALM_E_CONTEXT_FULL:
+        srv_error_set(e, 400, "invalid_request_error", "context_length_exceeded", "messages",
+                      "The prompt is longer than the model's context: %s", msg);
+        break;
+    case REALM_E_INVALID:
+    case REALM_E_RANGE:
+    case REALM_E_FORMAT:
+        srv_error_set(e, 400, "invalid_request_error", NULL, NULL, "Invalid request: %s", msg);
+        break;
+    case REALM_E_NOT_FOUND:
+        srv_error_set(e, 404, "invalid_request_error", "model_not_found", "model", "%s", msg);
+        break;
+    case REALM_E_PERMISSION:
+        srv_error_set(e, 403, "permission_error", NULL, NULL, "%s", msg);
+        break;
+    case REALM_E_LIMIT:
+    case REALM_E_KV_FULL:
+        srv_error_set(e, 429, "requests", "rate_limit_exceeded", NULL, "Tenant limit reached: %s", msg);
+        e->retry_after = 1;
+        break;
+    case REALM_E_BUSY:
+        srv_error_set(e, 503, "server_error", "server_overloaded", NULL, "The server is busy: %s", msg);
+        e->retry_after = 1;
+        break;
+    case REALM_E_CANCELLED:
+        srv_error_set(e, 503, "server_error", "cancelled", NULL, "The request was cancelled: %s", msg);
+        break;
+    default:
+        srv_error_set(e, 500, "server_error", NULL, NULL, "The tenant's guest failed: %s: %s",
+                      realm_strerror(r->status), msg);
+    }
+}
+
+static int usage_json(struct srv_buf *b, const struct srv_job *j) {
+    int32_t p = j->result.prompt_tokens > 0 ? j->result.prompt_tokens : 0;
+    int32_t c = j->result.completion_tokens > 0 ? j->result.completion_tokens : 0;
+    return srv_buf_printf(b, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}", p, c, p + c);
+}
+
+static int head_json(struct srv_buf *b, const struct srv_job *j, const char *object) {
+    const char *model = j->srv->cfg->models[j->req.model].name;
+    return srv_buf_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", j->id, object,
+                          (long long)j->created) ||
+           srv_buf_json_string(b, model, strlen(model)) || srv_buf_puts(b, ",\"system_fingerprint\":\"realm\"");
+}
+
+static int full_json(struct srv_buf *b, const struct srv_job *j) {
+    const char *text = j->pending.data ? j->pending.data : "";
+    size_t n = j->pending.len;
+    int rc;
+    if (j->req.kind == SRV_CHAT)
+        rc = head_json(b, j, "chat.completion") ||
+             srv_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":") ||
+             srv_buf_json_string(b, text, n) ||
+             srv_buf_printf(b, ",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":",
+                            finish_text(j));
+    else
+        rc = head_json(b, j, "text_completion") || srv_buf_puts(b, ",\"choices\":[{\"text\":") ||
+             srv_buf_json_string(b, text, n) ||
+             srv_buf_printf(b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":", finish_text(j));
+    return rc || usage_json(b, j) || srv_buf_puts(b, "}\n");
+}
+
+/* One SSE event carrying text (or, with finish != NULL, the final choice). */
+static int sse_chunk(struct srv_buf *b, const struct srv_job *j, const char *text, size_t n, const char *finish,
+                     bool role) {
+    bool chat = j->req.kind == SRV_CHAT;
+    int rc = srv_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion");
+    if (chat) {
+        rc = rc || srv_buf_puts(b, ",\"choices\":[{\"index\":0,\"delta\":{");
+        if (role) rc = rc || srv_buf_puts(b, "\"role\":\"assistant\",\"content\":\"\"");
+        else if (!finish) rc = rc || srv_buf_puts(b, "\"content\":") || srv_buf_json_string(b, text, n);
+        rc = rc || srv_buf_puts(b, "},\"logprobs\":null,\"finish_reason\":");
+    } else {
+        rc = rc || srv_buf_puts(b, ",\"choices\":[{\"text\":") || srv_buf_json_string(b, finish ? "" : text, finish ? 0 : n) ||
+             srv_buf_puts(b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":");
+    }
+    rc = rc || (finish ? srv_buf_printf(b, "\"%s\"", finish) : srv_buf_puts(b, "null")) || srv_buf_puts(b, "}]");
+    if (j->req.include_usage) rc = rc || srv_buf_puts(b, ",\"usage\":null");
+    return rc || srv_buf_puts(b, "}\n\n");
+}
+
+/* The end of a stream: the final choice, usage (if asked), an error event if the guest failed
+ * after output started, then [DONE]. Caller holds j->mu. */
+static int sse_trailer(struct srv_buf *b, const struct srv_job *j) {
+    int rc = 0;
+    const struct srv_gen_result *r = &j->result;
+    if (r->status != REALM_OK && r->status != REALM_E_CONTEXT_FULL) {
+        struct srv_error e;
+        gen_error(j, &e);
+        size_t len;
+        char *body = srv_error_json(&e, &len);
+        if (!body) return REALM_E_NOMEM;
+        rc = srv_buf_puts(b, "data: ") || srv_buf_append(b, body, len) || srv_buf_puts(b, "\n\n");
+        realm_free(body);
+        return rc || srv_buf_puts(b, "data: [DONE]\n\n");
+    }
+    rc = sse_chunk(b, j, NULL, 0, finish_text(j), false);
+    if (j->req.include_usage) {
+        bool chat = j->req.kind == SRV_CHAT;
+        rc = rc || srv_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion") ||
+             srv_buf_puts(b, ",\"choices\":[],\"usage\":") || usage_json(b, j) || srv_buf_puts(b, "}\n\n");
+    }
+    return rc || srv_buf_puts(b, "data: [DONE]\n\n");
+}
+
+/* MHD content reader of an SSE response (connection thread). */
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    struct srv_job *j = cls;
+    for (;;) {
+        if (j->sse_off < j->sse.len) {
+            size_t n = j->sse.len - j->sse_off;
+            if (n > max) n = max;
+            memcpy(buf, j->sse.data + j->sse_off, n);
+            j->sse_off += n;
+            if (j->sse_off == j->sse.len) {
+                srv_buf_reset(&j->sse);
+                j->sse_off = 0;
+            }
+            return (ssize_t)n;
+        }
+        if (j->sse_phase == 3) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (j->sse_phase == 0 && j->req.kind == SRV_CHAT) {
+            j->sse_phase = 1;
+            if (sse_chunk(&j->sse, j, NULL, 0, NULL, true)) goto fail;
+            continue;
+        }
+        j->sse_phase = j->sse_phase ? j->sse_phase : 1;
+        pthread_mutex_lock(&j->mu);
+        while (j->pending.len == 0 && !j->done) {
+            struct timespec ts;
+            srv_deadline(&ts, POLL_PERIOD_S);
+            if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT) {
+                pthread_mutex_unlock(&j->mu);
+                if (client_gone(j->fd)) {
+                    job_cancel(j);
+                    atomic_fetch_add(&j->srv->metrics.disconnects, 1);
+                    return MHD_CONTENT_READER_END_WITH_ERROR;
+                }
+                pthread_mutex_lock(&j->mu);
+            }
+        }
+        int rc = 0;
+        if (j->pending.len > 0) {
+            rc = sse_chunk(&j->sse, j, j->pending.data, j->pending.len, NULL, false);
+            srv_buf_reset(&j->pending);
+            pthread_cond_broadcast(&j->cv); /* wakes an emit waiting on back-pressure */
+        } else { /* done */
+            rc = sse_trailer(&j->sse, j);
+            j->sse_phase = 3;
+        }
+        pthread_mutex_unlock(&j->mu);
+        if (rc) goto fail;
+    }
+fail:
+    job_cancel(j);
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void sse_free(void *cls) {
+    struct srv_job *j = cls;
+    atomic_fetch_sub(&j->srv->metrics.streams_open, 1);
+    job_cancel(j); /* no-op if it finished; stops it if the stream ended early */
+    srv_job_unref(j);
+}
+
+static enum MHD_Result start_stream(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
+                                    struct srv_job *j) {
+    atomic_fetch_add(&j->refs, 1); /* the reader's */
+    atomic_fetch_add(&s->metrics.streams_open, 1);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, j, sse_free);
+    if (!r) {
+        sse_free(j);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    srv_metrics_http(&s->metrics, hr->ep, 200);
+    enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+/* ---- auth ---- */
+
+static struct srv_tenant *authenticate(struct realm_server *s, struct MHD_Connection *c, struct srv_error *e) {
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || !h[0]) {
+        srv_error_set(e, 401, "invalid_request_error", "missing_api_key", NULL,
+                      "You didn't provide an API key. Send it in an Authorization header: \"Authorization: Bearer KEY\".");
+        return NULL;
+    }
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        srv_error_set(e, 401, "invalid_request_error", "invalid_api_key", NULL,
+                      "The Authorization header must be \"Bearer KEY\".");
+        return NULL;
+    }
+    const char *key = h + 7;
+    while (*key == ' ') key++;
+    size_t len = strlen(key);
+    while (len && key[len - 1] == ' ') len--;
+    struct srv_tenant *t = srv_tenant_auth(s->tenants, s->n_tenants, key, len);
+    if (!t)
+        srv_error_set(e, 401, "invalid_request_error", "invalid_api_key", NULL, "Incorrect API key provided.");
+    return t;
+}
+
+/* ---- routes ---- */
+
+static enum MHD_Result route_generate(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
+                                      enum srv_kind kind) {
+    struct srv_error e;
+    struct srv_tenant *t = authenticate(s, c, &e);
+    if (!t) return send_error(s, hr, c, &e);
+    if (atomic_load(&s->draining)) {
+        srv_error_set(&e, 503, "server_error", "server_shutting_down", NULL, "The server is shutting down.");
+        e.retry_after = 1;
+        return send_error(s, hr, c, &e);
+    }
+    struct srv_request req;
+    const char *body = hr->body.data ? hr->body.data : "";
+    if (srv_request_parse(s->cfg, t->spec, kind, body, hr->body.len, &req, &e)) return send_error(s, hr, c, &e);
+    srv_buf_free(&hr->body); /* the guest request is a separate copy */
+    if (srv_tenant_admit(t, &e)) {
+        atomic_fetch_add(&t->st.rejected_limit, 1);
+        srv_request_free(&req);
+        return send_error(s, hr, c, &e);
+    }
+    struct srv_job *j;
+    if (srv_job_submit(s, t, &req, conn_fd(c), &j, &e)) {
+        srv_tenant_release(t, 0);
+        srv_request_free(&req);
+        return send_error(s, hr, c, &e);
+    }
+    atomic_fetch_add(&t->st.requests, 1);
+    hr->job = j;
+    /* MHD's idle timeout must not fire while we wait on the guest: off now, back on (which also
+     * restarts its timer) before the response goes out */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+
+    if (!wait_job(j, j->req.stream)) {
+        srv_metrics_http(&s->metrics, hr->ep, 499);
+        return MHD_NO; /* close the connection */
+    }
+    pthread_mutex_lock(&j->mu);
+    bool failed_early = j->done && !j->any_output && j->result.status != REALM_OK;
+    pthread_mutex_unlock(&j->mu);
+    if (!j->req.stream) MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, IDLE_TIMEOUT_S);
+    if (failed_early) { /* nothing was produced: a proper HTTP error */
+        gen_error(j, &e);
+        return send_error(s, hr, c, &e);
+    }
+    if (j->req.stream) return start_stream(s, hr, c, j);
+
+    /* non-streamed: the job is done */
+    if (j->result.status != REALM_OK && j->result.status != REALM_E_CONTEXT_FULL) {
+        gen_error(j, &e);
+        return send_error(s, hr, c, &e);
+    }
+    struct srv_buf b = {0};
+    if (full_json(&b, j)) {
+        srv_buf_free(&b);
+        return MHD_NO;
+    }
+    return send_buf(s, hr, c, 200, &b, "application/json");
+}
+
+static int model_json(struct srv_buf *b, const struct realm_model_spec *m, int64_t created) {
+    return srv_buf_puts(b, "{\"id\":") || srv_buf_json_string(b, m->name, strlen(m->name)) ||
+           srv_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"realm\"}", (long long)created);
+}
+
+static bool tenant_may(const struct realm_tenant_spec *t, const char *model) {
+    if (t->all_models) return true;
+    for (size_t i = 0; i < t->n_models; i++)
+        if (!strcmp(t->models[i], model)) return true;
+    return false;
+}
+
+static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
+                                    const char *one) {
+    struct srv_error e;
+    struct srv_tenant *t = authenticate(s, c, &e);
+    if (!t) return send_error(s, hr, c, &e);
+    struct srv_buf b = {0};
+    int64_t created = srv_unix_time() - (int64_t)(srv_now() - s->t_start);
+    int rc = 0;
+    if (one) {
+        for (size_t i = 0; i < s->cfg->n_models; i++) {
+            const struct realm_model_spec *m = &s->cfg->models[i];
+            if (!strcmp(m->name, one) && tenant_may(t->spec, m->name)) {
+                if (model_json(&b, m, created) || srv_buf_puts(&b, "\n")) break;
+                return send_buf(s, hr, c, 200, &b, "application/json");
+            }
+        }
+        srv_buf_free(&b);
+        srv_error_set(&e, 404, "invalid_request_error", "model_not_found", "model", "The model '%.200s' does not exist.",
+                      one);
+        return send_error(s, hr, c, &e);
+    }
+    rc = srv_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    bool first = true;
+    for (size_t i = 0; i < s->cfg->n_models && !rc; i++) {
+        const struct realm_model_spec *m = &s->cfg->models[i];
+        if (!tenant_may(t->spec, m->name)) continue;
+        rc = (!first && srv_buf_puts(&b, ",")) || model_json(&b, m, created);
+        first = false;
+    }
+    if (rc || srv_buf_puts(&b, "]}\n")) {
+        srv_buf_free(&b);
+        return MHD_NO;
+    }
+    return send_buf(s, hr, c, 200, &b, "application/json");
+}
+
+static enum MHD_Result route_health(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
+    struct srv_buf b = {0};
+    bool draining = atomic_load(&s->draining);
+    if (srv_buf_printf(&b, "{\"status\":\"%s\",\"uptime_s\":%.3f,\"active\":%lld,\"models\":", draining ? "draining" : "ok",
+                       srv_now() - s->t_start, (long long)atomic_load(&s->metrics.active)) ||
+        srv_buf_printf(&b, "%zu,\"tenants\":%zu}\n", s->cfg->n_models, s->n_tenants)) {
+        srv_buf_free(&b);
+        return MHD_NO;
+    }
+    return send_buf(s, hr, c, draining ? 503 : 200, &b, "application/json");
+}
+
+static enum MHD_Result route_metrics(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
+    if (!s->cfg->metrics_public) {
+        struct srv_error e;
+        if (!authenticate(s, c, &e)) return send_error(s, hr, c, &e);
+    }
+    struct srv_buf b = {0};
+    if (srv_metrics_render(s, &b)) {
+        srv_buf_free(&b);
+        return MHD_NO;
+    }
+    return send_buf(s, hr, c, 200, &b, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+static enum srv_endpoint endpoint_of(const char *url) {
+    if (!strcmp(url, "/v1/chat/completions")) return SRV_EP_CHAT;
+    if (!strcmp(url, "/v1/completions")) return SRV_EP_COMPLETIONS;
+    if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) return SRV_EP_MODELS;
+    if (!strcmp(url, "/health")) return SRV_EP_HEALTH;
+    if (!strcmp(url, "/metrics")) return SRV_EP_METRICS;
+    return SRV_EP_OTHER;
+}
+
+static enum MHD_Result method_not_allowed(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
+                                          const char *method, const char *url) {
+    struct srv_error e;
+    srv_error_set(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%.16s is not allowed on %.200s.", method,
+                  url);
+    return send_error(s, hr, c, &e);
+}
+
+static enum MHD_Result route(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c, const char *url,
+                             const char *method) {
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
+    switch (hr->ep) {
+    case SRV_EP_CHAT:
+    case SRV_EP_COMPLETIONS:
+        if (!post) return method_not_allowed(s, hr, c, method, url);
+        return route_generate(s, hr, c, hr->ep == SRV_EP_CHAT ? SRV_CHAT : SRV_COMPLETION);
+    case SRV_EP_MODELS:
+        if (!get) return method_not_allowed(s, hr, c, method, url);
+        return route_models(s, hr, c, url[10] == '/' ? url + 11 : NULL);
+    case SRV_EP_HEALTH:
+        if (!get) return method_not_allowed(s, hr, c, method, url);
+        return route_health(s, hr, c);
+    case SRV_EP_METRICS:
+        if (!get) return method_not_allowed(s, hr, c, method, url);
+        return route_metrics(s, hr, c);
+    default: {
+        struct srv_error e;
+        srv_error_set(&e, 404, "invalid_request_error", "not_found", NULL, "Unknown request URL: %.16s %.200s.", method,
+                      url);
+        return send_error(s, hr, c, &e);
+    }
+    }
+}
+
+static enum MHD_Result too_large(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
+    struct srv_error e;
+    srv_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
+                  "The request body is larger than this server's limit of %zu bytes.", s->cfg->max_body_bytes);
+    hr->responded = true;
+    srv_buf_free(&hr->body);
+    return send_error(s, hr, c, &e);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    struct realm_server *s = cls;
+    struct http_req *hr = *con_cls;
+    if (!hr) { /* first call: headers only */
+        hr = realm_calloc(1, sizeof *hr);
+        if (!hr) return MHD_NO;
+        hr->ep = endpoint_of(url);
+        *con_cls = hr;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno || *end || n > s->cfg->max_body_bytes) return too_large(s, hr, c);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!hr->responded) {
+            if (hr->body.len + *upload_size > s->cfg->max_body_bytes) {
+                *upload_size = 0;
+                return too_large(s, hr, c);
+            }
+            if (srv_buf_append(&hr->body, upload, *upload_size)) return MHD_NO;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (hr->responded) return MHD_YES;
+    return route(s, hr, c, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    struct http_req *hr = *con_cls;
+    if (!hr) return;
+    if (hr->job) {
+        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) /* a stream ran with the timeout off */
+            MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, IDLE_TIMEOUT_S);
+        struct srv_job *j = hr->job;
+        pthread_mutex_lock(&j->mu);
+        bool done = j->done;
+        pthread_mutex_unlock(&j->mu);
+        if (!done || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) job_cancel(j);
+        srv_job_unref(j);
+    }
+    srv_buf_free(&hr->body);
+    realm_free(hr);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n') msg[--n] = '\0';
+    realm_log(REALM_LOG_INFO, "http", "%s", msg);
+}
+
+/* ---- start / stop ---- */
+
+static int open_listener(struct realm_server *s, struct realm_err *err) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof port, "%u", (unsigned)s->cfg->port);
+    int g = getaddrinfo(s->cfg->host, port, &hints, &res);
+    if (g) return realm_err_set(err, REALM_E_IO, "server: cannot resolve host '%s': %s", s->cfg->host, gai_strerror(g));
+    int fd = -1, e = 0;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) {
+            e = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 256) == 0) break;
+        e = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return realm_err_set(err, REALM_E_IO, "server: cannot listen on %s:%u: %s", s->cfg->host, (unsigned)s->cfg->port,
+                             strerror(e));
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    s->listen_fd = fd;
+    return REALM_OK;
+}
+
+int http_start(struct realm_server *s, struct realm_err *err) {
+    int rc = open_listener(s, err);
+    if (rc) return rc;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG;
+    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+                              MHD_OPTION_LISTEN_SOCKET, (MHD_socket)s->listen_fd, MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)s->cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                              (size_t)(64 * 1024), MHD_OPTION_END);
+    if (!s->mhd) {
+        close(s->listen_fd);
+        s->listen_fd = -1;
+        return realm_err_set(err, REALM_E_INTERNAL, "server: libmicrohttpd failed to start on %s:%u", s->cfg->host,
+                             (unsigned)s->port);
+    }
+    realm_log(REALM_LOG_INFO, "server", "listening on %s:%u", s->cfg->host, (unsigned)s->port);
+    return REALM_OK;
+}
+
+void http_quiesce(struct realm_server *s) {
+    if (!s->mhd || s->quiesced) return;
+    MHD_quiesce_daemon(s->mhd); /* returns our listen_fd, which we close after the stop */
+    s->quiesced = true;
+}
+
+void http_stop(struct realm_server *s) {
+    if (s->mhd) {
+        MHD_stop_daemon(s->mhd);
+        s->mhd = NULL;
+        /* MHD closes the listening socket itself unless it was quiesced */
+        if (s->quiesced && s->listen_fd >= 0) close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+}

@@ -1,0 +1,314 @@
+/*
+ * server.c — the server object and its generation jobs: start-up (tenants, backend, worker pool,
+ * HTTP), admission into a bounded queue, the worker threads that run each job in its tenant's
+ * guest, the emit path that hands text to the HTTP side, and graceful shutdown (stop accepting,
+ * let in-flight jobs finish within the grace period, cancel the rest, join everything).
+ *
+ * Thread rule: realm_server_* are called by one controlling thread. Jobs are shared by a
+ * connection thread, a worker and (streams) MHD's content reader, counted by refs; each job's
+ * mu/cv guard its output state. The queue is under qmu, the live list under live_mu.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+
+#include "realm/alloc.h"
+#include "realm/log.h"
+#include "realm/status.h"
+#include "server/srv.h"
+
+#define MAX_PENDING_BYTES (8u << 20) /* emitted text the client has not read yet */
+
+/* ---- jobs ---- */
+
+static void job_free(struct srv_job *j) {
+    srv_request_free(&j->req);
+    srv_buf_free(&j->pending);
+    srv_buf_free(&j->sse);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    realm_free(j);
+}
+
+void srv_job_unref(struct srv_job *j) {
+    if (j && atomic_fetch_sub(&j->refs, 1) == 1) job_free(j);
+}
+
+/* The guest's emit: runs on the worker thread. Applies back-pressure when the client reads
+ * slower than the guest writes (waits, checking for cancellation) so memory stays bounded. */
+static int job_emit(void *user, const char *text, size_t len) {
+    struct srv_job *j = user;
+    if (atomic_load(&j->sreq.cancel)) return REALM_E_CANCELLED;
+    if (len == 0) return REALM_OK;
+    pthread_mutex_lock(&j->mu);
+    while (j->pending.len > MAX_PENDING_BYTES && !atomic_load(&j->sreq.cancel)) {
+        struct timespec ts;
+        srv_deadline(&ts, 0.05);
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+    }
+    if (atomic_load(&j->sreq.cancel)) {
+        pthread_mutex_unlock(&j->mu);
+        return REALM_E_CANCELLED;
+    }
+    int rc = srv_buf_append(&j->pending, text, len);
+    if (rc == REALM_OK && !j->any_output) {
+        j->any_output = true;
+        j->t_first = srv_now();
+        srv_hist_observe(&j->srv->metrics.ttft, j->t_first - j->t_admit);
+    }
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+static void live_remove(struct realm_server *s, struct srv_job *j) {
+    pthread_mutex_lock(&s->live_mu);
+    if (j->lprev) j->lprev->lnext = j->lnext;
+    else s->live = j->lnext;
+    if (j->lnext) j->lnext->lprev = j->lprev;
+    j->lprev = j->lnext = NULL;
+    s->n_live--;
+    pthread_cond_broadcast(&s->live_cv);
+    pthread_mutex_unlock(&s->live_mu);
+}
+
+static void run_job(struct realm_server *s, struct srv_job *j) {
+    struct srv_metrics *m = &s->metrics;
+    atomic_fetch_sub(&m->queued, 1);
+    atomic_fetch_add(&m->running, 1);
+    double t0 = srv_now();
+    srv_hist_observe(&m->queue_wait, t0 - j->t_admit);
+    pthread_mutex_lock(&j->mu);
+    j->t_start = t0;
+    j->started = true;
+    pthread_mutex_unlock(&j->mu);
+
+    struct srv_gen_result res;
+    if (atomic_load(&j->sreq.cancel)) {
+        memset(&res, 0, sizeof res);
+        res.status = REALM_E_CANCELLED;
+        res.prompt_tokens = res.completion_tokens = res.finish_reason = -1;
+        snprintf(res.message, sizeof res.message, "cancelled before it started");
+    } else {
+        srv_backend_generate(s->backend, j->tenant->index, &j->sreq, &res);
+    }
+    double t1 = srv_now();
+
+    int64_t pin = res.prompt_tokens > 0 ? res.prompt_tokens : 0;
+    int64_t pout = res.completion_tokens > 0 ? res.completion_tokens : 0;
+    struct srv_tenant_stats *ts = &j->tenant->st;
+    atomic_fetch_add(&m->tokens_in, pin);
+    atomic_fetch_add(&m->tokens_out, pout);
+    atomic_fetch_add(&ts->prompt_tokens, pin);
+    atomic_fetch_add(&ts->completion_tokens, pout);
+    if (res.status == REALM_OK) atomic_fetch_add(&ts->succeeded, 1);
+    else if (res.status == REALM_E_CANCELLED) {
+        atomic_fetch_add(&ts->cancelled, 1);
+        atomic_fetch_add(&m->cancelled, 1);
+    } else atomic_fetch_add(&ts->failed, 1);
+    srv_hist_observe(&m->duration, t1 - j->t_admit);
+    srv_tenant_release(j->tenant, pin + pout);
+
+    pthread_mutex_lock(&j->mu);
+    j->result = res;
+    j->t_end = t1;
+    j->done = true;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+
+    atomic_fetch_sub(&m->running, 1);
+    atomic_fetch_sub(&m->active, 1);
+    if (res.status != REALM_OK && res.status != REALM_E_CANCELLED)
+        realm_log(REALM_LOG_INFO, "server", "request %s (tenant %s) failed: %s: %s", j->id, j->tenant->spec->id,
+                  realm_strerror(res.status), res.message);
+    live_remove(s, j);
+    srv_job_unref(j); /* the worker's reference */
+}
+
+static void *worker_main(void *arg) {
+    struct realm_server *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->qmu);
+        while (!s->qhead && !s->stop_workers) pthread_cond_wait(&s->qcv, &s->qmu);
+        struct srv_job *j = s->qhead;
+        if (!j) { /* stopping and nothing left */
+            pthread_mutex_unlock(&s->qmu);
+            return NULL;
+        }
+        s->qhead = j->qnext;
+        if (!s->qhead) s->qtail = NULL;
+        s->qlen--;
+        s->n_idle--;
+        pthread_mutex_unlock(&s->qmu);
+        run_job(s, j);
+        pthread_mutex_lock(&s->qmu);
+        s->n_idle++;
+        pthread_mutex_unlock(&s->qmu);
+    }
+}
+
+static void make_id(char *out, size_t cap, const char *prefix) {
+    unsigned char r[12];
+    static _Atomic uint64_t counter;
+    if (RAND_bytes(r, sizeof r) != 1) { /* ids need uniqueness, not secrecy */
+        uint64_t c = atomic_fetch_add(&counter, 1) ^ (uint64_t)time(NULL) << 20;
+        memcpy(r, &c, 8);
+        memset(r + 8, 0, 4);
+    }
+    int n = snprintf(out, cap, "%s", prefix);
+    for (size_t i = 0; i < sizeof r && (size_t)n + 2 < cap; i++) n += snprintf(out + n, cap - (size_t)n, "%02x", r[i]);
+}
+
+int srv_job_submit(struct realm_server *s, struct srv_tenant *t, struct srv_request *req, int fd, struct srv_job **out,
+                   struct srv_error *e) {
+    struct srv_job *j = realm_calloc(1, sizeof *j);
+    if (!j) return srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    atomic_init(&j->refs, 2); /* the caller's and the worker's */
+    j->srv = s;
+    j->tenant = t;
+    j->fd = fd;
+    j->created = srv_unix_time();
+    j->t_admit = srv_now();
+    make_id(j->id, sizeof j->id, req->kind == SRV_CHAT ? "chatcmpl-" : "cmpl-");
+    pthread_mutex_init(&j->mu, NULL);
+    srv_cond_init(&j->cv);
+    j->req = *req;
+    realm_sbx_request_init(&j->sreq, j->req.guest_json, j->req.guest_len, job_emit, j);
+
+    /* draining is checked under live_mu so that shutdown's "no live jobs" is final */
+    pthread_mutex_lock(&s->live_mu);
+    if (atomic_load(&s->draining)) {
+        pthread_mutex_unlock(&s->live_mu);
+        goto busy_draining;
+    }
+    pthread_mutex_lock(&s->qmu);
+    if (s->qlen - s->n_idle >= s->cfg->max_queue) {
+        pthread_mutex_unlock(&s->qmu);
+        pthread_mutex_unlock(&s->live_mu);
+        atomic_fetch_add(&s->metrics.rejected_busy, 1);
+        srv_error_set(e, 503, "server_error", "server_overloaded", NULL,
+                      "The server is at capacity (%d requests running, %d waiting); retry shortly.", s->n_workers,
+                      s->cfg->max_queue);
+        e->retry_after = 1;
+        goto fail;
+    }
+    j->lnext = s->live;
+    if (s->live) s->live->lprev = j;
+    s->live = j;
+    s->n_live++;
+    atomic_fetch_add(&s->metrics.active, 1);
+    atomic_fetch_add(&s->metrics.queued, 1);
+    if (s->qtail) s->qtail->qnext = j;
+    else s->qhead = j;
+    s->qtail = j;
+    s->qlen++;
+    pthread_cond_signal(&s->qcv);
+    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_unlock(&s->live_mu);
+    *out = j;
+    return 0;
+
+busy_draining:
+    srv_error_set(e, 503, "server_error", "server_shutting_down", NULL, "The server is shutting down.");
+    e->retry_after = 1;
+fail:
+    j->req.guest_json = NULL; /* the request stays the caller's */
+    atomic_store(&j->refs, 1);
+    srv_job_unref(j);
+    return -1;
+}
+
+/* ---- the server ---- */
+
+int realm_server_start(const struct realm_server_config *cfg, struct realm_server **out, struct realm_err *err) {
+    int rc = realm_server_config_check(cfg, err);
+    if (rc) return rc;
+    struct realm_server *s = realm_calloc(1, sizeof *s);
+    if (!s) return realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
+    s->cfg = cfg;
+    s->listen_fd = -1;
+    s->t_start = srv_now();
+    pthread_mutex_init(&s->qmu, NULL);
+    pthread_cond_init(&s->qcv, NULL);
+    pthread_mutex_init(&s->live_mu, NULL);
+    srv_cond_init(&s->live_cv);
+    if ((rc = srv_tenants_init(&s->tenants, cfg, err))) goto fail;
+    s->n_tenants = cfg->n_tenants;
+    if ((rc = srv_backend_new(cfg, &s->backend, err))) goto fail;
+
+    s->workers = realm_calloc((size_t)cfg->max_inflight, sizeof *s->workers);
+    if (!s->workers) {
+        rc = realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < cfg->max_inflight; i++) {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 1u << 20); /* guests run on their own Wasmtime stacks */
+        int e = pthread_create(&s->workers[i], &attr, worker_main, s);
+        pthread_attr_destroy(&attr);
+        if (e) {
+            rc = realm_err_set(err, REALM_E_INTERNAL, "server: cannot start worker thread: %s", strerror(e));
+            goto fail;
+        }
+        pthread_mutex_lock(&s->qmu);
+        s->n_workers++;
+        s->n_idle++;
+        pthread_mutex_unlock(&s->qmu);
+    }
+    if ((rc = http_start(s, err))) goto fail;
+    *out = s;
+    return REALM_OK;
+fail:
+    realm_server_free(s);
+    return rc;
+}
+
+uint16_t realm_server_port(const struct realm_server *s) { return s->port; }
+
+void realm_server_shutdown(struct realm_server *s) {
+    if (!s || s->shut) return;
+    s->shut = true;
+    pthread_mutex_lock(&s->live_mu);
+    atomic_store(&s->draining, true);
+    pthread_mutex_unlock(&s->live_mu);
+    http_quiesce(s);
+
+    /* let in-flight requests finish for up to the grace period, then cancel them */
+    struct timespec deadline;
+    srv_deadline(&deadline, s->cfg->shutdown_grace_s);
+    pthread_mutex_lock(&s->live_mu);
+    while (s->n_live > 0 && pthread_cond_timedwait(&s->live_cv, &s->live_mu, &deadline) != ETIMEDOUT) {
+    }
+    if (s->n_live > 0) {
+        realm_log(REALM_LOG_WARN, "server", "shutdown: cancelling %lld request(s) still running", (long long)s->n_live);
+        for (struct srv_job *j = s->live; j; j = j->lnext) realm_sbx_request_cancel(&j->sreq);
+    }
+    while (s->n_live > 0) pthread_cond_wait(&s->live_cv, &s->live_mu);
+    pthread_mutex_unlock(&s->live_mu);
+
+    http_stop(s); /* closes connections, joins their threads */
+
+    pthread_mutex_lock(&s->qmu);
+    s->stop_workers = true;
+    pthread_cond_broadcast(&s->qcv);
+    pthread_mutex_unlock(&s->qmu);
+    for (int i = 0; i < s->n_workers; i++) pthread_join(s->workers[i], NULL);
+    s->n_workers = 0;
+}
+
+void realm_server_free(struct realm_server *s) {
+    if (!s) return;
+    realm_server_shutdown(s);
+    realm_free(s->workers);
+    srv_backend_free(s->backend);
+    srv_tenants_free(s->tenants, s->n_tenants);
+    pthread_mutex_destroy(&s->qmu);
+    pthread_cond_destroy(&s->qcv);
+    pthread_mutex_destroy(&s->live_mu);
+    pthread_cond_destroy(&s->live_cv);
+    realm_free(s);
+}

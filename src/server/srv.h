@@ -1,0 +1,227 @@
+/*
+ * srv.h — internals of the HTTP server (src/server/): byte buffers and JSON output helpers,
+ * OpenAI error values, the parsed request, tenants (auth + limits), metrics, the generation job
+ * and the server object. The public surface is include/realm/server.h.
+ *
+ * Thread rule: stated per struct below. Counters are atomics; everything else that several
+ * threads touch is behind the mutex named next to it.
+ */
+#ifndef REALM_SERVER_SRV_H
+#define REALM_SERVER_SRV_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <time.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "realm/sandbox.h"
+#include "realm/server.h"
+#include "server/backend.h"
+
+/* ---- util.c: growable byte buffer, JSON string escaping, clocks ---- */
+struct srv_buf {
+    char *data; /* NUL-terminated whenever len > 0 or after any append */
+    size_t len, cap;
+};
+/* Each returns REALM_OK or REALM_E_NOMEM (the buffer is then unchanged). */
+int srv_buf_append(struct srv_buf *b, const void *p, size_t n);
+int srv_buf_puts(struct srv_buf *b, const char *s);
+int srv_buf_printf(struct srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s[0..n) as a JSON string literal (quotes included). Invalid UTF-8 bytes become U+FFFD
+ * so the output is always valid JSON. */
+int srv_buf_json_string(struct srv_buf *b, const char *s, size_t n);
+void srv_buf_reset(struct srv_buf *b); /* len = 0, keeps the storage */
+void srv_buf_free(struct srv_buf *b);
+double srv_now(void);        /* CLOCK_MONOTONIC seconds */
+/* A condition variable whose timed waits use CLOCK_MONOTONIC (deadlines from srv_deadline). */
+void srv_cond_init(pthread_cond_t *cv);
+void srv_deadline(struct timespec *ts, double seconds_from_now);
+int64_t srv_unix_time(void); /* wall-clock seconds (the "created" field) */
+
+/* ---- an OpenAI-shaped error: {"error": {"message", "type", "param", "code"}} ---- */
+struct srv_error {
+    int http;            /* status code */
+    const char *type;    /* "invalid_request_error", "authentication_error", ... (static) */
+    const char *code;    /* static or NULL */
+    const char *param;   /* static or NULL */
+    int retry_after;     /* seconds for 429/503 (0: no header) */
+    char message[512];
+};
+/* Fills e and returns -1 (so callers can `return srv_error_set(...)`). */
+int srv_error_set(struct srv_error *e, int http, const char *type, const char *code,
+                  const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* The error's JSON body (malloc'd through realm_malloc, NUL-terminated) or NULL on NOMEM. */
+char *srv_error_json(const struct srv_error *e, size_t *len);
+
+/* ---- openai.c: request validation and response bodies ---- */
+enum srv_kind { SRV_CHAT = 0, SRV_COMPLETION = 1 };
+
+struct srv_request {
+    enum srv_kind kind;
+    size_t model;       /* index into cfg->models */
+    bool stream;
+    bool include_usage; /* stream_options.include_usage */
+    int32_t max_tokens; /* resolved: request, else the tenant cap, else 0 (= up to the context) */
+    char *guest_json;   /* what the guest reads with request_read (realm_malloc'd) */
+    size_t guest_len;
+};
+
+/* Parses and validates an OpenAI request body for `kind` on behalf of tenant `t` (model access,
+ * max_tokens cap) and builds the guest request. Unknown fields are ignored.
+ * Returns 0, or -1 with *e set (400 bad JSON/types/values, 404 unknown model, 403 model not
+ * allowed, 500 out of memory). */
+int srv_request_parse(const struct realm_server_config *cfg, const struct realm_tenant_spec *t,
+                      enum srv_kind kind, const char *body, size_t len, struct srv_request *out,
+                      struct srv_error *e);
+void srv_request_free(struct srv_request *r);
+
+/* ---- keys.c ---- */
+/* Decodes 64 hex characters into 32 bytes; -1 if malformed. */
+int srv_hex_decode32(const char *hex, unsigned char out[32]);
+/* True if sha256(key) equals one of the n digests; every digest is compared (CRYPTO_memcmp), so
+ * the time taken does not depend on which one matched or where a mismatch starts. */
+bool srv_key_matches(const unsigned char digest[32], const unsigned char (*hashes)[32], size_t n);
+void srv_sha256(const void *data, size_t len, unsigned char out[32]);
+
+/* ---- metrics.c ---- */
+#define SRV_HIST_BUCKETS 14
+struct srv_hist {
+    _Atomic int64_t counts[SRV_HIST_BUCKETS + 1]; /* the last is +Inf */
+    _Atomic int64_t sum_us;
+    _Atomic int64_t n;
+};
+void srv_hist_observe(struct srv_hist *h, double seconds);
+
+enum srv_endpoint {
+    SRV_EP_CHAT, SRV_EP_COMPLETIONS, SRV_EP_MODELS, SRV_EP_HEALTH, SRV_EP_METRICS, SRV_EP_OTHER,
+    SRV_EP_COUNT
+};
+#define SRV_CODES_N 12 /* 200 400 401 403 404 405 413 429 499 500 503 other */
+
+struct srv_tenant_stats {
+    _Atomic int64_t requests;          /* admitted (passed auth, validation and limits) */
+    _Atomic int64_t succeeded, failed, cancelled;
+    _Atomic int64_t rejected_limit;    /* 429 */
+    _Atomic int64_t prompt_tokens, completion_tokens;
+};
+
+struct srv_metrics {
+    _Atomic int64_t http[SRV_EP_COUNT][SRV_CODES_N];
+    _Atomic int64_t active;            /* admitted requests not finished (queued + running) */
+    _Atomic int64_t running;           /* on a worker now */
+    _Atomic int64_t queued;            /* waiting for a worker */
+    _Atomic int64_t streams_open;      /* SSE responses being written */
+    _Atomic int64_t tokens_in, tokens_out;
+    _Atomic int64_t cancelled, disconnects, rejected_busy;
+    struct srv_hist ttft;              /* admission → first emitted text */
+    struct srv_hist duration;          /* admission → done */
+    struct srv_hist queue_wait;        /* admission → worker start */
+};
+void srv_metrics_http(struct srv_metrics *m, enum srv_endpoint ep, int status);
+
+/* ---- tenants.c ---- */
+/* Thread rule: mu guards active and the token window; stats are atomics. */
+struct srv_tenant {
+    const struct realm_tenant_spec *spec;
+    size_t index;
+    unsigned char (*keys)[32]; /* decoded key_hashes */
+    size_t n_keys;
+    pthread_mutex_t mu;
+    int32_t active;           /* admitted, not finished */
+    int64_t win_sec[60];      /* tokens charged per monotonic second (ring indexed by sec % 60) */
+    int64_t win_tok[60];
+    struct srv_tenant_stats st;
+};
+
+int srv_tenants_init(struct srv_tenant **out, const struct realm_server_config *cfg, struct realm_err *err);
+void srv_tenants_free(struct srv_tenant *t, size_t n);
+/* The tenant whose key is `key` (from "Authorization: Bearer <key>"), or NULL. */
+struct srv_tenant *srv_tenant_auth(struct srv_tenant *t, size_t n, const char *key, size_t key_len);
+/* Admission: takes a concurrency slot unless the tenant is at max_concurrent or over its
+ * tokens-per-minute budget. Returns 0, or -1 with a 429 in *e (Retry-After set). */
+int srv_tenant_admit(struct srv_tenant *t, struct srv_error *e);
+/* Gives the slot back and charges the tokens used to the minute window. */
+void srv_tenant_release(struct srv_tenant *t, int64_t tokens);
+
+/* ---- server.c: jobs and the server ---- */
+struct realm_server;
+
+/* One admitted generation request. Shared by the connection thread (HTTP side), a worker
+ * thread (guest side) and, for streams, MHD's content reader: refs counts them; the last
+ * unref frees. mu/cv guard everything below them. */
+struct srv_job {
+    atomic_int refs;
+    struct realm_sbx_request sreq; /* what the guest runs on; its cancel flag is the job's */
+    struct realm_server *srv;
+    struct srv_tenant *tenant;
+    struct srv_request req;
+    char id[48];
+    int64_t created;
+    double t_admit, t_start, t_first, t_end;
+    int fd;                    /* the client's socket, polled for hang-up while we wait */
+    struct srv_job *qnext;     /* worker queue link (under the server's qmu) */
+    struct srv_job *lprev, *lnext; /* live list (under the server's live_mu) */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct srv_buf pending;    /* emitted text not yet taken by the HTTP side */
+    bool started, done, any_output;
+    struct srv_gen_result result;
+
+    /* SSE writer state (content reader thread only) */
+    struct srv_buf sse;
+    size_t sse_off;
+    int sse_phase;             /* 0: role chunk next, 1: streaming, 2: trailer queued, 3: end */
+};
+
+struct realm_server {
+    const struct realm_server_config *cfg;
+    struct MHD_Daemon *mhd;
+    int listen_fd;             /* after quiesce: closed once the daemon is stopped */
+    uint16_t port;
+    struct srv_backend *backend;
+    struct srv_tenant *tenants;
+    size_t n_tenants;
+    struct srv_metrics metrics;
+    double t_start;
+    atomic_bool draining;      /* shutdown started: new requests get 503 */
+    bool quiesced;             /* MHD stopped accepting (we then own listen_fd) */
+    bool shut;
+
+    /* worker pool; qmu guards the queue and stop */
+    pthread_t *workers;
+    int n_workers;
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    struct srv_job *qhead, *qtail;
+    int32_t qlen;
+    int32_t n_idle;            /* workers waiting for a job */
+    bool stop_workers;
+
+    /* every admitted job not yet finished (for shutdown); live_mu guards it */
+    pthread_mutex_t live_mu;
+    pthread_cond_t live_cv;
+    struct srv_job *live;
+    int64_t n_live;
+};
+
+/* http.c */
+int http_start(struct realm_server *s, struct realm_err *err);
+void http_quiesce(struct realm_server *s);
+void http_stop(struct realm_server *s);
+
+/* metrics text (metrics.c) into b */
+int srv_metrics_render(struct realm_server *s, struct srv_buf *b);
+
+/* server.c: admits, queues and runs jobs */
+/* Creates a job (refs = 1, the caller's) and queues it for a worker (+1 ref). Returns 0, or -1
+ * with 503 in *e when the queue is full or the server is draining. On failure the request is
+ * left to the caller. */
+int srv_job_submit(struct realm_server *s, struct srv_tenant *t, struct srv_request *req, int fd,
+                   struct srv_job **out, struct srv_error *e);
+void srv_job_unref(struct srv_job *j);
+
+#endif

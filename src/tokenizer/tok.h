@@ -1,0 +1,225 @@
+/*
+ * tok.h — internals of the tokenizer module: the vocabulary (token texts, scores, attributes and
+ * a byte-string hash index), the BPE merge table, the pre-tokenizer regexes and the entry points
+ * of the SPM and BPE segmenters. The public API is include/realm/tokenizer.h.
+ *
+ * The behaviour reproduces llama.cpp's src/llama-vocab.cpp (llm_tokenizer_spm_session,
+ * llm_tokenizer_bpe_session, tokenizer_st_partition, token_to_piece) so that token ids are the
+ * same for the same GGUF file.
+ *
+ * Ownership: a struct realm_tokenizer owns every array below (realm_malloc'd) and the compiled
+ * PCRE2 codes. Thread rule: immutable after tok_vocab_load; segmenters keep their scratch in a
+ * per-call struct tok_buf, so any number of threads may tokenize with one tokenizer.
+ */
+#ifndef REALM_TOK_H
+#define REALM_TOK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "realm/tokenizer.h"
+
+/* Token attributes (llama.cpp's llama_token_attr, derived from tokenizer.ggml.token_type). */
+enum tok_attr {
+    TOK_ATTR_UNDEFINED = 0,
+    TOK_ATTR_UNKNOWN = 1 << 0,
+    TOK_ATTR_UNUSED = 1 << 1,
+    TOK_ATTR_NORMAL = 1 << 2,
+    TOK_ATTR_CONTROL = 1 << 3,
+    TOK_ATTR_USER_DEFINED = 1 << 4,
+    TOK_ATTR_BYTE = 1 << 5,
+    TOK_ATTR_LSTRIP = 1 << 7,
+    TOK_ATTR_RSTRIP = 1 << 8,
+};
+
+/* GGUF tokenizer.ggml.token_type values (gguf-py TokenType). */
+enum tok_type {
+    TOK_TYPE_NORMAL = 1,
+    TOK_TYPE_UNKNOWN = 2,
+    TOK_TYPE_CONTROL = 3,
+    TOK_TYPE_USER_DEFINED = 4,
+    TOK_TYPE_UNUSED = 5,
+    TOK_TYPE_BYTE = 6,
+};
+
+enum tok_kind { TOK_KIND_SPM = 1, TOK_KIND_BPE = 2 };
+
+struct tok_entry {
+    uint32_t off;  /* into strings */
+    uint32_t len;
+    float score;
+    uint32_t attr; /* enum tok_attr bits */
+};
+
+/* Open-addressing hash from a byte string to a string id (slots hold id + 1, 0 = empty). */
+struct tok_strmap {
+    uint32_t *slots;
+    uint64_t mask;
+};
+
+/* Open-addressing hash from a pair of string ids to (rank, id of the merged string). */
+struct tok_merge_slot {
+    uint64_t key; /* (left << 32 | right) + 1; 0 = empty */
+    int32_t rank;
+    int32_t result;
+};
+
+#define TOK_MAX_REGEX 8
+
+struct realm_tokenizer {
+    enum tok_kind kind;
+    char kind_name[16];
+    char pre_name[48];
+    int pre_type;
+
+    /* strings: ids [0, n_vocab) are the tokens; ids [n_vocab, n_str) are strings that occur only
+     * in BPE merges (never emitted). */
+    int32_t n_vocab;
+    int32_t n_str;
+    struct tok_entry *str;
+    char *text;
+    size_t text_len;
+    struct tok_strmap map;
+    int32_t max_token_len;
+
+    /* special ids (-1 = none) */
+    int32_t bos, eos, eot, eom, unk, sep, pad;
+    bool add_bos, add_eos, add_space_prefix, ignore_merges, clean_spaces;
+    uint8_t *eog; /* n_vocab flags */
+
+    /* tokens whose text is split out before segmentation (CONTROL | USER_DEFINED | UNKNOWN),
+     * in a byte trie for the candidate scan */
+    int32_t n_special;
+    int32_t *special; /* ids */
+    struct tok_trie *trie;
+
+    /* SPM: <0xNN> fallback per byte (-1 if absent or not allowed) */
+    int32_t byte_token[256];
+
+    /* BPE */
+    struct tok_merge_slot *merges;
+    uint64_t merges_mask;
+    int32_t byte_sid[256];    /* string id of the byte-to-unicode char of each byte, or -1 */
+    char byte_enc[256][3];    /* UTF-8 of the byte-to-unicode char, NUL-padded */
+    uint8_t byte_enc_len[256];
+    int16_t unicode_to_byte[324]; /* inverse for code points < 324, -1 elsewhere */
+    int n_regex;
+    void *regex[TOK_MAX_REGEX]; /* pcre2_code_8 * */
+    void *gctx;                 /* pcre2_general_context_8 * (realm_malloc) */
+
+    /* chat template */
+    char *chat_template;
+    size_t chat_template_len;
+    const char *chat_family; /* static name or NULL */
+};
+
+/* A growable int32 array, the output of the segmenters. */
+struct tok_ids {
+    int32_t *v;
+    int64_t n, cap;
+};
+int tok_ids_push(struct tok_ids *a, int32_t id);
+
+/* Per-call scratch shared by the segmenters (grown on demand, freed by tok_buf_free). */
+struct tok_buf {
+    void *sym;
+    size_t sym_cap;
+    void *heap;
+    size_t heap_cap;
+    char *bytes;
+    size_t bytes_cap;
+    void *chunks;
+    size_t chunks_cap;
+    void *chunks2;
+    size_t chunks2_cap;
+    void *match_data;  /* pcre2_match_data_8 * */
+    char *fix;         /* BPE: the text with untokenizable invalid bytes replaced */
+    size_t fix_cap;
+};
+void tok_buf_free(struct tok_buf *b);
+int tok_buf_reserve(void **p, size_t *cap, size_t need, size_t elem);
+
+/* ---- vocab.c ---- */
+uint64_t tok_hash(const void *p, size_t n);
+/* String id of bytes (p, n), or -1. */
+int32_t tok_str_find(const struct realm_tokenizer *t, const char *p, size_t n);
+/* Token id of bytes (p, n) (string ids past the vocabulary excluded), or -1. */
+static inline int32_t tok_find(const struct realm_tokenizer *t, const char *p, size_t n) {
+    int32_t id = tok_str_find(t, p, n);
+    return id < t->n_vocab ? id : -1;
+}
+static inline const char *tok_text(const struct realm_tokenizer *t, int32_t id, size_t *len) {
+    *len = t->str[id].len;
+    return t->text + t->str[id].off;
+}
+
+/* ---- spm.c ---- */
+/* Segments (text, len) — already space-escaped — with the SPM bigram algorithm, appending ids. */
+int tok_spm_segment(const struct realm_tokenizer *t, const char *text, size_t len, struct tok_buf *b,
+                    struct tok_ids *out);
+
+/* ---- bpe.c ---- */
+/* Selects the pre-tokenizer regexes for t->pre_name and compiles them; fills the byte tables.
+ * Errors: REALM_E_UNSUPPORTED (unknown pre-tokenizer), REALM_E_INTERNAL (regex), NOMEM. */
+int tok_bpe_init(struct realm_tokenizer *t, struct realm_err *err);
+/* Loads tokenizer.ggml.merges into the merge table. */
+int tok_bpe_load_merges(struct realm_tokenizer *t, const struct realm_gguf *g, struct realm_err *err);
+void tok_bpe_free(struct realm_tokenizer *t);
+/* Frees a tok_buf's PCRE2 match data (NULL is a no-op). */
+void tok_bpe_match_free(void *md);
+/* Fills byte_sid from the string table (after merges are loaded). */
+void tok_bpe_byte_sids(struct realm_tokenizer *t);
+/* Pre-tokenizes and BPE-encodes one raw fragment, appending ids. */
+int tok_bpe_segment(const struct realm_tokenizer *t, const char *text, size_t len, struct tok_buf *b,
+                    struct tok_ids *out);
+
+/* ---- trie (vocab.c) ---- */
+struct tok_trie;
+struct tok_trie *tok_trie_build(const struct realm_tokenizer *t);
+void tok_trie_free(struct tok_trie *tr);
+/* Calls fn(id) for every special token whose text starts at text[pos] (any length). */
+void tok_trie_scan(const struct tok_trie *tr, const char *text, size_t len,
+                   void (*fn)(int32_t id, void *user), void *user);
+
+/* ---- chat.c ---- */
+const char *tok_chat_detect(const char *tmpl, size_t len);
+const char *tok_chat_detect_vocab(const struct realm_tokenizer *t);
+
+/* ---- UTF-8 helpers ---- */
+/* llama.cpp's unicode_len_utf8: the sequence length announced by a lead byte (1 for others). */
+static inline size_t tok_utf8_len(unsigned char c) {
+    static const uint8_t lut[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    return lut[c >> 4];
+}
+
+/* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF): the length of the
+ * sequence at s[0..n) if complete and valid, 0 if valid so far but cut off by n, or -k when the
+ * first k bytes are a maximal ill-formed subpart (replace them by one U+FFFD). */
+static inline int tok_utf8_seq(const unsigned char *s, size_t n) {
+    unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    int need;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        return -1;
+    }
+    for (int k = 1; k <= need; k++) {
+        if ((size_t)k >= n) return 0;
+        unsigned char x = s[k];
+        if (k == 1 ? (x < lo || x > hi) : (x < 0x80 || x > 0xBF)) return -k;
+    }
+    return need + 1;
+}
+
+#endif

@@ -1,0 +1,126 @@
+"""common.py — shared by gen_fixtures.py and run_parity.py: the models compared, the fixed 64-token
+sequence of each, llama.cpp's logits (llama-cpp-python, logits_all), realm's logits
+(`realm run --logits-out`), the metrics, and the model-file fingerprint the C fixture check
+(tests/test_model.c) computes the same way.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import gen_synthetic  # noqa: E402
+
+MODELS_DIR = Path(os.environ.get("REALM_MODELS", Path.home() / ".cache" / "realm" / "models"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+N_TOKENS = 64
+TEXT = (
+    "The old lighthouse keeper climbed the spiral stairs every evening at dusk. From the top he could "
+    "see the fishing boats returning to the harbour, their lanterns swaying over the dark water. One "
+    "night a storm rolled in from the west, and he counted the boats twice because one was missing. "
+    "He lit the great lamp, wound the clockwork that turned it, and waited by the window with a cup "
+    "of tea going cold in his hands, listening to the wind pull at the shutters until morning came."
+)
+
+# (file, where): real models live in MODELS_DIR, synthetic ones in MODELS_DIR/synthetic
+REAL = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
+SYNTH_TYPES = ["Q4_K_M", "Q6_K", "Q8_0", "Q5_K", "Q3_K", "Q2_K", "Q4_0", "Q4_1"]
+SYNTH = [("tiny", t) for t in SYNTH_TYPES] + [("tiny-qwen2", "Q4_K_M")]
+
+
+def model_list(make_synthetic=True, log=print):
+    """[(name, path)] of the models present (synthetic ones are generated if missing)."""
+    out = []
+    for f in REAL:
+        p = MODELS_DIR / f
+        if p.exists():
+            out.append((f, p))
+        else:
+            log(f"skip {f}: not in {MODELS_DIR}")
+    for shape, q in SYNTH:
+        p = gen_synthetic.model_path(shape, q, MODELS_DIR / "synthetic")
+        if not p.exists() and make_synthetic:
+            gen_synthetic.ensure(shape, [q], MODELS_DIR / "synthetic", log=log)
+        if p.exists():
+            out.append((p.name, p))
+    return out
+
+
+def fingerprint(path):
+    """FNV-1a 64 over the 8 little-endian bytes of the size, the first MiB and the last MiB."""
+    size = os.path.getsize(path)
+    h = 0xCBF29CE484222325
+    M = 0xFFFFFFFFFFFFFFFF
+
+    def feed(data, h):
+        for b in data:
+            h = ((h ^ b) * 0x100000001B3) & M
+        return h
+
+    h = feed(size.to_bytes(8, "little"), h)
+    with open(path, "rb") as f:
+        h = feed(f.read(1 << 20), h)
+        f.seek(max(0, size - (1 << 20)) if size > (1 << 20) else 0)
+        h = feed(f.read(1 << 20), h)
+    return f"{h:016x}"
+
+
+def llama(path, n_threads=2):
+    import llama_cpp
+
+    return llama_cpp.Llama(model_path=str(path), n_ctx=2 * N_TOKENS, n_batch=N_TOKENS, n_ubatch=N_TOKENS,
+                           logits_all=True, n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
+
+
+def tokens_for(name, llm):
+    """The fixed sequence: the text tokenized by llama.cpp (with BOS as the vocab wants) for real
+    models; pseudo-random non-special ids for synthetic ones (their vocabulary is made up)."""
+    if name.startswith("synthetic-"):
+        rng = np.random.Generator(np.random.PCG64(64))
+        ids = rng.integers(3, llm.n_vocab(), size=N_TOKENS - 1).tolist()
+        return [1] + ids
+    toks = llm.tokenize(TEXT.encode(), add_bos=True, special=False)
+    if len(toks) < N_TOKENS:
+        raise RuntimeError(f"{name}: the text gives only {len(toks)} tokens")
+    return toks[:N_TOKENS]
+
+
+def llama_logits(llm, tokens):
+    llm.reset()
+    llm.eval(tokens)
+    return np.array(llm.scores[: len(tokens)], dtype=np.float32)
+
+
+def realm_bin():
+    if os.environ.get("REALM_BIN"):
+        return os.environ["REALM_BIN"]
+    return str(Path(os.environ.get("REALM_BUILD", ROOT / "build")) / "realm")
+
+
+def realm_logits(path, tokens, n_vocab, n_threads=2):
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "logits.bin"
+        cmd = [realm_bin(), "run", "-m", str(path), "--native", "--tokens", ",".join(map(str, tokens)),
+               "-n", "0", "-t", str(n_threads), "--logits-out", str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()}")
+        return np.fromfile(out, dtype=np.float32).reshape(len(tokens), n_vocab)
+
+
+def compare(realm, ref):
+    """Relative L2 over everything, the worst position, and argmax agreement."""
+    diff = realm.astype(np.float64) - ref.astype(np.float64)
+    rel = float(np.linalg.norm(diff) / np.linalg.norm(ref))
+    per_pos = np.linalg.norm(diff, axis=1) / np.linalg.norm(ref, axis=1)
+    agree = int(np.sum(np.argmax(realm, axis=1) == np.argmax(ref, axis=1)))
+    return {"rel_l2": rel, "rel_l2_max_pos": float(per_pos.max()), "argmax_agree": agree,
+            "n": int(ref.shape[0])}
+
+
+def passes(m):
+    return m["rel_l2"] <= 1e-2 and m["argmax_agree"] * 100 >= 95 * m["n"]
