@@ -5,9 +5,9 @@
  * the same n_b computed as n_b separate vec_dot passes, to show what the tiles save.
  *
  * Not built by CMake (it is no test); build against a realm_core build directory:
- *   cc -O2 -std=c11 -Iinclude bench/bench_quant.c BUILD/librealm_core.a -lm -lpthread -o /tmp/bench_quant
- *   /tmp/bench_quant [-mb MB] [-nb N] [-isa scalar|avx2|avx512] [type ...]   (types: q4_K q4_1 ...)
- * Uses realm_malloc-free plain malloc: it is a tool, not library code.
+ *   cc -O2 -std=c11 -Iinclude bench/bench_quant.c BUILD/librealm_core.a -lm -lpthread -o
+ * /tmp/bench_quant /tmp/bench_quant [-mb MB] [-nb N] [-isa scalar|avx2|avx512] [type ...]   (types:
+ * q4_K q4_1 ...) Uses realm_malloc-free plain malloc: it is a tool, not library code.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -37,19 +37,38 @@ static uint64_t next(void) {
 static void half_fields(uint32_t t, int *d, int *m) {
     *d = *m = -1;
     switch (t) {
-    case REALM_TYPE_Q4_0: case REALM_TYPE_Q5_0: case REALM_TYPE_Q8_0: *d = 0; break;
-    case REALM_TYPE_Q4_1: case REALM_TYPE_Q5_1: case REALM_TYPE_Q4_K: case REALM_TYPE_Q5_K: *d = 0; *m = 2; break;
-    case REALM_TYPE_Q2_K: *d = 80; *m = 82; break;
-    case REALM_TYPE_Q3_K: *d = 108; break;
-    case REALM_TYPE_Q6_K: *d = 208; break;
-    default: break;
+    case REALM_TYPE_Q4_0:
+    case REALM_TYPE_Q5_0:
+    case REALM_TYPE_Q8_0:
+        *d = 0;
+        break;
+    case REALM_TYPE_Q4_1:
+    case REALM_TYPE_Q5_1:
+    case REALM_TYPE_Q4_K:
+    case REALM_TYPE_Q5_K:
+        *d = 0;
+        *m = 2;
+        break;
+    case REALM_TYPE_Q2_K:
+        *d = 80;
+        *m = 82;
+        break;
+    case REALM_TYPE_Q3_K:
+        *d = 108;
+        break;
+    case REALM_TYPE_Q6_K:
+        *d = 208;
+        break;
+    default:
+        break;
     }
 }
 
 static void fill_weights(uint32_t t, unsigned char *p, size_t bytes, int64_t n_elems) {
     if (t == REALM_TYPE_F32) {
         float *f = (float *)p;
-        for (int64_t i = 0; i < n_elems; i++) f[i] = (float)(int64_t)(next() % 2001 - 1000) * 1e-3f;
+        for (int64_t i = 0; i < n_elems; i++)
+            f[i] = (float)(int64_t)(next() % 2001 - 1000) * 1e-3f;
         return;
     }
     if (t == REALM_TYPE_F16 || t == REALM_TYPE_BF16) {
@@ -90,7 +109,8 @@ static void bench_type(uint32_t t, enum realm_isa isa, size_t mb, int n_b) {
     float *x = malloc(sizeof(float) * (size_t)k), *out = malloc(sizeof(float) * (size_t)rows * n_b);
     fill_weights(t, W, wrb * (size_t)rows, k * rows);
     for (int b = 0; b < n_b; b++) {
-        for (int64_t i = 0; i < k; i++) x[i] = (float)(int64_t)(next() % 2001 - 1000) * 1e-3f;
+        for (int64_t i = 0; i < k; i++)
+            x[i] = (float)(int64_t)(next() % 2001 - 1000) * 1e-3f;
         aops->quantize_row(x, A + arb * b, k);
     }
     /* n_b = 1: weight bytes per second (best of 5 passes over a matrix larger than the caches) */
@@ -111,14 +131,17 @@ static void bench_type(uint32_t t, enum realm_isa isa, size_t mb, int n_b) {
         if (dt < bestb) bestb = dt;
         t0 = now();
         for (int b = 0; b < n_b; b++)
-            for (int64_t r = 0; r < rows_b; r++) ops->vec_dot(k, &out[r], W + wrb * (size_t)r, A + arb * b);
+            for (int64_t r = 0; r < rows_b; r++)
+                ops->vec_dot(k, &out[r], W + wrb * (size_t)r, A + arb * b);
         dt = now() - t0;
         if (dt < bestv) bestv = dt;
     }
     const double ops_b = 2.0 * (double)k * (double)rows_b * n_b;
-    printf("%-6s %-7s n_b=1: %6.2f GB/s (%5.1f GMAC/s)   n_b=%d: %6.1f GOPS tiled, %6.1f GOPS as vec_dots (x%.2f)\n",
+    printf("%-6s %-7s n_b=1: %6.2f GB/s (%5.1f GMAC/s)   n_b=%d: %6.1f GOPS tiled, %6.1f GOPS as "
+           "vec_dots (x%.2f)\n",
            realm_type_get(t)->name, realm_quant_isa_name(isa), (double)wrb * rows / best1 * 1e-9,
-           (double)k * rows / best1 * 1e-9, n_b, ops_b / bestb * 1e-9, ops_b / bestv * 1e-9, bestv / bestb);
+           (double)k * rows / best1 * 1e-9, n_b, ops_b / bestb * 1e-9, ops_b / bestv * 1e-9,
+           bestv / bestb);
     free(W);
     free(A);
     free(x);
@@ -148,8 +171,8 @@ int main(int argc, char **argv) {
         }
     }
     if (!n_types) {
-        const uint32_t def[] = {REALM_TYPE_Q4_K, REALM_TYPE_Q4_1, REALM_TYPE_Q8_0, REALM_TYPE_Q6_K,
-                                REALM_TYPE_Q5_0, REALM_TYPE_F16};
+        const uint32_t def[] = {REALM_TYPE_Q4_K, REALM_TYPE_Q4_1, REALM_TYPE_Q8_0,
+                                REALM_TYPE_Q6_K, REALM_TYPE_Q5_0, REALM_TYPE_F16};
         memcpy(types, def, sizeof def);
         n_types = (int)(sizeof def / sizeof def[0]);
     }

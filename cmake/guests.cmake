@@ -1,13 +1,19 @@
 # Builds every guest/*.c (with the guest SDK in guest/sdk/) to build/guest/<name>.wasm, and every
-# tests/guests/*.c to build/tests/guests/<name>.wasm, with clang --target=wasm32-wasi (wasi-libc
-# for malloc/string.h; the guests import nothing from WASI, only module "realm").
+# tests/guests/*.c to build/tests/guests/<name>.wasm, with clang --target=wasm32-wasi.
+# Choice: wasi-libc, not freestanding — malloc, string.h, stdlib.h and math.h come from it and
+# import nothing; stdio would import WASI, which the host refuses (guests import module "realm"
+# only). Flags: reactor model (_initialize runs constructors once; no per-call dtors), SIMD128
+# (the sampler's argmax/top-k scans), --stack-first so that a C stack overflow runs below address
+# 0 and traps instead of overwriting the heap, a 128 KiB C stack, debug info stripped.
 find_program(REALM_WASM_CLANG NAMES clang-14 clang REQUIRED)
 set(REALM_GUEST_FLAGS --target=wasm32-wasi -O2 -std=c11 -Wall -Wextra -Werror -mexec-model=reactor
     -mbulk-memory -msimd128 -Wl,--stack-first -Wl,-z,stack-size=131072 -Wl,--strip-debug
     -Wl,--export=realm_alloc -Wl,--export=realm_free
     -I${CMAKE_SOURCE_DIR}/guest/include -I${CMAKE_SOURCE_DIR}/include)
 file(GLOB REALM_GUEST_SDK CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/guest/sdk/*.c)
-file(GLOB REALM_GUEST_HDRS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/guest/include/*.h ${CMAKE_SOURCE_DIR}/include/realm/status.h)
+file(GLOB REALM_GUEST_HDRS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/guest/include/*.h
+     ${CMAKE_SOURCE_DIR}/tests/guests/*.h ${CMAKE_SOURCE_DIR}/include/realm/status.h
+     ${CMAKE_SOURCE_DIR}/include/realm/abi.h)
 
 function(realm_add_guests outdir)
   set(outs)

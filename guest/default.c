@@ -22,6 +22,11 @@
 #define MAX_STOP_LEN 256
 #define MAX_BIAS 1024
 
+/* The host reports a failed request with the guest's last log line: log each error once, where
+ * it is understood, and nothing generic after it. */
+static bool g_logged;
+#define elog(...) (g_logged = true, rg_logf(REALM_ABI_LOG_ERROR, __VA_ARGS__))
+
 RG_EXPORT(realm_init) int32_t realm_init(void) {
     return REALM_OK;
 }
@@ -45,7 +50,7 @@ struct req {
 };
 
 static int32_t bad(const char *field, const char *want) {
-    rg_logf(REALM_ABI_LOG_ERROR, "request: %s: expected %s", field, want);
+    elog("request: %s: expected %s", field, want);
     return REALM_E_INVALID;
 }
 
@@ -217,7 +222,7 @@ static int32_t read_info(int32_t model, struct info *mi) {
             for (size_t i = 0; rc == REALM_OK && i < eog->n; i++) mi->eog[mi->n_eog++] = (int32_t)eog->items[i].num;
         }
     }
-    if (rc) rg_logf(REALM_ABI_LOG_ERROR, "model_info: %s", rg_strerror(rc));
+    if (rc) elog("model_info: %s", rg_strerror(rc));
     rj_free(v);
     free(text);
     return rc;
@@ -338,7 +343,7 @@ static int32_t build_prompt(int32_t model, const struct req *r, const char *json
     if (r->messages) {
         rc = rg_chat_format_all(model, json + r->messages->src_off, r->messages->src_len, &text, &len);
         if (rc) {
-            rg_logf(REALM_ABI_LOG_ERROR, "messages: chat template: %s", rg_strerror(rc));
+            elog("messages: chat template: %s", rg_strerror(rc));
             return rc;
         }
         src = text;
@@ -350,14 +355,14 @@ static int32_t build_prompt(int32_t model, const struct req *r, const char *json
                     (r->parse_special ? REALM_ABI_TOKENIZE_PARSE_SPECIAL : 0);
     rc = rg_tokenize_all(model, src, len, flags, toks, n);
     free(text);
-    if (rc) rg_logf(REALM_ABI_LOG_ERROR, "tokenize: %s", rg_strerror(rc));
+    if (rc) elog("tokenize: %s", rg_strerror(rc));
     return rc;
 }
 
 static int32_t generate(const struct req *r, const char *json) {
     int32_t model = realm_model_open(r->model, (int32_t)strlen(r->model));
     if (model < 0) {
-        rg_logf(REALM_ABI_LOG_ERROR, "model '%s': %s", r->model, rg_strerror(model));
+        elog("model '%s': %s", r->model, rg_strerror(model));
         return model;
     }
     struct info mi;
@@ -389,7 +394,7 @@ static int32_t generate(const struct req *r, const char *json) {
     if (want > mi.n_ctx_train) want = mi.n_ctx_train;
     if (want < 1) want = 1;
     if (n_prompt > want) {
-        rg_logf(REALM_ABI_LOG_ERROR, "prompt of %d tokens exceeds the context of %lld tokens", n_prompt,
+        elog("prompt of %d tokens exceeds the context of %lld tokens", n_prompt,
                 (long long)want);
         rc = REALM_E_CONTEXT_FULL;
         goto done;
@@ -398,14 +403,14 @@ static int32_t generate(const struct req *r, const char *json) {
     session = realm_session_open(model, (int32_t)want);
     if (session < 0) {
         rc = session;
-        rg_logf(REALM_ABI_LOG_ERROR, "session_open(%lld): %s", (long long)want, rg_strerror(rc));
+        elog("session_open(%lld): %s", (long long)want, rg_strerror(rc));
         goto done;
     }
 
     struct rg_sampler_params sp = r->sp;
     if (!r->seed_set) sp.seed = (uint64_t)realm_random_seed();
     if ((rc = rg_sampler_init(&smp, &sp, mi.n_vocab))) {
-        rg_logf(REALM_ABI_LOG_ERROR, "sampler: %s", rg_strerror(rc));
+        elog("sampler: %s", rg_strerror(rc));
         goto done;
     }
     for (int32_t i = 0; i < n_prompt; i++) rg_sampler_accept(&smp, toks[i]);
@@ -420,7 +425,7 @@ static int32_t generate(const struct req *r, const char *json) {
                                         : mi.add_space_prefix && r->prompt && r->prompt->str_len == 0;
 
     if ((rc = realm_decode(session, toks, n_prompt, logits, mi.n_vocab))) {
-        rg_logf(REALM_ABI_LOG_ERROR, "decode prompt: %s", rg_strerror(rc));
+        elog("decode prompt: %s", rg_strerror(rc));
         goto done;
     }
     int32_t len = n_prompt;
@@ -475,7 +480,7 @@ static int32_t generate(const struct req *r, const char *json) {
     realm_usage(n_prompt, n_gen, finish);
 
 done:
-    if (rc && rc != REALM_E_CANCELLED) rg_logf(REALM_ABI_LOG_ERROR, "generate: %s", rg_strerror(rc));
+    if (rc && rc != REALM_E_CANCELLED && !g_logged) elog("generate: %s", rg_strerror(rc));
     if (session > 0) realm_session_close(session);
     rg_sampler_free(&smp);
     rg_buf_free(&o.text);
@@ -486,6 +491,7 @@ done:
 }
 
 RG_EXPORT(realm_generate) int32_t realm_generate(void) {
+    g_logged = false;
     char *json = NULL;
     size_t len = 0;
     int32_t rc = rg_request_read_all(&json, &len);
@@ -494,7 +500,7 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     char err[160];
     rc = rj_parse(json, len, &root, err, sizeof err);
     if (rc) {
-        rg_logf(REALM_ABI_LOG_ERROR, "request: %s", err[0] ? err : rg_strerror(rc));
+        elog("request: %s", err[0] ? err : rg_strerror(rc));
         free(json);
         return rc == REALM_E_FORMAT ? REALM_E_INVALID : rc;
     }

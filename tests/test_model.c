@@ -8,20 +8,35 @@
  *    interleaved, give the same logits as k separate runs (stories260K and, when cached, the real
  *    quantized models).
  *  - the error contract: bad tokens, non-consecutive sessions, a full context, rewind.
- *  - parity fixtures (tests/parity/fixtures/, JSON files made from llama.cpp by
- *    tests/parity/gen_fixtures.py): for each fixture whose model file is present and identical,
- *    realm's logits on the fixture's 64 tokens match llama.cpp's stored subset (relative L2 over
- *    the stored entries <= 1e-2, same argmax on >= 95% of the positions).
+ *  - parity fixtures (tests/parity/fixtures/, JSON files made by tests/parity/gen_fixtures.py from
+ *    llama.cpp and a float64 reference): for each fixture whose model file is present and
+ *    identical, realm's logits on the fixture's 64 tokens meet the criteria of check_fixture().
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <math.h>
 
+#include "model/model.h" /* internal: the attention kernels */
 #include "realm/gguf.h"
 #include "realm/model.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */
+
+/* A file's contents as a NUL-terminated string (tu_read_file does not terminate). */
+static char *read_text(const char *path, size_t *size) {
+    size_t n;
+    unsigned char *raw = tu_read_file(path, &n);
+    if (!raw) return NULL;
+    char *t = malloc(n + 1);
+    if (t) {
+        memcpy(t, raw, n);
+        t[n] = 0;
+        *size = n;
+    }
+    free(raw);
+    return t;
+}
 
 struct loaded {
     struct realm_gguf *g;
@@ -69,7 +84,7 @@ static int step(struct realm_engine *e, struct realm_session *s, int32_t tok, fl
 /* Reads the ints after "greedy_ids:" */
 static int read_greedy(const char *path, int32_t *ids, int cap) {
     size_t size;
-    char *text = (char *)tu_read_file(path, &size);
+    char *text = read_text(path, &size);
     if (!text) return -1;
     char *p = strstr(text, "greedy_ids:");
     int n = 0;
@@ -81,7 +96,8 @@ static int read_greedy(const char *path, int32_t *ids, int cap) {
             if (end == p || n >= cap) break;
             ids[n++] = (int32_t)v;
             p = end;
-            while (*p == ' ') p++;
+            while (*p == ' ')
+                p++;
             if (*p == '\n' || *p == '\0') break;
         }
     }
@@ -95,7 +111,7 @@ static void test_stories_logits(struct loaded *L, int n_threads) {
     const char *path = tu_shared_path("models/stories260K.logits4.txt");
     if (!path) return;
     size_t size;
-    char *text = (char *)tu_read_file(path, &size);
+    char *text = read_text(path, &size);
     CHECK(text != NULL);
     if (!text) return;
     struct realm_engine *e = NULL;
@@ -151,7 +167,8 @@ static void test_stories_greedy(struct loaded *L, int n_threads, enum realm_kv_t
         same++;
     }
     if (kv == REALM_KV_F32)
-        CHECKF(same == n, "greedy diverges from the reference at token %d (%d threads)", same, n_threads);
+        CHECKF(same == n, "greedy diverges from the reference at token %d (%d threads)", same,
+               n_threads);
     tu_log("stories260K greedy (%d threads, kv %s): %d/%d tokens match", n_threads,
            kv == REALM_KV_F32 ? "f32" : "f16", same, n);
     realm_session_free(s);
@@ -179,7 +196,8 @@ static void test_batching(struct loaded *L, int n_threads, const char *name) {
     int32_t prompt[K][MAXP + NDEC];
     tu_rng rng = {12345};
     for (int k = 0; k < K; k++)
-        for (int i = 0; i < MAXP + NDEC; i++) prompt[k][i] = (int32_t)(tu_rand_u64(&rng) % (uint64_t)V);
+        for (int i = 0; i < MAXP + NDEC; i++)
+            prompt[k][i] = (int32_t)(tu_rand_u64(&rng) % (uint64_t)V);
     const int total = MAXP + NDEC;
     float *ref = malloc(sizeof(float) * (size_t)K * total * V);
     float *got = malloc(sizeof(float) * (size_t)K * total * V);
@@ -196,37 +214,50 @@ static void test_batching(struct loaded *L, int n_threads, const char *name) {
             CHECK_EQ_INT(step(e, one, prompt[k][i], ref + ((size_t)k * total + i) * V), REALM_OK);
         realm_session_free(one);
     }
-    /* batched prefill of all prompts in one call */
+    /* batched prefill of all prompts in one call; logits for the last row of each prompt and for
+     * row 1 (so that the last layer's row compaction moves rows), none for the others */
     int n = 0;
+    bool want[K][MAXP + NDEC];
     for (int k = 0; k < K; k++) {
         CHECK_EQ_INT(realm_session_new(L->m, 64, &s[k], NULL), REALM_OK);
-        for (int i = 0; i < plen[k]; i++)
-            rows[n++] = (struct realm_batch_row){s[k], prompt[k][i], got + ((size_t)k * total + i) * V};
+        for (int i = 0; i < plen[k]; i++) {
+            want[k][i] = i == plen[k] - 1 || i == 1;
+            rows[n++] = (struct realm_batch_row){
+                s[k], prompt[k][i], want[k][i] ? got + ((size_t)k * total + i) * V : NULL};
+        }
+        for (int i = plen[k]; i < MAXP + NDEC; i++)
+            want[k][i] = true;
     }
     struct realm_err err;
     CHECK_EQ_INT(realm_engine_forward(e, rows, n, &err), REALM_OK);
-    for (int k = 0; k < K; k++) CHECK_EQ_INT(realm_session_len(s[k]), plen[k]);
+    for (int k = 0; k < K; k++)
+        CHECK_EQ_INT(realm_session_len(s[k]), plen[k]);
     /* interleaved decode: one row per session per call, sessions in rotating order */
     for (int d = 0; d < NDEC; d++) {
         for (int j = 0; j < K; j++) {
             int k = (j + d) % K;
             int i = plen[k] + d;
-            rows[j] = (struct realm_batch_row){s[k], prompt[k][i], got + ((size_t)k * total + i) * V};
+            rows[j] =
+                (struct realm_batch_row){s[k], prompt[k][i], got + ((size_t)k * total + i) * V};
         }
         CHECK_EQ_INT(realm_engine_forward(e, rows, K, &err), REALM_OK);
     }
     double worst = 0;
     for (int k = 0; k < K; k++)
         for (int i = 0; i < plen[k] + NDEC; i++) {
-            const float *a = got + ((size_t)k * total + i) * V, *b = ref + ((size_t)k * total + i) * V;
+            if (!want[k][i]) continue;
+            const float *a = got + ((size_t)k * total + i) * V,
+                        *b = ref + ((size_t)k * total + i) * V;
             double d = max_rel_diff(a, b, V);
             if (d > worst) worst = d;
             CHECK_EQ_INT(argmax(a, V), argmax(b, V));
         }
-    CHECKF(worst <= 1e-4, "%s: batched vs separate logits differ by %g (relative to max |logit|)", name, worst);
+    CHECKF(worst <= 1e-4, "%s: batched vs separate logits differ by %g (relative to max |logit|)",
+           name, worst);
     tu_log("%s batching (%d threads): max relative diff %.3g", name, n_threads, worst);
 out:
-    for (int k = 0; k < K; k++) realm_session_free(s[k]);
+    for (int k = 0; k < K; k++)
+        realm_session_free(s[k]);
     realm_engine_free(e);
     free(ref);
     free(got);
@@ -341,85 +372,109 @@ static const char *fixture_model_path(const char *file) {
     return tu_model_path(rel);
 }
 
+static const cJSON *item(const cJSON *o, const char *k) {
+    return cJSON_GetObjectItemCaseSensitive(o, k);
+}
+static double num_at(const cJSON *arr, int i) {
+    return cJSON_GetArrayItem(arr, i)->valuedouble;
+}
+
+/* One fixture: realm's logits on the fixture's tokens against llama.cpp's and the float64
+ * reference's values stored there. Passes on the literal criterion (relative L2 to llama.cpp
+ * <= 1e-2 on the stored subset, same argmax on >= 95% of positions) or the noise-aware one (as
+ * close to the float64 reference as llama.cpp, x1.25 + 1e-3; argmax agreement with the reference
+ * at most 4 below llama.cpp's) — see tests/parity/reference.py for why both exist. */
 static int check_fixture(const char *fpath, int *n_checked) {
     size_t size;
-    char *text = (char *)tu_read_file(fpath, &size);
+    char *text = read_text(fpath, &size);
     if (!text) return -1;
     cJSON *j = cJSON_ParseWithLength(text, size);
     free(text);
     CHECKF(j != NULL, "%s: not JSON", fpath);
     if (!j) return -1;
-    const cJSON *jm = cJSON_GetObjectItem(j, "model"), *jfp = cJSON_GetObjectItem(j, "fingerprint");
-    const cJSON *jt = cJSON_GetObjectItem(j, "tokens"), *jam = cJSON_GetObjectItem(j, "argmax");
-    const cJSON *jids = cJSON_GetObjectItem(j, "ids"), *jpos = cJSON_GetObjectItem(j, "positions");
-    const cJSON *jlog = cJSON_GetObjectItem(j, "logits");
-    CHECKF(cJSON_IsString(jm) && cJSON_IsString(jfp) && cJSON_IsArray(jt) && cJSON_IsArray(jam) &&
-               cJSON_IsArray(jids) && cJSON_IsArray(jpos) && cJSON_IsArray(jlog),
-           "%s: missing fields", fpath);
-    if (!cJSON_IsString(jm) || !cJSON_IsArray(jt) || !cJSON_IsArray(jlog) || !cJSON_IsArray(jpos) ||
-        !cJSON_IsArray(jids) || !cJSON_IsArray(jam) || !cJSON_IsString(jfp)) {
+    const cJSON *jm = item(j, "model"), *jfp = item(j, "fingerprint"), *jt = item(j, "tokens");
+    const cJSON *jla = item(j, "llama_argmax"), *jra = item(j, "ref_argmax"),
+                *jpos = item(j, "positions");
+    const cJSON *jids = item(j, "ids"), *jll = item(j, "llama"), *jref = item(j, "ref");
+    const cJSON *jlr = item(j, "llama_ref_rel_l2"), *jlra = item(j, "llama_ref_argmax_agree");
+    const bool ok = cJSON_IsString(jm) && cJSON_IsString(jfp) && cJSON_IsArray(jt) &&
+                    cJSON_IsArray(jla) && cJSON_IsArray(jra) && cJSON_IsArray(jpos) &&
+                    cJSON_IsArray(jids) && cJSON_IsArray(jll) && cJSON_IsArray(jref) &&
+                    cJSON_IsNumber(jlr) && cJSON_IsNumber(jlra);
+    CHECKF(ok, "%s: missing fields", fpath);
+    if (!ok) {
         cJSON_Delete(j);
         return -1;
     }
     const char *mpath = fixture_model_path(jm->valuestring);
     char fp[17];
     if (!mpath || file_fingerprint(mpath, fp) || strcmp(fp, jfp->valuestring)) {
-        tu_log("parity %s: model %s %s, skipped", fpath, jm->valuestring, mpath ? "differs" : "absent");
+        tu_log("parity %s: model %s, skipped", jm->valuestring,
+               mpath ? "differs from the fixture's" : "absent");
         cJSON_Delete(j);
         return 0;
     }
+    char mcopy[4096];
+    snprintf(mcopy, sizeof mcopy, "%s", mpath);
     struct loaded L;
-    if (load(mpath, &L)) {
-        CHECKF(0, "%s: cannot load %s", fpath, mpath);
+    if (load(mcopy, &L)) {
+        CHECKF(0, "%s: cannot load %s", fpath, mcopy);
         cJSON_Delete(j);
         return -1;
     }
     const int V = realm_model_config(L.m)->n_vocab;
     const int n = cJSON_GetArraySize(jt);
-    int32_t *toks = malloc(sizeof(int32_t) * (size_t)n);
     float *lg = malloc(sizeof(float) * (size_t)n * V);
     struct realm_batch_row *rows = malloc(sizeof(*rows) * (size_t)n);
     struct realm_engine *e = NULL;
     struct realm_session *s = NULL;
     CHECK_EQ_INT(realm_engine_new(L.m, 0, n, &e, NULL), REALM_OK);
     CHECK_EQ_INT(realm_session_new(L.m, n, &s, NULL), REALM_OK);
-    for (int i = 0; i < n; i++) {
-        toks[i] = (int32_t)cJSON_GetArrayItem(jt, i)->valuedouble;
-        rows[i] = (struct realm_batch_row){s, toks[i], lg + (size_t)i * V};
-    }
+    for (int i = 0; i < n; i++)
+        rows[i] = (struct realm_batch_row){s, (int32_t)num_at(jt, i), lg + (size_t)i * V};
     struct realm_err err;
     CHECK_EQ_INT(realm_engine_forward(e, rows, n, &err), REALM_OK);
-    /* argmax agreement over all positions */
-    int agree = 0;
-    for (int i = 0; i < n; i++)
-        if (argmax(lg + (size_t)i * V, V) == (int)cJSON_GetArrayItem(jam, i)->valuedouble) agree++;
-    /* relative L2 over the stored (position, id) entries */
-    double num = 0, den = 0;
-    const int np = cJSON_GetArraySize(jpos), nid = cJSON_GetArraySize(jids);
-    for (int pi = 0; pi < np; pi++) {
-        const int p = (int)cJSON_GetArrayItem(jpos, pi)->valuedouble;
-        const cJSON *row = cJSON_GetArrayItem(jlog, pi);
-        const cJSON *rid = cJSON_GetArrayItem(jids, pi);
-        const int m = cJSON_GetArraySize(row);
-        CHECK(m == cJSON_GetArraySize(rid) && p >= 0 && p < n);
-        for (int k = 0; k < m && p >= 0 && p < n; k++) {
-            const int id = (int)cJSON_GetArrayItem(rid, k)->valuedouble;
-            const double ref = cJSON_GetArrayItem(row, k)->valuedouble;
+    int agree_llama = 0, agree_ref = 0;
+    for (int i = 0; i < n; i++) {
+        const int am = argmax(lg + (size_t)i * V, V);
+        agree_llama += am == (int)num_at(jla, i);
+        agree_ref += am == (int)num_at(jra, i);
+    }
+    double nl = 0, dl = 0, nr = 0, dr = 0;
+    for (int pi = 0; pi < cJSON_GetArraySize(jpos); pi++) {
+        const int p = (int)num_at(jpos, pi);
+        const cJSON *rid = cJSON_GetArrayItem(jids, pi), *rl = cJSON_GetArrayItem(jll, pi),
+                    *rr = cJSON_GetArrayItem(jref, pi);
+        if (p < 0 || p >= n) continue;
+        for (int k = 0; k < cJSON_GetArraySize(rid); k++) {
+            const int id = (int)num_at(rid, k);
             if (id < 0 || id >= V) continue;
-            const double d = lg[(size_t)p * V + id] - ref;
-            num += d * d;
-            den += ref * ref;
+            const double x = lg[(size_t)p * V + id], a = num_at(rl, k), r = num_at(rr, k);
+            nl += (x - a) * (x - a), dl += a * a;
+            nr += (x - r) * (x - r), dr += r * r;
         }
     }
-    (void)nid;
-    const double rel = sqrt(num / (den > 0 ? den : 1));
-    CHECKF(rel <= 1e-2, "%s: relative L2 %.4g > 1e-2", fpath, rel);
-    CHECKF(agree * 100 >= 95 * n, "%s: argmax agrees on %d/%d positions", fpath, agree, n);
-    tu_log("parity %s: relative L2 %.3g, argmax %d/%d", jm->valuestring, rel, agree, n);
+    const double rel_llama = sqrt(nl / (dl > 0 ? dl : 1)), rel_ref = sqrt(nr / (dr > 0 ? dr : 1));
+    const bool literal = rel_llama <= 1e-2 && agree_llama * 100 >= 95 * n;
+    const bool noise_aware =
+        rel_ref <= 1.25 * jlr->valuedouble + 1e-3 && agree_ref >= (int)jlra->valuedouble - 4;
+    CHECKF(literal || noise_aware,
+           "%s: vs llama.cpp rel L2 %.3g, argmax %d/%d; vs float64 rel L2 %.3g (llama.cpp %.3g), "
+           "argmax %d "
+           "(llama.cpp %d)",
+           jm->valuestring, rel_llama, agree_llama, n, rel_ref, jlr->valuedouble, agree_ref,
+           (int)jlra->valuedouble);
+    tu_log("parity %-36s %s: vs llama.cpp rel L2 %.2e argmax %d/%d; vs float64 %.2e (llama.cpp "
+           "%.2e) argmax %d "
+           "(llama.cpp %d)",
+           jm->valuestring,
+           literal       ? "literal"
+           : noise_aware ? "noise-aware"
+                         : "FAIL",
+           rel_llama, agree_llama, n, rel_ref, jlr->valuedouble, agree_ref, (int)jlra->valuedouble);
     (*n_checked)++;
     realm_session_free(s);
     realm_engine_free(e);
-    free(toks);
     free(lg);
     free(rows);
     unload(&L);
@@ -449,8 +504,107 @@ static void test_parity_fixtures(void) {
     tu_log("parity fixtures checked: %d", n_checked);
 }
 
+/* ---- kernels (no model needed) ---- */
+
+/* dot_many and wsum_rows: the SIMD variant agrees with the scalar one, and a dot gives the same
+ * bits whichever group of rows it is computed in (single row, a group of 8, a remainder) — the
+ * property that makes a row's attention independent of batching. */
+static void test_kernels(void) {
+    const struct model_kernels *ks[2] = {model_kernels_scalar(), model_kernels_avx2()};
+    if (realm_quant_isa() == REALM_ISA_SCALAR) ks[1] = NULL;
+    tu_rng rng = {99};
+    enum { NR = 21, MAXN = 264 };
+    static float x[MAXN], rf[NR * (MAXN + 3)], out[NR], one[1], o1[MAXN], o2[MAXN], p[NR];
+    static uint16_t rh[NR * (MAXN + 3)];
+    const int64_t ns[] = {8, 13, 64, 256, 264};
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        const int64_t n = ns[t], stride = n + 3;
+        for (int64_t i = 0; i < n; i++)
+            x[i] = tu_rand_float(&rng);
+        for (int64_t i = 0; i < NR * stride; i++) {
+            rf[i] = tu_rand_float(&rng);
+            rh[i] = realm_f32_to_f16(rf[i]);
+        }
+        for (int j = 0; j < NR; j++)
+            p[j] = tu_rand_float(&rng);
+        for (int k = 0; k < 2; k++) {
+            const struct model_kernels *K = ks[k];
+            if (!K) continue;
+            for (int f16 = 0; f16 < 2; f16++) {
+                const void *rows = f16 ? (const void *)rh : (const void *)rf;
+                K->dot_many(x, rows, stride, f16, NR, n, out);
+                for (int j = 0; j < NR; j++) {
+                    double ref = 0;
+                    for (int64_t i = 0; i < n; i++)
+                        ref += (double)x[i] *
+                               (f16 ? realm_f16_to_f32(rh[j * stride + i]) : rf[j * stride + i]);
+                    CHECKF(fabs(out[j] - ref) <= 1e-5 * (1 + fabs(ref)),
+                           "%s dot n=%lld row %d: %g vs %g", K->name, (long long)n, j, out[j], ref);
+                    /* the same dot alone, and at another offset within a group */
+                    K->dot_many(x, (const char *)rows + (size_t)j * stride * (f16 ? 2 : 4), stride,
+                                f16, 1, n, one);
+                    CHECKF(memcmp(&one[0], &out[j], sizeof(float)) == 0,
+                           "%s dot n=%lld row %d: grouping", K->name, (long long)n, j);
+                }
+                K->wsum_rows(o1, p, rows, stride, f16, NR, n);
+                for (int64_t i = 0; i < n; i++) {
+                    double ref = 0;
+                    for (int j = 0; j < NR; j++)
+                        ref += (double)p[j] *
+                               (f16 ? realm_f16_to_f32(rh[j * stride + i]) : rf[j * stride + i]);
+                    CHECKF(fabs(o1[i] - ref) <= 1e-5 * (1 + fabs(ref)), "%s wsum n=%lld col %lld",
+                           K->name, (long long)n, (long long)i);
+                }
+                /* a prefix of the rows equals accumulating the same rows (no hidden reordering) */
+                K->wsum_rows(o2, p, rows, stride, f16, NR - 5, n);
+                K->wsum_rows(o1, p, rows, stride, f16, NR - 5, n);
+                CHECK(memcmp(o1, o2, sizeof(float) * (size_t)n) == 0);
+            }
+        }
+    }
+    /* exp_sum, round_f16, silu/gelu against libm */
+    for (int k = 0; k < 2; k++) {
+        const struct model_kernels *K = ks[k];
+        if (!K) continue;
+        float v[37], g[37], u[37];
+        double ref = 0;
+        for (int i = 0; i < 37; i++) {
+            v[i] = 20 * tu_rand_float(&rng);
+            ref += exp((double)v[i] - 20.0);
+        }
+        double sum = K->exp_sum(v, 37, 20.0f);
+        CHECKF(fabs(sum - ref) <= 1e-5 * ref, "%s exp_sum %g vs %g", K->name, sum, ref);
+        for (int i = 0; i < 37; i++) {
+            g[i] = 8 * tu_rand_float(&rng);
+            u[i] = tu_rand_float(&rng);
+            v[i] = g[i];
+        }
+        K->silu_mul(g, u, 37);
+        for (int i = 0; i < 37; i++) {
+            double r = v[i] / (1 + exp(-(double)v[i])) * u[i];
+            CHECKF(fabs(g[i] - r) <= 1e-6 * (1 + fabs(r)), "%s silu %g: %g vs %g", K->name, v[i],
+                   g[i], r);
+            g[i] = v[i];
+        }
+        K->gelu_mul(g, u, 37);
+        for (int i = 0; i < 37; i++) {
+            double xx = v[i], r = 0.5 * xx *
+                                  (1 + tanh(0.7978845608028654 * (xx + 0.044715 * xx * xx * xx))) *
+                                  u[i];
+            CHECKF(fabs(g[i] - r) <= 1e-6 * (1 + fabs(r)), "%s gelu %g: %g vs %g", K->name, v[i],
+                   g[i], r);
+        }
+        for (int i = 0; i < 37; i++)
+            v[i] = tu_rand_float(&rng), g[i] = v[i];
+        K->round_f16(v, 37);
+        for (int i = 0; i < 37; i++)
+            CHECK(v[i] == realm_f16_to_f32(realm_f32_to_f16(g[i])));
+    }
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
+    test_kernels();
     int ran = 0;
     const char *sp = tu_shared_path("models/stories260K.gguf");
     if (sp) {
@@ -495,6 +649,7 @@ int main(int argc, char **argv) {
         ran++;
     }
     test_parity_fixtures();
-    if (!ran) tu_skip("no model: ../shared/models/stories260K.gguf and the cached models are absent");
+    if (!ran)
+        tu_skip("no model: ../shared/models/stories260K.gguf and the cached models are absent");
     return tu_finish("test_model");
 }

@@ -24,7 +24,7 @@ static const uint32_t k_weight_types[] = {
     REALM_TYPE_Q5_0, REALM_TYPE_Q5_1, REALM_TYPE_Q8_0, REALM_TYPE_Q2_K, REALM_TYPE_Q3_K,
     REALM_TYPE_Q4_K, REALM_TYPE_Q5_K, REALM_TYPE_Q6_K,
 };
-static const uint32_t k_act_types[] = {REALM_TYPE_F32, REALM_TYPE_F16, REALM_TYPE_BF16,
+static const uint32_t k_act_types[] = {REALM_TYPE_F32,  REALM_TYPE_F16,  REALM_TYPE_BF16,
                                        REALM_TYPE_Q8_0, REALM_TYPE_Q8_1, REALM_TYPE_Q8_K};
 #define N_WEIGHT_TYPES (sizeof k_weight_types / sizeof k_weight_types[0])
 #define N_ACT_TYPES (sizeof k_act_types / sizeof k_act_types[0])
@@ -49,13 +49,33 @@ static void half_fields(uint32_t type, int *d_off, int *m_off) {
     *d_off = -1;
     *m_off = -1;
     switch (type) {
-    case REALM_TYPE_Q4_0: case REALM_TYPE_Q5_0: case REALM_TYPE_Q8_0: *d_off = 0; break;
-    case REALM_TYPE_Q4_1: case REALM_TYPE_Q5_1: *d_off = 0; *m_off = 2; break;
-    case REALM_TYPE_Q2_K: *d_off = 80; *m_off = 82; break;
-    case REALM_TYPE_Q3_K: *d_off = 108; break;
-    case REALM_TYPE_Q4_K: case REALM_TYPE_Q5_K: *d_off = 0; *m_off = 2; break;
-    case REALM_TYPE_Q6_K: *d_off = 208; break;
-    default: break;
+    case REALM_TYPE_Q4_0:
+    case REALM_TYPE_Q5_0:
+    case REALM_TYPE_Q8_0:
+        *d_off = 0;
+        break;
+    case REALM_TYPE_Q4_1:
+    case REALM_TYPE_Q5_1:
+        *d_off = 0;
+        *m_off = 2;
+        break;
+    case REALM_TYPE_Q2_K:
+        *d_off = 80;
+        *m_off = 82;
+        break;
+    case REALM_TYPE_Q3_K:
+        *d_off = 108;
+        break;
+    case REALM_TYPE_Q4_K:
+    case REALM_TYPE_Q5_K:
+        *d_off = 0;
+        *m_off = 2;
+        break;
+    case REALM_TYPE_Q6_K:
+        *d_off = 208;
+        break;
+    default:
+        break;
     }
 }
 
@@ -64,7 +84,8 @@ static void half_fields(uint32_t type, int *d_off, int *m_off) {
 static void random_weights(uint32_t type, void *buf, int64_t n, tu_rng *r) {
     if (type == REALM_TYPE_F32) {
         float *f = buf;
-        for (int64_t i = 0; i < n; i++) f[i] = tu_rand_float(r);
+        for (int64_t i = 0; i < n; i++)
+            f[i] = tu_rand_float(r);
         return;
     }
     if (type == REALM_TYPE_F16 || type == REALM_TYPE_BF16) {
@@ -84,47 +105,57 @@ static void random_weights(uint32_t type, void *buf, int64_t n, tu_rng *r) {
     const struct realm_type_info *ti = realm_type_get(type);
     const int64_t nb = n / ti->block_size;
     unsigned char *p = buf;
-    for (size_t i = 0; i < (size_t)nb * ti->type_size; i++) p[i] = (unsigned char)tu_rand_u64(r);
+    for (size_t i = 0; i < (size_t)nb * ti->type_size; i++)
+        p[i] = (unsigned char)tu_rand_u64(r);
     int d_off, m_off;
     half_fields(type, &d_off, &m_off);
     const int k_quant = ti->block_size == 256;
     for (int64_t b = 0; b < nb; b++) {
         unsigned char *blk = p + (size_t)b * ti->type_size;
         float d = rand_range(r, 0.5e-3f, 2e-2f);
-        if (k_quant) d *= 0.1f;              /* multiplied by 6-8 bit sub-block scales */
-        else if (tu_rand_u64(r) & 1) d = -d; /* legacy formats: either sign */
+        if (k_quant)
+            d *= 0.1f; /* multiplied by 6-8 bit sub-block scales */
+        else if (tu_rand_u64(r) & 1)
+            d = -d; /* legacy formats: either sign */
         if (d_off >= 0) put_half(blk + d_off, d);
-        if (m_off >= 0) put_half(blk + m_off, k_quant ? rand_range(r, 0.0f, 2e-3f)
-                                                      : rand_range(r, -0.05f, 0.05f));
+        if (m_off >= 0)
+            put_half(blk + m_off,
+                     k_quant ? rand_range(r, 0.0f, 2e-3f) : rand_range(r, -0.05f, 0.05f));
     }
 }
 
 /* Random activations with a few hard cases: an all-zero block, an outlier, a tie pattern. */
 static void random_acts(float *x, int64_t n, tu_rng *r, int variant) {
-    for (int64_t i = 0; i < n; i++) x[i] = tu_rand_float(r) * 2.5f;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = tu_rand_float(r) * 2.5f;
     if (variant == 1 && n >= 64)
-        for (int64_t i = 0; i < 32; i++) x[i] = 0.0f;
+        for (int64_t i = 0; i < 32; i++)
+            x[i] = 0.0f;
     if (variant == 2) x[n / 2] = 40.0f;
     if (variant == 3) /* values k * amax / 254 land on .5 after scaling: rounding ties */
-        for (int64_t i = 0; i < n; i++) x[i] = (float)((i % 255) - 127) * 0.5f;
+        for (int64_t i = 0; i < n; i++)
+            x[i] = (float)((i % 255) - 127) * 0.5f;
 }
 
 static double sum_abs_products(const float *x, const float *y, int64_t n) {
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += fabs((double)x[i] * (double)y[i]);
+    for (int64_t i = 0; i < n; i++)
+        s += fabs((double)x[i] * (double)y[i]);
     return s;
 }
 
 static double dot_double(const float *x, const float *y, int64_t n) {
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * (double)y[i];
+    for (int64_t i = 0; i < n; i++)
+        s += (double)x[i] * (double)y[i];
     return s;
 }
 
 /* Bound of the error q8_1's half-rounded block sums add to the dot of a q4_1 / q5_1 row (whose
  * min m is the half at offset 2 of each block of `wbs` bytes): sum |m_x * s_y| * 2^-10 (s_y is
  * half(d * sum q) with d unrounded, while the dequantized activations use half(d)). */
-static double q8_1_sum_error(const unsigned char *w, const unsigned char *a, int64_t n, size_t wbs) {
+static double q8_1_sum_error(const unsigned char *w, const unsigned char *a, int64_t n,
+                             size_t wbs) {
     double e = 0;
     for (int64_t i = 0; i < n / 32; i++) {
         uint16_t m, s;
@@ -165,7 +196,7 @@ static void test_f16(void) {
     CHECK_EQ_INT(realm_f32_to_f16(nextafterf(65520.0f, 0)), 0x7bff);
     CHECK_EQ_INT(realm_f32_to_f16(1e10f), 0x7c00);
     CHECK_EQ_INT(realm_f32_to_f16(-INFINITY), 0xfc00);
-    CHECK_EQ_INT(realm_f32_to_f16(0x1p-25f), 0);          /* tie between 0 and 2^-24: even */
+    CHECK_EQ_INT(realm_f32_to_f16(0x1p-25f), 0); /* tie between 0 and 2^-24: even */
     CHECK_EQ_INT(realm_f32_to_f16(nextafterf(0x1p-25f, 1)), 1);
     CHECK_EQ_INT(realm_f32_to_f16(1e-30f), 0);
     CHECK_EQ_INT(realm_f32_to_f16(-0.0f), 0x8000);
@@ -231,8 +262,10 @@ static void test_weight_type(uint32_t t, enum realm_isa isa) {
         const size_t wrb = realm_type_row_size(t, n), arb = realm_type_row_size(at, n);
         unsigned char *W = malloc(wrb * n_r), *A = malloc(arb * n_b);
         float *wf = malloc(sizeof(float) * (size_t)n), *wf2 = malloc(sizeof(float) * (size_t)n);
-        float *af = malloc(sizeof(float) * (size_t)n * n_b), *xs = malloc(sizeof(float) * (size_t)n);
-        for (int i = 0; i < n_r; i++) random_weights(t, W + wrb * i, n, &r);
+        float *af = malloc(sizeof(float) * (size_t)n * n_b),
+              *xs = malloc(sizeof(float) * (size_t)n);
+        for (int i = 0; i < n_r; i++)
+            random_weights(t, W + wrb * i, n, &r);
         for (int b = 0; b < n_b; b++) {
             random_acts(xs, n, &r, b % 4);
             aref->quantize_row(xs, A + arb * b, n);
@@ -243,10 +276,12 @@ static void test_weight_type(uint32_t t, enum realm_isa isa) {
             ref->dequantize_row(W + wrb * i, wf, n);
             memset(wf2, 0xff, sizeof(float) * (size_t)n);
             ops->dequantize_row(W + wrb * i, wf2, n);
-            CHECKF(!memcmp(wf, wf2, sizeof(float) * (size_t)n), "%s dequantize %s != scalar (n=%lld)",
-                   tname(t), realm_quant_isa_name(isa), (long long)n);
+            CHECKF(!memcmp(wf, wf2, sizeof(float) * (size_t)n),
+                   "%s dequantize %s != scalar (n=%lld)", tname(t), realm_quant_isa_name(isa),
+                   (long long)n);
             int finite = 1;
-            for (int64_t j = 0; j < n; j++) finite &= isfinite(wf[j]) != 0;
+            for (int64_t j = 0; j < n; j++)
+                finite &= isfinite(wf[j]) != 0;
             CHECK(finite);
         }
         /* vec_dot against the scalar reference and a double dot of the dequantized rows */
@@ -263,12 +298,13 @@ static void test_weight_type(uint32_t t, enum realm_isa isa) {
                 const double tol = DOT_RTOL * sa + 1e-30;
                 /* q8_1 stores d*sum(q) rounded to half: the min term m_x * s_y carries that
                  * rounding (relative 2^-10) on top of the dequantized dot */
-                const double tol_deq = tol + (at == REALM_TYPE_Q8_1 ? q8_1_sum_error(W + wrb * i,
-                                                                      A + arb * b, n, wrb / (size_t)(n / 32))
-                                                                  : 0.0);
+                const double tol_deq =
+                    tol + (at == REALM_TYPE_Q8_1
+                               ? q8_1_sum_error(W + wrb * i, A + arb * b, n, wrb / (size_t)(n / 32))
+                               : 0.0);
                 CHECKF(fabs((double)s_ref - exact) <= tol_deq,
-                       "%s scalar dot %.9g vs dequantized %.9g (tol %.3g, n=%lld, row %d act %d)", tname(t),
-                       s_ref, exact, tol_deq, (long long)n, i, b);
+                       "%s scalar dot %.9g vs dequantized %.9g (tol %.3g, n=%lld, row %d act %d)",
+                       tname(t), s_ref, exact, tol_deq, (long long)n, i, b);
                 CHECKF(fabs((double)s - (double)s_ref) <= tol,
                        "%s %s dot %.9g vs scalar %.9g (tol %.3g, n=%lld)", tname(t),
                        realm_quant_isa_name(isa), s, s_ref, tol, (long long)n);
@@ -280,7 +316,8 @@ static void test_weight_type(uint32_t t, enum realm_isa isa) {
         for (int nb_ = 1; nb_ <= n_b; nb_++) {
             for (int pass = 0; pass < 2; pass++) {
                 const int r0 = pass ? 2 : 0, r1 = pass ? 7 : n_r;
-                for (int i = 0; i < stride * n_b; i++) out[i] = -12345.0f;
+                for (int i = 0; i < stride * n_b; i++)
+                    out[i] = -12345.0f;
                 realm_quant_matmul(ops, W, wrb, n, r0, r1, A, arb, nb_, out, stride);
                 int bad = 0, stray = 0;
                 for (int b = 0; b < n_b; b++)
@@ -292,8 +329,9 @@ static void test_weight_type(uint32_t t, enum realm_isa isa) {
                             stray++;
                         }
                     }
-                CHECKF(!bad && !stray, "%s %s matmul n=%lld n_b=%d rows %d..%d: %d differ, %d stray",
-                       tname(t), realm_quant_isa_name(isa), (long long)n, nb_, r0, r1, bad, stray);
+                CHECKF(!bad && !stray,
+                       "%s %s matmul n=%lld n_b=%d rows %d..%d: %d differ, %d stray", tname(t),
+                       realm_quant_isa_name(isa), (long long)n, nb_, r0, r1, bad, stray);
             }
         }
         free(out);
@@ -303,6 +341,46 @@ static void test_weight_type(uint32_t t, enum realm_isa isa) {
         free(wf2);
         free(af);
         free(xs);
+    }
+}
+
+/* matmul over more activation rows than one pass of the batched kernel takes (64), and rows
+ * that are not a multiple of the tile: still bit-identical to vec_dot. */
+static void test_matmul_many_rows(enum realm_isa isa) {
+    const uint32_t types[] = {REALM_TYPE_F32, REALM_TYPE_Q4_1, REALM_TYPE_Q5_0, REALM_TYPE_Q4_K,
+                              REALM_TYPE_Q6_K};
+    tu_rng r = {0x5151 + (uint64_t)isa};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const struct realm_quant_ops *ops = realm_quant_ops_isa(types[ti], isa);
+        const struct realm_quant_ops *aops =
+            ops ? realm_quant_ops_isa(ops->vec_dot_type, REALM_ISA_SCALAR) : NULL;
+        CHECK(ops && aops);
+        if (!ops || !aops) continue;
+        const int64_t n = 512, n_r = 6, n_b = 70;
+        const size_t wrb = realm_type_row_size(types[ti], n),
+                     arb = realm_type_row_size(ops->vec_dot_type, n);
+        unsigned char *W = malloc(wrb * n_r), *A = malloc(arb * n_b);
+        float *x = malloc(sizeof(float) * n), *out = malloc(sizeof(float) * n_r * n_b);
+        for (int i = 0; i < n_r; i++)
+            random_weights(types[ti], W + wrb * i, n, &r);
+        for (int b = 0; b < n_b; b++) {
+            random_acts(x, n, &r, b % 4);
+            aops->quantize_row(x, A + arb * b, n);
+        }
+        realm_quant_matmul(ops, W, wrb, n, 0, n_r, A, arb, n_b, out, n_r);
+        int bad = 0;
+        for (int b = 0; b < n_b; b++)
+            for (int i = 0; i < n_r; i++) {
+                float s;
+                ops->vec_dot(n, &s, W + wrb * i, A + arb * b);
+                if (memcmp(&s, &out[b * n_r + i], 4)) bad++;
+            }
+        CHECKF(!bad, "%s %s matmul n_b=%lld: %d results differ from vec_dot", tname(types[ti]),
+               realm_quant_isa_name(isa), (long long)n_b, bad);
+        free(W);
+        free(A);
+        free(x);
+        free(out);
     }
 }
 
@@ -434,7 +512,9 @@ int main(int argc, char **argv) {
         }
         tu_log("ISA %s", realm_quant_isa_name((enum realm_isa)isa));
         test_act_quant((enum realm_isa)isa);
-        for (size_t i = 0; i < N_WEIGHT_TYPES; i++) test_weight_type(k_weight_types[i], (enum realm_isa)isa);
+        for (size_t i = 0; i < N_WEIGHT_TYPES; i++)
+            test_weight_type(k_weight_types[i], (enum realm_isa)isa);
+        test_matmul_many_rows((enum realm_isa)isa);
     }
     test_fixtures();
     return tu_finish("test_quant");

@@ -23,7 +23,8 @@ static void count_fn(void *arg, int ith, int nth) {
     atomic_fetch_add(&t->calls[ith], 1);
     int64_t lo, hi, s = 0;
     realm_split(100000, ith, nth, 1, &lo, &hi);
-    for (int64_t i = lo; i < hi; i++) s += i;
+    for (int64_t i = lo; i < hi; i++)
+        s += i;
     atomic_fetch_add(&t->sum, s);
 }
 
@@ -58,19 +59,22 @@ static void test_pool(int n) {
     CHECK_EQ_INT(realm_threadpool_n_threads(p), n);
 
     static struct count_task ct;
-    for (int i = 0; i < MAXT; i++) atomic_store(&ct.calls[i], 0);
+    for (int i = 0; i < MAXT; i++)
+        atomic_store(&ct.calls[i], 0);
     atomic_store(&ct.sum, 0);
     const int reps = 300;
     for (int r = 0; r < reps; r++) {
         realm_threadpool_run(p, count_fn, &ct);
         if (r % 50 == 49) sleep_us(2000); /* let workers go to sleep sometimes */
     }
-    for (int i = 0; i < n; i++) CHECK_EQ_INT(atomic_load(&ct.calls[i]), reps);
+    for (int i = 0; i < n; i++)
+        CHECK_EQ_INT(atomic_load(&ct.calls[i]), reps);
     CHECK_EQ_INT(atomic_load(&ct.sum), (int64_t)reps * (100000LL * 99999 / 2));
 
     static struct barrier_task bt;
     bt.pool = p;
-    for (int i = 0; i < MAXT; i++) bt.slot[i] = 0;
+    for (int i = 0; i < MAXT; i++)
+        bt.slot[i] = 0;
     atomic_store(&bt.errors, 0);
     realm_threadpool_run(p, barrier_fn, &bt);
     CHECK_EQ_INT(atomic_load(&bt.errors), 0);
@@ -109,6 +113,7 @@ int main(int argc, char **argv) {
     test_pool(3);
     unsetenv("REALM_SPIN_US");
     const int sizes[] = {1, 2, 4, 7};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) test_pool(sizes[i]);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        test_pool(sizes[i]);
     return tu_finish("test_threadpool");
 }

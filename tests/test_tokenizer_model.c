@@ -55,7 +55,8 @@ static char *pieces(const struct realm_tokenizer *t, const int32_t *ids, int64_t
         int64_t l = realm_token_piece(t, ids[i], false, NULL, 0);
         CHECK(l >= 0);
         if (l < 0) continue;
-        while (k + (size_t)l + 1 > cap) s = realloc(s, cap *= 2);
+        while (k + (size_t)l + 1 > cap)
+            s = realloc(s, cap *= 2);
         realm_token_piece(t, ids[i], false, s + k, (size_t)l);
         k += (size_t)l;
     }
@@ -127,20 +128,24 @@ static void run_vectors(const char *dir, const char *name, int *n_files) {
         int32_t want[4096];
         int n_want = 0;
         for (char *q = line; q < nl;) {
-            while (q < nl && *q == ' ') q++;
+            while (q < nl && *q == ' ')
+                q++;
             if (q >= nl) break;
             want[n_want++] = (int32_t)strtol(q, &q, 10);
         }
         int32_t *ids;
         int64_t n = tokenize(t, p, (size_t)(sep - p), 0, &ids);
         bool ok = n == n_want;
-        for (int64_t i = 0; ok && i < n; i++) ok = ids[i] == want[i];
+        for (int64_t i = 0; ok && i < n; i++)
+            ok = ids[i] == want[i];
         if (!ok) {
             n_fail++;
             fprintf(stderr, "%s case %d: '%.*s'\n  got :", gguf_name, n_cases, (int)(sep - p), p);
-            for (int64_t i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+            for (int64_t i = 0; i < n; i++)
+                fprintf(stderr, " %d", ids[i]);
             fprintf(stderr, "\n  want:");
-            for (int i = 0; i < n_want; i++) fprintf(stderr, " %d", want[i]);
+            for (int i = 0; i < n_want; i++)
+                fprintf(stderr, " %d", want[i]);
             fprintf(stderr, "\n");
         }
         /* pieces give back the input (SPM: after the added leading space) */
@@ -151,8 +156,8 @@ static void run_vectors(const char *dir, const char *name, int *n_files) {
             cmp++;
             dl--;
         }
-        CHECKF(dl == (size_t)(sep - p) && !memcmp(cmp, p, dl), "%s case %d: pieces do not round-trip",
-               gguf_name, n_cases);
+        CHECKF(dl == (size_t)(sep - p) && !memcmp(cmp, p, dl),
+               "%s case %d: pieces do not round-trip", gguf_name, n_cases);
         free(dec);
         free(ids);
         n_cases++;
@@ -161,8 +166,8 @@ static void run_vectors(const char *dir, const char *name, int *n_files) {
     }
     CHECKF(n_cases == 46, "%s: %d cases, expected 46", gguf_name, n_cases);
     CHECKF(n_fail == 0, "%s: %d of %d cases differ", gguf_name, n_fail, n_cases);
-    tu_log("%s (%s, pre %s): %d/%d cases ok", gguf_name, realm_tokenizer_kind(t), realm_tokenizer_pre(t),
-           n_cases - n_fail, n_cases);
+    tu_log("%s (%s, pre %s): %d/%d cases ok", gguf_name, realm_tokenizer_kind(t),
+           realm_tokenizer_pre(t), n_cases - n_fail, n_cases);
     free(in);
     free(out);
     realm_tokenizer_free(t);
@@ -207,11 +212,13 @@ static void test_real_models(void) {
         struct realm_tokenizer *t = load(path, &status);
         CHECK(t != NULL);
         if (t) {
-            CHECK(!strcmp(realm_tokenizer_kind(t), "gpt2") && !strcmp(realm_tokenizer_pre(t), "smollm"));
+            CHECK(!strcmp(realm_tokenizer_kind(t), "gpt2") &&
+                  !strcmp(realm_tokenizer_pre(t), "smollm"));
             CHECK(!realm_tokenizer_add_bos(t));
             CHECK(realm_tokenizer_is_eog(t, 2)); /* <|im_end|> */
             CHECK(realm_tokenizer_is_eog(t, 0)); /* <|endoftext|> */
-            CHECK(realm_tokenizer_chat_template(t) && !strcmp(realm_tokenizer_chat_template(t), "chatml"));
+            CHECK(realm_tokenizer_chat_template(t) &&
+                  !strcmp(realm_tokenizer_chat_template(t), "chatml"));
             int32_t *ids;
             int64_t n = tokenize(t, "<|im_start|>user", 16, REALM_TOKENIZE_PARSE_SPECIAL, &ids);
             CHECK(n == 2 && ids[0] == 1);
@@ -231,9 +238,11 @@ static void test_real_models(void) {
         if (t) {
             CHECK(!strcmp(realm_tokenizer_kind(t), "llama"));
             CHECK(realm_tokenizer_add_bos(t) && realm_tokenizer_bos(t) == 2);
-            CHECK(realm_tokenizer_is_eog(t, 1) && realm_tokenizer_is_eog(t, 106)); /* <eos>, <end_of_turn> */
+            CHECK(realm_tokenizer_is_eog(t, 1) &&
+                  realm_tokenizer_is_eog(t, 106)); /* <eos>, <end_of_turn> */
             /* no chat_template in this file: the family comes from its special tokens */
-            CHECK(realm_tokenizer_chat_template(t) && !strcmp(realm_tokenizer_chat_template(t), "gemma"));
+            CHECK(realm_tokenizer_chat_template(t) &&
+                  !strcmp(realm_tokenizer_chat_template(t), "gemma"));
             int32_t *ids;
             int64_t n = tokenize(t, "<start_of_turn>user\nHi<end_of_turn>\n", 36,
                                  REALM_TOKENIZE_ADD_BOS | REALM_TOKENIZE_PARSE_SPECIAL, &ids);
@@ -259,7 +268,8 @@ static int tool(int argc, char **argv) {
     if (!text) return 1;
     int32_t *ids;
     int64_t k = tokenize(t, text, n, flags, &ids);
-    for (int64_t i = 0; i < k; i++) printf(i ? " %d" : "%d", ids[i]);
+    for (int64_t i = 0; i < k; i++)
+        printf(i ? " %d" : "%d", ids[i]);
     printf("\n");
     free(ids);
     free(text);
@@ -280,11 +290,13 @@ int main(int argc, char **argv) {
     int n_names = 0;
     for (struct dirent *e; d && (e = readdir(d)) && n_names < 64;) {
         size_t l = strlen(e->d_name);
-        if (l > 9 && !strcmp(e->d_name + l - 9, ".gguf.inp")) snprintf(names[n_names++], 256, "%s", e->d_name);
+        if (l > 9 && !strcmp(e->d_name + l - 9, ".gguf.inp"))
+            snprintf(names[n_names++], 256, "%s", e->d_name);
     }
     if (d) closedir(d);
     int n_files = 0;
-    for (int i = 0; i < n_names; i++) run_vectors(dcopy, names[i], &n_files);
+    for (int i = 0; i < n_names; i++)
+        run_vectors(dcopy, names[i], &n_files);
     CHECKF(n_files >= 7, "only %d vocab files with vectors found", n_files);
     tu_log("%d vocab test files passed through", n_files);
     test_stories();

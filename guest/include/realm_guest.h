@@ -173,6 +173,8 @@ void rg_sampler_accept(struct rg_sampler *s, int32_t token);
 /* Picks the next token from logits[0..n_vocab) (modified in place); REALM_E_NOMEM if the
  * scratch for a full-vocabulary sort cannot be allocated. */
 int32_t rg_sampler_sample(struct rg_sampler *s, float *logits);
+/* Index of the largest of l[0..n) (lowest index on ties), as a scalar `>` scan would pick. */
+int32_t rg_argmax(const float *l, int32_t n);
 /* Uniform double in [0, 1) from the sampler's RNG. */
 double rg_sampler_uniform(struct rg_sampler *s);
 

@@ -11,6 +11,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __wasm_simd128__
+#include <wasm_simd128.h>
+#endif
 
 #include "realm_guest.h"
 
@@ -131,6 +134,49 @@ static void sift_down(int32_t *idx, const float *l, int32_t k, int32_t j) {
     }
 }
 
+static int32_t argmax_scalar(const float *l, int32_t n) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+
+int32_t rg_argmax(const float *l, int32_t n) {
+#ifdef __wasm_simd128__
+    /* the greedy path runs once per token over the whole vocabulary (49k-262k floats): find the
+     * maximum four lanes at a time (pmax is `a < b ? b : a`, as the scalar loop compares), then
+     * the first index holding it — the scalar loop's answer, lowest id on ties */
+    if (n >= 32) {
+        v128_t m0 = wasm_v128_load(l), m1 = wasm_v128_load(l + 4), m2 = wasm_v128_load(l + 8),
+               m3 = wasm_v128_load(l + 12);
+        int32_t i = 16;
+        for (; i + 16 <= n; i += 16) {
+            m0 = wasm_f32x4_pmax(m0, wasm_v128_load(l + i));
+            m1 = wasm_f32x4_pmax(m1, wasm_v128_load(l + i + 4));
+            m2 = wasm_f32x4_pmax(m2, wasm_v128_load(l + i + 8));
+            m3 = wasm_f32x4_pmax(m3, wasm_v128_load(l + i + 12));
+        }
+        v128_t m = wasm_f32x4_pmax(wasm_f32x4_pmax(m0, m1), wasm_f32x4_pmax(m2, m3));
+        float best = wasm_f32x4_extract_lane(m, 0);
+        for (int k = 1; k < 4; k++) {
+            float v = k == 1 ? wasm_f32x4_extract_lane(m, 1) : k == 2 ? wasm_f32x4_extract_lane(m, 2)
+                                                                      : wasm_f32x4_extract_lane(m, 3);
+            if (best < v) best = v;
+        }
+        for (; i < n; i++)
+            if (best < l[i]) best = l[i];
+        v128_t bv = wasm_f32x4_splat(best);
+        int32_t j = 0;
+        for (; j + 4 <= n; j += 4)
+            if (wasm_v128_any_true(wasm_f32x4_eq(wasm_v128_load(l + j), bv))) break;
+        for (; j < n; j++)
+            if (l[j] == best) return j;
+        /* not found: a NaN took part; the scalar loop defines the answer */
+    }
+#endif
+    return argmax_scalar(l, n);
+}
+
 /* Order-preserving map of a float to an unsigned key (larger float, larger key). */
 static uint32_t float_key(float f) {
     uint32_t u;
@@ -176,7 +222,21 @@ static int32_t candidates(struct rg_sampler *s, const float *logits, int32_t k) 
     if (k > 0 && k < nv) {
         for (int32_t i = 0; i < k; i++) s->idx[i] = i;
         for (int32_t i = k / 2 - 1; i >= 0; i--) sift_down(s->idx, logits, k, i);
-        for (int32_t i = k; i < nv; i++) {
+        int32_t i = k;
+#ifdef __wasm_simd128__
+        /* most of the vocabulary is below the heap's minimum: skip it four at a time (the same
+         * `logits[i] <= min` test, so the same heap) */
+        for (; i + 4 <= nv; i += 4) {
+            v128_t v = wasm_v128_load(logits + i);
+            if (!wasm_v128_any_true(wasm_f32x4_gt(v, wasm_f32x4_splat(logits[s->idx[0]])))) continue;
+            for (int32_t j = i; j < i + 4; j++) {
+                if (logits[j] <= logits[s->idx[0]]) continue;
+                s->idx[0] = j;
+                sift_down(s->idx, logits, k, 0);
+            }
+        }
+#endif
+        for (; i < nv; i++) {
             if (logits[i] <= logits[s->idx[0]]) continue;
             s->idx[0] = i;
             sift_down(s->idx, logits, k, 0);
@@ -199,12 +259,7 @@ int32_t rg_sampler_sample(struct rg_sampler *s, float *logits) {
     }
     apply_penalties(s, logits);
 
-    if (p->temperature <= 0.0f) {
-        int32_t best = 0;
-        for (int32_t i = 1; i < nv; i++)
-            if (logits[i] > logits[best]) best = i;
-        return best;
-    }
+    if (p->temperature <= 0.0f) return rg_argmax(logits, nv);
 
     int32_t n = candidates(s, logits, p->top_k);
     if (n < 0) return n;

@@ -31,11 +31,11 @@ struct realm_model_config {
     const char *arch_name; /* "llama", "qwen2", "gemma3" */
     int32_t n_vocab;
     int32_t n_ctx_train;
-    int32_t n_embd;        /* dim */
+    int32_t n_embd; /* dim */
     int32_t n_layer;
     int32_t n_head;
     int32_t n_head_kv;
-    int32_t head_dim;      /* key/value length per head */
+    int32_t head_dim; /* key/value length per head */
     int32_t n_ff;
     float norm_eps;
     float rope_freq_base;
@@ -70,7 +70,7 @@ enum realm_kv_type {
 int realm_session_new_kv(const struct realm_model *m, int32_t n_ctx, enum realm_kv_type kv_type,
                          struct realm_session **out, struct realm_err *err);
 void realm_session_free(struct realm_session *s);
-int32_t realm_session_len(const struct realm_session *s);  /* tokens in the cache */
+int32_t realm_session_len(const struct realm_session *s); /* tokens in the cache */
 int32_t realm_session_n_ctx(const struct realm_session *s);
 /* Keeps the first n_keep tokens. Errors: REALM_E_RANGE if n_keep < 0 or > len. */
 int realm_session_rewind(struct realm_session *s, int32_t n_keep);
@@ -79,6 +79,8 @@ int realm_session_rewind(struct realm_session *s, int32_t n_keep);
 int realm_engine_new(const struct realm_model *m, int n_threads, int32_t max_batch,
                      struct realm_engine **out, struct realm_err *err);
 void realm_engine_free(struct realm_engine *e);
+/* Threads of the engine's pool (n_threads as resolved at creation). */
+int realm_engine_n_threads(const struct realm_engine *e);
 
 /* One row of a batched forward: the token is appended to its session at the session's current
  * length; rows of the same session must be consecutive and in order. If logits is not NULL,

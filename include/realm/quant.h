@@ -43,9 +43,11 @@ struct realm_quant_ops {
     uint32_t vec_dot_type; /* format the activation row must be in for vec_dot */
     /* y[0..n) = dequantized x; n a multiple of the block size */
     void (*dequantize_row)(const void *x, float *y, int64_t n);
-    /* quantize an f32 row into this type (used for activations: Q8_0, Q8_K; F32 copies) */
+    /* quantize an f32 row into this type (activations: Q8_0, Q8_1, Q8_K, F16, BF16; F32 copies;
+     * also Q4_0 / Q4_1 / Q5_0 / Q5_1 weights as llama.cpp's _ref quantizers); NULL for K-quants */
     void (*quantize_row)(const float *x, void *y, int64_t n);
-    /* *s = dot(x: weight row of `type`, y: row of `vec_dot_type`), n elements */
+    /* *s = dot(x: weight row of `type`, y: row of `vec_dot_type`), n elements; NULL for the
+     * activation-only types Q8_1 and Q8_K */
     void (*vec_dot)(int64_t n, float *s, const void *x, const void *y);
     /* The batched kernel behind realm_quant_matmul (call that instead): rows [0, n_r) of W. */
     void (*matmul)(const struct realm_quant_ops *ops, int64_t k, const void *W, size_t w_row_bytes,
@@ -79,11 +81,15 @@ const struct realm_quant_ops *realm_quant_ops_isa(uint32_t type, enum realm_isa 
  * `act_row_bytes` bytes each, already in ops->vec_dot_type. This is the batched kernel every
  * projection goes through: it reads each weight block once for all n_b activation rows.
  * k must be a multiple of the block size of ops->type; ops must come from realm_quant_ops*().
- * Results are bit-identical to calling ops->vec_dot for each (r, b). Thread-safe (disjoint out).
+ * Rows must be aligned to their block struct (4 bytes for Q8_K activations, 2 for the others;
+ * GGUF tensor data always is). Results are bit-identical to calling ops->vec_dot for each (r, b).
+ * Cost: one pass over W rows [r0, r1) per 64 activation rows (SIMD tiles of 4 weight rows x up
+ * to 4 activation rows); splitting [r0, r1) between threads keeps that. Thread-safe (callers
+ * write disjoint out).
  */
-void realm_quant_matmul(const struct realm_quant_ops *ops, const void *W, size_t w_row_bytes, int64_t k,
-                        int64_t r0, int64_t r1, const void *act, size_t act_row_bytes, int64_t n_b,
-                        float *out, int64_t out_stride);
+void realm_quant_matmul(const struct realm_quant_ops *ops, const void *W, size_t w_row_bytes,
+                        int64_t k, int64_t r0, int64_t r1, const void *act, size_t act_row_bytes,
+                        int64_t n_b, float *out, int64_t out_stride);
 
 /* fp16 / bf16 conversions (IEEE half, round to nearest even). */
 float realm_f16_to_f32(uint16_t h);

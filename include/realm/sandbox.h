@@ -48,6 +48,8 @@ struct realm_sbx_config {
     uint64_t init_budget_ms;     /* guest compute time for _initialize + realm_init [1000] */
     uint64_t generate_budget_ms; /* guest compute time per request, host calls excluded [30000] */
     uint64_t wall_limit_ms;      /* wall time per request, host calls included [0: none] */
+    uint64_t cancel_grace_ms;    /* after cancellation, time a guest gets to unwind before it is
+                                    stopped [100] */
     uint64_t max_output_bytes;   /* emit bytes per request [16 MiB] */
     int32_t max_sessions;        /* open sessions per tenant [8] */
     int32_t max_ctx;             /* cap on a session's n_ctx [0: the model's n_ctx_train] */
@@ -110,6 +112,9 @@ struct realm_sbx_tenant_params {
     const char *default_model;  /* what model_open("") opens [the host's first model] */
     const char *const *models;  /* names this tenant may open [NULL: every model] */
     int n_models;
+    uint32_t group;             /* scheduling identity: instances with the same group share one
+                                   fairness slot in the scheduler (a server tenant running several
+                                   instances at once) [0: the instance's own id] */
 };
 
 /* Instantiates the module in a new store, runs _initialize, checks realm_abi_version and runs
@@ -117,7 +122,8 @@ struct realm_sbx_tenant_params {
  * message ("guest init failed: <status>: <message>") and no tenant is created.
  * Ownership: returns owned (*out; realm_sbx_tenant_free); params are copied.
  * Errors: the guest's status, REALM_E_TRAP, REALM_E_TIMEOUT, REALM_E_UNSUPPORTED (ABI version),
- * REALM_E_LIMIT (no pooling slot left), REALM_E_NOMEM. */
+ * REALM_E_LIMIT (no pooling slot left), REALM_E_NOT_FOUND (a model named in params),
+ * REALM_E_INVALID (m was loaded by another host), REALM_E_NOMEM. */
 int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
                          const struct realm_sbx_tenant_params *params,
                          struct realm_sbx_tenant **out, struct realm_err *err);

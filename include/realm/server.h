@@ -27,15 +27,18 @@
 struct realm_model_spec {
     char *name;    /* what clients send as "model" and guests pass to model_open */
     char *path;    /* GGUF file; relative paths were resolved against the config's folder */
-    int32_t n_ctx; /* context per session (0: the model's training context) */
+    int32_t n_ctx; /* context of every session on this model (0: the guest sizes each session:
+                      prompt + max_tokens, at most the training context) */
 };
 
 struct realm_tenant_limits {
     int32_t max_concurrent;         /* requests in flight at once (0: unlimited) → 429 */
     int64_t tokens_per_minute;      /* prompt + completion tokens over a sliding 60 s (0: off) → 429 */
     int32_t max_tokens_per_request; /* cap on max_tokens; larger requests → 400 (0: no cap) */
-    int64_t guest_memory_bytes;     /* the tenant's guest linear-memory cap (0: sandbox default) */
-    int32_t kv_blocks;              /* KV cache block quota (0: scheduler default) */
+    int64_t guest_memory_bytes;     /* guest linear-memory cap (0: sandbox default); for now the
+                                       sandbox applies the largest of all tenants to every guest */
+    int32_t kv_blocks;              /* KV cache block quota (0: scheduler default); accepted but not
+                                       enforced until the scheduler has a paged KV pool */
 };
 
 struct realm_tenant_spec {

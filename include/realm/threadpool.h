@@ -13,9 +13,10 @@
  * last task before it sleeps on a futex; barriers spin and yield the CPU after a while so that an
  * oversubscribed machine still makes progress.
  *
- * Pinning: when the process may run on at least n CPUs, worker i is pinned to the i-th CPU of the
- * process's affinity mask and the thread calling realm_threadpool_run to the first one (its
- * affinity stays changed after the call). REALM_PIN=0 disables this.
+ * Pinning: when the creating thread may run on at least n CPUs, worker i is pinned to the i-th CPU
+ * of that affinity mask, and the thread calling realm_threadpool_run to the first one; the caller
+ * stays pinned after the call (it would otherwise often wake up on a worker's CPU), and
+ * realm_cpu_count() and later pools still see its original mask. REALM_PIN=0 disables pinning.
  *
  * Thread rule: one thread at a time calls realm_threadpool_run on a given pool (the pool's owner).
  * realm_threadpool_barrier may only be called from inside a task, by every thread of the task the
@@ -56,7 +57,8 @@ void realm_threadpool_barrier(struct realm_threadpool *p);
 
 /* The share [*lo, *hi) of thread ith out of n items, as even as possible; `align` > 0 rounds the
  * split points to multiples of align (the last share ends at n). */
-static inline void realm_split(int64_t n, int ith, int nth, int64_t align, int64_t *lo, int64_t *hi) {
+static inline void realm_split(int64_t n, int ith, int nth, int64_t align, int64_t *lo,
+                               int64_t *hi) {
     int64_t units = align > 1 ? (n + align - 1) / align : n;
     int64_t a = units * ith / nth, b = units * (ith + 1) / nth;
     if (align > 1) {

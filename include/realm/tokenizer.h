@@ -2,6 +2,15 @@
  * tokenizer.h — tokenizers built from GGUF metadata (SPM `llama` and byte-level BPE `gpt2` with
  * the pre-tokenizer named by tokenizer.ggml.pre), streaming detokenization, chat templates.
  *
+ * Token ids are those of llama.cpp (src/llama-vocab.cpp) for the same file and the same flags:
+ * SPM bigram merges by score, <0xNN> byte fallback, the "▁" space prefix; BPE merge ranks,
+ * GPT-2 byte-to-unicode and llama.cpp's regex list per pre-tokenizer (default, gpt-2, llama3 /
+ * llama-bpe, qwen2, deepseek-llm, deepseek-coder, falcon, mpt, starcoder, refact, smollm, ...)
+ * run by PCRE2 (UTF + Unicode properties, JIT); special-token partitioning longest text first.
+ * Invalid UTF-8 never fails: bytes the vocabulary can spell round-trip through the pieces
+ * (llama.cpp maps them to U+FFFD instead; valid UTF-8 is tokenized identically).
+ * WPM (BERT), UGM (T5) and RWKV vocabularies are not supported (REALM_E_UNSUPPORTED).
+ *
  * Ownership: a realm_tokenizer copies what it needs from the GGUF (the realm_gguf may be closed
  * afterwards). Thread rule: immutable after load; every function is thread-safe except on a
  * realm_detok, which belongs to one caller.
@@ -24,9 +33,10 @@ enum realm_tokenize_flags {
 };
 
 /* Builds the tokenizer of a GGUF file (vocab-only files work).
- * Ownership: returns owned (*out; free with realm_tokenizer_free). Nothing on failure.
+ * Ownership: borrows g (only during the call); returns owned (*out; free with
+ * realm_tokenizer_free). Nothing on failure.
  * Errors: REALM_E_NOT_FOUND (no tokenizer.ggml.model), REALM_E_UNSUPPORTED (model or pre-tokenizer
- * kind), REALM_E_FORMAT (inconsistent arrays), REALM_E_NOMEM. */
+ * kind), REALM_E_FORMAT (missing or inconsistent arrays, BPE without merges), REALM_E_NOMEM. */
 int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **out, struct realm_err *err);
 void realm_tokenizer_free(struct realm_tokenizer *t);
 
@@ -41,19 +51,31 @@ const char *realm_tokenizer_kind(const struct realm_tokenizer *t);
 const char *realm_tokenizer_pre(const struct realm_tokenizer *t);
 
 /* Tokenizes text[0..len) (any bytes). On success writes the tokens to out and *n_out = count.
+ * REALM_TOKENIZE_ADD_BOS is llama.cpp's add_special: BOS (and EOS) only where the vocabulary's
+ * add_bos_token / add_eos_token say so. Without PARSE_SPECIAL, text of control tokens is ordinary
+ * text, but user-defined tokens (HF added tokens, e.g. gemma's "<table>") are always split out.
+ * out may be NULL when cap is 0 (a sizing call).
+ * Ownership: borrows everything; allocates only scratch, freed before returning.
  * Errors: REALM_E_TOO_SMALL if cap is too small (nothing written, *n_out = tokens needed),
- * REALM_E_NOMEM. Invalid UTF-8 never crashes (bytes fall back as the vocab allows). */
+ * REALM_E_INVALID (NULL text with len > 0, NULL n_out, cap < 0, NULL out with cap > 0),
+ * REALM_E_LIMIT (len > 512 MiB), REALM_E_NOMEM. Invalid UTF-8 never crashes (bytes fall back as
+ * the vocab allows). */
 int realm_tokenize(const struct realm_tokenizer *t, const char *text, size_t len, uint32_t flags,
                    int32_t *out, int64_t cap, int64_t *n_out);
 
-/* The bytes a token stands for when detokenized (SPM "▁" → space, <0xNN> → that byte; control
- * tokens → their text only if `special`, else empty). Writes up to cap bytes, returns the full
- * length, or REALM_E_RANGE for a token outside the vocab. */
+/* The bytes a token stands for when detokenized (SPM "▁" → space, <0xNN> → that byte; BPE
+ * characters → their bytes; control and unknown tokens → their text only if `special`, else
+ * empty; user-defined tokens → their text). Writes min(cap, length) bytes to buf (buf may be NULL
+ * with cap 0) and returns the full length, or REALM_E_RANGE for a token outside the vocab. */
 int64_t realm_token_piece(const struct realm_tokenizer *t, int32_t token, bool special, char *buf,
                           size_t cap);
 
 /* Streaming detokenizer: holds back an incomplete UTF-8 sequence across tokens so that every
- * emitted chunk is valid UTF-8; invalid bytes become U+FFFD. */
+ * emitted chunk is valid UTF-8; each maximal ill-formed subsequence becomes one U+FFFD.
+ * realm_detok_init sets strip_space for SPM vocabularies (drop the space the tokenizer added in
+ * front of the text, from the first piece that is not empty) — right for a whole sequence; a
+ * caller streaming the continuation of a prompt clears d->strip_space after init.
+ * Thread rule: one caller; the tokenizer must outlive it. */
 struct realm_detok {
     const struct realm_tokenizer *t;
     unsigned char pending[8];
@@ -64,9 +86,11 @@ struct realm_detok {
 };
 void realm_detok_init(struct realm_detok *d, const struct realm_tokenizer *t, bool special);
 /* Appends the text completed by `token` to out (at most cap bytes). Returns the byte count, or
- * REALM_E_TOO_SMALL (cap < 4 + piece length; nothing consumed), REALM_E_RANGE (bad token). */
+ * REALM_E_TOO_SMALL (the completed text needs more than cap bytes; nothing consumed — at most
+ * 3 × (piece length + 3) bytes are ever needed), REALM_E_RANGE (bad token), REALM_E_NOMEM. */
 int64_t realm_detok_push(struct realm_detok *d, int32_t token, char *out, size_t cap);
-/* Flushes held-back bytes (as U+FFFD) at the end of a stream. */
+/* Flushes held-back bytes (as one U+FFFD) at the end of a stream. Returns 0 or 3, or
+ * REALM_E_TOO_SMALL (cap < 3; nothing flushed). */
 int64_t realm_detok_flush(struct realm_detok *d, char *out, size_t cap);
 
 /* ---- chat templates ---- */
@@ -76,12 +100,22 @@ struct realm_chat_msg {
     const char *content;
     size_t content_len;
 };
-/* Template family detected from tokenizer.chat_template ("chatml", "llama2", "llama3", "zephyr",
- * "gemma", "mistral", ...) or NULL if none / not recognised. */
+/* Template family detected from tokenizer.chat_template by llama.cpp's heuristics
+ * (llm_chat_detect_template) — "chatml", "llama2", "llama2-sys", "llama2-sys-bos",
+ * "llama2-sys-strip", "mistral-v1", "mistral-v3", "mistral-v3-tekken", "mistral-v7",
+ * "mistral-v7-tekken", "phi3", "phi4", "falcon3", "zephyr", "monarch", "gemma", "orion",
+ * "openchat", "vicuna", "vicuna-orca", "deepseek", "deepseek2", "deepseek3", "command-r",
+ * "llama3", "chatglm3", "chatglm4", "glmedge", "minicpm", "exaone3", "granite", "megrez",
+ * "llama4", "smolvlm" — or, for a file without a template, from its special tokens
+ * (<start_of_turn> → gemma, <|im_start|> → chatml, <|start_header_id|> → llama3, ...).
+ * NULL if none is recognised. Lifetime: a static string. */
 const char *realm_tokenizer_chat_template(const struct realm_tokenizer *t);
 /* Renders msgs with template `name` (NULL: the detected one), adding the assistant prefix if
- * add_generation_prompt. Writes up to cap bytes to out; returns the full length.
- * Errors: REALM_E_NOT_FOUND (no template / unknown name), REALM_E_INVALID (bad role). */
+ * add_generation_prompt, exactly as llama.cpp's llm_chat_apply_template (the Jinja source is not
+ * interpreted: e.g. a default system prompt written in the template is not added). Writes
+ * min(cap, length) bytes to out (out may be NULL with cap 0); returns the full length.
+ * Errors: REALM_E_NOT_FOUND (no template / unknown name), REALM_E_INVALID (a role that is empty,
+ * longer than 64 bytes or not [A-Za-z0-9_-]; NULL content with a length). */
 int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
                           const struct realm_chat_msg *msgs, size_t n_msgs, bool add_generation_prompt,
                           char *out, size_t cap);

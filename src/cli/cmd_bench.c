@@ -27,11 +27,12 @@ struct bench_opts {
 };
 
 static void bench_usage(FILE *f) {
-    fprintf(f,
-            "usage: realm bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--reps 3] [-b|--batch 512]\n"
-            "                   [--tokens-file FILE] [--kv f16|f32] [--json]\n"
-            "Prefill P tokens, then decode N tokens, --reps times after a warm-up; prints the median\n"
-            "tokens per second of each phase. Tokens: ids from FILE (cycled), or pseudo-random ids.\n");
+    fprintf(
+        f,
+        "usage: realm bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--reps 3] [-b|--batch 512]\n"
+        "                   [--tokens-file FILE] [--kv f16|f32] [--json]\n"
+        "Prefill P tokens, then decode N tokens, --reps times after a warm-up; prints the median\n"
+        "tokens per second of each phase. Tokens: ids from FILE (cycled), or pseudo-random ids.\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -59,7 +60,8 @@ static void cpu_model(char *buf, size_t cap) {
         char *p = strchr(line, ':');
         if (!p) break;
         p++;
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         p[strcspn(p, "\n")] = 0;
         snprintf(buf, cap, "%s", p);
         break;
@@ -82,16 +84,17 @@ static void json_str(FILE *f, const char *s) {
 }
 
 /* One prefill + decode pass; returns 0 and the two durations in seconds. */
-static int bench_pass(struct realm_engine *e, struct realm_session *s, const int32_t *toks, int n_toks,
-                      int n_prompt, int n_gen, int batch, float *logits, struct realm_batch_row *rows,
-                      double *t_pre, double *t_dec) {
+static int bench_pass(struct realm_engine *e, struct realm_session *s, const int32_t *toks,
+                      int n_toks, int n_prompt, int n_gen, int batch, float *logits,
+                      struct realm_batch_row *rows, double *t_pre, double *t_dec) {
     struct realm_err err;
     realm_session_rewind(s, 0);
     double t0 = cli_now();
     for (int i = 0; i < n_prompt; i += batch) {
         int nb = n_prompt - i < batch ? n_prompt - i : batch;
         for (int j = 0; j < nb; j++)
-            rows[j] = (struct realm_batch_row){s, toks[(i + j) % n_toks], i + j == n_prompt - 1 ? logits : NULL};
+            rows[j] = (struct realm_batch_row){s, toks[(i + j) % n_toks],
+                                               i + j == n_prompt - 1 ? logits : NULL};
         if (realm_engine_forward(e, rows, nb, &err)) {
             cli_error("%s", err.msg);
             return 1;
@@ -220,7 +223,8 @@ int cmd_bench(int argc, char **argv) {
         if ((n_toks = read_tokens_file(o.tokens_file, &toks)) < 0) goto out;
         for (int i = 0; i < n_toks; i++)
             if (toks[i] >= c->n_vocab) {
-                cli_error("%s: token %d outside the vocabulary of %d", o.tokens_file, toks[i], c->n_vocab);
+                cli_error("%s: token %d outside the vocabulary of %d", o.tokens_file, toks[i],
+                          c->n_vocab);
                 goto out;
             }
     } else {
@@ -235,7 +239,8 @@ int cmd_bench(int argc, char **argv) {
     }
     int64_t n_ctx = (int64_t)o.n_prompt + o.n_gen;
     if (n_ctx > c->n_ctx_train) {
-        cli_error("bench: %d + %d tokens exceed the model's context of %d", o.n_prompt, o.n_gen, c->n_ctx_train);
+        cli_error("bench: %d + %d tokens exceed the model's context of %d", o.n_prompt, o.n_gen,
+                  c->n_ctx_train);
         status = 2;
         goto out;
     }
@@ -253,15 +258,19 @@ int cmd_bench(int argc, char **argv) {
 
     double tp, td;
     int wp = o.n_prompt < 32 ? o.n_prompt : 32; /* warm-up: pages the weights in */
-    if (bench_pass(e, s, toks, n_toks, wp, o.n_gen < 4 ? o.n_gen : 4, batch, logits, rows, &tp, &td)) goto out;
+    if (bench_pass(e, s, toks, n_toks, wp, o.n_gen < 4 ? o.n_gen : 4, batch, logits, rows, &tp,
+                   &td))
+        goto out;
     for (int r = 0; r < o.reps; r++) {
-        if (bench_pass(e, s, toks, n_toks, o.n_prompt, o.n_gen, batch, logits, rows, &tp, &td)) goto out;
+        if (bench_pass(e, s, toks, n_toks, o.n_prompt, o.n_gen, batch, logits, rows, &tp, &td))
+            goto out;
         pre[r] = o.n_prompt / tp;
         dec[r] = o.n_gen > 0 ? o.n_gen / td : 0;
         if (!o.json)
-            fprintf(stderr, "rep %d: prefill %.2f tok/s, decode %.2f tok/s\n", r + 1, pre[r], dec[r]);
+            fprintf(stderr, "rep %d: prefill %.2f tok/s, decode %.2f tok/s\n", r + 1, pre[r],
+                    dec[r]);
     }
-    const int nth = o.threads > 0 ? o.threads : realm_cpu_count();
+    const int nth = realm_engine_n_threads(e);
     const char *isa = realm_quant_isa_name(realm_quant_isa());
     struct stat st;
     long long bytes = stat(o.model, &st) == 0 ? (long long)st.st_size : -1;
@@ -272,18 +281,21 @@ int cmd_bench(int argc, char **argv) {
         json_str(stdout, o.model);
         printf(", \"arch\": \"%s\", \"model_bytes\": %lld, \"cpu\": ", c->arch_name, bytes);
         json_str(stdout, cpu);
-        printf(", \"isa\": \"%s\", \"threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"batch\": %d, "
-               "\"reps\": %d, \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, \"prefill_runs\": [",
-               isa, nth, o.n_prompt, o.n_gen, batch, o.reps, median(pre, o.reps), median(dec, o.reps));
-        for (int r = 0; r < o.reps; r++) printf("%s%.3f", r ? ", " : "", pre[r]);
+        printf(
+            ", \"isa\": \"%s\", \"threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"batch\": %d, "
+            "\"reps\": %d, \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, \"prefill_runs\": [",
+            isa, nth, o.n_prompt, o.n_gen, batch, o.reps, median(pre, o.reps), median(dec, o.reps));
+        for (int r = 0; r < o.reps; r++)
+            printf("%s%.3f", r ? ", " : "", pre[r]);
         printf("], \"decode_runs\": [");
-        for (int r = 0; r < o.reps; r++) printf("%s%.3f", r ? ", " : "", dec[r]);
+        for (int r = 0; r < o.reps; r++)
+            printf("%s%.3f", r ? ", " : "", dec[r]);
         printf("]}\n");
     } else {
         printf("%s (%s, %d threads, %s): prefill %d tokens %.2f tok/s, decode %d tokens %.2f tok/s "
                "(median of %d)\n",
-               o.model, c->arch_name, nth, isa, o.n_prompt, median(pre, o.reps), o.n_gen, median(dec, o.reps),
-               o.reps);
+               o.model, c->arch_name, nth, isa, o.n_prompt, median(pre, o.reps), o.n_gen,
+               median(dec, o.reps), o.reps);
     }
     status = 0;
     goto out;

@@ -50,7 +50,8 @@ int cli_parse_tokens(const char *s, int32_t **out) {
     if (!v) return -1;
     const char *p = s;
     while (*p) {
-        while (*p == ',' || *p == ' ') p++;
+        while (*p == ',' || *p == ' ')
+            p++;
         if (!*p) break;
         char *end;
         errno = 0;
@@ -105,14 +106,15 @@ static int32_t argmax(const float *x, int32_t n) {
 }
 
 /* Draws a token; `c` is scratch for n_vocab candidates. */
-static int32_t sample(const float *logits, int32_t n_vocab, const struct cli_run_opts *o, struct cand *c,
-                      uint64_t *rng) {
+static int32_t sample(const float *logits, int32_t n_vocab, const struct cli_run_opts *o,
+                      struct cand *c, uint64_t *rng) {
     if (o->temp <= 0.0f) return argmax(logits, n_vocab);
     int32_t n = n_vocab;
     int32_t k = o->top_k > 0 && o->top_k < n_vocab ? o->top_k : n_vocab;
     if (k < n_vocab) {
         /* keep the k largest: a min-heap of size k over the vocabulary */
-        for (int32_t i = 0; i < k; i++) c[i] = (struct cand){logits[i], i};
+        for (int32_t i = 0; i < k; i++)
+            c[i] = (struct cand){logits[i], i};
         for (int32_t i = k / 2 - 1; i >= 0; i--) { /* heapify (min at root) */
             int32_t j = i;
             for (;;) {
@@ -143,13 +145,15 @@ static int32_t sample(const float *logits, int32_t n_vocab, const struct cli_run
         }
         n = k;
     } else {
-        for (int32_t i = 0; i < n_vocab; i++) c[i] = (struct cand){logits[i], i};
+        for (int32_t i = 0; i < n_vocab; i++)
+            c[i] = (struct cand){logits[i], i};
     }
     qsort(c, (size_t)n, sizeof *c, cand_desc);
     /* top-p over the softmax at temperature 1 */
     if (o->top_p > 0.0f && o->top_p < 1.0f) {
         double sum = 0, cum = 0;
-        for (int32_t i = 0; i < n; i++) sum += exp((double)(c[i].logit - c[0].logit));
+        for (int32_t i = 0; i < n; i++)
+            sum += exp((double)(c[i].logit - c[0].logit));
         int32_t keep = n;
         for (int32_t i = 0; i < n; i++) {
             cum += exp((double)(c[i].logit - c[0].logit)) / sum;
@@ -162,7 +166,8 @@ static int32_t sample(const float *logits, int32_t n_vocab, const struct cli_run
     }
     /* temperature, then draw */
     double sum = 0;
-    for (int32_t i = 0; i < n; i++) sum += exp((double)(c[i].logit - c[0].logit) / o->temp);
+    for (int32_t i = 0; i < n; i++)
+        sum += exp((double)(c[i].logit - c[0].logit) / o->temp);
     double u = (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0) * sum, cum = 0;
     for (int32_t i = 0; i < n; i++) {
         cum += exp((double)(c[i].logit - c[0].logit) / o->temp);
@@ -249,13 +254,15 @@ int cli_run_native(const struct cli_run_opts *o) {
     }
     for (int i = 0; i < n_prompt; i++)
         if (toks[i] >= c->n_vocab) {
-            cli_error("token %d at prompt position %d: outside the vocabulary of %d", toks[i], i, c->n_vocab);
+            cli_error("token %d at prompt position %d: outside the vocabulary of %d", toks[i], i,
+                      c->n_vocab);
             status = 2;
             goto out;
         }
 
     /* 2. session, engine */
-    int64_t want = o->n_ctx > 0 ? o->n_ctx : (int64_t)n_prompt + (o->n_predict > 0 ? o->n_predict : 0);
+    int64_t want =
+        o->n_ctx > 0 ? o->n_ctx : (int64_t)n_prompt + (o->n_predict > 0 ? o->n_predict : 0);
     if (want > c->n_ctx_train) want = c->n_ctx_train;
     if (want < 1) want = 1;
     if (n_prompt > want) {
@@ -284,7 +291,8 @@ int cli_run_native(const struct cli_run_opts *o) {
         int nb = n_prompt - i < batch ? n_prompt - i : batch;
         for (int j = 0; j < nb; j++) {
             int p = i + j;
-            float *lg = o->logits_out ? logits + (size_t)p * V : (p == n_prompt - 1 ? logits : NULL);
+            float *lg =
+                o->logits_out ? logits + (size_t)p * V : (p == n_prompt - 1 ? logits : NULL);
             rows[j] = (struct realm_batch_row){s, toks[p], lg};
         }
         if (realm_engine_forward(e, rows, nb, &err)) {
@@ -349,7 +357,7 @@ int cli_run_native(const struct cli_run_opts *o) {
             "realm: prompt %d tokens, generated %d tokens, prefill %.1f tok/s, decode %.1f tok/s "
             "(%d threads%s%s)\n",
             n_prompt, n_gen, t_prefill > 0 ? n_prompt / t_prefill : 0.0,
-            n_fwd > 0 && t_decode > 0 ? n_fwd / t_decode : 0.0, o->threads > 0 ? o->threads : realm_cpu_count(),
+            n_fwd > 0 && t_decode > 0 ? n_fwd / t_decode : 0.0, realm_engine_n_threads(e),
             stop ? ", stopped: " : "", stop ? stop : "");
     status = 0;
     goto out;
@@ -372,14 +380,17 @@ out:
 /* ---- option parsing ---- */
 
 static void run_usage(FILE *f) {
-    fprintf(f,
-            "usage: realm run -m MODEL [-p PROMPT | --tokens 1,2,3] [-n N] [--native | --guest FILE.wasm]\n"
-            "                 [--temp T] [--top-k K] [--top-p P] [--seed S] [-t|--threads N]\n"
-            "                 [-c|--ctx N] [-b|--batch N] [--no-bos] [--ignore-eos] [--kv f16|f32]\n"
-            "                 [--logits-out FILE]\n"
-            "Generates N tokens (default 64) after the prompt and streams them to stdout; a summary\n"
-            "line goes to stderr. Sampling defaults to llama.cpp's: --temp 0.8 --top-k 40 --top-p 0.95\n"
-            "(--temp 0: greedy). --logits-out writes the f32 logits of every prompt position.\n");
+    fprintf(
+        f,
+        "usage: realm run -m MODEL [-p PROMPT | --tokens 1,2,3] [-n N] [--native | --guest "
+        "FILE.wasm]\n"
+        "                 [--temp T] [--top-k K] [--top-p P] [--seed S] [-t|--threads N]\n"
+        "                 [-c|--ctx N] [-b|--batch N] [--no-bos] [--ignore-eos] [--kv f16|f32]\n"
+        "                 [--logits-out FILE]\n"
+        "Generates N tokens (default 64) after the prompt and streams them to stdout; a summary\n"
+        "line goes to stderr. Sampling defaults to llama.cpp's: --temp 0.8 --top-k 40 --top-p "
+        "0.95\n"
+        "(--temp 0: greedy). --logits-out writes the f32 logits of every prompt position.\n");
 }
 
 /* Parses a number option; returns 0 on success. */
@@ -426,21 +437,29 @@ int cli_run_parse(int argc, char **argv, struct cli_run_opts *o) {
             VAL();
             o->tokens = v, i++;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            NUM(0, 1e9); o->n_predict = (int)x;
+            NUM(0, 1e9);
+            o->n_predict = (int)x;
         } else if (!strcmp(a, "--temp")) {
-            NUM(0, 100); o->temp = (float)x;
+            NUM(0, 100);
+            o->temp = (float)x;
         } else if (!strcmp(a, "--top-k")) {
-            NUM(0, 1e9); o->top_k = (int)x;
+            NUM(0, 1e9);
+            o->top_k = (int)x;
         } else if (!strcmp(a, "--top-p")) {
-            NUM(0, 1); o->top_p = (float)x;
+            NUM(0, 1);
+            o->top_p = (float)x;
         } else if (!strcmp(a, "--seed")) {
-            NUM(0, 1.8446744073709552e19); o->seed = (uint64_t)x, o->seed_set = true;
+            NUM(0, 1.8446744073709552e19);
+            o->seed = (uint64_t)x, o->seed_set = true;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            NUM(0, 512); o->threads = (int)x;
+            NUM(0, 512);
+            o->threads = (int)x;
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
-            NUM(0, 2147483647.0); o->n_ctx = (int32_t)x;
+            NUM(0, 2147483647.0);
+            o->n_ctx = (int32_t)x;
         } else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
-            NUM(1, 65536); o->batch = (int32_t)x;
+            NUM(1, 65536);
+            o->batch = (int32_t)x;
         } else if (!strcmp(a, "--kv")) {
             if (!v || (strcmp(v, "f16") && strcmp(v, "f32"))) {
                 cli_error("--kv: expected f16 or f32");

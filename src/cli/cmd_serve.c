@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -145,6 +146,11 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     if (verbose) realm_log_set_level(REALM_LOG_INFO);
+    /* A fixed mmap threshold: glibc otherwise raises it each time a large block (a session's KV
+     * cache, a few MiB) is freed, after which such blocks come from the per-thread arenas and
+     * the freed pages stay resident — the process's RSS then creeps up under sustained load
+     * (bench/load.py) although nothing leaks. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 
     struct realm_server_config *cfg = NULL;
     struct realm_err err = {0};

@@ -24,17 +24,17 @@ static double now_s(void) {
 }
 
 static void tokenize_usage(FILE *f) {
-    fprintf(f,
-            "usage: realm tokenize -m MODEL [--no-bos] [--special] [--pieces] [--timing]\n"
-            "                      TEXT... | - | --file FILE\n\n"
-            "Prints the token ids of TEXT (several arguments are joined with spaces; '-' reads\n"
-            "standard input and --file a file, byte for byte) separated by spaces.\n\n"
-            "  -m, --model MODEL  a GGUF file (vocab-only files work)\n"
-            "  --no-bos           do not add the BOS/EOS tokens the vocabulary asks for\n"
-            "  --special          parse special-token text such as <|im_start|> into its token\n"
-            "  --pieces           print one token per line: id, a tab, its text (escaped)\n"
-            "  --timing           report load and tokenization time on standard error\n"
-            "  -h, --help         this help\n");
+    fprintf(f, "usage: realm tokenize -m MODEL [--no-bos] [--special] [--pieces] [--timing]\n"
+               "                      TEXT... | - | --file FILE\n\n"
+               "Prints the token ids of TEXT (several arguments are joined with spaces; '-' reads\n"
+               "standard input and --file a file, byte for byte) separated by spaces. Put -- before a\n"
+            "TEXT that starts with '-'.\n\n"
+               "  -m, --model MODEL  a GGUF file (vocab-only files work)\n"
+               "  --no-bos           do not add the BOS/EOS tokens the vocabulary asks for\n"
+               "  --special          parse special-token text such as <|im_start|> into its token\n"
+               "  --pieces           print one token per line: id, a tab, its text (escaped)\n"
+               "  --timing           report load and tokenization time on standard error\n"
+               "  -h, --help         this help\n");
 }
 
 static void detokenize_usage(FILE *f) {
@@ -221,7 +221,8 @@ int cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     double t1 = now_s();
-    uint32_t flags = (no_bos ? 0 : REALM_TOKENIZE_ADD_BOS) | (special ? REALM_TOKENIZE_PARSE_SPECIAL : 0);
+    uint32_t flags =
+        (no_bos ? 0 : REALM_TOKENIZE_ADD_BOS) | (special ? REALM_TOKENIZE_PARSE_SPECIAL : 0);
     int64_t cap = (int64_t)text_len + 8, n = 0;
     int32_t *ids = realm_malloc((size_t)cap * sizeof *ids);
     int rc = ids ? realm_tokenize(t, text, text_len, flags, ids, cap, &n) : REALM_E_NOMEM;
@@ -245,13 +246,15 @@ int cmd_tokenize(int argc, char **argv) {
             putchar('\n');
         }
     } else {
-        for (int64_t i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+        for (int64_t i = 0; i < n; i++)
+            printf(i ? " %d" : "%d", ids[i]);
         putchar('\n');
     }
     if (timing && rc == REALM_OK) {
         double dt = t2 - t1;
         fprintf(stderr, "tokenize: %zu bytes -> %lld tokens in %.3f ms (%.2f MB/s); load %.1f ms\n",
-                text_len, (long long)n, dt * 1e3, dt > 0 ? (double)text_len / dt / 1e6 : 0.0, (t1 - t0) * 1e3);
+                text_len, (long long)n, dt * 1e3, dt > 0 ? (double)text_len / dt / 1e6 : 0.0,
+                (t1 - t0) * 1e3);
     }
     if (fflush(stdout) != 0) status = 1;
     realm_free(ids);
@@ -263,7 +266,8 @@ int cmd_tokenize(int argc, char **argv) {
 /* Parses ids separated by spaces, commas or newlines into *ids; returns the count or -1. */
 static int64_t parse_ids(const char *s, int32_t **ids, int64_t *cap, int64_t n) {
     while (*s) {
-        while (*s == ' ' || *s == ',' || *s == '\n' || *s == '\t' || *s == '\r') s++;
+        while (*s == ' ' || *s == ',' || *s == '\n' || *s == '\t' || *s == '\r')
+            s++;
         if (!*s) break;
         char *e;
         errno = 0;

@@ -13,11 +13,12 @@
  *   q, k, v = xb Wq, xb Wk, xb Wv (+ bias)           split by heads; the same thread then applies
  *   [QK-norm], RoPE, q *= scale, K/V → cache (f16)   its heads' QK-norm, RoPE and cache writes
  *   ---- barrier
- *   att = softmax(q K^T) V  per (row, head)          units claimed from an atomic counter
- *   ---- barrier
+ *   att = softmax(q K^T * scale) V                   per (block of <= 8 rows of a session, head),
+ *                                                    units claimed from an atomic counter
+ *   ---- barrier  (last layer: only the rows that want logits go on)
  *   x += [post_norm](att Wo)                         split by output rows
  *   ---- barrier
- *   h = act(xb Wgate) * (xb Wup), xb = rmsnorm(x)    split by FFN rows
+ *   xb = rmsnorm(x) * ffn_norm; h = act(xb Wgate) * (xb Wup)      split by FFN rows
  *   ---- barrier
  *   x += [post_norm](h Wdown)                        split by output rows
  *   ---- barrier
@@ -42,7 +43,7 @@
 #define PRIVATE_ROWS 4 /* up to this many rows, each thread prepares activations itself */
 #define ACT_SLOTS 3    /* distinct activation formats one step may need (q, k, v weights) */
 #define LOGIT_TILE 64  /* vocabulary rows per output tile when several rows want logits */
-#define ATT_TILE 64    /* keys per online-softmax tile */
+#define ATT_BLOCK 8    /* rows of one session that share an attention unit (prefill) */
 #define MAX_BATCH (1 << 16)
 
 /* Activation rows ready for projections, in up to ACT_SLOTS formats. */
@@ -54,10 +55,12 @@ struct act {
 };
 
 struct thread_buf {
-    float *xb;                 /* (PRIVATE_ROWS, max_k) normalised rows, private preparation */
-    void *act[ACT_SLOTS];      /* (PRIVATE_ROWS, act_row_max) quantized rows */
-    float *logits;             /* (max_batch, LOGIT_TILE) output tile */
-    float *scores;             /* (ATT_TILE) attention scores */
+    float *xb;            /* (PRIVATE_ROWS, max_k) normalised rows, private preparation */
+    void *act[ACT_SLOTS]; /* (PRIVATE_ROWS, act_row_max) quantized rows */
+    float *logits;        /* (max_batch, LOGIT_TILE) output tile */
+    float *scores;        /* (ATT_BLOCK, n_ctx_train) attention scores of one unit */
+    float *q;             /* (ATT_BLOCK, head_dim) the queries of one unit */
+    float *kbuf;          /* (head_dim) one key in f32 */
 };
 
 struct realm_engine {
@@ -66,29 +69,32 @@ struct realm_engine {
     struct realm_threadpool *pool;
     int nth;
     int32_t max_batch;
-    int64_t max_k;        /* widest activation row: max(n_embd, q_dim, n_ff) */
-    int64_t qkv_dim;      /* q_dim + 2 kv_dim */
-    size_t act_row_max;   /* bytes of the widest quantized activation row */
+    int64_t max_k;      /* widest activation row: max(n_embd, q_dim, n_ff) */
+    int64_t qkv_dim;    /* q_dim + 2 kv_dim */
+    size_t act_row_max; /* bytes of the widest quantized activation row */
 
-    float *x;             /* (max_batch, n_embd) residual stream */
-    float *xb;            /* (max_batch, max_k) normalised rows, shared preparation */
-    float *qkv;           /* (max_batch, q_dim + 2 kv_dim) q | k | v per row */
-    float *att;           /* (max_batch, q_dim) attention output */
-    float *tmp;           /* (max_batch, n_embd) projection output before the residual add */
-    float *hb;            /* (max_batch, n_ff) FFN gate, then the gated activation */
-    float *hb2;           /* (max_batch, n_ff) FFN up */
-    void *act[ACT_SLOTS]; /* (max_batch, act_row_max) quantized rows, shared preparation */
-    float *rope;          /* (max_batch, n_rope_tables, n_rot/2, 2) cos, sin per row */
-    int32_t *pos;         /* (max_batch) position of each row in its session */
-    int32_t *out_rows;    /* (max_batch) indices of the rows that want logits */
+    float *x;                    /* (max_batch, n_embd) residual stream */
+    float *xb;                   /* (max_batch, max_k) normalised rows, shared preparation */
+    float *qkv;                  /* (max_batch, q_dim + 2 kv_dim) q | k | v per row */
+    float *att;                  /* (max_batch, q_dim) attention output */
+    float *tmp;                  /* (max_batch, n_embd) projection output before the residual add */
+    float *hb;                   /* (max_batch, n_ff) FFN gate, then the gated activation */
+    float *hb2;                  /* (max_batch, n_ff) FFN up */
+    void *act[ACT_SLOTS];        /* (max_batch, act_row_max) quantized rows, shared preparation */
+    float *rope;                 /* (max_batch, n_rope_tables, n_rot/2, 2) cos, sin per row */
+    int32_t *pos;                /* (max_batch) position of each row in its session */
+    int32_t *out_rows;           /* (max_batch) indices of the rows that want logits */
+    int32_t *blk_b0;             /* (max_batch) attention blocks: first row ... */
+    int32_t *blk_n;              /* (max_batch) ... and row count (<= ATT_BLOCK, one session) */
     struct realm_session **runs; /* (max_batch) sessions seen, for validation */
-    struct thread_buf *tb; /* (nth) */
-    _Atomic int *attn_next; /* (n_layer) next attention unit to claim */
+    struct thread_buf *tb;       /* (nth) */
+    _Atomic int *attn_next;      /* (n_layer) next attention unit to claim */
 
     /* the call in progress */
     const struct realm_batch_row *rows;
     int32_t n_rows;
     int32_t n_out;
+    int32_t n_blk;
 };
 
 /* ---- helpers ---- */
@@ -126,26 +132,28 @@ static inline void kv_store(const struct model_kernels *K, const struct realm_se
 }
 
 static inline void add_vec(float *y, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
 }
 
-/* Makes n rows of src (row i = src[(idx ? idx[i] : i) * stride], k wide) ready for the weights
+/* Makes n rows of src (row i at src + i * stride, k wide) ready for the weights
  * ws[0..nw): RMSNorm'ed with `norm` if not NULL, then quantized into each distinct vec_dot_type
  * (f32 activations are used in place). Few rows: every thread prepares all rows privately and
  * no barrier is needed; many rows: rows are split across threads, then a barrier. */
-static void prep(struct realm_engine *e, int ith, int nth, const float *src, int64_t stride, int32_t n,
-                 const int32_t *idx, int64_t k, const float *norm,
-                 const struct model_weight *const *ws, int nw, struct act *a) {
+static void prep(struct realm_engine *e, int ith, int nth, const float *src, int64_t stride,
+                 int32_t n, int64_t k, const float *norm, const struct model_weight *const *ws,
+                 int nw, struct act *a) {
     const bool priv = n <= PRIVATE_ROWS;
     float *xb = priv ? e->tb[ith].xb : e->xb;
     void *const *slots = priv ? e->tb[ith].act : e->act;
-    const bool copy = norm || idx; /* float rows live in xb (compact) rather than in src */
+    const bool copy = norm != NULL; /* float rows live in xb (compact) rather than in src */
     const struct realm_quant_ops *qops[ACT_SLOTS];
     a->n = 0;
     for (int i = 0; i < nw; i++) {
         const uint32_t t = ws[i]->ops->vec_dot_type;
         int j = 0;
-        while (j < a->n && a->type[j] != t) j++;
+        while (j < a->n && a->type[j] != t)
+            j++;
         if (j < a->n) continue;
         a->type[j] = t;
         if (t == REALM_TYPE_F32) {
@@ -162,12 +170,9 @@ static void prep(struct realm_engine *e, int ith, int nth, const float *src, int
     int64_t r0 = 0, r1 = n;
     if (!priv) realm_split(n, ith, nth, 1, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
-        const float *s = src + (idx ? idx[r] : r) * stride;
+        const float *s = src + r * stride;
         float *d = xb + r * k;
-        if (norm)
-            model_rmsnorm(d, s, norm, k, e->m->cfg.norm_eps);
-        else if (idx)
-            memcpy(d, s, (size_t)k * sizeof(float));
+        if (norm) model_rmsnorm(d, s, norm, k, e->m->cfg.norm_eps);
         const float *f = copy ? d : s;
         for (int j = 0; j < a->n; j++)
             if (qops[j]) qops[j]->quantize_row(f, (char *)slots[j] + r * a->row_bytes[j], k);
@@ -176,22 +181,23 @@ static void prep(struct realm_engine *e, int ith, int nth, const float *src, int
 }
 
 /* out[b * out_stride + r] = W row r · activation row b, for r in [r0, r1), b in [0, n). */
-static void matmul(const struct model_weight *w, int64_t r0, int64_t r1, const struct act *a, int32_t n,
-                   float *out, int64_t out_stride) {
+static void matmul(const struct model_weight *w, int64_t r0, int64_t r1, const struct act *a,
+                   int32_t n, float *out, int64_t out_stride) {
     if (r1 <= r0 || n <= 0) return;
     int j = 0;
-    while (a->type[j] != w->ops->vec_dot_type) j++; /* prep() was given this weight */
-    realm_quant_matmul(w->ops, w->data, w->row_bytes, w->k, r0, r1, a->data[j], a->row_bytes[j], n, out,
-                       out_stride);
+    while (a->type[j] != w->ops->vec_dot_type)
+        j++; /* prep() was given this weight */
+    realm_quant_matmul(w->ops, w->data, w->row_bytes, w->k, r0, r1, a->data[j], a->row_bytes[j], n,
+                       out, out_stride);
 }
 
 /* x += [rmsnorm(.) * post_norm](a W + bias): this thread computes output rows [r0, r1). Without a
  * post-norm the residual add is done by the same thread; with one (gemma3) it needs complete
  * rows, so it runs after a barrier, split by batch rows. Ends with a barrier. */
-static void residual_proj(struct realm_engine *e, int ith, int nth, const struct model_weight *w,
-                          const struct act *a, const float *bias, const float *post_norm) {
+static void residual_proj(struct realm_engine *e, int ith, int nth, int32_t n,
+                          const struct model_weight *w, const struct act *a, const float *bias,
+                          const float *post_norm) {
     const int64_t E = e->m->cfg.n_embd;
-    const int32_t n = e->n_rows;
     int64_t r0, r1;
     realm_split(E, ith, nth, 16, &r0, &r1);
     matmul(w, r0, r1, a, n, e->tmp, E);
@@ -199,15 +205,18 @@ static void residual_proj(struct realm_engine *e, int ith, int nth, const struct
         for (int64_t b = 0; b < n; b++) {
             float *x = e->x + b * E, *t = e->tmp + b * E;
             if (bias)
-                for (int64_t r = r0; r < r1; r++) x[r] += t[r] + bias[r];
+                for (int64_t r = r0; r < r1; r++)
+                    x[r] += t[r] + bias[r];
             else
-                for (int64_t r = r0; r < r1; r++) x[r] += t[r];
+                for (int64_t r = r0; r < r1; r++)
+                    x[r] += t[r];
         }
         realm_threadpool_barrier(e->pool);
         return;
     }
     if (bias)
-        for (int64_t b = 0; b < n; b++) add_vec(e->tmp + b * E + r0, bias + r0, r1 - r0);
+        for (int64_t b = 0; b < n; b++)
+            add_vec(e->tmp + b * E + r0, bias + r0, r1 - r0);
     realm_threadpool_barrier(e->pool);
     int64_t b0, b1;
     realm_split(n, ith, nth, 1, &b0, &b1);
@@ -219,51 +228,79 @@ static void residual_proj(struct realm_engine *e, int ith, int nth, const struct
     realm_threadpool_barrier(e->pool);
 }
 
-/* Attention of row b, query head h over its session's keys [start, pos] (online softmax over
- * tiles of keys, so no buffer proportional to the context is needed). q is pre-scaled. */
-static void attend(struct realm_engine *e, int il, bool swa, int32_t b, int32_t h, float *scores) {
+/* Attention of one unit: query head h of the rows [b0, b0 + nb) — consecutive positions of one
+ * session — over the keys each row may see ([start, pos]: causal, sliding window on swa layers).
+ *
+ * Numerics with an f16 cache follow llama.cpp's default (non flash-attention) path, because logits
+ * parity depends on them: q rounded to f16, s = (q · k) * kq_scale in f32, softmax in f32 (sum in
+ * double), probabilities rounded to f16, values accumulated in f32. An f32 cache keeps q and the
+ * probabilities in f32.
+ *
+ * A block of rows converts each key once and meets all its queries (dot_many over the queries);
+ * a single row (decode) runs dot_many over the keys. Both sum every dot in the same order, and the
+ * softmax and value sums are per row, so a row's output does not depend on how rows are grouped.
+ * Scratch: `scores` (ATT_BLOCK x n_ctx), `qbuf` (ATT_BLOCK x head_dim), `kbuf` (head_dim). */
+static void attend(struct realm_engine *e, int il, bool swa, int32_t b0, int32_t nb, int32_t h,
+                   struct thread_buf *tb) {
     const struct realm_model *m = e->m;
     const struct model_kernels *K = e->kern;
-    const int64_t HD = m->cfg.head_dim;
-    const int32_t kvh = h / (m->cfg.n_head / m->cfg.n_head_kv);
-    const struct realm_session *s = e->rows[b].session;
-    const int32_t p = e->pos[b];
-    int32_t start = 0;
-    if (swa && p >= m->cfg.sliding_window) start = p - m->cfg.sliding_window + 1; /* p - j < n_swa */
-    const float *q = e->qkv + b * e->qkv_dim + h * HD;
-    float *out = e->att + b * m->q_dim + h * HD;
-    memset(out, 0, (size_t)HD * sizeof(float));
-    const bool f32 = s->kv_type == REALM_KV_F32;
-    float mx = -INFINITY, l = 0.0f;
-    for (int32_t t0 = start; t0 <= p; t0 += ATT_TILE) {
-        const int32_t nt = (p + 1 - t0) < ATT_TILE ? (p + 1 - t0) : ATT_TILE;
-        float tmax = -INFINITY;
-        for (int32_t j = 0; j < nt; j++) {
-            const void *kr = model_kv_k(s, il, t0 + j);
-            scores[j] = f32 ? K->dot_f32(q, (const float *)kr + kvh * HD, HD)
-                            : K->dot_f16(q, (const uint16_t *)kr + kvh * HD, HD);
-            if (scores[j] > tmax) tmax = scores[j];
-        }
-        if (tmax > mx) { /* rescale what was accumulated under the old maximum */
-            const float corr = mx == -INFINITY ? 0.0f : expf(mx - tmax);
-            if (l > 0.0f) K->scale(out, corr, HD);
-            l *= corr;
-            mx = tmax;
-        }
-        l += K->exp_sum(scores, nt, mx);
-        for (int32_t j = 0; j < nt; j++) {
-            const void *vr = model_kv_v(s, il, t0 + j);
-            if (f32)
-                K->axpy_f32(out, scores[j], (const float *)vr + kvh * HD, HD);
+    const int64_t HD = m->cfg.head_dim, kv_stride = m->kv_dim;
+    const int64_t koff =
+        (int64_t)(h / (m->cfg.n_head / m->cfg.n_head_kv)) * HD; /* kv head offset */
+    const struct realm_session *s = e->rows[b0].session;
+    const bool f16 = s->kv_type == REALM_KV_F16;
+    const int32_t window = swa ? m->cfg.sliding_window : 0;
+#define ROW_START(p) (window > 0 && (p) >= window ? (p) - window + 1 : 0) /* p - j < n_swa */
+    const int32_t p0 = e->pos[b0], p_last = e->pos[b0 + nb - 1], k0 = ROW_START(p0);
+    const int64_t n_keys = p_last + 1 - k0;
+    float *q = tb->q;
+    for (int32_t i = 0; i < nb; i++) {
+        memcpy(q + i * HD, e->qkv + (b0 + i) * e->qkv_dim + h * HD, (size_t)HD * sizeof(float));
+        if (f16) K->round_f16(q + i * HD, HD);
+    }
+    /* keys and values of this kv head, position j at row j: contiguous with stride kv_dim in this
+     * cache layout (the paged pool will hand out runs of rows instead) */
+    const char *krows = (const char *)model_kv_k(s, il, 0) + (size_t)koff * (f16 ? 2 : 4);
+    const char *vrows = (const char *)model_kv_v(s, il, 0) + (size_t)koff * (f16 ? 2 : 4);
+    const size_t elt = f16 ? 2 : 4;
+
+    /* 1. scores S[i][j - k0] = q_i · k_j */
+    float *S = tb->scores; /* (nb, n_keys) */
+    if (nb == 1) {
+        K->dot_many(q, krows + (size_t)k0 * kv_stride * elt, kv_stride, f16, (int)n_keys, HD, S);
+    } else {
+        float *kf = tb->kbuf, col[ATT_BLOCK];
+        for (int64_t j = 0; j < n_keys; j++) {
+            const char *kr = krows + (size_t)(k0 + j) * kv_stride * elt;
+            if (f16)
+                K->f16_to_f32((const uint16_t *)kr, kf, HD);
             else
-                K->axpy_f16(out, scores[j], (const uint16_t *)vr + kvh * HD, HD);
+                memcpy(kf, kr, (size_t)HD * sizeof(float));
+            K->dot_many(kf, q, HD, false, nb, HD, col);
+            for (int32_t i = 0; i < nb; i++)
+                S[i * n_keys + j] = col[i];
         }
     }
-    K->scale(out, 1.0f / l, HD);
+    /* 2. per row: softmax over its own keys, then the weighted sum of their values */
+    for (int32_t i = 0; i < nb; i++) {
+        const int32_t p = p0 + i, st = ROW_START(p);
+        const int64_t n = p + 1 - st;
+        float *sr = S + i * n_keys + (st - k0);
+        K->scale(sr, m->kq_scale, n);
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n; j++)
+            mx = sr[j] > mx ? sr[j] : mx;
+        K->scale(sr, (float)(1.0 / K->exp_sum(sr, n, mx)), n);
+        if (f16) K->round_f16(sr, n);
+        K->wsum_rows(e->att + (b0 + i) * m->q_dim + h * HD, sr,
+                     vrows + (size_t)st * kv_stride * elt, kv_stride, f16, (int)n, HD);
+    }
+#undef ROW_START
 }
 
 static void softcap(float *y, int64_t n, float c) {
-    for (int64_t i = 0; i < n; i++) y[i] = c * tanhf(y[i] / c);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = c * tanhf(y[i] / c);
 }
 
 /* ---- the forward pass (runs on every thread of the pool) ---- */
@@ -273,7 +310,8 @@ static void forward_worker(void *arg, int ith, int nth) {
     const struct realm_model *m = e->m;
     const struct realm_model_config *c = &m->cfg;
     const struct model_kernels *K = e->kern;
-    const int32_t n = e->n_rows;
+    int32_t n =
+        e->n_rows; /* rows still computed: all, then in the last layer only those with logits */
     const int64_t E = c->n_embd, HD = c->head_dim, Q = m->q_dim, KV = m->kv_dim, F = c->n_ff;
     const int64_t QKV = e->qkv_dim, HQ = c->n_head, HK = c->n_head_kv, half = m->n_rot / 2;
     struct act a;
@@ -284,8 +322,8 @@ static void forward_worker(void *arg, int ith, int nth) {
     realm_split(n, ith, nth, 1, &r0, &r1);
     for (int64_t b = r0; b < r1; b++) {
         const int32_t tok = e->rows[b].token;
-        m->tok_embd.ops->dequantize_row((const char *)m->tok_embd.data + (size_t)tok * m->tok_embd.row_bytes,
-                                        e->x + b * E, E);
+        m->tok_embd.ops->dequantize_row(
+            (const char *)m->tok_embd.data + (size_t)tok * m->tok_embd.row_bytes, e->x + b * E, E);
         if (m->embd_scale != 1.0f) K->scale(e->x + b * E, m->embd_scale, E);
         for (int t = 0; t < m->n_rope_tables; t++) {
             float *cs = rope_row(e, b, t);
@@ -303,7 +341,7 @@ static void forward_worker(void *arg, int ith, int nth) {
 
         /* 2. attention norm, activations for Wq, Wk, Wv */
         const struct model_weight *wqkv[3] = {&L->wq, &L->wk, &L->wv};
-        prep(e, ith, nth, e->x, E, n, NULL, E, L->attn_norm, wqkv, 3, &a);
+        prep(e, ith, nth, e->x, E, n, E, L->attn_norm, wqkv, 3, &a);
 
         /* 3. q, k, v projections split by heads: unit u < HQ is query head u, then the HK key
          *    heads, then the HK value heads (their rows sit in that order in qkv). */
@@ -311,7 +349,8 @@ static void forward_worker(void *arg, int ith, int nth) {
         realm_split(HQ + 2 * HK, ith, nth, 1, &u0, &u1);
 #define CLAMP(v, lo, hi) ((v) < (lo) ? (lo) : (v) > (hi) ? (hi) : (v))
         matmul(&L->wq, CLAMP(u0, 0, HQ) * HD, CLAMP(u1, 0, HQ) * HD, &a, n, e->qkv, QKV);
-        matmul(&L->wk, CLAMP(u0 - HQ, 0, HK) * HD, CLAMP(u1 - HQ, 0, HK) * HD, &a, n, e->qkv + Q, QKV);
+        matmul(&L->wk, CLAMP(u0 - HQ, 0, HK) * HD, CLAMP(u1 - HQ, 0, HK) * HD, &a, n, e->qkv + Q,
+               QKV);
         matmul(&L->wv, CLAMP(u0 - HQ - HK, 0, HK) * HD, CLAMP(u1 - HQ - HK, 0, HK) * HD, &a, n,
                e->qkv + Q + KV, QKV);
 #undef CLAMP
@@ -326,7 +365,7 @@ static void forward_worker(void *arg, int ith, int nth) {
                     if (L->bq) add_vec(v, L->bq + u * HD, HD);
                     if (L->q_norm) model_rmsnorm(v, v, L->q_norm, HD, c->norm_eps);
                     rope_apply(m, v, cs);
-                    K->scale(v, m->attn_scale, HD);
+                    if (m->q_scale != 1.0f) K->scale(v, m->q_scale, HD);
                 } else if (u < HQ + HK) {
                     const int64_t h = u - HQ;
                     if (L->bk) add_vec(v, L->bk + h * HD, HD);
@@ -342,23 +381,40 @@ static void forward_worker(void *arg, int ith, int nth) {
         }
         realm_threadpool_barrier(e->pool);
 
-        /* 4. attention per (row, query head), units claimed dynamically: later rows of a
-         *    prefill attend to more keys, so a static split would be unbalanced */
+        /* 4. attention per (block of rows, query head), units claimed dynamically: later rows of
+         *    a prefill attend to more keys, so a static split would be unbalanced */
         for (;;) {
             const int u = atomic_fetch_add_explicit(&e->attn_next[il], 1, memory_order_relaxed);
-            if (u >= n * HQ) break;
-            attend(e, il, L->swa, u / (int32_t)HQ, u % (int32_t)HQ, e->tb[ith].scores);
+            if (u >= e->n_blk * HQ) break;
+            const int32_t blk = u / (int32_t)HQ;
+            attend(e, il, L->swa, e->blk_b0[blk], e->blk_n[blk], u % (int32_t)HQ, &e->tb[ith]);
         }
         realm_threadpool_barrier(e->pool);
 
+        /* 4b. last layer: every key and value is in the cache now, and only the rows that want
+         *     logits go on (llama.cpp's inp_out_ids): move them to the front (row j <- out_rows[j],
+         *     increasing, so one thread can copy in place) */
+        if (il == c->n_layer - 1 && e->n_out < n) {
+            if (ith == 0)
+                for (int32_t j = 0; j < e->n_out; j++) {
+                    const int32_t src = e->out_rows[j];
+                    if (src == j) continue;
+                    memcpy(e->att + j * Q, e->att + (int64_t)src * Q, (size_t)Q * sizeof(float));
+                    memcpy(e->x + j * E, e->x + (int64_t)src * E, (size_t)E * sizeof(float));
+                }
+            n = e->n_out;
+            if (n == 0) return;
+            realm_threadpool_barrier(e->pool);
+        }
+
         /* 5. output projection and residual: x += [post_attn_norm](att Wo + bo) */
         const struct model_weight *wo[1] = {&L->wo};
-        prep(e, ith, nth, e->att, Q, n, NULL, Q, NULL, wo, 1, &a);
-        residual_proj(e, ith, nth, &L->wo, &a, L->bo, L->post_attn_norm);
+        prep(e, ith, nth, e->att, Q, n, Q, NULL, wo, 1, &a);
+        residual_proj(e, ith, nth, n, &L->wo, &a, L->bo, L->post_attn_norm);
 
         /* 6. FFN: hb = act(xb Wgate) * (xb Wup), split by FFN rows; SiLU, or GELU for gemma3 */
         const struct model_weight *wgu[2] = {&L->w_gate, &L->w_up};
-        prep(e, ith, nth, e->x, E, n, NULL, E, L->ffn_norm, wgu, 2, &a);
+        prep(e, ith, nth, e->x, E, n, E, L->ffn_norm, wgu, 2, &a);
         realm_split(F, ith, nth, 16, &r0, &r1);
         matmul(&L->w_gate, r0, r1, &a, n, e->hb, F);
         matmul(&L->w_up, r0, r1, &a, n, e->hb2, F);
@@ -372,15 +428,16 @@ static void forward_worker(void *arg, int ith, int nth) {
 
         /* 7. down projection and residual: x += [post_ffn_norm](hb Wdown) */
         const struct model_weight *wd[1] = {&L->w_down};
-        prep(e, ith, nth, e->hb, F, n, NULL, F, NULL, wd, 1, &a);
-        residual_proj(e, ith, nth, &L->w_down, &a, NULL, L->post_ffn_norm);
+        prep(e, ith, nth, e->hb, F, n, F, NULL, wd, 1, &a);
+        residual_proj(e, ith, nth, n, &L->w_down, &a, NULL, L->post_ffn_norm);
     }
 
-    /* 8. final norm and classifier, only for the rows that want logits; split by vocab rows */
+    /* 8. final norm and classifier for the rows that want logits (now rows 0..n_out-1); split by
+     *    vocabulary rows */
     const int32_t n_out = e->n_out;
     if (n_out == 0) return;
     const struct model_weight *wout[1] = {&m->output};
-    prep(e, ith, nth, e->x, E, n_out, e->out_rows, E, m->output_norm, wout, 1, &a);
+    prep(e, ith, nth, e->x, E, n_out, E, m->output_norm, wout, 1, &a);
     realm_split(c->n_vocab, ith, nth, 64, &r0, &r1);
     if (n_out == 1) {
         float *lg = e->rows[e->out_rows[0]].logits;
@@ -416,11 +473,12 @@ static void max_act(size_t *mx, const struct model_weight *w) {
     if (rb > *mx) *mx = rb;
 }
 
-int realm_engine_new(const struct realm_model *m, int n_threads, int32_t max_batch, struct realm_engine **out,
-                     struct realm_err *err) {
+int realm_engine_new(const struct realm_model *m, int n_threads, int32_t max_batch,
+                     struct realm_engine **out, struct realm_err *err) {
     if (!m || !out) return realm_err_set(err, REALM_E_INVALID, "engine: NULL argument");
     if (max_batch < 1 || max_batch > MAX_BATCH)
-        return realm_err_set(err, REALM_E_INVALID, "engine: max_batch %d, expected 1..%d", max_batch, MAX_BATCH);
+        return realm_err_set(err, REALM_E_INVALID, "engine: max_batch %d, expected 1..%d",
+                             max_batch, MAX_BATCH);
     const struct realm_model_config *c = &m->cfg;
     struct realm_engine *e = realm_calloc(1, sizeof *e);
     if (!e) return realm_err_set(err, REALM_E_NOMEM, "engine: out of memory");
@@ -461,10 +519,13 @@ int realm_engine_new(const struct realm_model *m, int n_threads, int32_t max_bat
     e->rope = alloc_f((size_t)(B * m->n_rope_tables * m->n_rot), &fail);
     e->pos = realm_malloc((size_t)B * sizeof(int32_t));
     e->out_rows = realm_malloc((size_t)B * sizeof(int32_t));
+    e->blk_b0 = realm_malloc((size_t)B * sizeof(int32_t));
+    e->blk_n = realm_malloc((size_t)B * sizeof(int32_t));
     e->runs = realm_malloc((size_t)B * sizeof(*e->runs));
     e->attn_next = realm_malloc((size_t)c->n_layer * sizeof(*e->attn_next));
     e->tb = realm_calloc((size_t)e->nth, sizeof *e->tb);
-    if (!e->pos || !e->out_rows || !e->runs || !e->attn_next || !e->tb) fail = 1;
+    if (!e->pos || !e->out_rows || !e->blk_b0 || !e->blk_n || !e->runs || !e->attn_next || !e->tb)
+        fail = 1;
     for (int t = 0; !fail && t < e->nth; t++) {
         struct thread_buf *tb = &e->tb[t];
         tb->xb = alloc_f((size_t)(PRIVATE_ROWS * e->max_k), &fail);
@@ -473,11 +534,14 @@ int realm_engine_new(const struct realm_model *m, int n_threads, int32_t max_bat
             if (!tb->act[j]) fail = 1;
         }
         tb->logits = alloc_f((size_t)(B * LOGIT_TILE), &fail);
-        tb->scores = alloc_f(ATT_TILE, &fail);
+        tb->scores = alloc_f((size_t)ATT_BLOCK * (size_t)c->n_ctx_train, &fail);
+        tb->q = alloc_f((size_t)(ATT_BLOCK * c->head_dim), &fail);
+        tb->kbuf = alloc_f((size_t)c->head_dim, &fail);
     }
     if (fail) {
         realm_engine_free(e);
-        return realm_err_set(err, REALM_E_NOMEM, "engine: scratch for %d rows: out of memory", max_batch);
+        return realm_err_set(err, REALM_E_NOMEM, "engine: scratch for %d rows: out of memory",
+                             max_batch);
     }
     *out = e;
     return REALM_OK;
@@ -489,9 +553,12 @@ void realm_engine_free(struct realm_engine *e) {
     if (e->tb)
         for (int t = 0; t < e->nth; t++) {
             realm_free_aligned(e->tb[t].xb);
-            for (int j = 0; j < ACT_SLOTS; j++) realm_free_aligned(e->tb[t].act[j]);
+            for (int j = 0; j < ACT_SLOTS; j++)
+                realm_free_aligned(e->tb[t].act[j]);
             realm_free_aligned(e->tb[t].logits);
             realm_free_aligned(e->tb[t].scores);
+            realm_free_aligned(e->tb[t].q);
+            realm_free_aligned(e->tb[t].kbuf);
         }
     realm_free(e->tb);
     realm_free_aligned(e->x);
@@ -501,13 +568,20 @@ void realm_engine_free(struct realm_engine *e) {
     realm_free_aligned(e->tmp);
     realm_free_aligned(e->hb);
     realm_free_aligned(e->hb2);
-    for (int j = 0; j < ACT_SLOTS; j++) realm_free_aligned(e->act[j]);
+    for (int j = 0; j < ACT_SLOTS; j++)
+        realm_free_aligned(e->act[j]);
     realm_free_aligned(e->rope);
     realm_free(e->pos);
     realm_free(e->out_rows);
+    realm_free(e->blk_b0);
+    realm_free(e->blk_n);
     realm_free(e->runs);
     realm_free(e->attn_next);
     realm_free(e);
+}
+
+int realm_engine_n_threads(const struct realm_engine *e) {
+    return e->nth;
 }
 
 int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *rows, int32_t n_rows,
@@ -515,32 +589,40 @@ int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *r
     const struct realm_model *m = e->m;
     if (n_rows == 0) return REALM_OK;
     if (!rows || n_rows < 0 || n_rows > e->max_batch)
-        return realm_err_set(err, REALM_E_INVALID, "engine: %d rows, expected 1..%d", n_rows, e->max_batch);
+        return realm_err_set(err, REALM_E_INVALID, "engine: %d rows, expected 1..%d", n_rows,
+                             e->max_batch);
 
     /* Validate everything before touching any session: the call fails as a whole. */
-    int32_t n_runs = 0, n_out = 0, run_start = 0;
+    int32_t n_runs = 0, n_out = 0, run_start = 0, n_blk = 0;
     for (int32_t i = 0; i < n_rows; i++) {
         struct realm_session *s = rows[i].session;
         if (!s || s->m != m)
             return realm_err_set(err, REALM_E_INVALID, "engine: row %d: session %s", i,
                                  s ? "belongs to another model" : "is NULL");
         if (rows[i].token < 0 || rows[i].token >= m->cfg.n_vocab)
-            return realm_err_set(err, REALM_E_INVALID, "engine: row %d: token %d, expected 0..%d", i,
-                                 rows[i].token, m->cfg.n_vocab - 1);
+            return realm_err_set(err, REALM_E_INVALID, "engine: row %d: token %d, expected 0..%d",
+                                 i, rows[i].token, m->cfg.n_vocab - 1);
         if (i == 0 || rows[i - 1].session != s) {
             for (int32_t r = 0; r < n_runs; r++)
                 if (e->runs[r] == s)
                     return realm_err_set(err, REALM_E_INVALID,
-                                         "engine: row %d: rows of one session must be consecutive", i);
+                                         "engine: row %d: rows of one session must be consecutive",
+                                         i);
             e->runs[n_runs++] = s;
             run_start = i;
         }
+        if (i == run_start || e->blk_n[n_blk - 1] == ATT_BLOCK) { /* a new attention block */
+            e->blk_b0[n_blk] = i;
+            e->blk_n[n_blk++] = 0;
+        }
+        e->blk_n[n_blk - 1]++;
         const int64_t p = (int64_t)s->len + (i - run_start);
         if (p >= s->n_ctx)
-            return realm_err_set(err, REALM_E_CONTEXT_FULL,
-                                 "engine: row %d: session holds %d tokens, adding %d more exceeds its "
-                                 "context of %d",
-                                 i, s->len, i - run_start + 1, s->n_ctx);
+            return realm_err_set(
+                err, REALM_E_CONTEXT_FULL,
+                "engine: row %d: session holds %d tokens, adding %d more exceeds its "
+                "context of %d",
+                i, s->len, i - run_start + 1, s->n_ctx);
         e->pos[i] = (int32_t)p;
         if (rows[i].logits) e->out_rows[n_out++] = i;
     }
@@ -548,9 +630,12 @@ int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *r
     e->rows = rows;
     e->n_rows = n_rows;
     e->n_out = n_out;
-    for (int il = 0; il < m->cfg.n_layer; il++) atomic_store_explicit(&e->attn_next[il], 0, memory_order_relaxed);
+    e->n_blk = n_blk;
+    for (int il = 0; il < m->cfg.n_layer; il++)
+        atomic_store_explicit(&e->attn_next[il], 0, memory_order_relaxed);
     realm_threadpool_run(e->pool, forward_worker, e);
-    for (int32_t i = 0; i < n_rows; i++) rows[i].session->len = e->pos[i] + 1;
+    for (int32_t i = 0; i < n_rows; i++)
+        rows[i].session->len = e->pos[i] + 1;
     e->rows = NULL;
     return REALM_OK;
 }

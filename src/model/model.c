@@ -68,18 +68,21 @@ static int get_u32(const struct loader *L, const char *suffix, bool required, ui
             *out = first;
             return REALM_OK;
         }
-        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: %s value, expected a u32", key,
-                             realm_gguf_vtype_name(realm_gguf_kv_type(L->g, realm_gguf_find_key(L->g, key))));
+        return realm_err_set(
+            L->err, REALM_E_FORMAT, "model: %s: %s value, expected a u32", key,
+            realm_gguf_vtype_name(realm_gguf_kv_type(L->g, realm_gguf_find_key(L->g, key))));
     }
     return REALM_OK;
 }
 
-static int get_f32(const struct loader *L, const char *suffix, bool required, float def, float *out) {
+static int get_f32(const struct loader *L, const char *suffix, bool required, float def,
+                   float *out) {
     char key[160];
     akey(L, suffix, key, sizeof key);
     if (realm_gguf_find_key(L->g, key) < 0) {
         if (required)
-            return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: missing, expected an f32", key);
+            return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: missing, expected an f32",
+                                 key);
         *out = def;
         return REALM_OK;
     }
@@ -88,10 +91,12 @@ static int get_f32(const struct loader *L, const char *suffix, bool required, fl
     return REALM_OK;
 }
 
-static int check_range(const struct loader *L, const char *what, int64_t v, int64_t lo, int64_t hi) {
+static int check_range(const struct loader *L, const char *what, int64_t v, int64_t lo,
+                       int64_t hi) {
     if (v < lo || v > hi)
-        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s.%s: %" PRId64 ", expected %" PRId64
-                             "..%" PRId64, L->arch, what, v, lo, hi);
+        return realm_err_set(L->err, REALM_E_FORMAT,
+                             "model: %s.%s: %" PRId64 ", expected %" PRId64 "..%" PRId64, L->arch,
+                             what, v, lo, hi);
     return REALM_OK;
 }
 
@@ -118,8 +123,9 @@ static int get_weight(const struct loader *L, const char *name, int64_t k, int64
     const struct realm_type_info *ti = realm_type_get(t->type);
     const struct realm_quant_ops *ops = realm_quant_ops(t->type);
     if (!ops || !ops->vec_dot || !ops->dequantize_row)
-        return realm_err_set(L->err, REALM_E_UNSUPPORTED, "model: tensor %s: type %s has no kernels",
-                             name, ti ? ti->name : "unknown");
+        return realm_err_set(L->err, REALM_E_UNSUPPORTED,
+                             "model: tensor %s: type %s has no kernels", name,
+                             ti ? ti->name : "unknown");
     const struct realm_quant_ops *act = realm_quant_ops(ops->vec_dot_type);
     if (!act || !act->quantize_row)
         return realm_err_set(L->err, REALM_E_UNSUPPORTED,
@@ -128,11 +134,13 @@ static int get_weight(const struct loader *L, const char *name, int64_t k, int64
     size_t rb = realm_type_row_size(t->type, k);
     if (rb == 0 || realm_type_row_size(ops->vec_dot_type, k) == 0)
         return realm_err_set(L->err, REALM_E_UNSUPPORTED,
-                             "model: tensor %s: row of %" PRId64 " not a multiple of the block size of %s",
+                             "model: tensor %s: row of %" PRId64
+                             " not a multiple of the block size of %s",
                              name, k, ti ? ti->name : "?");
     if ((uint64_t)rb * (uint64_t)rows > t->size)
-        return realm_err_set(L->err, REALM_E_FORMAT, "model: tensor %s: %zu bytes, expected %" PRIu64,
-                             name, t->size, (uint64_t)rb * (uint64_t)rows);
+        return realm_err_set(L->err, REALM_E_FORMAT,
+                             "model: tensor %s: %zu bytes, expected %" PRIu64, name, t->size,
+                             (uint64_t)rb * (uint64_t)rows);
     w->data = t->data;
     w->ops = ops;
     w->type = t->type;
@@ -154,7 +162,8 @@ static int get_vec(const struct loader *L, const char *name, int64_t n, bool req
     int64_t ne = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
     if (t->ne[0] != n || ne != n)
         return realm_err_set(L->err, REALM_E_FORMAT,
-                             "model: tensor %s: %" PRId64 " elements (ne0 %" PRId64 "), expected %" PRId64,
+                             "model: tensor %s: %" PRId64 " elements (ne0 %" PRId64
+                             "), expected %" PRId64,
                              name, ne, t->ne[0], n);
     if (t->type == REALM_TYPE_F32) {
         if (t->size < (size_t)n * 4 || ((uintptr_t)t->data & 3))
@@ -165,8 +174,8 @@ static int get_vec(const struct loader *L, const char *name, int64_t n, bool req
     const struct realm_quant_ops *ops = realm_quant_ops(t->type);
     if (!ops || !ops->dequantize_row || realm_type_row_size(t->type, n) == 0 ||
         realm_type_row_size(t->type, n) > t->size)
-        return realm_err_set(L->err, REALM_E_UNSUPPORTED, "model: tensor %s: type %u not usable for a vector",
-                             name, t->type);
+        return realm_err_set(L->err, REALM_E_UNSUPPORTED,
+                             "model: tensor %s: type %u not usable for a vector", name, t->type);
     struct realm_model *m = L->m;
     if (m->n_owned == m->cap_owned)
         return realm_err_set(L->err, REALM_E_INTERNAL, "model: too many converted vectors");
@@ -182,8 +191,8 @@ static int get_vec(const struct loader *L, const char *name, int64_t n, bool req
 
 /* freq[i] = freq_scale * base^(-2i/n_rot) / factor[i]: the angle per position of pair i (ggml_rope
  * with ext_factor 0: theta = freq_scale * pos * theta_scale^i, divided by the freq factor). */
-static int build_rope_table(struct realm_model *m, int t, float base, float scale, const float *factors,
-                            struct realm_err *err) {
+static int build_rope_table(struct realm_model *m, int t, float base, float scale,
+                            const float *factors, struct realm_err *err) {
     int64_t half = m->n_rot / 2;
     double *f = realm_malloc((size_t)half * sizeof(double));
     if (!f) return realm_err_set(err, REALM_E_NOMEM, "model: out of memory");
@@ -247,46 +256,54 @@ static int load_hparams(struct loader *L, struct realm_model *m) {
     c->n_head_kv = (int32_t)(u > 4096 ? 4097 : u);
     if ((rc = check_range(L, "attention.head_count_kv", c->n_head_kv, 1, c->n_head))) return rc;
     if (c->n_head % c->n_head_kv)
-        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: n_head %d not a multiple of n_head_kv %d",
-                             L->arch, c->n_head, c->n_head_kv);
+        return realm_err_set(L->err, REALM_E_FORMAT,
+                             "model: %s: n_head %d not a multiple of n_head_kv %d", L->arch,
+                             c->n_head, c->n_head_kv);
     /* llama.cpp: n_embd_head_k = key_length, default n_embd / n_head; same for values */
     uint32_t hk, hv;
     if (c->n_embd % c->n_head) { /* the default needs divisibility */
         char key[160];
         if (realm_gguf_find_key(L->g, akey(L, "attention.key_length", key, sizeof key)) < 0)
-            return realm_err_set(L->err, REALM_E_FORMAT,
-                                 "model: %s: n_embd %d not a multiple of n_head %d and no key_length",
-                                 L->arch, c->n_embd, c->n_head);
+            return realm_err_set(
+                L->err, REALM_E_FORMAT,
+                "model: %s: n_embd %d not a multiple of n_head %d and no key_length", L->arch,
+                c->n_embd, c->n_head);
     }
-    if ((rc = get_u32(L, "attention.key_length", false, (uint32_t)(c->n_embd / c->n_head), &hk))) return rc;
+    if ((rc = get_u32(L, "attention.key_length", false, (uint32_t)(c->n_embd / c->n_head), &hk)))
+        return rc;
     if ((rc = get_u32(L, "attention.value_length", false, hk, &hv))) return rc;
     if ((rc = check_range(L, "attention.key_length", hk, 2, 4096))) return rc;
     if (hk != hv)
         return realm_err_set(L->err, REALM_E_UNSUPPORTED,
-                             "model: %s: key_length %u != value_length %u, expected equal", L->arch, hk, hv);
-    if (hk % 2) return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: key_length %u is odd", L->arch, hk);
+                             "model: %s: key_length %u != value_length %u, expected equal", L->arch,
+                             hk, hv);
+    if (hk % 2)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: key_length %u is odd", L->arch,
+                             hk);
     c->head_dim = (int32_t)hk;
     if ((rc = get_f32(L, "attention.layer_norm_rms_epsilon", true, 0, &c->norm_eps))) return rc;
     if (!(c->norm_eps >= 0 && c->norm_eps < 1))
-        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: rms epsilon %g out of range", L->arch,
-                             (double)c->norm_eps);
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: rms epsilon %g out of range",
+                             L->arch, (double)c->norm_eps);
     /* llama.cpp: rope_freq_base default 10000; n_rot default n_embd_head_k */
     if ((rc = get_f32(L, "rope.freq_base", false, 10000.0f, &c->rope_freq_base))) return rc;
     if (!(c->rope_freq_base > 0))
-        return realm_err_set(L->err, REALM_E_FORMAT, "model: rope.freq_base %g", (double)c->rope_freq_base);
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: rope.freq_base %g",
+                             (double)c->rope_freq_base);
     if ((rc = get_u32(L, "rope.dimension_count", false, (uint32_t)c->head_dim, &u))) return rc;
     if (u > (uint32_t)c->head_dim || u % 2 || u == 0)
-        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s.rope.dimension_count: %u, expected even, <= %d",
-                             L->arch, u, c->head_dim);
+        return realm_err_set(L->err, REALM_E_FORMAT,
+                             "model: %s.rope.dimension_count: %u, expected even, <= %d", L->arch, u,
+                             c->head_dim);
     m->n_rot = (int32_t)u;
     if (c->arch == REALM_ARCH_LLAMA && m->n_rot != c->head_dim)
-        return realm_err_set(L->err, REALM_E_FORMAT, "model: llama: n_rot %d != head_dim %d", m->n_rot,
-                             c->head_dim);
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: llama: n_rot %d != head_dim %d",
+                             m->n_rot, c->head_dim);
     uint32_t n_expert;
     if ((rc = get_u32(L, "expert_count", false, 0, &n_expert))) return rc;
     if (n_expert > 0)
-        return realm_err_set(L->err, REALM_E_UNSUPPORTED, "model: %s: mixture of %u experts not supported",
-                             L->arch, n_expert);
+        return realm_err_set(L->err, REALM_E_UNSUPPORTED,
+                             "model: %s: mixture of %u experts not supported", L->arch, n_expert);
     c->rope_freq_base_local = c->rope_freq_base;
     c->sliding_window = 0;
     return REALM_OK;
@@ -304,13 +321,16 @@ static int rope_scale(struct loader *L, float *scale) {
     if (realm_gguf_get_str(L->g, akey(L, "rope.scaling.type", key, sizeof key), &s, &n)) {
         if (n == 4 && !memcmp(s, "none", 4)) return REALM_OK;
         if (!(n == 6 && !memcmp(s, "linear", 6)))
-            return realm_err_set(L->err, REALM_E_UNSUPPORTED, "model: rope scaling '%.*s' not supported",
-                                 (int)(n > 32 ? 32 : n), s);
+            return realm_err_set(L->err, REALM_E_UNSUPPORTED,
+                                 "model: rope scaling '%.*s' not supported", (int)(n > 32 ? 32 : n),
+                                 s);
     }
     if ((rc = get_f32(L, "rope.scaling.factor", false, 0.0f, &factor))) return rc;
     if (factor == 0.0f && (rc = get_f32(L, "rope.scale_linear", false, 0.0f, &factor))) return rc;
     if (factor != 0.0f && factor != 1.0f) {
-        if (!(factor > 0)) return realm_err_set(L->err, REALM_E_FORMAT, "model: rope scaling factor %g", (double)factor);
+        if (!(factor > 0))
+            return realm_err_set(L->err, REALM_E_FORMAT, "model: rope scaling factor %g",
+                                 (double)factor);
         *scale = 1.0f / factor;
     }
     return REALM_OK;
@@ -337,7 +357,8 @@ static int load_layer(struct loader *L, struct realm_model *m, int il) {
     if (gemma) {
         if ((rc = get_vec(L, TN("attn_q_norm.weight"), HD, true, &ly->q_norm))) return rc;
         if ((rc = get_vec(L, TN("attn_k_norm.weight"), HD, true, &ly->k_norm))) return rc;
-        if ((rc = get_vec(L, TN("post_attention_norm.weight"), E, true, &ly->post_attn_norm))) return rc;
+        if ((rc = get_vec(L, TN("post_attention_norm.weight"), E, true, &ly->post_attn_norm)))
+            return rc;
         if ((rc = get_vec(L, TN("post_ffw_norm.weight"), E, true, &ly->post_ffn_norm))) return rc;
     }
     if ((rc = get_vec(L, TN("ffn_norm.weight"), E, true, &ly->ffn_norm))) return rc;
@@ -361,7 +382,8 @@ static int load(struct loader *L, struct realm_model *m) {
     m->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
     m->rope_mode = c->arch == REALM_ARCH_LLAMA ? MODEL_ROPE_NORM : MODEL_ROPE_NEOX;
     m->embd_scale = 1.0f;
-    m->attn_scale = 1.0f / sqrtf((float)c->head_dim);
+    m->q_scale = 1.0f;
+    m->kq_scale = 1.0f / sqrtf((float)c->head_dim);
     m->ffn_gelu = false;
     m->final_softcap = 0.0f;
     float scale;
@@ -371,7 +393,8 @@ static int load(struct loader *L, struct realm_model *m) {
     if (c->arch == REALM_ARCH_GEMMA3) {
         /* llama.cpp llm_build_gemma3: inputs scaled by sqrt(n_embd), GELU-gated FFN, q scaled by
          * f_attention_scale (1/sqrt(n_embd_head_k), 1/sqrt(n_embd/n_head) for the 27B with 62
-         * layers) and kq_scale 1; sliding window with pattern 6, local RoPE base 10000 and scale 1. */
+         * layers) and kq_scale 1; sliding window with pattern 6, local RoPE base 10000 and scale 1.
+         */
         uint32_t swa = 0;
         char key[160];
         if (realm_gguf_find_key(L->g, akey(L, "attention.sliding_window", key, sizeof key)) >= 0 &&
@@ -382,24 +405,28 @@ static int load(struct loader *L, struct realm_model *m) {
         scale_local = c->sliding_window > 0 ? 1.0f : scale;
         m->embd_scale = sqrtf((float)c->n_embd);
         m->ffn_gelu = true;
-        m->attn_scale = c->n_layer == 62 ? 1.0f / sqrtf((float)(c->n_embd / c->n_head))
-                                         : 1.0f / sqrtf((float)c->head_dim);
+        m->q_scale = c->n_layer == 62 ? 1.0f / sqrtf((float)(c->n_embd / c->n_head))
+                                      : 1.0f / sqrtf((float)c->head_dim);
+        m->kq_scale = 1.0f;
         if ((rc = get_f32(L, "final_logit_softcapping", false, 0.0f, &m->final_softcap))) return rc;
         if (m->final_softcap < 0) m->final_softcap = 0;
     }
 
     /* token embeddings: their row count is the vocabulary size */
     const struct realm_gguf_tensor *te = find(L, "token_embd.weight");
-    if (!te) return realm_err_set(L->err, REALM_E_FORMAT, "model: tensor token_embd.weight: missing");
+    if (!te)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: tensor token_embd.weight: missing");
     if (te->n_dims != 2 || te->ne[1] < 1 || te->ne[1] > INT32_MAX)
         return realm_err_set(L->err, REALM_E_FORMAT, "model: tensor token_embd.weight: bad shape");
     c->n_vocab = (int32_t)te->ne[1];
     uint32_t vs;
     char key[160];
-    if (realm_gguf_get_u32(L->g, akey(L, "vocab_size", key, sizeof key), &vs) && vs != (uint32_t)c->n_vocab)
-        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: %u, token_embd has %d rows", key, vs,
-                             c->n_vocab);
-    if ((rc = get_weight(L, "token_embd.weight", c->n_embd, c->n_vocab, true, &m->tok_embd))) return rc;
+    if (realm_gguf_get_u32(L->g, akey(L, "vocab_size", key, sizeof key), &vs) &&
+        vs != (uint32_t)c->n_vocab)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: %u, token_embd has %d rows", key,
+                             vs, c->n_vocab);
+    if ((rc = get_weight(L, "token_embd.weight", c->n_embd, c->n_vocab, true, &m->tok_embd)))
+        return rc;
     if ((rc = get_vec(L, "output_norm.weight", c->n_embd, true, &m->output_norm))) return rc;
     if ((rc = get_weight(L, "output.weight", c->n_embd, c->n_vocab, false, &m->output))) return rc;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
@@ -444,22 +471,27 @@ int realm_model_load(const struct realm_gguf *g, struct realm_model **out, struc
         realm_model_free(m);
         return rc;
     }
-    realm_log(REALM_LOG_INFO, "model",
-              "%s: %d layers, n_embd %d, n_ff %d, %d/%d heads of %d, vocab %d, ctx %d, rope %s base %g",
-              m->cfg.arch_name, m->cfg.n_layer, m->cfg.n_embd, m->cfg.n_ff, m->cfg.n_head,
-              m->cfg.n_head_kv, m->cfg.head_dim, m->cfg.n_vocab, m->cfg.n_ctx_train,
-              m->rope_mode == MODEL_ROPE_NORM ? "norm" : "neox", (double)m->cfg.rope_freq_base);
+    realm_log(
+        REALM_LOG_INFO, "model",
+        "%s: %d layers, n_embd %d, n_ff %d, %d/%d heads of %d, vocab %d, ctx %d, rope %s base %g",
+        m->cfg.arch_name, m->cfg.n_layer, m->cfg.n_embd, m->cfg.n_ff, m->cfg.n_head,
+        m->cfg.n_head_kv, m->cfg.head_dim, m->cfg.n_vocab, m->cfg.n_ctx_train,
+        m->rope_mode == MODEL_ROPE_NORM ? "norm" : "neox", (double)m->cfg.rope_freq_base);
     *out = m;
     return REALM_OK;
 }
 
 void realm_model_free(struct realm_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_owned; i++) realm_free(m->owned[i]);
+    for (int i = 0; i < m->n_owned; i++)
+        realm_free(m->owned[i]);
     realm_free(m->owned);
-    for (int t = 0; t < MODEL_MAX_ROPE_TABLES; t++) realm_free(m->rope_freq[t]);
+    for (int t = 0; t < MODEL_MAX_ROPE_TABLES; t++)
+        realm_free(m->rope_freq[t]);
     realm_free(m->layers);
     realm_free(m);
 }
 
-const struct realm_model_config *realm_model_config(const struct realm_model *m) { return &m->cfg; }
+const struct realm_model_config *realm_model_config(const struct realm_model *m) {
+    return &m->cfg;
+}

@@ -49,32 +49,33 @@ struct model_layer {
     struct model_weight w_up;    /* (n_ff, n_embd) */
     struct model_weight w_down;  /* (n_embd, n_ff) */
     const float *post_ffn_norm;  /* (n_embd) or NULL — gemma3 */
-    bool swa;                    /* sliding-window layer (attends to the last sliding_window keys) */
-    int rope_table;              /* 0: global RoPE base, 1: local (sliding-window) base */
+    bool swa;       /* sliding-window layer (attends to the last sliding_window keys) */
+    int rope_table; /* 0: global RoPE base, 1: local (sliding-window) base */
 };
 
 #define MODEL_MAX_ROPE_TABLES 2
 
 struct realm_model {
     struct realm_model_config cfg;
-    const struct realm_gguf *g;   /* borrowed */
+    const struct realm_gguf *g; /* borrowed */
     enum model_rope_mode rope_mode;
-    int32_t n_rot;                /* rotated dims per head (<= head_dim) */
-    int n_rope_tables;            /* 1, or 2 for gemma3 (global + local base) */
+    int32_t n_rot;                            /* rotated dims per head (<= head_dim) */
+    int n_rope_tables;                        /* 1, or 2 for gemma3 (global + local base) */
     double *rope_freq[MODEL_MAX_ROPE_TABLES]; /* (n_rot/2) angle per position, owned */
-    float attn_scale;             /* multiplies q before q·k */
-    float embd_scale;             /* 1, or sqrt(n_embd) for gemma3 */
-    bool ffn_gelu;                /* GELU(tanh)-gated FFN (gemma3) instead of SwiGLU */
-    float final_softcap;          /* 0: none; else logits = c * tanh(logits / c) */
-    int64_t q_dim;                /* n_head * head_dim */
-    int64_t kv_dim;               /* n_head_kv * head_dim */
+    float q_scale;       /* multiplies q before q·k (gemma3's f_attention_scale), or 1 */
+    float kq_scale;      /* multiplies q·k (1/sqrt(head_dim)), or 1 for gemma3 */
+    float embd_scale;    /* 1, or sqrt(n_embd) for gemma3 */
+    bool ffn_gelu;       /* GELU(tanh)-gated FFN (gemma3) instead of SwiGLU */
+    float final_softcap; /* 0: none; else logits = c * tanh(logits / c) */
+    int64_t q_dim;       /* n_head * head_dim */
+    int64_t kv_dim;      /* n_head_kv * head_dim */
 
     struct model_weight tok_embd; /* (n_vocab, n_embd) */
     const float *output_norm;     /* (n_embd) */
     struct model_weight output;   /* (n_vocab, n_embd); a copy of tok_embd when tied */
     struct model_layer *layers;   /* (n_layer), owned */
 
-    float **owned;                /* 1-D tensors converted to f32 at load, owned */
+    float **owned; /* 1-D tensors converted to f32 at load, owned */
     int n_owned, cap_owned;
 };
 
@@ -102,15 +103,21 @@ static inline void *model_kv_v(const struct realm_session *s, int layer, int32_t
 /* ---- small kernels (ops.c, ops_avx2.c) ---- */
 struct model_kernels {
     const char *name;
-    float (*dot_f16)(const float *x, const uint16_t *y, int64_t n);      /* sum x[i] * y[i] */
-    void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);   /* y += a * x */
+    /* out[j] = x · row_j for j < ny; rows of n f16 or f32 elements, `stride` elements apart. Every
+     * variant sums in one canonical order per dot (see ops_avx2.c), so a dot gives the same bits
+     * whichever way the rows are grouped: attention results do not depend on batching. */
+    void (*dot_many)(const float *x, const void *rows, int64_t stride, bool f16, int ny, int64_t n,
+                     float *out);
+    /* o[0..n) = sum_j p[j] * row_j (fused multiply-adds in ascending j) */
+    void (*wsum_rows)(float *o, const float *p, const void *rows, int64_t stride, bool f16, int ny,
+                      int64_t n);
     void (*to_f16)(const float *x, uint16_t *y, int64_t n);
-    void (*silu_mul)(float *g, const float *u, int64_t n);               /* g = silu(g) * u */
-    void (*gelu_mul)(float *g, const float *u, int64_t n);               /* g = gelu_tanh(g) * u */
+    void (*f16_to_f32)(const uint16_t *x, float *y, int64_t n);
+    void (*silu_mul)(float *g, const float *u, int64_t n); /* g = silu(g) * u */
+    void (*gelu_mul)(float *g, const float *u, int64_t n); /* g = gelu_tanh(g) * u */
     void (*scale)(float *y, float s, int64_t n);
-    float (*exp_sum)(float *s, int64_t n, float mx);                    /* s = exp(s - mx); returns sum */
-    float (*dot_f32)(const float *x, const float *y, int64_t n);
-    void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+    double (*exp_sum)(float *s, int64_t n, float mx); /* s = exp(s - mx); returns sum */
+    void (*round_f16)(float *x, int64_t n);           /* x = f32(f16(x)) */
 };
 
 /* The kernels for the ISA realm_quant_isa() selected (REALM_ISA=scalar forces the scalar ones).

@@ -18,31 +18,55 @@ void model_rmsnorm(float *out, const float *x, const float *w, int64_t n, float 
         s2 += (double)(x[i + 2] * x[i + 2]);
         s3 += (double)(x[i + 3] * x[i + 3]);
     }
-    for (; i < n; i++) s0 += (double)(x[i] * x[i]);
+    for (; i < n; i++)
+        s0 += (double)(x[i] * x[i]);
     const float mean = (float)((s0 + s1 + s2 + s3) / (double)n);
     const float scale = 1.0f / sqrtf(mean + eps);
     if (w)
-        for (i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+        for (i = 0; i < n; i++)
+            out[i] = (x[i] * scale) * w[i];
     else
-        for (i = 0; i < n; i++) out[i] = x[i] * scale;
+        for (i = 0; i < n; i++)
+            out[i] = x[i] * scale;
 }
 
-static float dot_f16_scalar(const float *x, const uint16_t *y, int64_t n) {
-    float s = 0;
-    for (int64_t i = 0; i < n; i++) s += x[i] * realm_f16_to_f32(y[i]);
-    return s;
+static inline float row_elt(const void *rows, int64_t i, bool f16) {
+    return f16 ? realm_f16_to_f32(((const uint16_t *)rows)[i]) : ((const float *)rows)[i];
 }
 
-static void axpy_f16_scalar(float *y, float a, const uint16_t *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * realm_f16_to_f32(x[i]);
+static void dot_many_scalar(const float *x, const void *rows, int64_t stride, bool f16, int ny,
+                            int64_t n, float *out) {
+    for (int j = 0; j < ny; j++) {
+        const int64_t off = (int64_t)j * stride;
+        float s = 0;
+        for (int64_t i = 0; i < n; i++)
+            s += x[i] * row_elt(rows, off + i, f16);
+        out[j] = s;
+    }
+}
+
+static void wsum_rows_scalar(float *o, const float *p, const void *rows, int64_t stride, bool f16,
+                             int ny, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        o[i] = 0;
+    for (int j = 0; j < ny; j++)
+        for (int64_t i = 0; i < n; i++)
+            o[i] += p[j] * row_elt(rows, (int64_t)j * stride + i, f16);
+}
+
+static void f16_to_f32_scalar(const uint16_t *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        y[i] = realm_f16_to_f32(x[i]);
 }
 
 static void to_f16_scalar(const float *x, uint16_t *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = realm_f32_to_f16(x[i]);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = realm_f32_to_f16(x[i]);
 }
 
 static void silu_mul_scalar(float *g, const float *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 /* GELU, tanh approximation (gemma's gelu_pytorch_tanh; ggml_gelu_f32). */
@@ -55,42 +79,40 @@ static void gelu_mul_scalar(float *g, const float *u, int64_t n) {
 }
 
 static void scale_scalar(float *y, float s, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] *= s;
+    for (int64_t i = 0; i < n; i++)
+        y[i] *= s;
 }
 
-static float exp_sum_scalar(float *s, int64_t n, float mx) {
-    float sum = 0;
+static double exp_sum_scalar(float *s, int64_t n, float mx) {
+    double sum = 0;
     for (int64_t i = 0; i < n; i++) {
         s[i] = expf(s[i] - mx);
-        sum += s[i];
+        sum += (double)s[i];
     }
     return sum;
 }
 
-static float dot_f32_scalar(const float *x, const float *y, int64_t n) {
-    float s = 0;
-    for (int64_t i = 0; i < n; i++) s += x[i] * y[i];
-    return s;
-}
-
-static void axpy_f32_scalar(float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+static void round_f16_scalar(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = realm_f16_to_f32(realm_f32_to_f16(x[i]));
 }
 
 static const struct model_kernels g_scalar = {
     .name = "scalar",
-    .dot_f16 = dot_f16_scalar,
-    .axpy_f16 = axpy_f16_scalar,
+    .dot_many = dot_many_scalar,
+    .wsum_rows = wsum_rows_scalar,
     .to_f16 = to_f16_scalar,
+    .f16_to_f32 = f16_to_f32_scalar,
     .silu_mul = silu_mul_scalar,
     .gelu_mul = gelu_mul_scalar,
     .scale = scale_scalar,
     .exp_sum = exp_sum_scalar,
-    .dot_f32 = dot_f32_scalar,
-    .axpy_f32 = axpy_f32_scalar,
+    .round_f16 = round_f16_scalar,
 };
 
-const struct model_kernels *model_kernels_scalar(void) { return &g_scalar; }
+const struct model_kernels *model_kernels_scalar(void) {
+    return &g_scalar;
+}
 
 const struct model_kernels *model_kernels_get(void) {
     realm_quant_init();

@@ -21,25 +21,135 @@ static inline __m256 load_f16(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
-static float dot_f16_avx2(const float *x, const uint16_t *y, int64_t n) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16(y + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_f16(y + i + 8), a1);
-    }
-    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16(y + i), a0);
-    float s = hsum(_mm256_add_ps(a0, a1));
-    for (; i < n; i++) s += x[i] * _cvtsh_ss(y[i]);
-    return s;
+/* The canonical dot: one 8-lane accumulator over the 8-element chunks in order (fused multiply-
+ * add), lanes reduced as ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)), then the n % 8 tail added one
+ * product at a time. tree8 and the transposed reduction in dot_many give that same tree. */
+static inline float tree8(__m256 v) {
+    __m256 h = _mm256_hadd_ps(v, v);
+    h = _mm256_hadd_ps(h, h);
+    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
-static void axpy_f16_avx2(float *y, float a, const uint16_t *x, int64_t n) {
-    const __m256 va = _mm256_set1_ps(a);
+/* DOT_MANY(NAME, LOAD, ELT, T): dot_many for rows of type T, loaded 8 at a time by LOAD. Two
+ * instances (f16, f32) keep the element type out of the inner loops. */
+#define DOT_MANY(NAME, LOAD, ELT, T)                                                               \
+    static void NAME(const float *x, const T *rows, int64_t stride, int ny, int64_t n,             \
+                     float *out) {                                                                 \
+        const int64_t nc = n & ~(int64_t)7;                                                        \
+        int j = 0;                                                                                 \
+        for (; j + 8 <= ny; j += 8) {                                                              \
+            const T *r0 = rows + (int64_t)j * stride;                                              \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, \
+                   a7 = a0;                                                                        \
+            for (int64_t c = 0; c < nc; c += 8) {                                                  \
+                const __m256 xc = _mm256_loadu_ps(x + c);                                          \
+                a0 = _mm256_fmadd_ps(xc, LOAD(r0 + c), a0);                                        \
+                a1 = _mm256_fmadd_ps(xc, LOAD(r0 + stride + c), a1);                               \
+                a2 = _mm256_fmadd_ps(xc, LOAD(r0 + 2 * stride + c), a2);                           \
+                a3 = _mm256_fmadd_ps(xc, LOAD(r0 + 3 * stride + c), a3);                           \
+                a4 = _mm256_fmadd_ps(xc, LOAD(r0 + 4 * stride + c), a4);                           \
+                a5 = _mm256_fmadd_ps(xc, LOAD(r0 + 5 * stride + c), a5);                           \
+                a6 = _mm256_fmadd_ps(xc, LOAD(r0 + 6 * stride + c), a6);                           \
+                a7 = _mm256_fmadd_ps(xc, LOAD(r0 + 7 * stride + c), a7);                           \
+            }                                                                                      \
+            const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));      \
+            const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));      \
+            _mm256_storeu_ps(out + j, _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),          \
+                                                    _mm256_permute2f128_ps(u0, u1, 0x31)));        \
+            if (nc < n)                                                                            \
+                for (int r = 0; r < 8; r++) {                                                      \
+                    float sum = out[j + r];                                                        \
+                    for (int64_t i = nc; i < n; i++)                                               \
+                        sum += x[i] * ELT(r0[r * stride + i]);                                     \
+                    out[j + r] = sum;                                                              \
+                }                                                                                  \
+        }                                                                                          \
+        for (; j < ny; j++) {                                                                      \
+            const T *r0 = rows + (int64_t)j * stride;                                              \
+            __m256 a = _mm256_setzero_ps();                                                        \
+            for (int64_t c = 0; c < nc; c += 8)                                                    \
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), LOAD(r0 + c), a);                      \
+            float sum = tree8(a);                                                                  \
+            for (int64_t i = nc; i < n; i++)                                                       \
+                sum += x[i] * ELT(r0[i]);                                                          \
+            out[j] = sum;                                                                          \
+        }                                                                                          \
+    }
+
+#define ELT_F16(v) _cvtsh_ss(v)
+#define ELT_F32(v) (v)
+DOT_MANY(dot_many_f16, load_f16, ELT_F16, uint16_t)
+DOT_MANY(dot_many_f32, _mm256_loadu_ps, ELT_F32, float)
+
+static void dot_many_avx2(const float *x, const void *rows, int64_t stride, bool f16, int ny,
+                          int64_t n, float *out) {
+    if (f16)
+        dot_many_f16(x, rows, stride, ny, n, out);
+    else
+        dot_many_f32(x, rows, stride, ny, n, out);
+}
+
+/* WSUM_ROWS: o = sum_j p[j] row_j, accumulators in registers for 64 columns at a time. */
+#define WSUM_ROWS(NAME, LOAD, ELT, T)                                                              \
+    static void NAME(float *o, const float *p, const T *rows, int64_t stride, int ny, int64_t n) { \
+        const int64_t nc = n & ~(int64_t)7;                                                        \
+        int64_t d0 = 0;                                                                            \
+        for (; d0 + 64 <= nc; d0 += 64) {                                                          \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, \
+                   a7 = a0;                                                                        \
+            const T *r = rows + d0;                                                                \
+            for (int j = 0; j < ny; j++, r += stride) {                                            \
+                const __m256 pj = _mm256_set1_ps(p[j]);                                            \
+                a0 = _mm256_fmadd_ps(pj, LOAD(r), a0);                                             \
+                a1 = _mm256_fmadd_ps(pj, LOAD(r + 8), a1);                                         \
+                a2 = _mm256_fmadd_ps(pj, LOAD(r + 16), a2);                                        \
+                a3 = _mm256_fmadd_ps(pj, LOAD(r + 24), a3);                                        \
+                a4 = _mm256_fmadd_ps(pj, LOAD(r + 32), a4);                                        \
+                a5 = _mm256_fmadd_ps(pj, LOAD(r + 40), a5);                                        \
+                a6 = _mm256_fmadd_ps(pj, LOAD(r + 48), a6);                                        \
+                a7 = _mm256_fmadd_ps(pj, LOAD(r + 56), a7);                                        \
+            }                                                                                      \
+            _mm256_storeu_ps(o + d0, a0);                                                          \
+            _mm256_storeu_ps(o + d0 + 8, a1);                                                      \
+            _mm256_storeu_ps(o + d0 + 16, a2);                                                     \
+            _mm256_storeu_ps(o + d0 + 24, a3);                                                     \
+            _mm256_storeu_ps(o + d0 + 32, a4);                                                     \
+            _mm256_storeu_ps(o + d0 + 40, a5);                                                     \
+            _mm256_storeu_ps(o + d0 + 48, a6);                                                     \
+            _mm256_storeu_ps(o + d0 + 56, a7);                                                     \
+        }                                                                                          \
+        for (; d0 < nc; d0 += 8) {                                                                 \
+            __m256 a = _mm256_setzero_ps();                                                        \
+            const T *r = rows + d0;                                                                \
+            for (int j = 0; j < ny; j++, r += stride)                                              \
+                a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), LOAD(r), a);                             \
+            _mm256_storeu_ps(o + d0, a);                                                           \
+        }                                                                                          \
+        for (int64_t i = nc; i < n; i++) {                                                         \
+            float sum = 0;                                                                         \
+            for (int j = 0; j < ny; j++)                                                           \
+                sum += p[j] * ELT(rows[(int64_t)j * stride + i]);                                  \
+            o[i] = sum;                                                                            \
+        }                                                                                          \
+    }
+
+WSUM_ROWS(wsum_rows_f16, load_f16, ELT_F16, uint16_t)
+WSUM_ROWS(wsum_rows_f32, _mm256_loadu_ps, ELT_F32, float)
+
+static void wsum_rows_avx2(float *o, const float *p, const void *rows, int64_t stride, bool f16,
+                           int ny, int64_t n) {
+    if (f16)
+        wsum_rows_f16(o, p, rows, stride, ny, n);
+    else
+        wsum_rows_f32(o, p, rows, stride, ny, n);
+}
+
+static void f16_to_f32_avx2(const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * _cvtsh_ss(x[i]);
+        _mm256_storeu_ps(y + i, load_f16(x + i));
+    for (; i < n; i++)
+        y[i] = _cvtsh_ss(x[i]);
 }
 
 static void to_f16_avx2(const float *x, uint16_t *y, int64_t n) {
@@ -47,7 +157,8 @@ static void to_f16_avx2(const float *x, uint16_t *y, int64_t n) {
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(y + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+    for (; i < n; i++)
+        y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
 /* e^x for x in [-87.3, 88.3] (clamped), Cephes expf: 2^n * p(r), |rel err| ~ 2 ulp. */
@@ -64,7 +175,8 @@ static inline __m256 exp256(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -73,10 +185,12 @@ static void silu_mul_avx2(float *g, const float *u, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 x = _mm256_loadu_ps(g + i);
-        __m256 s = _mm256_div_ps(x, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+        __m256 s =
+            _mm256_div_ps(x, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
         _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
     }
-    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 /* gelu_tanh(x) = 0.5 x (1 + tanh(z)) = x / (1 + e^(-2z)), z = sqrt(2/pi) (x + 0.044715 x^3) */
@@ -100,63 +214,57 @@ static void gelu_mul_avx2(float *g, const float *u, int64_t n) {
 static void scale_avx2(float *y, float s, int64_t n) {
     const __m256 vs = _mm256_set1_ps(s);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), vs));
-    for (; i < n; i++) y[i] *= s;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), vs));
+    for (; i < n; i++)
+        y[i] *= s;
 }
 
-static float exp_sum_avx2(float *s, int64_t n, float mx) {
+/* as ggml_vec_soft_max_f32: each group of 8 summed in f32, the groups in double */
+static double exp_sum_avx2(float *s, int64_t n, float mx) {
     const __m256 vm = _mm256_set1_ps(mx);
-    __m256 acc = _mm256_setzero_ps();
+    double sum = 0;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 v = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
         _mm256_storeu_ps(s + i, v);
-        acc = _mm256_add_ps(acc, v);
+        sum += (double)hsum(v);
     }
-    float sum = hsum(acc);
     for (; i < n; i++) {
         s[i] = expf(s[i] - mx);
-        sum += s[i];
+        sum += (double)s[i];
     }
     return sum;
 }
 
-static float dot_f32_avx2(const float *x, const float *y, int64_t n) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
-    }
-    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
-    float s = hsum(_mm256_add_ps(a0, a1));
-    for (; i < n; i++) s += x[i] * y[i];
-    return s;
-}
-
-static void axpy_f32_avx2(float *y, float a, const float *x, int64_t n) {
-    const __m256 va = _mm256_set1_ps(a);
+static void round_f16_avx2(float *x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i),
+                                                                _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < n; i++)
+        x[i] = _cvtsh_ss(_cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT));
 }
 
 static const struct model_kernels g_avx2 = {
     .name = "avx2",
-    .dot_f16 = dot_f16_avx2,
-    .axpy_f16 = axpy_f16_avx2,
+    .dot_many = dot_many_avx2,
+    .wsum_rows = wsum_rows_avx2,
     .to_f16 = to_f16_avx2,
+    .f16_to_f32 = f16_to_f32_avx2,
     .silu_mul = silu_mul_avx2,
     .gelu_mul = gelu_mul_avx2,
     .scale = scale_avx2,
     .exp_sum = exp_sum_avx2,
-    .dot_f32 = dot_f32_avx2,
-    .axpy_f32 = axpy_f32_avx2,
+    .round_f16 = round_f16_avx2,
 };
 
-const struct model_kernels *model_kernels_avx2(void) { return &g_avx2; }
+const struct model_kernels *model_kernels_avx2(void) {
+    return &g_avx2;
+}
 
 #else
-const struct model_kernels *model_kernels_avx2(void) { return NULL; }
+const struct model_kernels *model_kernels_avx2(void) {
+    return NULL;
+}
 #endif

@@ -50,14 +50,15 @@ static void detect(void) {
               f16c = (c >> 29) & 1;
     if (!osxsave || !avx) return;
     const uint64_t xcr0 = xgetbv0();
-    const int os_ymm = (xcr0 & 0x6) == 0x6;    /* SSE + AVX state */
-    const int os_zmm = (xcr0 & 0xe6) == 0xe6;  /* + opmask, ZMM_Hi256, Hi16_ZMM */
+    const int os_ymm = (xcr0 & 0x6) == 0x6;   /* SSE + AVX state */
+    const int os_zmm = (xcr0 & 0xe6) == 0xe6; /* + opmask, ZMM_Hi256, Hi16_ZMM */
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
     const int avx2 = (b >> 5) & 1;
     const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
     const int vnni = (c >> 11) & 1;
     g_supported[REALM_ISA_AVX2] = os_ymm && avx2 && fma && f16c;
-    g_supported[REALM_ISA_AVX512] = g_supported[REALM_ISA_AVX2] && os_zmm && f && dq && bw && vl && vnni;
+    g_supported[REALM_ISA_AVX512] =
+        g_supported[REALM_ISA_AVX2] && os_zmm && f && dq && bw && vl && vnni;
 #endif
 }
 
@@ -91,11 +92,16 @@ static void fill_scalar(struct realm_quant_ops *t) {
     set_ops(t, REALM_TYPE_Q5_1, REALM_TYPE_Q8_1, quant_dequantize_row_q5_1, quant_quantize_row_q5_1,
             quant_vec_dot_q5_1_q8_1);
     /* K-quants: realm reads them, it does not create them (no weight quantizer) */
-    set_ops(t, REALM_TYPE_Q2_K, REALM_TYPE_Q8_K, quant_dequantize_row_q2_K, NULL, quant_vec_dot_q2_K_q8_K);
-    set_ops(t, REALM_TYPE_Q3_K, REALM_TYPE_Q8_K, quant_dequantize_row_q3_K, NULL, quant_vec_dot_q3_K_q8_K);
-    set_ops(t, REALM_TYPE_Q4_K, REALM_TYPE_Q8_K, quant_dequantize_row_q4_K, NULL, quant_vec_dot_q4_K_q8_K);
-    set_ops(t, REALM_TYPE_Q5_K, REALM_TYPE_Q8_K, quant_dequantize_row_q5_K, NULL, quant_vec_dot_q5_K_q8_K);
-    set_ops(t, REALM_TYPE_Q6_K, REALM_TYPE_Q8_K, quant_dequantize_row_q6_K, NULL, quant_vec_dot_q6_K_q8_K);
+    set_ops(t, REALM_TYPE_Q2_K, REALM_TYPE_Q8_K, quant_dequantize_row_q2_K, NULL,
+            quant_vec_dot_q2_K_q8_K);
+    set_ops(t, REALM_TYPE_Q3_K, REALM_TYPE_Q8_K, quant_dequantize_row_q3_K, NULL,
+            quant_vec_dot_q3_K_q8_K);
+    set_ops(t, REALM_TYPE_Q4_K, REALM_TYPE_Q8_K, quant_dequantize_row_q4_K, NULL,
+            quant_vec_dot_q4_K_q8_K);
+    set_ops(t, REALM_TYPE_Q5_K, REALM_TYPE_Q8_K, quant_dequantize_row_q5_K, NULL,
+            quant_vec_dot_q5_K_q8_K);
+    set_ops(t, REALM_TYPE_Q6_K, REALM_TYPE_Q8_K, quant_dequantize_row_q6_K, NULL,
+            quant_vec_dot_q6_K_q8_K);
     /* activation-only formats: no vec_dot */
     set_ops(t, REALM_TYPE_Q8_1, REALM_TYPE_Q8_1, quant_dequantize_row_q8_1, quant_quantize_row_q8_1,
             NULL);
@@ -122,18 +128,22 @@ static void init_once(void) {
         for (int i = 0; i < REALM_ISA_COUNT; i++)
             if (!strcmp(env, g_isa_names[i])) want = i;
         if (want < 0)
-            realm_log(REALM_LOG_WARN, "quant", "REALM_ISA=%s: unknown (scalar|avx2|avx512); using %s",
-                      env, g_isa_names[best]);
+            realm_log(REALM_LOG_WARN, "quant",
+                      "REALM_ISA=%s: unknown (scalar|avx2|avx512); using %s", env,
+                      g_isa_names[best]);
         else if (!g_supported[want])
-            realm_log(REALM_LOG_WARN, "quant", "REALM_ISA=%s: not supported by this CPU/OS; using %s",
-                      env, g_isa_names[best]);
+            realm_log(REALM_LOG_WARN, "quant",
+                      "REALM_ISA=%s: not supported by this CPU/OS; using %s", env,
+                      g_isa_names[best]);
         else
             g_isa = (enum realm_isa)want;
     }
     realm_log(REALM_LOG_DEBUG, "quant", "kernels: %s", g_isa_names[g_isa]);
 }
 
-void realm_quant_init(void) { pthread_once(&g_once, init_once); }
+void realm_quant_init(void) {
+    pthread_once(&g_once, init_once);
+}
 
 enum realm_isa realm_quant_isa(void) {
     realm_quant_init();
@@ -147,7 +157,8 @@ int realm_quant_isa_supported(enum realm_isa isa) {
 
 const struct realm_quant_ops *realm_quant_ops_isa(uint32_t type, enum realm_isa isa) {
     realm_quant_init();
-    if ((unsigned)isa >= REALM_ISA_COUNT || !g_supported[isa] || type >= REALM_TYPE_COUNT) return NULL;
+    if ((unsigned)isa >= REALM_ISA_COUNT || !g_supported[isa] || type >= REALM_TYPE_COUNT)
+        return NULL;
     const struct realm_quant_ops *o = &g_tab[isa][type];
     return o->dequantize_row ? o : NULL;
 }

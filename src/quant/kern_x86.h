@@ -40,6 +40,8 @@
 #define KX_FTB 2
 #endif
 #define KX_MAXR 4
+/* rows per tile for a single activation row (decode): amortizes the activation-side unpacking */
+#define KX_R1 4
 #define KX_MAXB 4
 
 #define KX_INLINE static inline __attribute__((always_inline))
@@ -58,7 +60,9 @@ KX_INLINE float kx_hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-KX_INLINE __m256 kx_bcast_f16(const uint16_t *h) { return _mm256_set1_ps(_cvtsh_ss(*h)); }
+KX_INLINE __m256 kx_bcast_f16(const uint16_t *h) {
+    return _mm256_set1_ps(_cvtsh_ss(*h));
+}
 
 /* acc + sum of 4 adjacent u8*s8 products per int32 lane. Without VNNI through maddubs, which
  * saturates pair sums above 32767: callers guarantee u <= 128 (then 2*128*127 < 32767). */
@@ -66,7 +70,8 @@ KX_INLINE __m256i kx_dot_u8s8(__m256i acc, __m256i u, __m256i s) {
 #if KX_VNNI
     return _mm256_dpbusd_epi32(acc, u, s);
 #else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+    return _mm256_add_epi32(acc,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 #endif
 }
 
@@ -95,41 +100,77 @@ KX_INLINE __m256i kx_bits32_x10(const uint8_t *qh) {
 #else
     /* byte i <- byte i/8 of bits, keep bit i%8, compare */
     const __m256i sel = _mm256_shuffle_epi8(
-        _mm256_set1_epi32((int)bits),
-        _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
-                           0x0303030303030303));
+        _mm256_set1_epi32((int)bits), _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                                         0x0202020202020202, 0x0303030303030303));
     const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201ull);
     const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(sel, bit), bit);
     return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 #endif
 }
 
+/* Prefetch `bytes` at p (the matching slice of the next tile's rows: with several rows read in
+ * parallel, each row is too short a stream for the hardware prefetcher to ramp up). */
+KX_INLINE void kx_prefetch(const char *p, size_t bytes) {
+    if (!p) return;
+    for (size_t o = 0; o < bytes; o += 64)
+        _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
 /* ---- the matmul driver: tiles of TR x TB, edges with 1-row / 1-batch tiles ---- */
+
+/* Activation rows per pass over the weights in the batched case: their quants (64 x k bytes,
+ * e.g. 150 KB for k = 2048 q8_K) stay in L2 while every weight tile meets them. */
+#define KX_BCHUNK 64
 
 #define KX_DRIVER(NAME, TILE, TR, TB)                                                              \
     static void NAME(const struct realm_quant_ops *ops, int64_t k, const void *W, size_t wrb,      \
                      int64_t n_r, const void *act, size_t arb, int64_t n_b, float *out,            \
                      int64_t os) {                                                                 \
         (void)ops;                                                                                 \
-        const char *w = W, *a = act;                                                               \
-        int64_t r = 0;                                                                             \
-        for (; r + (TR) <= n_r; r += (TR)) {                                                       \
-            int64_t b = 0;                                                                         \
-            for (; b + (TB) <= n_b; b += (TB))                                                     \
-                TILE(TR, TB, k, w + r * wrb, wrb, a + b * arb, arb, out + b * os + r, os);         \
-            for (; b < n_b; b++) TILE(TR, 1, k, w + r * wrb, wrb, a + b * arb, arb, out + b * os + r, os); \
+        const char *w = W;                                                                         \
+        /* one activation row (decode): KX_R1-row tiles, the next tile's rows prefetched along:    \
+         * rows are short streams, too short for the hardware prefetcher when read 4 at a time     \
+         * (measured: 2-3x slower from DRAM without the software prefetch) */                      \
+        if (n_b == 1) {                                                                            \
+            int64_t r = 0;                                                                         \
+            for (; r + KX_R1 <= n_r; r += KX_R1)                                                   \
+                TILE(KX_R1, 1, k, w + r * wrb, wrb, (const char *)act, arb, out + r, os,           \
+                     r + 2 * KX_R1 <= n_r ? w + (r + KX_R1) * wrb : NULL);                         \
+            for (; r < n_r; r++)                                                                   \
+                TILE(1, 1, k, w + r * wrb, wrb, (const char *)act, arb, out + r, os, NULL);        \
+            return;                                                                                \
         }                                                                                          \
-        for (; r < n_r; r++) {                                                                     \
-            int64_t b = 0;                                                                         \
-            for (; b + (TB) <= n_b; b += (TB))                                                     \
-                TILE(1, TB, k, w + r * wrb, wrb, a + b * arb, arb, out + b * os + r, os);          \
-            for (; b < n_b; b++) TILE(1, 1, k, w + r * wrb, wrb, a + b * arb, arb, out + b * os + r, os); \
+        for (int64_t b0 = 0; b0 < n_b; b0 += KX_BCHUNK) {                                          \
+            const int64_t b1 = b0 + KX_BCHUNK < n_b ? b0 + KX_BCHUNK : n_b;                        \
+            const char *a = (const char *)act;                                                     \
+            int64_t r = 0;                                                                         \
+            for (; r + (TR) <= n_r; r += (TR)) {                                                   \
+                /* prefetch the next tile's rows while this one runs (with its first b tile) */    \
+                const char *pf = r + 2 * (TR) <= n_r ? w + (r + (TR)) * wrb : NULL;                \
+                int64_t b = b0;                                                                    \
+                for (; b + (TB) <= b1; b += (TB)) {                                                \
+                    TILE(TR, TB, k, w + r * wrb, wrb, a + b * arb, arb, out + b * os + r, os, pf); \
+                    pf = NULL;                                                                     \
+                }                                                                                  \
+                for (; b < b1; b++) {                                                              \
+                    TILE(TR, 1, k, w + r * wrb, wrb, a + b * arb, arb, out + b * os + r, os, pf);  \
+                    pf = NULL;                                                                     \
+                }                                                                                  \
+            }                                                                                      \
+            for (; r < n_r; r++) {                                                                 \
+                int64_t b = b0;                                                                    \
+                for (; b + (TB) <= b1; b += (TB))                                                  \
+                    TILE(1, TB, k, w + r * wrb, wrb, a + b * arb, arb, out + b * os + r, os,       \
+                         NULL);                                                                    \
+                for (; b < b1; b++)                                                                \
+                    TILE(1, 1, k, w + r * wrb, wrb, a + b * arb, arb, out + b * os + r, os, NULL); \
+            }                                                                                      \
         }                                                                                          \
     }
 
 #define KX_VEC_DOT(NAME, TILE)                                                                     \
     static void NAME(int64_t n, float *s, const void *x, const void *y) {                          \
-        TILE(1, 1, n, (const char *)x, 0, (const char *)y, 0, s, 0);                               \
+        TILE(1, 1, n, (const char *)x, 0, (const char *)y, 0, s, 0, NULL);                         \
     }
 
 /* ======================= F32 / F16 / BF16 weights x F32 activations ======================== */
@@ -145,7 +186,8 @@ KX_INLINE __m256 kx_load_w(int wt, const char *p) {
 /* Two accumulators per dot (even / odd 8-element chunks) hide the FMA latency; a tail of
  * fewer than 8 elements is zero-padded into the odd one. */
 KX_INLINE void kx_tile_float(const int wt, const int R, const int B, int64_t n, const char *W,
-                             size_t wrb, const char *A, size_t arb, float *out, int64_t os) {
+                             size_t wrb, const char *A, size_t arb, float *out, int64_t os,
+                             const char *pf) {
     const size_t es = wt == REALM_TYPE_F32 ? 4 : 2;
     __m256 acc0[KX_MAXR][KX_MAXB], acc1[KX_MAXR][KX_MAXB];
     KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) {
@@ -155,6 +197,7 @@ KX_INLINE void kx_tile_float(const int wt, const int R, const int B, int64_t n, 
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256 w0[KX_MAXR], w1[KX_MAXR];
+        if (pf) kx_prefetch(pf + (size_t)i * R * es, 16 * R * es);
         KX_UNROLL for (int r = 0; r < R; r++) {
             w0[r] = kx_load_w(wt, W + r * wrb + i * es);
             w1[r] = kx_load_w(wt, W + r * wrb + (i + 8) * es);
@@ -173,7 +216,8 @@ KX_INLINE void kx_tile_float(const int wt, const int R, const int B, int64_t n, 
         KX_UNROLL for (int r = 0; r < R; r++) w0[r] = kx_load_w(wt, W + r * wrb + i * es);
         KX_UNROLL for (int b = 0; b < B; b++) {
             const __m256 a0 = _mm256_loadu_ps((const float *)(A + b * arb) + i);
-            KX_UNROLL for (int r = 0; r < R; r++) acc0[r][b] = _mm256_fmadd_ps(w0[r], a0, acc0[r][b]);
+            KX_UNROLL for (int r = 0; r < R; r++) acc0[r][b] =
+                _mm256_fmadd_ps(w0[r], a0, acc0[r][b]);
         }
         i += 8;
     }
@@ -189,11 +233,12 @@ KX_INLINE void kx_tile_float(const int wt, const int R, const int B, int64_t n, 
             float tmp[8] = {0};
             memcpy(tmp, (const float *)(A + b * arb) + i, rem * 4);
             const __m256 a1 = _mm256_loadu_ps(tmp);
-            KX_UNROLL for (int r = 0; r < R; r++) acc1[r][b] = _mm256_fmadd_ps(w1[r], a1, acc1[r][b]);
+            KX_UNROLL for (int r = 0; r < R; r++) acc1[r][b] =
+                _mm256_fmadd_ps(w1[r], a1, acc1[r][b]);
         }
     }
-    KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++)
-        out[b * os + r] = kx_hsum(_mm256_add_ps(acc0[r][b], acc1[r][b]));
+    KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) out[b * os + r] =
+        kx_hsum(_mm256_add_ps(acc0[r][b], acc1[r][b]));
 }
 
 #define KX_TILE_F32(R, B, ...) kx_tile_float(REALM_TYPE_F32, R, B, __VA_ARGS__)
@@ -210,56 +255,69 @@ KX_DRIVER(KX(matmul_bf16), KX_TILE_BF16, KX_FTR, KX_FTB)
 /*
  * Blocks go two at a time: vector A holds elements 0..15 of blocks i and i+1 (one per 128-bit
  * half), vector B elements 16..31, so one int32x8 dot carries block i in lanes 0-3 and block
- * i+1 in lanes 4-7, and a (row, batch) pair costs, per two blocks, two integer dots and
- *     acc = fma(float(dot), [d_w d_a of block i x4 | of block i+1 x4], acc)
- * (+ fma([m_w x4 | m_w' x4], [s_a 0 0 0 | s_a' 0 0 0], acc) for the _1 formats, activations
- * q8_1). An odd last block runs with a zero partner. Quant offsets (q - 8, q - 16, and Q8_0's
- * signed weights as q + 128 with VNNI) are handled on the activation side:
- * corr = -offset * (sums of 4 activations per lane), once per activation block pair, is the start
- * value of the weight dot. Without VNNI, Q8_0 uses the sign trick (|w| as u8 <= 128).
+ * i+1 in lanes 4-7. The block scales of each operand come as h = [d, m|s, d', m'|s'] (4 floats,
+ * one F16C conversion) and spread to [d x4 | d' x4] once per side; per (row, batch) pair and two
+ * blocks:
+ *     acc  = fma(float(dot), w.d * a.d, acc)
+ *     accm = fma(w.h, a.h, accm)         (lanes 1, 3: the min terms m_w s_a of the _1 formats)
+ * and the result is hsum(acc) + (accm1 + accm3). An odd last block runs with a zero partner.
+ * Quant offsets (q - 8, q - 16, and Q8_0's signed weights as q + 128 with VNNI) are handled on
+ * the activation side: corr = -offset * (sums of 4 activations per lane), once per activation
+ * block pair, is the start value of the weight dot. Without VNNI, Q8_0 uses the sign trick
+ * (|w| as u8 <= 128 keeps maddubs from saturating).
  */
 
 enum { KX_Q4_0, KX_Q4_1, KX_Q5_0, KX_Q5_1, KX_Q8_0 };
 
 struct kx_w2 {
     __m256i a, b; /* unsigned quants, elements 0..15 / 16..31 of both blocks */
-    __m256 d, m;  /* [d x4 | d' x4], [m x4 | m' x4] */
+    __m128 h;     /* d, m, d', m' (m = 0 for the formats without) */
+    __m256 d;     /* [d x4 | d' x4] */
 };
 struct kx_a2 {
     __m256i a, b, corr;
-    __m256 d, s; /* [d x4 | d' x4], [s 0 0 0 | s' 0 0 0] */
+    __m128 h; /* d, s, d', s' (s = 0 for q8_0) */
+    __m256 d; /* [d x4 | d' x4] */
 };
 
+KX_INLINE __m256 kx_spread02(__m128 h) {
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(h),
+                                    _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2));
+}
+
 KX_INLINE size_t kx_bsize32(const int f) {
-    return f == KX_Q4_0 ? sizeof(block_q4_0) : f == KX_Q4_1 ? sizeof(block_q4_1)
-         : f == KX_Q5_0 ? sizeof(block_q5_0) : f == KX_Q5_1 ? sizeof(block_q5_1) : sizeof(block_q8_0);
+    return f == KX_Q4_0   ? sizeof(block_q4_0)
+           : f == KX_Q4_1 ? sizeof(block_q4_1)
+           : f == KX_Q5_0 ? sizeof(block_q5_0)
+           : f == KX_Q5_1 ? sizeof(block_q5_1)
+                          : sizeof(block_q8_0);
 }
 
 /* 16 bytes at lo and (if two) at hi as the two halves of a vector; else the high half zero. */
 KX_INLINE __m256i kx_pair128(const int two, const char *lo, const char *hi) {
     const __m256i l = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo));
-    return _mm256_inserti128_si256(l, two ? _mm_loadu_si128((const __m128i *)hi) : _mm_setzero_si128(), 1);
+    return _mm256_inserti128_si256(
+        l, two ? _mm_loadu_si128((const __m128i *)hi) : _mm_setzero_si128(), 1);
 }
 
-/* The 4 bytes at p as 2 halves, for two blocks: [h0 h1 | h0' h1'] -> floats [0: h0, 1: h1,
- * 2: h0', 3: h1'] (zero for an absent second block). */
-KX_INLINE __m256 kx_halves2(const int two, const char *p0, const char *p1) {
+/* The leading halves of two blocks as floats [h0, h1, h0', h1']: both halves (d and m / s) if
+ * `both`, else d only (h1 = 0); the second block zero when absent. */
+KX_INLINE __m128 kx_halves2(const int two, const int both, const char *p0, const char *p1) {
     uint32_t u0, u1 = 0;
     memcpy(&u0, p0, 4);
     if (two) memcpy(&u1, p1, 4);
-    return _mm256_castps128_ps256(_mm_cvtph_ps(_mm_set_epi32(0, 0, (int)u1, (int)u0)));
-}
-
-KX_INLINE __m256 kx_spread(__m256 v, int i0, int i1) {
-    return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(i0, i0, i0, i0, i1, i1, i1, i1));
+    if (!both) {
+        u0 &= 0xFFFFu;
+        u1 &= 0xFFFFu;
+    }
+    return _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)u1, (int)u0));
 }
 
 KX_INLINE void kx_w32(const int f, const int two, const char *row, int64_t i, struct kx_w2 *w) {
     const size_t bs = kx_bsize32(f);
     const char *x0 = row + (size_t)i * bs, *x1 = x0 + bs;
-    const __m256 h = kx_halves2(two, x0, x1); /* d (and m for the _1 formats) lead every block */
-    w->d = kx_spread(h, 0, 2);
-    w->m = kx_spread(h, 1, 3);
+    w->h = kx_halves2(two, f == KX_Q4_1 || f == KX_Q5_1, x0, x1);
+    w->d = kx_spread02(w->h);
     if (f == KX_Q8_0) {
         w->a = kx_pair128(two, x0 + 2, x1 + 2);
         w->b = kx_pair128(two, x0 + 18, x1 + 18);
@@ -290,9 +348,8 @@ KX_INLINE void kx_a32(const int f, const int two, const char *row, int64_t i, st
     const int q81 = f == KX_Q4_1 || f == KX_Q5_1;
     const size_t bs = q81 ? sizeof(block_q8_1) : sizeof(block_q8_0), qs = q81 ? 4 : 2;
     const char *y0 = row + (size_t)i * bs, *y1 = y0 + bs;
-    const __m256 h = kx_halves2(two, y0, y1);
-    a->d = kx_spread(h, 0, 2);
-    a->s = q81 ? _mm256_blend_ps(_mm256_setzero_ps(), kx_spread(h, 1, 3), 0x11) : _mm256_setzero_ps();
+    a->h = kx_halves2(two, q81, y0, y1);
+    a->d = kx_spread02(a->h);
     a->a = kx_pair128(two, y0 + qs, y1 + qs);
     a->b = kx_pair128(two, y0 + qs + 16, y1 + qs + 16);
     const int offset = f == KX_Q4_0 ? 8 : f == KX_Q5_0 ? 16 : (f == KX_Q8_0 && KX_VNNI) ? 128 : 0;
@@ -303,38 +360,55 @@ KX_INLINE void kx_a32(const int f, const int two, const char *row, int64_t i, st
     }
 }
 
-KX_INLINE __m256 kx_pair32(const int f, const struct kx_w2 *w, const struct kx_a2 *a, __m256 acc) {
+KX_INLINE void kx_pair32(const int f, const struct kx_w2 *w, const struct kx_a2 *a, __m256 *acc,
+                         __m128 *accm) {
     __m256i d;
-    if (f == KX_Q8_0 && !KX_VNNI) /* |w| <= 128 as u8, sign moved to the activations */
-        d = kx_dot_u8s8(kx_dot_u8s8(a->corr, _mm256_sign_epi8(w->a, w->a), _mm256_sign_epi8(a->a, w->a)),
-                        _mm256_sign_epi8(w->b, w->b), _mm256_sign_epi8(a->b, w->b));
+    if (f == KX_Q8_0 && !KX_VNNI)
+        d = kx_dot_u8s8(
+            kx_dot_u8s8(a->corr, _mm256_sign_epi8(w->a, w->a), _mm256_sign_epi8(a->a, w->a)),
+            _mm256_sign_epi8(w->b, w->b), _mm256_sign_epi8(a->b, w->b));
     else /* u <= 31 (<= 255 with VNNI, which does not saturate) */
         d = kx_dot_u8s8(kx_dot_u8s8(a->corr, w->a, a->a), w->b, a->b);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(w->d, a->d), acc);
-    if (f == KX_Q4_1 || f == KX_Q5_1) acc = _mm256_fmadd_ps(w->m, a->s, acc);
-    return acc;
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(w->d, a->d), *acc);
+    if (f == KX_Q4_1 || f == KX_Q5_1) *accm = _mm_fmadd_ps(w->h, a->h, *accm);
 }
 
-KX_INLINE void kx_step32(const int f, const int two, const int R, const int B, const char *W, size_t wrb,
-                         const char *A, size_t arb, int64_t i, __m256 acc[KX_MAXR][KX_MAXB]) {
+KX_INLINE void kx_step32(const int f, const int two, const int R, const int B, const char *W,
+                         size_t wrb, const char *A, size_t arb, int64_t i, const char *pf,
+                         __m256 acc[KX_MAXR][KX_MAXB], __m128 accm[KX_MAXR][KX_MAXB]) {
     struct kx_w2 w[KX_MAXR];
+    if (pf) kx_prefetch(pf + (size_t)i * R * kx_bsize32(f), (size_t)2 * R * kx_bsize32(f));
     KX_UNROLL for (int r = 0; r < R; r++) kx_w32(f, two, W + r * wrb, i, &w[r]);
     KX_UNROLL for (int b = 0; b < B; b++) {
         struct kx_a2 a;
         kx_a32(f, two, A + b * arb, i, &a);
-        KX_UNROLL for (int r = 0; r < R; r++) acc[r][b] = kx_pair32(f, &w[r], &a, acc[r][b]);
+        KX_UNROLL for (int r = 0; r < R; r++) kx_pair32(f, &w[r], &a, &acc[r][b], &accm[r][b]);
     }
 }
 
+/* pf: start of the next tile's weight rows (prefetched along), or NULL. */
 KX_INLINE void kx_tile_32(const int f, const int R, const int B, int64_t n, const char *W,
-                          size_t wrb, const char *A, size_t arb, float *out, int64_t os) {
+                          size_t wrb, const char *A, size_t arb, float *out, int64_t os,
+                          const char *pf) {
     const int64_t nb = n / 32;
     __m256 acc[KX_MAXR][KX_MAXB];
-    KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) acc[r][b] = _mm256_setzero_ps();
+    __m128 accm[KX_MAXR][KX_MAXB];
+    KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) {
+        acc[r][b] = _mm256_setzero_ps();
+        accm[r][b] = _mm_setzero_ps();
+    }
     int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) kx_step32(f, 1, R, B, W, wrb, A, arb, i, acc);
-    if (i < nb) kx_step32(f, 0, R, B, W, wrb, A, arb, i, acc);
-    KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) out[b * os + r] = kx_hsum(acc[r][b]);
+    for (; i + 2 <= nb; i += 2)
+        kx_step32(f, 1, R, B, W, wrb, A, arb, i, pf, acc, accm);
+    if (i < nb) kx_step32(f, 0, R, B, W, wrb, A, arb, i, pf, acc, accm);
+    KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) {
+        float s = kx_hsum(acc[r][b]);
+        if (f == KX_Q4_1 || f == KX_Q5_1) {
+            const __m128 m = accm[r][b];
+            s += _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 3));
+        }
+        out[b * os + r] = s;
+    }
 }
 
 #define KX_TILE_Q4_0(R, B, ...) kx_tile_32(KX_Q4_0, R, B, __VA_ARGS__)
@@ -370,7 +444,8 @@ KX_DRIVER(KX(matmul_q8_0), KX_TILE_Q8_0, KX_TR, KX_TB)
 enum { KX_Q2_K, KX_Q3_K, KX_Q4_K, KX_Q5_K, KX_Q6_K };
 
 struct kx_ks {
-    __m256i s0, s1; /* int16 scales, shuffle sources: [s0..7 | s0..7] and (16-scale formats) [s8..15 | s8..15] */
+    __m256i s0, s1; /* int16 scales, shuffle sources: [s0..7 | s0..7] and (16-scale formats) [s8..15
+                       | s8..15] */
     __m256i m16;    /* int16 factors of the 16 bsums */
     __m256 d, dmin;
 };
@@ -388,7 +463,9 @@ KX_INLINE __m128i kx_scales_k4(const uint8_t *s12) {
     return _mm_setr_epi32((int)u[0], (int)u[1], (int)u[2], (int)u[3]);
 }
 
-KX_INLINE __m256i kx_dup128(__m128i v) { return _mm256_inserti128_si256(_mm256_castsi128_si256(v), v, 1); }
+KX_INLINE __m256i kx_dup128(__m128i v) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(v), v, 1);
+}
 
 /* scales (16 int16 in a ymm) -> shuffle sources s0, s1 */
 KX_INLINE void kx_scales16(__m256i s16, struct kx_ks *s) {
@@ -398,7 +475,8 @@ KX_INLINE void kx_scales16(__m256i s16, struct kx_ks *s) {
 
 KX_INLINE void kx_kscales(const int f, const char *blk, struct kx_ks *s) {
     switch (f) {
-    case KX_Q4_K: case KX_Q5_K: {
+    case KX_Q4_K:
+    case KX_Q5_K: {
         const block_q4_K *x = (const block_q4_K *)blk; /* q5_K starts the same way */
         const __m128i sm = kx_scales_k4(x->scales);
         s->s0 = kx_dup128(_mm_cvtepu8_epi16(sm));
@@ -465,7 +543,8 @@ KX_INLINE __m256i kx_kq(const int f, const char *blk, const int c) {
     const __m256i m0F = _mm256_set1_epi8(0x0F);
     switch (f) {
     case KX_Q4_K: {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(((const block_q4_K *)blk)->qs + 32 * (c / 2)));
+        const __m256i q =
+            _mm256_loadu_si256((const __m256i *)(((const block_q4_K *)blk)->qs + 32 * (c / 2)));
         return _mm256_and_si256(c % 2 ? _mm256_srli_epi16(q, 4) : q, m0F);
     }
     case KX_Q5_K: {
@@ -484,13 +563,16 @@ KX_INLINE __m256i kx_kq(const int f, const char *blk, const int c) {
         const int h = c / 4, j = c % 4;
         const __m256i l = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32 * (j % 2)));
         const __m256i hb = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
-        const __m256i hs = j == 0 ? _mm256_slli_epi16(hb, 4) : j == 1 ? _mm256_slli_epi16(hb, 2)
-                         : j == 2 ? hb : _mm256_srli_epi16(hb, 2);
+        const __m256i hs = j == 0   ? _mm256_slli_epi16(hb, 4)
+                           : j == 1 ? _mm256_slli_epi16(hb, 2)
+                           : j == 2 ? hb
+                                    : _mm256_srli_epi16(hb, 2);
         return _mm256_or_si256(_mm256_and_si256(j < 2 ? l : _mm256_srli_epi16(l, 4), m0F),
                                _mm256_and_si256(hs, _mm256_set1_epi8(0x30)));
     }
     case KX_Q2_K: {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(((const block_q2_K *)blk)->qs + 32 * (c / 4)));
+        const __m256i q =
+            _mm256_loadu_si256((const __m256i *)(((const block_q2_K *)blk)->qs + 32 * (c / 4)));
         return _mm256_and_si256(_mm256_srli_epi16(q, 2 * (c % 4)), _mm256_set1_epi8(3));
     }
     default: { /* q3_K: q' = low 2 bits + 4 * high bit (0..7), the value being q' - 4 */
@@ -499,39 +581,47 @@ KX_INLINE __m256i kx_kq(const int f, const char *blk, const int c) {
         const __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
         /* the high bit of chunk c is bit c of hmask[l]: move it to bit 2 */
         const __m256i hb = c >= 2 ? _mm256_srli_epi16(hm, c - 2) : _mm256_slli_epi16(hm, 2 - c);
-        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * (c % 4)), _mm256_set1_epi8(3)),
-                               _mm256_and_si256(hb, _mm256_set1_epi8(4)));
+        return _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(q, 2 * (c % 4)), _mm256_set1_epi8(3)),
+            _mm256_and_si256(hb, _mm256_set1_epi8(4)));
     }
     }
 }
 
 KX_INLINE size_t kx_bsizek(const int f) {
-    return f == KX_Q2_K ? sizeof(block_q2_K) : f == KX_Q3_K ? sizeof(block_q3_K)
-         : f == KX_Q4_K ? sizeof(block_q4_K) : f == KX_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
+    return f == KX_Q2_K   ? sizeof(block_q2_K)
+           : f == KX_Q3_K ? sizeof(block_q3_K)
+           : f == KX_Q4_K ? sizeof(block_q4_K)
+           : f == KX_Q5_K ? sizeof(block_q5_K)
+                          : sizeof(block_q6_K);
 }
 
-KX_INLINE void kx_tile_k(const int f, const int R, const int B, int64_t n, const char *W, size_t wrb,
-                         const char *A, size_t arb, float *out, int64_t os) {
+KX_INLINE void kx_tile_k(const int f, const int R, const int B, int64_t n, const char *W,
+                         size_t wrb, const char *A, size_t arb, float *out, int64_t os,
+                         const char *pf) {
     /* log2 of the quant offset (q3_K: 4, q6_K: 32); 0 for the formats with mins */
     const int oshift = f == KX_Q3_K ? 2 : f == KX_Q6_K ? 5 : 0;
     const size_t bs = kx_bsizek(f);
     const int64_t nb = n / QK_K;
     __m256 acc[KX_MAXR][KX_MAXB];
-    KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) acc[r][b] = _mm256_setzero_ps();
+    KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) acc[r][b] =
+        _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         struct kx_ks S[KX_MAXR];
+        if (pf) kx_prefetch(pf + (size_t)i * R * bs, R * bs);
         KX_UNROLL for (int r = 0; r < R; r++) kx_kscales(f, W + r * wrb + (size_t)i * bs, &S[r]);
         __m256i isum[KX_MAXR][KX_MAXB];
-        KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) isum[r][b] = _mm256_setzero_si256();
+        KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) isum[r][b] =
+            _mm256_setzero_si256();
         KX_UNROLL for (int c = 0; c < 8; c++) {
             __m256i yq[KX_MAXB];
-            KX_UNROLL for (int b = 0; b < B; b++)
-                yq[b] = _mm256_loadu_si256((const __m256i *)(((const block_q8_K *)(A + b * arb) + i)->qs + 32 * c));
+            KX_UNROLL for (int b = 0; b < B; b++) yq[b] = _mm256_loadu_si256(
+                (const __m256i *)(((const block_q8_K *)(A + b * arb) + i)->qs + 32 * c));
             KX_UNROLL for (int r = 0; r < R; r++) {
                 const __m256i q = kx_kq(f, W + r * wrb + (size_t)i * bs, c);
                 const __m256i sc = kx_ksc(f, &S[r], c);
-                KX_UNROLL for (int b = 0; b < B; b++)
-                    isum[r][b] = kx_dot_i16(isum[r][b], _mm256_maddubs_epi16(q, yq[b]), sc);
+                KX_UNROLL for (int b = 0; b < B; b++) isum[r][b] =
+                    kx_dot_i16(isum[r][b], _mm256_maddubs_epi16(q, yq[b]), sc);
             }
         }
         KX_UNROLL for (int b = 0; b < B; b++) {
@@ -542,15 +632,19 @@ KX_INLINE void kx_tile_k(const int f, const int R, const int B, int64_t n, const
                 const __m256i msum = _mm256_madd_epi16(bsums, S[r].m16);
                 if (oshift) {
                     const __m256i s = _mm256_sub_epi32(isum[r][b], _mm256_slli_epi32(msum, oshift));
-                    acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(S[r].d, yd), acc[r][b]);
+                    acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(S[r].d, yd),
+                                                acc[r][b]);
                 } else {
-                    acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][b]), _mm256_mul_ps(S[r].d, yd), acc[r][b]);
-                    acc[r][b] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(S[r].dmin, yd), acc[r][b]);
+                    acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][b]),
+                                                _mm256_mul_ps(S[r].d, yd), acc[r][b]);
+                    acc[r][b] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum),
+                                                 _mm256_mul_ps(S[r].dmin, yd), acc[r][b]);
                 }
             }
         }
     }
-    KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) out[b * os + r] = kx_hsum(acc[r][b]);
+    KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) out[b * os + r] =
+        kx_hsum(acc[r][b]);
 }
 
 #define KX_TILE_Q2_K(R, B, ...) kx_tile_k(KX_Q2_K, R, B, __VA_ARGS__)

@@ -21,9 +21,9 @@ void quant_matmul_generic(const struct realm_quant_ops *ops, int64_t k, const vo
     }
 }
 
-void realm_quant_matmul(const struct realm_quant_ops *ops, const void *W, size_t w_row_bytes, int64_t k,
-                        int64_t r0, int64_t r1, const void *act, size_t act_row_bytes, int64_t n_b,
-                        float *out, int64_t out_stride) {
+void realm_quant_matmul(const struct realm_quant_ops *ops, const void *W, size_t w_row_bytes,
+                        int64_t k, int64_t r0, int64_t r1, const void *act, size_t act_row_bytes,
+                        int64_t n_b, float *out, int64_t out_stride) {
     assert(ops && ops->vec_dot && ops->matmul);
     assert(r0 >= 0 && r1 >= r0 && n_b >= 0);
     assert(realm_type_row_size(ops->type, k) <= w_row_bytes || k == 0);

@@ -70,7 +70,9 @@ static inline uint16_t quant_f32_to_f16(float f) {
     return (uint16_t)(sign | ((x - 0x38000000u) >> 13));
 }
 
-static inline float quant_bf16_to_f32(uint16_t h) { return quant_bits_f32((uint32_t)h << 16); }
+static inline float quant_bf16_to_f32(uint16_t h) {
+    return quant_bits_f32((uint32_t)h << 16);
+}
 
 /* As ggml's GGML_FP32_TO_BF16: round to nearest even, NaN kept quiet. */
 static inline uint16_t quant_f32_to_bf16(float f) {

@@ -19,8 +19,8 @@
 
 /* An unpacked super-block. */
 struct kblock {
-    float d, dmin;      /* dmin = 0 for formats without mins */
-    int8_t q[QK_K];     /* quants, signed where the format is (q3_K, q6_K) */
+    float d, dmin;  /* dmin = 0 for formats without mins */
+    int8_t q[QK_K]; /* quants, signed where the format is (q3_K, q6_K) */
     int16_t sc[QK_K / 16];
     int16_t mn[QK_K / 16];
 };
@@ -117,7 +117,8 @@ static void unpack_q6_K(const block_q6_K *x, struct kblock *k) {
 static void dequant_kblock(const struct kblock *k, float *y) {
     for (int g = 0; g < 16; g++) {
         const float dl = k->d * k->sc[g], ml = k->dmin * k->mn[g];
-        for (int l = 0; l < 16; l++) y[16 * g + l] = dl * k->q[16 * g + l] - ml;
+        for (int l = 0; l < 16; l++)
+            y[16 * g + l] = dl * k->q[16 * g + l] - ml;
     }
 }
 
@@ -126,7 +127,8 @@ static void dequant_kblock(const struct kblock *k, float *y) {
 static void dequant_kblock_nomin(const struct kblock *k, float *y) {
     for (int g = 0; g < 16; g++) {
         const float dl = k->d * k->sc[g];
-        for (int l = 0; l < 16; l++) y[16 * g + l] = dl * k->q[16 * g + l];
+        for (int l = 0; l < 16; l++)
+            y[16 * g + l] = dl * k->q[16 * g + l];
     }
 }
 
@@ -134,7 +136,8 @@ static float dot_kblock(const struct kblock *k, const block_q8_K *y) {
     int32_t isum = 0, msum = 0;
     for (int g = 0; g < 16; g++) {
         int32_t s = 0;
-        for (int l = 0; l < 16; l++) s += k->q[16 * g + l] * y->qs[16 * g + l];
+        for (int l = 0; l < 16; l++)
+            s += k->q[16 * g + l] * y->qs[16 * g + l];
         isum += k->sc[g] * s;
         msum += k->mn[g] * y->bsums[g];
     }
@@ -152,7 +155,7 @@ static float dot_kblock(const struct kblock *k, const block_q8_K *y) {
             DEQUANT(&k, y + i * QK_K);                                                             \
         }                                                                                          \
     }                                                                                              \
-    void quant_vec_dot_##t##_q8_K(int64_t n, float *s, const void *vx, const void *vy) {          \
+    void quant_vec_dot_##t##_q8_K(int64_t n, float *s, const void *vx, const void *vy) {           \
         const block_##t *x = vx;                                                                   \
         const block_q8_K *y = vy;                                                                  \
         assert(n % QK_K == 0);                                                                     \

@@ -43,7 +43,8 @@ void quant_quantize_row_q4_0(const float *x, void *vy, int64_t n) {
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = quant_f32_to_f16(d);
         for (int j = 0; j < QK4_0 / 2; j++) {
-            const int8_t q0 = (int8_t)(x[j] * id + 8.5f), q1 = (int8_t)(x[j + QK4_0 / 2] * id + 8.5f);
+            const int8_t q0 = (int8_t)(x[j] * id + 8.5f),
+                         q1 = (int8_t)(x[j + QK4_0 / 2] * id + 8.5f);
             y[i].qs[j] = (uint8_t)((q0 < 15 ? q0 : 15) | (q1 < 15 ? q1 : 15) << 4);
         }
     }

@@ -42,7 +42,8 @@ void quant_dequantize_row_q5_0(const void *vx, float *y, int64_t n) {
     for (int64_t i = 0; i < nb; i++, y += QK5_0) {
         const float d = quant_f16_to_f32(x[i].d);
         unpack5(x[i].qs, x[i].qh, q);
-        for (int j = 0; j < QK5_0; j++) y[j] = (q[j] - 16) * d;
+        for (int j = 0; j < QK5_0; j++)
+            y[j] = (q[j] - 16) * d;
     }
 }
 
@@ -79,7 +80,8 @@ void quant_vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy
     for (int64_t i = 0; i < nb; i++) {
         unpack5(x[i].qs, x[i].qh, q);
         int sumi = 0;
-        for (int j = 0; j < QK5_0; j++) sumi += (q[j] - 16) * y[i].qs[j];
+        for (int j = 0; j < QK5_0; j++)
+            sumi += (q[j] - 16) * y[i].qs[j];
         sumf += (float)sumi * (quant_f16_to_f32(x[i].d) * quant_f16_to_f32(y[i].d));
     }
     *s = sumf;
@@ -95,7 +97,8 @@ void quant_dequantize_row_q5_1(const void *vx, float *y, int64_t n) {
     for (int64_t i = 0; i < nb; i++, y += QK5_1) {
         const float d = quant_f16_to_f32(x[i].d), m = quant_f16_to_f32(x[i].m);
         unpack5(x[i].qs, x[i].qh, q);
-        for (int j = 0; j < QK5_1; j++) y[j] = q[j] * d + m;
+        for (int j = 0; j < QK5_1; j++)
+            y[j] = q[j] * d + m;
     }
 }
 
@@ -114,7 +117,8 @@ void quant_quantize_row_q5_1(const float *x, void *vy, int64_t n) {
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = quant_f32_to_f16(d);
         y[i].m = quant_f32_to_f16(min);
-        for (int j = 0; j < QK5_1; j++) L[j] = (uint8_t)((x[j] - min) * id + 0.5f);
+        for (int j = 0; j < QK5_1; j++)
+            L[j] = (uint8_t)((x[j] - min) * id + 0.5f);
         pack5(L, y[i].qs, y[i].qh);
     }
 }
@@ -129,7 +133,8 @@ void quant_vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy
     for (int64_t i = 0; i < nb; i++) {
         unpack5(x[i].qs, x[i].qh, q);
         int sumi = 0;
-        for (int j = 0; j < QK5_1; j++) sumi += q[j] * y[i].qs[j];
+        for (int j = 0; j < QK5_1; j++)
+            sumi += q[j] * y[i].qs[j];
         sumf += (float)sumi * (quant_f16_to_f32(x[i].d) * quant_f16_to_f32(y[i].d)) +
                 quant_f16_to_f32(x[i].m) * quant_f16_to_f32(y[i].s);
     }

@@ -21,7 +21,8 @@ void quant_dequantize_row_q8_0(const void *vx, float *y, int64_t n) {
     const int64_t nb = n / QK8_0;
     for (int64_t i = 0; i < nb; i++) {
         const float d = quant_f16_to_f32(x[i].d);
-        for (int j = 0; j < QK8_0; j++) y[i * QK8_0 + j] = x[i].qs[j] * d;
+        for (int j = 0; j < QK8_0; j++)
+            y[i * QK8_0 + j] = x[i].qs[j] * d;
     }
 }
 
@@ -38,7 +39,8 @@ void quant_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
         const float d = amax / 127;
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = quant_f32_to_f16(d);
-        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)roundf(x[i * QK8_0 + j] * id);
+        for (int j = 0; j < QK8_0; j++)
+            y[i].qs[j] = (int8_t)roundf(x[i * QK8_0 + j] * id);
     }
 }
 
@@ -49,7 +51,8 @@ void quant_vec_dot_q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy
     float sumf = 0;
     for (int64_t i = 0; i < nb; i++) {
         int sumi = 0;
-        for (int j = 0; j < QK8_0; j++) sumi += x[i].qs[j] * y[i].qs[j];
+        for (int j = 0; j < QK8_0; j++)
+            sumi += x[i].qs[j] * y[i].qs[j];
         sumf += (float)sumi * (quant_f16_to_f32(x[i].d) * quant_f16_to_f32(y[i].d));
     }
     *s = sumf;
@@ -63,7 +66,8 @@ void quant_dequantize_row_q8_1(const void *vx, float *y, int64_t n) {
     const int64_t nb = n / QK8_1;
     for (int64_t i = 0; i < nb; i++) {
         const float d = quant_f16_to_f32(x[i].d);
-        for (int j = 0; j < QK8_1; j++) y[i * QK8_1 + j] = x[i].qs[j] * d;
+        for (int j = 0; j < QK8_1; j++)
+            y[i * QK8_1 + j] = x[i].qs[j] * d;
     }
 }
 
@@ -96,7 +100,8 @@ void quant_dequantize_row_q8_K(const void *vx, float *y, int64_t n) {
     assert(n % QK_K == 0);
     const int64_t nb = n / QK_K;
     for (int64_t i = 0; i < nb; i++)
-        for (int j = 0; j < QK_K; j++) y[i * QK_K + j] = x[i].d * x[i].qs[j];
+        for (int j = 0; j < QK_K; j++)
+            y[i * QK_K + j] = x[i].d * x[i].qs[j];
 }
 
 void quant_quantize_row_q8_K(const float *x, void *vy, int64_t n) {
@@ -126,7 +131,8 @@ void quant_quantize_row_q8_K(const float *x, void *vy, int64_t n) {
         }
         for (int j = 0; j < QK_K / 16; j++) {
             int sum = 0;
-            for (int l = 0; l < 16; l++) sum += y[i].qs[j * 16 + l];
+            for (int l = 0; l < 16; l++)
+                sum += y[i].qs[j * 16 + l];
             y[i].bsums[j] = (int16_t)sum;
         }
         y[i].d = 1 / iscale;

@@ -25,10 +25,29 @@ uint64_t sbx_now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* One line from a Wasmtime message: the trailing NUL dropped (wasm_trap_message includes it),
+ * "\n\nCaused by:\n    x" folded into ": x", runs of blanks into one. */
 static void vec_text(const wasm_byte_vec_t *v, char *buf, size_t cap) {
-    size_t n = v->size;
-    while (n > 0 && v->data[n - 1] == 0) n--; /* wasm_trap_message includes the NUL */
-    snprintf(buf, cap, "%.*s", (int)(n < 512 ? n : 512), v->data);
+    size_t n = v->size, k = 0;
+    while (n > 0 && v->data[n - 1] == 0) n--;
+    bool blank = false;
+    for (size_t i = 0; i < n && k + 1 < cap; i++) {
+        char c = v->data[i];
+        if (c == '\n' || c == '\r' || c == '\t' || c == ' ') {
+            blank = k > 0;
+            continue;
+        }
+        if (!strncmp(v->data + i, "Caused by:", 10) && i + 10 <= n) {
+            i += 9;
+            blank = false;
+            if (k + 2 < cap) buf[k++] = ':', buf[k++] = ' ';
+            continue;
+        }
+        if (blank && k + 2 < cap && buf[k - 1] != ' ') buf[k++] = ' ';
+        blank = false;
+        buf[k++] = c;
+    }
+    if (cap) buf[k < cap ? k : cap - 1] = 0;
 }
 
 void sbx_error_text(wasmtime_error_t *e, char *buf, size_t cap) {
@@ -39,11 +58,50 @@ void sbx_error_text(wasmtime_error_t *e, char *buf, size_t cap) {
     wasmtime_error_delete(e);
 }
 
+static const char *trap_code_text(wasmtime_trap_code_t c) {
+    switch (c) {
+    case WASMTIME_TRAP_CODE_STACK_OVERFLOW: return "call stack exhausted";
+    case WASMTIME_TRAP_CODE_MEMORY_OUT_OF_BOUNDS: return "out of bounds memory access";
+    case WASMTIME_TRAP_CODE_HEAP_MISALIGNED: return "misaligned memory access";
+    case WASMTIME_TRAP_CODE_TABLE_OUT_OF_BOUNDS: return "undefined table element";
+    case WASMTIME_TRAP_CODE_INDIRECT_CALL_TO_NULL: return "uninitialized table element";
+    case WASMTIME_TRAP_CODE_BAD_SIGNATURE: return "indirect call type mismatch";
+    case WASMTIME_TRAP_CODE_INTEGER_OVERFLOW: return "integer overflow";
+    case WASMTIME_TRAP_CODE_INTEGER_DIVISION_BY_ZERO: return "integer divide by zero";
+    case WASMTIME_TRAP_CODE_BAD_CONVERSION_TO_INTEGER: return "invalid conversion to integer";
+    case WASMTIME_TRAP_CODE_UNREACHABLE_CODE_REACHED: return "unreachable executed";
+    case WASMTIME_TRAP_CODE_INTERRUPT: return "interrupted";
+    default: return NULL;
+    }
+}
+
 void sbx_trap_text(wasm_trap_t *t, char *buf, size_t cap) {
-    wasm_message_t msg;
-    wasm_trap_message(t, &msg);
-    vec_text(&msg, buf, cap);
-    wasm_byte_vec_delete(&msg);
+    /* "<what> in <function>": the trap code names the fault; the full message would carry a
+     * multi-line backtrace, the innermost frame is enough to point at the guest's bug */
+    wasmtime_trap_code_t code;
+    const char *what = wasmtime_trap_code(t, &code) ? trap_code_text(code) : NULL;
+    char fn[80] = "";
+    wasm_frame_vec_t frames;
+    wasm_trap_trace(t, &frames);
+    if (frames.size > 0) {
+        const wasm_name_t *n = wasmtime_frame_func_name(frames.data[0]);
+        if (n && n->size) snprintf(fn, sizeof fn, " in %.*s", (int)(n->size < 64 ? n->size : 64), n->data);
+    }
+    wasm_frame_vec_delete(&frames);
+    if (what) {
+        snprintf(buf, cap, "%s%s", what, fn);
+    } else {
+        wasm_message_t msg;
+        wasm_trap_message(t, &msg);
+        /* keep the last line: the cause after the backtrace */
+        size_t n = msg.size;
+        while (n > 0 && (msg.data[n - 1] == 0 || msg.data[n - 1] == '\n')) n--;
+        size_t start = n;
+        while (start > 0 && msg.data[start - 1] != '\n') start--;
+        while (start < n && msg.data[start] == ' ') start++;
+        snprintf(buf, cap, "%.*s%s", (int)(n - start < 200 ? n - start : 200), msg.data + start, fn);
+        wasm_byte_vec_delete(&msg);
+    }
     wasm_trap_delete(t);
 }
 
@@ -84,6 +142,7 @@ int realm_sbx_host_new(const struct realm_sbx_config *cfg_in, struct realm_sbx_h
     if (!cfg.max_output_bytes) cfg.max_output_bytes = 16 * MIB;
     if (!cfg.max_sessions) cfg.max_sessions = 8;
     if (!cfg.max_log_lines) cfg.max_log_lines = 32;
+    if (!cfg.cancel_grace_ms) cfg.cancel_grace_ms = 100;
     if (cfg.memory_limit < 64 * 1024 || cfg.memory_limit > 4096 * MIB || cfg.max_sessions < 0 ||
         cfg.max_sessions > SBX_MAX_HANDLES / 2 || cfg.max_ctx < 0 || cfg.max_log_lines < 0 ||
         cfg.tick_us > 1000000 || cfg.max_instances > 100000)

@@ -318,15 +318,9 @@ static int64_t imp_session_open(struct realm_sbx_tenant *t, const wasmtime_val_t
     struct sbx_slot *s;
     int32_t hd = alloc_slot(t, &s);
     if (hd < 0) return hd;
-    s->logits = realm_malloc((size_t)m->n_vocab * sizeof(float));
-    if (!s->logits) return REALM_E_NOMEM; /* the slot stays free */
     struct realm_err e;
     int rc = realm_session_new(m->model, n_ctx, &s->session, &e);
-    if (rc) {
-        realm_free(s->logits);
-        s->logits = NULL;
-        return rc;
-    }
+    if (rc) return rc; /* the slot stays free */
     s->kind = SBX_SLOT_SESSION;
     s->model = m;
     s->kv_bytes = kv;
@@ -382,28 +376,43 @@ static int64_t imp_decode(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
     if (cap > 0 && cap < m->n_vocab) return REALM_E_TOO_SMALL;
     int32_t room = realm_session_n_ctx(s->session) - realm_session_len(s->session);
     if (n > room) return REALM_E_CONTEXT_FULL;
-    int32_t *toks = realm_malloc((size_t)n * sizeof *toks);
+    /* a copy (the guest's array may be unaligned); one decode step needs no allocation */
+    int32_t small[64];
+    int32_t *toks = n <= 64 ? small : realm_malloc((size_t)n * sizeof *toks);
     if (!toks) return REALM_E_NOMEM;
     memcpy(toks, span_n(t, a[1].of.i32, n, 4), (size_t)n * sizeof *toks);
     for (int32_t i = 0; i < n; i++) {
         if (toks[i] < 0 || toks[i] >= m->n_vocab) {
-            realm_free(toks);
+            if (toks != small) realm_free(toks);
             return REALM_E_INVALID;
         }
+    }
+    /* Logits go straight into guest memory when the guest's buffer is float-aligned: no guest
+     * code runs until this import returns, so the memory cannot grow or move meanwhile (the
+     * store is used by this thread only). An unaligned buffer gets a host copy. */
+    float *dst = NULL;
+    bool direct = cap > 0 && (a[3].of.i32 & 3) == 0;
+    if (direct) {
+        dst = (float *)(void *)span_n(t, a[3].of.i32, cap, 4);
+    } else if (cap > 0) {
+        if (!s->logits && !(s->logits = realm_malloc((size_t)m->n_vocab * sizeof(float)))) {
+            if (toks != small) realm_free(toks);
+            return REALM_E_NOMEM;
+        }
+        dst = s->logits;
     }
     uint64_t t0 = sbx_now_ns();
     struct realm_err e;
     realm_err_clear(&e);
-    int rc = sbx_backend_decode(m, t->id, s->session, toks, n, cap ? s->logits : NULL,
-                                t->req ? &t->req->cancel : NULL, &e);
-    realm_free(toks);
+    int rc = sbx_backend_decode(m, t->group, s->session, toks, n, dst, t->req ? &t->req->cancel : NULL, &e);
+    if (toks != small) realm_free(toks);
     if (t->req) t->req->usage.decode_ns += sbx_now_ns() - t0;
     if (rc) {
         if (rc != REALM_E_CANCELLED)
             realm_log(REALM_LOG_DEBUG, "sandbox", "%s: decode: %s", t->name, e.msg[0] ? e.msg : realm_strerror(rc));
         return rc;
     }
-    if (cap) {
+    if (cap > 0 && !direct) {
         uint8_t *out = span_n(t, a[3].of.i32, cap, 4); /* fetched again after the host work */
         if (!out) return REALM_E_RANGE;
         memcpy(out, s->logits, (size_t)m->n_vocab * sizeof(float));
@@ -445,7 +454,8 @@ static int64_t imp_request_read(struct realm_sbx_tenant *t, const wasmtime_val_t
     uint8_t *buf = span_n(t, a[0].of.i32, cap, 1);
     if (!buf) return REALM_E_RANGE;
     if (r->json_len > INT32_MAX) return REALM_E_LIMIT;
-    memcpy(buf, r->json, r->json_len < (size_t)cap ? r->json_len : (size_t)cap);
+    size_t n = r->json_len < (size_t)cap ? r->json_len : (size_t)cap;
+    if (n) memcpy(buf, r->json, n);
     return (int64_t)r->json_len;
 }
 
@@ -463,8 +473,9 @@ static int64_t imp_log(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
     t->last_msg[n] = 0;
     if (t->log_lines < t->host->cfg.max_log_lines) {
         t->log_lines++;
-        /* a guest's "error" is its tenant's problem, not the host's: at most a warning */
-        realm_log(level > REALM_LOG_WARN ? REALM_LOG_WARN : level, "guest", "%s: %s", t->name, t->last_msg);
+        /* a guest's "error" is its tenant's problem, not the host's: at most info (the failing
+         * call's error carries the last line anyway) */
+        realm_log(level > REALM_LOG_INFO ? REALM_LOG_INFO : level, "guest", "%s: %s", t->name, t->last_msg);
     }
     return REALM_OK;
 }
@@ -500,7 +511,7 @@ struct import_def {
     const char *name;
     const char *sig;    /* params ':' results; i = i32, I = i64 */
     import_fn fn;
-    bool when_cancelled; /* still works after the request was cancelled (clean-up, logging) */
+    bool when_cancelled; /* still works after cancellation or the wall-clock limit (clean-up, logging) */
 };
 
 static const struct import_def g_imports[] = {
@@ -531,6 +542,8 @@ static wasm_trap_t *dispatch(void *env, wasmtime_caller_t *caller, const wasmtim
     int64_t r;
     if (t->req && !d->when_cancelled && atomic_load_explicit(&t->req->cancel, memory_order_relaxed))
         r = REALM_E_CANCELLED;
+    else if (t->wall_deadline_ns && !d->when_cancelled && t0 >= t->wall_deadline_ns)
+        r = REALM_E_TIMEOUT; /* past the request's wall-clock limit: no more work */
     else
         r = d->fn(t, args);
     if (d->sig[strlen(d->sig) - 1] == 'I') {

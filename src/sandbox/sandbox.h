@@ -75,7 +75,8 @@ struct sbx_slot {
     uint8_t kind;
     struct sbx_model *model;
     struct realm_session *session; /* SBX_SLOT_SESSION */
-    float *logits;                 /* SBX_SLOT_SESSION: n_vocab floats, host side */
+    float *logits;                 /* SBX_SLOT_SESSION: n_vocab floats for unaligned guest buffers
+                                      (allocated on first use) */
     uint64_t kv_bytes;
 };
 
@@ -86,6 +87,7 @@ struct realm_sbx_tenant {
     struct realm_sbx_module *mod;
     char *name;
     uint32_t id;
+    uint32_t group;                /* what decode passes to the scheduler as the tenant */
     struct sbx_model *default_model;
     bool *allowed;                 /* per host model; NULL: all */
 
@@ -100,12 +102,12 @@ struct realm_sbx_tenant {
     uint64_t kv_bytes;
 
     /* ---- the current call ---- */
-    bool in_init;
     struct realm_sbx_request *req; /* NULL outside realm_generate */
     uint64_t call_start_ns;
     uint64_t call_host_ns;         /* time inside imports during this call */
     uint64_t budget_ns;            /* guest compute time allowed */
     uint64_t wall_deadline_ns;     /* 0: none */
+    uint64_t cancel_seen_ns;       /* when the epoch callback first saw the cancel flag (0: not) */
     int kill;                      /* enum sbx_kill, set by the epoch callback */
     int log_lines;
     char last_msg[REALM_ABI_MAX_LOG + 1];

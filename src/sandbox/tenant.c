@@ -42,7 +42,11 @@ static wasmtime_error_t *epoch_check(wasmtime_context_t *cx, void *data, uint64_
     struct realm_sbx_tenant *t = data;
     uint64_t now = sbx_now_ns();
     int64_t guest_ns = (int64_t)(now - t->call_start_ns) - (int64_t)t->call_host_ns;
-    if (t->req && atomic_load_explicit(&t->req->cancel, memory_order_relaxed))
+    bool cancelled = t->req && atomic_load_explicit(&t->req->cancel, memory_order_relaxed);
+    if (cancelled && !t->cancel_seen_ns) t->cancel_seen_ns = now;
+    /* a cancelled guest gets a grace period to see REALM_E_CANCELLED from its imports and
+     * unwind on its own; after that it is stopped like any other runaway */
+    if (cancelled && now - t->cancel_seen_ns > t->host->cfg.cancel_grace_ms * 1000000ull)
         t->kill = SBX_KILL_CANCEL;
     else if (t->wall_deadline_ns && now >= t->wall_deadline_ns)
         t->kill = SBX_KILL_WALL;
@@ -60,6 +64,7 @@ static void begin_call(struct realm_sbx_tenant *t, uint64_t budget_ms, uint64_t 
     t->budget_ns = budget_ms * 1000000ull;
     t->wall_deadline_ns = wall_ms ? t->call_start_ns + wall_ms * 1000000ull : 0;
     t->kill = SBX_KILL_NONE;
+    t->cancel_seen_ns = 0;
 }
 
 static int kill_error(struct realm_sbx_tenant *t, const char *what, struct realm_err *err) {
@@ -144,7 +149,6 @@ static int tenant_start(struct realm_sbx_tenant *t, struct realm_err *err) {
     wasmtime_store_limiter(t->store, (int64_t)h->cfg.memory_limit, -1, 1, 1, 1);
     wasmtime_store_epoch_deadline_callback(t->store, epoch_check, t, NULL);
     t->cx = wasmtime_store_context(t->store);
-    t->in_init = true;
     t->log_lines = 0;
     t->last_msg[0] = 0;
     begin_call(t, h->cfg.init_budget_ms, 0);
@@ -186,15 +190,16 @@ static int tenant_start(struct realm_sbx_tenant *t, struct realm_err *err) {
     if ((rc = call_guest(t, &t->f_init, "realm_init", true, &st, err))) goto fail;
     if (st != REALM_OK) {
         /* the seed's failing constructor: report the guest's status and its last words */
-        int code = status_is_known(st) ? st : REALM_E_INVALID;
-        rc = realm_err_set(err, code, "guest init failed: %s%s%s", realm_strerror(st),
-                           t->last_msg[0] ? ": " : "", t->last_msg);
+        if (status_is_known(st))
+            rc = realm_err_set(err, st, "guest init failed: %s%s%s", realm_strerror(st),
+                               t->last_msg[0] ? ": " : "", t->last_msg);
+        else
+            rc = realm_err_set(err, REALM_E_INVALID, "guest init failed: status %d (not a realm status)%s%s",
+                               st, t->last_msg[0] ? ": " : "", t->last_msg);
         goto fail;
     }
-    t->in_init = false;
     return REALM_OK;
 fail:
-    t->in_init = false;
     tenant_stop(t);
     return rc;
 }
@@ -202,6 +207,8 @@ fail:
 int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
                          const struct realm_sbx_tenant_params *params,
                          struct realm_sbx_tenant **out, struct realm_err *err) {
+    if (m->host != h)
+        return realm_err_set(err, REALM_E_INVALID, "sandbox: tenant: the module belongs to another host");
     struct realm_sbx_tenant_params p = {0};
     if (params) p = *params;
     if (!p.name) p.name = "tenant";
@@ -211,6 +218,7 @@ int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
     t->mod = m;
     atomic_fetch_add(&m->refs, 1);
     t->id = atomic_fetch_add(&h->next_tenant_id, 1) + 1;
+    t->group = p.group ? p.group : t->id;
     t->name = realm_strndup(p.name, strlen(p.name));
     int rc;
     if (!t->name) {

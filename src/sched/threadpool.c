@@ -41,8 +41,6 @@ struct realm_threadpool {
     int64_t spin_ns; /* idle spin budget of a worker before it sleeps */
     bool pin;        /* thread i runs on the i-th CPU of the process's affinity mask */
     int cpus[MAX_THREADS];
-    bool owner_pinned;
-    pthread_t owner; /* the last caller of run that was pinned to cpus[0] */
 
     /* dispatch (written by the owner) */
     _Alignas(CACHE_LINE) _Atomic uint32_t gen;
@@ -59,6 +57,23 @@ struct realm_threadpool {
     struct worker *workers; /* n_threads - 1 */
     int n_started;
 };
+
+/* ---- Globals: per thread (thread-local), the affinity a thread had before a pool pinned it as
+ * the caller of realm_threadpool_run, so that realm_cpu_count() and pools it creates later still
+ * see every CPU the thread may use. Written and read only by that thread. ---- */
+static __thread int tl_pinned_cpu; /* 0: not pinned by a pool; else the CPU + 1 */
+static __thread bool tl_orig_ok;
+static __thread cpu_set_t tl_orig;
+
+/* The calling thread's affinity before any pool pinned it. */
+static int thread_cpus(cpu_set_t *set) {
+    if (tl_pinned_cpu && tl_orig_ok) {
+        *set = tl_orig;
+        return 0;
+    }
+    CPU_ZERO(set);
+    return sched_getaffinity(0, sizeof *set, set);
+}
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -84,8 +99,7 @@ static void futex_wake_all(_Atomic uint32_t *addr) {
 
 int realm_cpu_count(void) {
     cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    if (thread_cpus(&set) == 0) {
         int n = CPU_COUNT(&set);
         if (n > 0) return n;
     }
@@ -161,8 +175,7 @@ int realm_threadpool_new(int n_threads, struct realm_threadpool **out, struct re
      * it is off anyway when the pool has more threads than the process has CPUs. */
     const char *pe = getenv("REALM_PIN");
     cpu_set_t set;
-    CPU_ZERO(&set);
-    if ((!pe || strcmp(pe, "0")) && n_threads > 1 && sched_getaffinity(0, sizeof set, &set) == 0 &&
+    if ((!pe || strcmp(pe, "0")) && n_threads > 1 && thread_cpus(&set) == 0 &&
         CPU_COUNT(&set) >= n_threads) {
         int k = 0;
         for (int c = 0; c < CPU_SETSIZE && k < n_threads; c++)
@@ -202,12 +215,15 @@ void realm_threadpool_free(struct realm_threadpool *p) {
     atomic_store(&p->stop, 1);
     atomic_fetch_add(&p->gen, 1);
     futex_wake_all(&p->gen);
-    for (int i = 0; i < p->n_started; i++) pthread_join(p->workers[i].thread, NULL);
+    for (int i = 0; i < p->n_started; i++)
+        pthread_join(p->workers[i].thread, NULL);
     realm_free(p->workers);
     realm_free_aligned(p);
 }
 
-int realm_threadpool_n_threads(const struct realm_threadpool *p) { return p->n_threads; }
+int realm_threadpool_n_threads(const struct realm_threadpool *p) {
+    return p->n_threads;
+}
 
 void realm_threadpool_run(struct realm_threadpool *p, realm_task_fn fn, void *arg) {
     int nth = p->n_threads;
@@ -215,10 +231,10 @@ void realm_threadpool_run(struct realm_threadpool *p, realm_task_fn fn, void *ar
         fn(arg, 0, 1);
         return;
     }
-    if (p->pin && (!p->owner_pinned || !pthread_equal(p->owner, pthread_self()))) {
+    if (p->pin && tl_pinned_cpu != p->cpus[0] + 1) {
+        if (!tl_pinned_cpu) tl_orig_ok = sched_getaffinity(0, sizeof tl_orig, &tl_orig) == 0;
         pin_self(p->cpus[0]);
-        p->owner = pthread_self();
-        p->owner_pinned = true;
+        tl_pinned_cpu = p->cpus[0] + 1;
     }
     p->fn = fn;
     p->arg = arg;

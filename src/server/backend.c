@@ -152,7 +152,14 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
         p->spec = &cfg->tenants[i];
         pthread_mutex_init(&p->mu, NULL);
         b->n_pools++;
-        if ((rc = module_for(b, p->spec->guest, &p->module, err))) goto fail;
+        if ((rc = module_for(b, p->spec->guest, &p->module, err))) {
+            if (err) {
+                char tmp[REALM_ERR_MSG_MAX];
+                snprintf(tmp, sizeof tmp, "%s", err->msg);
+                realm_err_set(err, rc, "tenant %s: guest: %s", p->spec->id, tmp);
+            }
+            goto fail;
+        }
         if (!p->spec->all_models) {
             p->models = realm_calloc(p->spec->n_models ? p->spec->n_models : 1, sizeof *p->models);
             if (!p->models) {
@@ -162,6 +169,8 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
             for (size_t k = 0; k < p->spec->n_models; k++) p->models[k] = p->spec->models[k];
         }
         p->cap_idle = cfg->max_inflight;
+        if (p->spec->limits.max_concurrent > 0 && p->spec->limits.max_concurrent < p->cap_idle)
+            p->cap_idle = p->spec->limits.max_concurrent;
         p->idle = realm_calloc((size_t)p->cap_idle, sizeof *p->idle);
         if (!p->idle) {
             rc = realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
@@ -171,7 +180,10 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
         struct realm_sbx_tenant_params tp = {.name = p->spec->id,
                                              .default_model = p->models ? p->models[0] : cfg->models[0].name,
                                              .models = p->models,
-                                             .n_models = (int)p->spec->n_models};
+                                             .n_models = (int)p->spec->n_models,
+                                             /* one scheduler identity per server tenant, however
+                                                many instances serve it at once */
+                                             .group = (uint32_t)(p - b->pools) + 1};
         if (p->spec->n_models == 0 && !p->spec->all_models) tp.default_model = cfg->models[0].name;
         struct realm_sbx_tenant *inst;
         if ((rc = realm_sbx_tenant_new(b->host, p->module, &tp, &inst, err))) {
@@ -223,6 +235,36 @@ void srv_backend_free(struct srv_backend *b) {
     realm_free(b);
 }
 
+/* Frees one idle instance of another tenant (the one with the most idle), so that a tenant
+ * that needs an instance is not refused while others hoard idle ones. */
+static bool evict_one(struct srv_backend *b, struct be_pool *self) {
+    struct be_pool *victim = NULL;
+    int32_t most = 0;
+    for (size_t i = 0; i < b->n_pools; i++) {
+        struct be_pool *p = &b->pools[i];
+        if (p == self) continue;
+        pthread_mutex_lock(&p->mu);
+        if (p->n_idle > most) {
+            most = p->n_idle;
+            victim = p;
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (!victim) return false;
+    struct realm_sbx_tenant *inst = NULL;
+    pthread_mutex_lock(&victim->mu);
+    if (victim->n_idle > 0) {
+        struct be_idle *e = &victim->idle[--victim->n_idle];
+        inst = e->inst;
+        victim->idle_sessions -= e->sessions;
+        victim->idle_kv_bytes -= e->kv_bytes;
+        victim->alive--;
+    }
+    pthread_mutex_unlock(&victim->mu);
+    realm_sbx_tenant_free(inst);
+    return inst != NULL;
+}
+
 int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_request *r, struct srv_gen_result *out) {
     struct be_pool *p = &b->pools[tenant];
     struct realm_err err;
@@ -246,8 +288,15 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
                                              .default_model = p->models && p->spec->n_models ? p->models[0]
                                                                                            : cfg->models[0].name,
                                              .models = p->models,
-                                             .n_models = (int)p->spec->n_models};
+                                             .n_models = (int)p->spec->n_models,
+                                             /* one scheduler identity per server tenant, however
+                                                many instances serve it at once */
+                                             .group = (uint32_t)(p - b->pools) + 1};
         int rc = realm_sbx_tenant_new(b->host, p->module, &tp, &inst, &err);
+        if (rc == REALM_E_LIMIT && evict_one(b, p)) { /* every instance slot taken: free an idle one */
+            realm_err_clear(&err);
+            rc = realm_sbx_tenant_new(b->host, p->module, &tp, &inst, &err);
+        }
         if (rc) {
             out->status = rc == REALM_E_LIMIT ? REALM_E_BUSY : rc;
             snprintf(out->message, sizeof out->message, "%s", err.msg[0] ? err.msg : realm_strerror(rc));

@@ -36,7 +36,8 @@
 /* Per-connection request state (MHD's con_cls). */
 struct http_req {
     struct srv_buf body;
-    bool too_large;
+    bool too_large;        /* over max_body_bytes: the rest is read and dropped, then 413 */
+    size_t drained;        /* bytes dropped so far */
     bool responded;        /* a response was queued before the body ended (413) */
     enum srv_endpoint ep;
     struct srv_job *job;   /* this request's reference, if a job was admitted */
@@ -105,6 +106,12 @@ static bool client_gone(int fd) {
 
 static void job_cancel(struct srv_job *j) { realm_sbx_request_cancel(&j->sreq); }
 
+/* The client went away before its response ended: cancel, and count it once. */
+static void client_left(struct srv_job *j) {
+    job_cancel(j);
+    if (!atomic_exchange(&j->client_gone, true)) atomic_fetch_add(&j->srv->metrics.disconnects, 1);
+}
+
 /* Waits until the job is done (or, with first_output, has output); polls the client meanwhile.
  * Returns false if the client went away (the job is then cancelled). */
 static bool wait_job(struct srv_job *j, bool first_output) {
@@ -116,8 +123,7 @@ static bool wait_job(struct srv_job *j, bool first_output) {
         if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT) {
             pthread_mutex_unlock(&j->mu);
             if (client_gone(j->fd)) {
-                job_cancel(j);
-                atomic_fetch_add(&j->srv->metrics.disconnects, 1);
+                client_left(j);
                 return false;
             }
             pthread_mutex_lock(&j->mu);
@@ -276,8 +282,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
             if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT) {
                 pthread_mutex_unlock(&j->mu);
                 if (client_gone(j->fd)) {
-                    job_cancel(j);
-                    atomic_fetch_add(&j->srv->metrics.disconnects, 1);
+                    client_left(j);
                     return MHD_CONTENT_READER_END_WITH_ERROR;
                 }
                 pthread_mutex_lock(&j->mu);
@@ -534,6 +539,16 @@ static enum MHD_Result too_large(struct realm_server *s, struct http_req *hr, st
     return send_error(s, hr, c, &e);
 }
 
+/* A client that sends a too-large body without waiting for "100 Continue" would see its
+ * connection reset if we answered and closed at once, so the rest of its body is read and
+ * dropped, up to this much; beyond it the 413 goes out immediately and the connection closes. */
+#define DRAIN_MAX_BYTES (64u << 20)
+
+static bool expects_continue(struct MHD_Connection *c) {
+    const char *e = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    return e && !strcasecmp(e, "100-continue");
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
@@ -549,22 +564,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             char *end;
             errno = 0;
             unsigned long long n = strtoull(cl, &end, 10);
-            if (errno || *end || n > s->cfg->max_body_bytes) return too_large(s, hr, c);
+            if (errno || *end || n > s->cfg->max_body_bytes) {
+                hr->too_large = true;
+                if (expects_continue(c) || errno || *end || n > DRAIN_MAX_BYTES) return too_large(s, hr, c);
+            }
         }
         return MHD_YES;
     }
     if (*upload_size) {
-        if (!hr->responded) {
-            if (hr->body.len + *upload_size > s->cfg->max_body_bytes) {
-                *upload_size = 0;
-                return too_large(s, hr, c);
-            }
-            if (srv_buf_append(&hr->body, upload, *upload_size)) return MHD_NO;
-        }
+        size_t n = *upload_size;
         *upload_size = 0;
+        if (hr->responded) return MHD_YES;
+        if (!hr->too_large && hr->body.len + n > s->cfg->max_body_bytes) {
+            hr->too_large = true;
+            srv_buf_free(&hr->body);
+        }
+        if (hr->too_large) {
+            hr->drained += n;
+            return hr->drained > DRAIN_MAX_BYTES ? too_large(s, hr, c) : MHD_YES;
+        }
+        if (srv_buf_append(&hr->body, upload, n)) return MHD_NO;
         return MHD_YES;
     }
     if (hr->responded) return MHD_YES;
+    if (hr->too_large) return too_large(s, hr, c);
     return route(s, hr, c, url, method);
 }
 
@@ -579,7 +602,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         pthread_mutex_lock(&j->mu);
         bool done = j->done;
         pthread_mutex_unlock(&j->mu);
-        if (!done || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) job_cancel(j);
+        if (toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN) job_cancel(j);
+        else if (!done || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) client_left(j);
         srv_job_unref(j);
     }
     srv_buf_free(&hr->body);
@@ -587,7 +611,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     *con_cls = NULL;
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
+/* MHD's logger hands us its own printf format. */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -656,6 +681,10 @@ void http_quiesce(struct realm_server *s) {
     if (!s->mhd || s->quiesced) return;
     MHD_quiesce_daemon(s->mhd); /* returns our listen_fd, which we close after the stop */
     s->quiesced = true;
+    /* quiesce only stops accepting: new clients would sit in the backlog until the process
+     * exits. Shutting the listening socket down refuses them now (it is closed after the stop,
+     * as MHD requires). */
+    if (s->listen_fd >= 0) shutdown(s->listen_fd, SHUT_RDWR);
 }
 
 void http_stop(struct realm_server *s) {

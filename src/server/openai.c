@@ -323,12 +323,21 @@ int srv_request_parse(const struct realm_server_config *cfg, const struct realm_
          * in a JSON double (negative seeds as their two's complement) */
         double sd = seed->valuedouble;
         uint64_t u = sd < 0 ? (uint64_t)(int64_t)sd : sd >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)sd;
-        if (!cJSON_AddNumberToObject(g, "seed", (double)(u & ((UINT64_C(1) << 53) - 1)))) {
+        char num[24]; /* raw: cJSON prints doubles with 15 digits, which would round large seeds */
+        snprintf(num, sizeof num, "%llu", (unsigned long long)(u & ((UINT64_C(1) << 53) - 1)));
+        if (!cJSON_AddRawToObject(g, "seed", num)) {
             srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
             goto done;
         }
     }
     if (parse_stop(root, g, e) || parse_logit_bias(root, g, e)) goto done;
+    bool ignore_eos = false; /* extension (as llama.cpp's server): generate through end-of-text */
+    const cJSON *ie = cJSON_GetObjectItemCaseSensitive(root, "ignore_eos");
+    if (opt_bool(root, "ignore_eos", &ignore_eos, e)) goto done;
+    if (ie && !cJSON_IsNull(ie) && !cJSON_AddBoolToObject(g, "ignore_eos", ignore_eos)) {
+        srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        goto done;
+    }
     if (!cJSON_AddBoolToObject(g, "stream", r.stream)) {
         srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
         goto done;

@@ -37,14 +37,16 @@ void srv_job_unref(struct srv_job *j) {
     if (j && atomic_fetch_sub(&j->refs, 1) == 1) job_free(j);
 }
 
-/* The guest's emit: runs on the worker thread. Applies back-pressure when the client reads
- * slower than the guest writes (waits, checking for cancellation) so memory stays bounded. */
+/* The guest's emit: runs on the worker thread. Applies back-pressure when a streaming client
+ * reads slower than the guest writes (waits, checking for cancellation) so memory stays bounded. */
 static int job_emit(void *user, const char *text, size_t len) {
     struct srv_job *j = user;
     if (atomic_load(&j->sreq.cancel)) return REALM_E_CANCELLED;
     if (len == 0) return REALM_OK;
     pthread_mutex_lock(&j->mu);
-    while (j->pending.len > MAX_PENDING_BYTES && !atomic_load(&j->sreq.cancel)) {
+    /* a non-streamed answer accumulates here until the end (the sandbox's max_output_bytes caps
+     * it); a stream is drained by its reader, so a slow reader makes the guest wait */
+    while (j->req.stream && j->pending.len > MAX_PENDING_BYTES && !atomic_load(&j->sreq.cancel)) {
         struct timespec ts;
         srv_deadline(&ts, 0.05);
         pthread_cond_timedwait(&j->cv, &j->mu, &ts);
@@ -247,7 +249,9 @@ int realm_server_start(const struct realm_server_config *cfg, struct realm_serve
     for (int i = 0; i < cfg->max_inflight; i++) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
-        pthread_attr_setstacksize(&attr, 1u << 20); /* guests run on their own Wasmtime stacks */
+        /* guest code runs on this thread's stack (Wasmtime's max_wasm_stack, 512 KiB by default,
+         * plus the host imports under it); only the pages touched become resident */
+        pthread_attr_setstacksize(&attr, 4u << 20);
         int e = pthread_create(&s->workers[i], &attr, worker_main, s);
         pthread_attr_destroy(&attr);
         if (e) {

@@ -155,6 +155,7 @@ struct realm_server;
 struct srv_job {
     atomic_int refs;
     struct realm_sbx_request sreq; /* what the guest runs on; its cancel flag is the job's */
+    atomic_bool client_gone;   /* the client left before its response ended (counted once) */
     struct realm_server *srv;
     struct srv_tenant *tenant;
     struct srv_request req;
@@ -217,9 +218,10 @@ void http_stop(struct realm_server *s);
 int srv_metrics_render(struct realm_server *s, struct srv_buf *b);
 
 /* server.c: admits, queues and runs jobs */
-/* Creates a job (refs = 1, the caller's) and queues it for a worker (+1 ref). Returns 0, or -1
- * with 503 in *e when the queue is full or the server is draining. On failure the request is
- * left to the caller. */
+/* Creates a job holding two references (the caller's and the worker's) and queues it. On success
+ * the job owns *req (the caller must not free it) and *out is the caller's reference (release
+ * with srv_job_unref). Returns 0, or -1 with a 503 in *e when the queue is full or the server is
+ * draining; *req then stays the caller's. */
 int srv_job_submit(struct realm_server *s, struct srv_tenant *t, struct srv_request *req, int fd,
                    struct srv_job **out, struct srv_error *e);
 void srv_job_unref(struct srv_job *j);

@@ -32,10 +32,10 @@
 #define RX_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
 #define RX_CONTRACTIONS "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 #define RX_LLAMA3                                                                                  \
-    RX_CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"    \
+    RX_CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"   \
                     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RX_QWEN2                                                                                   \
-    RX_CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"         \
+    RX_CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"        \
                     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 /* The CJK ideograph / Hangul class of the DeepSeek tokenizers. */
 #define RX_CJK "[\\x{4E00}-\\x{9FA5}\\x{800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+"
@@ -96,29 +96,70 @@ struct pre_def {
 };
 
 static const struct pre_def g_pre[] = {
-    {"default", PRE_DEFAULT, false, false, true, false,
+    {"default",
+     PRE_DEFAULT,
+     false,
+     false,
+     true,
+     false,
      {"[\\p{P}\\$\\+<=>\\^~\\|]+", RX_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"}},
-    {"llama3|llama-v3|llama-bpe|falcon3|falcon-h1|pixtral|midm-2.0|lfm2", PRE_LLAMA3, true, true,
-     true, false, {RX_LLAMA3}},
+    {"llama3|llama-v3|llama-bpe|falcon3|falcon-h1|pixtral|midm-2.0|lfm2",
+     PRE_LLAMA3,
+     true,
+     true,
+     true,
+     false,
+     {RX_LLAMA3}},
     {"dbrx|smaug-bpe", PRE_LLAMA3, false, false, true, false, {RX_LLAMA3}},
-    {"deepseek-llm", PRE_DEEPSEEK_LLM, false, false, false, false,
+    {"deepseek-llm",
+     PRE_DEEPSEEK_LLM,
+     false,
+     false,
+     false,
+     false,
      {"[\r\n]", RX_DEEPSEEK_LETTERS,
       "\\s?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+",
       "\\s+$", RX_CJK, "\\p{N}+"}},
-    {"deepseek-coder", PRE_DEEPSEEK_CODER, false, false, false, false,
+    {"deepseek-coder",
+     PRE_DEEPSEEK_CODER,
+     false,
+     false,
+     false,
+     false,
      {"[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", RX_CJK, "\\p{N}"}},
-    {"deepseek-v3", PRE_DEEPSEEK3, false, false, false, false,
+    {"deepseek-v3",
+     PRE_DEEPSEEK3,
+     false,
+     false,
+     false,
+     false,
      {"\\p{N}{1,3}", "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+",
-      "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
+      "[!\"#$%&'()*+,\\-./"
+      ":;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
       " ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"}},
-    {"falcon", PRE_FALCON, false, false, true, false,
+    {"falcon",
+     PRE_FALCON,
+     false,
+     false,
+     true,
+     false,
      {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RX_GPT2, "[0-9][0-9][0-9]"}},
-    {"starcoder|refact|codeshell|exaone|minerva-7b", PRE_STARCODER, false, false, true, false,
+    {"starcoder|refact|codeshell|exaone|minerva-7b",
+     PRE_STARCODER,
+     false,
+     false,
+     true,
+     false,
      {"\\p{N}", RX_GPT2}},
     {"command-r|smollm", PRE_STARCODER, false, false, false, false, {"\\p{N}", RX_GPT2}},
     {"gpt-2|phi-2|jina-es|jina-de|gigachat|jina-v2-es|jina-v2-de|a.x-4.0|mellum|exaone4|mpt|olmo|"
      "jais|roberta-bpe|jina-v1-en|jina-v2-code",
-     PRE_GPT2, false, false, true, false, {RX_GPT2}},
+     PRE_GPT2,
+     false,
+     false,
+     true,
+     false,
+     {RX_GPT2}},
     {"trillion|granite-docling", PRE_GPT2, false, false, false, false, {RX_GPT2}},
     {"qwen2|deepseek-r1-qwen|megrez", PRE_QWEN2, false, false, false, false, {RX_QWEN2}},
     {"stablelm2|hunyuan", PRE_QWEN2, false, false, true, false, {RX_QWEN2}},
@@ -127,14 +168,29 @@ static const struct pre_def g_pre[] = {
     {"chatglm-bpe|glm4", PRE_CHATGLM4, false, false, true, true, {RX_LLAMA3}},
     {"viking", PRE_VIKING, false, false, false, false, {RX_PORO, "\\p{N}"}},
     {"tekken", PRE_TEKKEN, true, true, false, false, {RX_TEKKEN}},
-    {"chameleon", PRE_CHAMELEON, false, true, false, false,
+    {"chameleon",
+     PRE_CHAMELEON,
+     false,
+     true,
+     false,
+     false,
      {"<sentinel:[0-9]+>", "(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z", "([\\t\\n]|    |  )", "\\p{N}",
       "[\\p{P}!-/:-@\\[-`{-~]", RX_GPT2}},
     {"gpt-4o|llama4", PRE_GPT4O, false, false, false, false, {RX_GPT4O}},
-    {"seed-coder", PRE_SEED_CODER, false, false, false, false,
+    {"seed-coder",
+     PRE_SEED_CODER,
+     false,
+     false,
+     false,
+     false,
      {RX_CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|"
                       "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}},
-    {"bailingmoe|bailingmoe2|llada-moe", PRE_BAILINGMOE, false, false, false, false,
+    {"bailingmoe|bailingmoe2|llada-moe",
+     PRE_BAILINGMOE,
+     false,
+     false,
+     false,
+     false,
      {"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"
       " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"}},
 };
@@ -152,7 +208,9 @@ static bool name_in(const char *names, const char *name) {
 
 /* The White_Space property: what `\s` means in HF tokenizers (Rust regex / Oniguruma) and in
  * llama.cpp (ASCII isspace plus non-ASCII whitespace folded to \v). */
-#define WS_SET "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define WS_SET                                                                                     \
+    "\\t-\\r "                                                                                     \
+    "\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 
 /* Rewrites \s / \S into the White_Space class. Returns a realm_malloc'd string, or NULL
  * (out of memory, or \S inside a class, which no table pattern uses). */
@@ -221,9 +279,11 @@ static void pcre_free(void *p, void *user) {
  * U+0100.. in byte order. */
 static void build_byte_tables(struct realm_tokenizer *t) {
     int n = 0;
-    for (int i = 0; i < 324; i++) t->unicode_to_byte[i] = -1;
+    for (int i = 0; i < 324; i++)
+        t->unicode_to_byte[i] = -1;
     for (int b = 0; b < 256; b++) {
-        bool keep = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        bool keep =
+            (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
         int cp = keep ? b : 256 + n++;
         t->unicode_to_byte[cp] = (int16_t)b;
         memset(t->byte_enc[b], 0, 3);
@@ -245,7 +305,8 @@ int tok_bpe_init(struct realm_tokenizer *t, struct realm_err *err) {
         if (name_in(g_pre[i].names, pre)) def = &g_pre[i];
     if (!def)
         return realm_err_set(err, REALM_E_UNSUPPORTED,
-                             "tokenizer: tokenizer.ggml.pre: '%s', expected a known pre-tokenizer", pre);
+                             "tokenizer: tokenizer.ggml.pre: '%s', expected a known pre-tokenizer",
+                             pre);
     if (!t->pre_name[0]) snprintf(t->pre_name, sizeof t->pre_name, "default");
     t->pre_type = def->type;
     t->ignore_merges = def->ignore_merges;
@@ -269,16 +330,16 @@ int tok_bpe_init(struct realm_tokenizer *t, struct realm_err *err) {
         }
         int ec;
         PCRE2_SIZE eo;
-        pcre2_code *code = pcre2_compile((PCRE2_SPTR)rx, PCRE2_ZERO_TERMINATED,
-                                         PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF |
-                                             PCRE2_DOLLAR_ENDONLY,
-                                         &ec, &eo, cctx);
+        pcre2_code *code = pcre2_compile(
+            (PCRE2_SPTR)rx, PCRE2_ZERO_TERMINATED,
+            PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | PCRE2_DOLLAR_ENDONLY, &ec, &eo, cctx);
         if (!code) {
             PCRE2_UCHAR msg[128];
             pcre2_get_error_message(ec, msg, sizeof msg);
-            rc = realm_err_set(err, REALM_E_INTERNAL,
-                               "tokenizer: pre-tokenizer '%s' regex %d: %s at offset %zu", pre, i,
-                               (const char *)msg, (size_t)eo);
+            rc =
+                realm_err_set(err, ec == PCRE2_ERROR_HEAP_FAILED ? REALM_E_NOMEM : REALM_E_INTERNAL,
+                              "tokenizer: pre-tokenizer '%s' regex %d: %s at offset %zu", pre, i,
+                              (const char *)msg, (size_t)eo);
             realm_free(rx);
             break;
         }
@@ -294,7 +355,8 @@ int tok_bpe_init(struct realm_tokenizer *t, struct realm_err *err) {
 }
 
 void tok_bpe_free(struct realm_tokenizer *t) {
-    for (int i = 0; i < t->n_regex; i++) pcre2_code_free((pcre2_code *)t->regex[i]);
+    for (int i = 0; i < t->n_regex; i++)
+        pcre2_code_free((pcre2_code *)t->regex[i]);
     t->n_regex = 0;
     if (t->gctx) pcre2_general_context_free((pcre2_general_context *)t->gctx);
     t->gctx = NULL;
@@ -307,7 +369,8 @@ void tok_bpe_free(struct realm_tokenizer *t) {
 static int map_insert(struct realm_tokenizer *t, int32_t id) {
     const struct tok_entry *e = &t->str[id];
     uint64_t i = tok_hash(t->text + e->off, e->len) & t->map.mask;
-    while (t->map.slots[i]) i = (i + 1) & t->map.mask;
+    while (t->map.slots[i])
+        i = (i + 1) & t->map.mask;
     t->map.slots[i] = (uint32_t)id + 1;
     return REALM_OK;
 }
@@ -342,9 +405,12 @@ static int32_t str_get_or_add(struct realm_tokenizer *t, const char *s, size_t n
     return id;
 }
 
-static uint64_t merge_key(int32_t l, int32_t r) { return (((uint64_t)(uint32_t)l << 32) | (uint32_t)r) + 1; }
+static uint64_t merge_key(int32_t l, int32_t r) {
+    return (((uint64_t)(uint32_t)l << 32) | (uint32_t)r) + 1;
+}
 
-static const struct tok_merge_slot *merge_find(const struct realm_tokenizer *t, int32_t l, int32_t r) {
+static const struct tok_merge_slot *merge_find(const struct realm_tokenizer *t, int32_t l,
+                                               int32_t r) {
     uint64_t key = merge_key(l, r);
     uint64_t i = (key * 0x9E3779B97F4A7C15ull >> 17) & t->merges_mask;
     for (;;) {
@@ -355,18 +421,24 @@ static const struct tok_merge_slot *merge_find(const struct realm_tokenizer *t, 
     }
 }
 
-int tok_bpe_load_merges(struct realm_tokenizer *t, const struct realm_gguf *g, struct realm_err *err) {
+int tok_bpe_load_merges(struct realm_tokenizer *t, const struct realm_gguf *g,
+                        struct realm_err *err) {
     static const char *key = "tokenizer.ggml.merges";
     int64_t kv = realm_gguf_find_key(g, key);
     enum realm_gguf_vtype et;
     uint64_t n;
     const void *data;
-    if (kv < 0) return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s: missing, expected the BPE merges", key);
+    if (kv < 0)
+        return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s: missing, expected the BPE merges",
+                             key);
     if (!realm_gguf_get_arr(g, key, &et, &n, &data) || et != REALM_GGUF_STRING)
         return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s: not a string array", key);
-    if (n > INT32_MAX / 4) return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s: %llu merges, too many", key, (unsigned long long)n);
+    if (n > INT32_MAX / 4)
+        return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s: %llu merges, too many", key,
+                             (unsigned long long)n);
     uint64_t cap = 16;
-    while (cap < n * 2 + 2) cap <<= 1;
+    while (cap < n * 2 + 2)
+        cap <<= 1;
     t->merges = realm_calloc(cap, sizeof *t->merges);
     if (!t->merges) return realm_err_set(err, REALM_E_NOMEM, "tokenizer: out of memory");
     t->merges_mask = cap - 1;
@@ -379,13 +451,15 @@ int tok_bpe_load_merges(struct realm_tokenizer *t, const struct realm_gguf *g, s
         const char *s;
         size_t len;
         if (!realm_gguf_kv_arr_str(g, kv, i, &s, &len)) {
-            rc = realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s[%llu]: unreadable", key, (unsigned long long)i);
+            rc = realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s[%llu]: unreadable", key,
+                               (unsigned long long)i);
             break;
         }
         /* "left right", split at the first space after the first byte (llama.cpp) */
         const char *sp = len > 1 ? memchr(s + 1, ' ', len - 1) : NULL;
         if (!sp) continue;
         size_t ll = (size_t)(sp - s), rl = len - ll - 1;
+        if (rl == 0) continue; /* can never match: symbols are never empty */
         if (tok_buf_reserve((void **)&cat, &cat_cap, ll + rl + 1, 1)) {
             rc = REALM_E_NOMEM;
             break;
@@ -401,7 +475,8 @@ int tok_bpe_load_merges(struct realm_tokenizer *t, const struct realm_gguf *g, s
         }
         uint64_t k = merge_key(l, r);
         uint64_t j = (k * 0x9E3779B97F4A7C15ull >> 17) & t->merges_mask;
-        while (t->merges[j].key && t->merges[j].key != k) j = (j + 1) & t->merges_mask;
+        while (t->merges[j].key && t->merges[j].key != k)
+            j = (j + 1) & t->merges_mask;
         if (t->merges[j].key) continue; /* first (lowest) rank wins, like map::emplace */
         t->merges[j].key = k;
         t->merges[j].rank = (int32_t)i;
@@ -468,7 +543,8 @@ static int bpe_word(const struct realm_tokenizer *t, const unsigned char *w, uin
     if (n == 0) return REALM_OK;
     if (t->ignore_merges) {
         /* llama3-style vocabularies take a whole word that is a token as is */
-        if (tok_buf_reserve((void **)&b->bytes, &b->bytes_cap, (size_t)n * 2, 1)) return REALM_E_NOMEM;
+        if (tok_buf_reserve((void **)&b->bytes, &b->bytes_cap, (size_t)n * 2, 1))
+            return REALM_E_NOMEM;
         size_t k = 0;
         for (uint32_t i = 0; i < n; i++) {
             memcpy(b->bytes + k, t->byte_enc[w[i]], t->byte_enc_len[w[i]]);
@@ -498,7 +574,7 @@ static int bpe_word(const struct realm_tokenizer *t, const unsigned char *w, uin
 #define ADD(L, R)                                                                                  \
     do {                                                                                           \
         int32_t l_ = (L), r_ = (R);                                                                \
-        if (l_ >= 0 && r_ >= 0 && sym[l_].sid >= 0 && sym[r_].sid >= 0) {                         \
+        if (l_ >= 0 && r_ >= 0 && sym[l_].sid >= 0 && sym[r_].sid >= 0) {                          \
             const struct tok_merge_slot *m_ = merge_find(t, sym[l_].sid, sym[r_].sid);             \
             if (m_) {                                                                              \
                 struct bpe_bigram bg_ = {m_->rank, l_, r_, sym[l_].n, sym[r_].n};                  \
@@ -506,7 +582,8 @@ static int bpe_word(const struct realm_tokenizer *t, const unsigned char *w, uin
             }                                                                                      \
         }                                                                                          \
     } while (0)
-    for (uint32_t i = 1; i < n; i++) ADD((int32_t)i - 1, (int32_t)i);
+    for (uint32_t i = 1; i < n; i++)
+        ADD((int32_t)i - 1, (int32_t)i);
     while (hn) {
         struct bpe_bigram bg = bg_pop(heap, &hn);
         struct bpe_sym *ls = &sym[bg.left], *rs = &sym[bg.right];
@@ -535,6 +612,11 @@ static int bpe_word(const struct realm_tokenizer *t, const unsigned char *w, uin
     return REALM_OK;
 }
 
+static int bpe_word_fn(const struct realm_tokenizer *t, const char *w, size_t n, struct tok_buf *b,
+                       struct tok_ids *out) {
+    return bpe_word(t, (const unsigned char *)w, (uint32_t)n, b, out);
+}
+
 /* Advances past one UTF-8 character (or one invalid byte). */
 static size_t next_char(const unsigned char *s, size_t len, size_t i) {
     size_t l = tok_utf8_len(s[i]);
@@ -558,7 +640,8 @@ static int split_chunks(const struct realm_tokenizer *t, pcre2_code *code, const
                 rc = pcre2_match(code, s, len, start, PCRE2_NO_JIT, md, NULL);
             if (rc == PCRE2_ERROR_NOMATCH) break;
             if (rc < 0 && rc != 0) {
-                realm_log(REALM_LOG_WARN, "tokenizer", "regex match failed (%d); keeping the chunk whole", rc);
+                realm_log(REALM_LOG_WARN, "tokenizer",
+                          "regex match failed (%d); keeping the chunk whole", rc);
                 break;
             }
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
@@ -571,7 +654,8 @@ static int split_chunks(const struct realm_tokenizer *t, pcre2_code *code, const
                 start = next_char(s, len, ms);
                 continue;
             }
-            if (ms > start) o[no++] = (struct chunk){in[c].off + (uint32_t)start, (uint32_t)(ms - start)};
+            if (ms > start)
+                o[no++] = (struct chunk){in[c].off + (uint32_t)start, (uint32_t)(ms - start)};
             o[no++] = (struct chunk){in[c].off + (uint32_t)ms, (uint32_t)(me - ms)};
             start = me;
         }
@@ -633,8 +717,8 @@ static const char *fix_invalid(const struct realm_tokenizer *t, const char *text
     return b->fix;
 }
 
-int tok_bpe_segment(const struct realm_tokenizer *t, const char *text, size_t len, struct tok_buf *b,
-                    struct tok_ids *out) {
+int tok_bpe_segment(const struct realm_tokenizer *t, const char *text, size_t len,
+                    struct tok_buf *b, struct tok_ids *out) {
     if (len == 0) return REALM_OK;
     if (len > UINT32_MAX / 8) return REALM_E_LIMIT;
     text = fix_invalid(t, text, &len, b);
@@ -660,14 +744,17 @@ int tok_bpe_segment(const struct realm_tokenizer *t, const char *text, size_t le
     }
     const struct chunk *ch = b->chunks;
     for (size_t i = 0; i < n; i++) {
-        int rc = bpe_word(t, (const unsigned char *)text + ch[i].off, ch[i].len, b, out);
+        const unsigned char *w = (const unsigned char *)text + ch[i].off;
+        int rc = ch[i].len > 1 ? tok_cached(t, (const char *)w, ch[i].len, b, out, bpe_word_fn)
+                               : bpe_word(t, w, ch[i].len, b, out);
         if (rc) return rc;
     }
     return REALM_OK;
 }
 
 void tok_bpe_byte_sids(struct realm_tokenizer *t) {
-    for (int b = 0; b < 256; b++) t->byte_sid[b] = tok_str_find(t, t->byte_enc[b], t->byte_enc_len[b]);
+    for (int b = 0; b < 256; b++)
+        t->byte_sid[b] = tok_str_find(t, t->byte_enc[b], t->byte_enc_len[b]);
 }
 
 void tok_bpe_match_free(void *md) {

@@ -17,14 +17,41 @@
 #include "tokenizer/tok.h"
 
 static const char *const k_families[] = {
-    "chatml",     "llama2",      "llama2-sys", "llama2-sys-bos",    "llama2-sys-strip",
-    "mistral-v1", "mistral-v3",  "mistral-v3-tekken",               "mistral-v7",
-    "mistral-v7-tekken",         "phi3",       "phi4",              "falcon3",
-    "zephyr",     "monarch",     "gemma",      "orion",             "openchat",
-    "vicuna",     "vicuna-orca", "deepseek",   "deepseek2",         "deepseek3",
-    "command-r",  "llama3",      "chatglm3",   "chatglm4",          "glmedge",
-    "minicpm",    "exaone3",     "granite",    "megrez",            "llama4",
-    "smolvlm",    NULL,
+    "chatml",
+    "llama2",
+    "llama2-sys",
+    "llama2-sys-bos",
+    "llama2-sys-strip",
+    "mistral-v1",
+    "mistral-v3",
+    "mistral-v3-tekken",
+    "mistral-v7",
+    "mistral-v7-tekken",
+    "phi3",
+    "phi4",
+    "falcon3",
+    "zephyr",
+    "monarch",
+    "gemma",
+    "orion",
+    "openchat",
+    "vicuna",
+    "vicuna-orca",
+    "deepseek",
+    "deepseek2",
+    "deepseek3",
+    "command-r",
+    "llama3",
+    "chatglm3",
+    "chatglm4",
+    "glmedge",
+    "minicpm",
+    "exaone3",
+    "granite",
+    "megrez",
+    "llama4",
+    "smolvlm",
+    NULL,
 };
 
 static const char *family(const char *name) {
@@ -79,7 +106,9 @@ const char *tok_chat_detect(const char *s, size_t n) {
     if (H("[gMASK]sop")) return family("chatglm3");
     if (H("<\xe7\x94\xa8\xe6\x88\xb7>")) return family("minicpm"); /* <用户> */
     if (H("'Assistant: ' + message['content'] + eos_token")) return family("deepseek2");
-    if (H("<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>") && H("<\xef\xbd\x9cUser\xef\xbd\x9c>"))
+    if (H("<\xef\xbd\x9c"
+          "Assistant\xef\xbd\x9c>") &&
+        H("<\xef\xbd\x9cUser\xef\xbd\x9c>"))
         return family("deepseek3");
     if (H("[|system|]") && H("[|assistant|]") && H("[|endofturn|]")) return family("exaone3");
     if (H("<|start_of_role|>")) return family("granite");
@@ -119,13 +148,17 @@ static void put(struct sb *b, const char *s, size_t n) {
     }
     b->n += n;
 }
-static void puts_(struct sb *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(struct sb *b, const char *s) {
+    put(b, s, strlen(s));
+}
 
 /* isspace-trim, as llama-chat.cpp's trim() */
 static void trimmed(const char *s, size_t n, const char **o, size_t *on) {
     size_t a = 0, e = n;
-    while (a < e && isspace((unsigned char)s[a])) a++;
-    while (e > a && isspace((unsigned char)s[e - 1])) e--;
+    while (a < e && isspace((unsigned char)s[a]))
+        a++;
+    while (e > a && isspace((unsigned char)s[e - 1]))
+        e--;
     *o = s + a;
     *on = e - a;
 }
@@ -145,7 +178,9 @@ static void content(struct sb *b, const struct realm_chat_msg *m, bool trim) {
     put(b, s, n);
 }
 
-static void role(struct sb *b, const struct realm_chat_msg *m) { put(b, m->role, m->role_len); }
+static void role(struct sb *b, const struct realm_chat_msg *m) {
+    put(b, m->role, m->role_len);
+}
 
 static bool valid_role(const struct realm_chat_msg *m) {
     if (!m->role || m->role_len == 0 || m->role_len > 64) return false;
@@ -157,8 +192,8 @@ static bool valid_role(const struct realm_chat_msg *m) {
 }
 
 int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
-                          const struct realm_chat_msg *msgs, size_t n_msgs, bool add_generation_prompt,
-                          char *out, size_t cap) {
+                          const struct realm_chat_msg *msgs, size_t n_msgs,
+                          bool add_generation_prompt, char *out, size_t cap) {
     const char *f = name ? family(name) : (t ? t->chat_family : NULL);
     if (!f) return REALM_E_NOT_FOUND;
     if (n_msgs && !msgs) return REALM_E_INVALID;
@@ -415,7 +450,8 @@ int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
             } else if (role_is(M, "assistant")) {
                 puts_(&b, "Assistant: ");
                 content(&b, M, false);
-                puts_(&b, "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
+                puts_(&b, "<\xef\xbd\x9c"
+                          "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
             }
         }
         if (ass) puts_(&b, "Assistant:");
@@ -428,16 +464,20 @@ int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
                 puts_(&b, "<\xef\xbd\x9cUser\xef\xbd\x9c>");
                 content(&b, M, false);
             } else if (role_is(M, "assistant")) {
-                puts_(&b, "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>");
+                puts_(&b, "<\xef\xbd\x9c"
+                          "Assistant\xef\xbd\x9c>");
                 content(&b, M, false);
-                puts_(&b, "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
+                puts_(&b, "<\xef\xbd\x9c"
+                          "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
             }
         }
-        if (ass) puts_(&b, "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>");
+        if (ass)
+            puts_(&b, "<\xef\xbd\x9c"
+                      "Assistant\xef\xbd\x9c>");
     } else if (!strcmp(f, "command-r")) {
         EACH {
-            const char *tag = role_is(M, "system") ? "<|SYSTEM_TOKEN|>"
-                              : role_is(M, "user") ? "<|USER_TOKEN|>"
+            const char *tag = role_is(M, "system")      ? "<|SYSTEM_TOKEN|>"
+                              : role_is(M, "user")      ? "<|USER_TOKEN|>"
                               : role_is(M, "assistant") ? "<|CHATBOT_TOKEN|>"
                                                         : NULL;
             if (!tag) continue;

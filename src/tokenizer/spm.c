@@ -62,10 +62,11 @@ static struct spm_bigram heap_pop(struct spm_heap *h) {
     return top;
 }
 
-int tok_spm_segment(const struct realm_tokenizer *t, const char *text, size_t len, struct tok_buf *b,
-                    struct tok_ids *out) {
+static size_t char_len(const char *text, size_t len, size_t off);
+
+static int spm_run(const struct realm_tokenizer *t, const char *text, size_t len, struct tok_buf *b,
+                   struct tok_ids *out) {
     if (len == 0) return REALM_OK;
-    if (len > INT32_MAX) return REALM_E_LIMIT;
     /* one symbol per UTF-8 character (at most len); each merge can push at most 2 bigrams and
      * there are at most n-1 merges, plus n-1 seeds: 3n bounds the heap */
     if (tok_buf_reserve(&b->sym, &b->sym_cap, len, sizeof(struct spm_sym)) ||
@@ -76,8 +77,10 @@ int tok_spm_segment(const struct realm_tokenizer *t, const char *text, size_t le
 
     int32_t n = 0;
     for (size_t off = 0; off < len;) {
-        size_t cl = tok_utf8_len((unsigned char)text[off]);
-        if (cl > len - off) cl = len - off;
+        /* a cut-off sequence ends at the first non-continuation byte: llama.cpp would swallow the
+         * next character (e.g. the "▁" of a space) into the symbol and break the round trip;
+         * valid UTF-8 is split identically */
+        size_t cl = char_len(text, len, off);
         sym[n].start = (uint32_t)off;
         sym[n].n = (uint32_t)cl;
         sym[n].prev = n - 1;
@@ -99,7 +102,8 @@ int tok_spm_segment(const struct realm_tokenizer *t, const char *text, size_t le
         }                                                                                          \
     } while (0)
 
-    for (int32_t i = 1; i < n; i++) TRY_ADD(i - 1, i);
+    for (int32_t i = 1; i < n; i++)
+        TRY_ADD(i - 1, i);
 
     while (heap.n) {
         struct spm_bigram bg = heap_pop(&heap);
@@ -131,4 +135,40 @@ int tok_spm_segment(const struct realm_tokenizer *t, const char *text, size_t le
         }
     }
     return REALM_OK;
+}
+
+/* Length of the character at text[off] as the segmenter sees it. */
+static size_t char_len(const char *text, size_t len, size_t off) {
+    size_t cl = tok_utf8_len((unsigned char)text[off]);
+    if (cl > len - off) cl = len - off;
+    for (size_t k = 1; k < cl; k++)
+        if (((unsigned char)text[off + k] & 0xC0) != 0x80) return k;
+    return cl;
+}
+
+/* SPM has no pre-tokenizer, so the merges run over a whole fragment; but no symbol can ever span
+ * two adjacent characters whose boundary bytes (last byte of the first, first byte of the second)
+ * are adjacent in no token at all. Cutting the text there gives independent pieces whose merges
+ * happen in the same relative order (scores, then leftmost), so the result is identical while
+ * the heaps stay small (in English text, every "▁" starts a new piece). */
+int tok_spm_segment(const struct realm_tokenizer *t, const char *text, size_t len,
+                    struct tok_buf *b, struct tok_ids *out) {
+    if (len == 0) return REALM_OK;
+    if (len > INT32_MAX) return REALM_E_LIMIT;
+    size_t start = 0, off = 0;
+    while (off < len) {
+        size_t cl = char_len(text, len, off);
+        size_t next = off + cl;
+        if (next < len) {
+            unsigned a = (unsigned char)text[next - 1], c = (unsigned char)text[next];
+            unsigned bit = a << 8 | c;
+            if (!(t->spm_pairs[bit >> 3] & (1u << (bit & 7)))) {
+                int rc = tok_cached(t, text + start, next - start, b, out, spm_run);
+                if (rc) return rc;
+                start = next;
+            }
+        }
+        off = next;
+    }
+    return tok_cached(t, text + start, len - start, b, out, spm_run);
 }

@@ -46,7 +46,7 @@ enum tok_type {
 enum tok_kind { TOK_KIND_SPM = 1, TOK_KIND_BPE = 2 };
 
 struct tok_entry {
-    uint32_t off;  /* into strings */
+    uint32_t off; /* into strings */
     uint32_t len;
     float score;
     uint32_t attr; /* enum tok_attr bits */
@@ -96,12 +96,14 @@ struct realm_tokenizer {
 
     /* SPM: <0xNN> fallback per byte (-1 if absent or not allowed) */
     int32_t byte_token[256];
+    /* SPM: bit (a << 8 | b) set if bytes a, b are adjacent inside some token */
+    uint8_t spm_pairs[8192];
 
     /* BPE */
     struct tok_merge_slot *merges;
     uint64_t merges_mask;
-    int32_t byte_sid[256];    /* string id of the byte-to-unicode char of each byte, or -1 */
-    char byte_enc[256][3];    /* UTF-8 of the byte-to-unicode char, NUL-padded */
+    int32_t byte_sid[256]; /* string id of the byte-to-unicode char of each byte, or -1 */
+    char byte_enc[256][3]; /* UTF-8 of the byte-to-unicode char, NUL-padded */
     uint8_t byte_enc_len[256];
     int16_t unicode_to_byte[324]; /* inverse for code points < 324, -1 elsewhere */
     int n_regex;
@@ -133,11 +135,23 @@ struct tok_buf {
     size_t chunks_cap;
     void *chunks2;
     size_t chunks2_cap;
-    void *match_data;  /* pcre2_match_data_8 * */
-    char *fix;         /* BPE: the text with untokenizable invalid bytes replaced */
+    void *match_data; /* pcre2_match_data_8 * */
+    char *fix;        /* BPE: the text with untokenizable invalid bytes replaced */
     size_t fix_cap;
+    /* BPE: per-call cache of short words -> ids (natural text repeats its words) */
+    struct tok_wcache_slot *wc;
+    int32_t *wc_ids;
+    size_t wc_ids_n, wc_ids_cap;
+    uint32_t wc_used, wc_slots;
+    size_t text_len; /* the whole input (sizes the word cache) */
 };
 void tok_buf_free(struct tok_buf *b);
+
+/* Segments one word with fn, memoising the ids of short words for the rest of the call. */
+typedef int (*tok_word_fn)(const struct realm_tokenizer *t, const char *w, size_t n,
+                           struct tok_buf *b, struct tok_ids *out);
+int tok_cached(const struct realm_tokenizer *t, const char *w, size_t n, struct tok_buf *b,
+               struct tok_ids *out, tok_word_fn fn);
 int tok_buf_reserve(void **p, size_t *cap, size_t need, size_t elem);
 
 /* ---- vocab.c ---- */
@@ -156,23 +170,24 @@ static inline const char *tok_text(const struct realm_tokenizer *t, int32_t id, 
 
 /* ---- spm.c ---- */
 /* Segments (text, len) — already space-escaped — with the SPM bigram algorithm, appending ids. */
-int tok_spm_segment(const struct realm_tokenizer *t, const char *text, size_t len, struct tok_buf *b,
-                    struct tok_ids *out);
+int tok_spm_segment(const struct realm_tokenizer *t, const char *text, size_t len,
+                    struct tok_buf *b, struct tok_ids *out);
 
 /* ---- bpe.c ---- */
 /* Selects the pre-tokenizer regexes for t->pre_name and compiles them; fills the byte tables.
  * Errors: REALM_E_UNSUPPORTED (unknown pre-tokenizer), REALM_E_INTERNAL (regex), NOMEM. */
 int tok_bpe_init(struct realm_tokenizer *t, struct realm_err *err);
 /* Loads tokenizer.ggml.merges into the merge table. */
-int tok_bpe_load_merges(struct realm_tokenizer *t, const struct realm_gguf *g, struct realm_err *err);
+int tok_bpe_load_merges(struct realm_tokenizer *t, const struct realm_gguf *g,
+                        struct realm_err *err);
 void tok_bpe_free(struct realm_tokenizer *t);
 /* Frees a tok_buf's PCRE2 match data (NULL is a no-op). */
 void tok_bpe_match_free(void *md);
 /* Fills byte_sid from the string table (after merges are loaded). */
 void tok_bpe_byte_sids(struct realm_tokenizer *t);
 /* Pre-tokenizes and BPE-encodes one raw fragment, appending ids. */
-int tok_bpe_segment(const struct realm_tokenizer *t, const char *text, size_t len, struct tok_buf *b,
-                    struct tok_ids *out);
+int tok_bpe_segment(const struct realm_tokenizer *t, const char *text, size_t len,
+                    struct tok_buf *b, struct tok_ids *out);
 
 /* ---- trie (vocab.c) ---- */
 struct tok_trie;

@@ -40,75 +40,134 @@ static void set_id(const struct realm_tokenizer *t, const struct realm_gguf *g, 
     if (v < (uint32_t)t->n_vocab)
         *id = (int32_t)v;
     else
-        realm_log(REALM_LOG_DEBUG, "tokenizer", "%s = %u is outside the vocabulary (%d); ignored", key,
-                  v, t->n_vocab);
+        realm_log(REALM_LOG_DEBUG, "tokenizer", "%s = %u is outside the vocabulary (%d); ignored",
+                  key, v, t->n_vocab);
 }
 
-static int32_t find_cstr(const struct realm_tokenizer *t, const char *s) { return tok_find(t, s, strlen(s)); }
+static int32_t find_cstr(const struct realm_tokenizer *t, const char *s) {
+    return tok_find(t, s, strlen(s));
+}
 
 /* The first token of `names` present in the vocabulary, or -1 (llama.cpp detects EOT/FIM tokens
  * by text; it also turns such tokens into control tokens). */
-static int32_t detect_by_text(struct realm_tokenizer *t, const char *const *names, bool make_control) {
-    int32_t found = -1;
+static int32_t detect_by_text(struct realm_tokenizer *t, const char *const *names) {
     for (size_t i = 0; names[i]; i++) {
         int32_t id = find_cstr(t, names[i]);
-        if (id < 0) continue;
-        if (make_control) t->str[id].attr |= TOK_ATTR_CONTROL;
-        if (found < 0) found = id;
+        if (id >= 0) {
+            t->str[id].attr |= TOK_ATTR_CONTROL;
+            return id;
+        }
     }
-    return found;
+    return -1;
 }
 
-static const char *const k_eot_names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
-                                          "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
-                                          "[EOT]", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
-                                          "<end_of_utterance>", NULL};
+static const char *const k_eot_names[] = {"<|eot_id|>",
+                                          "<|im_end|>",
+                                          "<|end|>",
+                                          "<end_of_turn>",
+                                          "<|endoftext|>",
+                                          "<|end_of_text|>",
+                                          "<EOT>",
+                                          "_<EOT>",
+                                          "[EOT]",
+                                          ("<\xef\xbd\x9c"
+                                           "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"),
+                                          "<end_of_utterance>",
+                                          NULL};
 static const char *const k_eom_names[] = {"<|eom_id|>", NULL};
-static const char *const k_fim_pre_names[] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>",
-                                              "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>",
-                                              "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>",
-                                              "<|prefix|>", NULL};
-static const char *const k_fim_suf_names[] = {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>",
-                                              "<\xef\xbd\x9c" "fim\xe2\x96\x81hole\xef\xbd\x9c>",
-                                              "<SUF>", "\xe2\x96\x81<SUF>", "<|code_suffix|>",
-                                              "<|suffix|>", NULL};
-static const char *const k_fim_mid_names[] = {"<|fim_middle|>", "<fim-middle>", "<fim_middle>",
-                                              "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>",
-                                              "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>",
-                                              "<|middle|>", NULL};
-static const char *const k_fim_pad_names[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL};
-static const char *const k_fim_rep_names[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>",
-                                              "<reponame>", NULL};
+static const char *const k_fim_pre_names[] = {"<|fim_prefix|>",
+                                              "<fim-prefix>",
+                                              "<fim_prefix>",
+                                              ("<\xef\xbd\x9c"
+                                               "fim\xe2\x96\x81"
+                                               "begin\xef\xbd\x9c>"),
+                                              "<PRE>",
+                                              "\xe2\x96\x81<PRE>",
+                                              "<|code_prefix|>",
+                                              "<|prefix|>",
+                                              NULL};
+static const char *const k_fim_suf_names[] = {"<|fim_suffix|>",
+                                              "<fim-suffix>",
+                                              "<fim_suffix>",
+                                              ("<\xef\xbd\x9c"
+                                               "fim\xe2\x96\x81hole\xef\xbd\x9c>"),
+                                              "<SUF>",
+                                              "\xe2\x96\x81<SUF>",
+                                              "<|code_suffix|>",
+                                              "<|suffix|>",
+                                              NULL};
+static const char *const k_fim_mid_names[] = {"<|fim_middle|>",
+                                              "<fim-middle>",
+                                              "<fim_middle>",
+                                              ("<\xef\xbd\x9c"
+                                               "fim\xe2\x96\x81"
+                                               "end\xef\xbd\x9c>"),
+                                              "<MID>",
+                                              "\xe2\x96\x81<MID>",
+                                              "<|code_middle|>",
+                                              "<|middle|>",
+                                              NULL};
+static const char *const k_fim_pad_names[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>",
+                                              "<PAD>",       "[PAD]",     NULL};
+static const char *const k_fim_rep_names[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
+                                              "<REPO>",       "<reponame>",    NULL};
 static const char *const k_fim_sep_names[] = {"<|file_sep|>", NULL};
 /* Tokens that end a generation wherever they occur (llama.cpp's special_eog_ids text list). */
-static const char *const k_eog_names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>",
-                                          "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-                                          "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]",
-                                          "[EOS]", "<|end_of_text|>", "<end_of_utterance>",
-                                          "</s>", "<eos>", "<turn|>", "<|tool_response>", "[e~[",
-                                          "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+static const char *const k_eog_names[] = {"<|eot_id|>",
+                                          "<|im_end|>",
+                                          "<|end|>",
+                                          "<|return|>",
+                                          "<|call|>",
+                                          "<|flush|>",
+                                          "<|calls|>",
+                                          "<end_of_turn>",
+                                          "<|endoftext|>",
+                                          "<|eom_id|>",
+                                          "<EOT>",
+                                          "_<EOT>",
+                                          "[EOT]",
+                                          "[EOS]",
+                                          "<|end_of_text|>",
+                                          "<end_of_utterance>",
+                                          "</s>",
+                                          "<eos>",
+                                          "<turn|>",
+                                          "<|tool_response>",
+                                          "[e~[",
+                                          ("<\xef\xbd\x9c"
+                                           "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"),
                                           NULL};
 
 static void mark_eog(struct realm_tokenizer *t, int32_t id) {
     if (id >= 0 && id < t->n_vocab) t->eog[id] = 1;
 }
 
+/* A special id from metadata (keys tried in order), else detected by text (llama.cpp only
+ * detects, and turns into a control token, when the file names none). */
+static int32_t special_id(struct realm_tokenizer *t, const struct realm_gguf *g, const char *key1,
+                          const char *key2, const char *const *names) {
+    const char *keys[2] = {key1, key2};
+    int32_t id = -1;
+    for (int k = 0; k < 2; k++) {
+        uint32_t v;
+        if (keys[k] && realm_gguf_get_u32(g, keys[k], &v) && v < (uint32_t)t->n_vocab)
+            id = (int32_t)v;
+    }
+    return id >= 0 ? id : detect_by_text(t, names);
+}
+
 static void detect_specials(struct realm_tokenizer *t, const struct realm_gguf *g) {
-    int32_t eot = t->eot, eom = t->eom;
-    if (eot < 0) eot = detect_by_text(t, k_eot_names, true);
-    if (eom < 0) eom = detect_by_text(t, k_eom_names, true);
-    t->eot = eot;
-    t->eom = eom;
-    detect_by_text(t, k_fim_pre_names, true);
-    detect_by_text(t, k_fim_suf_names, true);
-    detect_by_text(t, k_fim_mid_names, true);
-    int32_t fim_pad = detect_by_text(t, k_fim_pad_names, true);
-    int32_t fim_rep = detect_by_text(t, k_fim_rep_names, true);
-    int32_t fim_sep = detect_by_text(t, k_fim_sep_names, true);
-    uint32_t v;
-    if (realm_gguf_get_u32(g, "tokenizer.ggml.fim_pad_token_id", &v) && v < (uint32_t)t->n_vocab) fim_pad = (int32_t)v;
-    if (realm_gguf_get_u32(g, "tokenizer.ggml.fim_rep_token_id", &v) && v < (uint32_t)t->n_vocab) fim_rep = (int32_t)v;
-    if (realm_gguf_get_u32(g, "tokenizer.ggml.fim_sep_token_id", &v) && v < (uint32_t)t->n_vocab) fim_sep = (int32_t)v;
+    if (t->eot < 0) t->eot = detect_by_text(t, k_eot_names);
+    if (t->eom < 0) t->eom = detect_by_text(t, k_eom_names);
+    special_id(t, g, "tokenizer.ggml.prefix_token_id", "tokenizer.ggml.fim_pre_token_id",
+               k_fim_pre_names);
+    special_id(t, g, "tokenizer.ggml.suffix_token_id", "tokenizer.ggml.fim_suf_token_id",
+               k_fim_suf_names);
+    special_id(t, g, "tokenizer.ggml.middle_token_id", "tokenizer.ggml.fim_mid_token_id",
+               k_fim_mid_names);
+    int32_t fim_pad = special_id(t, g, "tokenizer.ggml.fim_pad_token_id", NULL, k_fim_pad_names);
+    int32_t fim_rep = special_id(t, g, "tokenizer.ggml.fim_rep_token_id", NULL, k_fim_rep_names);
+    int32_t fim_sep = special_id(t, g, "tokenizer.ggml.fim_sep_token_id", NULL, k_fim_sep_names);
     mark_eog(t, fim_pad);
     mark_eog(t, fim_rep);
     mark_eog(t, fim_sep);
@@ -155,9 +214,11 @@ static int cmp_special(const void *a, const void *b, void *tv) {
 static void model_token_attrs(struct realm_tokenizer *t, const struct realm_gguf *g) {
     char name[128] = "";
     get_str(g, "general.name", name, sizeof name);
-    for (char *p = name; *p; p++) *p = (char)tolower((unsigned char)*p);
+    for (char *p = name; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
     if (!strstr(name, "phi-3") && !strstr(name, "phi3")) return;
-    for (int32_t i = 0; i < t->n_special; i++) t->str[t->special[i]].attr |= TOK_ATTR_RSTRIP;
+    for (int32_t i = 0; i < t->n_special; i++)
+        t->str[t->special[i]].attr |= TOK_ATTR_RSTRIP;
     int32_t id = find_cstr(t, "</s>");
     if (id >= 0) t->str[id].attr |= TOK_ATTR_RSTRIP;
     static const char *const off[] = {"<unk>", "<s>", "<|endoftext|>"};
@@ -167,23 +228,33 @@ static void model_token_attrs(struct realm_tokenizer *t, const struct realm_gguf
 
 static uint32_t type_to_attr(int32_t type) {
     switch (type) {
-    case TOK_TYPE_NORMAL: return TOK_ATTR_NORMAL;
-    case TOK_TYPE_UNKNOWN: return TOK_ATTR_UNKNOWN;
-    case TOK_TYPE_CONTROL: return TOK_ATTR_CONTROL;
-    case TOK_TYPE_USER_DEFINED: return TOK_ATTR_USER_DEFINED;
-    case TOK_TYPE_UNUSED: return TOK_ATTR_UNUSED;
-    case TOK_TYPE_BYTE: return TOK_ATTR_BYTE;
-    default: return TOK_ATTR_UNDEFINED;
+    case TOK_TYPE_NORMAL:
+        return TOK_ATTR_NORMAL;
+    case TOK_TYPE_UNKNOWN:
+        return TOK_ATTR_UNKNOWN;
+    case TOK_TYPE_CONTROL:
+        return TOK_ATTR_CONTROL;
+    case TOK_TYPE_USER_DEFINED:
+        return TOK_ATTR_USER_DEFINED;
+    case TOK_TYPE_UNUSED:
+        return TOK_ATTR_UNUSED;
+    case TOK_TYPE_BYTE:
+        return TOK_ATTR_BYTE;
+    default:
+        return TOK_ATTR_UNDEFINED;
     }
 }
 
-static int load_tokens(struct realm_tokenizer *t, const struct realm_gguf *g, struct realm_err *err) {
+static int load_tokens(struct realm_tokenizer *t, const struct realm_gguf *g,
+                       struct realm_err *err) {
     static const char *key = "tokenizer.ggml.tokens";
     int64_t kv = realm_gguf_find_key(g, key);
     enum realm_gguf_vtype et;
     uint64_t n;
     const void *data;
-    if (kv < 0) return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s: missing, expected the vocabulary", key);
+    if (kv < 0)
+        return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s: missing, expected the vocabulary",
+                             key);
     if (!realm_gguf_get_arr(g, key, &et, &n, &data) || et != REALM_GGUF_STRING)
         return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s: not a string array", key);
     if (n == 0 || n > (uint64_t)INT32_MAX / 4)
@@ -197,17 +268,19 @@ static int load_tokens(struct realm_tokenizer *t, const struct realm_gguf *g, st
     if (realm_gguf_find_key(g, "tokenizer.ggml.scores") >= 0) {
         if (!realm_gguf_get_arr(g, "tokenizer.ggml.scores", &st, &m, &scores) ||
             (st != REALM_GGUF_FLOAT32 && st != REALM_GGUF_INT32) || m < n)
-            return realm_err_set(err, REALM_E_FORMAT,
-                                 "tokenizer: tokenizer.ggml.scores: not an f32/i32 array of >= %llu",
-                                 (unsigned long long)n);
+            return realm_err_set(
+                err, REALM_E_FORMAT,
+                "tokenizer: tokenizer.ggml.scores: not an f32/i32 array of >= %llu",
+                (unsigned long long)n);
     }
     if (realm_gguf_find_key(g, "tokenizer.ggml.token_type") >= 0) {
         enum realm_gguf_vtype tt;
         if (!realm_gguf_get_arr(g, "tokenizer.ggml.token_type", &tt, &m, &types) ||
             tt != REALM_GGUF_INT32 || m < n)
-            return realm_err_set(err, REALM_E_FORMAT,
-                                 "tokenizer: tokenizer.ggml.token_type: not an i32 array of >= %llu",
-                                 (unsigned long long)n);
+            return realm_err_set(
+                err, REALM_E_FORMAT,
+                "tokenizer: tokenizer.ggml.token_type: not an i32 array of >= %llu",
+                (unsigned long long)n);
     }
 
     size_t total = 0;
@@ -215,9 +288,11 @@ static int load_tokens(struct realm_tokenizer *t, const struct realm_gguf *g, st
         const char *s;
         size_t len;
         if (!realm_gguf_kv_arr_str(g, kv, i, &s, &len))
-            return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s[%llu]: unreadable", key, (unsigned long long)i);
+            return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s[%llu]: unreadable", key,
+                                 (unsigned long long)i);
         if (len > UINT32_MAX - total)
-            return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s: token texts exceed 4 GiB", key);
+            return realm_err_set(err, REALM_E_FORMAT, "tokenizer: %s: token texts exceed 4 GiB",
+                                 key);
         total += len;
     }
     t->n_vocab = t->n_str = (int32_t)n;
@@ -225,11 +300,13 @@ static int load_tokens(struct realm_tokenizer *t, const struct realm_gguf *g, st
     t->text = realm_malloc(total + 1);
     t->eog = realm_calloc(n, 1);
     uint64_t cap = 16;
-    while (cap < n * 2 + 2) cap <<= 1;
+    while (cap < n * 2 + 2)
+        cap <<= 1;
     t->map.slots = realm_calloc(cap, sizeof *t->map.slots);
     t->map.mask = cap - 1;
     if (!t->str || !t->text || !t->eog || !t->map.slots)
-        return realm_err_set(err, REALM_E_NOMEM, "tokenizer: out of memory (%llu tokens)", (unsigned long long)n);
+        return realm_err_set(err, REALM_E_NOMEM, "tokenizer: out of memory (%llu tokens)",
+                             (unsigned long long)n);
 
     size_t off = 0;
     int64_t dup = 0;
@@ -261,24 +338,29 @@ static int load_tokens(struct realm_tokenizer *t, const struct realm_gguf *g, st
             continue;
         }
         uint64_t h = tok_hash(t->text + e->off, len) & t->map.mask;
-        while (t->map.slots[h]) h = (h + 1) & t->map.mask;
+        while (t->map.slots[h])
+            h = (h + 1) & t->map.mask;
         t->map.slots[h] = (uint32_t)i + 1;
     }
     t->text_len = off;
-    if (dup) realm_log(REALM_LOG_WARN, "tokenizer", "%lld duplicate token texts (first id kept)", (long long)dup);
+    if (dup)
+        realm_log(REALM_LOG_WARN, "tokenizer", "%lld duplicate token texts (first id kept)",
+                  (long long)dup);
     return REALM_OK;
 }
 
 static int build_specials(struct realm_tokenizer *t, struct realm_err *err) {
     int32_t n = 0;
     for (int32_t i = 0; i < t->n_vocab; i++)
-        if ((t->str[i].attr & (TOK_ATTR_CONTROL | TOK_ATTR_USER_DEFINED | TOK_ATTR_UNKNOWN)) && t->str[i].len)
+        if ((t->str[i].attr & (TOK_ATTR_CONTROL | TOK_ATTR_USER_DEFINED | TOK_ATTR_UNKNOWN)) &&
+            t->str[i].len)
             n++;
     t->special = realm_malloc((size_t)(n ? n : 1) * sizeof *t->special);
     if (!t->special) return realm_err_set(err, REALM_E_NOMEM, "tokenizer: out of memory");
     t->n_special = 0;
     for (int32_t i = 0; i < t->n_vocab; i++)
-        if ((t->str[i].attr & (TOK_ATTR_CONTROL | TOK_ATTR_USER_DEFINED | TOK_ATTR_UNKNOWN)) && t->str[i].len)
+        if ((t->str[i].attr & (TOK_ATTR_CONTROL | TOK_ATTR_USER_DEFINED | TOK_ATTR_UNKNOWN)) &&
+            t->str[i].len)
             t->special[t->n_special++] = i;
     qsort_r(t->special, (size_t)t->n_special, sizeof *t->special, cmp_special, t);
     return REALM_OK;
@@ -297,7 +379,8 @@ void realm_tokenizer_free(struct realm_tokenizer *t) {
     realm_free(t);
 }
 
-int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **out, struct realm_err *err) {
+int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **out,
+                         struct realm_err *err) {
     if (!g || !out) return realm_err_set(err, REALM_E_INVALID, "tokenizer: NULL argument");
     char model[32];
     if (!get_str(g, "tokenizer.ggml.model", model, sizeof model))
@@ -308,8 +391,9 @@ int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **ou
     else if (!strcmp(model, "gpt2"))
         kind = TOK_KIND_BPE;
     else
-        return realm_err_set(err, REALM_E_UNSUPPORTED,
-                             "tokenizer: tokenizer.ggml.model: '%s', expected 'llama' (SPM) or 'gpt2' (BPE)", model);
+        return realm_err_set(
+            err, REALM_E_UNSUPPORTED,
+            "tokenizer: tokenizer.ggml.model: '%s', expected 'llama' (SPM) or 'gpt2' (BPE)", model);
 
     struct realm_tokenizer *t = realm_calloc(1, sizeof *t);
     if (!t) return realm_err_set(err, REALM_E_NOMEM, "tokenizer: out of memory");
@@ -361,11 +445,13 @@ int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **ou
     realm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos);
     realm_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &t->add_eos);
     if (t->add_bos && t->bos < 0) {
-        realm_log(REALM_LOG_WARN, "tokenizer", "add_bos_token is set but there is no BOS token; ignored");
+        realm_log(REALM_LOG_WARN, "tokenizer",
+                  "add_bos_token is set but there is no BOS token; ignored");
         t->add_bos = false;
     }
     if (t->add_eos && t->eos < 0) {
-        realm_log(REALM_LOG_WARN, "tokenizer", "add_eos_token is set but there is no EOS token; ignored");
+        realm_log(REALM_LOG_WARN, "tokenizer",
+                  "add_eos_token is set but there is no EOS token; ignored");
         t->add_eos = false;
     }
 
@@ -392,6 +478,14 @@ int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **ou
                 if (id >= 0 && (t->str[id].attr & TOK_ATTR_CONTROL)) id = -1;
             }
             t->byte_token[b] = id;
+        }
+        for (int32_t i = 0; i < t->n_vocab; i++) {
+            size_t len;
+            const unsigned char *s = (const unsigned char *)tok_text(t, i, &len);
+            for (size_t k = 1; k < len; k++) {
+                unsigned bit = (unsigned)s[k - 1] << 8 | s[k];
+                t->spm_pairs[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+            }
         }
     } else {
         rc = tok_bpe_load_merges(t, g, err);
@@ -422,16 +516,30 @@ fail:
     return rc;
 }
 
-int32_t realm_tokenizer_n_vocab(const struct realm_tokenizer *t) { return t->n_vocab; }
-int32_t realm_tokenizer_bos(const struct realm_tokenizer *t) { return t->bos; }
-int32_t realm_tokenizer_eos(const struct realm_tokenizer *t) { return t->eos; }
-bool realm_tokenizer_add_bos(const struct realm_tokenizer *t) { return t->add_bos; }
+int32_t realm_tokenizer_n_vocab(const struct realm_tokenizer *t) {
+    return t->n_vocab;
+}
+int32_t realm_tokenizer_bos(const struct realm_tokenizer *t) {
+    return t->bos;
+}
+int32_t realm_tokenizer_eos(const struct realm_tokenizer *t) {
+    return t->eos;
+}
+bool realm_tokenizer_add_bos(const struct realm_tokenizer *t) {
+    return t->add_bos;
+}
 bool realm_tokenizer_is_eog(const struct realm_tokenizer *t, int32_t token) {
     return token >= 0 && token < t->n_vocab && t->eog[token];
 }
-const char *realm_tokenizer_kind(const struct realm_tokenizer *t) { return t->kind_name; }
-const char *realm_tokenizer_pre(const struct realm_tokenizer *t) { return t->pre_name; }
-const char *realm_tokenizer_chat_template(const struct realm_tokenizer *t) { return t->chat_family; }
+const char *realm_tokenizer_kind(const struct realm_tokenizer *t) {
+    return t->kind_name;
+}
+const char *realm_tokenizer_pre(const struct realm_tokenizer *t) {
+    return t->pre_name;
+}
+const char *realm_tokenizer_chat_template(const struct realm_tokenizer *t) {
+    return t->chat_family;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * tokenization
@@ -476,13 +584,15 @@ static void cand_found(int32_t id, void *user) {
     c->ids[c->n++] = id;
 }
 
-static bool is_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+static bool is_space(char c) {
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
 
 /* tokenizer_st_partition: special tokens, longest text first, split every raw fragment at their
  * occurrences. Only tokens that occur in the text are tried (found with the trie), which gives the
  * same fragments as trying all of them. */
-static int partition(const struct realm_tokenizer *t, const char *text, size_t len, bool parse_special,
-                     struct frag_list *out) {
+static int partition(const struct realm_tokenizer *t, const char *text, size_t len,
+                     bool parse_special, struct frag_list *out) {
     out->n = 0;
     if (len == 0) return REALM_OK;
     if (frag_push(out, (struct frag){-1, 0, (uint32_t)len})) return REALM_E_NOMEM;
@@ -496,6 +606,7 @@ static int partition(const struct realm_tokenizer *t, const char *text, size_t l
         realm_free(c.ids);
         return c.rc;
     }
+    if (c.n == 0) return REALM_OK;
     qsort_r(c.ids, c.n, sizeof *c.ids, cmp_special, (void *)t);
 
     struct frag_list next = {0};
@@ -516,13 +627,15 @@ static int partition(const struct realm_tokenizer *t, const char *text, size_t l
             for (;;) {
                 const char *m = blen >= slen ? memmem(text + base, blen, s, slen) : NULL;
                 if (!m) {
-                    if (blen) rc = frag_push(&next, (struct frag){-1, (uint32_t)base, (uint32_t)blen});
+                    if (blen)
+                        rc = frag_push(&next, (struct frag){-1, (uint32_t)base, (uint32_t)blen});
                     break;
                 }
                 size_t mpos = (size_t)(m - text);
                 size_t llen = mpos - base;
                 if (attr & TOK_ATTR_LSTRIP)
-                    while (llen > 0 && is_space(text[base + llen - 1])) llen--;
+                    while (llen > 0 && is_space(text[base + llen - 1]))
+                        llen--;
                 if (llen) rc = frag_push(&next, (struct frag){-1, (uint32_t)base, (uint32_t)llen});
                 if (!rc) rc = frag_push(&next, (struct frag){id, 0, 0});
                 if (rc) break;
@@ -580,6 +693,7 @@ int realm_tokenize(const struct realm_tokenizer *t, const char *text, size_t len
     struct tok_buf b = {0};
     char *esc = NULL;
     size_t esc_cap = 0;
+    b.text_len = len;
     int rc = partition(t, text, len, parse_special, &frags);
     if (rc) goto done;
 
@@ -593,8 +707,8 @@ int realm_tokenize(const struct realm_tokenizer *t, const char *text, size_t len
             continue;
         }
         if (t->kind == TOK_KIND_SPM) {
-            rc = spm_fragment(t, text + f->off, f->len, t->add_space_prefix && prev_special, &b, &esc,
-                              &esc_cap, &ids);
+            rc = spm_fragment(t, text + f->off, f->len, t->add_space_prefix && prev_special, &b,
+                              &esc, &esc_cap, &ids);
             prev_special = false;
         } else {
             rc = tok_bpe_segment(t, text + f->off, f->len, &b, &ids);
@@ -630,7 +744,8 @@ static uint32_t decode_cp(const unsigned char *s, size_t n, size_t *i) {
         return c;
     }
     uint32_t cp = l == 2 ? (c & 0x1Fu) : l == 3 ? (c & 0x0Fu) : (c & 0x07u);
-    for (size_t k = 1; k < l; k++) cp = (cp << 6) | (s[*i + k] & 0x3Fu);
+    for (size_t k = 1; k < l; k++)
+        cp = (cp << 6) | (s[*i + k] & 0x3Fu);
     *i += l;
     return cp;
 }
@@ -650,7 +765,8 @@ int64_t realm_token_piece(const struct realm_tokenizer *t, int32_t token, bool s
         k++;                                                                                       \
     } while (0)
     if (attr & (TOK_ATTR_UNKNOWN | TOK_ATTR_CONTROL | TOK_ATTR_USER_DEFINED)) {
-        for (size_t i = 0; i < len; i++) EMIT(s[i]);
+        for (size_t i = 0; i < len; i++)
+            EMIT(s[i]);
     } else if (attr & TOK_ATTR_NORMAL) {
         if (t->kind == TOK_KIND_SPM) {
             for (size_t i = 0; i < len; i++) {
@@ -671,7 +787,8 @@ int64_t realm_token_piece(const struct realm_tokenizer *t, int32_t token, bool s
                 if (cp < 324 && t->unicode_to_byte[cp] >= 0)
                     EMIT(t->unicode_to_byte[cp]);
                 else
-                    for (size_t q = i0; q < i; q++) EMIT(s[q]);
+                    for (size_t q = i0; q < i; q++)
+                        EMIT(s[q]);
             }
         }
     } else if (attr & TOK_ATTR_BYTE) {
@@ -695,7 +812,8 @@ void realm_detok_init(struct realm_detok *d, const struct realm_tokenizer *t, bo
 
 /* Converts pending + piece into valid UTF-8 in o (capacity >= 3 * total), returning the bytes
  * written; the incomplete tail goes to tail/n_tail. */
-static size_t utf8_fix(const unsigned char *s, size_t n, char *o, unsigned char *tail, int *n_tail) {
+static size_t utf8_fix(const unsigned char *s, size_t n, char *o, unsigned char *tail,
+                       int *n_tail) {
     size_t i = 0, k = 0;
     *n_tail = 0;
     while (i < n) {

@@ -119,7 +119,8 @@ static void trie_set_child(struct tok_trie *tr, int32_t node, unsigned char c, i
     }
     uint64_t key = (((uint64_t)node << 8) | c) + 1;
     uint64_t i = mix64(key) & tr->mask;
-    while (tr->slots[i].key != 0) i = (i + 1) & tr->mask;
+    while (tr->slots[i].key != 0)
+        i = (i + 1) & tr->mask;
     tr->slots[i].key = key;
     tr->slots[i].child = child;
 }
@@ -133,12 +134,14 @@ void tok_trie_free(struct tok_trie *tr) {
 
 struct tok_trie *tok_trie_build(const struct realm_tokenizer *t) {
     size_t total = 1;
-    for (int32_t i = 0; i < t->n_special; i++) total += t->str[t->special[i]].len;
+    for (int32_t i = 0; i < t->n_special; i++)
+        total += t->str[t->special[i]].len;
     if (total > INT32_MAX / 2) return NULL;
     struct tok_trie *tr = realm_calloc(1, sizeof *tr);
     if (!tr) return NULL;
     uint64_t cap = 16;
-    while (cap < total * 2) cap <<= 1;
+    while (cap < total * 2)
+        cap <<= 1;
     tr->mask = cap - 1;
     tr->slots = realm_calloc(cap, sizeof *tr->slots);
     tr->value = realm_malloc(total * sizeof *tr->value);
@@ -146,7 +149,8 @@ struct tok_trie *tok_trie_build(const struct realm_tokenizer *t) {
         tok_trie_free(tr);
         return NULL;
     }
-    for (int c = 0; c < 256; c++) tr->root_child[c] = -1;
+    for (int c = 0; c < 256; c++)
+        tr->root_child[c] = -1;
     tr->n_nodes = 1;
     tr->value[0] = -1;
     for (int32_t i = 0; i < t->n_special; i++) {
@@ -180,6 +184,66 @@ void tok_trie_scan(const struct tok_trie *tr, const char *text, size_t len,
     }
 }
 
+/* ---- word cache ----
+ * The ids of a word (BPE: a pre-tokenizer chunk; SPM: a piece between safe cut points) depend
+ * only on its bytes, so words of up to WC_MAX_WORD bytes are memoised
+ * for the duration of one realm_tokenize call (English text: most words repeat). The cache is an
+ * open-addressing table sized by the input (256 .. 65536 slots); when it is half full new words
+ * are no longer added. */
+#define WC_MAX_WORD 24u
+
+struct tok_wcache_slot {
+    uint64_t hash; /* 0 = empty */
+    uint8_t len;
+    uint8_t n_ids;
+    char word[WC_MAX_WORD];
+    uint32_t ids_off; /* into b->wc_ids */
+};
+
+int tok_cached(const struct realm_tokenizer *t, const char *w, size_t n, struct tok_buf *b,
+               struct tok_ids *out, tok_word_fn fn) {
+    if (n > WC_MAX_WORD) return fn(t, w, n, b, out);
+    if (!b->wc) {
+        uint32_t slots = 256;
+        while (slots < 65536 && slots < b->text_len / 4)
+            slots <<= 1;
+        b->wc = realm_calloc(slots, sizeof *b->wc);
+        if (!b->wc) return REALM_E_NOMEM;
+        b->wc_slots = slots;
+    }
+    const uint32_t mask = b->wc_slots - 1;
+    uint64_t h = tok_hash(w, n) | 1;
+    uint32_t i = (uint32_t)(h >> 20) & mask;
+    for (;;) {
+        struct tok_wcache_slot *s = &b->wc[i];
+        if (s->hash == 0) break;
+        if (s->hash == h && s->len == n && !memcmp(s->word, w, n)) {
+            for (uint32_t k = 0; k < s->n_ids; k++)
+                if (tok_ids_push(out, b->wc_ids[s->ids_off + k])) return REALM_E_NOMEM;
+            return REALM_OK;
+        }
+        i = (i + 1) & mask;
+    }
+    int64_t before = out->n;
+    int rc = fn(t, w, n, b, out);
+    if (rc) return rc;
+    int64_t n_ids = out->n - before;
+    if (b->wc_used >= b->wc_slots / 2 || n_ids > 255) return REALM_OK;
+    if (tok_buf_reserve((void **)&b->wc_ids, &b->wc_ids_cap, b->wc_ids_n + (size_t)n_ids,
+                        sizeof *b->wc_ids))
+        return REALM_E_NOMEM;
+    struct tok_wcache_slot *s = &b->wc[i]; /* the empty slot the probe ended on */
+    s->hash = h;
+    s->len = (uint8_t)n;
+    s->n_ids = (uint8_t)n_ids;
+    memcpy(s->word, w, n);
+    s->ids_off = (uint32_t)b->wc_ids_n;
+    memcpy(b->wc_ids + b->wc_ids_n, out->v + before, (size_t)n_ids * sizeof *b->wc_ids);
+    b->wc_ids_n += (size_t)n_ids;
+    b->wc_used++;
+    return REALM_OK;
+}
+
 void tok_buf_free(struct tok_buf *b) {
     realm_free(b->sym);
     realm_free(b->heap);
@@ -187,6 +251,8 @@ void tok_buf_free(struct tok_buf *b) {
     realm_free(b->chunks);
     realm_free(b->chunks2);
     realm_free(b->fix);
+    realm_free(b->wc);
+    realm_free(b->wc_ids);
     tok_bpe_match_free(b->match_data);
     memset(b, 0, sizeof *b);
 }

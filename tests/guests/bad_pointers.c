@@ -8,7 +8,11 @@
 #include "check.h"
 
 static int g_checks;
-#define CHECK_RC(call, want) (g_checks++, EXPECT(call, want))
+#define CHECK_RC(call, want)                                                                       \
+    do {                                                                                           \
+        g_checks++;                                                                                \
+        EXPECT(call, want);                                                                        \
+    } while (0)
 
 RG_EXPORT(realm_init) int32_t realm_init(void) {
     return REALM_OK;

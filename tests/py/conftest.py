@@ -31,3 +31,120 @@ def model_path(name):
     if not p.exists():
         pytest.skip(f"{p} not cached (scripts/fetch-models.sh)")
     return p
+
+
+# ---- `realm serve` on a free loopback port (tests/py/test_server*.py, bench/load.py) ----
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
+
+def new_key():
+    """A fresh API key and the SHA-256 hex a config stores for it."""
+    key = "realm-test-" + secrets.token_urlsafe(24)
+    return key, hashlib.sha256(key.encode()).hexdigest()
+
+
+def tenant(tid, models="*", guest=None, **limits):
+    """A tenant config entry with one fresh key; returns (key, entry)."""
+    key, h = new_key()
+    t = {"id": tid, "key_hashes": [h], "models": models}
+    if guest:
+        t["guest"] = str(guest)
+    if limits:
+        t["limits"] = limits
+    return key, t
+
+
+class RealmServer:
+    """A running `realm serve`: url, keys per tenant, helpers; stop() sends SIGTERM."""
+
+    def __init__(self, proc, url, keys, log_path):
+        self.proc, self.url, self.keys, self.log_path = proc, url, keys, log_path
+        self.base = url + "/v1"
+
+    def client(self, tenant_id, **kw):
+        import openai
+
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 120)
+        return openai.OpenAI(base_url=self.base, api_key=self.keys[tenant_id], **kw)
+
+    def metrics(self):
+        """The /metrics exposition as {name{labels}: value}."""
+        text = urllib.request.urlopen(self.url + "/metrics", timeout=30).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+        return out
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"realm serve did not exit within {timeout}s of {sig!r}")
+        return self.proc.returncode
+
+
+def start_server(realm_bin, workdir, config, args=(), keys=None, timeout=120):
+    """Writes `config` to workdir/realm.json and starts `realm serve --config ... --port 0`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "realm.json"
+    cfg.write_text(json.dumps(config, indent=2))
+    log_path = workdir / "serve.log"
+    logf = open(log_path, "wb")
+    proc = subprocess.Popen([realm_bin, "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=logf, text=True)
+    logf.close()
+    lines, found = [], threading.Event()
+
+    def reader():
+        for line in proc.stdout:
+            lines.append(line)
+            if "listening on" in line:
+                found.set()
+        found.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    found.wait(timeout)
+    m = next((re.search(r"listening on (http://\S+)", ln) for ln in lines if "listening on" in ln), None)
+    if not m:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"realm serve did not start: exit {proc.returncode}\n{log_path.read_text()}")
+    return RealmServer(proc, m.group(1), dict(keys or {}), log_path)
+
+
+@pytest.fixture
+def serve(realm_bin, tmp_path):
+    """Factory: serve(config, args=(), keys={tenant: key}) → RealmServer, stopped at teardown."""
+    started = []
+
+    def _start(config, args=(), keys=None, name="srv"):
+        s = start_server(realm_bin, tmp_path / f"{name}{len(started)}", config, args, keys)
+        started.append(s)
+        return s
+
+    yield _start
+    for s in started:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()

@@ -1,0 +1,482 @@
+"""`realm serve` end to end with the official openai client and raw HTTP: the OpenAI endpoints
+(stream and not), auth, model access, limits (429 + Retry-After, 400 over the per-request cap,
+503 when the queue is full), bad input, two tenants with different guests at once, client
+disconnects freeing their session, `realm key add`, and graceful shutdown on SIGTERM."""
+import json
+import random
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+from conftest import BUILD, SHARED, model_path, start_server, tenant
+
+openai = pytest.importorskip("openai")
+
+PROMPT = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+def upper_guest():
+    p = BUILD / "tests/guests/server_upper.wasm"
+    if not p.exists():
+        pytest.skip(f"{p} not built")
+    return p
+
+
+def stories_path():
+    p = SHARED / "models/stories260K.gguf"
+    if not p.exists():
+        pytest.skip(f"{p} not found")
+    return p
+
+
+@pytest.fixture(scope="module")
+def srv(realm_bin, tmp_path_factory):
+    smol = model_path("SmolLM2-135M-Instruct.Q4_1.gguf")
+    keys, tenants = {}, []
+    for tid, kw in [("alice", {}),
+                    ("bob", {"guest": upper_guest()}),
+                    ("stories_only", {"models": ["stories"]}),
+                    ("one_at_a_time", {"models": ["smollm2"], "max_concurrent": 1}),
+                    ("tpm", {"tokens_per_minute": 20}),
+                    ("capped", {"max_tokens_per_request": 8})]:
+        k, t = tenant(tid, **kw)
+        keys[tid] = k
+        tenants.append(t)
+    config = {
+        "models": [{"name": "smollm2", "path": str(smol)},
+                   {"name": "stories", "path": str(stories_path())},
+                   {"name": "smollm2-small", "path": str(smol), "n_ctx": 128}],
+        "tenants": tenants,
+        "max_body_bytes": 1 << 20,
+    }
+    s = start_server(realm_bin, tmp_path_factory.mktemp("srv"), config, keys=keys)
+    yield s
+    rc = s.stop()
+    assert rc == 0, s.log()
+
+
+def post(srv, path, body, key=None, raw=None, **kw):
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = raw if raw is not None else json.dumps(body)
+    return requests.post(srv.base + path, data=data, headers=headers, timeout=120, **kw)
+
+
+def assert_error(r, status, param=None, code=None):
+    assert r.status_code == status, (r.status_code, r.text)
+    e = r.json()["error"]
+    assert set(e) == {"message", "type", "param", "code"}, e
+    assert isinstance(e["message"], str) and e["message"]
+    if param is not None:
+        assert e["param"] == param, e
+    if code is not None:
+        assert e["code"] == code, e
+    return e
+
+
+# ---- the OpenAI surface ----
+
+def test_health_and_models(srv):
+    h = requests.get(srv.url + "/health", timeout=10).json()
+    assert h["status"] == "ok"
+    c = srv.client("alice")
+    ids = sorted(m.id for m in c.models.list())
+    assert ids == ["smollm2", "smollm2-small", "stories"]
+    assert c.models.retrieve("smollm2").id == "smollm2"
+    assert [m.id for m in srv.client("stories_only").models.list()] == ["stories"]
+
+
+def test_chat_completion(srv):
+    r = srv.client("alice").chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=24, temperature=0)
+    assert r.object == "chat.completion" and r.model == "smollm2" and r.id.startswith("chatcmpl-")
+    ch = r.choices[0]
+    assert ch.message.role == "assistant" and ch.message.content.strip()
+    assert ch.finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens > 5 and 1 <= r.usage.completion_tokens <= 24
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert "Paris" in ch.message.content
+
+
+def test_stream_chat_equals_non_stream(srv):
+    c = srv.client("alice")
+    full = c.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=40, temperature=0)
+    chunks = list(c.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=40, temperature=0,
+                                            stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == full.choices[0].message.content
+    finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert finishes == [full.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == full.usage.prompt_tokens
+    assert all(ch.usage is None for ch in chunks[:-1])
+
+
+def test_completions_stream_and_not(srv):
+    c = srv.client("alice")
+    full = c.completions.create(model="smollm2", prompt="Once upon a time", max_tokens=32, temperature=0)
+    assert full.object == "text_completion" and full.choices[0].text
+    assert full.usage.completion_tokens <= 32
+    parts = list(c.completions.create(model="smollm2", prompt="Once upon a time", max_tokens=32, temperature=0,
+                                      stream=True))
+    assert "".join(p.choices[0].text for p in parts if p.choices) == full.choices[0].text
+    assert parts[-1].choices[0].finish_reason == full.choices[0].finish_reason
+
+
+def test_seed_reproducible(srv):
+    c = srv.client("alice")
+
+    def gen(seed):
+        return c.completions.create(model="smollm2", prompt="The weather today is", max_tokens=24, temperature=1.0,
+                                    top_p=1.0, seed=seed).choices[0].text
+
+    a = gen(1234)
+    assert gen(1234) == a
+    assert any(gen(s) != a for s in (1, 2, 3))
+
+
+def test_sampling_parameters_and_stop(srv):
+    c = srv.client("alice")
+    base = c.completions.create(model="smollm2", prompt="One, two, three, four,", max_tokens=16, temperature=0)
+    text = base.choices[0].text
+    words = [w for w in text.split() if len(w) > 2]
+    assert words, text
+    stop = words[min(1, len(words) - 1)]
+    r = c.completions.create(model="smollm2", prompt="One, two, three, four,", max_tokens=16, temperature=0, stop=[stop])
+    assert r.choices[0].text == text[: text.index(stop)] and r.choices[0].finish_reason == "stop"
+    # every extension and OpenAI parameter is accepted
+    r = c.chat.completions.create(model="smollm2", messages=PROMPT, max_completion_tokens=8, temperature=0.7, top_p=0.9,
+                                  presence_penalty=0.5, frequency_penalty=0.5, logit_bias={"42": 5}, seed=7, n=1,
+                                  user="u1", extra_body={"top_k": 20, "min_p": 0.05, "repeat_penalty": 1.1})
+    assert r.usage.completion_tokens <= 8
+    # a +100 bias forces one token: the output changes and is the same piece repeated
+    biased = c.completions.create(model="smollm2", prompt="One, two, three, four,", max_tokens=4, temperature=0,
+                                  logit_bias={"330": 100}).choices[0].text
+    assert biased != text[: len(biased)] and len(biased) > 0
+
+
+# ---- auth and model access ----
+
+def test_auth(srv):
+    body = {"model": "smollm2", "messages": PROMPT, "max_tokens": 2}
+    assert_error(post(srv, "/chat/completions", body), 401, code="missing_api_key")
+    assert_error(post(srv, "/chat/completions", body, key="realm-not-a-key"), 401, code="invalid_api_key")
+    r = requests.get(srv.base + "/models", headers={"Authorization": "Basic abc"}, timeout=10)
+    assert_error(r, 401)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=srv.base, api_key="wrong", max_retries=0).models.list()
+    with pytest.raises(openai.PermissionDeniedError):
+        srv.client("stories_only").chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=2)
+    with pytest.raises(openai.NotFoundError):
+        srv.client("alice").chat.completions.create(model="gpt-4", messages=PROMPT, max_tokens=2)
+    with pytest.raises(openai.NotFoundError):
+        srv.client("stories_only").models.retrieve("smollm2")
+    # the restricted tenant can use its own model
+    r = srv.client("stories_only").completions.create(model="stories", prompt="Once", max_tokens=8, temperature=0)
+    assert r.usage.completion_tokens >= 1
+
+
+# ---- bad input ----
+
+def test_bad_input(srv):
+    k = srv.keys["alice"]
+    ok = {"model": "smollm2", "messages": PROMPT, "max_tokens": 2}
+    assert_error(post(srv, "/chat/completions", None, k, raw="{not json"), 400)
+    assert_error(post(srv, "/chat/completions", None, k, raw="[]"), 400)
+    assert_error(post(srv, "/chat/completions", None, k, raw=""), 400)
+    assert_error(post(srv, "/chat/completions", {"messages": PROMPT}, k), 400, param="model")
+    assert_error(post(srv, "/chat/completions", {"model": 5, "messages": PROMPT}, k), 400, param="model")
+    assert_error(post(srv, "/chat/completions", {"model": "smollm2"}, k), 400, param="messages")
+    assert_error(post(srv, "/completions", {"model": "smollm2"}, k), 400, param="prompt")
+    for bad in [[], "hi", [{"role": "wizard", "content": "x"}], [{"role": "user", "content": 5}],
+                [{"role": "user"}], ["x"], [{"role": "user", "content": [{"type": "image_url"}]}]]:
+        assert_error(post(srv, "/chat/completions", {**ok, "messages": bad}, k), 400, param="messages")
+    for field, value in [("temperature", "hot"), ("temperature", 3), ("top_p", -1), ("max_tokens", 0),
+                         ("max_tokens", "x"), ("max_tokens", 1.5), ("n", 2), ("stream", "yes"), ("seed", 1.5),
+                         ("stop", 5), ("stop", ["x"] * 17), ("logit_bias", {"abc": 1}), ("logit_bias", {"1": 500}),
+                         ("presence_penalty", 9), ("top_k", -1), ("stream_options", 3), ("logprobs", True)]:
+        assert_error(post(srv, "/chat/completions", {**ok, field: value}, k), 400, param=field)
+    # unknown fields are ignored; content parts are flattened
+    r = post(srv, "/chat/completions", {**ok, "frobnicate": {"x": [1, 2]}, "tools": [], "response_format": None}, k)
+    assert r.status_code == 200, r.text
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]}]
+    assert post(srv, "/chat/completions", {**ok, "messages": parts}, k).status_code == 200
+    # a prompt longer than the context
+    long_prompt = "word " * 600
+    e = assert_error(post(srv, "/completions", {"model": "smollm2-small", "prompt": long_prompt, "max_tokens": 4}, k),
+                     400, code="context_length_exceeded")
+    assert "context" in e["message"]
+    # routes and methods
+    assert_error(requests.get(srv.url + "/nope", timeout=10), 404)
+    assert_error(requests.get(srv.base + "/chat/completions", timeout=10), 405)
+    assert_error(requests.delete(srv.base + "/models", timeout=10), 405)
+
+
+def test_huge_body(srv):
+    k = srv.keys["alice"]
+    big = {"model": "smollm2", "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
+    assert_error(post(srv, "/chat/completions", big, k), 413, code="request_too_large")
+
+    def chunks():  # chunked upload without Content-Length
+        for _ in range(40):
+            yield b"x" * 65536
+
+    r = requests.post(srv.base + "/chat/completions", data=chunks(), timeout=60,
+                      headers={"Authorization": f"Bearer {k}", "Content-Type": "application/json"})
+    assert_error(r, 413)
+    assert requests.get(srv.url + "/health", timeout=10).status_code == 200
+
+
+def test_garbage_never_crashes(srv):
+    k = srv.keys["alice"]
+    rnd = random.Random(5)
+    bodies = [bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 300))) for _ in range(20)]
+    bodies += [b"[" * 5000 + b"]" * 5000, b'{"model": "smollm2", "messages": [' + b"{}," * 2000 + b"{}]}",
+               b'{"model":"smollm2","messages":[{"role":"user","content":"\\ud800"}],"max_tokens":2}',
+               b'{"model":"smollm2","prompt":"\x00\xff\xfe","max_tokens":2}',
+               json.dumps({"model": "smollm2", "prompt": ["a", "b"]}).encode(),
+               json.dumps({"model": "smollm2", "prompt": [[1, 2, 3]]}).encode()]
+    for b in bodies:
+        for path in ("/chat/completions", "/completions"):
+            r = post(srv, path, None, k, raw=b)
+            assert 200 <= r.status_code < 500, (b[:60], r.status_code, r.text)
+    assert requests.get(srv.url + "/health", timeout=10).json()["status"] == "ok"
+
+
+# ---- limits ----
+
+def open_stream(srv, tid, max_tokens=400, **extra):
+    """Starts a streamed chat request (ignoring end-of-text, so it runs for max_tokens) and returns
+    (response, line iterator) after its first event."""
+    r = post(srv, "/chat/completions", {"model": "smollm2", "messages": PROMPT, "max_tokens": max_tokens,
+                                        "temperature": 0, "stream": True, "ignore_eos": True, **extra},
+             srv.keys[tid], stream=True)
+    assert r.status_code == 200, r.text
+    lines = r.iter_lines()
+    first = next(ln for ln in lines if ln)
+    assert first.startswith(b"data: ")
+    return r, lines
+
+
+def test_limits(srv):
+    # max tokens per request: over the cap is a 400; without max_tokens the cap applies
+    c = srv.client("capped")
+    with pytest.raises(openai.BadRequestError):
+        c.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=100)
+    r = c.chat.completions.create(model="smollm2", messages=PROMPT, temperature=0)
+    assert r.usage.completion_tokens <= 8
+    # max concurrent requests
+    r1, _ = open_stream(srv, "one_at_a_time")
+    r2 = post(srv, "/chat/completions", {"model": "smollm2", "messages": PROMPT, "max_tokens": 2},
+              srv.keys["one_at_a_time"])
+    assert_error(r2, 429, code="rate_limit_exceeded")
+    assert int(r2.headers["Retry-After"]) >= 1
+    r1.close()
+    deadline = time.time() + 20
+    while True:  # the slot comes back once the cancelled request ends
+        r3 = post(srv, "/chat/completions", {"model": "smollm2", "messages": PROMPT, "max_tokens": 2},
+                  srv.keys["one_at_a_time"])
+        if r3.status_code == 200 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert r3.status_code == 200, r3.text
+    # tokens per minute: one request uses the budget, the next is refused until the window moves
+    c = srv.client("tpm")
+    c.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=48, temperature=0)
+    r = post(srv, "/chat/completions", {"model": "smollm2", "messages": PROMPT, "max_tokens": 2}, srv.keys["tpm"])
+    e = assert_error(r, 429, code="rate_limit_exceeded")
+    assert 1 <= int(r.headers["Retry-After"]) <= 60 and "per minute" in e["message"]
+    m = srv.metrics()
+    assert m['realm_tenant_rate_limited_total{tenant="tpm"}'] >= 1
+    assert m['realm_tenant_rate_limited_total{tenant="one_at_a_time"}'] >= 1
+
+
+def test_queue_full_503(realm_bin, serve):
+    k, t = tenant("a")
+    s = serve({"models": [{"name": "smollm2", "path": str(model_path("SmolLM2-135M-Instruct.Q4_1.gguf"))}],
+               "tenants": [t], "max_inflight": 1, "max_queue": 0}, keys={"a": k})
+    r1, _ = open_stream(s, "a")
+    r2 = post(s, "/chat/completions", {"model": "smollm2", "messages": PROMPT, "max_tokens": 2}, k)
+    assert_error(r2, 503, code="server_overloaded")
+    assert int(r2.headers["Retry-After"]) >= 1
+    r1.close()
+    assert s.stop() == 0
+
+
+# ---- tenants with different guests, concurrently ----
+
+def test_two_tenants_different_guests(srv):
+    def chat(tid):
+        return srv.client(tid).chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=12,
+                                                       temperature=0).choices[0].message.content
+
+    solo = {t: chat(t) for t in ("alice", "bob")}
+    rest = solo["bob"][len("[upper] "):]
+    assert solo["bob"].startswith("[upper] ") and rest and rest == rest.upper()
+    assert solo["alice"] != solo["alice"].upper()
+    results, errors = {}, []
+
+    def worker(i, tid):
+        try:
+            results[i] = (tid, chat(tid))
+        except Exception as e:  # noqa: BLE001 — reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i, ("alice", "bob")[i % 2])) for i in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    for tid, text in results.values():
+        assert text == solo[tid], (tid, text, solo[tid])
+
+
+# ---- disconnects ----
+
+def wait_metrics(srv, pred, timeout=15):
+    deadline = time.time() + timeout
+    while True:
+        m = srv.metrics()
+        if pred(m) or time.time() > deadline:
+            return m
+        time.sleep(0.05)
+
+
+def test_disconnect_frees_session(srv):
+    before = srv.metrics()
+    r, lines = open_stream(srv, "alice", max_tokens=2000)
+    next(ln for ln in lines if ln)  # one content event
+    m = srv.metrics()
+    assert m["realm_requests_active"] >= 1 and m["realm_streams_open"] >= 1
+    t0 = time.time()
+    r.close()  # the client goes away mid-stream
+    m = wait_metrics(srv, lambda m: m["realm_requests_active"] == 0 and m["realm_streams_open"] == 0)
+    assert m["realm_requests_active"] == 0 and m["realm_streams_open"] == 0, m
+    assert time.time() - t0 < 5
+    key = 'realm_tenant_requests_cancelled_total{tenant="alice"}'
+    assert m[key] == before.get(key, 0) + 1
+    assert m["realm_requests_cancelled_total"] >= before["realm_requests_cancelled_total"] + 1
+    assert m["realm_client_disconnects_total"] >= before["realm_client_disconnects_total"] + 1
+    assert m["realm_guest_idle_sessions"] == 0 and m["realm_guest_instances_busy"] == 0
+    # the guest stopped long before the 2000 tokens asked for: its usage was never reported
+    out = 'realm_tenant_completion_tokens_total{tenant="alice"}'
+    assert m[out] == before.get(out, 0)
+
+
+def test_metrics_exposition(srv):
+    srv.client("alice").completions.create(model="smollm2", prompt="Hi", max_tokens=3, temperature=0)
+    m = srv.metrics()
+    for name in ("realm_prompt_tokens_total", "realm_completion_tokens_total", "realm_requests_active",
+                 "realm_time_to_first_token_seconds_count", 'realm_time_to_first_token_seconds_bucket{le="+Inf"}',
+                 'realm_tenant_requests_total{tenant="alice"}', 'realm_tenant_prompt_tokens_total{tenant="bob"}',
+                 "realm_batch_rows_count", 'realm_batch_rows_bucket{le="1"}', "realm_guest_instances",
+                 'realm_http_requests_total{endpoint="completions",code="200"}', "realm_resident_memory_bytes"):
+        assert name in m, name
+    assert m["realm_completion_tokens_total"] >= 3 and m["realm_batch_rows_count"] >= 1
+
+
+# ---- keys, CLI, shutdown ----
+
+def test_key_add(realm_bin, tmp_path, serve):
+    smol = model_path("SmolLM2-135M-Instruct.Q4_1.gguf")
+    cfg = tmp_path / "realm.json"
+    cfg.write_text(json.dumps({"models": [{"name": "smollm2", "path": str(smol)}]}))
+    r = subprocess.run([realm_bin, "key", "add", "carol", "--config", cfg], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    key = r.stdout.strip()
+    assert key.startswith("realm-") and len(key) > 40
+    text = cfg.read_text()
+    assert key not in text
+    hashes = json.loads(text)["tenants"][0]["key_hashes"]
+    h = subprocess.run([realm_bin, "key", "hash", key], capture_output=True, text=True, timeout=30).stdout.strip()
+    assert hashes == [h]
+    assert (cfg.stat().st_mode & 0o777) == 0o600
+    r2 = subprocess.run([realm_bin, "key", "add", "carol", "--config", cfg], capture_output=True, text=True, timeout=30)
+    key2 = r2.stdout.strip()
+    assert len(json.loads(cfg.read_text())["tenants"][0]["key_hashes"]) == 2
+    s = serve(json.loads(cfg.read_text()), keys={"carol": key, "carol2": key2})
+    assert [m.id for m in s.client("carol").models.list()] == ["smollm2"]
+    assert [m.id for m in s.client("carol2").models.list()] == ["smollm2"]
+    (tmp_path / "notjson.txt").write_text("hello")
+    bad = subprocess.run([realm_bin, "key", "add", "x", "--config", tmp_path / "notjson.txt"], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 1 and (tmp_path / "notjson.txt").read_text() == "hello"
+
+
+def test_serve_cli_errors(realm_bin, tmp_path):
+    def run(*args):
+        return subprocess.run([realm_bin, "serve", *map(str, args)], capture_output=True, text=True, timeout=60)
+
+    r = run("--bogus")
+    assert r.returncode == 2 and r.stderr.startswith("realm: ")
+    r = run("--config", tmp_path / "missing.json")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "missing.json" in r.stderr
+    (tmp_path / "bad.json").write_text('{"tenants": [{"id": "x", "limits": {"max_concurrent": "many"}}]}')
+    r = run("--config", tmp_path / "bad.json")
+    assert r.returncode == 1 and "max_concurrent" in r.stderr
+    (tmp_path / "nokey.json").write_text('{"tenants": [{"id": "x"}]}')
+    r = run("--config", tmp_path / "nokey.json", "--port", "0")
+    assert r.returncode == 1 and "no API key" in r.stderr
+    r = run("--port", "99999")
+    assert r.returncode == 2
+
+
+def test_serve_no_args_prints_url_and_key(realm_bin, tmp_path):
+    model_path("SmolLM2-135M-Instruct.Q4_1.gguf")
+    # no --config: the default model and tenant (port 0 so as not to collide with a real server)
+    p = subprocess.Popen([realm_bin, "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = key = None
+        deadline = time.time() + 120
+        while time.time() < deadline and not (url and key):
+            line = p.stdout.readline()
+            if not line:
+                break
+            if "listening on" in line:
+                url = line.split("listening on ")[1].strip()
+            if "API key" in line:
+                key = line.rsplit(" ", 1)[1].strip()
+        assert url and key, p.stderr.read() if p.poll() is not None else "no banner"
+        c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+        assert [m.id for m in c.models.list()] == ["smollm2"]
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=60) == 0
+
+
+def test_sigterm_graceful(realm_bin, serve):
+    k, t = tenant("a")
+    smol = str(model_path("SmolLM2-135M-Instruct.Q4_1.gguf"))
+    s = serve({"models": [{"name": "smollm2", "path": smol}], "tenants": [t], "shutdown_grace_s": 300}, keys={"a": k})
+    r, lines = open_stream(s, "a", max_tokens=100)
+    s.proc.send_signal(signal.SIGTERM)
+    host, port = urllib.parse.urlsplit(s.url).hostname, urllib.parse.urlsplit(s.url).port
+    time.sleep(0.3)
+    assert s.proc.poll() is None  # still finishing the stream
+    with pytest.raises(OSError):  # but no longer accepting
+        socket.create_connection((host, port), timeout=2).close()
+    rest = [ln for ln in lines if ln]  # the in-flight stream still runs to its end
+    assert rest[-1] == b"data: [DONE]"
+    assert b'"finish_reason":"length"' in rest[-2]
+    assert s.proc.wait(timeout=300) == 0
+
+
+def test_sigterm_cancels_after_grace(realm_bin, serve):
+    k, t = tenant("a")
+    smol = str(model_path("SmolLM2-135M-Instruct.Q4_1.gguf"))
+    s = serve({"models": [{"name": "smollm2", "path": smol}], "tenants": [t], "shutdown_grace_s": 0}, keys={"a": k})
+    r, lines = open_stream(s, "a", max_tokens=5000)
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(timeout=30) == 0
+    assert time.time() - t0 < 10
+    r.close()

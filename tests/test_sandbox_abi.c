@@ -1,0 +1,534 @@
+/*
+ * test_sandbox_abi.c — the realm ABI v1 and the default orchestrator on a real model
+ * (stories260K from ../shared; skipped when absent):
+ *   - greedy decoding through the sandbox gives the golden ids and text of
+ *     stories260K.greedy256.txt;
+ *   - one seed gives one output, another seed another; stop strings (across token boundaries),
+ *     logit_bias, EOS, penalties, min-p, context length, usage, request validation;
+ *   - the adversarial guests (bad pointers, forged/stale/foreign handles, decode abuse,
+ *     cancellation, wall-clock limit) get the specific errors they must get;
+ *   - while each adversary runs in another thread, a well-behaved tenant produces output
+ *     byte-identical to its solo run.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "realm/gguf.h"
+#include "realm/model.h"
+#include "realm/tokenizer.h"
+#include "test_sandbox_util.h"
+
+static struct {
+    struct realm_gguf *g;
+    struct realm_model *m;
+    struct realm_tokenizer *tok;
+    struct realm_engine *e;
+    struct realm_sbx_host *h;
+    struct realm_sbx_module *def;
+} F;
+
+static struct realm_sbx_host *host_with_model(struct realm_sbx_config c) {
+    struct realm_sbx_host *h = NULL;
+    struct realm_err err;
+    if (realm_sbx_host_new(&c, &h, &err)) {
+        fprintf(stderr, "host: %s\n", err.msg);
+        exit(1);
+    }
+    struct realm_sbx_model_desc d = {
+        .name = "stories260K", .model = F.m, .tok = F.tok, .engine = F.e, .max_batch = 64};
+    if (realm_sbx_host_add_model(h, &d, &err)) {
+        fprintf(stderr, "add_model: %s\n", err.msg);
+        exit(1);
+    }
+    return h;
+}
+
+static void setup(void) {
+    const char *path = tu_shared_path("models/stories260K.gguf");
+    if (!path) tu_skip("stories260K.gguf not found");
+    struct realm_err err;
+    if (realm_gguf_open(path, &F.g, &err) || realm_model_load(F.g, &F.m, &err) ||
+        realm_tokenizer_load(F.g, &F.tok, &err) || realm_engine_new(F.m, 1, 64, &F.e, &err)) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        exit(1);
+    }
+    F.h = host_with_model(ts_config());
+    F.def = ts_module(F.h, "default");
+}
+
+static void teardown(void) {
+    realm_sbx_module_free(F.def);
+    realm_sbx_host_free(F.h);
+    realm_engine_free(F.e);
+    realm_tokenizer_free(F.tok);
+    realm_model_free(F.m);
+    realm_gguf_close(F.g);
+}
+
+/* ---- golden data ---- */
+
+static char g_golden_ids[4096];
+static char g_golden_text[4096];
+
+/* Reads greedy_ids and the Python-repr text line of stories260K.greedy256.txt. */
+static int read_golden(void) {
+    const char *path = tu_shared_path("models/stories260K.greedy256.txt");
+    if (!path) return -1;
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (!strncmp(line, "greedy_ids: ", 12)) {
+            size_t n = strlen(line + 12);
+            if (n >= sizeof g_golden_ids) n = sizeof g_golden_ids - 1;
+            memcpy(g_golden_ids, line + 12, n);
+            g_golden_ids[n] = 0;
+        } else if (!strncmp(line, "text: '", 7)) {
+            size_t n = strlen(line), k = 0;
+            for (size_t i = 7; i + 1 < n && k + 1 < sizeof g_golden_text; i++) {
+                char c = line[i];
+                if (c == '\\' && i + 2 < n) {
+                    c = line[++i];
+                    if (c == 'n') c = '\n';
+                    else if (c == 't') c = '\t';
+                }
+                g_golden_text[k++] = c;
+            }
+            g_golden_text[k] = 0;
+        }
+    }
+    fclose(f);
+    return g_golden_ids[0] && g_golden_text[0] ? 0 : -1;
+}
+
+static void test_golden(struct realm_sbx_tenant *t) {
+    if (read_golden()) {
+        CHECKF(0, "cannot read stories260K.greedy256.txt");
+        return;
+    }
+    struct ts_capture out = {0};
+    struct realm_sbx_usage u;
+    struct realm_err err;
+    CHECK_EQ_INT(ts_run(t, "{\"prompt\":\"\",\"max_tokens\":256,\"temperature\":0,\"strip_leading_space\":false}",
+                        &out, &u, &err),
+                 REALM_OK);
+    CHECKF(!strcmp(out.buf, g_golden_text), "greedy text differs:\n%s\n---\n%s", out.buf, g_golden_text);
+    CHECK_EQ_INT(u.prompt_tokens, 1);
+    CHECK_EQ_INT(u.completion_tokens, 256);
+    CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_LENGTH);
+    CHECK_EQ_INT(u.decoded_tokens, 256); /* BOS + 255 fed back: the 256th token is not decoded */
+    CHECK_EQ_INT(u.decode_calls, 256);
+    CHECK(u.guest_ns > 0 && u.host_ns > 0 && u.decode_ns > 0 && u.first_emit_ns > 0);
+    /* the default for an empty prompt strips SPM's leading space, as the native CLI prints */
+    CHECK_EQ_INT(ts_run(t, "{\"prompt\":\"\",\"max_tokens\":256,\"temperature\":0}", &out, NULL, &err), REALM_OK);
+    CHECK(!strcmp(out.buf, g_golden_text + 1));
+
+    /* the ids themselves, from a guest written against the raw imports */
+    struct realm_sbx_module *m = ts_module(F.h, "greedy_ids");
+    struct realm_sbx_tenant *gi = ts_tenant(F.h, m, "ids");
+    CHECK_EQ_INT(ts_run(gi, "{\"n\":256}", &out, NULL, &err), REALM_OK);
+    if (out.len && out.buf[out.len - 1] == ' ') out.buf[--out.len] = 0;
+    CHECKF(!strcmp(out.buf, g_golden_ids), "greedy ids differ:\n%s\n---\n%s", out.buf, g_golden_ids);
+    realm_sbx_tenant_free(gi);
+    realm_sbx_module_free(m);
+    free(out.buf);
+}
+
+static char *run_text(struct realm_sbx_tenant *t, const char *json, struct realm_sbx_usage *u, int *rc) {
+    struct ts_capture out = {0};
+    struct realm_err err;
+    *rc = ts_run(t, json, &out, u, &err);
+    if (*rc) tu_log("  error: %s\n", err.msg);
+    return out.buf;
+}
+
+static void test_sampling(struct realm_sbx_tenant *t) {
+    int rc;
+    struct realm_sbx_usage u;
+    const char *base = "{\"prompt\":\"Once upon a time\",\"max_tokens\":64,\"temperature\":1,\"top_k\":0,\"top_p\":1,\"seed\":";
+    char j1[256], j2[256];
+    snprintf(j1, sizeof j1, "%s7}", base);
+    snprintf(j2, sizeof j2, "%s8}", base);
+    char *a = run_text(t, j1, NULL, &rc);
+    CHECK_EQ_INT(rc, 0);
+    char *b = run_text(t, j1, NULL, &rc);
+    char *c = run_text(t, j2, NULL, &rc);
+    CHECK(a && b && c && !strcmp(a, b));
+    CHECK(a && c && strcmp(a, c) != 0);
+    CHECK(a && strlen(a) > 40);
+    free(a), free(b), free(c);
+
+    /* the default sampler chain (top-k 40, top-p 0.95) is deterministic too */
+    a = run_text(t, "{\"prompt\":\"Once upon a time\",\"max_tokens\":48,\"seed\":3}", NULL, &rc);
+    b = run_text(t, "{\"prompt\":\"Once upon a time\",\"max_tokens\":48,\"seed\":3}", NULL, &rc);
+    CHECK(a && b && !strcmp(a, b));
+    free(a), free(b);
+
+    char *greedy = run_text(t, "{\"prompt\":\"\",\"max_tokens\":256,\"temperature\":0,\"strip_leading_space\":false}",
+                            NULL, &rc);
+    CHECK(greedy && rc == 0);
+    if (!greedy) return;
+
+    /* stop strings: output ends right before the first match, even one spanning tokens */
+    const char *stops[] = {"Lily", "ttle gi", "park.", "\"I want"};
+    for (size_t i = 0; i < sizeof stops / sizeof stops[0]; i++) {
+        char j[256];
+        snprintf(j, sizeof j,
+                 "{\"prompt\":\"\",\"max_tokens\":256,\"temperature\":0,\"strip_leading_space\":false,"
+                 "\"stop\":[\"zzzz\",\"%s%s\"]}",
+                 stops[i][0] == '"' ? "\\" : "", stops[i]);
+        char *s = run_text(t, j, &u, &rc);
+        const char *at = strstr(greedy, stops[i]);
+        CHECK(rc == 0 && s && at);
+        if (s && at) {
+            CHECKF(strlen(s) == (size_t)(at - greedy) && !strncmp(s, greedy, strlen(s)), "stop %s: %s", stops[i], s);
+            CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_STOP);
+            CHECK(u.completion_tokens < 256);
+        }
+        free(s);
+    }
+    /* a single stop string as a plain string */
+    char *s = run_text(t, "{\"prompt\":\"\",\"max_tokens\":256,\"temperature\":0,\"strip_leading_space\":false,\"stop\":\"red ball\"}",
+                       &u, &rc);
+    CHECK(s && strstr(greedy, "red ball") && strlen(s) == (size_t)(strstr(greedy, "red ball") - greedy));
+    free(s);
+
+    /* EOS forced by logit_bias: nothing emitted, one completion token, finish "stop" */
+    char j[256];
+    int eos = realm_tokenizer_eos(F.tok);
+    snprintf(j, sizeof j, "{\"prompt\":\"\",\"max_tokens\":5,\"temperature\":0,\"logit_bias\":{\"%d\":100}}", eos);
+    s = run_text(t, j, &u, &rc);
+    CHECK(rc == 0 && s && s[0] == 0);
+    CHECK_EQ_INT(u.completion_tokens, 1);
+    CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_STOP);
+    free(s);
+    snprintf(j, sizeof j, "{\"prompt\":\"\",\"max_tokens\":5,\"temperature\":0,\"ignore_eos\":true,\"logit_bias\":{\"%d\":100}}", eos);
+    s = run_text(t, j, &u, &rc);
+    CHECK_EQ_INT(u.completion_tokens, 5);
+    CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_LENGTH);
+    free(s);
+    /* a -100 bias bans the greedy first token ("Once" = 403) */
+    s = run_text(t, "{\"prompt\":\"\",\"max_tokens\":3,\"temperature\":0,\"strip_leading_space\":false,\"logit_bias\":{\"403\":-100}}",
+                 NULL, &rc);
+    CHECK(rc == 0 && s && strncmp(s, " Once", 5) != 0 && s[0]);
+    free(s);
+
+    /* penalties change greedy's repetitions, deterministically */
+    const char *pen[] = {"\"repeat_penalty\":1.5", "\"frequency_penalty\":1.0", "\"presence_penalty\":1.5"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(j, sizeof j, "{\"prompt\":\"\",\"max_tokens\":256,\"temperature\":0,\"strip_leading_space\":false,%s}", pen[i]);
+        a = run_text(t, j, NULL, &rc);
+        b = run_text(t, j, NULL, &rc);
+        CHECKF(a && b && !strcmp(a, b) && strcmp(a, greedy) != 0, "penalty %s", pen[i]);
+        free(a), free(b);
+    }
+    /* min-p 1: only the most likely token survives, so sampling at any temperature is greedy */
+    a = run_text(t, "{\"prompt\":\"\",\"max_tokens\":256,\"temperature\":1.5,\"top_k\":0,\"min_p\":1,\"seed\":5,"
+                    "\"strip_leading_space\":false}",
+                 NULL, &rc);
+    CHECK(a && !strcmp(a, greedy));
+    free(a);
+
+    /* the context bounds the generation: n_ctx 8 and one prompt token → 8 tokens, "length" */
+    a = run_text(t, "{\"prompt\":\"\",\"max_tokens\":100,\"n_ctx\":8,\"temperature\":0,\"strip_leading_space\":false}",
+                 &u, &rc);
+    CHECK_EQ_INT(u.completion_tokens, 8);
+    CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_LENGTH);
+    CHECK(a && !strncmp(a, greedy, strlen(a)) && strlen(a) > 10);
+    free(a);
+    /* raw token input */
+    a = run_text(t, "{\"tokens\":[1,403,407],\"max_tokens\":4,\"temperature\":0}", &u, &rc);
+    CHECK(rc == 0 && u.prompt_tokens == 3 && u.completion_tokens == 4);
+    free(a);
+    free(greedy);
+}
+
+static void test_bad_requests(struct realm_sbx_tenant *t) {
+    static const struct {
+        const char *json;
+        int code;
+        const char *msg;
+    } cases[] = {
+        {"not json", REALM_E_INVALID, "json:"},
+        {"[1]", REALM_E_INVALID, "JSON object"},
+        {"{\"prompt\":1}", REALM_E_INVALID, "prompt"},
+        {"{}", REALM_E_INVALID, "exactly one"},
+        {"{\"prompt\":\"a\",\"messages\":[]}", REALM_E_INVALID, "exactly one"},
+        {"{\"prompt\":\"a\",\"temperature\":\"hot\"}", REALM_E_INVALID, "temperature"},
+        {"{\"prompt\":\"a\",\"max_tokens\":-1}", REALM_E_INVALID, "max_tokens"},
+        {"{\"prompt\":\"a\",\"max_tokens\":1.5}", REALM_E_INVALID, "max_tokens"},
+        {"{\"prompt\":\"a\",\"top_p\":2}", REALM_E_INVALID, "top_p"},
+        {"{\"prompt\":\"a\",\"stop\":[1]}", REALM_E_INVALID, "stop"},
+        {"{\"prompt\":\"a\",\"stop\":[\"\"]}", REALM_E_INVALID, "stop"},
+        {"{\"prompt\":\"a\",\"logit_bias\":{\"x\":1}}", REALM_E_INVALID, "logit_bias"},
+        {"{\"prompt\":\"a\",\"logit_bias\":{\"5\":1000}}", REALM_E_INVALID, "logit_bias"},
+        {"{\"prompt\":\"a\",\"seed\":-4}", REALM_E_INVALID, "seed"},
+        {"{\"prompt\":\"a\",\"ignore_eos\":1}", REALM_E_INVALID, "ignore_eos"},
+        {"{\"tokens\":[1,99999]}", REALM_E_INVALID, "tokens"},
+        {"{\"prompt\":\"a\",\"model\":\"nope\"}", REALM_E_NOT_FOUND, "model 'nope'"},
+        {"{\"prompt\":\"a\",\"model\":\"../shared/models/stories260K.gguf\"}", REALM_E_NOT_FOUND, "not found"},
+        /* stories260K has no chat template */
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", REALM_E_NOT_FOUND, "chat template"},
+        {"{\"prompt\":\"a\",\"dup\":1,\"dup\":2}", REALM_E_INVALID, "duplicate key"},
+    };
+    struct ts_capture out = {0};
+    struct realm_err err;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rc = ts_run(t, cases[i].json, &out, NULL, &err);
+        CHECKF(rc == cases[i].code && strstr(err.msg, cases[i].msg), "%s -> %d %s", cases[i].json, rc, err.msg);
+    }
+    /* a model addressed by its configured name works */
+    CHECK_EQ_INT(ts_run(t, "{\"prompt\":\"a\",\"model\":\"stories260K\",\"max_tokens\":2}", &out, NULL, &err), REALM_OK);
+    free(out.buf);
+}
+
+/* ---- adversarial guests, alone ---- */
+
+static int run_guest(const char *guest, const char *json, struct ts_capture *out, struct realm_err *err) {
+    struct realm_sbx_module *m = ts_module(F.h, guest);
+    struct realm_sbx_tenant *t = ts_tenant(F.h, m, guest);
+    int rc = ts_run(t, json, out, NULL, err);
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(m);
+    return rc;
+}
+
+struct canceller {
+    struct realm_sbx_request *req;
+    int delay_ms;
+    atomic_int started; /* set by the first emit: the guest is running its request */
+    struct ts_capture out;
+};
+
+static int emit_started(void *user, const char *text, size_t len) {
+    struct canceller *c = user;
+    atomic_store(&c->started, 1);
+    return ts_emit(&c->out, text, len);
+}
+
+static void *cancel_later(void *arg) {
+    struct canceller *c = arg;
+    struct timespec ms = {0, 1000000L};
+    /* wait until the guest has started (its first emit), however slow the machine is */
+    for (int i = 0; i < 60000 && !atomic_load(&c->started); i++) nanosleep(&ms, NULL);
+    struct timespec ts = {0, (long)c->delay_ms * 1000000L};
+    nanosleep(&ts, NULL);
+    realm_sbx_request_cancel(c->req);
+    return NULL;
+}
+
+/* Runs a request of the after_cancel guest and cancels it from another thread delay_ms after
+ * the guest has started. */
+static int run_cancelled(struct realm_sbx_tenant *t, const char *json, int delay_ms, struct realm_err *err) {
+    struct realm_sbx_request r;
+    struct canceller c = {&r, delay_ms, 0, {0}};
+    realm_sbx_request_init(&r, json, strlen(json), emit_started, &c);
+    pthread_t th;
+    pthread_create(&th, NULL, cancel_later, &c);
+    int rc = realm_sbx_tenant_generate(t, &r, err);
+    atomic_store(&c.started, 1); /* releases the canceller if the guest never emitted */
+    pthread_join(th, NULL);
+    tu_log("  %s (cancelled) -> %d %s\n", json, rc, err->msg);
+    free(c.out.buf);
+    return rc;
+}
+
+static int emit_then_gone(void *user, const char *text, size_t len) {
+    (void)user, (void)text, (void)len;
+    return -1; /* the client went away */
+}
+
+static void test_adversaries_alone(void) {
+    struct ts_capture out = {0};
+    struct realm_err err;
+    CHECKF(run_guest("bad_pointers", "{}", &out, &err) == REALM_OK, "%s", err.msg);
+    CHECK(atoi(out.buf) > 50 && strstr(out.buf, "checks"));
+    CHECKF(run_guest("decode_abuse", "{}", &out, &err) == REALM_OK, "%s", err.msg);
+    CHECK(!strcmp(out.buf, "ok"));
+    CHECKF(run_guest("handles", "{\"op\":\"forge\"}", &out, &err) == REALM_OK, "%s", err.msg);
+    CHECK(!strcmp(out.buf, "ok"));
+
+    /* a handle from tenant A is a bad handle in tenant B, and stale in A once closed */
+    struct realm_sbx_module *m = ts_module(F.h, "handles");
+    struct realm_sbx_tenant *a = ts_tenant(F.h, m, "A"), *b = ts_tenant(F.h, m, "B");
+    CHECK_EQ_INT(ts_run(a, "{\"op\":\"open\"}", &out, NULL, &err), REALM_OK);
+    int handle = atoi(out.buf);
+    CHECK(handle > 0);
+    char j[128];
+    snprintf(j, sizeof j, "{\"op\":\"use\",\"handle\":%d}", handle);
+    CHECK_EQ_INT(ts_run(b, "{\"op\":\"open\"}", &out, NULL, &err), REALM_OK); /* B has a session too */
+    CHECK_EQ_INT(ts_run(b, j, &out, NULL, &err), REALM_OK);
+    CHECKF(!strcmp(out.buf, "-9 -9"), "%s", out.buf);
+    struct realm_sbx_tenant_stats st;
+    realm_sbx_tenant_get_stats(b, &st);
+    CHECK_EQ_INT(st.handle_errors, 2);
+    CHECK_EQ_INT(ts_run(a, j, &out, NULL, &err), REALM_OK);
+    CHECKF(!strcmp(out.buf, "0 0"), "%s", out.buf);
+    CHECK_EQ_INT(ts_run(a, j, &out, NULL, &err), REALM_OK);
+    CHECKF(!strcmp(out.buf, "-9 -9"), "%s", out.buf);
+    realm_sbx_tenant_get_stats(b, &st);
+    CHECK_EQ_INT(st.sessions, 1); /* B's own session is untouched */
+    realm_sbx_tenant_free(a);
+    realm_sbx_tenant_free(b);
+    realm_sbx_module_free(m);
+
+    /* imports after cancellation: a polite guest sees CANCELLED everywhere and unwinds ... */
+    m = ts_module(F.h, "after_cancel");
+    struct realm_sbx_tenant *t = ts_tenant(F.h, m, "cancel");
+    CHECK_EQ_INT(run_cancelled(t, "{\"mode\":\"polite\"}", 30, &err), REALM_E_CANCELLED);
+    realm_sbx_tenant_get_stats(t, &st);
+    CHECK_EQ_INT(st.restarts, 0);
+    CHECK_EQ_INT(st.sessions, 0);
+    /* ... the client going away (emit fails) cancels the same way ... */
+    struct realm_sbx_request r;
+    const char *polite = "{\"mode\":\"polite\"}";
+    realm_sbx_request_init(&r, polite, strlen(polite), emit_then_gone, NULL);
+    CHECK_EQ_INT(realm_sbx_tenant_generate(t, &r, &err), REALM_E_CANCELLED);
+    /* ... and a rude one that keeps computing is stopped by the host */
+    CHECK_EQ_INT(run_cancelled(t, "{\"mode\":\"rude\"}", 30, &err), REALM_E_CANCELLED);
+    CHECKF(strstr(err.msg, "stopped: request cancelled") != NULL, "%s", err.msg);
+    realm_sbx_tenant_get_stats(t, &st);
+    CHECK_EQ_INT(st.restarts, 0); /* the restart happens on the next request */
+    CHECK_EQ_INT(st.sessions, 0); /* the killed instance's sessions were closed */
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(m);
+
+    /* a guest that spends its time in host calls is stopped by the wall-clock limit */
+    struct realm_sbx_config c = ts_config();
+    c.wall_limit_ms = 200;
+    struct realm_sbx_host *h2 = host_with_model(c);
+    m = ts_module(h2, "loop_generate");
+    t = ts_tenant(h2, m, "wall");
+    CHECK_EQ_INT(ts_run(t, "{\"loop\":\"decode\"}", &out, NULL, &err), REALM_E_TIMEOUT);
+    CHECKF(strstr(err.msg, "wall-clock limit of 200 ms") != NULL, "%s", err.msg);
+    CHECK_EQ_INT(ts_run(t, "{}", &out, NULL, &err), REALM_OK);
+    CHECK(!strcmp(out.buf, "alive 1"));
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(m);
+    realm_sbx_host_free(h2);
+
+    /* the KV budget per tenant and the context cap (stories260K: 640 bytes of KV per position) */
+    c = ts_config();
+    c.max_kv_bytes = 640 * 100;
+    c.max_ctx = 150;
+    h2 = host_with_model(c);
+    struct realm_sbx_tenant *x = NULL;
+    CHECK_EQ_INT(realm_sbx_tenant_new(h2, F.def, NULL, &x, &err), REALM_E_INVALID); /* F.h's module */
+    m = ts_module(h2, "default");
+    t = ts_tenant(h2, m, "kv");
+    CHECK_EQ_INT(ts_run(t, "{\"prompt\":\"\",\"max_tokens\":1,\"n_ctx\":100}", &out, NULL, &err), REALM_OK);
+    CHECK_EQ_INT(ts_run(t, "{\"prompt\":\"\",\"max_tokens\":1,\"n_ctx\":101}", &out, NULL, &err), REALM_E_KV_FULL);
+    CHECKF(strstr(err.msg, "session_open(101)") != NULL, "%s", err.msg);
+    CHECK_EQ_INT(ts_run(t, "{\"prompt\":\"\",\"max_tokens\":1,\"n_ctx\":151}", &out, NULL, &err), REALM_E_LIMIT);
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(m);
+    realm_sbx_host_free(h2);
+
+    /* a tenant limited to no models sees none of them, by name or by default */
+    m = ts_module(F.h, "greedy_ids");
+    const char *none[1] = {NULL};
+    struct realm_sbx_tenant_params p = {.name = "nomodels", .models = none, .n_models = 0};
+    t = NULL;
+    CHECK_EQ_INT(realm_sbx_tenant_new(F.h, m, &p, &t, &err), REALM_OK);
+    if (t) CHECK_EQ_INT(ts_run(t, "{}", &out, NULL, &err), REALM_E_NOT_FOUND);
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(m);
+    free(out.buf);
+}
+
+/* ---- adversarial guests beside a well-behaved tenant ---- */
+
+static const char *g_good_json =
+    "{\"prompt\":\"Once upon a time\",\"max_tokens\":200,\"temperature\":1,\"top_k\":0,\"seed\":42}";
+
+struct attack {
+    const char *guest;
+    const char *json;     /* NULL: the attack is in realm_init */
+    int expect;
+    int cancel_after_ms;  /* > 0: cancel the request from a third thread */
+    int got;
+    char msg[REALM_ERR_MSG_MAX];
+};
+
+static void *attack_main(void *arg) {
+    struct attack *a = arg;
+    struct realm_sbx_module *m = ts_module(F.h, a->guest);
+    struct realm_sbx_tenant *t = NULL;
+    struct realm_err err;
+    realm_err_clear(&err);
+    a->got = realm_sbx_tenant_new(F.h, m, NULL, &t, &err);
+    if (a->got == REALM_OK && a->json) {
+        if (a->cancel_after_ms > 0) {
+            a->got = run_cancelled(t, a->json, a->cancel_after_ms, &err);
+        } else {
+            struct ts_capture out = {0};
+            a->got = ts_run(t, a->json, &out, NULL, &err);
+            free(out.buf);
+        }
+    }
+    snprintf(a->msg, sizeof a->msg, "%s", err.msg);
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(m);
+    return NULL;
+}
+
+static void test_isolation(void) {
+    struct realm_sbx_tenant *good = ts_tenant(F.h, F.def, "good");
+    int rc;
+    char *solo = run_text(good, g_good_json, NULL, &rc);
+    CHECK(rc == 0 && solo && strlen(solo) > 100);
+    if (!solo) return;
+    struct attack attacks[] = {
+        {"loop_generate", "{\"loop\":true}", REALM_E_TIMEOUT, 0, 0, ""},
+        {"loop_init", NULL, REALM_E_TIMEOUT, 0, 0, ""},
+        {"init_fail", NULL, REALM_E_NOT_FOUND, 0, 0, ""},
+        {"memory_bomb", "{\"how\":\"malloc\"}", REALM_E_NOMEM, 0, 0, ""},
+        {"memory_bomb", "{\"how\":\"grow\"}", REALM_E_NOMEM, 0, 0, ""},
+        {"stack_overflow", "{\"kind\":\"wasm\"}", REALM_E_TRAP, 0, 0, ""},
+        {"stack_overflow", "{\"kind\":\"shadow\"}", REALM_E_TRAP, 0, 0, ""},
+        {"bad_pointers", "{}", REALM_OK, 0, 0, ""},
+        {"handles", "{\"op\":\"forge\"}", REALM_OK, 0, 0, ""},
+        {"emit_flood", "{\"how\":\"one\"}", REALM_E_RANGE, 0, 0, ""},
+        {"emit_flood", "{\"how\":\"chunks\"}", REALM_E_LIMIT, 0, 0, ""},
+        {"decode_abuse", "{}", REALM_OK, 0, 0, ""},
+        {"after_cancel", "{\"mode\":\"rude\"}", REALM_E_CANCELLED, 40, 0, ""},
+        {"after_cancel", "{\"mode\":\"polite\"}", REALM_E_CANCELLED, 40, 0, ""},
+    };
+    for (size_t i = 0; i < sizeof attacks / sizeof attacks[0]; i++) {
+        struct attack *a = &attacks[i];
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, attack_main, a) == 0);
+        /* the well-behaved tenant keeps serving while the attack runs */
+        for (int k = 0; k < 2; k++) {
+            char *o = run_text(good, g_good_json, NULL, &rc);
+            CHECKF(rc == 0 && o && !strcmp(o, solo), "next to %s %s: output differs", a->guest,
+                   a->json ? a->json : "(init)");
+            free(o);
+        }
+        pthread_join(th, NULL);
+        CHECKF(a->got == a->expect, "%s %s: got %d (%s), expected %d", a->guest, a->json ? a->json : "(init)",
+               a->got, a->msg, a->expect);
+    }
+    struct realm_sbx_tenant_stats st;
+    realm_sbx_tenant_get_stats(good, &st);
+    CHECK_EQ_INT(st.restarts, 0);
+    CHECK_EQ_INT(st.handle_errors, 0);
+    free(solo);
+    realm_sbx_tenant_free(good);
+}
+
+int main(int argc, char **argv) {
+    tu_init(argc, argv);
+    setup();
+    struct realm_sbx_tenant *t = ts_tenant(F.h, F.def, "default");
+    test_golden(t);
+    test_sampling(t);
+    test_bad_requests(t);
+    realm_sbx_tenant_free(t);
+    test_adversaries_alone();
+    test_isolation();
+    teardown();
+    return tu_finish("test_sandbox_abi");
+}

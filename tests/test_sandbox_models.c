@@ -1,0 +1,90 @@
+/*
+ * test_sandbox_models.c — the default guest on a real chat model (SmolLM2-135M-Instruct, cached
+ * by scripts/fetch-models.sh; skipped when absent): `messages` rendered by the host's chat
+ * template (ChatML), byte-level BPE pieces streamed as valid UTF-8, generation ending at
+ * <|im_end|> (an EOG id from model_info), stop strings, and usage. Label `model`.
+ */
+#include "realm/gguf.h"
+#include "realm/model.h"
+#include "realm/tokenizer.h"
+#include "test_sandbox_util.h"
+
+int main(int argc, char **argv) {
+    tu_init(argc, argv);
+    const char *path = tu_model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if (!path) tu_skip("SmolLM2-135M-Instruct.Q4_1.gguf not cached");
+    struct realm_gguf *g = NULL;
+    struct realm_model *m = NULL;
+    struct realm_tokenizer *tok = NULL;
+    struct realm_engine *e = NULL;
+    struct realm_err err;
+    if (realm_gguf_open(path, &g, &err) || realm_model_load(g, &m, &err) || realm_tokenizer_load(g, &tok, &err) ||
+        realm_engine_new(m, 0, 64, &e, &err)) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        return 1;
+    }
+    struct realm_sbx_config c = ts_config();
+    c.generate_budget_ms = 10000;
+    struct realm_sbx_host *h = NULL;
+    if (realm_sbx_host_new(&c, &h, &err)) return 1;
+    struct realm_sbx_model_desc d = {.name = "smollm", .model = m, .tok = tok, .engine = e, .max_batch = 64};
+    CHECK_EQ_INT(realm_sbx_host_add_model(h, &d, &err), REALM_OK);
+    struct realm_sbx_module *mod = ts_module(h, "default");
+    struct realm_sbx_tenant *t = ts_tenant(h, mod, "chat");
+    struct ts_capture out = {0};
+    struct realm_sbx_usage u;
+
+    /* the rendered prompt, to count its tokens the way the guest will */
+    struct realm_chat_msg msg = {"user", 4, "What is the capital of France?", 30};
+    char prompt[1024];
+    int64_t pl = realm_chat_format(tok, NULL, &msg, 1, true, prompt, sizeof prompt);
+    CHECK(pl > 0 && pl < (int64_t)sizeof prompt);
+    int32_t ids[256];
+    int64_t n_ids = 0;
+    CHECK_EQ_INT(realm_tokenize(tok, prompt, (size_t)pl,
+                                REALM_TOKENIZE_ADD_BOS | REALM_TOKENIZE_PARSE_SPECIAL, ids, 256, &n_ids),
+                 REALM_OK);
+
+    const char *chat = "{\"messages\":[{\"role\":\"user\",\"content\":\"What is the capital of France?\"}],"
+                       "\"max_tokens\":48,\"temperature\":0}";
+    CHECKF(ts_run(t, chat, &out, &u, &err) == REALM_OK, "%s", err.msg);
+    CHECK_EQ_INT(u.prompt_tokens, n_ids);
+    CHECK(out.len > 0 && strstr(out.buf, "Paris") != NULL);
+    CHECK(strstr(out.buf, "<|im_end|>") == NULL && strstr(out.buf, "<|im_start|>") == NULL);
+    /* greedy is deterministic; a short answer ends at <|im_end|> ("stop") */
+    char *first = strdup(out.buf);
+    CHECK_EQ_INT(ts_run(t, chat, &out, &u, &err), REALM_OK);
+    CHECK(!strcmp(first, out.buf));
+    if (u.completion_tokens < 48) CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_STOP);
+    /* content given as text parts renders the same */
+    CHECK_EQ_INT(ts_run(t,
+                        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"What is the \"},"
+                        "{\"type\":\"text\",\"text\":\"capital of France?\"}]}],\"max_tokens\":48,\"temperature\":0}",
+                        &out, &u, &err),
+                 REALM_OK);
+    CHECK(!strcmp(first, out.buf));
+    /* a stop string cuts the answer right before it */
+    const char *paris = strstr(first, "Paris");
+    if (paris) {
+        CHECK_EQ_INT(ts_run(t,
+                            "{\"messages\":[{\"role\":\"user\",\"content\":\"What is the capital of France?\"}],"
+                            "\"max_tokens\":48,\"temperature\":0,\"stop\":[\"aris\"]}",
+                            &out, &u, &err),
+                     REALM_OK);
+        CHECK(out.len == (size_t)(paris - first) + 1 && !strncmp(out.buf, first, out.len));
+        CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_STOP);
+    }
+    /* a malformed message list is the guest's INVALID, named by the host's parser */
+    CHECK_EQ_INT(ts_run(t, "{\"messages\":[{\"content\":\"x\"}]}", &out, &u, &err), REALM_E_INVALID);
+    CHECKF(strstr(err.msg, "chat template") != NULL, "%s", err.msg);
+    free(first);
+    free(out.buf);
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(mod);
+    realm_sbx_host_free(h);
+    realm_engine_free(e);
+    realm_tokenizer_free(tok);
+    realm_model_free(m);
+    realm_gguf_close(g);
+    return tu_finish("test_sandbox_models");
+}
