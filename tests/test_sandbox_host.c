@@ -254,6 +254,19 @@ static void test_memory_bomb(struct realm_sbx_host *h) {
         CHECK(sscanf(out.buf, "%u %u", &n, &bytes) == 2 && bytes == TS_MEMORY_LIMIT);
         realm_sbx_tenant_free(t);
     }
+    /* a per-tenant cap below the host's applies to that tenant only */
+    struct realm_sbx_tenant_params tp = {.name = "small", .memory_limit = TS_MEMORY_LIMIT / 4};
+    struct realm_sbx_tenant *small = NULL, *big = NULL;
+    CHECK_EQ_INT(realm_sbx_tenant_new(h, m, &tp, &small, &err), REALM_OK);
+    if (small) {
+        CHECK_EQ_INT(ts_run(small, how[0], &out, NULL, &err), REALM_E_NOMEM);
+        unsigned n = 0, bytes = 0;
+        CHECK(sscanf(out.buf, "%u %u", &n, &bytes) == 2 && bytes == TS_MEMORY_LIMIT / 4);
+        realm_sbx_tenant_free(small);
+    }
+    tp.memory_limit = (uint64_t)TS_MEMORY_LIMIT * 2;
+    CHECK_EQ_INT(realm_sbx_tenant_new(h, m, &tp, &big, &err), REALM_E_INVALID);
+    CHECK(strstr(err.msg, "exceeds the host's") != NULL);
     free(out.buf);
     realm_sbx_module_free(m);
 }

@@ -112,6 +112,8 @@ struct realm_sbx_tenant_params {
     const char *default_model;  /* what model_open("") opens [the host's first model] */
     const char *const *models;  /* names this tenant may open [NULL: every model] */
     int n_models;
+    uint64_t memory_limit;      /* this tenant's linear-memory cap in bytes, at most the host's
+                                   memory_limit (the pooling slot size) [0: the host's] */
     uint32_t group;             /* scheduling identity: instances with the same group share one
                                    fairness slot in the scheduler (a server tenant running several
                                    instances at once) [0: the instance's own id] */

@@ -35,8 +35,8 @@ struct realm_tenant_limits {
     int32_t max_concurrent;         /* requests in flight at once (0: unlimited) → 429 */
     int64_t tokens_per_minute;      /* prompt + completion tokens over a sliding 60 s (0: off) → 429 */
     int32_t max_tokens_per_request; /* cap on max_tokens; larger requests → 400 (0: no cap) */
-    int64_t guest_memory_bytes;     /* guest linear-memory cap (0: sandbox default); for now the
-                                       sandbox applies the largest of all tenants to every guest */
+    int64_t guest_memory_bytes;     /* this tenant's guest linear-memory cap (0: sandbox default);
+                                       the sandbox's pooling slots are sized for the largest */
     int32_t kv_blocks;              /* KV cache block quota (0: scheduler default); accepted but not
                                        enforced until the scheduler has a paged KV pool */
 };

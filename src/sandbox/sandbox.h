@@ -88,6 +88,7 @@ struct realm_sbx_tenant {
     char *name;
     uint32_t id;
     uint32_t group;                /* what decode passes to the scheduler as the tenant */
+    uint64_t memory_limit;         /* linear-memory cap of this tenant's store */
     struct sbx_model *default_model;
     bool *allowed;                 /* per host model; NULL: all */
 

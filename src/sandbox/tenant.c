@@ -146,7 +146,7 @@ static int tenant_start(struct realm_sbx_tenant *t, struct realm_err *err) {
         return realm_err_set(err, REALM_E_NOMEM, "sandbox: %s: cannot create store", t->name);
     }
     /* memory cap per linear memory; one instance, table and memory per store */
-    wasmtime_store_limiter(t->store, (int64_t)h->cfg.memory_limit, -1, 1, 1, 1);
+    wasmtime_store_limiter(t->store, (int64_t)t->memory_limit, -1, 1, 1, 1);
     wasmtime_store_epoch_deadline_callback(t->store, epoch_check, t, NULL);
     t->cx = wasmtime_store_context(t->store);
     t->log_lines = 0;
@@ -212,6 +212,10 @@ int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
     struct realm_sbx_tenant_params p = {0};
     if (params) p = *params;
     if (!p.name) p.name = "tenant";
+    if (p.memory_limit > h->cfg.memory_limit)
+        return realm_err_set(err, REALM_E_INVALID, "sandbox: tenant %s: memory limit %llu bytes exceeds the host's "
+                             "%llu", p.name, (unsigned long long)p.memory_limit,
+                             (unsigned long long)h->cfg.memory_limit);
     struct realm_sbx_tenant *t = realm_calloc(1, sizeof *t);
     if (!t) return realm_err_set(err, REALM_E_NOMEM, "sandbox: tenant: out of memory");
     t->host = h;
@@ -219,6 +223,7 @@ int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
     atomic_fetch_add(&m->refs, 1);
     t->id = atomic_fetch_add(&h->next_tenant_id, 1) + 1;
     t->group = p.group ? p.group : t->id;
+    t->memory_limit = p.memory_limit ? p.memory_limit : h->cfg.memory_limit;
     t->name = realm_strndup(p.name, strlen(p.name));
     int rc;
     if (!t->name) {

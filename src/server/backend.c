@@ -183,7 +183,8 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
                                              .n_models = (int)p->spec->n_models,
                                              /* one scheduler identity per server tenant, however
                                                 many instances serve it at once */
-                                             .group = (uint32_t)(p - b->pools) + 1};
+                                             .group = (uint32_t)(p - b->pools) + 1,
+                                             .memory_limit = (uint64_t)p->spec->limits.guest_memory_bytes};
         if (p->spec->n_models == 0 && !p->spec->all_models) tp.default_model = cfg->models[0].name;
         struct realm_sbx_tenant *inst;
         if ((rc = realm_sbx_tenant_new(b->host, p->module, &tp, &inst, err))) {
@@ -291,7 +292,8 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
                                              .n_models = (int)p->spec->n_models,
                                              /* one scheduler identity per server tenant, however
                                                 many instances serve it at once */
-                                             .group = (uint32_t)(p - b->pools) + 1};
+                                             .group = (uint32_t)(p - b->pools) + 1,
+                                             .memory_limit = (uint64_t)p->spec->limits.guest_memory_bytes};
         int rc = realm_sbx_tenant_new(b->host, p->module, &tp, &inst, &err);
         if (rc == REALM_E_LIMIT && evict_one(b, p)) { /* every instance slot taken: free an idle one */
             realm_err_clear(&err);
