@@ -13,7 +13,7 @@ mkdir -p "$cache"
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 APT_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32 libclang-rt-14-dev cmake ninja-build
-  pkg-config make gcc clang-format libmicrohttpd-dev libcjson-dev libpcre2-dev libssl-dev python3-venv wabt unzip curl)
+  pkg-config make gcc clang-format libmicrohttpd-dev libcjson-dev libpcre2-dev libicu-dev libssl-dev python3-venv wabt unzip curl)
 
 step_apt() {
     local missing=()

@@ -588,6 +588,108 @@ static void test_chat(void) {
     vocab_close(&v);
 }
 
+/* ---- WordPiece (tokenizer.ggml.model = bert) ---- */
+
+enum {
+    W_PAD,
+    W_UNK,
+    W_CLS,
+    W_SEP,
+    W_HELLO,
+    W_HE,
+    W_LLO,
+    W_WORLD,
+    W_EXCL,
+    W_COMMA,
+    W_ZHONG,
+    W_CAFE,
+    W_S,
+    W_N
+};
+
+static void test_wpm(void) {
+    static const char *const toks[W_N] = {"[PAD]",
+                                          "[UNK]",
+                                          "[CLS]",
+                                          "[SEP]",
+                                          "\xe2\x96\x81hello",
+                                          "\xe2\x96\x81he",
+                                          "llo",
+                                          "\xe2\x96\x81world",
+                                          "\xe2\x96\x81!",
+                                          "\xe2\x96\x81,",
+                                          "\xe2\x96\x81\xe4\xb8\xad",
+                                          "\xe2\x96\x81\x63\x61\x66\x65" /* ▁cafe */,
+                                          "s"};
+    int32_t types[W_N];
+    for (int i = 0; i < W_N; i++)
+        types[i] = i <= W_SEP ? 3 : 1;
+    struct gw w = {0};
+    kv_str(&w, "general.architecture", "bert");
+    kv_str(&w, "tokenizer.ggml.model", "bert");
+    kv_strarr(&w, "tokenizer.ggml.tokens", toks, NULL, W_N);
+    kv_i32arr(&w, "tokenizer.ggml.token_type", types, W_N);
+    kv_u32(&w, "tokenizer.ggml.unknown_token_id", W_UNK);
+    kv_u32(&w, "tokenizer.ggml.seperator_token_id", W_SEP);
+    kv_u32(&w, "tokenizer.ggml.padding_token_id", W_PAD);
+    kv_u32(&w, "tokenizer.ggml.cls_token_id", W_CLS);
+    struct vocab v;
+    struct realm_err err;
+    int rc = vocab_open(&v, &w, &err);
+    CHECKF(rc == REALM_OK, "%s", err.msg);
+    if (rc) {
+        vocab_close(&v);
+        return;
+    }
+    const struct realm_tokenizer *t = v.t;
+    CHECK(!strcmp(realm_tokenizer_kind(t), "bert"));
+    CHECK_EQ_INT(realm_tokenizer_bos(t), W_CLS);
+    /* lowercase; punctuation is a word of its own */
+    EXPECT_IDS(t, "Hello, World!", 0, W_HELLO, W_COMMA, W_WORLD, W_EXCL);
+    /* add_special: [CLS] ... [SEP] */
+    EXPECT_IDS(t, "hello", REALM_TOKENIZE_ADD_BOS, W_CLS, W_HELLO, W_SEP);
+    EXPECT_IDS(t, "", REALM_TOKENIZE_ADD_BOS, W_CLS, W_SEP);
+    /* greedy longest prefix, continuation pieces without the word mark */
+    EXPECT_IDS(t, "HELLOS", 0, W_HELLO, W_S);
+    /* a word that cannot be cut entirely is one [UNK]; "llo" needs a word mark here */
+    EXPECT_IDS(t, "hellox world", 0, W_UNK, W_WORLD);
+    EXPECT_IDS(t, "he llo", 0, W_HE, W_UNK);
+    /* accents of precomposed letters go (NFD, first code point) */
+    EXPECT_IDS(t, "Caf\xc3\xa9", 0, W_CAFE);
+    /* CJK ideographs are single-character words */
+    EXPECT_IDS(t, "\xe4\xb8\xad\xe4\xb8\xad", 0, W_ZHONG, W_ZHONG);
+    /* Unicode white space separates (tab, U+3000); control characters, NUL and invalid bytes
+     * vanish */
+    EXPECT_IDS(t, "hello\tworld\xe3\x80\x80!", 0, W_HELLO, W_WORLD, W_EXCL);
+    EXPECT_IDS(t, "hel\x01lo\xff", 0, W_HELLO);
+    {
+        int32_t ids[8];
+        CHECK_EQ_INT(tok(t, " \t\n ", 4, 0, ids, 8), 0);
+        CHECK_EQ_INT(tok(t, "he\0llo", 6, 0, ids, 8), 1);
+        CHECK_EQ_INT(ids[0], W_HELLO);
+    }
+    /* special-token text only with PARSE_SPECIAL */
+    EXPECT_IDS(t, "[CLS]hello", REALM_TOKENIZE_PARSE_SPECIAL, W_CLS, W_HELLO);
+    EXPECT_IDS(t, "[CLS]", 0, W_UNK, W_UNK, W_UNK);
+    /* pieces: the word mark is a space; the detokenizer drops the first one */
+    {
+        static const int32_t ids[] = {W_CLS, W_HELLO, W_S, W_WORLD, W_EXCL, W_SEP};
+        char out[64];
+        size_t n = detok_all(t, ids, 6, false, out, sizeof out);
+        CHECK(n == 15 && !memcmp(out, " hellos world !", 15));
+        struct realm_detok d;
+        realm_detok_init(&d, t, false);
+        size_t k = 0;
+        for (int i = 0; i < 6; i++) {
+            int64_t r = realm_detok_push(&d, ids[i], out + k, sizeof out - k);
+            CHECK(r >= 0);
+            if (r > 0) k += (size_t)r;
+        }
+        CHECK(k == 14 && !memcmp(out, "hellos world !", 14));
+    }
+    vocab_close(&v);
+}
+
 /* ---- load errors ---- */
 
 static void test_errors(void) {
@@ -600,7 +702,7 @@ static void test_errors(void) {
 
     const char *toks[] = {"a", "b"};
     w = (struct gw){0};
-    kv_str(&w, "tokenizer.ggml.model", "bert");
+    kv_str(&w, "tokenizer.ggml.model", "t5"); /* unigram (UGM): not implemented */
     kv_strarr(&w, "tokenizer.ggml.tokens", toks, NULL, 2);
     CHECK_EQ_INT(vocab_open(&v, &w, &err), REALM_E_UNSUPPORTED);
     vocab_close(&v);
@@ -731,6 +833,7 @@ int main(int argc, char **argv) {
     test_spm();
     test_bpe();
     test_detok();
+    test_wpm();
     test_chat();
     test_errors();
     test_oom();

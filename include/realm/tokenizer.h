@@ -9,7 +9,9 @@
  * run by PCRE2 (UTF + Unicode properties, JIT); special-token partitioning longest text first.
  * Invalid UTF-8 never fails: bytes the vocabulary can spell round-trip through the pieces
  * (llama.cpp maps them to U+FFFD instead; valid UTF-8 is tokenized identically).
- * WPM (BERT), UGM (T5) and RWKV vocabularies are not supported (REALM_E_UNSUPPORTED).
+ * WPM (BERT WordPiece: ICU-based lowercasing, accent dropping and punctuation / CJK splitting,
+ * greedy longest match, [CLS] ... [SEP] with REALM_TOKENIZE_ADD_BOS; invalid UTF-8 is dropped as
+ * llama.cpp does). UGM (T5) and RWKV vocabularies are not supported (REALM_E_UNSUPPORTED).
  *
  * Ownership: a realm_tokenizer copies what it needs from the GGUF (the realm_gguf may be closed
  * afterwards). Thread rule: immutable after load; every function is thread-safe except on a
@@ -46,14 +48,15 @@ int32_t realm_tokenizer_eos(const struct realm_tokenizer *t); /* -1 if none */
 bool realm_tokenizer_add_bos(const struct realm_tokenizer *t); /* the vocab's default */
 /* End-of-generation: EOS, EOT, <|im_end|>, <end_of_turn> ... */
 bool realm_tokenizer_is_eog(const struct realm_tokenizer *t, int32_t token);
-/* "llama" (SPM) or "gpt2" (BPE) and the pre-tokenizer name ("default" if none). */
+/* "llama" (SPM), "gpt2" (BPE) or "bert" (WPM) and the pre-tokenizer name ("default" if none). */
 const char *realm_tokenizer_kind(const struct realm_tokenizer *t);
 const char *realm_tokenizer_pre(const struct realm_tokenizer *t);
 
 /* Tokenizes text[0..len) (any bytes). On success writes the tokens to out and *n_out = count.
  * REALM_TOKENIZE_ADD_BOS is llama.cpp's add_special: BOS (and EOS) only where the vocabulary's
- * add_bos_token / add_eos_token say so. Without PARSE_SPECIAL, text of control tokens is ordinary
- * text, but user-defined tokens (HF added tokens, e.g. gemma's "<table>") are always split out.
+ * add_bos_token / add_eos_token say so (WPM: [CLS] first and [SEP] last by default). Without
+ * PARSE_SPECIAL, text of control tokens is ordinary text, but user-defined tokens (HF added
+ * tokens, e.g. gemma's "<table>") are always split out.
  * out may be NULL when cap is 0 (a sizing call).
  * Ownership: borrows everything; allocates only scratch, freed before returning.
  * Errors: REALM_E_TOO_SMALL if cap is too small (nothing written, *n_out = tokens needed),
@@ -73,7 +76,8 @@ int64_t realm_token_piece(const struct realm_tokenizer *t, int32_t token, bool s
 /* Streaming detokenizer: holds back an incomplete UTF-8 sequence across tokens so that every
  * emitted chunk is valid UTF-8; each maximal ill-formed subsequence becomes one U+FFFD.
  * realm_detok_init sets strip_space for SPM vocabularies (drop the space the tokenizer added in
- * front of the text, from the first piece that is not empty) — right for a whole sequence; a
+ * front of the text, from the first piece that is not empty) and for WordPiece ones (the space
+ * of the first word's start mark) — right for a whole sequence; a
  * caller streaming the continuation of a prompt clears d->strip_space after init.
  * Thread rule: one caller; the tokenizer must outlive it. */
 struct realm_detok {
@@ -81,7 +85,7 @@ struct realm_detok {
     unsigned char pending[8];
     int n_pending;
     bool special;      /* emit control tokens' text */
-    bool strip_space;  /* SPM: drop the leading space of the first piece */
+    bool strip_space;  /* SPM, WPM: drop the leading space of the first piece */
     bool first;
 };
 void realm_detok_init(struct realm_detok *d, const struct realm_tokenizer *t, bool special);

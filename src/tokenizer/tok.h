@@ -1,11 +1,11 @@
 /*
  * tok.h — internals of the tokenizer module: the vocabulary (token texts, scores, attributes and
  * a byte-string hash index), the BPE merge table, the pre-tokenizer regexes and the entry points
- * of the SPM and BPE segmenters. The public API is include/realm/tokenizer.h.
+ * of the SPM, BPE and WordPiece segmenters. The public API is include/realm/tokenizer.h.
  *
  * The behaviour reproduces llama.cpp's src/llama-vocab.cpp (llm_tokenizer_spm_session,
- * llm_tokenizer_bpe_session, tokenizer_st_partition, token_to_piece) so that token ids are the
- * same for the same GGUF file.
+ * llm_tokenizer_bpe_session, llm_tokenizer_wpm_session, tokenizer_st_partition,
+ * token_to_piece) so that token ids are the same for the same GGUF file.
  *
  * Ownership: a struct realm_tokenizer owns every array below (realm_malloc'd) and the compiled
  * PCRE2 codes. Thread rule: immutable after tok_vocab_load; segmenters keep their scratch in a
@@ -43,7 +43,7 @@ enum tok_type {
     TOK_TYPE_BYTE = 6,
 };
 
-enum tok_kind { TOK_KIND_SPM = 1, TOK_KIND_BPE = 2 };
+enum tok_kind { TOK_KIND_SPM = 1, TOK_KIND_BPE = 2, TOK_KIND_WPM = 3 };
 
 struct tok_entry {
     uint32_t off; /* into strings */
@@ -85,7 +85,7 @@ struct realm_tokenizer {
 
     /* special ids (-1 = none) */
     int32_t bos, eos, eot, eom, unk, sep, pad;
-    bool add_bos, add_eos, add_space_prefix, ignore_merges, clean_spaces;
+    bool add_bos, add_eos, add_sep, add_space_prefix, ignore_merges, clean_spaces;
     uint8_t *eog; /* n_vocab flags */
 
     /* tokens whose text is split out before segmentation (CONTROL | USER_DEFINED | UNKNOWN),
@@ -171,6 +171,13 @@ static inline const char *tok_text(const struct realm_tokenizer *t, int32_t id, 
 /* ---- spm.c ---- */
 /* Segments (text, len) — already space-escaped — with the SPM bigram algorithm, appending ids. */
 int tok_spm_segment(const struct realm_tokenizer *t, const char *text, size_t len,
+                    struct tok_buf *b, struct tok_ids *out);
+
+/* ---- wpm.c ---- */
+/* Checks that the Unicode tables (ICU) are usable. Errors: REALM_E_INTERNAL. */
+int tok_wpm_init(struct realm_tokenizer *t, struct realm_err *err);
+/* Normalizes, splits and WordPiece-segments one raw fragment, appending ids. */
+int tok_wpm_segment(const struct realm_tokenizer *t, const char *text, size_t len,
                     struct tok_buf *b, struct tok_ids *out);
 
 /* ---- bpe.c ---- */

@@ -390,16 +390,22 @@ int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **ou
         kind = TOK_KIND_SPM;
     else if (!strcmp(model, "gpt2"))
         kind = TOK_KIND_BPE;
+    else if (!strcmp(model, "bert"))
+        kind = TOK_KIND_WPM;
     else
-        return realm_err_set(
-            err, REALM_E_UNSUPPORTED,
-            "tokenizer: tokenizer.ggml.model: '%s', expected 'llama' (SPM) or 'gpt2' (BPE)", model);
+        return realm_err_set(err, REALM_E_UNSUPPORTED,
+                             "tokenizer: tokenizer.ggml.model: '%s', expected 'llama' (SPM), "
+                             "'gpt2' (BPE) or 'bert' (WordPiece)",
+                             model);
 
     struct realm_tokenizer *t = realm_calloc(1, sizeof *t);
     if (!t) return realm_err_set(err, REALM_E_NOMEM, "tokenizer: out of memory");
     int rc;
     t->kind = kind;
-    snprintf(t->kind_name, sizeof t->kind_name, "%s", kind == TOK_KIND_SPM ? "llama" : "gpt2");
+    snprintf(t->kind_name, sizeof t->kind_name, "%s",
+             kind == TOK_KIND_SPM   ? "llama"
+             : kind == TOK_KIND_BPE ? "gpt2"
+                                    : "bert");
     {
         const char *p;
         size_t n;
@@ -425,6 +431,18 @@ int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **ou
         t->add_space_prefix = true;
         t->add_bos = true;
         snprintf(t->pre_name, sizeof t->pre_name, "default"); /* llama.cpp ignores it for SPM */
+    } else if (kind == TOK_KIND_WPM) {
+        /* BERT: [CLS] text [SEP]; llama.cpp treats [CLS] as the BOS token */
+        t->bos = 101;
+        t->eos = -1;
+        t->unk = 100;
+        t->sep = 102;
+        t->pad = 0;
+        t->add_bos = true;
+        t->add_sep = true;
+        t->add_space_prefix = false;
+        rc = tok_wpm_init(t, err);
+        if (rc) goto fail;
     } else {
         t->bos = 11;
         t->eos = 11;
@@ -435,6 +453,7 @@ int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **ou
     }
     realm_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
 
+    set_id(t, g, "tokenizer.ggml.cls_token_id", &t->bos);
     set_id(t, g, "tokenizer.ggml.bos_token_id", &t->bos);
     set_id(t, g, "tokenizer.ggml.eos_token_id", &t->eos);
     set_id(t, g, "tokenizer.ggml.eot_token_id", &t->eot);
@@ -444,6 +463,8 @@ int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **ou
     set_id(t, g, "tokenizer.ggml.padding_token_id", &t->pad);
     realm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos);
     realm_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &t->add_eos);
+    realm_gguf_get_bool(g, "tokenizer.ggml.add_sep_token", &t->add_sep);
+    if (t->add_sep && t->sep < 0) t->add_sep = false;
     if (t->add_bos && t->bos < 0) {
         realm_log(REALM_LOG_WARN, "tokenizer",
                   "add_bos_token is set but there is no BOS token; ignored");
@@ -487,7 +508,7 @@ int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **ou
                 t->spm_pairs[bit >> 3] |= (uint8_t)(1u << (bit & 7));
             }
         }
-    } else {
+    } else if (kind == TOK_KIND_BPE) {
         rc = tok_bpe_load_merges(t, g, err);
         if (rc) goto fail;
         tok_bpe_byte_sids(t);
@@ -710,11 +731,14 @@ int realm_tokenize(const struct realm_tokenizer *t, const char *text, size_t len
             rc = spm_fragment(t, text + f->off, f->len, t->add_space_prefix && prev_special, &b,
                               &esc, &esc_cap, &ids);
             prev_special = false;
+        } else if (t->kind == TOK_KIND_WPM) {
+            rc = tok_wpm_segment(t, text + f->off, f->len, &b, &ids);
         } else {
             rc = tok_bpe_segment(t, text + f->off, f->len, &b, &ids);
         }
     }
     if (!rc && add_special && t->add_eos && t->eos >= 0) rc = tok_ids_push(&ids, t->eos);
+    if (!rc && add_special && t->add_sep && t->sep >= 0) rc = tok_ids_push(&ids, t->sep);
     if (rc) goto done;
     if (ids.n > cap) {
         *n_out = ids.n;
@@ -768,7 +792,8 @@ int64_t realm_token_piece(const struct realm_tokenizer *t, int32_t token, bool s
         for (size_t i = 0; i < len; i++)
             EMIT(s[i]);
     } else if (attr & TOK_ATTR_NORMAL) {
-        if (t->kind == TOK_KIND_SPM) {
+        if (t->kind == TOK_KIND_SPM || t->kind == TOK_KIND_WPM) {
+            /* "▁" -> ' ' (WPM: the word-start mark of the GGUF conversion) */
             for (size_t i = 0; i < len; i++) {
                 if (i + 2 < len && !memcmp(s + i, "\xe2\x96\x81", 3)) {
                     EMIT(' ');
@@ -806,7 +831,8 @@ void realm_detok_init(struct realm_detok *d, const struct realm_tokenizer *t, bo
     memset(d, 0, sizeof *d);
     d->t = t;
     d->special = special;
-    d->strip_space = t->add_space_prefix;
+    /* SPM's added space, or the word-start mark of the first WPM word */
+    d->strip_space = t->add_space_prefix || t->kind == TOK_KIND_WPM;
     d->first = true;
 }
 
