@@ -309,6 +309,16 @@ static void *sched_main(void *arg) {
 
 /* ---- public API ---- */
 
+/* Frees the scheduler's memory (not the thread or the sync objects). */
+static void free_state(struct realm_sched *s) {
+    realm_free(s->index);
+    realm_free(s->tenants);
+    realm_free(s->ring);
+    realm_free(s->rows);
+    realm_free(s->step_reqs);
+    realm_free(s);
+}
+
 int realm_sched_new(const struct realm_sched_backend *backend, const struct realm_sched_params *params,
                     struct realm_sched **out, struct realm_err *err) {
     struct realm_sched_params p = {64, 32};
@@ -335,23 +345,13 @@ int realm_sched_new(const struct realm_sched_backend *backend, const struct real
     if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
         pthread_cond_destroy(&s->cv_work);
         pthread_mutex_destroy(&s->mu);
-        realm_free(s->index);
-        realm_free(s->tenants);
-        realm_free(s->ring);
-        realm_free(s->rows);
-        realm_free(s->step_reqs);
-        realm_free(s);
+        free_state(s);
         return realm_err_set(err, REALM_E_INTERNAL, "sched: cannot start the scheduler thread");
     }
     *out = s;
     return REALM_OK;
 fail:
-    realm_free(s->index);
-    realm_free(s->tenants);
-    realm_free(s->ring);
-    realm_free(s->rows);
-    realm_free(s->step_reqs);
-    realm_free(s);
+    free_state(s);
     return realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
 }
 
@@ -364,12 +364,7 @@ void realm_sched_free(struct realm_sched *s) {
     pthread_join(s->thread, NULL);
     pthread_cond_destroy(&s->cv_work);
     pthread_mutex_destroy(&s->mu);
-    realm_free(s->index);
-    realm_free(s->tenants);
-    realm_free(s->ring);
-    realm_free(s->rows);
-    realm_free(s->step_reqs);
-    realm_free(s);
+    free_state(s);
 }
 
 int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_session *session,
