@@ -71,7 +71,9 @@ class Reference:
             out[..., half:self.n_rot] = x0 * s + x1 * c
         return out
 
-    def logits(self, tokens):
+    def logits(self, tokens, positions=None):
+        """Logits of every position, or only of `positions` (the output projection of a 262k
+        vocabulary for hundreds of positions would not fit in memory in float64)."""
         E, H, HK, HD = self.E, self.H, self.HK, self.HD
         gemma = self.arch == "gemma3"
         n = len(tokens)
@@ -126,6 +128,8 @@ class Reference:
             if gemma:
                 o = self._rms(o, self.w(p + "post_ffw_norm.weight"))
             x = x + o
+        if positions is not None:
+            x = x[np.asarray(positions)]
         xb = self._rms(x, self.w("output_norm.weight"))
         out = self.w("output.weight") if self.has("output.weight") else emb
         lg = xb @ out.T

@@ -11,6 +11,9 @@ A model passes on the issue's literal criterion (relative L2 realm vs llama.cpp 
 on >= 95% of positions), or on the noise-aware one (realm at least as close to the float64 result
 as llama.cpp is; see common.passes_ref). Exit 0 when every model passes.
 
+Then gemma3 runs 700 tokens and positions 512..699 are compared the same way, to exercise the
+sliding window (512) the 64-token sequence never reaches.
+
 The realm binary: $REALM_BIN, else $REALM_BUILD/realm, else build/realm. --no-ref skips the float64
 pass (literal criterion only); --json prints the table as JSON.
 """
@@ -19,6 +22,48 @@ import sys
 import time
 
 import common
+
+
+LONG_N = 700  # gemma3's sliding window is 512: positions >= 512 see only part of the context
+
+
+def long_context_check(use_ref):
+    """gemma3 over 700 tokens, compared on positions 512..699 (every 4th), where the sliding-window
+    layers see only the last 512 keys: the 64-token check above never exercises the window."""
+    path = common.MODELS_DIR / "gemma-3-270m-q4_k_m.gguf"
+    if not path.exists():
+        return None
+    import llama_cpp
+    import numpy as np
+
+    t = time.time()
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=LONG_N + 64, n_batch=LONG_N, n_ubatch=LONG_N,
+                          logits_all=True, n_threads=2, n_threads_batch=2, verbose=False)
+    toks = llm.tokenize(((common.TEXT + " ") * 8).encode(), add_bos=True, special=False)[:LONG_N]
+    llm.eval(toks)
+    pos = list(range(512, LONG_N, 4))
+    ref = np.array(llm.scores[:LONG_N], dtype=np.float32)[pos]
+    n_vocab = llm.n_vocab()
+    del llm
+    got = common.realm_logits(path, toks, n_vocab)[pos]
+    m = common.compare(got, ref)
+    row = {"model": "gemma-3-270m (700 tokens, sliding window)", "realm_vs_llama": m,
+           "literal_pass": common.passes(m)}
+    good = row["literal_pass"]
+    line = f"{row['model']:36s} realm~llama.cpp rel L2 {m['rel_l2']:.2e} argmax {m['argmax_agree']}/{m['n']}"
+    if use_ref:
+        import reference
+
+        exact = reference.Reference(path).logits(toks, positions=pos)
+        rr, lr = common.compare(got, exact), common.compare(ref, exact)
+        row.update(realm_vs_f64=rr, llama_vs_f64=lr, ref_pass=common.passes_ref(rr, lr))
+        good = good or row["ref_pass"]
+        line += (f" | vs float64: realm {rr['rel_l2']:.2e} ({rr['argmax_agree']}), "
+                 f"llama.cpp {lr['rel_l2']:.2e} ({lr['argmax_agree']})")
+    row["pass"] = good
+    how = "literal" if row["literal_pass"] else ("noise-aware" if good else "")
+    print(f"{'PASS' if good else 'FAIL'} {how:11s} {line}  [{time.time() - t:.0f} s]", flush=True)
+    return row
 
 
 def main():
@@ -50,6 +95,10 @@ def main():
         rows.append(row)
         how = "literal" if row["literal_pass"] else ("noise-aware" if good else "")
         print(f"{'PASS' if good else 'FAIL'} {how:11s} {line}  [{time.time() - t:.0f} s]", flush=True)
+    long = long_context_check(use_ref)
+    if long is not None:
+        rows.append(long)
+        ok &= long["pass"]
     if not rows:
         print("no model available", file=sys.stderr)
         return 1
