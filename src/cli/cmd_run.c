@@ -86,6 +86,20 @@ struct cand {
     int32_t id;
 };
 
+/* Restores the min-heap property of c[0..k) below node j (smallest logit at the root). */
+static void sift_down(struct cand *c, int32_t k, int32_t j) {
+    for (;;) {
+        int32_t l = 2 * j + 1, r = l + 1, m = j;
+        if (l < k && c[l].logit < c[m].logit) m = l;
+        if (r < k && c[r].logit < c[m].logit) m = r;
+        if (m == j) return;
+        struct cand t = c[j];
+        c[j] = c[m];
+        c[m] = t;
+        j = m;
+    }
+}
+
 static int cand_desc(const void *a, const void *b) {
     const struct cand *x = a, *y = b;
     return x->logit < y->logit ? 1 : x->logit > y->logit ? -1 : (x->id > y->id) - (x->id < y->id);
@@ -115,33 +129,11 @@ static int32_t sample(const float *logits, int32_t n_vocab, const struct cli_run
         /* keep the k largest: a min-heap of size k over the vocabulary */
         for (int32_t i = 0; i < k; i++)
             c[i] = (struct cand){logits[i], i};
-        for (int32_t i = k / 2 - 1; i >= 0; i--) { /* heapify (min at root) */
-            int32_t j = i;
-            for (;;) {
-                int32_t l = 2 * j + 1, r = l + 1, m = j;
-                if (l < k && c[l].logit < c[m].logit) m = l;
-                if (r < k && c[r].logit < c[m].logit) m = r;
-                if (m == j) break;
-                struct cand t = c[j];
-                c[j] = c[m];
-                c[m] = t;
-                j = m;
-            }
-        }
+        for (int32_t i = k / 2 - 1; i >= 0; i--) sift_down(c, k, i); /* heapify (min at root) */
         for (int32_t i = k; i < n_vocab; i++) {
             if (logits[i] <= c[0].logit) continue;
             c[0] = (struct cand){logits[i], i};
-            int32_t j = 0;
-            for (;;) {
-                int32_t l = 2 * j + 1, r = l + 1, m = j;
-                if (l < k && c[l].logit < c[m].logit) m = l;
-                if (r < k && c[r].logit < c[m].logit) m = r;
-                if (m == j) break;
-                struct cand t = c[j];
-                c[j] = c[m];
-                c[m] = t;
-                j = m;
-            }
+            sift_down(c, k, 0);
         }
         n = k;
     } else {
