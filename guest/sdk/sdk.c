@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "realm_guest.h"
+#include "realm/utf8.h"
 
 /* ---- exports ---- */
 
@@ -281,38 +282,11 @@ void rg_buf_free(struct rg_buf *b) {
 
 /* ---- UTF-8 ---- */
 
-/* Length of the sequence at s[0..n) (Unicode Table 3-7): > 0 complete, 0 valid so far but
- * incomplete, -k invalid with k bytes forming the maximal ill-formed subpart (one U+FFFD each,
- * the same rule as the host's streaming detokenizer). */
-static int utf8_seq(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    int need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) need = 1;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        need = 2;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 3;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else
-        return -1;
-    for (int k = 1; k <= need; k++) {
-        if ((size_t)k >= n) return 0;
-        unsigned char x = s[k];
-        if (k == 1 ? (x < lo || x > hi) : (x < 0x80 || x > 0xBF)) return -k;
-    }
-    return need + 1;
-}
-
 size_t rg_utf8_complete_prefix(const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
-        int l = utf8_seq(u + i, n - i);
+        int l = realm_utf8_seq(u + i, n - i);
         if (l == 0) return i;
         i += (size_t)(l < 0 ? -l : l);
     }
@@ -324,7 +298,7 @@ int32_t rg_utf8_sanitize(struct rg_buf *out, const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, run = 0;
     while (i < n) {
-        int l = utf8_seq(u + i, n - i);
+        int l = realm_utf8_seq(u + i, n - i);
         if (l > 0) {
             i += (size_t)l;
             continue;

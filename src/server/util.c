@@ -11,6 +11,7 @@
 
 #include "realm/alloc.h"
 #include "realm/status.h"
+#include "realm/utf8.h"
 #include "server/srv.h"
 
 static int reserve(struct srv_buf *b, size_t extra) {
@@ -52,27 +53,6 @@ int srv_buf_printf(struct srv_buf *b, const char *fmt, ...) {
     return REALM_OK;
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if the bytes there are not one
- * (overlong forms, surrogates and code points above U+10FFFF are invalid, as in RFC 3629). */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t len;
-    unsigned cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
-    else return 0;
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return len;
-}
-
 int srv_buf_json_string(struct srv_buf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *u = (const unsigned char *)s;
@@ -84,15 +64,15 @@ int srv_buf_json_string(struct srv_buf *b, const char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         unsigned c = u[i];
         if (c >= 0x80) {
-            size_t l = utf8_seq(u + i, n - i);
-            if (l == 0) {
+            int l = realm_utf8_seq(u + i, n - i);
+            if (l <= 0) { /* invalid or cut off: one U+FFFD per byte */
                 memcpy(o, "\xEF\xBF\xBD", 3);
                 o += 3;
                 i++;
             } else {
-                memcpy(o, u + i, l);
+                memcpy(o, u + i, (size_t)l);
                 o += l;
-                i += l;
+                i += (size_t)l;
             }
             continue;
         }

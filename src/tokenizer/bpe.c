@@ -681,7 +681,7 @@ static const char *fix_invalid(const struct realm_tokenizer *t, const char *text
     size_t n = *len, i = 0;
     bool need = false;
     while (i < n && !need) {
-        int r = tok_utf8_seq(s + i, n - i);
+        int r = realm_utf8_seq(s + i, n - i);
         if (r > 0) {
             i += (size_t)r;
             continue;
@@ -695,7 +695,7 @@ static const char *fix_invalid(const struct realm_tokenizer *t, const char *text
     if (n > SIZE_MAX / 3 || tok_buf_reserve((void **)&b->fix, &b->fix_cap, 3 * n, 1)) return NULL;
     size_t o = 0;
     for (i = 0; i < n;) {
-        int r = tok_utf8_seq(s + i, n - i);
+        int r = realm_utf8_seq(s + i, n - i);
         if (r > 0) {
             memcpy(b->fix + o, s + i, (size_t)r);
             o += (size_t)r;

@@ -843,7 +843,7 @@ static size_t utf8_fix(const unsigned char *s, size_t n, char *o, unsigned char 
     size_t i = 0, k = 0;
     *n_tail = 0;
     while (i < n) {
-        int r = tok_utf8_seq(s + i, n - i);
+        int r = realm_utf8_seq(s + i, n - i);
         if (r > 0) {
             memcpy(o + k, s + i, (size_t)r);
             k += (size_t)r;

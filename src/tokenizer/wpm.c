@@ -119,7 +119,7 @@ int tok_wpm_segment(const struct realm_tokenizer *t, const char *text, size_t le
     const unsigned char *s = (const unsigned char *)text;
     int rc = REALM_OK;
     for (size_t i = 0; i < len && rc == REALM_OK;) {
-        int r = tok_utf8_seq(s + i, len - i);
+        int r = realm_utf8_seq(s + i, len - i);
         if (r <= 0) { /* invalid or cut off: dropped like llama.cpp's U+FFFD */
             i += r < 0 ? (size_t)(-r) : len - i;
             continue;
