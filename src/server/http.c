@@ -275,19 +275,10 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
             continue;
         }
         j->sse_phase = j->sse_phase ? j->sse_phase : 1;
+        /* output pending or done stays true until this thread consumes it, so it still holds
+         * when the lock is taken again */
+        if (!wait_job(j, true)) return MHD_CONTENT_READER_END_WITH_ERROR;
         pthread_mutex_lock(&j->mu);
-        while (j->pending.len == 0 && !j->done) {
-            struct timespec ts;
-            srv_deadline(&ts, POLL_PERIOD_S);
-            if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT) {
-                pthread_mutex_unlock(&j->mu);
-                if (client_gone(j->fd)) {
-                    client_left(j);
-                    return MHD_CONTENT_READER_END_WITH_ERROR;
-                }
-                pthread_mutex_lock(&j->mu);
-            }
-        }
         int rc = 0;
         if (j->pending.len > 0) {
             rc = sse_chunk(&j->sse, j, j->pending.data, j->pending.len, NULL, false);
