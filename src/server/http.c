@@ -595,6 +595,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         pthread_mutex_unlock(&j->mu);
         if (toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN) job_cancel(j);
         else if (!done || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) client_left(j);
+        srv_reply_done(j->srv);
         srv_job_unref(j);
     }
     srv_buf_free(&hr->body);

@@ -77,6 +77,13 @@ static void live_remove(struct realm_server *s, struct srv_job *j) {
     pthread_mutex_unlock(&s->live_mu);
 }
 
+void srv_reply_done(struct realm_server *s) {
+    pthread_mutex_lock(&s->live_mu);
+    s->n_replying--;
+    pthread_cond_broadcast(&s->live_cv);
+    pthread_mutex_unlock(&s->live_mu);
+}
+
 static void run_job(struct realm_server *s, struct srv_job *j) {
     struct srv_metrics *m = &s->metrics;
     atomic_fetch_sub(&m->queued, 1);
@@ -201,6 +208,7 @@ int srv_job_submit(struct realm_server *s, struct srv_tenant *t, struct srv_requ
     if (s->live) s->live->lprev = j;
     s->live = j;
     s->n_live++;
+    s->n_replying++;
     atomic_fetch_add(&s->metrics.active, 1);
     atomic_fetch_add(&s->metrics.queued, 1);
     if (s->qtail) s->qtail->qnext = j;
@@ -281,11 +289,13 @@ void realm_server_shutdown(struct realm_server *s) {
     pthread_mutex_unlock(&s->live_mu);
     http_quiesce(s);
 
-    /* let in-flight requests finish for up to the grace period, then cancel them */
+    /* let in-flight requests finish and their responses reach the client for up to the grace
+     * period, then cancel what still runs */
     struct timespec deadline;
     srv_deadline(&deadline, s->cfg->shutdown_grace_s);
     pthread_mutex_lock(&s->live_mu);
-    while (s->n_live > 0 && pthread_cond_timedwait(&s->live_cv, &s->live_mu, &deadline) != ETIMEDOUT) {
+    while ((s->n_live > 0 || s->n_replying > 0) &&
+           pthread_cond_timedwait(&s->live_cv, &s->live_mu, &deadline) != ETIMEDOUT) {
     }
     if (s->n_live > 0) {
         realm_log(REALM_LOG_WARN, "server", "shutdown: cancelling %lld request(s) still running", (long long)s->n_live);

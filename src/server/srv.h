@@ -207,6 +207,9 @@ struct realm_server {
     pthread_cond_t live_cv;
     struct srv_job *live;
     int64_t n_live;
+    /* admitted jobs whose HTTP response has not completed yet: a finished job's stream may still
+     * hold its last chunks and [DONE], so graceful shutdown waits for these too */
+    int64_t n_replying;
 };
 
 /* http.c */
@@ -225,5 +228,7 @@ int srv_metrics_render(struct realm_server *s, struct srv_buf *b);
 int srv_job_submit(struct realm_server *s, struct srv_tenant *t, struct srv_request *req, int fd,
                    struct srv_job **out, struct srv_error *e);
 void srv_job_unref(struct srv_job *j);
+/* The HTTP response of an admitted job has completed (sent, failed or aborted). */
+void srv_reply_done(struct realm_server *s);
 
 #endif
