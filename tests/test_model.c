@@ -18,6 +18,7 @@
 
 #include "model/model.h" /* internal: the attention kernels */
 #include "realm/gguf.h"
+#include "realm/kvpool.h"
 #include "realm/model.h"
 #include "testutil.h"
 
@@ -262,6 +263,129 @@ out:
     free(ref);
     free(got);
     free(rows);
+}
+
+/* ---- paged KV sessions ---- */
+
+/* Runs tokens[0..n) through s in chunks of `chunk` rows; logits of the last row into `last`. */
+static int run_chunks(struct realm_engine *e, struct realm_session *s, const int32_t *tokens,
+                      int n, int chunk, float *last, struct realm_err *err) {
+    struct realm_batch_row rows[16];
+    for (int i = 0; i < n; i += chunk) {
+        int k = n - i < chunk ? n - i : chunk;
+        for (int j = 0; j < k; j++)
+            rows[j] = (struct realm_batch_row){s, tokens[i + j], i + j == n - 1 ? last : NULL};
+        int rc = realm_engine_forward(e, rows, k, err);
+        if (rc) return rc;
+    }
+    return REALM_OK;
+}
+
+/* A paged session (blocks of 4 positions, so attention crosses many runs) gives the same logits,
+ * bit for bit, as a contiguous one; a second session of the same tenant attaches the cached
+ * prefix and still gets the same bits; another tenant attaches nothing; a session that rewinds
+ * into shared blocks copies them and leaves the other session intact; a tenant over its quota
+ * gets REALM_E_KV_FULL with nothing changed; after every session ends, no block is held. */
+static void test_paged(struct loaded *L, int n_threads, const char *name, int n_prompt) {
+    enum { NDEC = 3, CHUNK = 16, BT = 4 };
+    const struct realm_model_config *c = realm_model_config(L->m);
+    const int V = c->n_vocab, n_ctx = n_prompt + NDEC + 8;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)(n_prompt + NDEC));
+    float *ref = malloc(sizeof(float) * (size_t)(NDEC + 1) * V);
+    float *got = malloc(sizeof(float) * (size_t)V);
+    struct realm_engine *e = NULL;
+    struct realm_kv_pool *pool = NULL;
+    struct realm_session *cs = NULL, *a = NULL, *b = NULL, *o = NULL, *q = NULL;
+    struct realm_err err;
+    tu_rng rng = {777};
+    for (int i = 0; i < n_prompt + NDEC; i++)
+        tok[i] = (int32_t)(tu_rand_u64(&rng) % (uint64_t)V);
+    CHECK_EQ_INT(realm_engine_new(L->m, n_threads, CHUNK, &e, NULL), REALM_OK);
+    const int32_t n_blocks = 4 * ((n_ctx + BT - 1) / BT) + 8;
+    CHECK_EQ_INT(realm_model_kv_pool_new(L->m, REALM_KV_F16,
+                                         (size_t)n_blocks * realm_model_kv_block_bytes(L->m, REALM_KV_F16, BT),
+                                         BT, 0, &pool, &err),
+                 REALM_OK);
+    if (!tok || !ref || !got || !e || !pool) goto out;
+
+    /* reference: contiguous session, prompt in chunks, then NDEC decode steps */
+    CHECK_EQ_INT(realm_session_new(L->m, n_ctx, &cs, NULL), REALM_OK);
+    CHECK_EQ_INT(run_chunks(e, cs, tok, n_prompt, CHUNK, ref, &err), REALM_OK);
+    for (int d = 0; d < NDEC; d++)
+        CHECK_EQ_INT(step(e, cs, tok[n_prompt + d], ref + (size_t)(d + 1) * V), REALM_OK);
+
+    /* paged, same chunks: identical bits */
+    CHECK_EQ_INT(realm_session_new_paged(L->m, pool, 1, n_ctx, &a, &err), REALM_OK);
+    CHECK(realm_session_is_paged(a));
+    CHECK_EQ_INT(run_chunks(e, a, tok, n_prompt, CHUNK, got, &err), REALM_OK);
+    CHECKF(memcmp(got, ref, sizeof(float) * (size_t)V) == 0, "%s: paged prefill logits differ", name);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 1), (n_prompt + BT - 1) / BT);
+
+    /* same tenant, same prompt: the full blocks are attached, the rest computed, same bits */
+    CHECK_EQ_INT(realm_session_new_paged(L->m, pool, 1, n_ctx, &b, &err), REALM_OK);
+    int32_t att = realm_session_attach_prefix(b, tok, n_prompt);
+    CHECK_EQ_INT(att, ((n_prompt - 1) / BT) * BT);
+    CHECK_EQ_INT(realm_session_len(b), att);
+    CHECK_EQ_INT(run_chunks(e, b, tok + att, n_prompt - att, CHUNK, got, &err), REALM_OK);
+    CHECKF(memcmp(got, ref, sizeof(float) * (size_t)V) == 0, "%s: logits after prefix reuse differ",
+           name);
+    struct realm_kv_pool_stats st;
+    realm_kv_pool_get_stats(pool, &st);
+    CHECK_EQ_INT((int)st.prefix_hits, att / BT);
+
+    /* another tenant never sees tenant 1's cache */
+    CHECK_EQ_INT(realm_session_new_paged(L->m, pool, 2, n_ctx, &o, &err), REALM_OK);
+    CHECK_EQ_INT(realm_session_attach_prefix(o, tok, n_prompt), 0);
+
+    /* b rewinds into the shared blocks and writes other tokens: copy-on-write keeps a intact */
+    const int keep = att > BT ? att - BT / 2 : 1;
+    CHECK_EQ_INT(realm_session_rewind(b, keep), REALM_OK);
+    int32_t other[BT];
+    for (int i = 0; i < BT; i++)
+        other[i] = (tok[keep + i] + 1) % V;
+    CHECK_EQ_INT(run_chunks(e, b, other, BT, CHUNK, got, &err), REALM_OK);
+    if (att > BT) {
+        realm_kv_pool_get_stats(pool, &st);
+        CHECK(st.cow_copies >= 1);
+    }
+    for (int d = 0; d < NDEC; d++) {
+        CHECK_EQ_INT(step(e, a, tok[n_prompt + d], got), REALM_OK);
+        CHECKF(memcmp(got, ref + (size_t)(d + 1) * V, sizeof(float) * (size_t)V) == 0,
+               "%s: paged decode step %d differs after another session's copy-on-write", name, d);
+    }
+
+    /* quota: 2 blocks for tenant 3; 3 blocks' worth of rows fail as a whole */
+    CHECK_EQ_INT(realm_kv_pool_set_quota(pool, 3, 2), REALM_OK);
+    CHECK_EQ_INT(realm_session_new_paged(L->m, pool, 3, n_ctx, &q, &err), REALM_OK);
+    CHECK_EQ_INT(run_chunks(e, q, tok, 3 * BT, CHUNK, NULL, &err), REALM_E_KV_FULL);
+    CHECK(strstr(err.msg, "quota") != NULL);
+    CHECK_EQ_INT(realm_session_len(q), 0);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 3), 0);
+    CHECK_EQ_INT(run_chunks(e, q, tok, 2 * BT, CHUNK, NULL, &err), REALM_OK);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 3), 2);
+    /* a batch mixing a session that fits with one that does not changes neither */
+    struct realm_batch_row mix[2] = {{o, tok[0], NULL}, {q, tok[0], NULL}};
+    CHECK_EQ_INT(realm_engine_forward(e, mix, 2, &err), REALM_E_KV_FULL);
+    CHECK_EQ_INT(realm_session_len(o), 0);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 2), 0);
+    tu_log("%s paged KV (%d threads, %d-token prompt): bit-identical, prefix %d tokens reused", name,
+           n_threads, n_prompt, att);
+out:
+    realm_session_free(cs);
+    realm_session_free(a);
+    realm_session_free(b);
+    realm_session_free(o);
+    realm_session_free(q);
+    if (pool) {
+        realm_kv_pool_get_stats(pool, &st);
+        CHECK_EQ_INT(st.used, 0);
+        CHECK_EQ_INT(st.free + st.cached_idle, st.n_blocks);
+    }
+    realm_kv_pool_free(pool);
+    realm_engine_free(e);
+    free(tok);
+    free(ref);
+    free(got);
 }
 
 /* ---- error contract ---- */
@@ -546,7 +670,7 @@ static void test_kernels(void) {
                     CHECKF(memcmp(&one[0], &out[j], sizeof(float)) == 0,
                            "%s dot n=%lld row %d: grouping", K->name, (long long)n, j);
                 }
-                K->wsum_rows(o1, p, rows, stride, f16, NR, n);
+                K->wsum_rows(o1, p, rows, stride, f16, NR, n, false);
                 for (int64_t i = 0; i < n; i++) {
                     double ref = 0;
                     for (int j = 0; j < NR; j++)
@@ -555,10 +679,15 @@ static void test_kernels(void) {
                     CHECKF(fabs(o1[i] - ref) <= 1e-5 * (1 + fabs(ref)), "%s wsum n=%lld col %lld",
                            K->name, (long long)n, (long long)i);
                 }
-                /* a prefix of the rows equals accumulating the same rows (no hidden reordering) */
-                K->wsum_rows(o2, p, rows, stride, f16, NR - 5, n);
-                K->wsum_rows(o1, p, rows, stride, f16, NR - 5, n);
-                CHECK(memcmp(o1, o2, sizeof(float) * (size_t)n) == 0);
+                /* the rows summed in runs (acc) give the bits of one call: paged KV blocks */
+                const size_t elt = f16 ? 2 : 4;
+                K->wsum_rows(o2, p, rows, stride, f16, 7, n, false);
+                K->wsum_rows(o2, p + 7, (const char *)rows + 7 * (size_t)stride * elt, stride, f16,
+                             1, n, true);
+                K->wsum_rows(o2, p + 8, (const char *)rows + 8 * (size_t)stride * elt, stride, f16,
+                             NR - 8, n, true);
+                CHECKF(memcmp(o1, o2, sizeof(float) * (size_t)n) == 0,
+                       "%s wsum n=%lld: runs differ from one call", K->name, (long long)n);
             }
         }
     }
@@ -629,6 +758,7 @@ int main(int argc, char **argv) {
             test_stories_greedy(&L, 3, REALM_KV_F32);
             test_stories_greedy(&L, 2, REALM_KV_F16);
             test_batching(&L, 2, "stories260K");
+            test_paged(&L, 2, "stories260K", 41);
             test_errors(&L);
             unload(&L);
         }
@@ -644,6 +774,8 @@ int main(int argc, char **argv) {
         CHECK_EQ_INT(load(path, &L), REALM_OK);
         if (L.m) {
             test_batching(&L, 2, real[i]);
+            /* gemma3: past its 512-token sliding window, so windowed layers start mid-block */
+            test_paged(&L, 2, real[i], i == 1 ? 530 : 45);
             unload(&L);
         }
         ran++;

@@ -66,6 +66,8 @@ void realm_kv_pool_get_stats(struct realm_kv_pool *pool, struct realm_kv_pool_st
 /* Blocks a tenant currently holds. */
 int32_t realm_kv_pool_tenant_used(struct realm_kv_pool *pool, uint32_t tenant);
 int32_t realm_kv_pool_block_tokens(const struct realm_kv_pool *pool);
+size_t realm_kv_pool_row_bytes(const struct realm_kv_pool *pool);
+int32_t realm_kv_pool_n_layer(const struct realm_kv_pool *pool);
 
 /* A sequence of up to n_ctx positions for a tenant. Holds no blocks until reserved.
  * Ownership: returns owned (*out; realm_kv_seq_free releases its blocks). */

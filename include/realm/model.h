@@ -69,6 +69,37 @@ enum realm_kv_type {
  * REALM_E_INVALID for an unknown kv_type. */
 int realm_session_new_kv(const struct realm_model *m, int32_t n_ctx, enum realm_kv_type kv_type,
                          struct realm_session **out, struct realm_err *err);
+/* ---- paged sessions (realm/kvpool.h): keys and values in blocks of a shared pool ---- */
+struct realm_kv_pool;
+
+/* A pool for this model's sessions: n_layer and the bytes per position from the model, block
+ * memory `memory_bytes` in total (blocks of block_tokens positions, 0 → 16), default per-tenant
+ * quota in blocks (0 → the whole pool). Ownership: returns owned (*out; realm_kv_pool_free after
+ * every session on it). Errors: as realm_kv_pool_new. */
+int realm_model_kv_pool_new(const struct realm_model *m, enum realm_kv_type kv_type,
+                            size_t memory_bytes, int32_t block_tokens, int32_t default_quota,
+                            struct realm_kv_pool **out, struct realm_err *err);
+/* Bytes one block of the pool would take (to size --kv-memory in whole blocks). */
+size_t realm_model_kv_block_bytes(const struct realm_model *m, enum realm_kv_type kv_type,
+                                  int32_t block_tokens);
+
+/* A session of `tenant` whose cache lives in `pool` (made by realm_model_kv_pool_new for m; the
+ * pool must outlive the session). Holds no blocks until the forward pass needs them; a forward
+ * that cannot get them fails with REALM_E_KV_FULL and changes nothing.
+ * Errors: REALM_E_INVALID (n_ctx, or a pool made for another model shape), REALM_E_NOMEM. */
+int realm_session_new_paged(const struct realm_model *m, struct realm_kv_pool *pool,
+                            uint32_t tenant, int32_t n_ctx, struct realm_session **out,
+                            struct realm_err *err);
+/* Makes room for n more tokens now (the forward pass also does this): REALM_E_CONTEXT_FULL past
+ * n_ctx, REALM_E_KV_FULL when the pool or the tenant's quota has no blocks left. A contiguous
+ * session only checks n_ctx. */
+int realm_session_reserve(struct realm_session *s, int32_t n, struct realm_err *err);
+/* On an empty paged session: attaches the tenant's cached KV blocks for a prefix of tokens[0..n)
+ * (whole blocks, at most n - 1 tokens) and returns how many tokens the session now holds; the
+ * caller runs the rest. 0 for a contiguous or non-empty session. */
+int32_t realm_session_attach_prefix(struct realm_session *s, const int32_t *tokens, int32_t n);
+bool realm_session_is_paged(const struct realm_session *s);
+
 void realm_session_free(struct realm_session *s);
 int32_t realm_session_len(const struct realm_session *s); /* tokens in the cache */
 int32_t realm_session_n_ctx(const struct realm_session *s);

@@ -258,30 +258,33 @@ static void attend(struct realm_engine *e, int il, bool swa, int32_t b0, int32_t
         memcpy(q + i * HD, e->qkv + (b0 + i) * e->qkv_dim + h * HD, (size_t)HD * sizeof(float));
         if (f16) K->round_f16(q + i * HD, HD);
     }
-    /* keys and values of this kv head, position j at row j: contiguous with stride kv_dim in this
-     * cache layout (the paged pool will hand out runs of rows instead) */
-    const char *krows = (const char *)model_kv_k(s, il, 0) + (size_t)koff * (f16 ? 2 : 4);
-    const char *vrows = (const char *)model_kv_v(s, il, 0) + (size_t)koff * (f16 ? 2 : 4);
-    const size_t elt = f16 ? 2 : 4;
+    /* keys and values of this kv head at position j: row j of a run of rows kv_dim elements
+     * apart — the whole cache when contiguous, one block's worth when paged (model_kv_run) */
+    const size_t elt = f16 ? 2 : 4, hoff = (size_t)koff * elt;
 
     /* 1. scores S[i][j - k0] = q_i · k_j */
     float *S = tb->scores; /* (nb, n_keys) */
     if (nb == 1) {
-        K->dot_many(q, krows + (size_t)k0 * kv_stride * elt, kv_stride, f16, (int)n_keys, HD, S);
+        for (int32_t j = k0, r; j <= p_last; j += r) {
+            r = model_kv_run(s, j, p_last + 1 - j);
+            K->dot_many(q, (const char *)model_kv_k(s, il, j) + hoff, kv_stride, f16, (int)r, HD,
+                        S + (j - k0));
+        }
     } else {
         float *kf = tb->kbuf, col[ATT_BLOCK];
-        for (int64_t j = 0; j < n_keys; j++) {
-            const char *kr = krows + (size_t)(k0 + j) * kv_stride * elt;
+        for (int32_t j = k0; j <= p_last; j++) {
+            const char *kr = (const char *)model_kv_k(s, il, j) + hoff;
             if (f16)
                 K->f16_to_f32((const uint16_t *)kr, kf, HD);
             else
                 memcpy(kf, kr, (size_t)HD * sizeof(float));
             K->dot_many(kf, q, HD, false, nb, HD, col);
             for (int32_t i = 0; i < nb; i++)
-                S[i * n_keys + j] = col[i];
+                S[i * n_keys + (j - k0)] = col[i];
         }
     }
-    /* 2. per row: softmax over its own keys, then the weighted sum of their values */
+    /* 2. per row: softmax over its own keys, then the weighted sum of their values (run by run:
+     *    wsum_rows accumulates in the same order, so the bits do not depend on the layout) */
     for (int32_t i = 0; i < nb; i++) {
         const int32_t p = p0 + i, st = ROW_START(p);
         const int64_t n = p + 1 - st;
@@ -292,8 +295,12 @@ static void attend(struct realm_engine *e, int il, bool swa, int32_t b0, int32_t
             mx = sr[j] > mx ? sr[j] : mx;
         K->scale(sr, (float)(1.0 / K->exp_sum(sr, n, mx)), n);
         if (f16) K->round_f16(sr, n);
-        K->wsum_rows(e->att + (b0 + i) * m->q_dim + h * HD, sr,
-                     vrows + (size_t)st * kv_stride * elt, kv_stride, f16, (int)n, HD);
+        float *o = e->att + (b0 + i) * m->q_dim + h * HD;
+        for (int32_t j = st, r; j <= p; j += r) {
+            r = model_kv_run(s, j, p + 1 - j);
+            K->wsum_rows(o, sr + (j - st), (const char *)model_kv_v(s, il, j) + hoff, kv_stride,
+                         f16, (int)r, HD, j > st);
+        }
     }
 #undef ROW_START
 }
@@ -627,6 +634,20 @@ int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *r
         if (rows[i].logits) e->out_rows[n_out++] = i;
     }
 
+    /* Paged sessions: make their new positions writable (blocks, copy-on-write) before any is
+     * written; a refusal undoes the reservations made so far. */
+    for (int32_t i = 0, r = 0; i < n_rows; i = r) {
+        struct realm_session *s = rows[i].session;
+        for (r = i + 1; r < n_rows && rows[r].session == s; r++) {
+        }
+        int rc = realm_session_reserve(s, r - i, err);
+        if (rc) {
+            for (int32_t j = 0; j < i; j++)
+                if (rows[j].session->seq) realm_kv_seq_rewind(rows[j].session->seq, rows[j].session->len);
+            return rc;
+        }
+    }
+
     e->rows = rows;
     e->n_rows = n_rows;
     e->n_out = n_out;
@@ -634,8 +655,11 @@ int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *r
     for (int il = 0; il < m->cfg.n_layer; il++)
         atomic_store_explicit(&e->attn_next[il], 0, memory_order_relaxed);
     realm_threadpool_run(e->pool, forward_worker, e);
-    for (int32_t i = 0; i < n_rows; i++)
-        rows[i].session->len = e->pos[i] + 1;
+    for (int32_t i = 0; i < n_rows; i++) {
+        struct realm_session *s = rows[i].session;
+        if (s->seq) realm_kv_seq_commit(s->seq, &rows[i].token, 1);
+        s->len = e->pos[i] + 1;
+    }
     e->rows = NULL;
     return REALM_OK;
 }

@@ -289,6 +289,8 @@ int32_t realm_kv_pool_tenant_used(struct realm_kv_pool *p, uint32_t tenant) {
 }
 
 int32_t realm_kv_pool_block_tokens(const struct realm_kv_pool *p) { return p->B; }
+size_t realm_kv_pool_row_bytes(const struct realm_kv_pool *p) { return p->row_bytes; }
+int32_t realm_kv_pool_n_layer(const struct realm_kv_pool *p) { return p->n_layer; }
 
 /* ---- sequences ---- */
 

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "realm/kvpool.h"
 #include "realm/model.h"
 #include "realm/quant.h"
 
@@ -79,25 +80,37 @@ struct realm_model {
     int n_owned, cap_owned;
 };
 
-/* ---- KV cache of one session (kv.c). Later replaced by a paged pool: the forward pass touches
- * the cache only through model_kv_k / model_kv_v. ---- */
+/* ---- KV cache of one session (kv.c): either its own contiguous arrays, or a sequence of blocks
+ * in a paged pool (realm/kvpool.h). The forward pass touches the cache only through
+ * model_kv_k / model_kv_v / model_kv_run. ---- */
 struct realm_session {
     const struct realm_model *m;
     int32_t n_ctx;
     int32_t len;                /* tokens in the cache */
     enum realm_kv_type kv_type; /* f16 or f32 elements */
     size_t row_bytes;           /* bytes of one position's keys (= values) of one layer */
-    unsigned char *k;           /* (n_layer, n_ctx, kv_dim) in kv_type, owned */
-    unsigned char *v;           /* (n_layer, n_ctx, kv_dim) in kv_type, owned */
+    unsigned char *k;           /* contiguous: (n_layer, n_ctx, kv_dim) in kv_type, owned */
+    unsigned char *v;           /* contiguous: (n_layer, n_ctx, kv_dim) in kv_type, owned */
+    struct realm_kv_seq *seq;   /* paged: the block table (owned), or NULL */
+    int32_t block_tokens;       /* paged: positions per block */
 };
 
 /* Keys / values of `layer` at position `pos`: kv_dim elements of s->kv_type. */
 static inline void *model_kv_k(const struct realm_session *s, int layer, int32_t pos) {
+    if (s->seq) return realm_kv_seq_k(s->seq, layer, pos);
     /* 64-bit offsets: n_layer * n_ctx * kv_dim exceeds 2^31 on large models */
     return s->k + ((size_t)layer * (size_t)s->n_ctx + (size_t)pos) * s->row_bytes;
 }
 static inline void *model_kv_v(const struct realm_session *s, int layer, int32_t pos) {
+    if (s->seq) return realm_kv_seq_v(s->seq, layer, pos);
     return s->v + ((size_t)layer * (size_t)s->n_ctx + (size_t)pos) * s->row_bytes;
+}
+/* Positions from pos on that sit in one run of rows row_bytes apart (the rest of pos's block, or
+ * the whole cache when contiguous), capped at `want`. */
+static inline int32_t model_kv_run(const struct realm_session *s, int32_t pos, int32_t want) {
+    if (!s->seq) return want;
+    const int32_t left = s->block_tokens - pos % s->block_tokens;
+    return left < want ? left : want;
 }
 
 /* ---- small kernels (ops.c, ops_avx2.c) ---- */
@@ -108,9 +121,10 @@ struct model_kernels {
      * whichever way the rows are grouped: attention results do not depend on batching. */
     void (*dot_many)(const float *x, const void *rows, int64_t stride, bool f16, int ny, int64_t n,
                      float *out);
-    /* o[0..n) = sum_j p[j] * row_j (fused multiply-adds in ascending j) */
+    /* o[0..n) = sum_j p[j] * row_j (acc: o[0..n) += ...), one chain per column in ascending j: rows
+     * summed over several calls with acc give the same bits as one call (paged KV runs) */
     void (*wsum_rows)(float *o, const float *p, const void *rows, int64_t stride, bool f16, int ny,
-                      int64_t n);
+                      int64_t n, bool acc);
     void (*to_f16)(const float *x, uint16_t *y, int64_t n);
     void (*f16_to_f32)(const uint16_t *x, float *y, int64_t n);
     void (*silu_mul)(float *g, const float *u, int64_t n); /* g = silu(g) * u */

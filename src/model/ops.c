@@ -46,8 +46,8 @@ static void dot_many_scalar(const float *x, const void *rows, int64_t stride, bo
 }
 
 static void wsum_rows_scalar(float *o, const float *p, const void *rows, int64_t stride, bool f16,
-                             int ny, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
+                             int ny, int64_t n, bool acc) {
+    for (int64_t i = 0; acc == false && i < n; i++)
         o[i] = 0;
     for (int j = 0; j < ny; j++)
         for (int64_t i = 0; i < n; i++)

@@ -89,14 +89,18 @@ static void dot_many_avx2(const float *x, const void *rows, int64_t stride, bool
         dot_many_f32(x, rows, stride, ny, n, out);
 }
 
-/* WSUM_ROWS: o = sum_j p[j] row_j, accumulators in registers for 64 columns at a time. */
+/* WSUM_ROWS: o = sum_j p[j] row_j (acc: o += ...), accumulators in registers for 64 columns at a
+ * time. Each column is one chain of fused multiply-adds in ascending j starting from 0 (or from
+ * o), so summing rows in several calls with acc gives the same bits as one call. */
 #define WSUM_ROWS(NAME, LOAD, ELT, T)                                                              \
-    static void NAME(float *o, const float *p, const T *rows, int64_t stride, int ny, int64_t n) { \
+    static void NAME(float *o, const float *p, const T *rows, int64_t stride, int ny, int64_t n,  \
+                     bool acc) {                                                                   \
         const int64_t nc = n & ~(int64_t)7;                                                        \
         int64_t d0 = 0;                                                                            \
         for (; d0 + 64 <= nc; d0 += 64) {                                                          \
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, \
-                   a7 = a0;                                                                        \
+            __m256 a0 = INIT(o + d0), a1 = INIT(o + d0 + 8), a2 = INIT(o + d0 + 16),               \
+                   a3 = INIT(o + d0 + 24), a4 = INIT(o + d0 + 32), a5 = INIT(o + d0 + 40),         \
+                   a6 = INIT(o + d0 + 48), a7 = INIT(o + d0 + 56);                                 \
             const T *r = rows + d0;                                                                \
             for (int j = 0; j < ny; j++, r += stride) {                                            \
                 const __m256 pj = _mm256_set1_ps(p[j]);                                            \
@@ -119,29 +123,30 @@ static void dot_many_avx2(const float *x, const void *rows, int64_t stride, bool
             _mm256_storeu_ps(o + d0 + 56, a7);                                                     \
         }                                                                                          \
         for (; d0 < nc; d0 += 8) {                                                                 \
-            __m256 a = _mm256_setzero_ps();                                                        \
+            __m256 a = INIT(o + d0);                                                               \
             const T *r = rows + d0;                                                                \
             for (int j = 0; j < ny; j++, r += stride)                                              \
                 a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), LOAD(r), a);                             \
             _mm256_storeu_ps(o + d0, a);                                                           \
         }                                                                                          \
         for (int64_t i = nc; i < n; i++) {                                                         \
-            float sum = 0;                                                                         \
+            float sum = acc ? o[i] : 0;                                                            \
             for (int j = 0; j < ny; j++)                                                           \
                 sum += p[j] * ELT(rows[(int64_t)j * stride + i]);                                  \
             o[i] = sum;                                                                            \
         }                                                                                          \
     }
 
+#define INIT(ptr) (acc ? _mm256_loadu_ps(ptr) : _mm256_setzero_ps())
 WSUM_ROWS(wsum_rows_f16, load_f16, ELT_F16, uint16_t)
 WSUM_ROWS(wsum_rows_f32, _mm256_loadu_ps, ELT_F32, float)
 
 static void wsum_rows_avx2(float *o, const float *p, const void *rows, int64_t stride, bool f16,
-                           int ny, int64_t n) {
+                           int ny, int64_t n, bool acc) {
     if (f16)
-        wsum_rows_f16(o, p, rows, stride, ny, n);
+        wsum_rows_f16(o, p, rows, stride, ny, n, acc);
     else
-        wsum_rows_f32(o, p, rows, stride, ny, n);
+        wsum_rows_f32(o, p, rows, stride, ny, n, acc);
 }
 
 static void f16_to_f32_avx2(const uint16_t *x, float *y, int64_t n) {
