@@ -2,12 +2,18 @@
  * test_sched_model.c — the scheduler over the real engine (stories260K): eight sessions of two
  * tenants, each with its own prompt, decode greedily at the same time through batched steps; every
  * session's tokens must equal the same session run alone, and the steps must really have batched.
+ * Then the same with paged KV sessions from one pool: identical output, prefix reuse within a
+ * tenant, a tenant over its block quota refused while the others finish, the pool back to fully
+ * free at the end; and the starvation check: tenant A with 32 sessions, tenant B with 1, through
+ * steps too small for everyone — B's rate stays within 2x of A's per-session rate.
  */
 #include "testutil.h"
 
 #include <pthread.h>
+#include <time.h>
 
 #include "realm/gguf.h"
+#include "realm/kvpool.h"
 #include "realm/model.h"
 #include "realm/sched.h"
 
@@ -17,6 +23,7 @@
 static const struct realm_model *g_model;
 static struct realm_sched *g_sched;
 static int32_t g_vocab;
+static struct realm_kv_pool *g_pool; /* NULL: contiguous sessions */
 
 static int32_t argmax(const float *x, int32_t n) {
     int32_t best = 0;
@@ -38,7 +45,16 @@ struct job {
     uint32_t tenant;
     int32_t out[N_GEN];
     int rc;
+    int n_gen;      /* 0: N_GEN */
+    double seconds; /* wall time of the decode loop */
+    char msg[256];
 };
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static void *run_job(void *arg) {
     struct job *j = arg;
@@ -47,14 +63,18 @@ static void *run_job(void *arg) {
     float *logits = malloc((size_t)g_vocab * sizeof *logits);
     int32_t toks[64];
     int32_t n = prompt_of(j->i, toks);
-    j->rc = realm_session_new(g_model, 256, &s, &err);
+    j->rc = g_pool ? realm_session_new_paged(g_model, g_pool, j->tenant, 256, &s, &err)
+                   : realm_session_new(g_model, 256, &s, &err);
     if (!j->rc) j->rc = realm_sched_decode(g_sched, j->tenant, s, toks, n, logits, NULL, &err);
-    for (int k = 0; k < N_GEN && !j->rc; k++) {
+    const int n_gen = j->n_gen ? j->n_gen : N_GEN;
+    const double t0 = now_s();
+    for (int k = 0; k < n_gen && !j->rc; k++) {
         int32_t t = argmax(logits, g_vocab);
         j->out[k] = t;
         j->rc = realm_sched_decode(g_sched, j->tenant, s, &t, 1, logits, NULL, &err);
     }
-    if (j->rc) fprintf(stderr, "job %d: %s\n", j->i, err.msg);
+    j->seconds = now_s() - t0;
+    if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", err.msg);
     realm_session_free(s);
     free(logits);
     return NULL;
@@ -105,7 +125,88 @@ int main(int argc, char **argv) {
     CHECKF(rows > steps, "no step batched more than one row (%lld rows, %lld steps)", (long long)rows,
            (long long)steps);
     CHECK_EQ_INT(after.queue_depth, 0);
+
+    /* ---- paged sessions from one pool (blocks of 16 positions) ---- */
+    CHECK(realm_model_kv_pool_new(m, REALM_KV_F16, 256 * realm_model_kv_block_bytes(m, REALM_KV_F16, 16), 16, 0,
+                                  &g_pool, &err) == REALM_OK);
+    for (int i = 0; i < N_SESS; i++) {
+        conc[i] = (struct job){.i = i, .tenant = (uint32_t)(i % 2)};
+        pthread_create(&th[i], NULL, run_job, &conc[i]);
+    }
+    for (int i = 0; i < N_SESS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N_SESS; i++) {
+        CHECKF(conc[i].rc == REALM_OK, "paged session %d: %s", i, conc[i].msg);
+        CHECKF(!memcmp(solo[i].out, conc[i].out, sizeof solo[i].out), "paged session %d differs", i);
+    }
+    /* prefix reuse: session 7's prompt (22 tokens) again for tenant 1 attaches its first block */
+    struct realm_sched_stats st0, st1;
+    realm_sched_get_stats(g_sched, &st0);
+    struct job again = {.i = 7, .tenant = 1};
+    run_job(&again);
+    CHECK_EQ_INT(again.rc, REALM_OK);
+    CHECK(!memcmp(again.out, solo[7].out, sizeof again.out));
+    realm_sched_get_stats(g_sched, &st1);
+    CHECK_EQ_INT(st1.prefix_tokens - st0.prefix_tokens, 16);
+    /* ... but not for tenant 0 (same prompt, other tenant) */
+    struct job other = {.i = 7, .tenant = 0};
+    run_job(&other);
+    CHECK_EQ_INT(other.rc, REALM_OK);
+    CHECK(!memcmp(other.out, solo[7].out, sizeof other.out));
+    realm_sched_get_stats(g_sched, &st0);
+    CHECK_EQ_INT(st0.prefix_tokens - st1.prefix_tokens, 0);
+
+    /* quota: tenant 5 may hold 1 block (16 positions); its sessions need 2, the others go on */
+    CHECK_EQ_INT(realm_kv_pool_set_quota(g_pool, 5, 1), REALM_OK);
+    for (int i = 0; i < N_SESS; i++) {
+        conc[i] = (struct job){.i = i, .tenant = i < 2 ? 5u : (uint32_t)(i % 2)};
+        pthread_create(&th[i], NULL, run_job, &conc[i]);
+    }
+    for (int i = 0; i < N_SESS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N_SESS; i++) {
+        if (i < 2) {
+            CHECKF(conc[i].rc == REALM_E_KV_FULL, "session %d over quota: rc %d", i, conc[i].rc);
+            CHECKF(strstr(conc[i].msg, "quota") != NULL, "message: %s", conc[i].msg);
+        } else {
+            CHECKF(conc[i].rc == REALM_OK, "session %d beside the refused tenant: %s", i, conc[i].msg);
+            CHECK(!memcmp(solo[i].out, conc[i].out, sizeof solo[i].out));
+        }
+    }
+    realm_sched_get_stats(g_sched, &st1);
+    CHECK(st1.requests_refused >= 2);
+    struct realm_kv_pool_stats ks;
+    realm_kv_pool_get_stats(g_pool, &ks);
+    CHECK_EQ_INT(ks.used, 0);
+    CHECK_EQ_INT(ks.free + ks.cached_idle, ks.n_blocks);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(g_pool, 5), 0);
     realm_sched_free(g_sched);
+
+    /* ---- starvation: 32 sessions of tenant A and 1 of tenant B through 8-row steps ---- */
+    p = (struct realm_sched_params){.max_batch_tokens = 8, .prefill_chunk = 8};
+    CHECK(realm_sched_new(&be, &p, &g_sched, &err) == REALM_OK);
+    enum { N_A = 32 };
+    struct job a[N_A], b = {.i = 3, .tenant = 11, .n_gen = N_GEN};
+    pthread_t ta[N_A], tb;
+    for (int i = 0; i < N_A; i++) {
+        a[i] = (struct job){.i = i % N_SESS, .tenant = 10, .n_gen = N_GEN};
+        pthread_create(&ta[i], NULL, run_job, &a[i]);
+    }
+    pthread_create(&tb, NULL, run_job, &b);
+    for (int i = 0; i < N_A; i++) pthread_join(ta[i], NULL);
+    pthread_join(tb, NULL);
+    double a_rate = 0;
+    for (int i = 0; i < N_A; i++) {
+        CHECKF(a[i].rc == REALM_OK, "A %d: %s", i, a[i].msg);
+        a_rate += N_GEN / a[i].seconds / N_A;
+    }
+    CHECKF(b.rc == REALM_OK, "B: %s", b.msg);
+    const double b_rate = N_GEN / b.seconds;
+    tu_log("starvation: tenant B %.0f tok/s, tenant A %.0f tok/s per session (32 sessions, 8-row steps)", b_rate,
+           a_rate);
+    CHECKF(b_rate >= a_rate / 2, "tenant B starved: %.1f tok/s vs A's %.1f per session", b_rate, a_rate);
+    realm_kv_pool_get_stats(g_pool, &ks);
+    CHECK_EQ_INT(ks.used, 0);
+    realm_sched_free(g_sched);
+    realm_kv_pool_free(g_pool);
     realm_engine_free(e);
     realm_model_free(m);
     realm_gguf_close(g);

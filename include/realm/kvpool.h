@@ -87,7 +87,8 @@ int32_t realm_kv_seq_attach_prefix(struct realm_kv_seq *seq, const int32_t *toke
 /* Makes positions [len, len + n) writable: allocates blocks (evicting idle cached blocks when
  * the free list is empty) and copies a shared block before it is written.
  * Errors (nothing changes): REALM_E_CONTEXT_FULL (len + n > n_ctx), REALM_E_KV_FULL (pool or
- * tenant quota exhausted; the message says which). */
+ * tenant quota exhausted; the message says which: it contains "pool exhausted" or "quota" — the
+ * server maps the first to 503 and the second to 429). */
 int realm_kv_seq_reserve(struct realm_kv_seq *seq, int32_t n, struct realm_err *err);
 
 /* Records that positions [len, len + n) now hold tokens[0..n) (written by the forward pass after

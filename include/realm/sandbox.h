@@ -83,6 +83,11 @@ struct realm_sbx_model_desc {
     void *decode_ctx;
     struct realm_engine *engine;        /* borrowed */
     int32_t max_batch;
+    /* Paged KV (realm_model_kv_pool_new for this model; borrowed, must outlive the host): when
+     * set, sessions keep their keys and values in this pool under the tenant's group, with the
+     * pool's per-group block quota and prefix reuse; when NULL each session owns a contiguous
+     * cache of n_ctx positions. */
+    struct realm_kv_pool *kv_pool;
 };
 
 /* Adds a model to the list tenants can open by name. Not thread-safe against running tenants.

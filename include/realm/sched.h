@@ -33,6 +33,12 @@ struct realm_sched_backend {
     int (*forward)(void *ctx, const struct realm_batch_row *rows, int32_t n_rows, struct realm_err *err);
     int32_t (*room)(void *ctx, const struct realm_session *s);
     int32_t n_vocab;
+    /* Optional (NULL: not used). reserve: make room for k more tokens of s before they join a
+     * step; a refusal (e.g. REALM_E_KV_FULL) fails that request alone, the step goes on without
+     * it. attach: on a request for an empty session, how many leading tokens are already cached
+     * (prefix reuse) and need not run (at most n - 1). */
+    int (*reserve)(void *ctx, struct realm_session *s, int32_t k, struct realm_err *err);
+    int32_t (*attach)(void *ctx, struct realm_session *s, const int32_t *tokens, int32_t n);
 };
 
 /* The backend of an engine over model m (both borrowed; must outlive the scheduler). */
@@ -57,7 +63,9 @@ void realm_sched_free(struct realm_sched *s);
  * the session; the caller may rewind).
  * Errors: REALM_E_INVALID (n < 1, token out of vocab), REALM_E_CONTEXT_FULL (checked before any
  * token is queued: nothing changes), REALM_E_STATE (session already busy), REALM_E_CANCELLED,
- * or the backend's error (then every session of that step keeps what it had before the step). */
+ * REALM_E_KV_FULL (the backend's reserve refused room: chunks already run stay in the session,
+ * as with cancellation), or the backend's error (then every session of that step keeps what it
+ * had before the step). */
 int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_session *session,
                        const int32_t *tokens, int32_t n, float *logits, const atomic_bool *cancel,
                        struct realm_err *err);
@@ -81,6 +89,8 @@ struct realm_sched_stats {
     int64_t requests_done;
     int64_t requests_failed;
     int64_t requests_cancelled;
+    int64_t requests_refused; /* refused room by the backend's reserve (KV full) */
+    int64_t prefix_tokens;    /* tokens skipped because the backend had them cached */
     int64_t queue_depth;     /* requests waiting now */
     int64_t batch_hist[REALM_SCHED_HIST_BUCKETS];
     double busy_seconds;     /* time inside forward */

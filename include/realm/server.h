@@ -37,8 +37,9 @@ struct realm_tenant_limits {
     int32_t max_tokens_per_request; /* cap on max_tokens; larger requests → 400 (0: no cap) */
     int64_t guest_memory_bytes;     /* this tenant's guest linear-memory cap (0: sandbox default);
                                        the sandbox's pooling slots are sized for the largest */
-    int32_t kv_blocks;              /* KV cache block quota (0: scheduler default); accepted but not
-                                       enforced until the scheduler has a paged KV pool */
+    int32_t kv_blocks;              /* KV cache blocks this tenant's sessions may hold at once, per
+                                       model (blocks of 16 positions; 0: the whole pool); a request
+                                       that needs more fails with 429 */
 };
 
 struct realm_tenant_spec {
@@ -62,6 +63,8 @@ struct realm_server_config {
     double shutdown_grace_s;   /* in-flight requests get this long to finish on shutdown; default 10 */
     char *default_guest;       /* the default orchestrator's .wasm (NULL: found by the CLI) */
     bool metrics_public;       /* /metrics without an API key; default true */
+    int64_t kv_memory_bytes;   /* paged KV pool per model (blocks shared by every tenant's
+                                  sessions); default 1 GiB */
     struct realm_model_spec *models;
     size_t n_models;
     struct realm_tenant_spec *tenants;

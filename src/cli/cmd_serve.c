@@ -104,7 +104,7 @@ static int parse_int(const char *s, long lo, long hi, long *out) {
 
 int cmd_serve(int argc, char **argv) {
     const char *config = NULL, *host = NULL, *guest = NULL;
-    long port = -1, inflight = -1;
+    long port = -1, inflight = -1, kv_mb = -1;
     bool verbose = false;
     const char **models = calloc((size_t)argc, sizeof *models);
     int n_models = 0;
@@ -132,6 +132,11 @@ int cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--max-inflight") && has_val) {
             if (parse_int(argv[++i], 1, 4096, &inflight)) {
                 cli_error("serve: --max-inflight %s: expected a number in [1, 4096]", argv[i]);
+                goto out;
+            }
+        } else if (!strcmp(a, "--kv-memory") && has_val) {
+            if (parse_int(argv[++i], 1, 1L << 24, &kv_mb)) {
+                cli_error("serve: --kv-memory %s: expected megabytes in [1, 16777216]", argv[i]);
                 goto out;
             }
         } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && has_val) {
@@ -167,6 +172,7 @@ int cmd_serve(int argc, char **argv) {
     }
     if (port >= 0) cfg->port = (uint16_t)port;
     if (inflight > 0) cfg->max_inflight = (int32_t)inflight;
+    if (kv_mb > 0) cfg->kv_memory_bytes = (int64_t)kv_mb << 20;
     for (int i = 0; i < n_models; i++)
         if ((rc = add_model_arg(cfg, models[i]))) goto out_cfg;
     rc = 1;

@@ -367,6 +367,7 @@ int realm_sbx_host_add_model(struct realm_sbx_host *h, const struct realm_sbx_mo
     m->decode_ctx = d->decode_ctx;
     m->engine = d->engine;
     m->max_batch = d->max_batch;
+    m->kv_pool = d->kv_pool;
     m->n_vocab = c->n_vocab;
     m->n_ctx_train = c->n_ctx_train;
     m->kv_bytes_per_pos = (uint64_t)c->n_layer * (uint64_t)c->n_head_kv * (uint64_t)c->head_dim * 2 * 2;

@@ -313,13 +313,16 @@ static int64_t imp_session_open(struct realm_sbx_tenant *t, const wasmtime_val_t
     if (n_ctx == 0) n_ctx = max_ctx;
     if (n_ctx > max_ctx) return REALM_E_LIMIT;
     if (t->n_sessions >= cfg->max_sessions) return REALM_E_LIMIT;
-    uint64_t kv = m->kv_bytes_per_pos * (uint64_t)n_ctx;
+    /* a contiguous cache costs n_ctx positions up front; a paged one takes blocks as it grows,
+     * charged against the tenant group's quota in the pool */
+    uint64_t kv = m->kv_pool ? 0 : m->kv_bytes_per_pos * (uint64_t)n_ctx;
     if (cfg->max_kv_bytes && t->kv_bytes + kv > cfg->max_kv_bytes) return REALM_E_KV_FULL;
     struct sbx_slot *s;
     int32_t hd = alloc_slot(t, &s);
     if (hd < 0) return hd;
     struct realm_err e;
-    int rc = realm_session_new(m->model, n_ctx, &s->session, &e);
+    int rc = m->kv_pool ? realm_session_new_paged(m->model, m->kv_pool, t->group, n_ctx, &s->session, &e)
+                        : realm_session_new(m->model, n_ctx, &s->session, &e);
     if (rc) return rc; /* the slot stays free */
     s->kind = SBX_SLOT_SESSION;
     s->model = m;
@@ -408,8 +411,11 @@ static int64_t imp_decode(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
     if (toks != small) realm_free(toks);
     if (t->req) t->req->usage.decode_ns += sbx_now_ns() - t0;
     if (rc) {
-        if (rc != REALM_E_CANCELLED)
+        if (rc != REALM_E_CANCELLED) {
             realm_log(REALM_LOG_DEBUG, "sandbox", "%s: decode: %s", t->name, e.msg[0] ? e.msg : realm_strerror(rc));
+            /* kept for the request's error if the guest gives up because of it */
+            snprintf(t->host_msg, sizeof t->host_msg, "%s", e.msg[0] ? e.msg : realm_strerror(rc));
+        }
         return rc;
     }
     if (cap > 0 && !direct) {

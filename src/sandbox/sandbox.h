@@ -33,6 +33,7 @@ struct sbx_model {
     void *decode_ctx;
     struct realm_engine *engine;
     int32_t max_batch;
+    struct realm_kv_pool *kv_pool; /* NULL: contiguous sessions */
     pthread_mutex_t mu;            /* engine path: one forward at a time */
     struct realm_batch_row *rows;  /* engine path: max_batch rows, guarded by mu */
     int32_t n_vocab;
@@ -112,6 +113,7 @@ struct realm_sbx_tenant {
     int kill;                      /* enum sbx_kill, set by the epoch callback */
     int log_lines;
     char last_msg[REALM_ABI_MAX_LOG + 1];
+    char host_msg[REALM_ERR_MSG_MAX]; /* why the last refused host call (decode) failed, this call */
 
     struct realm_sbx_tenant_stats stats;
 };

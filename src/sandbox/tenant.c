@@ -296,6 +296,7 @@ int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_reque
     t->req = r;
     t->log_lines = 0;
     t->last_msg[0] = 0;
+    t->host_msg[0] = 0;
     r->usage = (struct realm_sbx_usage){.prompt_tokens = -1, .completion_tokens = -1, .finish_reason = -1};
     begin_call(t, t->host->cfg.generate_budget_ms, t->host->cfg.wall_limit_ms);
     int32_t st = 0;
@@ -314,6 +315,6 @@ int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_reque
     if (!status_is_known(st))
         return realm_err_set(err, REALM_E_INVALID, "guest: returned %d, not a realm status%s%s", st,
                              t->last_msg[0] ? ": " : "", t->last_msg);
-    return realm_err_set(err, st, "guest: %s%s%s", realm_strerror(st), t->last_msg[0] ? ": " : "",
-                         t->last_msg);
+    return realm_err_set(err, st, "guest: %s%s%s%s%s%s", realm_strerror(st), t->last_msg[0] ? ": " : "",
+                         t->last_msg, t->host_msg[0] ? " (host: " : "", t->host_msg, t->host_msg[0] ? ")" : "");
 }

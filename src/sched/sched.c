@@ -30,6 +30,7 @@ struct req {
     int32_t n;
     int32_t done;    /* tokens already run */
     int32_t taken;   /* rows in the current step (0 if not in it) */
+    bool refused;    /* the backend refused room in this step: finished after collect */
     float *logits;
     const atomic_bool *cancel;
     bool finished;
@@ -179,7 +180,17 @@ static void finish(struct realm_sched *s, struct tenant_q *t, struct req *r, int
 
 /* ---- one step ---- */
 
-static void take(struct realm_sched *s, struct req *r, int32_t k, int32_t *n_rows) {
+/* Adds k rows of r to the step, after the backend made room for them; false if it refused
+ * (r is then marked and failed once collect is done). */
+static bool take(struct realm_sched *s, struct req *r, int32_t k, int32_t *n_rows) {
+    if (s->be.reserve) {
+        int rc = s->be.reserve(s->be.ctx, r->session, k, r->err);
+        if (rc) {
+            r->refused = true;
+            r->status = rc;
+            return false;
+        }
+    }
     for (int32_t i = 0; i < k; i++) {
         struct realm_batch_row *row = &s->rows[*n_rows + i];
         row->session = r->session;
@@ -189,12 +200,26 @@ static void take(struct realm_sched *s, struct req *r, int32_t k, int32_t *n_row
     r->taken = k;
     *n_rows += k;
     s->step_reqs[s->n_step_reqs++] = r;
+    return true;
+}
+
+/* Fails the requests the backend refused room in this step. */
+static void finish_refused(struct realm_sched *s) {
+    for (int32_t i = 0; i < s->ring_len; i++) {
+        struct tenant_q *t = &s->tenants[s->ring[i]];
+        for (struct req *r = t->head, *next; r; r = next) {
+            next = r->next;
+            if (!r->refused) continue;
+            s->stats.requests_refused++;
+            finish(s, t, r, r->status);
+        }
+    }
 }
 
 /* Next request of tenant t not yet in this step that fits the phase (decode: one token left). */
 static struct req *next_candidate(struct tenant_q *t, bool decode) {
     for (struct req *r = t->head; r; r = r->next)
-        if (!r->taken && ((r->n - r->done == 1) == decode)) return r;
+        if (!r->taken && !r->refused && ((r->n - r->done == 1) == decode)) return r;
     return NULL;
 }
 
@@ -229,11 +254,12 @@ static int32_t collect(struct realm_sched *s) {
                 if (!decode && want > s->p.prefill_chunk) want = s->p.prefill_chunk;
                 if (want > budget - n_rows) want = budget - n_rows;
                 take(s, r, want, &n_rows);
-                progress = true;
+                progress = true; /* taken or refused: either way r is out of this step */
             }
         }
     }
     if (s->ring_len) s->ring_start = (s->ring_start + 1) % s->ring_len; /* rotate who goes first */
+    finish_refused(s);
     return n_rows;
 }
 
@@ -282,7 +308,10 @@ static void *sched_main(void *arg) {
         drop_cancelled(s);
         compact_ring(s);
         int32_t n_rows = collect(s);
-        if (n_rows == 0) continue;
+        if (n_rows == 0) {
+            compact_ring(s); /* every candidate may have been refused */
+            continue;
+        }
         pthread_mutex_unlock(&s->mu);
         /* the forward pass runs without the lock: callers keep enqueueing meanwhile */
         struct realm_err step_err = {0};
@@ -383,6 +412,11 @@ int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_sess
     if (cancel && atomic_load(cancel))
         return realm_err_set(err, REALM_E_CANCELLED, "sched: request cancelled");
 
+    /* prefix reuse: tokens the backend already holds for this tenant are not run again */
+    int32_t cached = s->be.attach && realm_session_len(session) == 0 ? s->be.attach(s->be.ctx, session, tokens, n) : 0;
+    if (cached < 0 || cached >= n) cached = 0;
+    tokens += cached;
+    n -= cached;
     struct req r = {.tenant = tenant, .session = session, .tokens = tokens, .n = n, .logits = logits,
                     .cancel = cancel, .err = err};
     pthread_cond_init(&r.cv, NULL);
@@ -394,6 +428,7 @@ int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_sess
         return s->stopping ? realm_err_set(err, REALM_E_CANCELLED, "sched: scheduler stopped")
                            : realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
     }
+    s->stats.prefix_tokens += cached;
     enqueue(s, t, &r);
     pthread_cond_signal(&s->cv_work);
     while (!r.finished) pthread_cond_wait(&r.cv, &s->mu);

@@ -13,7 +13,21 @@ static int32_t engine_room(void *ctx, const struct realm_session *sess) {
     return realm_session_n_ctx(sess) - realm_session_len(sess);
 }
 
+static int engine_reserve(void *ctx, struct realm_session *sess, int32_t k, struct realm_err *err) {
+    (void)ctx;
+    return realm_session_reserve(sess, k, err);
+}
+
+static int32_t engine_attach(void *ctx, struct realm_session *sess, const int32_t *tokens, int32_t n) {
+    (void)ctx;
+    return realm_session_attach_prefix(sess, tokens, n);
+}
+
 struct realm_sched_backend realm_sched_backend_engine(struct realm_engine *e, const struct realm_model *m) {
-    return (struct realm_sched_backend){
-        .ctx = e, .forward = engine_forward, .room = engine_room, .n_vocab = realm_model_config(m)->n_vocab};
+    return (struct realm_sched_backend){.ctx = e,
+                                        .forward = engine_forward,
+                                        .room = engine_room,
+                                        .n_vocab = realm_model_config(m)->n_vocab,
+                                        .reserve = engine_reserve,
+                                        .attach = engine_attach};
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "realm/alloc.h"
+#include "realm/kvpool.h"
 #include "realm/log.h"
 #include "realm/model.h"
 #include "realm/sandbox.h"
@@ -26,6 +27,7 @@
 
 #define MAX_BATCH 64     /* rows per batched forward (engine scratch and scheduler steps) */
 #define PREFILL_CHUNK 32 /* prompt tokens per request per step */
+#define KV_BLOCK_TOKENS 16
 
 struct be_model {
     struct realm_gguf *gguf;
@@ -33,6 +35,7 @@ struct be_model {
     struct realm_tokenizer *tok;
     struct realm_engine *engine;
     struct realm_sched *sched;
+    struct realm_kv_pool *kv;        /* every tenant's sessions on this model */
 };
 
 struct be_idle {
@@ -80,11 +83,24 @@ static int load_model(struct srv_backend *b, size_t i, struct realm_err *err) {
     if ((rc = realm_model_load(m->gguf, &m->model, err))) return rc;
     if ((rc = realm_tokenizer_load(m->gguf, &m->tok, err))) return rc;
     if ((rc = realm_engine_new(m->model, 0, MAX_BATCH, &m->engine, err))) return rc;
+    /* the paged KV pool: address space is reserved here, pages are committed as blocks fill */
+    if ((rc = realm_model_kv_pool_new(m->model, REALM_KV_F16, (size_t)b->cfg->kv_memory_bytes, KV_BLOCK_TOKENS, 0,
+                                      &m->kv, err)))
+        return rc;
+    struct realm_kv_pool_stats ks;
+    realm_kv_pool_get_stats(m->kv, &ks);
+    realm_log(REALM_LOG_INFO, "server", "model %s: KV pool of %d blocks x %d positions (%lld MiB)", spec->name,
+              ks.n_blocks, KV_BLOCK_TOKENS, (long long)(b->cfg->kv_memory_bytes >> 20));
     struct realm_sched_backend sb = realm_sched_backend_engine(m->engine, m->model);
     struct realm_sched_params sp = {.max_batch_tokens = MAX_BATCH, .prefill_chunk = PREFILL_CHUNK};
     if ((rc = realm_sched_new(&sb, &sp, &m->sched, err))) return rc;
     struct realm_sbx_model_desc d = {
-        .name = spec->name, .model = m->model, .tok = m->tok, .decode = sched_decode, .decode_ctx = m->sched};
+        .name = spec->name,
+        .model = m->model,
+        .tok = m->tok,
+        .decode = sched_decode,
+        .decode_ctx = m->sched,
+        .kv_pool = m->kv};
     return realm_sbx_host_add_model(b->host, &d, err);
 }
 
@@ -168,6 +184,10 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
             }
             for (size_t k = 0; k < p->spec->n_models; k++) p->models[k] = p->spec->models[k];
         }
+        /* the tenant's KV block quota, in every model's pool (its group id is its index + 1) */
+        if (p->spec->limits.kv_blocks > 0)
+            for (size_t k = 0; k < b->n_models; k++)
+                realm_kv_pool_set_quota(b->models[k].kv, (uint32_t)i + 1, p->spec->limits.kv_blocks);
         p->cap_idle = cfg->max_inflight;
         if (p->spec->limits.max_concurrent > 0 && p->spec->limits.max_concurrent < p->cap_idle)
             p->cap_idle = p->spec->limits.max_concurrent;
@@ -227,6 +247,7 @@ void srv_backend_free(struct srv_backend *b) {
     for (size_t i = 0; i < b->n_models; i++) {
         struct be_model *m = &b->models[i];
         realm_engine_free(m->engine);
+        realm_kv_pool_free(m->kv); /* after the host: every session was freed with its instance */
         realm_tokenizer_free(m->tok);
         realm_model_free(m->model);
         realm_store_release(b->store, m->gguf);
@@ -348,6 +369,21 @@ void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out)
         out->queue_depth += st.queue_depth;
         out->busy_seconds += st.busy_seconds;
         for (int k = 0; k < REALM_SCHED_HIST_BUCKETS && k < 10; k++) out->batch_hist[k] += st.batch_hist[k];
+        out->prefix_tokens += st.prefix_tokens;
+        out->kv_refused += st.requests_refused;
+    }
+    for (size_t i = 0; i < b->n_models; i++) {
+        if (!b->models[i].kv) continue;
+        struct realm_kv_pool_stats ks;
+        realm_kv_pool_get_stats(b->models[i].kv, &ks);
+        out->have_kv = true;
+        out->kv_blocks += ks.n_blocks;
+        out->kv_used += ks.used;
+        out->kv_cached += ks.cached_idle;
+        out->kv_free += ks.free;
+        out->kv_prefix_hits += ks.prefix_hits;
+        out->kv_cow += ks.cow_copies;
+        out->kv_evictions += ks.evictions;
     }
     for (size_t i = 0; i < b->n_pools; i++) {
         struct be_pool *p = &b->pools[i];
@@ -358,4 +394,11 @@ void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out)
         out->idle_kv_bytes += p->idle_kv_bytes;
         pthread_mutex_unlock(&p->mu);
     }
+}
+
+int32_t srv_backend_tenant_kv_blocks(struct srv_backend *b, size_t tenant) {
+    int32_t n = 0;
+    for (size_t i = 0; i < b->n_models; i++)
+        if (b->models[i].kv) n += realm_kv_pool_tenant_used(b->models[i].kv, (uint32_t)tenant + 1);
+    return n;
 }

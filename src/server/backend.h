@@ -39,6 +39,11 @@ struct srv_backend_stats {
     int64_t instances_busy;    /* running a request now */
     int64_t idle_sessions;     /* sessions left open in idle instances (a leak if not 0) */
     int64_t idle_kv_bytes;     /* their KV cache bytes */
+    int64_t prefix_tokens;     /* prompt tokens served from cached KV blocks (prefix reuse) */
+    int64_t kv_refused;        /* decode calls refused KV blocks (tenant quota or pool full) */
+    bool have_kv;              /* the KV pool fields below are valid */
+    int64_t kv_blocks, kv_used, kv_cached, kv_free; /* blocks: all, held, cached idle, free */
+    int64_t kv_prefix_hits, kv_cow, kv_evictions;
 };
 
 /* Loads the config's models and compiles every guest (default + per tenant).
@@ -57,5 +62,7 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
 
 /* A snapshot of the scheduler / KV / instance counters (fields it cannot know stay false). */
 void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out);
+/* KV blocks tenant cfg->tenants[tenant]'s sessions hold now, over every model. */
+int32_t srv_backend_tenant_kv_blocks(struct srv_backend *b, size_t tenant);
 
 #endif

@@ -37,6 +37,7 @@ int realm_server_config_new(struct realm_server_config **out) {
     c->port = 8080;
     c->max_body_bytes = 4u << 20;
     c->max_inflight = 64;
+    c->kv_memory_bytes = INT64_C(1) << 30;
     c->max_queue = 256;
     c->max_connections = 512;
     c->shutdown_grace_s = 10.0;
@@ -323,7 +324,7 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
                               struct realm_err *err) {
     static const char *const known[] = {"host", "port", "max_body_bytes", "max_inflight", "max_queue",
                                         "max_connections", "shutdown_grace_s", "default_guest", "metrics_public",
-                                        "models", "tenants", NULL};
+                                        "models", "tenants", "kv_memory_mb", NULL};
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
@@ -344,15 +345,17 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
     if ((rc = check_keys(root, "top level", known, err))) goto fail;
     const char *host = NULL, *dg = NULL;
     int64_t port = c->port, body = (int64_t)c->max_body_bytes, infl = c->max_inflight, q = c->max_queue,
-            conns = c->max_connections;
+            conns = c->max_connections, kvmb = c->kv_memory_bytes >> 20;
     if ((rc = get_string(root, "host", &host, "top level", err)) ||
         (rc = get_string(root, "default_guest", &dg, "top level", err)) ||
         (rc = get_int(root, "port", 0, 65535, &port, "top level", err)) ||
         (rc = get_int(root, "max_body_bytes", 1024, INT64_C(1) << 30, &body, "top level", err)) ||
         (rc = get_int(root, "max_inflight", 1, 4096, &infl, "top level", err)) ||
         (rc = get_int(root, "max_queue", 0, 1 << 20, &q, "top level", err)) ||
-        (rc = get_int(root, "max_connections", 4, 65536, &conns, "top level", err)))
+        (rc = get_int(root, "max_connections", 4, 65536, &conns, "top level", err)) ||
+        (rc = get_int(root, "kv_memory_mb", 1, INT64_C(1) << 24, &kvmb, "top level", err)))
         goto fail;
+    c->kv_memory_bytes = kvmb << 20;
     c->port = (uint16_t)port;
     c->max_body_bytes = (size_t)body;
     c->max_inflight = (int32_t)infl;

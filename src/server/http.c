@@ -161,8 +161,18 @@ static void gen_error(const struct srv_job *j, struct srv_error *e) {
     case REALM_E_PERMISSION:
         srv_error_set(e, 403, "permission_error", NULL, NULL, "%s", msg);
         break;
-    case REALM_E_LIMIT:
     case REALM_E_KV_FULL:
+        /* the KV pool says which: the tenant's own block quota (429, like its other limits) or
+         * the shared pool exhausted by everyone (503) */
+        if (strstr(msg, "pool exhausted")) {
+            srv_error_set(e, 503, "server_error", "server_overloaded", NULL, "The KV cache is full: %s", msg);
+        } else {
+            srv_error_set(e, 429, "requests", "rate_limit_exceeded", NULL, "Tenant KV cache quota reached: %s",
+                          msg);
+        }
+        e->retry_after = 1;
+        break;
+    case REALM_E_LIMIT:
         srv_error_set(e, 429, "requests", "rate_limit_exceeded", NULL, "Tenant limit reached: %s", msg);
         e->retry_after = 1;
         break;

@@ -148,6 +148,13 @@ int srv_metrics_render(struct realm_server *s, struct srv_buf *b) {
              srv_buf_printf(b, "} %d\n", a);
     }
     if (rc) return REALM_E_NOMEM;
+    if (s->backend) {
+        rc = header(b, "realm_tenant_kv_blocks", "gauge", "KV cache blocks held by each tenant's sessions.");
+        for (size_t i = 0; i < s->n_tenants && !rc; i++)
+            rc = srv_buf_puts(b, "realm_tenant_kv_blocks{tenant=") || label_value(b, s->tenants[i].spec->id) ||
+                 srv_buf_printf(b, "} %d\n", srv_backend_tenant_kv_blocks(s->backend, i));
+        if (rc) return REALM_E_NOMEM;
+    }
 
     struct srv_backend_stats bs;
     memset(&bs, 0, sizeof bs);
@@ -166,7 +173,27 @@ int srv_metrics_render(struct realm_server *s, struct srv_buf *b) {
              scalar(b, "realm_sched_decode_rows_total", "counter", "Decode rows run.", (double)bs.decode_rows) ||
              scalar(b, "realm_sched_prefill_rows_total", "counter", "Prefill rows run.", (double)bs.prefill_rows) ||
              scalar(b, "realm_sched_queue_depth", "gauge", "Decode requests waiting for a step.", (double)bs.queue_depth) ||
-             scalar(b, "realm_sched_busy_seconds_total", "counter", "Time spent inside batched forwards.", bs.busy_seconds);
+             scalar(b, "realm_sched_busy_seconds_total", "counter", "Time spent inside batched forwards.", bs.busy_seconds) ||
+             scalar(b, "realm_sched_prefix_tokens_total", "counter", "Prompt tokens served from cached KV blocks.",
+                    (double)bs.prefix_tokens) ||
+             scalar(b, "realm_sched_kv_refused_total", "counter",
+                    "Decode calls refused KV blocks (tenant quota or pool exhausted).", (double)bs.kv_refused);
+        if (rc) return REALM_E_NOMEM;
+    }
+    if (bs.have_kv) {
+        rc = header(b, "realm_kv_blocks", "gauge",
+                    "Paged KV cache blocks by state: used (held by sessions), cached (reusable prefix, held by "
+                    "none), free.") ||
+             srv_buf_printf(b, "realm_kv_blocks{state=\"used\"} %lld\nrealm_kv_blocks{state=\"cached\"} %lld\n"
+                               "realm_kv_blocks{state=\"free\"} %lld\n",
+                            (long long)bs.kv_used, (long long)bs.kv_cached, (long long)bs.kv_free) ||
+             scalar(b, "realm_kv_blocks_total", "gauge", "Blocks in the KV pools.", (double)bs.kv_blocks) ||
+             scalar(b, "realm_kv_prefix_hit_blocks_total", "counter", "KV blocks attached from a tenant's prefix cache.",
+                    (double)bs.kv_prefix_hits) ||
+             scalar(b, "realm_kv_cow_copies_total", "counter", "Shared KV blocks copied before a write.",
+                    (double)bs.kv_cow) ||
+             scalar(b, "realm_kv_evictions_total", "counter", "Cached KV blocks reclaimed for new use.",
+                    (double)bs.kv_evictions);
         if (rc) return REALM_E_NOMEM;
     }
     if (s->backend &&
