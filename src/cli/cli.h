@@ -16,7 +16,9 @@ int cmd_key(int argc, char **argv);        /* cmd_key.c */
 
 /* ---- `realm run` (cmd_run.c) ---- */
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 struct realm_gguf;
 struct realm_model;
 
@@ -54,6 +56,16 @@ int cli_model_open(const char *path, struct realm_gguf **g, struct realm_model *
 int cli_parse_tokens(const char *s, int32_t **out);
 /* Monotonic clock in seconds. */
 double cli_now(void);
+/* CPU model name from /proc/cpuinfo ("unknown" if absent). */
+void cli_cpu_model(char *buf, size_t cap);
+/* Writes s as a JSON string literal. */
+void cli_json_str(FILE *f, const char *s);
+/* Parses "1,4,16,64" into out (each 1..1024); returns the count, or -1. */
+int cli_parse_tenant_counts(const char *s, int *out, int cap);
+struct realm_model;
+/* `realm bench --tenants` (bench_tenants.c): returns the exit status. */
+int cli_bench_tenants(const char *model_path, const struct realm_model *m, const int *counts, int n_counts,
+                      const int32_t *toks, int n_toks, int n_prompt, int n_gen, int threads, int reps, bool json);
 
 /* Prints "realm: <msg>" to stderr as one line. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -24,6 +24,9 @@ struct bench_opts {
     int n_prompt, n_gen, threads, reps, batch;
     bool json, kv_f32;
     const char *tokens_file;
+    int tenants[16]; /* --tenants: counts to run through the scheduler (0 entries: off) */
+    int n_tenants;
+    bool p_set, n_set;
 };
 
 static void bench_usage(FILE *f) {
@@ -31,8 +34,12 @@ static void bench_usage(FILE *f) {
         f,
         "usage: realm bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--reps 3] [-b|--batch 512]\n"
         "                   [--tokens-file FILE] [--kv f16|f32] [--json]\n"
+        "       realm bench -m MODEL --tenants 1,4,16,64 [-p 32] [-n 64] [-t THREADS] [--reps 3] [--json]\n"
         "Prefill P tokens, then decode N tokens, --reps times after a warm-up; prints the median\n"
-        "tokens per second of each phase. Tokens: ids from FILE (cycled), or pseudo-random ids.\n");
+        "tokens per second of each phase. Tokens: ids from FILE (cycled), or pseudo-random ids.\n"
+        "--tenants: for each count T, T tenants each prefill their own P-token prompt and then decode\n"
+        "N tokens greedily at the same time through the batching scheduler (paged KV); prints the\n"
+        "aggregate decode tok/s (median of reps), p50/p99 time per token and rows per step.\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -50,7 +57,7 @@ static double median(const double *v, int n) {
     return m;
 }
 
-static void cpu_model(char *buf, size_t cap) {
+void cli_cpu_model(char *buf, size_t cap) {
     snprintf(buf, cap, "unknown");
     FILE *f = fopen("/proc/cpuinfo", "r");
     if (!f) return;
@@ -69,7 +76,7 @@ static void cpu_model(char *buf, size_t cap) {
     fclose(f);
 }
 
-static void json_str(FILE *f, const char *s) {
+void cli_json_str(FILE *f, const char *s) {
     fputc('"', f);
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
@@ -151,6 +158,14 @@ static int parse(int argc, char **argv, struct bench_opts *o) {
         } else if (!strcmp(a, "--json")) {
             o->json = true;
             continue;
+        } else if (!strcmp(a, "--tenants")) {
+            o->n_tenants = v ? cli_parse_tenant_counts(v, o->tenants, 16) : -1;
+            if (o->n_tenants <= 0) {
+                cli_error("bench: --tenants: expected a list like 1,4,16,64 (each 1..1024, at most 16)");
+                return 2;
+            }
+            i++;
+            continue;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--tokens-file") ||
                    !strcmp(a, "--kv")) {
             if (!v) {
@@ -171,9 +186,9 @@ static int parse(int argc, char **argv, struct bench_opts *o) {
             i++;
             continue;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) {
-            num = &o->n_prompt, lo = 1;
+            num = &o->n_prompt, lo = 1, o->p_set = true;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) {
-            num = &o->n_gen;
+            num = &o->n_gen, o->n_set = true;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             num = &o->threads, hi = 512;
         } else if (!strcmp(a, "-r") || !strcmp(a, "--reps")) {
@@ -197,6 +212,10 @@ static int parse(int argc, char **argv, struct bench_opts *o) {
     if (!o->model) {
         cli_error("bench: -m MODEL is required (see realm bench --help)");
         return 2;
+    }
+    if (o->n_tenants > 0) { /* many tenants: short prompts and generations by default */
+        if (!o->p_set) o->n_prompt = 32;
+        if (!o->n_set) o->n_gen = 64;
     }
     return 0;
 }
@@ -237,6 +256,11 @@ int cmd_bench(int argc, char **argv) {
             toks[i] = (int32_t)((st >> 33) % (uint64_t)c->n_vocab);
         }
     }
+    if (o.n_tenants > 0) {
+        status = cli_bench_tenants(o.model, m, o.tenants, o.n_tenants, toks, n_toks, o.n_prompt, o.n_gen, o.threads,
+                                   o.reps, o.json);
+        goto out;
+    }
     int64_t n_ctx = (int64_t)o.n_prompt + o.n_gen;
     if (n_ctx > c->n_ctx_train) {
         cli_error("bench: %d + %d tokens exceed the model's context of %d", o.n_prompt, o.n_gen,
@@ -276,11 +300,11 @@ int cmd_bench(int argc, char **argv) {
     long long bytes = stat(o.model, &st) == 0 ? (long long)st.st_size : -1;
     if (o.json) {
         char cpu[256];
-        cpu_model(cpu, sizeof cpu);
+        cli_cpu_model(cpu, sizeof cpu);
         printf("{\"model\": ");
-        json_str(stdout, o.model);
+        cli_json_str(stdout, o.model);
         printf(", \"arch\": \"%s\", \"model_bytes\": %lld, \"cpu\": ", c->arch_name, bytes);
-        json_str(stdout, cpu);
+        cli_json_str(stdout, cpu);
         printf(
             ", \"isa\": \"%s\", \"threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"batch\": %d, "
             "\"reps\": %d, \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, \"prefill_runs\": [",

@@ -398,7 +398,8 @@ int realm_kv_seq_reserve(struct realm_kv_seq *s, int32_t n, struct realm_err *er
     int rc = REALM_OK;
     if (!t) {
         rc = realm_err_set(err, REALM_E_NOMEM, "kvpool: out of memory");
-    } else if (t->used + need > quota_of(p, t)) {
+    } else if (quota_of(p, t) < p->n_blocks && t->used + need > quota_of(p, t)) {
+        /* a quota of the whole pool is no tenant limit: running out of it is the pool's (below) */
         p->st.kv_full++;
         rc = realm_err_set(err, REALM_E_KV_FULL, "kvpool: tenant %u needs %d more KV blocks, quota %d, holds %d",
                            s->tenant, need, quota_of(p, t), t->used);

@@ -384,6 +384,60 @@ def test_metrics_exposition(srv):
     assert m["realm_completion_tokens_total"] >= 3 and m["realm_batch_rows_count"] >= 1
 
 
+# ---- paged KV: quotas, pool exhaustion, live usage, prefix reuse ----
+
+LONG_PROMPT = [{"role": "user", "content": "Please list, one per line, the names of the planets of the solar "
+                                           "system in order from the sun, and give one short fact about each."}]
+
+
+def test_kv_quota_pool_and_metrics(realm_bin, serve):
+    smol = str(model_path("SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ks, ts = tenant("small", kv_blocks=2)  # 32 positions: less than the prompt
+    kb, tb = tenant("big")
+    s = serve({"models": [{"name": "smollm2", "path": smol}], "tenants": [ts, tb], "kv_memory_mb": 64},
+              keys={"small": ks, "big": kb})
+    body = {"model": "smollm2", "messages": LONG_PROMPT, "max_tokens": 8, "temperature": 0}
+    r = post(s, "/chat/completions", body, ks)
+    e = assert_error(r, 429, code="rate_limit_exceeded")
+    assert "quota" in e["message"], e
+    assert int(r.headers["Retry-After"]) >= 1
+    # the other tenant is unaffected, and the same prompt again reuses its cached prefix blocks
+    m0 = s.metrics()
+    assert m0["realm_kv_blocks_total"] > 0
+    first = post(s, "/chat/completions", body, kb).json()["choices"][0]["message"]["content"]
+    m1 = s.metrics()
+    second = post(s, "/chat/completions", body, kb).json()["choices"][0]["message"]["content"]
+    m2 = s.metrics()
+    assert first == second and first
+    assert m2["realm_kv_prefix_hit_blocks_total"] > m1["realm_kv_prefix_hit_blocks_total"]
+    assert m2["realm_sched_prefix_tokens_total"] >= 16
+    # live usage while a stream runs, back to zero after
+    r, lines = open_stream(s, "big", max_tokens=400)
+    next(ln for ln in lines if ln)
+    live = s.metrics()
+    assert live['realm_kv_blocks{state="used"}'] >= 1 and live['realm_tenant_kv_blocks{tenant="big"}'] >= 1
+    r.close()
+    m = wait_metrics(s, lambda m: m['realm_kv_blocks{state="used"}'] == 0)
+    assert m['realm_kv_blocks{state="used"}'] == 0 and m['realm_tenant_kv_blocks{tenant="big"}'] == 0, m
+    assert m['realm_kv_blocks{state="used"}'] + m['realm_kv_blocks{state="cached"}'] + \
+        m['realm_kv_blocks{state="free"}'] == m["realm_kv_blocks_total"]
+    assert s.stop() == 0
+
+
+def test_kv_pool_exhausted_503(realm_bin, serve):
+    smol = str(model_path("SmolLM2-135M-Instruct.Q4_1.gguf"))
+    k, t = tenant("a")
+    s = serve({"models": [{"name": "smollm2", "path": smol}], "tenants": [t], "kv_memory_mb": 1}, keys={"a": k})
+    r = post(s, "/chat/completions", {"model": "smollm2", "messages": LONG_PROMPT, "max_tokens": 4}, k)
+    e = assert_error(r, 503, code="server_overloaded")
+    assert "pool exhausted" in e["message"], e
+    assert int(r.headers["Retry-After"]) >= 1
+    # a short request still fits and works
+    ok = post(s, "/completions", {"model": "smollm2", "prompt": "Hi", "max_tokens": 2}, k)
+    assert ok.status_code == 200, ok.text
+    assert s.stop() == 0
+
+
 # ---- keys, CLI, shutdown ----
 
 def test_key_add(realm_bin, tmp_path, serve):
