@@ -29,7 +29,7 @@ static struct realm_server_config *parse(const char *json, int expect_rc, const 
 
 static void test_config(void) {
     struct realm_server_config *c = parse(
-        "{\"host\": \"0.0.0.0\", \"port\": 9000, \"max_inflight\": 8, \"_comment\": \"ignored\","
+        "{\"host\": \"0.0.0.0\", \"port\": 9000, \"max_inflight\": 8, \"_comment\": \"ignored\", \"kv_memory_mb\": 96,"
         " \"models\": [{\"name\": \"m\", \"path\": \"models/m.gguf\", \"n_ctx\": 512}, {\"name\": \"n\", \"path\": \"/abs.gguf\"}],"
         " \"tenants\": [{\"id\": \"a\", \"key_hashes\": [\"" HASH_A "\"], \"models\": [\"m\"], \"guest\": \"g.wasm\","
         "   \"limits\": {\"max_concurrent\": 2, \"tokens_per_minute\": 1000, \"max_tokens_per_request\": 64,"
@@ -38,6 +38,7 @@ static void test_config(void) {
         REALM_OK, NULL);
     if (c) {
         CHECK(!strcmp(c->host, "0.0.0.0") && c->port == 9000 && c->max_inflight == 8 && c->max_queue == 256);
+        CHECK(c->kv_memory_bytes == (int64_t)96 << 20);
         CHECK_EQ_INT(c->n_models, 2);
         CHECK(!strcmp(c->models[0].path, "/base/models/m.gguf") && c->models[0].n_ctx == 512);
         CHECK(!strcmp(c->models[1].path, "/abs.gguf"));
@@ -60,6 +61,7 @@ static void test_config(void) {
     parse("{\"port\": \"80\"}", REALM_E_FORMAT, "port");
     parse("{\"max_inflight\": 0}", REALM_E_FORMAT, "max_inflight");
     parse("{\"shutdown_grace_s\": -1}", REALM_E_FORMAT, "shutdown_grace_s");
+    parse("{\"kv_memory_mb\": 0}", REALM_E_FORMAT, "kv_memory_mb");
     parse("{\"models\": {}}", REALM_E_FORMAT, "models");
     parse("{\"models\": [{\"name\": \"m\"}]}", REALM_E_FORMAT, "path");
     parse("{\"models\": [{\"name\": \"m\", \"path\": \"x\"}, {\"name\": \"m\", \"path\": \"y\"}]}", REALM_E_FORMAT, "twice");

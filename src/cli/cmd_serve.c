@@ -24,7 +24,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: realm serve [--config FILE.json] [--host ADDR] [--port N] [-m NAME=PATH ...]\n"
-            "                   [--guest FILE.wasm] [--max-inflight N] [--verbose]\n"
+            "                   [--guest FILE.wasm] [--max-inflight N] [--kv-memory MB] [--verbose]\n"
             "\n"
             "Serves the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health,\n"
             "/metrics). Every request runs in its tenant's WebAssembly guest.\n"
@@ -36,6 +36,7 @@ static void usage(FILE *f) {
             "  --guest FILE    the default orchestrator guest (default: guest/default.wasm next to\n"
             "                  this executable)\n"
             "  --max-inflight N  requests generating at once (default 64)\n"
+            "  --kv-memory MB  paged KV cache pool per model, shared by all tenants (default 1024)\n"
             "  --verbose       log requests and server events to stderr\n"
             "\n"
             "Without a config (or one with no tenants) a tenant \"default\" is created with a fresh API\n"
