@@ -370,6 +370,16 @@ static void test_adversaries_alone(void) {
     CHECKF(!strcmp(out.buf, "-9 -9"), "%s", out.buf);
     realm_sbx_tenant_get_stats(b, &st);
     CHECK_EQ_INT(st.sessions, 1); /* B's own session is untouched */
+    /* the host closes what a guest left open (a server does between requests): stale after */
+    CHECK_EQ_INT(realm_sbx_tenant_close_sessions(b), 1);
+    realm_sbx_tenant_get_stats(b, &st);
+    CHECK_EQ_INT(st.sessions, 0);
+    CHECK_EQ_INT(ts_run(b, "{\"op\":\"open\"}", &out, NULL, &err), REALM_OK);
+    int hb = atoi(out.buf);
+    CHECK_EQ_INT(realm_sbx_tenant_close_sessions(b), 1);
+    snprintf(j, sizeof j, "{\"op\":\"use\",\"handle\":%d}", hb);
+    CHECK_EQ_INT(ts_run(b, j, &out, NULL, &err), REALM_OK);
+    CHECKF(!strcmp(out.buf, "-9 -9"), "%s", out.buf);
     realm_sbx_tenant_free(a);
     realm_sbx_tenant_free(b);
     realm_sbx_module_free(m);

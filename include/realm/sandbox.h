@@ -146,6 +146,10 @@ struct realm_sbx_tenant_stats {
     int64_t handle_errors;   /* REALM_E_BAD_HANDLE answers */
 };
 void realm_sbx_tenant_get_stats(const struct realm_sbx_tenant *t, struct realm_sbx_tenant_stats *out);
+/* Closes every session the guest left open (their handles become stale; model handles stay) and
+ * returns how many there were: a server calls it between requests so that a guest that forgets
+ * session_close cannot hold KV memory while idle. Not while the tenant is running. */
+int32_t realm_sbx_tenant_close_sessions(struct realm_sbx_tenant *t);
 
 /* Emitted text goes here. Return 0, or a negative value to cancel the request (client gone). */
 typedef int (*realm_sbx_emit_fn)(void *user, const char *text, size_t len);

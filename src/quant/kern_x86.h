@@ -588,6 +588,28 @@ KX_INLINE __m256i kx_kq(const int f, const char *blk, const int c) {
     }
 }
 
+/* Lane k of the result = the sum of the 8 int32 lanes of v_k (exact, any order). */
+KX_INLINE __m256i kx_hsum8_epi32(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256i v4,
+                                 __m256i v5, __m256i v6, __m256i v7) {
+    const __m256i a01 = _mm256_hadd_epi32(v0, v1), a23 = _mm256_hadd_epi32(v2, v3);
+    const __m256i a45 = _mm256_hadd_epi32(v4, v5), a67 = _mm256_hadd_epi32(v6, v7);
+    /* per 128-bit half: [v0 v1 v2 v3] (v4..v7) partial sums of that half */
+    const __m256i b0 = _mm256_hadd_epi32(a01, a23), b1 = _mm256_hadd_epi32(a45, a67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(b0, b1, 0x20),
+                            _mm256_permute2x128_si256(b0, b1, 0x31));
+}
+
+/*
+ * q4_K float steps, per (row, activation) pair and super-block, shared by every q4_K kernel so
+ * that vec_dot and all matmul paths agree bit for bit (they differ only in how the exact int32
+ * sums isum = sum_j sc_j sum q y, msum = sum_g min_{g/2} bsums_g are formed):
+ *     acc = fma((float)isum, d * d_y, acc);   acc = fma(-(float)msum, dmin * d_y, acc)
+ * one lane per pair (the 16-row kernel does the same on 512-bit vectors).
+ */
+KX_INLINE __m128 kx_q4k_fin(__m128 acc, __m128 fi, __m128 fm, __m128 dy, __m128 my) {
+    return _mm_fnmadd_ps(fm, my, _mm_fmadd_ps(fi, dy, acc));
+}
+
 KX_INLINE size_t kx_bsizek(const int f) {
     return f == KX_Q2_K   ? sizeof(block_q2_K)
            : f == KX_Q3_K ? sizeof(block_q3_K)
@@ -604,8 +626,10 @@ KX_INLINE void kx_tile_k(const int f, const int R, const int B, int64_t n, const
     const size_t bs = kx_bsizek(f);
     const int64_t nb = n / QK_K;
     __m256 acc[KX_MAXR][KX_MAXB];
+    __m128 acc4[KX_MAXB]; /* q4_K: lane r = row r */
     KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) acc[r][b] =
         _mm256_setzero_ps();
+    KX_UNROLL for (int b = 0; b < B; b++) acc4[b] = _mm_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         struct kx_ks S[KX_MAXR];
         if (pf) kx_prefetch(pf + (size_t)i * R * bs, R * bs);
@@ -623,6 +647,32 @@ KX_INLINE void kx_tile_k(const int f, const int R, const int B, int64_t n, const
                 KX_UNROLL for (int b = 0; b < B; b++) isum[r][b] =
                     kx_dot_i16(isum[r][b], _mm256_maddubs_epi16(q, yq[b]), sc);
             }
+        }
+        if (f == KX_Q4_K) {
+            /* per-block integer sums, then the float steps of kx_q4k_fin (lanes = rows) */
+            uint16_t dh[8] = {0};
+            KX_UNROLL for (int r = 0; r < R; r++) {
+                const block_q4_K *x = (const block_q4_K *)(W + r * wrb + (size_t)i * bs);
+                dh[r] = x->d;
+                dh[4 + r] = x->dmin;
+            }
+            const __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
+            KX_UNROLL for (int b = 0; b < B; b++) {
+                const block_q8_K *y = (const block_q8_K *)(A + b * arb) + i;
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)y->bsums);
+                __m256i is[4], ms[4];
+                KX_UNROLL for (int r = 0; r < 4; r++) {
+                    is[r] = r < R ? isum[r][b] : _mm256_setzero_si256();
+                    ms[r] = r < R ? _mm256_madd_epi16(bsums, S[r].m16) : _mm256_setzero_si256();
+                }
+                const __m256 s = _mm256_cvtepi32_ps(
+                    kx_hsum8_epi32(is[0], is[1], is[2], is[3], ms[0], ms[1], ms[2], ms[3]));
+                const __m256 dy = _mm256_mul_ps(dd, _mm256_set1_ps(y->d));
+                acc4[b] = kx_q4k_fin(acc4[b], _mm256_castps256_ps128(s),
+                                     _mm256_extractf128_ps(s, 1), _mm256_castps256_ps128(dy),
+                                     _mm256_extractf128_ps(dy, 1));
+            }
+            continue;
         }
         KX_UNROLL for (int b = 0; b < B; b++) {
             const block_q8_K *y = (const block_q8_K *)(A + b * arb) + i;
@@ -643,6 +693,14 @@ KX_INLINE void kx_tile_k(const int f, const int R, const int B, int64_t n, const
             }
         }
     }
+    if (f == KX_Q4_K) {
+        KX_UNROLL for (int b = 0; b < B; b++) {
+            float t[4];
+            _mm_storeu_ps(t, acc4[b]);
+            KX_UNROLL for (int r = 0; r < R; r++) out[b * os + r] = t[r];
+        }
+        return;
+    }
     KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) out[b * os + r] =
         kx_hsum(acc[r][b]);
 }
@@ -659,9 +717,201 @@ KX_VEC_DOT(KX(vec_dot_q5_K_q8_K), KX_TILE_Q5_K)
 KX_VEC_DOT(KX(vec_dot_q6_K_q8_K), KX_TILE_Q6_K)
 KX_DRIVER(KX(matmul_q2_K), KX_TILE_Q2_K, KX_TR, KX_TB)
 KX_DRIVER(KX(matmul_q3_K), KX_TILE_Q3_K, KX_TR, KX_TB)
+#if KX_VNNI
+KX_DRIVER(KX(matmul_q4_K_tiled), KX_TILE_Q4_K, KX_TR, KX_TB)
+#else
 KX_DRIVER(KX(matmul_q4_K), KX_TILE_Q4_K, KX_TR, KX_TB)
+#endif
 KX_DRIVER(KX(matmul_q5_K), KX_TILE_Q5_K, KX_TR, KX_TB)
 KX_DRIVER(KX(matmul_q6_K), KX_TILE_Q6_K, KX_TR, KX_TB)
+
+#if KX_VNNI
+/* ================= q4_K x q8_K, batched: 16 weight rows in the lanes of a zmm ================= */
+/*
+ * With several activation rows the q4_K weights of 16 rows are repacked, a few super-blocks at a
+ * time, into a stack buffer where each 512-bit vector holds the same 4 quants (as bytes) of all
+ * 16 rows, and the per-row scales, mins and d's sit in lane vectors too. One vpdpbusd with the
+ * matching 4 activation bytes broadcast then does 64 multiply-adds of 16 (row, activation)
+ * pairs, and the sub-block scales / mins / float steps are applied once per vector for 16 rows
+ * instead of per 32 elements per row. The repacking costs about as much as a few activation
+ * rows and is reused for all n_b of them, so this path starts at KX_GNB_MIN rows.
+ * Integer sums are the same exact int32 as in kx_tile_k, and the float steps are kx_q4k_fin's:
+ * results are bit-identical to vec_dot.
+ */
+#define KX_G 16     /* rows per group: one per int32 lane */
+#ifndef KX_GNS
+#define KX_GNS 4    /* super-blocks repacked at a time (4 x 4.7 KB on the stack, L1-resident) */
+#endif
+#ifndef KX_GTB
+#define KX_GTB 6    /* activation rows sharing each weight vector */
+#endif
+#ifndef KX_GNB_MIN
+#define KX_GNB_MIN 4
+#endif
+
+struct kx_q4k_g {
+    uint8_t q[64][64];  /* [8 j + s][4 r + e] = quant 32 j + 4 s + e of row r (0..15) */
+    uint32_t mn[8][16]; /* min of sub-block j of row r, in both int16 halves */
+    uint8_t sc[8][16];  /* scale of sub-block j of row r */
+    uint16_t d[16], dmin[16];
+};
+
+/* out[c] lane r = dword c of in[r] (16 x 16 transpose of dwords). */
+KX_INLINE void kx_transpose16(__m512i in[16], __m512i out[16]) {
+    __m512i t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_epi32(in[2 * k], in[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(in[2 * k], in[2 * k + 1]);
+    }
+    /* u[4k + m], 128-bit lane L: rows 4k..4k+3 of column 4L + m */
+    for (int k = 0; k < 4; k++) {
+        u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+        u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+    }
+    for (int m = 0; m < 4; m++) {
+        const __m512i ablo = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44);  /* A0 A1 B0 B1 */
+        const __m512i abhi = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xEE);  /* A2 A3 B2 B3 */
+        const __m512i cdlo = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x44);
+        const __m512i cdhi = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xEE);
+        out[m] = _mm512_shuffle_i32x4(ablo, cdlo, 0x88);      /* lane 0 of A B C D */
+        out[4 + m] = _mm512_shuffle_i32x4(ablo, cdlo, 0xDD);  /* lane 1 */
+        out[8 + m] = _mm512_shuffle_i32x4(abhi, cdhi, 0x88);  /* lane 2 */
+        out[12 + m] = _mm512_shuffle_i32x4(abhi, cdhi, 0xDD); /* lane 3 */
+    }
+}
+
+/* Repacks super-block i of rows 0..nr-1 (nr <= 16) at W; the lanes of missing rows are 0. */
+static void kx_q4k_repack(const char *W, size_t wrb, int nr, int64_t i, struct kx_q4k_g *g) {
+    __m512i in[16], tr[16];
+    uint8_t sm[16][16];
+    const __m512i m0F = _mm512_set1_epi8(0x0F);
+    for (int h = 0; h < 2; h++) { /* qs bytes 64h .. 64h+63: dwords 16h .. 16h+15 */
+        for (int r = 0; r < 16; r++)
+            in[r] = r < nr ? _mm512_loadu_si512(
+                                 ((const block_q4_K *)(W + r * wrb) + i)->qs + 64 * h)
+                           : _mm512_setzero_si512();
+        kx_transpose16(in, tr);
+        /* dword t = 16h + c of qs: bytes 32p + 4s .. (p = t / 8, s = t % 8), whose low nibbles
+         * are quants 4s.. of sub-block 2p and high nibbles those of sub-block 2p + 1 */
+        for (int c = 0; c < 16; c++) {
+            const int t = 16 * h + c, p = t / 8, s = t % 8;
+            _mm512_store_si512(g->q[8 * (2 * p) + s], _mm512_and_si512(tr[c], m0F));
+            _mm512_store_si512(g->q[8 * (2 * p + 1) + s],
+                               _mm512_and_si512(_mm512_srli_epi16(tr[c], 4), m0F));
+        }
+    }
+    for (int r = 0; r < 16; r++) {
+        if (r < nr) {
+            const block_q4_K *x = (const block_q4_K *)(W + r * wrb) + i;
+            _mm_storeu_si128((__m128i *)sm[r], kx_scales_k4(x->scales));
+            g->d[r] = x->d;
+            g->dmin[r] = x->dmin;
+        } else {
+            memset(sm[r], 0, 16);
+            g->d[r] = g->dmin[r] = 0;
+        }
+    }
+    for (int j = 0; j < 8; j++)
+        for (int r = 0; r < 16; r++) {
+            g->sc[j][r] = sm[r][j];
+            g->mn[j][r] = sm[r][8 + j] * 0x10001u;
+        }
+}
+
+KX_INLINE __m512i kx_bcast32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* TB activation rows at A against the repacked super-blocks g[0..ns-1] (= blocks i0..); out
+ * lanes under mask m, accumulating onto out unless first. */
+KX_INLINE void kx_q4k_gtile(const int TB, const struct kx_q4k_g *g, int ns, const char *A,
+                            size_t arb, int64_t i0, float *out, int64_t os, __mmask16 m,
+                            int first) {
+    __m512 acc[KX_GTB];
+    KX_UNROLL for (int b = 0; b < TB; b++) acc[b] =
+        first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, out + b * os);
+    for (int t = 0; t < ns; t++) {
+        const struct kx_q4k_g *G = g + t;
+        const block_q8_K *y[KX_GTB];
+        KX_UNROLL for (int b = 0; b < TB; b++) y[b] = (const block_q8_K *)(A + b * arb) + i0 + t;
+        __m512i isum[KX_GTB];
+        KX_UNROLL for (int j = 0; j < 8; j++) {
+            __m512i p[KX_GTB];
+            KX_UNROLL for (int b = 0; b < TB; b++) p[b] = _mm512_setzero_si512();
+            KX_UNROLL for (int s = 0; s < 8; s++) {
+                const __m512i w = _mm512_load_si512(G->q[8 * j + s]);
+                KX_UNROLL for (int b = 0; b < TB; b++) p[b] =
+                    _mm512_dpbusd_epi32(p[b], w, kx_bcast32(y[b]->qs + 32 * j + 4 * s));
+            }
+            const __m512i sc = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)G->sc[j]));
+            KX_UNROLL for (int b = 0; b < TB; b++) {
+                const __m512i v = _mm512_mullo_epi32(p[b], sc);
+                isum[b] = j ? _mm512_add_epi32(isum[b], v) : v;
+            }
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)G->d));
+        const __m512 dm = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)G->dmin));
+        KX_UNROLL for (int b = 0; b < TB; b++) {
+            __m512i ms = _mm512_setzero_si512();
+            KX_UNROLL for (int j = 0; j < 8; j++) ms = _mm512_dpwssd_epi32(
+                ms, _mm512_load_si512(G->mn[j]), kx_bcast32(y[b]->bsums + 2 * j));
+            const __m512 yd = _mm512_set1_ps(y[b]->d);
+            /* kx_q4k_fin on 16 lanes */
+            acc[b] = _mm512_fnmadd_ps(
+                _mm512_cvtepi32_ps(ms), _mm512_mul_ps(dm, yd),
+                _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[b]), _mm512_mul_ps(d, yd), acc[b]));
+        }
+    }
+    KX_UNROLL for (int b = 0; b < TB; b++) _mm512_mask_storeu_ps(out + b * os, m, acc[b]);
+}
+
+static void KX(matmul_q4_K)(const struct realm_quant_ops *ops, int64_t k, const void *W,
+                            size_t wrb, int64_t n_r, const void *act, size_t arb, int64_t n_b,
+                            float *out, int64_t os) {
+    if (n_b < KX_GNB_MIN) {
+        KX(matmul_q4_K_tiled)(ops, k, W, wrb, n_r, act, arb, n_b, out, os);
+        return;
+    }
+    const int64_t nb = k / QK_K;
+    const char *w = W, *a = act;
+    struct kx_q4k_g g[KX_GNS] __attribute__((aligned(64)));
+    for (int64_t r0 = 0; r0 < n_r; r0 += KX_G) {
+        const int nr = n_r - r0 < KX_G ? (int)(n_r - r0) : KX_G;
+        const __mmask16 m = (__mmask16)((1u << nr) - 1u);
+        for (int64_t i0 = 0; i0 < nb; i0 += KX_GNS) {
+            const int ns = nb - i0 < KX_GNS ? (int)(nb - i0) : KX_GNS;
+            for (int t = 0; t < ns; t++)
+                kx_q4k_repack(w + r0 * wrb, wrb, nr, i0 + t, &g[t]);
+            float *o = out + r0;
+            const int first = i0 == 0;
+            int64_t b = 0;
+            for (; b + KX_GTB <= n_b; b += KX_GTB)
+                kx_q4k_gtile(KX_GTB, g, ns, a + b * arb, arb, i0, o + b * os, os, m, first);
+            switch (n_b - b) { /* the remaining 1 .. KX_GTB-1 rows */
+#define KX_GCASE(n)                                                                                \
+    case n:                                                                                        \
+        if (n < KX_GTB) kx_q4k_gtile(n < KX_GTB ? n : 1, g, ns, a + b * arb, arb, i0, o + b * os,  \
+                                     os, m, first);                                                \
+        break;
+                KX_GCASE(1)
+                KX_GCASE(2)
+                KX_GCASE(3)
+                KX_GCASE(4)
+                KX_GCASE(5)
+                KX_GCASE(6)
+                KX_GCASE(7)
+#undef KX_GCASE
+            default:
+                break;
+            }
+        }
+    }
+}
+#endif
 
 /* ---- the table entries ---- */
 

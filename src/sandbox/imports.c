@@ -333,18 +333,30 @@ static int64_t imp_session_open(struct realm_sbx_tenant *t, const wasmtime_val_t
 }
 
 void sbx_tenant_close_handles(struct realm_sbx_tenant *t) {
+    realm_sbx_tenant_close_sessions(t);
     for (int i = 0; i < SBX_MAX_HANDLES; i++) {
         struct sbx_slot *s = &t->slots[i];
-        if (s->kind == SBX_SLOT_SESSION) {
-            realm_session_free(s->session);
-            realm_free(s->logits);
-        }
         uint32_t serial = s->serial;
         memset(s, 0, sizeof *s);
         s->serial = serial; /* closed handles stay stale */
     }
+}
+
+int32_t realm_sbx_tenant_close_sessions(struct realm_sbx_tenant *t) {
+    int32_t n = 0;
+    for (int i = 0; i < SBX_MAX_HANDLES; i++) {
+        struct sbx_slot *s = &t->slots[i];
+        if (s->kind != SBX_SLOT_SESSION) continue;
+        realm_session_free(s->session);
+        realm_free(s->logits);
+        uint32_t serial = s->serial;
+        memset(s, 0, sizeof *s);
+        s->serial = serial; /* the handle stays stale */
+        n++;
+    }
     t->n_sessions = 0;
     t->kv_bytes = 0;
+    return n;
 }
 
 static int64_t imp_session_close(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {

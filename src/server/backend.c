@@ -338,6 +338,11 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
     out->completion_tokens = r->usage.completion_tokens;
     out->finish_reason = r->usage.finish_reason;
 
+    /* sessions the guest left open would hold KV blocks while the instance idles: close them */
+    int32_t leaked = realm_sbx_tenant_close_sessions(inst);
+    if (leaked)
+        realm_log(REALM_LOG_WARN, "server", "tenant %s: the guest left %d session(s) open; closed", p->spec->id,
+                  leaked);
     struct realm_sbx_tenant_stats st;
     realm_sbx_tenant_get_stats(inst, &st); /* safe: this thread still owns the instance */
     pthread_mutex_lock(&p->mu);
