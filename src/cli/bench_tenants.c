@@ -7,7 +7,7 @@
  * scheduler, meet at a barrier, then decode N tokens greedily, one realm_sched_decode per token.
  * Reported: aggregate decode tokens/s (T·N ÷ time from the barrier to the last thread's end; the
  * median over repetitions), and p50 / p99 of the time of one decode call (all tokens of all reps),
- * plus the mean rows per scheduler step. The sandbox's own per-call cost is measured apart
+ * plus the mean rows per scheduler step while decoding. The sandbox's own per-call cost is measured apart
  * (bench/tenants.c --overhead).
  */
 #include <pthread.h>
@@ -31,6 +31,7 @@ struct bt_shared {
     int n_toks, n_prompt, n_gen, n_vocab;
     pthread_barrier_t start;
     double t_start;
+    struct realm_sched_stats at_start; /* counters when decoding began */
 };
 
 struct bt_thread {
@@ -67,7 +68,10 @@ static void *bt_main(void *arg) {
     if (!t->rc) t->rc = realm_sched_decode(sh->sched, (uint32_t)t->tenant + 1, s, prompt, sh->n_prompt, logits, NULL,
                                            &err);
     pthread_barrier_wait(&sh->start); /* everyone decodes from the same moment */
-    if (t->tenant == 0) sh->t_start = cli_now();
+    if (t->tenant == 0) {
+        realm_sched_get_stats(sh->sched, &sh->at_start);
+        sh->t_start = cli_now();
+    }
     for (int i = 0; i < sh->n_gen && !t->rc; i++) {
         int32_t tok = argmax_f(logits, sh->n_vocab);
         double t0 = cli_now();
@@ -155,7 +159,8 @@ static int bt_rep(struct bt_shared *sh, struct realm_engine *e, int T, double *a
     struct realm_sched_stats st;
     realm_sched_get_stats(sh->sched, &st);
     *agg = (double)T * sh->n_gen / (t_end - sh->t_start);
-    *rows_step = st.steps ? (double)st.rows / (double)st.steps : 0;
+    const int64_t steps = st.steps - sh->at_start.steps, rows = st.rows - sh->at_start.rows;
+    *rows_step = steps ? (double)rows / (double)steps : 0; /* decode phase only */
 out:
     realm_sched_free(sh->sched);
     realm_kv_pool_free(sh->pool);
