@@ -356,7 +356,7 @@ static void test_matmul_many_rows(enum realm_isa isa) {
             ops ? realm_quant_ops_isa(ops->vec_dot_type, REALM_ISA_SCALAR) : NULL;
         CHECK(ops && aops);
         if (!ops || !aops) continue;
-        const int64_t n = 512, n_r = 6, n_b = 70;
+        const int64_t n = 512, n_r = 37, n_b = 70; /* 37: two full 16-row groups of the batched K kernels plus a remainder */
         const size_t wrb = realm_type_row_size(types[ti], n),
                      arb = realm_type_row_size(ops->vec_dot_type, n);
         unsigned char *W = malloc(wrb * n_r), *A = malloc(arb * n_b);

@@ -19,6 +19,7 @@
 
 #define N_SESS 8
 #define N_GEN 24
+#define N_GEN_STARVE 200 /* long enough that a thread's preemption does not decide the rates */
 
 static const struct realm_model *g_model;
 static struct realm_sched *g_sched;
@@ -43,7 +44,7 @@ static int32_t prompt_of(int i, int32_t *toks) {
 struct job {
     int i;
     uint32_t tenant;
-    int32_t out[N_GEN];
+    int32_t out[256];
     int rc;
     int n_gen;      /* 0: N_GEN */
     double seconds; /* wall time of the decode loop */
@@ -184,10 +185,10 @@ int main(int argc, char **argv) {
     p = (struct realm_sched_params){.max_batch_tokens = 8, .prefill_chunk = 8};
     CHECK(realm_sched_new(&be, &p, &g_sched, &err) == REALM_OK);
     enum { N_A = 32 };
-    struct job a[N_A], b = {.i = 3, .tenant = 11, .n_gen = N_GEN};
+    struct job a[N_A], b = {.i = 3, .tenant = 11, .n_gen = N_GEN_STARVE};
     pthread_t ta[N_A], tb;
     for (int i = 0; i < N_A; i++) {
-        a[i] = (struct job){.i = i % N_SESS, .tenant = 10, .n_gen = N_GEN};
+        a[i] = (struct job){.i = i % N_SESS, .tenant = 10, .n_gen = N_GEN_STARVE};
         pthread_create(&ta[i], NULL, run_job, &a[i]);
     }
     pthread_create(&tb, NULL, run_job, &b);
@@ -196,10 +197,10 @@ int main(int argc, char **argv) {
     double a_rate = 0;
     for (int i = 0; i < N_A; i++) {
         CHECKF(a[i].rc == REALM_OK, "A %d: %s", i, a[i].msg);
-        a_rate += N_GEN / a[i].seconds / N_A;
+        a_rate += N_GEN_STARVE / a[i].seconds / N_A;
     }
     CHECKF(b.rc == REALM_OK, "B: %s", b.msg);
-    const double b_rate = N_GEN / b.seconds;
+    const double b_rate = N_GEN_STARVE / b.seconds;
     tu_log("starvation: tenant B %.0f tok/s, tenant A %.0f tok/s per session (32 sessions, 8-row steps)", b_rate,
            a_rate);
     CHECKF(b_rate >= a_rate / 2, "tenant B starved: %.1f tok/s vs A's %.1f per session", b_rate, a_rate);

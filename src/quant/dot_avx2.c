@@ -3,7 +3,8 @@
  * registers): maddubs/madd integer dots. The kernels themselves are in kern_x86.h, shared with the
  * other x86 variant; CMake compiles this file with the avx2 flags (files named *_avx2*.c), and
  * dispatch.c calls quant_fill_ops_avx2 only when CPUID + XGETBV report the ISA. Dequantization and
- * activation quantization keep the scalar kernels in this table (they are cheap and bit-exact).
+ * the other activation quantizers keep the scalar kernels in this table; quantize_row_q8_K has a
+ * vectorized variant in kern_x86.h, bit-identical to the scalar one.
  *
  * Thread rule: pure functions.
  */

@@ -4,8 +4,8 @@
  * vectors, mask moves for the Q5 bits. The kernels themselves are in kern_x86.h, shared with
  * dot_avx2.c; CMake compiles this file with the AVX-512 flags (files named *_avx512*.c), and
  * dispatch.c calls quant_fill_ops_avx512 only when CPUID + XGETBV report the ISA.
- * Dequantization and activation quantization keep the scalar kernels in this table (cheap,
- * and bit-exact by construction).
+ * Dequantization and the other activation quantizers keep the scalar kernels in this table;
+ * quantize_row_q8_K has a vectorized variant in kern_x86.h, bit-identical to the scalar one.
  *
  * Thread rule: pure functions.
  */

@@ -3,15 +3,23 @@
  * compiled twice: by dot_avx2.c (AVX2 + FMA + F16C; 16 vector registers) and by dot_avx512.c
  * (adds AVX-512 VL/BW/VNNI: vpdpbusd / vpdpwssd for the integer dots, mask moves for the
  * 5th bits, 32 registers so larger tiles). On Zen 4 a 512-bit op costs two 256-bit ones, so
- * 256-bit vectors lose nothing there and fit the 32-element blocks exactly.
+ * 256-bit vectors lose nothing there and fit the 32-element blocks exactly (the 16-row q4_K /
+ * q6_K kernel below uses 512-bit vectors: one int32 lane per weight row).
  *
  * Structure of every kernel: a tile function computes the dots of R weight rows x B activation
  * rows, loading each weight block once for all B rows (and each activation block once for all R
  * rows). vec_dot is the 1 x 1 tile and matmul tiles the (rows x batch) grid, so every (row,
  * batch) dot runs the same operation sequence whatever the tile: matmul results are
  * bit-identical to vec_dot for every n_b. Integer block sums are exact (no saturation: every
- * maddubs operand pair is bounded, checked per format below), so the AVX2 and AVX-512 builds
- * give identical results too; they differ from the scalar reference by float order only.
+ * maddubs operand pair is bounded, checked per format below); the kernels differ from the scalar
+ * reference by float order only.
+ *
+ * Exception (AVX-512 build, q4_K and q6_K): with n_b >= KX_GNB_MIN the batched kernel puts 16
+ * weight rows in the lanes of a 512-bit vector (kx_gmatmul, weights repacked on the fly into a
+ * stack buffer). There the order of the float steps is defined per super-block (kx_k_fin), and
+ * the tiles and vec_dot of that build follow it, so the bit-identity above holds within each
+ * build; for these two formats the AVX2 and AVX-512 results may differ in the last bits.
+ * The vectorized quantize_row_q8_K is bit-identical to the scalar reference in both builds.
  *
  * Included only by dot_avx2.c / dot_avx512.c, with their ISA flags on.
  * Thread rule: pure functions.
@@ -20,6 +28,7 @@
 #define REALM_QUANT_KERN_X86_H
 
 #include <immintrin.h>
+#include <stddef.h>
 
 #include "quant/quant.h"
 
@@ -599,14 +608,23 @@ KX_INLINE __m256i kx_hsum8_epi32(__m256i v0, __m256i v1, __m256i v2, __m256i v3,
                             _mm256_permute2x128_si256(b0, b1, 0x31));
 }
 
+/* Lanes 0..3 of the result = the sums of the 8 int32 lanes of v0..v3. */
+KX_INLINE __m128i kx_hsum4_epi32(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+}
+
 /*
- * q4_K float steps, per (row, activation) pair and super-block, shared by every q4_K kernel so
- * that vec_dot and all matmul paths agree bit for bit (they differ only in how the exact int32
- * sums isum = sum_j sc_j sum q y, msum = sum_g min_{g/2} bsums_g are formed):
- *     acc = fma((float)isum, d * d_y, acc);   acc = fma(-(float)msum, dmin * d_y, acc)
- * one lane per pair (the 16-row kernel does the same on 512-bit vectors).
+ * The float steps of q4_K and q6_K (AVX-512 build), per (row, activation) pair and super-block,
+ * shared by every kernel of the table so that vec_dot and all matmul paths agree bit for bit
+ * (they differ only in how the exact int32 sums are formed: isum = sum_j sc_j sum q y over the
+ * unsigned quants, msum = sum_g f_g bsums_g with f = the mins (q4_K) or the scales (q6_K)):
+ *     q4_K:  acc = fma((float)isum, d * d_y, acc);   acc = fma(-(float)msum, dmin * d_y, acc)
+ *     q6_K:  acc = fma((float)(isum - 32 msum), d * d_y, acc)
+ * one lane per pair; the 16-row kernel (kx_gtile) does the same on 512-bit vectors.
  */
-KX_INLINE __m128 kx_q4k_fin(__m128 acc, __m128 fi, __m128 fm, __m128 dy, __m128 my) {
+KX_INLINE __m128 kx_k_fin(const int f, __m128 acc, __m128 fi, __m128 fm, __m128 dy, __m128 my) {
+    if (f == KX_Q6_K) return _mm_fmadd_ps(fi, dy, acc);
     return _mm_fnmadd_ps(fm, my, _mm_fmadd_ps(fi, dy, acc));
 }
 
@@ -626,7 +644,7 @@ KX_INLINE void kx_tile_k(const int f, const int R, const int B, int64_t n, const
     const size_t bs = kx_bsizek(f);
     const int64_t nb = n / QK_K;
     __m256 acc[KX_MAXR][KX_MAXB];
-    __m128 acc4[KX_MAXB]; /* q4_K: lane r = row r */
+    __m128 acc4[KX_MAXB]; /* q4_K, q6_K with VNNI: lane r = row r */
     KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) acc[r][b] =
         _mm256_setzero_ps();
     KX_UNROLL for (int b = 0; b < B; b++) acc4[b] = _mm_setzero_ps();
@@ -648,8 +666,54 @@ KX_INLINE void kx_tile_k(const int f, const int R, const int B, int64_t n, const
                     kx_dot_i16(isum[r][b], _mm256_maddubs_epi16(q, yq[b]), sc);
             }
         }
-        if (f == KX_Q4_K) {
-            /* per-block integer sums, then the float steps of kx_q4k_fin (lanes = rows) */
+        if (KX_VNNI && f == KX_Q6_K) {
+            /* per-block integer sums, then the float steps of kx_k_fin (lanes = rows) */
+            __m256i s[4];
+            uint16_t dh[8] = {0};
+            KX_UNROLL for (int b = 0; b < B; b++) {
+                const block_q8_K *y = (const block_q8_K *)(A + b * arb) + i;
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)y->bsums);
+                KX_UNROLL for (int r = 0; r < 4; r++) s[r] =
+                    r < R
+                        ? _mm256_sub_epi32(isum[r][b],
+                                           _mm256_slli_epi32(_mm256_madd_epi16(bsums, S[r].m16), 5))
+                        : _mm256_setzero_si256();
+                __m128i x;
+                if (R == 1) {
+                    x = _mm_add_epi32(_mm256_castsi256_si128(s[0]),
+                                      _mm256_extracti128_si256(s[0], 1));
+                    x = _mm_hadd_epi32(x, x);
+                    x = _mm_hadd_epi32(x, x);
+                } else {
+                    x = kx_hsum4_epi32(s[0], s[1], s[2], s[3]);
+                }
+                if (b == 0)
+                    KX_UNROLL for (int r = 0; r < R; r++) dh[r] =
+                        ((const block_q6_K *)(W + r * wrb + (size_t)i * bs))->d;
+                const __m128 dy = _mm_mul_ps(_mm_cvtph_ps(_mm_loadu_si128((const __m128i *)dh)),
+                                             _mm_set1_ps(y->d));
+                acc4[b] = kx_k_fin(f, acc4[b], _mm_cvtepi32_ps(x), dy, dy, dy);
+            }
+            continue;
+        }
+        if (KX_VNNI && f == KX_Q4_K) {
+            /* per-block integer sums, then the float steps of kx_k_fin (lanes = rows) */
+            if (R == 1 && B == 1) { /* vec_dot: a 2-vector reduction, lane 0 */
+                const block_q8_K *y = (const block_q8_K *)(A) + i;
+                const __m256i h = _mm256_hadd_epi32(
+                    isum[0][0],
+                    _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), S[0].m16));
+                __m128i x =
+                    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                x = _mm_hadd_epi32(x, x); /* isum, msum, isum, msum */
+                uint32_t dm;
+                memcpy(&dm, W + (size_t)i * bs, 4); /* d, dmin */
+                const __m128 fs = _mm_cvtepi32_ps(x);
+                const __m128 dy =
+                    _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dm)), _mm_set1_ps(y->d));
+                acc4[0] = kx_k_fin(f, acc4[0], fs, _mm_movehdup_ps(fs), dy, _mm_movehdup_ps(dy));
+                continue;
+            }
             uint16_t dh[8] = {0};
             KX_UNROLL for (int r = 0; r < R; r++) {
                 const block_q4_K *x = (const block_q4_K *)(W + r * wrb + (size_t)i * bs);
@@ -668,9 +732,9 @@ KX_INLINE void kx_tile_k(const int f, const int R, const int B, int64_t n, const
                 const __m256 s = _mm256_cvtepi32_ps(
                     kx_hsum8_epi32(is[0], is[1], is[2], is[3], ms[0], ms[1], ms[2], ms[3]));
                 const __m256 dy = _mm256_mul_ps(dd, _mm256_set1_ps(y->d));
-                acc4[b] = kx_q4k_fin(acc4[b], _mm256_castps256_ps128(s),
-                                     _mm256_extractf128_ps(s, 1), _mm256_castps256_ps128(dy),
-                                     _mm256_extractf128_ps(dy, 1));
+                acc4[b] =
+                    kx_k_fin(f, acc4[b], _mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1),
+                             _mm256_castps256_ps128(dy), _mm256_extractf128_ps(dy, 1));
             }
             continue;
         }
@@ -693,7 +757,7 @@ KX_INLINE void kx_tile_k(const int f, const int R, const int B, int64_t n, const
             }
         }
     }
-    if (f == KX_Q4_K) {
+    if (KX_VNNI && (f == KX_Q4_K || f == KX_Q6_K)) {
         KX_UNROLL for (int b = 0; b < B; b++) {
             float t[4];
             _mm_storeu_ps(t, acc4[b]);
@@ -723,37 +787,37 @@ KX_DRIVER(KX(matmul_q4_K_tiled), KX_TILE_Q4_K, KX_TR, KX_TB)
 KX_DRIVER(KX(matmul_q4_K), KX_TILE_Q4_K, KX_TR, KX_TB)
 #endif
 KX_DRIVER(KX(matmul_q5_K), KX_TILE_Q5_K, KX_TR, KX_TB)
+#if KX_VNNI
+KX_DRIVER(KX(matmul_q6_K_tiled), KX_TILE_Q6_K, KX_TR, KX_TB)
+#else
 KX_DRIVER(KX(matmul_q6_K), KX_TILE_Q6_K, KX_TR, KX_TB)
+#endif
 
 #if KX_VNNI
-/* ================= q4_K x q8_K, batched: 16 weight rows in the lanes of a zmm ================= */
+/* ============ q4_K / q6_K x q8_K, batched: 16 weight rows in the lanes of a zmm ============ */
 /*
- * With several activation rows the q4_K weights of 16 rows are repacked, a few super-blocks at a
- * time, into a stack buffer where each 512-bit vector holds the same 4 quants (as bytes) of all
- * 16 rows, and the per-row scales, mins and d's sit in lane vectors too. One vpdpbusd with the
- * matching 4 activation bytes broadcast then does 64 multiply-adds of 16 (row, activation)
- * pairs, and the sub-block scales / mins / float steps are applied once per vector for 16 rows
- * instead of per 32 elements per row. The repacking costs about as much as a few activation
- * rows and is reused for all n_b of them, so this path starts at KX_GNB_MIN rows.
- * Integer sums are the same exact int32 as in kx_tile_k, and the float steps are kx_q4k_fin's:
- * results are bit-identical to vec_dot.
+ * With several activation rows the weights of 16 rows are repacked, a few super-blocks at a
+ * time, into a stack buffer where each 512-bit vector holds the same 4 quants (unsigned, one
+ * byte each) of all 16 rows, and the per-row scales, mins and d's sit in lane vectors too. One
+ * vpdpbusd with the matching 4 activation bytes broadcast then does 64 multiply-adds for 16
+ * (row, activation) pairs, and the sub-block scales, mins and float steps are applied once per
+ * vector for 16 rows instead of per 32 elements per row. The repacking (16 x 16 dword
+ * transposes) costs about as much as two activation rows and is reused for all n_b of them, so
+ * this path starts at KX_GNB_MIN rows.
+ * The integer sums are the same exact int32 as kx_tile_k's and the float steps are those of
+ * kx_k_fin: results are bit-identical to vec_dot.
  */
-#define KX_G 16     /* rows per group: one per int32 lane */
-#ifndef KX_GNS
-#define KX_GNS 4    /* super-blocks repacked at a time (4 x 4.7 KB on the stack, L1-resident) */
-#endif
-#ifndef KX_GTB
-#define KX_GTB 6    /* activation rows sharing each weight vector */
-#endif
-#ifndef KX_GNB_MIN
-#define KX_GNB_MIN 4
-#endif
+#define KX_G 16  /* rows per group: one per int32 lane */
+#define KX_GNS 4 /* super-blocks repacked at a time (4 x 5.6 KB on the stack, L1-resident) */
+#define KX_GTB 6 /* activation rows sharing each weight vector */
+#define KX_GNB_MIN 3
 
-struct kx_q4k_g {
+struct kx_kg {
     uint8_t q[64][64];  /* [8 j + s][4 r + e] = quant 32 j + 4 s + e of row r (0..15) */
-    uint32_t mn[8][16]; /* min of sub-block j of row r, in both int16 halves */
-    uint8_t sc[8][16];  /* scale of sub-block j of row r */
-    uint16_t d[16], dmin[16];
+    int32_t sc[16][16]; /* scale of sub-block j of row r (q4_K: 8 of 32 elements; q6_K: 16 of 16) */
+    uint32_t mp[8][16]; /* int16 pairs against bsums 2p, 2p + 1: q4_K (min p, min p); q6_K
+                           (scale 2p, scale 2p + 1) */
+    float d[16], dmin[16];
 };
 
 /* out[c] lane r = dword c of in[r] (16 x 16 transpose of dwords). */
@@ -771,8 +835,8 @@ KX_INLINE void kx_transpose16(__m512i in[16], __m512i out[16]) {
         u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
     }
     for (int m = 0; m < 4; m++) {
-        const __m512i ablo = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44);  /* A0 A1 B0 B1 */
-        const __m512i abhi = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xEE);  /* A2 A3 B2 B3 */
+        const __m512i ablo = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44); /* A0 A1 B0 B1 */
+        const __m512i abhi = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xEE); /* A2 A3 B2 B3 */
         const __m512i cdlo = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x44);
         const __m512i cdhi = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xEE);
         out[m] = _mm512_shuffle_i32x4(ablo, cdlo, 0x88);      /* lane 0 of A B C D */
@@ -782,17 +846,33 @@ KX_INLINE void kx_transpose16(__m512i in[16], __m512i out[16]) {
     }
 }
 
+/* 64 bytes at byte offset off of super-block i of rows 0..nr-1, transposed: out[c] lane r =
+ * dword c (missing rows 0). */
+KX_INLINE void kx_gload(const char *W, size_t wrb, size_t bs, int nr, int64_t i, size_t off,
+                        __m512i out[16]) {
+    __m512i in[16];
+    for (int r = 0; r < 16; r++)
+        in[r] = r < nr ? _mm512_loadu_si512(W + r * wrb + (size_t)i * bs + off)
+                       : _mm512_setzero_si512();
+    kx_transpose16(in, out);
+}
+
+/* Dword at byte offset off of super-block i of rows 0..nr-1 (missing rows 0), lane r = row r. */
+KX_INLINE __m512i kx_ggather(const char *W, size_t wrb, size_t bs, int nr, int64_t i, size_t off) {
+    const __m512i rowi =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32((int)wrb));
+    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), (__mmask16)((1u << nr) - 1u), rowi,
+                                       W + (size_t)i * bs + off, 1);
+}
+
 /* Repacks super-block i of rows 0..nr-1 (nr <= 16) at W; the lanes of missing rows are 0. */
-static void kx_q4k_repack(const char *W, size_t wrb, int nr, int64_t i, struct kx_q4k_g *g) {
-    __m512i in[16], tr[16];
-    uint8_t sm[16][16];
+static void kx_q4k_repack(const char *W, size_t wrb, int nr, int64_t i, struct kx_kg *g) {
+    const size_t bs = sizeof(block_q4_K);
     const __m512i m0F = _mm512_set1_epi8(0x0F);
     for (int h = 0; h < 2; h++) { /* qs bytes 64h .. 64h+63: dwords 16h .. 16h+15 */
-        for (int r = 0; r < 16; r++)
-            in[r] = r < nr ? _mm512_loadu_si512(
-                                 ((const block_q4_K *)(W + r * wrb) + i)->qs + 64 * h)
-                           : _mm512_setzero_si512();
-        kx_transpose16(in, tr);
+        __m512i tr[16];
+        kx_gload(W, wrb, bs, nr, i, offsetof(block_q4_K, qs) + 64 * h, tr);
         /* dword t = 16h + c of qs: bytes 32p + 4s .. (p = t / 8, s = t % 8), whose low nibbles
          * are quants 4s.. of sub-block 2p and high nibbles those of sub-block 2p + 1 */
         for (int c = 0; c < 16; c++) {
@@ -802,22 +882,76 @@ static void kx_q4k_repack(const char *W, size_t wrb, int nr, int64_t i, struct k
                                _mm512_and_si512(_mm512_srli_epi16(tr[c], 4), m0F));
         }
     }
-    for (int r = 0; r < 16; r++) {
-        if (r < nr) {
-            const block_q4_K *x = (const block_q4_K *)(W + r * wrb) + i;
-            _mm_storeu_si128((__m128i *)sm[r], kx_scales_k4(x->scales));
-            g->d[r] = x->d;
-            g->dmin[r] = x->dmin;
-        } else {
-            memset(sm[r], 0, 16);
-            g->d[r] = g->dmin[r] = 0;
+    /* d | dmin << 16, then the 12 scale bytes: 4 dwords */
+    __m512i u[4];
+    for (int t = 0; t < 4; t++)
+        u[t] = kx_ggather(W, wrb, bs, nr, i, 4 * (size_t)t);
+    const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
+    _mm512_store_ps(g->d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_and_si512(u[0], lo16))));
+    _mm512_store_ps(g->dmin, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(u[0], 16))));
+    /* kx_scales_k4 on 16 rows at once: bytes of sc0-3, sc4-7, m0-3, m4-7 */
+    const __m512i m6 = _mm512_set1_epi32(0x3f3f3f3f), m4 = _mm512_set1_epi32(0x0f0f0f0f),
+                  m2 = _mm512_set1_epi32(0x03030303);
+    const __m512i sc03 = _mm512_and_si512(u[1], m6), mn03 = _mm512_and_si512(u[2], m6);
+    const __m512i sc47 =
+        _mm512_or_si512(_mm512_and_si512(u[3], m4),
+                        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[1], 6), m2), 4));
+    const __m512i mn47 =
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u[3], 4), m4),
+                        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[2], 6), m2), 4));
+    const __m512i ff = _mm512_set1_epi32(0xFF);
+    KX_UNROLL for (int j = 0; j < 4; j++) {
+        _mm512_store_si512(g->sc[j], _mm512_and_si512(_mm512_srli_epi32(sc03, 8 * j), ff));
+        _mm512_store_si512(g->sc[4 + j], _mm512_and_si512(_mm512_srli_epi32(sc47, 8 * j), ff));
+        const __m512i a = _mm512_and_si512(_mm512_srli_epi32(mn03, 8 * j), ff);
+        const __m512i c = _mm512_and_si512(_mm512_srli_epi32(mn47, 8 * j), ff);
+        _mm512_store_si512(g->mp[j], _mm512_or_si512(a, _mm512_slli_epi32(a, 16)));
+        _mm512_store_si512(g->mp[4 + j], _mm512_or_si512(c, _mm512_slli_epi32(c, 16)));
+    }
+}
+
+static void kx_q6k_repack(const char *W, size_t wrb, int nr, int64_t i, struct kx_kg *g) {
+    const size_t bs = sizeof(block_q6_K);
+    __m512i ql[32], qh[16];
+    kx_gload(W, wrb, bs, nr, i, offsetof(block_q6_K, ql), ql);
+    kx_gload(W, wrb, bs, nr, i, offsetof(block_q6_K, ql) + 64, ql + 16);
+    kx_gload(W, wrb, bs, nr, i, offsetof(block_q6_K, qh), qh);
+    const __m512i m0F = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    /* chunk j = 4h + c (elements 32j..): low 4 bits in the low (c < 2) or high nibbles of ql
+     * bytes 64h + 32(c%2) + l, high 2 bits at 2c in qh bytes 32h + l, l = 4s + e */
+    KX_UNROLL for (int j = 0; j < 8; j++) {
+        const int h = j / 4, c = j % 4;
+        KX_UNROLL for (int s = 0; s < 8; s++) {
+            const __m512i l = ql[16 * h + 8 * (c % 2) + s], hb = qh[8 * h + s];
+            const __m512i lo = _mm512_and_si512(c < 2 ? l : _mm512_srli_epi16(l, 4), m0F);
+            const __m512i hi = _mm512_and_si512(c == 0   ? _mm512_slli_epi16(hb, 4)
+                                                : c == 1 ? _mm512_slli_epi16(hb, 2)
+                                                : c == 2 ? hb
+                                                         : _mm512_srli_epi16(hb, 2),
+                                                m30);
+            _mm512_store_si512(g->q[8 * j + s], _mm512_or_si512(lo, hi));
         }
     }
-    for (int j = 0; j < 8; j++)
-        for (int r = 0; r < 16; r++) {
-            g->sc[j][r] = sm[r][j];
-            g->mn[j][r] = sm[r][8 + j] * 0x10001u;
+    /* 16 int8 scales (4 dwords), d in the high half of the dword at 206 (a dword at 208 would
+     * read past the block) */
+    __m512i v[4];
+    for (int t = 0; t < 4; t++)
+        v[t] = kx_ggather(W, wrb, bs, nr, i, offsetof(block_q6_K, scales) + 4 * (size_t)t);
+    const __m512i dw = kx_ggather(W, wrb, bs, nr, i, offsetof(block_q6_K, d) - 2);
+    _mm512_store_ps(g->d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dw, 16))));
+    _mm512_store_ps(g->dmin, _mm512_setzero_ps());
+    const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
+    KX_UNROLL for (int t = 0; t < 4; t++) {
+        __m512i s[4];
+        KX_UNROLL for (int b = 0; b < 4; b++) {
+            s[b] = _mm512_srai_epi32(_mm512_slli_epi32(v[t], 24 - 8 * b), 24);
+            _mm512_store_si512(g->sc[4 * t + b], s[b]);
         }
+        _mm512_store_si512(g->mp[2 * t], _mm512_or_si512(_mm512_and_si512(s[0], lo16),
+                                                         _mm512_slli_epi32(s[1], 16)));
+        _mm512_store_si512(g->mp[2 * t + 1], _mm512_or_si512(_mm512_and_si512(s[2], lo16),
+                                                             _mm512_slli_epi32(s[3], 16)));
+    }
 }
 
 KX_INLINE __m512i kx_bcast32(const void *p) {
@@ -828,74 +962,90 @@ KX_INLINE __m512i kx_bcast32(const void *p) {
 
 /* TB activation rows at A against the repacked super-blocks g[0..ns-1] (= blocks i0..); out
  * lanes under mask m, accumulating onto out unless first. */
-KX_INLINE void kx_q4k_gtile(const int TB, const struct kx_q4k_g *g, int ns, const char *A,
-                            size_t arb, int64_t i0, float *out, int64_t os, __mmask16 m,
-                            int first) {
+KX_INLINE void kx_gtile(const int f, const int TB, const struct kx_kg *g, int ns, const char *A,
+                        size_t arb, int64_t i0, float *out, int64_t os, __mmask16 m, int first) {
     __m512 acc[KX_GTB];
     KX_UNROLL for (int b = 0; b < TB; b++) acc[b] =
         first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, out + b * os);
     for (int t = 0; t < ns; t++) {
-        const struct kx_q4k_g *G = g + t;
+        const struct kx_kg *G = g + t;
         const block_q8_K *y[KX_GTB];
         KX_UNROLL for (int b = 0; b < TB; b++) y[b] = (const block_q8_K *)(A + b * arb) + i0 + t;
         __m512i isum[KX_GTB];
-        KX_UNROLL for (int j = 0; j < 8; j++) {
+        /* sub-blocks of 8 (q4_K) or 4 (q6_K) steps of 4 quants */
+        const int nsub = f == KX_Q4_K ? 8 : 16, steps = f == KX_Q4_K ? 8 : 4;
+        KX_UNROLL for (int j = 0; j < nsub; j++) {
             __m512i p[KX_GTB];
             KX_UNROLL for (int b = 0; b < TB; b++) p[b] = _mm512_setzero_si512();
-            KX_UNROLL for (int s = 0; s < 8; s++) {
-                const __m512i w = _mm512_load_si512(G->q[8 * j + s]);
+            KX_UNROLL for (int s = 0; s < steps; s++) {
+                const int e = 4 * (steps * j + s); /* first element */
+                const __m512i w = _mm512_load_si512(G->q[e / 4]);
                 KX_UNROLL for (int b = 0; b < TB; b++) p[b] =
-                    _mm512_dpbusd_epi32(p[b], w, kx_bcast32(y[b]->qs + 32 * j + 4 * s));
+                    _mm512_dpbusd_epi32(p[b], w, kx_bcast32(y[b]->qs + e));
             }
-            const __m512i sc = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)G->sc[j]));
+            const __m512i sc = _mm512_load_si512(G->sc[j]);
             KX_UNROLL for (int b = 0; b < TB; b++) {
                 const __m512i v = _mm512_mullo_epi32(p[b], sc);
                 isum[b] = j ? _mm512_add_epi32(isum[b], v) : v;
             }
         }
-        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)G->d));
-        const __m512 dm = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)G->dmin));
+        const __m512 d = _mm512_load_ps(G->d), dm = _mm512_load_ps(G->dmin);
         KX_UNROLL for (int b = 0; b < TB; b++) {
             __m512i ms = _mm512_setzero_si512();
-            KX_UNROLL for (int j = 0; j < 8; j++) ms = _mm512_dpwssd_epi32(
-                ms, _mm512_load_si512(G->mn[j]), kx_bcast32(y[b]->bsums + 2 * j));
+            KX_UNROLL for (int p = 0; p < 8; p++) ms = _mm512_dpwssd_epi32(
+                ms, _mm512_load_si512(G->mp[p]), kx_bcast32(y[b]->bsums + 2 * p));
             const __m512 yd = _mm512_set1_ps(y[b]->d);
-            /* kx_q4k_fin on 16 lanes */
-            acc[b] = _mm512_fnmadd_ps(
-                _mm512_cvtepi32_ps(ms), _mm512_mul_ps(dm, yd),
-                _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[b]), _mm512_mul_ps(d, yd), acc[b]));
+            /* kx_k_fin on 16 lanes */
+            if (f == KX_Q4_K)
+                acc[b] = _mm512_fnmadd_ps(
+                    _mm512_cvtepi32_ps(ms), _mm512_mul_ps(dm, yd),
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[b]), _mm512_mul_ps(d, yd), acc[b]));
+            else /* quants offset by 32 */
+                acc[b] = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(_mm512_sub_epi32(isum[b], _mm512_slli_epi32(ms, 5))),
+                    _mm512_mul_ps(d, yd), acc[b]);
         }
     }
     KX_UNROLL for (int b = 0; b < TB; b++) _mm512_mask_storeu_ps(out + b * os, m, acc[b]);
 }
 
-static void KX(matmul_q4_K)(const struct realm_quant_ops *ops, int64_t k, const void *W,
-                            size_t wrb, int64_t n_r, const void *act, size_t arb, int64_t n_b,
-                            float *out, int64_t os) {
-    if (n_b < KX_GNB_MIN) {
-        KX(matmul_q4_K_tiled)(ops, k, W, wrb, n_r, act, arb, n_b, out, os);
-        return;
-    }
+KX_INLINE void kx_gmatmul(const int f, const int64_t k, const char *w, size_t wrb, int64_t n_r,
+                          const char *a, size_t arb, int64_t n_b, float *out, int64_t os) {
+    const size_t bs = f == KX_Q4_K ? sizeof(block_q4_K) : sizeof(block_q6_K);
     const int64_t nb = k / QK_K;
-    const char *w = W, *a = act;
-    struct kx_q4k_g g[KX_GNS] __attribute__((aligned(64)));
+    struct kx_kg g[KX_GNS] __attribute__((aligned(64)));
     for (int64_t r0 = 0; r0 < n_r; r0 += KX_G) {
         const int nr = n_r - r0 < KX_G ? (int)(n_r - r0) : KX_G;
         const __mmask16 m = (__mmask16)((1u << nr) - 1u);
         for (int64_t i0 = 0; i0 < nb; i0 += KX_GNS) {
             const int ns = nb - i0 < KX_GNS ? (int)(nb - i0) : KX_GNS;
-            for (int t = 0; t < ns; t++)
-                kx_q4k_repack(w + r0 * wrb, wrb, nr, i0 + t, &g[t]);
+            for (int t = 0; t < ns; t++) {
+                if (f == KX_Q4_K)
+                    kx_q4k_repack(w + r0 * wrb, wrb, nr, i0 + t, &g[t]);
+                else
+                    kx_q6k_repack(w + r0 * wrb, wrb, nr, i0 + t, &g[t]);
+            }
+            /* fetch the next slice's rows while this one meets the activations (16 row streams
+             * are too many for the hardware prefetcher) */
+            {
+                int64_t pr0 = r0, pi = i0 + KX_GNS;
+                if (pi >= nb) pr0 += KX_G, pi = 0;
+                const int64_t pnr = n_r - pr0 < KX_G ? n_r - pr0 : KX_G;
+                const int64_t pns = nb - pi < KX_GNS ? nb - pi : KX_GNS;
+                for (int64_t r = 0; r < pnr; r++)
+                    kx_prefetch(w + (pr0 + r) * wrb + pi * (int64_t)bs, (size_t)pns * bs);
+            }
             float *o = out + r0;
             const int first = i0 == 0;
             int64_t b = 0;
             for (; b + KX_GTB <= n_b; b += KX_GTB)
-                kx_q4k_gtile(KX_GTB, g, ns, a + b * arb, arb, i0, o + b * os, os, m, first);
+                kx_gtile(f, KX_GTB, g, ns, a + b * arb, arb, i0, o + b * os, os, m, first);
             switch (n_b - b) { /* the remaining 1 .. KX_GTB-1 rows */
 #define KX_GCASE(n)                                                                                \
     case n:                                                                                        \
-        if (n < KX_GTB) kx_q4k_gtile(n < KX_GTB ? n : 1, g, ns, a + b * arb, arb, i0, o + b * os,  \
-                                     os, m, first);                                                \
+        if (n < KX_GTB)                                                                            \
+            kx_gtile(f, n < KX_GTB ? n : 1, g, ns, a + b * arb, arb, i0, o + b * os, os, m,        \
+                     first);                                                                       \
         break;
                 KX_GCASE(1)
                 KX_GCASE(2)
@@ -911,7 +1061,91 @@ static void KX(matmul_q4_K)(const struct realm_quant_ops *ops, int64_t k, const 
         }
     }
 }
+
+/* Few activation rows, k = 0 (nothing to repack; the tiles write the zeros) and rows over 128 MB
+ * (gather offsets are int32) go to the tiles. */
+#define KX_GMATMUL(NAME, F, TILED)                                                                 \
+    static void NAME(const struct realm_quant_ops *ops, int64_t k, const void *W, size_t wrb,      \
+                     int64_t n_r, const void *act, size_t arb, int64_t n_b, float *out,            \
+                     int64_t os) {                                                                 \
+        if (n_b < KX_GNB_MIN || k < QK_K || wrb > (size_t)INT32_MAX / KX_G) {                      \
+            TILED(ops, k, W, wrb, n_r, act, arb, n_b, out, os);                                    \
+            return;                                                                                \
+        }                                                                                          \
+        kx_gmatmul(F, k, (const char *)W, wrb, n_r, (const char *)act, arb, n_b, out, os);         \
+    }
+KX_GMATMUL(KX(matmul_q4_K), KX_Q4_K, KX(matmul_q4_K_tiled))
+KX_GMATMUL(KX(matmul_q6_K), KX_Q6_K, KX(matmul_q6_K_tiled))
 #endif
+
+/* ============================ activations: quantize_row_q8_K ============================ */
+/*
+ * Bit-identical to quant_quantize_row_q8_K (ref_q8.c): the same IEEE operations per element
+ * (|x| max with NaNs skipped, the first element of that magnitude, iscale = -127/max, the
+ * nearest_int magic-number rounding, min 127, truncation to int8), only vectorized; the bsums
+ * are exact integer sums of the stored quants.
+ */
+static void KX(quantize_row_q8_K)(const float *x, void *vy, int64_t n) {
+    block_q8_K *y = vy;
+    const int64_t nb = n / QK_K;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < nb; i++, x += QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) /* max_ps returns its 2nd operand if one is NaN */
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), m);
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+        if (amax == 0) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        int jmax = 0;
+        for (int j = 0; j < QK_K; j += 8) {
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(
+                _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+            if (mask) {
+                jmax = j + __builtin_ctz((unsigned)mask);
+                break;
+            }
+        }
+        const float iscale = -127.f / x[jmax];
+        const __m256 vs = _mm256_set1_ps(iscale), magic = _mm256_set1_ps(12582912.f);
+        const __m256i mant = _mm256_set1_epi32(0x007fffff), off = _mm256_set1_epi32(0x00400000);
+        const __m256i c127 = _mm256_set1_epi32(127), ff = _mm256_set1_epi32(0xFF);
+        __m256i sums[8];
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256i v[4];
+            for (int u = 0; u < 4; u++) {
+                const __m256 f =
+                    _mm256_add_ps(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j + 8 * u)), magic);
+                const __m256i q =
+                    _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(f), mant), off);
+                v[u] = _mm256_and_si256(_mm256_min_epi32(q, c127), ff); /* int8 bits */
+            }
+            /* [v0 0-3 v1 0-3 v2 0-3 v3 0-3 | v0 4-7 ...] -> element order */
+            const __m256i b =
+                _mm256_permutevar8x32_epi32(_mm256_packus_epi16(_mm256_packus_epi32(v[0], v[1]),
+                                                                _mm256_packus_epi32(v[2], v[3])),
+                                            _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(y[i].qs + j), b);
+            /* 4-sums: lanes 0-3 group j/16, lanes 4-7 group j/16 + 1 */
+            sums[j / 32] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), b),
+                                             _mm256_set1_epi16(1));
+        }
+        /* [g0 g2 g4 g6 | g1 g3 g5 g7] and [g8 .. g14 | g9 .. g15] */
+        const __m256i w0 = _mm256_hadd_epi32(_mm256_hadd_epi32(sums[0], sums[1]),
+                                             _mm256_hadd_epi32(sums[2], sums[3]));
+        const __m256i w1 = _mm256_hadd_epi32(_mm256_hadd_epi32(sums[4], sums[5]),
+                                             _mm256_hadd_epi32(sums[6], sums[7]));
+        const __m256i p = _mm256_packs_epi32(w0, w1); /* |sum| <= 2048: exact */
+        const __m128i ev = _mm256_castsi256_si128(p), od = _mm256_extracti128_si256(p, 1);
+        _mm_storeu_si128((__m128i *)y[i].bsums, _mm_unpacklo_epi16(ev, od));
+        _mm_storeu_si128((__m128i *)(y[i].bsums + 8), _mm_unpackhi_epi16(ev, od));
+        y[i].d = 1 / iscale;
+    }
+}
 
 /* ---- the table entries ---- */
 
@@ -941,7 +1175,8 @@ KX_INLINE int kx_fill(struct realm_quant_ops *tab) {
         tab[k[i].type].vec_dot = k[i].dot;
         tab[k[i].type].matmul = k[i].mm;
     }
-    return n;
+    tab[REALM_TYPE_Q8_K].quantize_row = KX(quantize_row_q8_K);
+    return n + 1;
 }
 
 #endif
