@@ -162,11 +162,37 @@ static void test_prefix_cow_evict(void) {
     realm_kv_pool_free(pool);
 }
 
+/* Resident memory follows peak use: sequences that come and go, each with its own prompt, keep
+ * reusing the blocks already written (free or cached) instead of touching new ones. */
+static void test_touched_follows_peak(void) {
+    struct realm_kv_pool *pool = new_pool(64, 0);
+    struct realm_err err;
+    for (int round = 0; round < 20; round++) {
+        struct realm_kv_seq *s[2];
+        for (int k = 0; k < 2; k++) {
+            int32_t toks[12];
+            for (int i = 0; i < 12; i++) toks[i] = 1000 * round + 100 * k + i; /* all different */
+            CHECK(realm_kv_seq_new(pool, 1, 64, &s[k], &err) == REALM_OK);
+            CHECK(append(s[k], toks, 12, &err) == REALM_OK); /* 3 full blocks, cached on release */
+            CHECK(holds(s[k], toks, 12));
+        }
+        realm_kv_seq_free(s[0]);
+        realm_kv_seq_free(s[1]);
+    }
+    struct realm_kv_pool_stats st;
+    realm_kv_pool_get_stats(pool, &st);
+    CHECKF(st.touched == 6, "touched %d blocks for a peak of 6 in use", st.touched);
+    CHECK(st.evictions > 0);
+    CHECK_EQ_INT(st.used, 0);
+    realm_kv_pool_free(pool);
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     int64_t base = realm_alloc_bytes_in_use();
     test_basic_and_quota();
     test_prefix_cow_evict();
+    test_touched_follows_peak();
     struct realm_kv_pool *pool = NULL;
     struct realm_err err;
     struct realm_kv_pool_params bad = {.n_layer = 2, .row_bytes = 8, .memory_bytes = 10};

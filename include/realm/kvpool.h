@@ -14,7 +14,8 @@
  * on every hit, so a hash collision cannot leak another prompt's cache. Shared blocks are
  * copy-on-write: a sequence that writes into a block others also hold first gets its own copy.
  * Cached blocks nobody holds stay cached (least recently released first out) until a free block
- * is needed.
+ * is needed; a block never written is used only when no written block is free or cached, so the
+ * pool's resident memory follows its peak use rather than its size.
  *
  * Quota: blocks held by a tenant's sequences (shared ones counted once per tenant) must stay
  * within its quota; cached blocks nobody holds are not charged.
@@ -57,6 +58,8 @@ struct realm_kv_pool_stats {
     int32_t used;         /* held by at least one sequence */
     int32_t cached_idle;  /* cached, held by nobody (reclaimable) */
     int32_t free;         /* neither */
+    int32_t touched;      /* blocks ever written (their pages are resident): the peak in use, as
+                             fresh blocks are used only when no written one is free or cached */
     int64_t prefix_hits;  /* blocks attached from the prefix cache */
     int64_t cow_copies;
     int64_t evictions;

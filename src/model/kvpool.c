@@ -45,6 +45,7 @@ struct realm_kv_pool {
     int32_t *free_stack;
     int32_t n_free;
     int32_t lru_head, lru_tail, n_idle; /* head = least recently released */
+    int32_t high;                       /* blocks [0, high) have been written at least once */
     int32_t *buckets;
     uint32_t n_buckets;
     struct tenant_ent *tenants;
@@ -173,14 +174,25 @@ static int32_t hash_lookup(struct realm_kv_pool *p, uint32_t tenant, uint64_t pa
 
 /* ---- allocation ---- */
 
-/* A block nobody holds: from the free stack, else the least recently released cached block. */
+/* A block nobody holds. Memory the pool has already written comes first — a free block from the
+ * top of the stack, then the least recently released cached block — and a never-touched block
+ * only when neither exists, so the resident size follows the peak number of blocks in use and
+ * the prefix cache lives within those pages instead of slowly committing the whole pool.
+ * Fresh blocks sit at the bottom of the free stack in index order, so a free block is touched
+ * iff its index is below the high-water mark. */
 static int32_t take_block(struct realm_kv_pool *p) {
-    if (p->n_free) return p->free_stack[--p->n_free];
+    if (p->n_free && p->free_stack[p->n_free - 1] < p->high) return p->free_stack[--p->n_free];
     int32_t b = p->lru_head;
-    if (b < 0) return -1;
-    lru_remove(p, b);
-    hash_remove(p, b);
-    p->st.evictions++;
+    if (b >= 0) {
+        lru_remove(p, b);
+        hash_remove(p, b);
+        p->st.evictions++;
+        return b;
+    }
+    if (!p->n_free) return -1;
+    b = p->free_stack[--p->n_free];
+    if (b >= p->high) p->high = b + 1;
+    p->st.touched = p->high;
     return b;
 }
 

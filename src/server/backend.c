@@ -389,6 +389,9 @@ void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out)
         out->kv_prefix_hits += ks.prefix_hits;
         out->kv_cow += ks.cow_copies;
         out->kv_evictions += ks.evictions;
+        out->kv_touched += ks.touched;
+        out->kv_resident_bytes +=
+            (int64_t)ks.touched * (int64_t)realm_model_kv_block_bytes(b->models[i].model, REALM_KV_F16, KV_BLOCK_TOKENS);
     }
     for (size_t i = 0; i < b->n_pools; i++) {
         struct be_pool *p = &b->pools[i];

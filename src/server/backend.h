@@ -44,6 +44,8 @@ struct srv_backend_stats {
     bool have_kv;              /* the KV pool fields below are valid */
     int64_t kv_blocks, kv_used, kv_cached, kv_free; /* blocks: all, held, cached idle, free */
     int64_t kv_prefix_hits, kv_cow, kv_evictions;
+    int64_t kv_touched;        /* blocks ever written: their pages are resident */
+    int64_t kv_resident_bytes; /* their bytes */
 };
 
 /* Loads the config's models and compiles every guest (default + per tenant).

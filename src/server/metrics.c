@@ -193,7 +193,10 @@ int srv_metrics_render(struct realm_server *s, struct srv_buf *b) {
              scalar(b, "realm_kv_cow_copies_total", "counter", "Shared KV blocks copied before a write.",
                     (double)bs.kv_cow) ||
              scalar(b, "realm_kv_evictions_total", "counter", "Cached KV blocks reclaimed for new use.",
-                    (double)bs.kv_evictions);
+                    (double)bs.kv_evictions) ||
+             scalar(b, "realm_kv_resident_bytes", "gauge",
+                    "Bytes of KV pool memory ever written (resident; follows the peak number of blocks in use).",
+                    (double)bs.kv_resident_bytes);
         if (rc) return REALM_E_NOMEM;
     }
     if (s->backend &&
