@@ -19,7 +19,7 @@
 
 #define N_SESS 8
 #define N_GEN 24
-#define N_GEN_STARVE 200 /* long enough that a thread's preemption does not decide the rates */
+#define N_GEN_STARVE 32
 
 static const struct realm_model *g_model;
 static struct realm_sched *g_sched;
@@ -79,6 +79,47 @@ static void *run_job(void *arg) {
     realm_session_free(s);
     free(logits);
     return NULL;
+}
+
+/* Tenant A with 32 sessions and tenant B with 1 through 8-row steps (so A alone could fill every
+ * step): B's tokens per second stay within 2x of A's per-session rate. */
+static void starvation(const char *path) {
+    struct realm_gguf *g;
+    struct realm_model *m;
+    struct realm_engine *e;
+    struct realm_err err;
+    CHECK(realm_gguf_open(path, &g, &err) == REALM_OK);
+    CHECK(realm_model_load(g, &m, &err) == REALM_OK);
+    CHECK(realm_engine_new(m, 2, 64, &e, &err) == REALM_OK);
+    g_model = m;
+    g_vocab = realm_model_config(m)->n_vocab;
+    struct realm_sched_backend be = realm_sched_backend_engine(e, m);
+    struct realm_sched_params p = {.max_batch_tokens = 8, .prefill_chunk = 8};
+    CHECK(realm_sched_new(&be, &p, &g_sched, &err) == REALM_OK);
+    enum { N_A = 32 };
+    struct job a[N_A], b = {.i = 3, .tenant = 11, .n_gen = N_GEN_STARVE};
+    pthread_t ta[N_A], tb;
+    for (int i = 0; i < N_A; i++) {
+        a[i] = (struct job){.i = i % N_SESS, .tenant = 10, .n_gen = N_GEN_STARVE};
+        pthread_create(&ta[i], NULL, run_job, &a[i]);
+    }
+    pthread_create(&tb, NULL, run_job, &b);
+    for (int i = 0; i < N_A; i++) pthread_join(ta[i], NULL);
+    pthread_join(tb, NULL);
+    double a_rate = 0;
+    for (int i = 0; i < N_A; i++) {
+        CHECKF(a[i].rc == REALM_OK, "A %d: %s", i, a[i].msg);
+        a_rate += N_GEN_STARVE / a[i].seconds / N_A;
+    }
+    CHECKF(b.rc == REALM_OK, "B: %s", b.msg);
+    const double b_rate = N_GEN_STARVE / b.seconds;
+    tu_log("starvation (SmolLM2): tenant B %.1f tok/s, tenant A %.1f tok/s per session (32 sessions, 8-row steps)",
+           b_rate, a_rate);
+    CHECKF(b_rate >= a_rate / 2, "tenant B starved: %.1f tok/s vs A's %.1f per session", b_rate, a_rate);
+    realm_sched_free(g_sched);
+    realm_engine_free(e);
+    realm_model_free(m);
+    realm_gguf_close(g);
 }
 
 int main(int argc, char **argv) {
@@ -181,35 +222,16 @@ int main(int argc, char **argv) {
     CHECK_EQ_INT(realm_kv_pool_tenant_used(g_pool, 5), 0);
     realm_sched_free(g_sched);
 
-    /* ---- starvation: 32 sessions of tenant A and 1 of tenant B through 8-row steps ---- */
-    p = (struct realm_sched_params){.max_batch_tokens = 8, .prefill_chunk = 8};
-    CHECK(realm_sched_new(&be, &p, &g_sched, &err) == REALM_OK);
-    enum { N_A = 32 };
-    struct job a[N_A], b = {.i = 3, .tenant = 11, .n_gen = N_GEN_STARVE};
-    pthread_t ta[N_A], tb;
-    for (int i = 0; i < N_A; i++) {
-        a[i] = (struct job){.i = i % N_SESS, .tenant = 10, .n_gen = N_GEN_STARVE};
-        pthread_create(&ta[i], NULL, run_job, &a[i]);
-    }
-    pthread_create(&tb, NULL, run_job, &b);
-    for (int i = 0; i < N_A; i++) pthread_join(ta[i], NULL);
-    pthread_join(tb, NULL);
-    double a_rate = 0;
-    for (int i = 0; i < N_A; i++) {
-        CHECKF(a[i].rc == REALM_OK, "A %d: %s", i, a[i].msg);
-        a_rate += N_GEN_STARVE / a[i].seconds / N_A;
-    }
-    CHECKF(b.rc == REALM_OK, "B: %s", b.msg);
-    const double b_rate = N_GEN_STARVE / b.seconds;
-    tu_log("starvation: tenant B %.0f tok/s, tenant A %.0f tok/s per session (32 sessions, 8-row steps)", b_rate,
-           a_rate);
-    CHECKF(b_rate >= a_rate / 2, "tenant B starved: %.1f tok/s vs A's %.1f per session", b_rate, a_rate);
-    realm_kv_pool_get_stats(g_pool, &ks);
-    CHECK_EQ_INT(ks.used, 0);
-    realm_sched_free(g_sched);
     realm_kv_pool_free(g_pool);
+    g_pool = NULL;
     realm_engine_free(e);
     realm_model_free(m);
     realm_gguf_close(g);
+
+    /* ---- starvation, on SmolLM2: its steps (milliseconds) dwarf a thread's wake-up, so the
+     * rates measure the scheduler, not how fast 34 threads get a CPU on a loaded machine ---- */
+    const char *smol = tu_model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if (smol) starvation(smol);
+    else tu_log("starvation check skipped: SmolLM2-135M-Instruct.Q4_1.gguf not cached");
     return tu_finish("test_sched_model");
 }

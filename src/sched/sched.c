@@ -17,7 +17,7 @@
  * token, but each needs a CPU for a moment first (sampling, waking up). Starting the next step
  * the instant any work exists would then run it with whoever was quickest and leave the rest for
  * the step after — on two cores that settles into half-full steps. So after a step the scheduler
- * waits until as many requests have arrived as finished in it, or for at most a quarter of the
+ * waits until the sessions whose requests finished in it are queued again, or for at most a quarter of the
  * last step's time (capped at GATHER_MAX_S), whichever comes first.
  */
 #include "realm/sched.h"
@@ -80,8 +80,9 @@ struct realm_sched {
     int32_t n_step_reqs;
 
     struct realm_sched_stats stats;
-    int32_t expect_back; /* requests that finished in the last step (their callers likely return) */
-    int32_t arrived;     /* requests enqueued since the last step ended */
+    struct realm_session **returning; /* sessions of requests finished in the last step and not
+                                         queued again yet (max_batch_tokens entries) */
+    int32_t n_returning;
     double last_step_s;  /* duration of the last forward */
 };
 
@@ -291,8 +292,7 @@ static void complete_step(struct realm_sched *s, int rc, const struct realm_err 
     s->stats.steps++;
     s->stats.rows += n_rows;
     s->stats.batch_hist[hist_bucket(n_rows)]++;
-    s->expect_back = 0;
-    s->arrived = 0;
+    s->n_returning = 0;
     for (int32_t i = 0; i < s->n_step_reqs; i++) {
         struct req *r = s->step_reqs[i];
         struct tenant_q *t = tenant_get(s, r->tenant); /* exists: r is queued there */
@@ -310,7 +310,7 @@ static void complete_step(struct realm_sched *s, int rc, const struct realm_err 
         t->tokens_done += k;
         if (r->done == r->n) {
             finish(s, t, r, REALM_OK);
-            s->expect_back++;
+            s->returning[s->n_returning++] = r->session;
         }
     }
     compact_ring(s);
@@ -319,7 +319,7 @@ static void complete_step(struct realm_sched *s, int rc, const struct realm_err 
 /* Waits (lock held, released while waiting) for the callers of the last step to come back; see
  * "Gathering" above. */
 static void gather(struct realm_sched *s) {
-    if (s->arrived >= s->expect_back) return;
+    if (s->n_returning == 0) return;
     double wait = s->last_step_s / 4;
     if (wait > GATHER_MAX_S) wait = GATHER_MAX_S;
     struct timespec ts;
@@ -327,7 +327,7 @@ static void gather(struct realm_sched *s) {
     long long ns = ts.tv_nsec + (long long)(wait * 1e9);
     ts.tv_sec += (time_t)(ns / 1000000000);
     ts.tv_nsec = (long)(ns % 1000000000);
-    while (!s->stopping && s->arrived < s->expect_back)
+    while (!s->stopping && s->n_returning > 0)
         if (pthread_cond_timedwait(&s->cv_work, &s->mu, &ts)) break; /* timed out */
 }
 
@@ -380,6 +380,7 @@ static void free_state(struct realm_sched *s) {
     realm_free(s->ring);
     realm_free(s->rows);
     realm_free(s->step_reqs);
+    realm_free(s->returning);
     realm_free(s);
 }
 
@@ -403,7 +404,8 @@ int realm_sched_new(const struct realm_sched_backend *backend, const struct real
     s->ring = realm_calloc((size_t)s->cap_tenants, sizeof *s->ring);
     s->rows = realm_calloc((size_t)p.max_batch_tokens, sizeof *s->rows);
     s->step_reqs = realm_calloc((size_t)p.max_batch_tokens, sizeof *s->step_reqs);
-    if (!s->tenants || !s->ring || !s->rows || !s->step_reqs || index_rebuild(s, 64)) goto fail;
+    s->returning = realm_calloc((size_t)p.max_batch_tokens, sizeof *s->returning);
+    if (!s->tenants || !s->ring || !s->rows || !s->step_reqs || !s->returning || index_rebuild(s, 64)) goto fail;
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -468,7 +470,11 @@ int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_sess
                            : realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
     }
     s->stats.prefix_tokens += cached;
-    s->arrived++;
+    for (int32_t i = 0; i < s->n_returning; i++) /* one of the last step's callers is back */
+        if (s->returning[i] == session) {
+            s->returning[i] = s->returning[--s->n_returning];
+            break;
+        }
     enqueue(s, t, &r);
     pthread_cond_signal(&s->cv_work);
     while (!r.finished) pthread_cond_wait(&r.cv, &s->mu);
