@@ -44,7 +44,7 @@ struct loaded {
     struct realm_model *m;
 };
 
-static int load(const char *path, struct loaded *L) {
+static int load_opts(const char *path, struct loaded *L, bool prepack) {
     struct realm_err err;
     memset(L, 0, sizeof *L);
     int rc = realm_gguf_open(path, &L->g, &err);
@@ -52,13 +52,18 @@ static int load(const char *path, struct loaded *L) {
         fprintf(stderr, "open %s: %s\n", path, err.msg);
         return rc;
     }
-    rc = realm_model_load(L->g, &L->m, &err);
+    const struct realm_model_opts mo = {.prepack = prepack};
+    rc = realm_model_load_opts(L->g, &mo, &L->m, &err);
     if (rc) {
         fprintf(stderr, "load %s: %s\n", path, err.msg);
         realm_gguf_close(L->g);
         L->g = NULL;
     }
     return rc;
+}
+
+static int load(const char *path, struct loaded *L) {
+    return load_opts(path, L, false);
 }
 
 static void unload(struct loaded *L) {
@@ -386,6 +391,47 @@ out:
     free(tok);
     free(ref);
     free(got);
+}
+
+/* Prepacked weights (Q4_K / Q6_K in interleaved 16-row blocks) give the same logits, bit for
+ * bit, as the mapped originals: prompt rows in one batch, then decode steps. */
+static void test_prepack_same_bits(const char *path) {
+    struct loaded A, P;
+    CHECK_EQ_INT(load_opts(path, &A, false), REALM_OK);
+    CHECK_EQ_INT(load_opts(path, &P, true), REALM_OK);
+    if (!A.m || !P.m) return;
+    const int V = realm_model_config(A.m)->n_vocab;
+    enum { NP = 9, ND = 3 };
+    float *la = malloc(sizeof(float) * (size_t)V), *lp = malloc(sizeof(float) * (size_t)V);
+    struct realm_engine *ea = NULL, *ep = NULL;
+    struct realm_session *sa = NULL, *sp = NULL;
+    CHECK_EQ_INT(realm_engine_new(A.m, 2, 16, &ea, NULL), REALM_OK);
+    CHECK_EQ_INT(realm_engine_new(P.m, 2, 16, &ep, NULL), REALM_OK);
+    CHECK_EQ_INT(realm_session_new(A.m, 64, &sa, NULL), REALM_OK);
+    CHECK_EQ_INT(realm_session_new(P.m, 64, &sp, NULL), REALM_OK);
+    int32_t tok[NP + ND];
+    tu_rng rng = {4242};
+    for (int i = 0; i < NP + ND; i++) tok[i] = (int32_t)(tu_rand_u64(&rng) % (uint64_t)V);
+    struct realm_err err;
+    if (la && lp && ea && ep && sa && sp) {
+        CHECK_EQ_INT(run_chunks(ea, sa, tok, NP, 16, la, &err), REALM_OK);
+        CHECK_EQ_INT(run_chunks(ep, sp, tok, NP, 16, lp, &err), REALM_OK);
+        CHECKF(!memcmp(la, lp, sizeof(float) * (size_t)V), "prepacked prefill logits differ");
+        for (int d = 0; d < ND; d++) {
+            CHECK_EQ_INT(step(ea, sa, tok[NP + d], la), REALM_OK);
+            CHECK_EQ_INT(step(ep, sp, tok[NP + d], lp), REALM_OK);
+            CHECKF(!memcmp(la, lp, sizeof(float) * (size_t)V), "prepacked decode step %d differs", d);
+        }
+    }
+    tu_log("prepacked weights: same bits as the mapped ones (%s)", path);
+    realm_session_free(sa);
+    realm_session_free(sp);
+    realm_engine_free(ea);
+    realm_engine_free(ep);
+    free(la);
+    free(lp);
+    unload(&A);
+    unload(&P);
 }
 
 /* ---- error contract ---- */
@@ -777,6 +823,16 @@ int main(int argc, char **argv) {
             /* gemma3: past its 512-token sliding window, so windowed layers start mid-block */
             test_paged(&L, 2, real[i], i == 1 ? 530 : 45);
             unload(&L);
+            if (i == 1) { /* gemma3: Q4_K and Q6_K weights, packed when the AVX-512 kernels run */
+                test_prepack_same_bits(path);
+                struct loaded P;
+                CHECK_EQ_INT(load_opts(path, &P, true), REALM_OK);
+                if (P.m) {
+                    test_batching(&P, 2, "gemma3 prepacked");
+                    test_paged(&P, 2, "gemma3 prepacked", 40);
+                    unload(&P);
+                }
+            }
         }
         ran++;
     }

@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "realm/quant.h"
+#include "realm/status.h"
 #include "realm/types.h"
 #include "testutil.h"
 
@@ -384,6 +385,103 @@ static void test_matmul_many_rows(enum realm_isa isa) {
     }
 }
 
+/* Prepacked weights (realm_quant_prepack): where the table has a packed layout, matmul over it
+ * equals vec_dot on the original rows bit for bit, for any row count (16-row groups with a
+ * padded last one), n_b (decode GEMV and batched), and row sub-range; and is within tolerance of
+ * the scalar reference. Elsewhere prepack gives NULL. */
+static void test_prepacked(enum realm_isa isa) {
+    const uint32_t types[] = {REALM_TYPE_Q4_K, REALM_TYPE_Q6_K, REALM_TYPE_Q4_1};
+    const int64_t rows_list[] = {1, 15, 16, 17, 37};
+    const int64_t nbs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 70};
+    tu_rng r = {0x9a9a + (uint64_t)isa};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const uint32_t t = types[ti];
+        const struct realm_quant_ops *ops = realm_quant_ops_isa(t, isa);
+        const struct realm_quant_ops *ref = realm_quant_ops_isa(t, REALM_ISA_SCALAR);
+        const struct realm_quant_ops *aops =
+            ops ? realm_quant_ops_isa(ops->vec_dot_type, REALM_ISA_SCALAR) : NULL;
+        CHECK(ops && ref && aops);
+        if (!ops || !ref || !aops) continue;
+        const int64_t n = 5 * 256, max_b = 70; /* 5 super-blocks: a 4-block slice and a tail */
+        const size_t wrb = realm_type_row_size(t, n), arb = realm_type_row_size(ops->vec_dot_type, n);
+        unsigned char *W = malloc(wrb * 37), *A = malloc(arb * max_b);
+        float *x = malloc(sizeof(float) * n), *af = malloc(sizeof(float) * n * max_b),
+              *wf = malloc(sizeof(float) * n);
+        const int64_t stride = 37 + 5;
+        float *out = malloc(sizeof(float) * stride * max_b);
+        for (int i = 0; i < 37; i++)
+            random_weights(t, W + wrb * i, n, &r);
+        for (int b = 0; b < max_b; b++) {
+            random_acts(x, n, &r, b % 4);
+            aops->quantize_row(x, A + arb * b, n);
+            aops->dequantize_row(A + arb * b, af + (size_t)n * b, n);
+        }
+        for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++) {
+            const int64_t rows = rows_list[ri];
+            void *P = (void *)1;
+            CHECK_EQ_INT(realm_quant_prepack(ops, W, wrb, rows, n, &P), REALM_OK);
+            if (!ops->matmul_packed) {
+                CHECKF(P == NULL, "%s %s: packed copy without a packed kernel", tname(t),
+                       realm_quant_isa_name(isa));
+                realm_quant_packed_free(P);
+                continue;
+            }
+            CHECK(P != NULL);
+            if (!P) continue;
+            CHECK(((uintptr_t)P & 63) == 0);
+            for (size_t bi = 0; bi < sizeof nbs / sizeof nbs[0]; bi++) {
+                const int64_t nb_ = nbs[bi];
+                for (int pass = 0; pass < 2; pass++) {
+                    const int64_t r0 = pass && rows > 4 ? 3 : 0,
+                                  r1 = pass && rows > 4 ? rows - 1 : rows;
+                    for (int64_t i = 0; i < stride * max_b; i++)
+                        out[i] = -12345.0f;
+                    realm_quant_matmul_packed(ops, P, n, r0, r1, A, arb, nb_, out + r0, stride);
+                    int bad = 0, stray = 0, far = 0;
+                    for (int64_t b = 0; b < max_b; b++)
+                        for (int64_t i = 0; i < stride; i++) {
+                            const float v = out[b * stride + i];
+                            if (b < nb_ && i >= r0 && i < r1) {
+                                float s, s_ref;
+                                ops->vec_dot(n, &s, W + wrb * i, A + arb * b);
+                                if (memcmp(&v, &s, 4)) bad++;
+                                if (pass == 0 && nb_ == max_b) {
+                                    ref->vec_dot(n, &s_ref, W + wrb * i, A + arb * b);
+                                    ref->dequantize_row(W + wrb * i, wf, n);
+                                    const double tol =
+                                        DOT_RTOL * sum_abs_products(wf, af + (size_t)n * b, n) +
+                                        1e-30;
+                                    if (fabs((double)v - (double)s_ref) > tol) far++;
+                                }
+                            } else if (v != -12345.0f) {
+                                stray++;
+                            }
+                        }
+                    CHECKF(!bad && !stray && !far,
+                           "%s %s packed matmul rows=%lld n_b=%lld r %lld..%lld: %d differ from "
+                           "vec_dot, %d stray, %d off the scalar reference",
+                           tname(t), realm_quant_isa_name(isa), (long long)rows, (long long)nb_,
+                           (long long)r0, (long long)r1, bad, stray, far);
+                }
+            }
+            realm_quant_packed_free(P);
+        }
+        free(W);
+        free(A);
+        free(x);
+        free(af);
+        free(wf);
+        free(out);
+    }
+    /* bad arguments */
+    void *P = (void *)1;
+    const struct realm_quant_ops *q4k = realm_quant_ops_isa(REALM_TYPE_Q4_K, isa);
+    if (q4k && q4k->matmul_packed) {
+        CHECK_EQ_INT(realm_quant_prepack(q4k, "", 144, 4, 100, &P), REALM_E_INVALID);
+        CHECK(P == NULL);
+    }
+}
+
 /* ---- fixtures from llama.cpp (scripts/gen_quant_fixtures.py) ----
  * File: "RQF1", u32 kind, u32 type, u32 n_rows, u32 n_per_row, u32 aux, then
  *   kind 1 (dequantize): rows of `type` blocks, then n_rows*n_per_row f32 (llama.cpp's values)
@@ -515,6 +613,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < N_WEIGHT_TYPES; i++)
             test_weight_type(k_weight_types[i], (enum realm_isa)isa);
         test_matmul_many_rows((enum realm_isa)isa);
+        test_prepacked((enum realm_isa)isa);
     }
     test_fixtures();
     return tu_finish("test_quant");

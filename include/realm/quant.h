@@ -53,6 +53,11 @@ struct realm_quant_ops {
     void (*matmul)(const struct realm_quant_ops *ops, int64_t k, const void *W, size_t w_row_bytes,
                    int64_t n_r, const void *act, size_t act_row_bytes, int64_t n_b, float *out,
                    int64_t out_stride);
+    /* The batched kernel over a prepacked copy (realm_quant_prepack): call
+     * realm_quant_matmul_packed instead (same arguments; out relative to r0). NULL where this
+     * table has no packed layout. */
+    void (*matmul_packed)(int64_t k, const void *P, int64_t r0, int64_t r1, const void *act,
+                          size_t act_row_bytes, int64_t n_b, float *out, int64_t out_stride);
 };
 
 /* Selects the ISA (idempotent, thread-safe): the best one this CPU and OS support (AVX-512 needs
@@ -90,6 +95,32 @@ const struct realm_quant_ops *realm_quant_ops_isa(uint32_t type, enum realm_isa 
 void realm_quant_matmul(const struct realm_quant_ops *ops, const void *W, size_t w_row_bytes,
                         int64_t k, int64_t r0, int64_t r1, const void *act, size_t act_row_bytes,
                         int64_t n_b, float *out, int64_t out_stride);
+
+/*
+ * Prepacked weights: a copy of a whole weight matrix in a layout made for the batched kernel of
+ * the ISA in use (today: the AVX-512 table, Q4_K and Q6_K: 16 rows interleaved by dwords, the
+ * same byte count as the original, rounded up to 16 rows), made once at load so that no call
+ * repacks. Decode (n_b = 1, 2) runs from it too, so the original rows need not be read again.
+ *
+ * realm_quant_prepack: *out = a new packed copy of rows [0, rows) of W (k elements each,
+ * `w_row_bytes` apart), or NULL when ops has no packed layout (other types and ISAs: not an
+ * error; keep using realm_quant_matmul on W). Returns REALM_OK, REALM_E_INVALID (bad shape) or
+ * REALM_E_NOMEM.
+ * Ownership: the caller owns *out and frees it with realm_quant_packed_free; it does not borrow W
+ * (W may be unmapped afterwards). Valid only with the same ops (same type and ISA table).
+ *
+ * realm_quant_matmul_packed: as realm_quant_matmul over the packed copy P, but out is relative to
+ * r0: out[b * out_stride + (r - r0)] = dot(row r, act row b) for r in [r0, r1) (any range within
+ * the packed rows; whole 16-row groups are computed, only rows in range are written; ranges that
+ * start on a multiple of 16 waste nothing). Results are bit-identical to ops->vec_dot on the
+ * original rows, for every n_b (and so to realm_quant_matmul). Thread-safe (disjoint out).
+ */
+int realm_quant_prepack(const struct realm_quant_ops *ops, const void *W, size_t w_row_bytes,
+                        int64_t rows, int64_t k, void **out);
+void realm_quant_packed_free(void *P);
+void realm_quant_matmul_packed(const struct realm_quant_ops *ops, const void *P, int64_t k,
+                               int64_t r0, int64_t r1, const void *act, size_t act_row_bytes,
+                               int64_t n_b, float *out, int64_t out_stride);
 
 /* fp16 / bf16 conversions (IEEE half, round to nearest even). */
 float realm_f16_to_f32(uint16_t h);

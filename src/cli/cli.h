@@ -52,6 +52,9 @@ int cli_run_native(const struct cli_run_opts *o);
 int cli_run_sandbox(const struct cli_run_opts *o);
 /* Opens and loads a model, printing the error; returns 0 or 1. */
 int cli_model_open(const char *path, struct realm_gguf **g, struct realm_model **m);
+struct realm_model_opts;
+int cli_model_open_opts(const char *path, const struct realm_model_opts *opts, struct realm_gguf **g,
+                        struct realm_model **m);
 /* "1,2,3" → malloc'd array; the count, or -1 on a malformed list. */
 int cli_parse_tokens(const char *s, int32_t **out);
 /* Monotonic clock in seconds. */

@@ -27,19 +27,22 @@ struct bench_opts {
     int tenants[16]; /* --tenants: counts to run through the scheduler (0 entries: off) */
     int n_tenants;
     bool p_set, n_set;
+    int prepack; /* -1: default (on with --tenants), 0 off, 1 on */
 };
 
 static void bench_usage(FILE *f) {
     fprintf(
         f,
         "usage: realm bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--reps 3] [-b|--batch 512]\n"
-        "                   [--tokens-file FILE] [--kv f16|f32] [--json]\n"
+        "                   [--tokens-file FILE] [--kv f16|f32] [--prepack on|off] [--json]\n"
         "       realm bench -m MODEL --tenants 1,4,16,64 [-p 32] [-n 64] [-t THREADS] [--reps 3] [--json]\n"
         "Prefill P tokens, then decode N tokens, --reps times after a warm-up; prints the median\n"
         "tokens per second of each phase. Tokens: ids from FILE (cycled), or pseudo-random ids.\n"
         "--tenants: for each count T, T tenants each prefill their own P-token prompt and then decode\n"
         "N tokens greedily at the same time through the batching scheduler (paged KV); prints the\n"
-        "aggregate decode tok/s (median of reps), p50/p99 time per token and rows per step.\n");
+        "aggregate decode tok/s (median of reps), p50/p99 time per token and rows per step.\n"
+        "--prepack: repack Q4_K/Q6_K weights at load for the batched kernels (default: on with\n"
+        "--tenants, as realm serve does; off otherwise, as realm run does).\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -147,7 +150,7 @@ static int read_tokens_file(const char *path, int32_t **out) {
 }
 
 static int parse(int argc, char **argv, struct bench_opts *o) {
-    *o = (struct bench_opts){.n_prompt = 512, .n_gen = 128, .reps = 3, .batch = 512};
+    *o = (struct bench_opts){.n_prompt = 512, .n_gen = 128, .reps = 3, .batch = 512, .prepack = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int *num = NULL;
@@ -157,6 +160,14 @@ static int parse(int argc, char **argv, struct bench_opts *o) {
             return -1;
         } else if (!strcmp(a, "--json")) {
             o->json = true;
+            continue;
+        } else if (!strcmp(a, "--prepack")) {
+            if (!v || (strcmp(v, "on") && strcmp(v, "off"))) {
+                cli_error("bench: --prepack: expected on or off");
+                return 2;
+            }
+            o->prepack = !strcmp(v, "on");
+            i++;
             continue;
         } else if (!strcmp(a, "--tenants")) {
             o->n_tenants = v ? cli_parse_tenant_counts(v, o->tenants, 16) : -1;
@@ -236,7 +247,8 @@ int cmd_bench(int argc, char **argv) {
     int status = 1, n_toks;
     struct realm_err err;
 
-    if (cli_model_open(o.model, &g, &m)) return 1;
+    const struct realm_model_opts mo = {.prepack = o.prepack < 0 ? o.n_tenants > 0 : o.prepack == 1};
+    if (cli_model_open_opts(o.model, &mo, &g, &m)) return 1;
     const struct realm_model_config *c = realm_model_config(m);
     if (o.tokens_file) {
         if ((n_toks = read_tokens_file(o.tokens_file, &toks)) < 0) goto out;

@@ -27,6 +27,11 @@ double cli_now(void) {
 }
 
 int cli_model_open(const char *path, struct realm_gguf **g, struct realm_model **m) {
+    return cli_model_open_opts(path, NULL, g, m);
+}
+
+int cli_model_open_opts(const char *path, const struct realm_model_opts *opts, struct realm_gguf **g,
+                        struct realm_model **m) {
     struct realm_err err;
     *g = NULL;
     *m = NULL;
@@ -34,7 +39,7 @@ int cli_model_open(const char *path, struct realm_gguf **g, struct realm_model *
         cli_error("%s", err.msg);
         return 1;
     }
-    if (realm_model_load(*g, m, &err)) {
+    if (realm_model_load_opts(*g, opts, m, &err)) {
         cli_error("%s: %s", path, err.msg);
         realm_gguf_close(*g);
         *g = NULL;

@@ -180,15 +180,29 @@ static void prep(struct realm_engine *e, int ith, int nth, const float *src, int
     if (!priv) realm_threadpool_barrier(e->pool);
 }
 
-/* out[b * out_stride + r] = W row r · activation row b, for r in [r0, r1), b in [0, n). */
-static void matmul(const struct model_weight *w, int64_t r0, int64_t r1, const struct act *a,
-                   int32_t n, float *out, int64_t out_stride) {
+/* out[b * out_stride + (r - r0)] = W row r · activation row b, for r in [r0, r1), b in [0, n);
+ * from the prepacked copy when the model made one (output rows: any split works, 16-row aligned
+ * ranges waste nothing). */
+static void matmul_rel(const struct model_weight *w, int64_t r0, int64_t r1, const struct act *a,
+                       int32_t n, float *out, int64_t out_stride) {
     if (r1 <= r0 || n <= 0) return;
     int j = 0;
     while (a->type[j] != w->ops->vec_dot_type)
         j++; /* prep() was given this weight */
-    realm_quant_matmul(w->ops, w->data, w->row_bytes, w->k, r0, r1, a->data[j], a->row_bytes[j], n,
-                       out, out_stride);
+    if (w->packed)
+        realm_quant_matmul_packed(w->ops, w->packed, w->k, r0, r1, a->data[j], a->row_bytes[j], n,
+                                  out, out_stride);
+    else
+        realm_quant_matmul(w->ops, (const char *)w->data + (size_t)r0 * w->row_bytes,
+                           w->row_bytes, w->k, 0, r1 - r0, a->data[j], a->row_bytes[j], n, out,
+                           out_stride);
+}
+
+/* out[b * out_stride + r] = W row r · activation row b, for r in [r0, r1), b in [0, n). */
+static void matmul(const struct model_weight *w, int64_t r0, int64_t r1, const struct act *a,
+                   int32_t n, float *out, int64_t out_stride) {
+    if (r1 <= r0 || n <= 0) return;
+    matmul_rel(w, r0, r1, a, n, out + r0, out_stride);
 }
 
 /* x += [rmsnorm(.) * post_norm](a W + bias): this thread computes output rows [r0, r1). Without a
@@ -455,9 +469,7 @@ static void forward_worker(void *arg, int ith, int nth) {
     float *tile = e->tb[ith].logits; /* (n_out, LOGIT_TILE) */
     for (int64_t t0 = r0; t0 < r1; t0 += LOGIT_TILE) {
         const int64_t nt = r1 - t0 < LOGIT_TILE ? r1 - t0 : LOGIT_TILE;
-        struct model_weight wt = m->output; /* view of rows [t0, t0 + nt) */
-        wt.data = (const char *)wt.data + (size_t)t0 * wt.row_bytes;
-        matmul(&wt, 0, nt, &a, n_out, tile, LOGIT_TILE);
+        matmul_rel(&m->output, t0, t0 + nt, &a, n_out, tile, LOGIT_TILE);
         for (int32_t j = 0; j < n_out; j++) {
             float *lg = e->rows[e->out_rows[j]].logits + t0;
             memcpy(lg, tile + (int64_t)j * LOGIT_TILE, (size_t)nt * sizeof(float));

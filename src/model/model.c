@@ -11,6 +11,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "model/model.h"
 #include "realm/alloc.h"
@@ -25,6 +28,7 @@ struct loader {
     const char *arch;
     struct realm_model *m;
     struct realm_err *err;
+    bool prepack; /* realm_model_opts.prepack */
 };
 
 /* ---- metadata ---- */
@@ -373,6 +377,8 @@ static int load_layer(struct loader *L, struct realm_model *m, int il) {
     return REALM_OK;
 }
 
+static int prepack(const struct loader *L, struct realm_model *m);
+
 static int load(struct loader *L, struct realm_model *m) {
     int rc;
     if ((rc = parse_arch(L, m))) return rc;
@@ -443,16 +449,85 @@ static int load(struct loader *L, struct realm_model *m) {
     if (!m->layers) return realm_err_set(L->err, REALM_E_NOMEM, "model: out of memory");
     for (int il = 0; il < c->n_layer; il++)
         if ((rc = load_layer(L, m, il))) return rc;
-    return REALM_OK;
+    return L->prepack ? prepack(L, m) : REALM_OK;
+}
+
+/* The projection weights of the model (output only when it is not token_embd: that one keeps
+ * its rows for the embedding lookup, so a packed copy would double it). */
+static int model_weights(struct realm_model *m, struct model_weight **ws) {
+    int n = 0;
+    for (int il = 0; m->layers && il < m->cfg.n_layer; il++) {
+        struct model_layer *ly = &m->layers[il];
+        struct model_weight *l[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo,
+                                    &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (size_t j = 0; j < sizeof l / sizeof l[0]; j++)
+            ws[n++] = l[j];
+    }
+    if (m->output.data && m->output.data != m->tok_embd.data) ws[n++] = &m->output;
+    return n;
+}
+
+/* Asks the kernel to reclaim the whole pages of [p, p + n): the original rows of a prepacked
+ * weight, never read again. MADV_PAGEOUT is non-destructive whatever the memory is (clean file
+ * pages of the mapping are dropped and re-read from the file if ever touched; the anonymous
+ * buffer of realm_gguf_open_memory keeps its contents); it only takes them out of the resident
+ * set. Errors (kernels before 5.4) are ignored: then the pages just stay. */
+static void reclaim(const void *p, size_t n) {
+#ifdef MADV_PAGEOUT
+    const long ps = sysconf(_SC_PAGESIZE);
+    const uintptr_t pg = ps > 0 ? (uintptr_t)ps : 4096, a = ((uintptr_t)p + pg - 1) & ~(pg - 1),
+                    b = ((uintptr_t)p + n) & ~(pg - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_PAGEOUT);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+/* Prepacks the weights whose kernels have a packed layout (realm_quant_prepack): from then on
+ * forward.c reads only the packed copies of those, never their mapped pages again. */
+static int prepack(const struct loader *L, struct realm_model *m) {
+    struct model_weight **ws = realm_malloc(sizeof *ws * (7 * (size_t)m->cfg.n_layer + 1));
+    if (!ws) return realm_err_set(L->err, REALM_E_NOMEM, "model: out of memory");
+    const int n = model_weights(m, ws);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t bytes = 0;
+    int np = 0, rc = REALM_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        struct model_weight *w = ws[i];
+        if (!w->data) continue;
+        rc = realm_quant_prepack(w->ops, w->data, w->row_bytes, w->rows, w->k, &w->packed);
+        if (rc) {
+            rc = realm_err_set(L->err, rc, "model: prepacking a %" PRId64 " x %" PRId64
+                               " weight: %s", w->rows, w->k, realm_status_text(rc));
+        } else if (w->packed) {
+            np++;
+            bytes += (size_t)w->rows * w->row_bytes;
+            reclaim(w->data, (size_t)w->rows * w->row_bytes);
+        }
+    }
+    realm_free(ws);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (np)
+        realm_log(REALM_LOG_INFO, "model", "prepacked %d weights (%.1f MB) in %.2f s", np,
+                  (double)bytes / 1e6,
+                  (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    return rc;
 }
 
 int realm_model_load(const struct realm_gguf *g, struct realm_model **out, struct realm_err *err) {
+    return realm_model_load_opts(g, NULL, out, err);
+}
+
+int realm_model_load_opts(const struct realm_gguf *g, const struct realm_model_opts *opts,
+                          struct realm_model **out, struct realm_err *err) {
     if (!g || !out) return realm_err_set(err, REALM_E_INVALID, "model: NULL argument");
     realm_quant_init();
     struct realm_model *m = realm_calloc(1, sizeof *m);
     if (!m) return realm_err_set(err, REALM_E_NOMEM, "model: out of memory");
     m->g = g;
-    struct loader L = {.g = g, .arch = "?", .m = m, .err = err};
+    struct loader L = {.g = g, .arch = "?", .m = m, .err = err, .prepack = opts && opts->prepack};
     /* upper bound of converted vectors: 12 per layer + output_norm + rope_freqs; the layer count
      * is validated in load_hparams, so size the table after a first peek */
     uint32_t nl = 0;
@@ -483,6 +558,17 @@ int realm_model_load(const struct realm_gguf *g, struct realm_model **out, struc
 
 void realm_model_free(struct realm_model *m) {
     if (!m) return;
+    for (int il = 0; m->layers && il < m->cfg.n_layer; il++) {
+        struct model_layer *ly = &m->layers[il];
+        realm_quant_packed_free(ly->wq.packed);
+        realm_quant_packed_free(ly->wk.packed);
+        realm_quant_packed_free(ly->wv.packed);
+        realm_quant_packed_free(ly->wo.packed);
+        realm_quant_packed_free(ly->w_gate.packed);
+        realm_quant_packed_free(ly->w_up.packed);
+        realm_quant_packed_free(ly->w_down.packed);
+    }
+    if (m->output.data != m->tok_embd.data) realm_quant_packed_free(m->output.packed);
     for (int i = 0; i < m->n_owned; i++)
         realm_free(m->owned[i]);
     realm_free(m->owned);

@@ -25,6 +25,10 @@ struct model_weight {
     int64_t k;                         /* elements per row = input width */
     int64_t rows;                      /* output width */
     size_t row_bytes;
+    /* A prepacked copy (realm_quant_prepack) that forward.c uses instead of data, or NULL.
+     * Owned by the model (freed in realm_model_free); NULL for token_embd (and so for a tied
+     * output). */
+    void *packed;
 };
 
 enum model_rope_mode {

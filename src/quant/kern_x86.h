@@ -19,6 +19,10 @@
  * stack buffer). There the order of the float steps is defined per super-block (kx_k_fin), and
  * the tiles and vec_dot of that build follow it, so the bit-identity above holds within each
  * build; for these two formats the AVX2 and AVX-512 results may differ in the last bits.
+ * The same build also runs these two formats from a copy prepacked once at load
+ * (realm_quant_prepack, layout in quant.h: the dwords of 16 rows already transposed), for
+ * every n_b, decode included (kx_pmatmul): same integer sums and kx_k_fin float steps, so
+ * again bit-identical to vec_dot.
  * The vectorized quantize_row_q8_K is bit-identical to the scalar reference in both builds.
  *
  * Included only by dot_avx2.c / dot_avx512.c, with their ISA flags on.
@@ -1076,6 +1080,292 @@ KX_INLINE void kx_gmatmul(const int f, const int64_t k, const char *w, size_t wr
     }
 KX_GMATMUL(KX(matmul_q4_K), KX_Q4_K, KX(matmul_q4_K_tiled))
 KX_GMATMUL(KX(matmul_q6_K), KX_Q6_K, KX(matmul_q6_K_tiled))
+
+/* ============ q4_K / q6_K x q8_K over the prepacked layout (quant.h, quant_pack_*) ============ */
+/*
+ * The same lane scheme as kx_gtile (one int32 lane per weight row, vpdpbusd against broadcast
+ * activation bytes), but the weights come already transposed from the packed copy, so no call
+ * repacks and the quants are unpacked in registers (nibbles, q6_K high bits) as they are used;
+ * this serves every n_b, decode included. Integer sums are the exact int32 of kx_tile_k and the
+ * float steps those of kx_k_fin, in super-block order: bit-identical to vec_dot.
+ */
+#define KX_PNS 4   /* super-blocks per slice: the slice meets every activation tile while in L1 */
+#define KX_PDIST 2 /* software prefetch distance in packed super-blocks */
+
+/* lanes j of the q4_K scales / mins: s[0..7] scales, m[0..7] (min, min) int16 pairs */
+KX_INLINE void kx_p4_scales(const struct quant_pack_q4_K *P, __m512i sc[8], __m512i mp[8]) {
+    const __m512i v0 = _mm512_load_si512(P->sc[0]), v1 = _mm512_load_si512(P->sc[1]),
+                  v2 = _mm512_load_si512(P->sc[2]);
+    const __m512i m3F = _mm512_set1_epi8(0x3F), m0F = _mm512_set1_epi8(0x0F),
+                  m30 = _mm512_set1_epi8(0x30), ff = _mm512_set1_epi32(0xFF);
+    const __m512i sc03 = _mm512_and_si512(v0, m3F), mn03 = _mm512_and_si512(v1, m3F);
+    const __m512i sc47 = _mm512_or_si512(_mm512_and_si512(v2, m0F),
+                                         _mm512_and_si512(_mm512_srli_epi32(v0, 2), m30));
+    const __m512i mn47 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(v2, 4), m0F),
+                                         _mm512_and_si512(_mm512_srli_epi32(v1, 2), m30));
+    KX_UNROLL for (int j = 0; j < 4; j++) {
+        sc[j] = _mm512_and_si512(_mm512_srli_epi32(sc03, 8 * j), ff);
+        sc[4 + j] = _mm512_and_si512(_mm512_srli_epi32(sc47, 8 * j), ff);
+        const __m512i a = _mm512_and_si512(_mm512_srli_epi32(mn03, 8 * j), ff);
+        const __m512i c = _mm512_and_si512(_mm512_srli_epi32(mn47, 8 * j), ff);
+        mp[j] = _mm512_or_si512(a, _mm512_slli_epi32(a, 16));
+        mp[4 + j] = _mm512_or_si512(c, _mm512_slli_epi32(c, 16));
+    }
+}
+
+/* TB activation rows at A against packed super-blocks P[0..ns) (= blocks i0..) of one group;
+ * lanes under mask m of out, accumulating onto out unless first. */
+KX_INLINE void kx_ptile(const int f, const int TB, const void *Pv, int ns, const char *A,
+                        size_t arb, int64_t i0, float *out, int64_t os, __mmask16 m, int first,
+                        int pf) {
+    const size_t ps =
+        f == KX_Q4_K ? sizeof(struct quant_pack_q4_K) : sizeof(struct quant_pack_q6_K);
+    __m512 acc[KX_GTB];
+    KX_UNROLL for (int b = 0; b < TB; b++) acc[b] =
+        first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, out + b * os);
+    const __m512i m0F = _mm512_set1_epi8(0x0F);
+    for (int t = 0; t < ns; t++) {
+        /* the packed copy is one stream: fetch KX_PDIST blocks ahead (past the end of the
+         * buffer is harmless for a prefetch) */
+        if (pf) kx_prefetch((const char *)Pv + (size_t)(t + KX_PDIST) * ps, ps);
+        const block_q8_K *y[KX_GTB];
+        KX_UNROLL for (int b = 0; b < TB; b++) y[b] = (const block_q8_K *)(A + b * arb) + i0 + t;
+        __m512i isum[KX_GTB], ms[KX_GTB];
+        __m512 d, dm = _mm512_setzero_ps();
+        if (f == KX_Q4_K) {
+            const struct quant_pack_q4_K *P = (const struct quant_pack_q4_K *)Pv + t;
+            __m512i sc[8], mp[8];
+            kx_p4_scales(P, sc, mp);
+            /* sub-blocks 2h (low nibbles) and 2h + 1 (high nibbles) of qs dwords 8h .. 8h + 7 */
+            KX_UNROLL for (int j = 0; j < 8; j++) {
+                const int h = j / 2, hi = j % 2;
+                __m512i p[KX_GTB];
+                KX_UNROLL for (int b = 0; b < TB; b++) p[b] = _mm512_setzero_si512();
+                KX_UNROLL for (int s = 0; s < 8; s++) {
+                    const __m512i v = _mm512_load_si512(P->qs[8 * h + s]);
+                    const __m512i w =
+                        _mm512_and_si512(hi ? _mm512_srli_epi32(v, 4) : v, m0F);
+                    const int e = 64 * h + 32 * hi + 4 * s;
+                    KX_UNROLL for (int b = 0; b < TB; b++) p[b] =
+                        _mm512_dpbusd_epi32(p[b], w, kx_bcast32(y[b]->qs + e));
+                }
+                KX_UNROLL for (int b = 0; b < TB; b++) {
+                    const __m512i v = _mm512_mullo_epi32(p[b], sc[j]);
+                    isum[b] = j ? _mm512_add_epi32(isum[b], v) : v;
+                }
+            }
+            KX_UNROLL for (int b = 0; b < TB; b++) {
+                ms[b] = _mm512_setzero_si512();
+                KX_UNROLL for (int q = 0; q < 8; q++) ms[b] =
+                    _mm512_dpwssd_epi32(ms[b], mp[q], kx_bcast32(y[b]->bsums + 2 * q));
+            }
+            const __m512i dmv = _mm512_load_si512(P->dm);
+            d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dmv));
+            dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dmv, 16)));
+        } else {
+            const struct quant_pack_q6_K *P = (const struct quant_pack_q6_K *)Pv + t;
+            const __m512i m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0xFFFF);
+            __m512i sc[16];
+            KX_UNROLL for (int u = 0; u < 4; u++) {
+                const __m512i v = _mm512_load_si512(P->sc[u]);
+                KX_UNROLL for (int q = 0; q < 4; q++) sc[4 * u + q] =
+                    _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * q), 24);
+            }
+            /* chunk j = 4h + c (elements 32j..): low 4 bits in the low (c < 2) or high nibbles
+             * of ql dwords 16h + 8(c%2) + s, high 2 bits at 2c in qh dwords 8h + s */
+            KX_UNROLL for (int j = 0; j < 8; j++) {
+                const int h = j / 4, c = j % 4;
+                KX_UNROLL for (int half = 0; half < 2; half++) { /* sub-block 2j + half */
+                    __m512i p[KX_GTB];
+                    KX_UNROLL for (int b = 0; b < TB; b++) p[b] = _mm512_setzero_si512();
+                    KX_UNROLL for (int s = 4 * half; s < 4 * half + 4; s++) {
+                        const __m512i l = _mm512_load_si512(P->ql[16 * h + 8 * (c % 2) + s]);
+                        const __m512i hb = _mm512_load_si512(P->qh[8 * h + s]);
+                        const __m512i lo =
+                            _mm512_and_si512(c < 2 ? l : _mm512_srli_epi16(l, 4), m0F);
+                        const __m512i hi = _mm512_and_si512(c == 0   ? _mm512_slli_epi16(hb, 4)
+                                                            : c == 1 ? _mm512_slli_epi16(hb, 2)
+                                                            : c == 2 ? hb
+                                                                     : _mm512_srli_epi16(hb, 2),
+                                                            m30);
+                        const __m512i w = _mm512_or_si512(lo, hi);
+                        const int e = 32 * j + 4 * s;
+                        KX_UNROLL for (int b = 0; b < TB; b++) p[b] =
+                            _mm512_dpbusd_epi32(p[b], w, kx_bcast32(y[b]->qs + e));
+                    }
+                    const int jj = 2 * j + half;
+                    KX_UNROLL for (int b = 0; b < TB; b++) {
+                        const __m512i v = _mm512_mullo_epi32(p[b], sc[jj]);
+                        isum[b] = jj ? _mm512_add_epi32(isum[b], v) : v;
+                    }
+                }
+            }
+            KX_UNROLL for (int b = 0; b < TB; b++) {
+                ms[b] = _mm512_setzero_si512();
+                KX_UNROLL for (int q = 0; q < 8; q++) ms[b] = _mm512_dpwssd_epi32(
+                    ms[b],
+                    _mm512_or_si512(_mm512_and_si512(sc[2 * q], lo16),
+                                    _mm512_slli_epi32(sc[2 * q + 1], 16)),
+                    kx_bcast32(y[b]->bsums + 2 * q));
+            }
+            d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_load_si512(P->d)));
+        }
+        KX_UNROLL for (int b = 0; b < TB; b++) {
+            const __m512 yd = _mm512_set1_ps(y[b]->d);
+            /* kx_k_fin on 16 lanes */
+            if (f == KX_Q4_K)
+                acc[b] = _mm512_fnmadd_ps(
+                    _mm512_cvtepi32_ps(ms[b]), _mm512_mul_ps(dm, yd),
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[b]), _mm512_mul_ps(d, yd), acc[b]));
+            else /* quants offset by 32 */
+                acc[b] = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(_mm512_sub_epi32(isum[b], _mm512_slli_epi32(ms[b], 5))),
+                    _mm512_mul_ps(d, yd), acc[b]);
+        }
+    }
+    KX_UNROLL for (int b = 0; b < TB; b++) _mm512_mask_storeu_ps(out + b * os, m, acc[b]);
+}
+
+/* q6_K with many activation rows: the 6-bit quants of a slice are unpacked once into the byte
+ * form of kx_kg (as kx_q6k_repack, without the transposes) and kx_gtile meets every activation
+ * tile with it, instead of rebuilding them per tile. */
+#define KX_P6_UNPACK_MIN 12
+static void kx_q6k_unpackp(const struct quant_pack_q6_K *P, struct kx_kg *g) {
+    const __m512i m0F = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    KX_UNROLL for (int j = 0; j < 8; j++) {
+        const int h = j / 4, c = j % 4;
+        KX_UNROLL for (int s = 0; s < 8; s++) {
+            const __m512i l = _mm512_load_si512(P->ql[16 * h + 8 * (c % 2) + s]);
+            const __m512i hb = _mm512_load_si512(P->qh[8 * h + s]);
+            const __m512i lo = _mm512_and_si512(c < 2 ? l : _mm512_srli_epi16(l, 4), m0F);
+            const __m512i hi = _mm512_and_si512(c == 0   ? _mm512_slli_epi16(hb, 4)
+                                                : c == 1 ? _mm512_slli_epi16(hb, 2)
+                                                : c == 2 ? hb
+                                                         : _mm512_srli_epi16(hb, 2),
+                                                m30);
+            _mm512_store_si512(g->q[8 * j + s], _mm512_or_si512(lo, hi));
+        }
+    }
+    _mm512_store_ps(g->d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_load_si512(P->d))));
+    _mm512_store_ps(g->dmin, _mm512_setzero_ps());
+    const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
+    KX_UNROLL for (int t = 0; t < 4; t++) {
+        const __m512i v = _mm512_load_si512(P->sc[t]);
+        __m512i sc[4];
+        KX_UNROLL for (int b = 0; b < 4; b++) {
+            sc[b] = _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * b), 24);
+            _mm512_store_si512(g->sc[4 * t + b], sc[b]);
+        }
+        _mm512_store_si512(g->mp[2 * t], _mm512_or_si512(_mm512_and_si512(sc[0], lo16),
+                                                         _mm512_slli_epi32(sc[1], 16)));
+        _mm512_store_si512(g->mp[2 * t + 1], _mm512_or_si512(_mm512_and_si512(sc[2], lo16),
+                                                             _mm512_slli_epi32(sc[3], 16)));
+    }
+}
+
+static void kx_p6_many(const int64_t k, const void *P, int64_t r0, int64_t r1, const char *a,
+                       size_t arb, int64_t n_b, float *out, int64_t os) {
+    const int64_t nb = k / QK_K;
+    struct kx_kg g[KX_GNS] __attribute__((aligned(64)));
+    for (int64_t gi = r0 / KX_G; gi * KX_G < r1; gi++) {
+        const int64_t g0 = gi * KX_G;
+        const int lo = r0 > g0 ? (int)(r0 - g0) : 0;
+        const int hi = r1 - g0 < KX_G ? (int)(r1 - g0) : KX_G;
+        const __mmask16 m = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+        const struct quant_pack_q6_K *Pg = (const struct quant_pack_q6_K *)P + gi * nb;
+        float *o = out + (g0 - r0); /* lanes below lo are masked off (never touched) */
+        for (int64_t i0 = 0; i0 < nb; i0 += KX_GNS) {
+            const int ns = nb - i0 < KX_GNS ? (int)(nb - i0) : KX_GNS;
+            for (int t = 0; t < ns; t++)
+                kx_q6k_unpackp(Pg + i0 + t, &g[t]);
+            kx_prefetch((const char *)(Pg + i0 + ns), (size_t)KX_GNS * sizeof *Pg);
+            const int first = i0 == 0;
+            int64_t b = 0;
+            for (; b + KX_GTB <= n_b; b += KX_GTB)
+                kx_gtile(KX_Q6_K, KX_GTB, g, ns, a + b * arb, arb, i0, o + b * os, os, m, first);
+            switch (n_b - b) { /* the remaining 1 .. KX_GTB-1 rows */
+#define KX_GCASE(n)                                                                                \
+    case n:                                                                                        \
+        if (n < KX_GTB)                                                                            \
+            kx_gtile(KX_Q6_K, n < KX_GTB ? n : 1, g, ns, a + b * arb, arb, i0, o + b * os, os, m,  \
+                     first);                                                                       \
+        break;
+                KX_GCASE(1)
+                KX_GCASE(2)
+                KX_GCASE(3)
+                KX_GCASE(4)
+                KX_GCASE(5)
+                KX_GCASE(6)
+                KX_GCASE(7)
+#undef KX_GCASE
+            default:
+                break;
+            }
+        }
+    }
+}
+
+KX_INLINE void kx_pmatmul(const int f, const int64_t k, const void *P, int64_t r0, int64_t r1,
+                          const char *a, size_t arb, int64_t n_b, float *out, int64_t os) {
+    if (f == KX_Q6_K && n_b >= KX_P6_UNPACK_MIN && k >= QK_K) {
+        kx_p6_many(k, P, r0, r1, a, arb, n_b, out, os);
+        return;
+    }
+    const size_t ps =
+        f == KX_Q4_K ? sizeof(struct quant_pack_q4_K) : sizeof(struct quant_pack_q6_K);
+    const int64_t nb = k / QK_K;
+    for (int64_t g = r0 / KX_G; g * KX_G < r1; g++) {
+        const int64_t g0 = g * KX_G;
+        const int lo = r0 > g0 ? (int)(r0 - g0) : 0;
+        const int hi = r1 - g0 < KX_G ? (int)(r1 - g0) : KX_G;
+        const __mmask16 m = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+        const char *Pg = (const char *)P + (size_t)(g * nb) * ps;
+        float *o = out + (g0 - r0); /* lanes below lo are masked off (never touched) */
+        if (nb == 0) { /* k = 0: empty dots */
+            for (int64_t b = 0; b < n_b; b++)
+                _mm512_mask_storeu_ps(o + b * os, m, _mm512_setzero_ps());
+            continue;
+        }
+        for (int64_t i0 = 0; i0 < nb; i0 += KX_PNS) {
+            const int ns = nb - i0 < KX_PNS ? (int)(nb - i0) : KX_PNS;
+            const void *Ps = Pg + (size_t)i0 * ps;
+            const int first = i0 == 0;
+            int64_t b = 0;
+            for (; b + KX_GTB <= n_b; b += KX_GTB)
+                kx_ptile(f, KX_GTB, Ps, ns, a + b * arb, arb, i0, o + b * os, os, m, first,
+                         b == 0);
+            switch (n_b - b) { /* the remaining 1 .. KX_GTB-1 rows */
+#define KX_PCASE(n)                                                                                \
+    case n:                                                                                        \
+        if (n < KX_GTB)                                                                            \
+            kx_ptile(f, n < KX_GTB ? n : 1, Ps, ns, a + b * arb, arb, i0, o + b * os, os, m,       \
+                     first, b == 0);                                                               \
+        break;
+                KX_PCASE(1)
+                KX_PCASE(2)
+                KX_PCASE(3)
+                KX_PCASE(4)
+                KX_PCASE(5)
+                KX_PCASE(6)
+                KX_PCASE(7)
+#undef KX_PCASE
+            default:
+                break;
+            }
+        }
+    }
+}
+
+static void KX(matmul_packed_q4_K)(int64_t k, const void *P, int64_t r0, int64_t r1,
+                                   const void *act, size_t arb, int64_t n_b, float *out,
+                                   int64_t os) {
+    kx_pmatmul(KX_Q4_K, k, P, r0, r1, (const char *)act, arb, n_b, out, os);
+}
+static void KX(matmul_packed_q6_K)(int64_t k, const void *P, int64_t r0, int64_t r1,
+                                   const void *act, size_t arb, int64_t n_b, float *out,
+                                   int64_t os) {
+    kx_pmatmul(KX_Q6_K, k, P, r0, r1, (const char *)act, arb, n_b, out, os);
+}
 #endif
 
 /* ============================ activations: quantize_row_q8_K ============================ */
@@ -1176,6 +1466,10 @@ KX_INLINE int kx_fill(struct realm_quant_ops *tab) {
         tab[k[i].type].matmul = k[i].mm;
     }
     tab[REALM_TYPE_Q8_K].quantize_row = KX(quantize_row_q8_K);
+#if KX_VNNI
+    tab[REALM_TYPE_Q4_K].matmul_packed = KX(matmul_packed_q4_K);
+    tab[REALM_TYPE_Q6_K].matmul_packed = KX(matmul_packed_q6_K);
+#endif
     return n + 1;
 }
 

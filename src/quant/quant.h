@@ -162,6 +162,32 @@ void quant_matmul_generic(const struct realm_quant_ops *ops, int64_t k, const vo
                           size_t w_row_bytes, int64_t n_r, const void *act, size_t act_row_bytes,
                           int64_t n_b, float *out, int64_t out_stride);
 
+/* ---- the prepacked q4_K / q6_K layout (realm_quant_prepack; AVX-512 table only) ----
+ * Rows are taken 16 at a time (a group; the last one padded with zero rows); a group's
+ * super-blocks follow each other, and each packed super-block holds the bytes of that block of
+ * the 16 rows transposed by dwords: field[c][r] = dword c of the corresponding field of row r,
+ * so one 512-bit load gives the same 4 bytes of all 16 rows (one int32 lane per row). The bytes
+ * themselves are unchanged (same size as the original, 64-byte aligned). */
+#define QUANT_PACK_ROWS 16
+struct quant_pack_q4_K {
+    uint32_t dm[16];     /* d | dmin << 16 */
+    uint32_t sc[3][16];  /* scales[12] */
+    uint32_t qs[32][16]; /* qs[128] */
+};
+_Static_assert(sizeof(struct quant_pack_q4_K) == 16 * sizeof(block_q4_K), "q4_K pack size");
+struct quant_pack_q6_K { /* read front to back: the scales first */
+    uint32_t d[16];      /* d (zero-extended) */
+    uint32_t sc[4][16];  /* scales[16] */
+    uint32_t ql[32][16]; /* ql[128] */
+    uint32_t qh[16][16]; /* qh[64] */
+};
+
+/* Packs rows [0, rows) of W (q4_K or q6_K, k elements per row) into P (quant_packed_size bytes,
+ * 64-byte aligned). */
+size_t quant_packed_size(uint32_t type, int64_t rows, int64_t k);
+void quant_pack(uint32_t type, const void *W, size_t w_row_bytes, int64_t rows, int64_t k,
+                void *P);
+
 /* ---- ISA variants (dot_avx2.c, dot_avx512.c) ----
  * Each overwrites, in tab (indexed by type), the entries for which it has kernels; returns how
  * many it filled. Built without the ISA flags (non-x86), they fill nothing. */
