@@ -81,19 +81,35 @@ static void *run_job(void *arg) {
     return NULL;
 }
 
-/* Tenant A with 32 sessions and tenant B with 1 through 8-row steps (so A alone could fill every
- * step): B's tokens per second stay within 2x of A's per-session rate. */
-static void starvation(const char *path) {
+struct loaded {
     struct realm_gguf *g;
     struct realm_model *m;
     struct realm_engine *e;
+};
+
+/* Opens the file, loads its model and a 2-thread engine, and makes it the model of the jobs. */
+static void open_model(const char *path, struct loaded *L) {
     struct realm_err err;
-    CHECK(realm_gguf_open(path, &g, &err) == REALM_OK);
-    CHECK(realm_model_load(g, &m, &err) == REALM_OK);
-    CHECK(realm_engine_new(m, 2, 64, &e, &err) == REALM_OK);
-    g_model = m;
-    g_vocab = realm_model_config(m)->n_vocab;
-    struct realm_sched_backend be = realm_sched_backend_engine(e, m);
+    CHECK(realm_gguf_open(path, &L->g, &err) == REALM_OK);
+    CHECK(realm_model_load(L->g, &L->m, &err) == REALM_OK);
+    CHECK(realm_engine_new(L->m, 2, 64, &L->e, &err) == REALM_OK);
+    g_model = L->m;
+    g_vocab = realm_model_config(L->m)->n_vocab;
+}
+
+static void close_model(struct loaded *L) {
+    realm_engine_free(L->e);
+    realm_model_free(L->m);
+    realm_gguf_close(L->g);
+}
+
+/* Tenant A with 32 sessions and tenant B with 1 through 8-row steps (so A alone could fill every
+ * step): B's tokens per second stay within 2x of A's per-session rate. */
+static void starvation(const char *path) {
+    struct loaded L;
+    struct realm_err err;
+    open_model(path, &L);
+    struct realm_sched_backend be = realm_sched_backend_engine(L.e, L.m);
     struct realm_sched_params p = {.max_batch_tokens = 8, .prefill_chunk = 8};
     CHECK(realm_sched_new(&be, &p, &g_sched, &err) == REALM_OK);
     enum { N_A = 32 };
@@ -117,25 +133,18 @@ static void starvation(const char *path) {
            b_rate, a_rate);
     CHECKF(b_rate >= a_rate / 2, "tenant B starved: %.1f tok/s vs A's %.1f per session", b_rate, a_rate);
     realm_sched_free(g_sched);
-    realm_engine_free(e);
-    realm_model_free(m);
-    realm_gguf_close(g);
+    close_model(&L);
 }
 
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     const char *path = tu_shared_path("models/stories260K.gguf");
     if (!path) tu_skip("../shared/models/stories260K.gguf not found");
-    struct realm_gguf *g;
-    struct realm_model *m;
-    struct realm_engine *e;
+    struct loaded L;
     struct realm_err err;
-    CHECK(realm_gguf_open(path, &g, &err) == REALM_OK);
-    CHECK(realm_model_load(g, &m, &err) == REALM_OK);
-    CHECK(realm_engine_new(m, 2, 64, &e, &err) == REALM_OK);
-    g_model = m;
-    g_vocab = realm_model_config(m)->n_vocab;
-    struct realm_sched_backend be = realm_sched_backend_engine(e, m);
+    open_model(path, &L);
+    const struct realm_model *m = L.m;
+    struct realm_sched_backend be = realm_sched_backend_engine(L.e, L.m);
     struct realm_sched_params p = {.max_batch_tokens = 64, .prefill_chunk = 8};
     CHECK(realm_sched_new(&be, &p, &g_sched, &err) == REALM_OK);
 
@@ -224,9 +233,7 @@ int main(int argc, char **argv) {
 
     realm_kv_pool_free(g_pool);
     g_pool = NULL;
-    realm_engine_free(e);
-    realm_model_free(m);
-    realm_gguf_close(g);
+    close_model(&L);
 
     /* ---- starvation, on SmolLM2: its steps (milliseconds) dwarf a thread's wake-up, so the
      * rates measure the scheduler, not how fast 34 threads get a CPU on a loaded machine ---- */
