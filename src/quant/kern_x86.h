@@ -1013,6 +1013,33 @@ KX_INLINE void kx_gtile(const int f, const int TB, const struct kx_kg *g, int ns
     KX_UNROLL for (int b = 0; b < TB; b++) _mm512_mask_storeu_ps(out + b * os, m, acc[b]);
 }
 
+/* Every activation row (n_b of them) against the same super-blocks g[0..ns-1]: whole tiles of
+ * KX_GTB rows, then one tile of the 1 .. KX_GTB-1 left (a constant TB per case, so each tile is
+ * compiled for its size). */
+KX_INLINE void kx_gtile_rows(const int f, const struct kx_kg *g, int ns, const char *a, size_t arb,
+                             int64_t n_b, int64_t i0, float *o, int64_t os, __mmask16 m, int first) {
+    int64_t b = 0;
+    for (; b + KX_GTB <= n_b; b += KX_GTB)
+        kx_gtile(f, KX_GTB, g, ns, a + b * arb, arb, i0, o + b * os, os, m, first);
+    switch (n_b - b) {
+#define KX_GCASE(n)                                                                                \
+    case n:                                                                                        \
+        if (n < KX_GTB)                                                                            \
+            kx_gtile(f, n < KX_GTB ? n : 1, g, ns, a + b * arb, arb, i0, o + b * os, os, m, first); \
+        break;
+        KX_GCASE(1)
+        KX_GCASE(2)
+        KX_GCASE(3)
+        KX_GCASE(4)
+        KX_GCASE(5)
+        KX_GCASE(6)
+        KX_GCASE(7)
+#undef KX_GCASE
+    default:
+        break;
+    }
+}
+
 KX_INLINE void kx_gmatmul(const int f, const int64_t k, const char *w, size_t wrb, int64_t n_r,
                           const char *a, size_t arb, int64_t n_b, float *out, int64_t os) {
     const size_t bs = f == KX_Q4_K ? sizeof(block_q4_K) : sizeof(block_q6_K);
@@ -1041,27 +1068,7 @@ KX_INLINE void kx_gmatmul(const int f, const int64_t k, const char *w, size_t wr
             }
             float *o = out + r0;
             const int first = i0 == 0;
-            int64_t b = 0;
-            for (; b + KX_GTB <= n_b; b += KX_GTB)
-                kx_gtile(f, KX_GTB, g, ns, a + b * arb, arb, i0, o + b * os, os, m, first);
-            switch (n_b - b) { /* the remaining 1 .. KX_GTB-1 rows */
-#define KX_GCASE(n)                                                                                \
-    case n:                                                                                        \
-        if (n < KX_GTB)                                                                            \
-            kx_gtile(f, n < KX_GTB ? n : 1, g, ns, a + b * arb, arb, i0, o + b * os, os, m,        \
-                     first);                                                                       \
-        break;
-                KX_GCASE(1)
-                KX_GCASE(2)
-                KX_GCASE(3)
-                KX_GCASE(4)
-                KX_GCASE(5)
-                KX_GCASE(6)
-                KX_GCASE(7)
-#undef KX_GCASE
-            default:
-                break;
-            }
+            kx_gtile_rows(f, g, ns, a, arb, n_b, i0, o, os, m, first);
         }
     }
 }
@@ -1280,27 +1287,7 @@ static void kx_p6_many(const int64_t k, const void *P, int64_t r0, int64_t r1, c
                 kx_q6k_unpackp(Pg + i0 + t, &g[t]);
             kx_prefetch((const char *)(Pg + i0 + ns), (size_t)KX_GNS * sizeof *Pg);
             const int first = i0 == 0;
-            int64_t b = 0;
-            for (; b + KX_GTB <= n_b; b += KX_GTB)
-                kx_gtile(KX_Q6_K, KX_GTB, g, ns, a + b * arb, arb, i0, o + b * os, os, m, first);
-            switch (n_b - b) { /* the remaining 1 .. KX_GTB-1 rows */
-#define KX_GCASE(n)                                                                                \
-    case n:                                                                                        \
-        if (n < KX_GTB)                                                                            \
-            kx_gtile(KX_Q6_K, n < KX_GTB ? n : 1, g, ns, a + b * arb, arb, i0, o + b * os, os, m,  \
-                     first);                                                                       \
-        break;
-                KX_GCASE(1)
-                KX_GCASE(2)
-                KX_GCASE(3)
-                KX_GCASE(4)
-                KX_GCASE(5)
-                KX_GCASE(6)
-                KX_GCASE(7)
-#undef KX_GCASE
-            default:
-                break;
-            }
+            kx_gtile_rows(KX_Q6_K, g, ns, a, arb, n_b, i0, o, os, m, first);
         }
     }
 }
