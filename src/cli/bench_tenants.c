@@ -115,7 +115,6 @@ int cli_parse_tenant_counts(const char *s, int *out, int cap) {
 /* One repetition with T tenants; fills the aggregate tok/s, latencies and rows per step. */
 static int bt_rep(struct bt_shared *sh, struct realm_engine *e, int T, double *agg, double *lat, double *rows_step) {
     struct realm_err err = {0};
-    const struct realm_model_config *c = realm_model_config(sh->m);
     int32_t per = sh->n_prompt + sh->n_gen + 1;
     size_t block = realm_model_kv_block_bytes(sh->m, REALM_KV_F16, 16);
     size_t blocks = (size_t)T * (size_t)((per + 15) / 16 + 1);
@@ -133,7 +132,6 @@ static int bt_rep(struct bt_shared *sh, struct realm_engine *e, int T, double *a
         cli_error("bench: %s", err.msg[0] ? err.msg : "out of memory");
         goto out;
     }
-    (void)c;
     pthread_barrier_init(&sh->start, NULL, (unsigned)T);
     int started = 0;
     for (int i = 0; i < T; i++) {
