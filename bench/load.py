@@ -43,10 +43,13 @@ PROMPTS = [
 ]
 
 
+ADMIN_KEY = "realm-admin-" + secrets.token_urlsafe(24)
+
+
 def alloc_mib(port):
     """The server's realm_malloc bytes in use (exact, unlike RSS) from /metrics, in MiB."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request("GET", "/metrics")
+    c.request("GET", "/metrics", headers={"Authorization": "Bearer " + ADMIN_KEY})
     m = re.search(r"^realm_alloc_bytes (\S+)", c.getresponse().read().decode(), re.M)
     return float(m.group(1)) / 2**20 if m else float("nan")
 
@@ -69,6 +72,7 @@ def start_server(build, model, workdir, args):
         tenants.append(t)
     cfg = workdir / "realm.json"
     cfg.write_text(json.dumps({"models": [{"name": "m", "path": str(model)}], "tenants": tenants,
+                               "admin_key_hashes": [hashlib.sha256(ADMIN_KEY.encode()).hexdigest()],
                                "max_inflight": max(64, args.clients), "max_queue": 256}))
     log = open(workdir / "serve.log", "wb")
     proc = subprocess.Popen([str(build / "realm"), "serve", "--config", str(cfg), "--host", "127.0.0.1",

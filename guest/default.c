@@ -3,7 +3,8 @@
  *   1. read and strictly parse the request;
  *   2. open the model (by name, "" = the tenant's default) and read its info;
  *   3. build the prompt: `tokens` as given, or `messages` rendered with the model's chat template
- *      by the host, or the raw `prompt`; tokenize through the host;
+ *      and tokenized by the host (chat_tokenize: message text never becomes control tokens), or
+ *      the raw `prompt` tokenized through the host;
  *   4. open a session, decode the prompt, then sample in the guest (logit_bias, penalties,
  *      greedy or top-k/top-p/min-p/temperature, seeded) and decode each new token;
  *   5. stream text with emit: the first SPM space stripped as the native CLI does, UTF-8 fixed
@@ -337,24 +338,17 @@ static int32_t build_prompt(int32_t model, const struct req *r, const char *json
         *n = (int32_t)r->tokens->n;
         return REALM_OK;
     }
-    char *text = NULL;
-    size_t len = 0;
-    const char *src;
+    int32_t flags = r->add_bos ? REALM_ABI_TOKENIZE_ADD_BOS : 0;
     if (r->messages) {
-        rc = rg_chat_format_all(model, json + r->messages->src_off, r->messages->src_len, &text, &len);
-        if (rc) {
-            elog("messages: chat template: %s", rg_strerror(rc));
-            return rc;
-        }
-        src = text;
-    } else {
-        src = r->prompt->str;
-        len = r->prompt->str_len;
+        /* chat_tokenize, not chat_format + tokenize: only the template's markup may become control
+         * tokens, so a message cannot close its turn and forge another ("parse_special" is for
+         * raw prompts only) */
+        rc = rg_chat_tokenize_all(model, json + r->messages->src_off, r->messages->src_len, flags, toks, n);
+        if (rc) elog("messages: chat template: %s", rg_strerror(rc));
+        return rc;
     }
-    int32_t flags = (r->add_bos ? REALM_ABI_TOKENIZE_ADD_BOS : 0) |
-                    (r->parse_special ? REALM_ABI_TOKENIZE_PARSE_SPECIAL : 0);
-    rc = rg_tokenize_all(model, src, len, flags, toks, n);
-    free(text);
+    if (r->parse_special) flags |= REALM_ABI_TOKENIZE_PARSE_SPECIAL;
+    rc = rg_tokenize_all(model, r->prompt->str, r->prompt->str_len, flags, toks, n);
     if (rc) elog("tokenize: %s", rg_strerror(rc));
     return rc;
 }

@@ -254,6 +254,8 @@ static void expect_refused(const char *what, struct spec s, int code, const char
     int rc = open_buf(&b, &g, &err);
     CHECKF(rc == code, "%s: status %d (%s), expected %d", what, rc, err.msg, code);
     CHECKF(rc == REALM_OK || strstr(err.msg, needle), "%s: message '%s' lacks '%s'", what, err.msg, needle);
+    /* every refusal says why: a needle of "" still needs a message */
+    CHECKF(rc == REALM_OK || (err.msg[0] && needle[0]), "%s: empty message or needle ('%s')", what, err.msg);
     CHECKF(rc == REALM_OK || !strchr(err.msg, '\n'), "%s: message is not one line", what);
     tu_log("%-28s -> %s", what, err.msg);
     if (rc == REALM_OK) realm_gguf_close(g);
@@ -266,8 +268,8 @@ static void test_rules(void) {
     expect_refused("version 9", (struct spec){.version = 9}, REALM_E_FORMAT, "version 9");
     expect_refused("huge tensor count", (struct spec){.n_tensors_delta = 1ull << 62}, REALM_E_FORMAT, "tensor count");
     expect_refused("huge kv count", (struct spec){.n_kv_delta = 1ull << 62}, REALM_E_FORMAT, "kv count");
-    expect_refused("one kv too many", (struct spec){.n_kv_delta = 1}, REALM_E_FORMAT, "");
-    expect_refused("one tensor too many", (struct spec){.n_tensors_delta = 1}, REALM_E_FORMAT, "");
+    expect_refused("one kv too many", (struct spec){.n_kv_delta = 1}, REALM_E_FORMAT, "tensor name");
+    expect_refused("one tensor too many", (struct spec){.n_tensors_delta = 1}, REALM_E_FORMAT, "dimensions");
     expect_refused("duplicate key", (struct spec){.dup_key = 1}, REALM_E_FORMAT, "duplicate key 'test.u32'");
     expect_refused("unknown value type", (struct spec){.bad_vtype = 1}, REALM_E_FORMAT, "unknown value type 99");
     expect_refused("unknown array type", (struct spec){.bad_arr_type = 1}, REALM_E_FORMAT,

@@ -187,12 +187,38 @@ static void test_touched_follows_peak(void) {
     realm_kv_pool_free(pool);
 }
 
+/* A sequence as long as int32 allows: its block count and rewinds are computed in 64 bits
+ * (n_ctx + block_tokens - 1 overflows int32). Blocks of 2^20 positions keep the table small. */
+static void test_huge_n_ctx(void) {
+    const int32_t big_b = 1 << 20;
+    struct realm_kv_pool_params p = {.n_layer = 1, .row_bytes = 1, .block_tokens = big_b,
+                                     .memory_bytes = (size_t)2 * 2 * big_b};
+    struct realm_kv_pool *pool = NULL;
+    struct realm_kv_seq *s = NULL;
+    struct realm_err err;
+    CHECKF(realm_kv_pool_new(&p, &pool, &err) == REALM_OK, "%s", err.msg);
+    if (!pool) return;
+    CHECKF(realm_kv_seq_new(pool, 1, INT32_MAX, &s, &err) == REALM_OK, "%s", err.msg);
+    if (s) {
+        const int32_t toks[3] = {7, 8, 9};
+        CHECK_EQ_INT(realm_kv_seq_reserve(s, 3, &err), REALM_OK);
+        CHECK_EQ_INT(realm_kv_seq_commit(s, toks, 3), REALM_OK);
+        CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 1), 1);
+        CHECK_EQ_INT(realm_kv_seq_reserve(s, INT32_MAX - 2, &err), REALM_E_CONTEXT_FULL);
+        CHECK_EQ_INT(realm_kv_seq_rewind(s, 0), REALM_OK);
+        CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 1), 0);
+        realm_kv_seq_free(s);
+    }
+    realm_kv_pool_free(pool);
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     int64_t base = realm_alloc_bytes_in_use();
     test_basic_and_quota();
     test_prefix_cow_evict();
     test_touched_follows_peak();
+    test_huge_n_ctx();
     struct realm_kv_pool *pool = NULL;
     struct realm_err err;
     struct realm_kv_pool_params bad = {.n_layer = 2, .row_bytes = 8, .memory_bytes = 10};

@@ -19,6 +19,7 @@
 #include "model/model.h" /* internal: the attention kernels */
 #include "realm/gguf.h"
 #include "realm/kvpool.h"
+#include "realm/log.h"
 #include "realm/model.h"
 #include "testutil.h"
 
@@ -505,6 +506,109 @@ static void test_errors(struct loaded *L) {
     realm_engine_free(e);
 }
 
+/* ---- context_length from the file ---- */
+
+static char g_last_log[512];
+static void record_log(int level, const char *module, const char *msg, void *user) {
+    (void)level, (void)user;
+    snprintf(g_last_log, sizeof g_last_log, "%s: %s", module, msg);
+}
+
+/* stories260K with its llama.context_length (a u32 in the metadata) replaced by `ctx`, loaded
+ * from memory; *buf keeps the bytes (64-byte aligned, like a mapping) and must be freed. */
+static int load_with_ctx(const char *path, uint32_t ctx, struct loaded *L, unsigned char **buf,
+                         struct realm_err *err) {
+    size_t n;
+    unsigned char *raw = tu_read_file(path, &n);
+    memset(L, 0, sizeof *L);
+    *buf = raw ? aligned_alloc(64, (n + 63) / 64 * 64) : NULL;
+    if (!*buf) {
+        free(raw);
+        return REALM_E_NOMEM;
+    }
+    memcpy(*buf, raw, n);
+    free(raw);
+    static const char key[] = "llama.context_length";
+    unsigned char *k = memmem(*buf, n, key, sizeof key - 1);
+    uint32_t type = 0;
+    if (k) memcpy(&type, k + sizeof key - 1, 4);
+    CHECKF(k && type == 4 /* GGUF u32 */, "context_length not found as a u32");
+    if (!k || type != 4) return REALM_E_FORMAT;
+    memcpy(k + sizeof key - 1 + 4, &ctx, 4);
+    int rc = realm_gguf_open_memory(*buf, n, "patched", &L->g, err);
+    if (rc) return rc;
+    rc = realm_model_load(L->g, &L->m, err);
+    if (rc) {
+        realm_gguf_close(L->g);
+        L->g = NULL;
+    }
+    return rc;
+}
+
+/* A file that claims an absurd context is capped at REALM_MODEL_MAX_CTX with a warning naming
+ * the key, and then behaves exactly like the original (sizes computed from n_ctx_train stay in
+ * range); a zero context is refused. */
+static void test_huge_context(const char *path, struct loaded *orig) {
+    struct realm_err err;
+    struct loaded H;
+    unsigned char *buf;
+    g_last_log[0] = 0;
+    realm_log_set_sink(record_log, NULL);
+    int rc = load_with_ctx(path, UINT32_MAX, &H, &buf, &err);
+    realm_log_set_sink(NULL, NULL);
+    CHECKF(rc == REALM_OK, "%s", err.msg);
+    CHECKF(strstr(g_last_log, "context_length: 4294967295, capped to 1048576") != NULL, "log: %s", g_last_log);
+    if (rc == REALM_OK) {
+        const int32_t nv = realm_model_config(H.m)->n_vocab;
+        CHECK_EQ_INT(realm_model_config(H.m)->n_ctx_train, REALM_MODEL_MAX_CTX);
+        struct realm_session *s = NULL, *o = NULL;
+        CHECK_EQ_INT(realm_session_new(H.m, REALM_MODEL_MAX_CTX + 1, &s, &err), REALM_E_INVALID);
+        struct realm_kv_pool *pool = NULL;
+        CHECK_EQ_INT(realm_model_kv_pool_new(H.m, REALM_KV_F16, 4 * realm_model_kv_block_bytes(H.m, REALM_KV_F16, 16),
+                                             16, 0, &pool, &err),
+                     REALM_OK);
+        CHECK_EQ_INT(realm_session_new_paged(H.m, pool, 1, 0, &s, &err), REALM_OK); /* n_ctx_train positions */
+        CHECK_EQ_INT(realm_session_n_ctx(s), REALM_MODEL_MAX_CTX);
+        CHECK_EQ_INT(realm_session_new(orig->m, 16, &o, &err), REALM_OK);
+        struct realm_engine *eh = NULL, *eo = NULL;
+        CHECK_EQ_INT(realm_engine_new(H.m, 2, 8, &eh, &err), REALM_OK);
+        CHECK_EQ_INT(realm_engine_new(orig->m, 2, 8, &eo, &err), REALM_OK);
+        float *a = malloc((size_t)nv * sizeof *a), *b = malloc((size_t)nv * sizeof *b);
+        const int32_t toks[5] = {1, 45, 300, 7, 200};
+        for (int i = 0; s && o && eh && eo && i < 5; i++) {
+            CHECK_EQ_INT(step(eh, s, toks[i], a), REALM_OK);
+            CHECK_EQ_INT(step(eo, o, toks[i], b), REALM_OK);
+            CHECKF(!memcmp(a, b, (size_t)nv * sizeof *a), "token %d: logits differ from the original model's", i);
+        }
+        free(a);
+        free(b);
+        realm_engine_free(eh);
+        realm_engine_free(eo);
+        realm_session_free(s);
+        realm_session_free(o);
+        realm_kv_pool_free(pool);
+        unload(&H);
+    }
+    free(buf);
+    /* exactly the cap: kept as is, nothing logged */
+    g_last_log[0] = 0;
+    realm_log_set_sink(record_log, NULL);
+    rc = load_with_ctx(path, REALM_MODEL_MAX_CTX, &H, &buf, &err);
+    realm_log_set_sink(NULL, NULL);
+    CHECKF(rc == REALM_OK, "%s", err.msg);
+    if (rc == REALM_OK) {
+        CHECK_EQ_INT(realm_model_config(H.m)->n_ctx_train, REALM_MODEL_MAX_CTX);
+        unload(&H);
+    }
+    CHECK(g_last_log[0] == 0);
+    free(buf);
+    /* zero: refused, with the key in the message */
+    rc = load_with_ctx(path, 0, &H, &buf, &err);
+    CHECK_EQ_INT(rc, REALM_E_FORMAT);
+    CHECKF(strstr(err.msg, "context_length") != NULL, "%s", err.msg);
+    free(buf);
+}
+
 /* ---- parity fixtures ---- */
 
 /* FNV-1a 64 over the file size, the first and the last MiB: a cheap identity check that the cached
@@ -806,6 +910,7 @@ int main(int argc, char **argv) {
             test_batching(&L, 2, "stories260K");
             test_paged(&L, 2, "stories260K", 41);
             test_errors(&L);
+            test_huge_context(path, &L);
             unload(&L);
         }
         ran++;

@@ -7,6 +7,14 @@
  *     logit_bias, EOS, penalties, min-p, context length, usage, request validation;
  *   - the adversarial guests (bad pointers, forged/stale/foreign handles, decode abuse,
  *     cancellation, wall-clock limit) get the specific errors they must get;
+ *   - per-tenant wall-clock limits that include host work, in realm_generate and realm_init,
+ *     also against a decode blocked in the scheduler; a start aborted by its cancel flag;
+ *   - the host's measured usage equals what the default guest reports, and is there after a
+ *     trap, a guest error and a timeout;
+ *   - a tenant's host memory budget: imports over it answer REALM_E_NOMEM while another
+ *     tenant with the same inputs succeeds;
+ *   - input caps of tokenize / chat_format (bytes, JSON values); handle serials that run out
+ *     retire their slot and get the instance re-created;
  *   - while each adversary runs in another thread, a well-behaved tenant produces output
  *     byte-identical to its solo run.
  */
@@ -14,9 +22,11 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include "realm/alloc.h"
 #include "realm/gguf.h"
 #include "realm/model.h"
 #include "realm/tokenizer.h"
+#include "sandbox/sandbox.h" /* sbx_tenant_test_set_serial */
 #include "test_sandbox_util.h"
 
 static struct {
@@ -64,6 +74,19 @@ static void teardown(void) {
     realm_tokenizer_free(F.tok);
     realm_model_free(F.m);
     realm_gguf_close(F.g);
+}
+
+/* The host's measured counts equal what the default guest reported with usage(). */
+#define CHECK_MEASURED(u)                                                                          \
+    do {                                                                                           \
+        CHECK_EQ_INT((u).measured_prompt_tokens, (u).prompt_tokens);                               \
+        CHECK_EQ_INT((u).measured_completion_tokens, (u).completion_tokens);                       \
+    } while (0)
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* ---- golden data ---- */
@@ -120,6 +143,7 @@ static void test_golden(struct realm_sbx_tenant *t) {
     CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_LENGTH);
     CHECK_EQ_INT(u.decoded_tokens, 256); /* BOS + 255 fed back: the 256th token is not decoded */
     CHECK_EQ_INT(u.decode_calls, 256);
+    CHECK_MEASURED(u);
     CHECK(u.guest_ns > 0 && u.host_ns > 0 && u.decode_ns > 0 && u.first_emit_ns > 0);
     /* the default for an empty prompt strips SPM's leading space, as the native CLI prints */
     CHECK_EQ_INT(ts_run(t, "{\"prompt\":\"\",\"max_tokens\":256,\"temperature\":0}", &out, NULL, &err), REALM_OK);
@@ -186,6 +210,7 @@ static void test_sampling(struct realm_sbx_tenant *t) {
             CHECKF(strlen(s) == (size_t)(at - greedy) && !strncmp(s, greedy, strlen(s)), "stop %s: %s", stops[i], s);
             CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_STOP);
             CHECK(u.completion_tokens < 256);
+            CHECK_MEASURED(u);
         }
         free(s);
     }
@@ -203,6 +228,7 @@ static void test_sampling(struct realm_sbx_tenant *t) {
     CHECK(rc == 0 && s && s[0] == 0);
     CHECK_EQ_INT(u.completion_tokens, 1);
     CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_STOP);
+    CHECK_MEASURED(u);
     free(s);
     snprintf(j, sizeof j, "{\"prompt\":\"\",\"max_tokens\":5,\"temperature\":0,\"ignore_eos\":true,\"logit_bias\":{\"%d\":100}}", eos);
     s = run_text(t, j, &u, &rc);
@@ -236,11 +262,17 @@ static void test_sampling(struct realm_sbx_tenant *t) {
                  &u, &rc);
     CHECK_EQ_INT(u.completion_tokens, 8);
     CHECK_EQ_INT(u.finish_reason, REALM_ABI_FINISH_LENGTH);
+    CHECK_MEASURED(u);
     CHECK(a && !strncmp(a, greedy, strlen(a)) && strlen(a) > 10);
     free(a);
     /* raw token input */
     a = run_text(t, "{\"tokens\":[1,403,407],\"max_tokens\":4,\"temperature\":0}", &u, &rc);
     CHECK(rc == 0 && u.prompt_tokens == 3 && u.completion_tokens == 4);
+    CHECK_MEASURED(u);
+    free(a);
+    a = run_text(t, "{\"prompt\":\"Once upon a time there was\",\"max_tokens\":20,\"seed\":9}", &u, &rc);
+    CHECK(rc == 0 && u.prompt_tokens > 5 && u.completion_tokens == 20);
+    CHECK_MEASURED(u);
     free(a);
     free(greedy);
 }
@@ -448,6 +480,335 @@ static void test_adversaries_alone(void) {
     free(out.buf);
 }
 
+/* ---- wall-clock limits that include host work ---- */
+
+/* A decode path that never finishes on its own: it waits for its cancel flag (a scheduler
+ * with a queue that never drains). Gives up after 20 s so that a broken host fails the test
+ * instead of hanging it. */
+static atomic_int g_blocked_decodes;
+
+static int block_decode(void *ctx, uint32_t tenant, struct realm_session *session, const int32_t *tokens,
+                        int32_t n, float *logits, const atomic_bool *cancel, struct realm_err *err) {
+    (void)ctx, (void)tenant, (void)session, (void)tokens, (void)n, (void)logits;
+    atomic_fetch_add(&g_blocked_decodes, 1);
+    struct timespec ms = {0, 1000000L};
+    for (int i = 0; i < 20000; i++) {
+        if (cancel && atomic_load(cancel)) return REALM_E_CANCELLED;
+        nanosleep(&ms, NULL);
+    }
+    return realm_err_set(err, REALM_E_INTERNAL, "test: decode was never cancelled");
+}
+
+struct flag_later {
+    atomic_bool *flag;
+    int ms;
+};
+
+static void *set_flag_later(void *arg) {
+    struct flag_later *f = arg;
+    struct timespec ts = {f->ms / 1000, (long)(f->ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    atomic_store(f->flag, true);
+    return NULL;
+}
+
+/* realm_sbx_tenant_new with the given limits; returns its status and the time it took. */
+static int timed_new(struct realm_sbx_host *h, struct realm_sbx_module *m, struct realm_sbx_tenant_params *p,
+                     double *ms, struct realm_err *err) {
+    struct realm_sbx_tenant *t = NULL;
+    double t0 = now_ms();
+    int rc = realm_sbx_tenant_new(h, m, p, &t, err);
+    *ms = now_ms() - t0;
+    tu_log("  new %s -> %d %s (%.0f ms)\n", p->name, rc, rc ? err->msg : "", *ms);
+    if (rc) CHECK(t == NULL);
+    realm_sbx_tenant_free(t);
+    return rc;
+}
+
+static void test_wall_limits(void) {
+    struct ts_capture out = {0};
+    struct realm_err err;
+    struct realm_sbx_usage u;
+    double ms;
+    /* budgets far away: only the wall clock can stop these guests (they live in the host) */
+    struct realm_sbx_config c = ts_config();
+    c.init_budget_ms = 30000;
+    c.generate_budget_ms = 30000;
+    c.init_wall_ms = 400;
+    struct realm_sbx_host *h = host_with_model(c);
+    struct realm_sbx_module *loop = ts_module(h, "rewind_loop");
+    struct realm_sbx_module *loop_init = ts_module(h, "rewind_loop_init");
+
+    /* decode + rewind forever in realm_generate: the tenant's generate_wall_ms ends it (the
+     * host sets no wall_limit_ms), and what it decoded is measured */
+    struct realm_sbx_tenant_params p = {.name = "rewind", .generate_wall_ms = 300};
+    struct realm_sbx_tenant *t = NULL;
+    CHECK_EQ_INT(realm_sbx_tenant_new(h, loop, &p, &t, &err), REALM_OK);
+    if (t) {
+        double t0 = now_ms();
+        CHECK_EQ_INT(ts_run(t, "{}", &out, &u, &err), REALM_E_TIMEOUT);
+        ms = now_ms() - t0;
+        CHECKF(ms >= 290 && ms < 1300, "rewind loop ended after %.0f ms", ms);
+        CHECKF(strstr(err.msg, "realm_generate stopped: wall-clock limit of 300 ms") != NULL, "%s", err.msg);
+        CHECK(u.decoded_tokens > 0 && u.measured_completion_tokens > 0 && u.measured_prompt_tokens > 0);
+        CHECK_EQ_INT(u.measured_prompt_tokens + u.measured_completion_tokens, u.decoded_tokens + 1);
+        CHECK_EQ_INT(u.prompt_tokens, -1); /* nothing reported: the charge is what was measured */
+        /* a fresh instance serves the next request */
+        CHECK_EQ_INT(ts_run(t, "{\"n\":2}", &out, &u, &err), REALM_OK);
+        CHECK(!strcmp(out.buf, "startdone"));
+        struct realm_sbx_tenant_stats st;
+        realm_sbx_tenant_get_stats(t, &st);
+        CHECK_EQ_INT(st.restarts, 1);
+        realm_sbx_tenant_free(t);
+    }
+    /* the same loop in realm_init: the host's init_wall_ms, or the tenant's; no tenant */
+    p = (struct realm_sbx_tenant_params){.name = "rewind_init"};
+    CHECK_EQ_INT(timed_new(h, loop_init, &p, &ms, &err), REALM_E_TIMEOUT);
+    CHECKF(strstr(err.msg, "realm_init stopped: wall-clock limit of 400 ms") != NULL, "%s", err.msg);
+    CHECKF(ms >= 390 && ms < 1400, "init ended after %.0f ms", ms);
+    p.init_wall_ms = 250;
+    CHECK_EQ_INT(timed_new(h, loop_init, &p, &ms, &err), REALM_E_TIMEOUT);
+    CHECKF(strstr(err.msg, "wall-clock limit of 250 ms") != NULL, "%s", err.msg);
+    CHECKF(ms >= 240 && ms < 1250, "init ended after %.0f ms", ms);
+    /* ... or its cancel flag */
+    atomic_bool cancel;
+    atomic_init(&cancel, false);
+    struct flag_later fl = {&cancel, 200};
+    pthread_t th;
+    p = (struct realm_sbx_tenant_params){.name = "rewind_init", .init_wall_ms = 30000, .cancel = &cancel};
+    CHECK(pthread_create(&th, NULL, set_flag_later, &fl) == 0);
+    CHECK_EQ_INT(timed_new(h, loop_init, &p, &ms, &err), REALM_E_CANCELLED);
+    pthread_join(th, NULL);
+    CHECKF(strstr(err.msg, "cancelled") != NULL, "%s", err.msg);
+    CHECKF(ms >= 190 && ms < 1200, "cancelled init ended after %.0f ms", ms);
+    /* a flag already set: the start does no work */
+    CHECK_EQ_INT(timed_new(h, loop_init, &p, &ms, &err), REALM_E_CANCELLED);
+    realm_sbx_module_free(loop);
+    realm_sbx_module_free(loop_init);
+    realm_sbx_host_free(h);
+
+    /* a decode that waits in the scheduler ends at the deadline too: the ticker raises the
+     * flag decode hands the scheduler */
+    h = NULL;
+    CHECK_EQ_INT(realm_sbx_host_new(&c, &h, &err), REALM_OK);
+    if (!h) return;
+    struct realm_sbx_model_desc d = {.name = "blocking", .model = F.m, .tok = F.tok, .decode = block_decode};
+    CHECK_EQ_INT(realm_sbx_host_add_model(h, &d, &err), REALM_OK);
+    loop = ts_module(h, "rewind_loop");
+    loop_init = ts_module(h, "rewind_loop_init");
+    p = (struct realm_sbx_tenant_params){.name = "blocked", .generate_wall_ms = 300};
+    t = NULL;
+    CHECK_EQ_INT(realm_sbx_tenant_new(h, loop, &p, &t, &err), REALM_OK);
+    if (t) {
+        atomic_store(&g_blocked_decodes, 0);
+        double t0 = now_ms();
+        CHECK_EQ_INT(ts_run(t, "{}", &out, &u, &err), REALM_E_TIMEOUT);
+        ms = now_ms() - t0;
+        CHECKF(strstr(err.msg, "wall-clock limit of 300 ms") != NULL, "%s", err.msg);
+        CHECKF(ms >= 290 && ms < 1300, "blocked decode ended after %.0f ms", ms);
+        CHECK(atomic_load(&g_blocked_decodes) >= 1);
+        CHECK_EQ_INT(u.decoded_tokens, 0); /* the blocked decode failed: nothing to charge */
+        CHECK_EQ_INT(u.measured_prompt_tokens, 0);
+        CHECK_EQ_INT(u.measured_completion_tokens, 0);
+        realm_sbx_tenant_free(t);
+    }
+    /* the request's cancel flag reaches a blocked decode as CANCELLED, not TIMEOUT */
+    p.generate_wall_ms = 30000;
+    t = NULL;
+    CHECK_EQ_INT(realm_sbx_tenant_new(h, loop, &p, &t, &err), REALM_OK);
+    if (t) {
+        double t0 = now_ms();
+        CHECK_EQ_INT(run_cancelled(t, "{}", 100, &err), REALM_E_CANCELLED);
+        ms = now_ms() - t0;
+        CHECKF(ms < 1500, "cancelled blocked decode ended after %.0f ms", ms);
+        realm_sbx_tenant_free(t);
+    }
+    p = (struct realm_sbx_tenant_params){.name = "blocked_init", .init_wall_ms = 300};
+    atomic_store(&g_blocked_decodes, 0);
+    CHECK_EQ_INT(timed_new(h, loop_init, &p, &ms, &err), REALM_E_TIMEOUT);
+    CHECKF(strstr(err.msg, "realm_init stopped: wall-clock limit of 300 ms") != NULL, "%s", err.msg);
+    CHECKF(ms >= 290 && ms < 1300, "blocked init ended after %.0f ms", ms);
+    CHECK(atomic_load(&g_blocked_decodes) >= 1);
+    atomic_store(&cancel, false);
+    p = (struct realm_sbx_tenant_params){.name = "blocked_init", .init_wall_ms = 30000, .cancel = &cancel};
+    CHECK(pthread_create(&th, NULL, set_flag_later, &fl) == 0);
+    CHECK_EQ_INT(timed_new(h, loop_init, &p, &ms, &err), REALM_E_CANCELLED);
+    pthread_join(th, NULL);
+    CHECKF(ms >= 190 && ms < 1200, "cancelled blocked init ended after %.0f ms", ms);
+    realm_sbx_module_free(loop);
+    realm_sbx_module_free(loop_init);
+    realm_sbx_host_free(h);
+    free(out.buf);
+}
+
+/* Measured usage is there whatever the outcome, and is reset by each call. */
+static void test_measured_usage(void) {
+    struct realm_sbx_module *m = ts_module(F.h, "rewind_loop");
+    struct realm_sbx_tenant *t = ts_tenant(F.h, m, "measured");
+    struct ts_capture out = {0};
+    struct realm_sbx_usage u;
+    struct realm_err err;
+    /* N rounds of 4 + 1 tokens: prompt 1 + 4N, completion N */
+    CHECK_EQ_INT(ts_run(t, "{\"n\":5,\"then\":\"trap\"}", &out, &u, &err), REALM_E_TRAP);
+    CHECK_EQ_INT(u.decoded_tokens, 25);
+    CHECK_EQ_INT(u.measured_prompt_tokens, 21);
+    CHECK_EQ_INT(u.measured_completion_tokens, 5);
+    CHECK_EQ_INT(ts_run(t, "{\"n\":3,\"then\":\"fail\"}", &out, &u, &err), REALM_E_INVALID);
+    CHECKF(strstr(err.msg, "failing on purpose") != NULL, "%s", err.msg);
+    CHECK_EQ_INT(u.measured_prompt_tokens, 13);
+    CHECK_EQ_INT(u.measured_completion_tokens, 3);
+    /* one request struct used twice: the second call starts from zero */
+    const char *json = "{\"n\":2}";
+    struct realm_sbx_request r;
+    ts_capture_reset(&out);
+    realm_sbx_request_init(&r, json, strlen(json), ts_emit, &out);
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ_INT(realm_sbx_tenant_generate(t, &r, &err), REALM_OK);
+        CHECK_EQ_INT(r.usage.decoded_tokens, 10);
+        CHECK_EQ_INT(r.usage.measured_prompt_tokens, 9);
+        CHECK_EQ_INT(r.usage.measured_completion_tokens, 2);
+    }
+    free(out.buf);
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(m);
+}
+
+/* ---- input caps ---- */
+
+static void test_input_caps(void) {
+    struct ts_capture out = {0};
+    struct realm_err err;
+    char want[256];
+    /* the defaults: 4 MiB, 65536 JSON values. stories260K has no chat template: what passes the
+     * caps gets NOT_FOUND; the array of numbers at the value cap is parsed, then INVALID */
+    struct realm_sbx_module *m = ts_module(F.h, "chat_bomb");
+    struct realm_sbx_tenant *t = ts_tenant(F.h, m, "bomb");
+    CHECKF(ts_run(t, "{}", &out, NULL, &err) == REALM_OK, "%s", err.msg);
+    snprintf(want, sizeof want, "big=%d values_at=%d values_over=%d strings=%d small=%d tok_over=%d tok_at=0",
+             REALM_E_LIMIT, REALM_E_INVALID, REALM_E_LIMIT, REALM_E_NOT_FOUND, REALM_E_NOT_FOUND, REALM_E_LIMIT);
+    CHECKF(out.buf && !strcmp(out.buf, want), "%s", out.buf);
+    /* the guest gives up on the refusal: the error says why the host refused */
+    CHECK_EQ_INT(ts_run(t, "{\"return_big\":true}", &out, NULL, &err), REALM_E_LIMIT);
+    CHECKF(strstr(err.msg, "chat_format: input of 4194305 bytes exceeds max_input_bytes (4194304)") != NULL,
+           "%s", err.msg);
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(m);
+
+    /* caps from the configuration; exactly max_input_bytes is tokenized */
+    struct realm_sbx_config c = ts_config();
+    c.max_input_bytes = 65536;
+    c.max_json_values = 1000;
+    struct realm_sbx_host *h = host_with_model(c);
+    m = ts_module(h, "chat_bomb");
+    t = ts_tenant(h, m, "bomb");
+    CHECKF(ts_run(t, "{\"max\":65536,\"max_values\":1000,\"tok_at\":true}", &out, NULL, &err) == REALM_OK, "%s",
+           err.msg);
+    snprintf(want, sizeof want, "big=%d values_at=%d values_over=%d strings=%d small=%d tok_over=%d tok_at=",
+             REALM_E_LIMIT, REALM_E_INVALID, REALM_E_LIMIT, REALM_E_NOT_FOUND, REALM_E_NOT_FOUND, REALM_E_LIMIT);
+    CHECKF(out.buf && !strncmp(out.buf, want, strlen(want)) && atoi(out.buf + strlen(want)) > 0, "%s", out.buf);
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(m);
+    realm_sbx_host_free(h);
+    free(out.buf);
+}
+
+/* ---- host memory budgets ---- */
+
+/* The "tok_at=<rc>" field of chat_bomb's report. */
+static int tok_at_of(const char *report) {
+    const char *f = report ? strstr(report, "tok_at=") : NULL;
+    return f ? atoi(f + 7) : -1000;
+}
+
+/* chat_bomb in two tenants: one charged to a 64 KiB host budget, one to a budget without limit.
+ * What the host builds for a big-but-allowed input (65535 JSON values: ~4 MiB of cJSON nodes; a
+ * ~110 KB message; 200 KB to tokenize) makes the small tenant's imports answer REALM_E_NOMEM
+ * while the other tenant gets its normal answers; small inputs still work; every byte is given
+ * back after each call. */
+static void test_host_budget(void) {
+    struct ts_capture out = {0};
+    struct realm_err err;
+    char want[256];
+    struct realm_alloc_budget small = {.limit = 64 << 10}, unlimited = {0};
+    struct realm_sbx_module *m = ts_module(F.h, "chat_bomb");
+    struct realm_sbx_tenant *ts = NULL, *tu = NULL;
+    struct realm_sbx_tenant_params p = {.name = "small", .host_budget = &small};
+    CHECKF(realm_sbx_tenant_new(F.h, m, &p, &ts, &err) == REALM_OK, "%s", err.msg);
+    p = (struct realm_sbx_tenant_params){.name = "unlimited", .host_budget = &unlimited};
+    CHECKF(realm_sbx_tenant_new(F.h, m, &p, &tu, &err) == REALM_OK, "%s", err.msg);
+    if (!ts || !tu) goto done;
+
+    CHECKF(ts_run(tu, "{}", &out, NULL, &err) == REALM_OK, "%s", err.msg);
+    snprintf(want, sizeof want, "big=%d values_at=%d values_over=%d strings=%d small=%d tok_over=%d tok_at=0",
+             REALM_E_LIMIT, REALM_E_INVALID, REALM_E_LIMIT, REALM_E_NOT_FOUND, REALM_E_NOT_FOUND, REALM_E_LIMIT);
+    CHECKF(out.buf && !strcmp(out.buf, want), "%s", out.buf);
+    CHECKF(atomic_load(&unlimited.peak) > (1 << 20), "peak %lld", (long long)atomic_load(&unlimited.peak));
+    CHECK_EQ_INT(atomic_load(&unlimited.used), 0);
+    CHECK_EQ_INT(atomic_load(&unlimited.refused), 0);
+
+    CHECKF(ts_run(ts, "{}", &out, NULL, &err) == REALM_OK, "%s", err.msg);
+    snprintf(want, sizeof want, "big=%d values_at=%d values_over=%d strings=%d small=%d tok_over=%d tok_at=0",
+             REALM_E_LIMIT, REALM_E_NOMEM, REALM_E_LIMIT, REALM_E_NOMEM, REALM_E_NOT_FOUND, REALM_E_LIMIT);
+    CHECKF(out.buf && !strcmp(out.buf, want), "%s", out.buf);
+    CHECK(atomic_load(&small.refused) >= 2);
+    CHECK(atomic_load(&small.peak) > 0 && atomic_load(&small.peak) <= small.limit);
+    CHECK_EQ_INT(atomic_load(&small.used), 0);
+
+    /* tokenize 200 KB of text: allowed by max_input_bytes, over the small budget */
+    const char *tok_req = "{\"max\":200000,\"tok_at\":true}";
+    CHECKF(ts_run(tu, tok_req, &out, NULL, &err) == REALM_OK, "%s", err.msg);
+    CHECKF(tok_at_of(out.buf) > 0, "%s", out.buf);
+    CHECKF(ts_run(ts, tok_req, &out, NULL, &err) == REALM_OK, "%s", err.msg);
+    CHECKF(tok_at_of(out.buf) == REALM_E_NOMEM, "%s", out.buf);
+    CHECK_EQ_INT(atomic_load(&small.used), 0);
+    CHECK_EQ_INT(atomic_load(&unlimited.used), 0);
+done:
+    realm_sbx_tenant_free(ts);
+    realm_sbx_tenant_free(tu);
+    realm_sbx_module_free(m);
+    free(out.buf);
+}
+
+/* ---- handle serials ---- */
+
+static void test_handle_serials(void) {
+    struct realm_sbx_module *m = ts_module(F.h, "handle_churn");
+    struct realm_sbx_tenant *t = ts_tenant(F.h, m, "churn");
+    struct ts_capture out = {0};
+    struct realm_err err;
+    char want[128];
+    /* every slot one serial away from the end: each issues its last serial once, then retires;
+     * the model keeps slot 0, so 63 sessions open and the 64th finds only retired slots */
+    for (int32_t i = 0; i < SBX_MAX_HANDLES; i++)
+        CHECK_EQ_INT(sbx_tenant_test_set_serial(t, i, SBX_SERIAL_MASK - 1), REALM_OK);
+    CHECK_EQ_INT(sbx_tenant_test_set_serial(t, SBX_MAX_HANDLES, 1), REALM_E_RANGE);
+    CHECK_EQ_INT(ts_run(t, "{\"n\":100}", &out, NULL, &err), REALM_OK);
+    snprintf(want, sizeof want, "63 %d %d %d", REALM_E_LIMIT, (int)(1u << 24 | SBX_SERIAL_MASK),
+             (int)(63u << 24 | SBX_SERIAL_MASK));
+    CHECKF(out.buf && !strcmp(out.buf, want), "%s, expected %s", out.buf, want);
+    struct realm_sbx_tenant_stats st;
+    realm_sbx_tenant_get_stats(t, &st);
+    CHECK_EQ_INT(st.restarts, 0);
+    /* the next request runs on a fresh instance whose slots start over (slot 1 again, from the
+     * new instance's first serial, at most 2^23) */
+    CHECK_EQ_INT(ts_run(t, "{\"n\":3}", &out, NULL, &err), REALM_OK);
+    int opened = 0, code = 0, first = 0, last = 0;
+    CHECKF(sscanf(out.buf, "%d %d %d %d", &opened, &code, &first, &last) == 4, "%s", out.buf);
+    CHECK(opened == 3 && code == 0 && first >> 24 == 1 && last == first + 2);
+    CHECK((first & SBX_SERIAL_MASK) >= 1 && (first & SBX_SERIAL_MASK) <= (1 << 23));
+    realm_sbx_tenant_get_stats(t, &st);
+    CHECK_EQ_INT(st.restarts, 1);
+    /* the same instance: slot 1 goes on counting, nothing is re-created */
+    CHECK_EQ_INT(ts_run(t, "{\"n\":3}", &out, NULL, &err), REALM_OK);
+    snprintf(want, sizeof want, "3 0 %d %d", last + 1, last + 3);
+    CHECKF(out.buf && !strcmp(out.buf, want), "%s, expected %s", out.buf, want);
+    realm_sbx_tenant_get_stats(t, &st);
+    CHECK_EQ_INT(st.restarts, 1);
+    free(out.buf);
+    realm_sbx_tenant_free(t);
+    realm_sbx_module_free(m);
+}
+
 /* ---- adversarial guests beside a well-behaved tenant ---- */
 
 static const char *g_good_json =
@@ -538,6 +899,11 @@ int main(int argc, char **argv) {
     test_bad_requests(t);
     realm_sbx_tenant_free(t);
     test_adversaries_alone();
+    test_wall_limits();
+    test_measured_usage();
+    test_input_caps();
+    test_host_budget();
+    test_handle_serials();
     test_isolation();
     teardown();
     return tu_finish("test_sandbox_abi");

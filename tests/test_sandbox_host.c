@@ -3,7 +3,8 @@
  * the sandbox; modules are refused for WASI imports, unknown or mistyped imports, missing or
  * mistyped exports, an ABI version the host does not speak; the compiled-module disk cache hits,
  * and recompiles on a corrupt or foreign-writable file; a failing realm_init reports the guest's
- * status and message (the seed regression) and an endless one its time budget; the instance
+ * status and message (the seed regression) and an endless one its time budget, or its wall-clock
+ * limit when the budget is larger, or its cancel flag; the configuration's caps are checked; the instance
  * pool refuses tenants past max_instances; a memory bomb is capped, stack overflows trap, a
  * 100 MB emit is refused or capped, an endless realm_generate is stopped and the tenant serves
  * its next request from a fresh instance.
@@ -157,6 +158,40 @@ static void test_init_failures(struct realm_sbx_host *h) {
     CHECKF(strstr(err.msg, "realm_init stopped: compute budget") != NULL, "%s", err.msg);
     CHECK(t == NULL);
     realm_sbx_module_free(m);
+}
+
+/* The init wall-clock limit (host config, or the tenant's) and the start's cancel flag also stop
+ * guest code that never calls the host; over-large caps are refused. */
+static void test_init_wall(void) {
+    struct realm_sbx_config c = ts_config();
+    c.init_budget_ms = 30000;
+    c.init_wall_ms = 200;
+    struct realm_sbx_host *h = new_host(c);
+    struct realm_sbx_module *m = ts_module(h, "loop_init");
+    struct realm_sbx_tenant *t = NULL;
+    struct realm_err err;
+    CHECK_EQ_INT(realm_sbx_tenant_new(h, m, NULL, &t, &err), REALM_E_TIMEOUT);
+    CHECKF(strstr(err.msg, "realm_init stopped: wall-clock limit of 200 ms") != NULL, "%s", err.msg);
+    CHECK(t == NULL);
+    struct realm_sbx_tenant_params p = {.name = "w", .init_wall_ms = 100};
+    CHECK_EQ_INT(realm_sbx_tenant_new(h, m, &p, &t, &err), REALM_E_TIMEOUT);
+    CHECKF(strstr(err.msg, "realm_init stopped: wall-clock limit of 100 ms") != NULL, "%s", err.msg);
+    /* a set cancel flag stops it after the grace period, long before the wall limit */
+    atomic_bool cancel;
+    atomic_init(&cancel, true);
+    p.init_wall_ms = 30000;
+    p.cancel = &cancel;
+    CHECK_EQ_INT(realm_sbx_tenant_new(h, m, &p, &t, &err), REALM_E_CANCELLED);
+    CHECKF(strstr(err.msg, "realm_init stopped: start cancelled") != NULL, "%s", err.msg);
+    CHECK(t == NULL);
+    realm_sbx_module_free(m);
+    realm_sbx_host_free(h);
+
+    c = ts_config();
+    c.max_input_bytes = 1ull << 31; /* lengths are i32 */
+    h = NULL;
+    CHECK_EQ_INT(realm_sbx_host_new(&c, &h, &err), REALM_E_INVALID);
+    CHECK(h == NULL);
 }
 
 static void test_cache(void) {
@@ -344,5 +379,6 @@ int main(int argc, char **argv) {
     realm_sbx_host_free(h);
     test_cache();
     test_pool_limit();
+    test_init_wall();
     return tu_finish("test_sandbox_host");
 }

@@ -17,10 +17,17 @@
 #define MAXB 16
 #define CHUNK 5
 
+#define HIST 64
+
 struct fake_sess {
     int id;
     int32_t len, n_ctx;
     uint64_t hash;
+    /* for the undo tests (backend with reserve / attach / len / rewind) */
+    uint64_t hist[HIST]; /* hash after i tokens, i < HIST */
+    int32_t held;        /* positions reserved (>= len) */
+    int32_t quota;       /* reserve refuses past this many positions (0: no limit) */
+    int32_t cached;      /* attach reports this many leading tokens as cached */
 };
 
 struct fake {
@@ -29,6 +36,8 @@ struct fake {
     int violations;
     int64_t rows_by_tenant_sess[64];
     atomic_int fail_token; /* a row with this token makes the step fail */
+    atomic_bool *trip;     /* set after trip_steps more steps (NULL: never) */
+    atomic_int trip_steps;
 };
 
 static uint64_t mix(uint64_t h, int32_t tok) { return (h ^ (uint64_t)(tok + 1)) * 0x100000001b3ull; }
@@ -57,11 +66,48 @@ static int fake_forward(void *ctx, const struct realm_batch_row *rows, int32_t n
         if (per_sess_run > CHUNK) f->violations++;
         s->hash = mix(s->hash, rows[i].token);
         s->len++;
+        if (s->len < HIST) s->hist[s->len] = s->hash;
         f->rows_by_tenant_sess[s->id % 64]++;
         if (rows[i].logits) fill_logits(s->hash, rows[i].logits);
     }
+    if (f->trip && atomic_fetch_sub(&f->trip_steps, 1) == 1) atomic_store(f->trip, true);
     pthread_mutex_unlock(&f->mu);
     usleep(200); /* a step takes time, so that callers pile up */
+    return REALM_OK;
+}
+
+static int fake_reserve(void *ctx, struct realm_session *s, int32_t k, struct realm_err *err) {
+    (void)ctx;
+    struct fake_sess *fs = (struct fake_sess *)s;
+    if (fs->quota && fs->len + k > fs->quota)
+        return realm_err_set(err, REALM_E_KV_FULL, "fake: quota of %d positions", fs->quota);
+    if (fs->len + k > fs->held) fs->held = fs->len + k;
+    return REALM_OK;
+}
+
+static int32_t fake_attach(void *ctx, struct realm_session *s, const int32_t *tokens, int32_t n) {
+    (void)ctx;
+    struct fake_sess *fs = (struct fake_sess *)s;
+    int32_t c = fs->cached < n ? fs->cached : n - 1;
+    for (int32_t i = 0; i < c; i++) {
+        fs->hash = mix(fs->hash, tokens[i]);
+        fs->hist[++fs->len] = fs->hash;
+    }
+    fs->held = fs->len;
+    return c;
+}
+
+static int32_t fake_len(void *ctx, const struct realm_session *s) {
+    (void)ctx;
+    return ((const struct fake_sess *)s)->len;
+}
+
+static int fake_rewind(void *ctx, struct realm_session *s, int32_t n_keep) {
+    (void)ctx;
+    struct fake_sess *fs = (struct fake_sess *)s;
+    if (n_keep < 0 || n_keep > fs->len || n_keep >= HIST) return REALM_E_RANGE;
+    fs->len = fs->held = n_keep;
+    fs->hash = fs->hist[n_keep];
     return REALM_OK;
 }
 
@@ -210,8 +256,93 @@ static void test_errors(void) {
     CHECK(realm_sched_decode(g_s, 2, (struct realm_session *)&s2, &bad, 1, logits, NULL, &err) == REALM_OK);
 }
 
+/* A failed decode (refused room, cancellation, backend error) after chunks ran — and after a
+ * prefix was attached — leaves the session where the call found it, when the backend can
+ * rewind; the session then goes on as if the failed call never happened. */
+static void test_undo(void) {
+    static struct fake f = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    atomic_store(&f.fail_token, -2);
+    atomic_bool trip = false;
+    f.trip = &trip;
+    struct realm_sched_backend be = {.ctx = &f, .forward = fake_forward, .room = fake_room, .n_vocab = NV,
+                                     .reserve = fake_reserve, .attach = fake_attach, .len = fake_len,
+                                     .rewind = fake_rewind};
+    struct realm_sched_params p = {.max_batch_tokens = MAXB, .prefill_chunk = CHUNK};
+    struct realm_sched *sc;
+    struct realm_err err;
+    CHECK(realm_sched_new(&be, &p, &sc, &err) == REALM_OK);
+    int32_t toks[40];
+    for (int i = 0; i < 40; i++) toks[i] = (i * 5 + 1) % NV;
+    float logits[NV], expect[NV];
+    uint64_t h = 0;
+    for (int i = 0; i < 7; i++) h = mix(h, toks[i]);
+    fill_logits(h, expect);
+
+    /* refused room after one chunk of 5 ran: 3 + 5 fit the quota of 12, 8 + 5 do not */
+    struct fake_sess s = {.id = 1, .n_ctx = 1000, .quota = 12};
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&s, toks, 3, logits, NULL, &err) == REALM_OK);
+    uint64_t h3 = s.hash;
+    struct realm_sched_stats st0, st1;
+    realm_sched_get_stats(sc, &st0);
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&s, toks + 3, 20, logits, NULL, &err) ==
+          REALM_E_KV_FULL);
+    realm_sched_get_stats(sc, &st1);
+    CHECK_EQ_INT(st1.prefill_rows - st0.prefill_rows, 5); /* a chunk really ran first */
+    CHECK_EQ_INT(s.len, 3);
+    CHECK_EQ_INT(s.held, 3);
+    CHECK(s.hash == h3);
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&s, toks + 3, 4, logits, NULL, &err) == REALM_OK);
+    CHECK(!memcmp(logits, expect, sizeof expect));
+
+    /* cancelled after two chunks */
+    struct fake_sess c = {.id = 2, .n_ctx = 1000};
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&c, toks, 3, logits, NULL, &err) == REALM_OK);
+    atomic_store(&trip, false);
+    atomic_store(&f.trip_steps, 2);
+    realm_sched_get_stats(sc, &st0);
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&c, toks + 3, 30, logits, &trip, &err) ==
+          REALM_E_CANCELLED);
+    realm_sched_get_stats(sc, &st1);
+    CHECK_EQ_INT(st1.prefill_rows - st0.prefill_rows, 10);
+    CHECK_EQ_INT(c.len, 3);
+    CHECK(c.hash == h3);
+    atomic_store(&f.trip_steps, 0);
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&c, toks + 3, 4, logits, NULL, &err) == REALM_OK);
+    CHECK(!memcmp(logits, expect, sizeof expect));
+
+    /* a prefix attached by the failing call is given back: refused, then cancelled */
+    struct fake_sess a = {.id = 3, .n_ctx = 1000, .cached = 6, .quota = 10};
+    realm_sched_get_stats(sc, &st0);
+    CHECK(realm_sched_decode(sc, 2, (struct realm_session *)&a, toks, 20, logits, NULL, &err) == REALM_E_KV_FULL);
+    realm_sched_get_stats(sc, &st1);
+    CHECK_EQ_INT(st1.prefix_tokens - st0.prefix_tokens, 6);
+    CHECK(a.len == 0 && a.held == 0 && a.hash == 0);
+    a.quota = 0;
+    atomic_store(&trip, false);
+    atomic_store(&f.trip_steps, 1);
+    CHECK(realm_sched_decode(sc, 2, (struct realm_session *)&a, toks, 20, logits, &trip, &err) ==
+          REALM_E_CANCELLED);
+    CHECK(a.len == 0 && a.held == 0 && a.hash == 0);
+    atomic_store(&f.trip_steps, 0);
+
+    /* a failing step: the session of the failed request is rewound too */
+    struct fake_sess b = {.id = 4, .n_ctx = 1000};
+    CHECK(realm_sched_decode(sc, 3, (struct realm_session *)&b, toks, 3, logits, NULL, &err) == REALM_OK);
+    int32_t poisoned[12] = {0};
+    poisoned[11] = 6; /* reached in the third chunk */
+    atomic_store(&f.fail_token, 6);
+    CHECK(realm_sched_decode(sc, 3, (struct realm_session *)&b, poisoned, 12, logits, NULL, &err) ==
+          REALM_E_INTERNAL);
+    atomic_store(&f.fail_token, -2);
+    CHECK(b.len == 3 && b.hash == h3);
+    CHECK(realm_sched_decode(sc, 3, (struct realm_session *)&b, toks + 3, 4, logits, NULL, &err) == REALM_OK);
+    CHECK(!memcmp(logits, expect, sizeof expect));
+    realm_sched_free(sc);
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
+    test_undo();
     atomic_store(&g_fake.fail_token, -2);
     struct realm_sched_backend be = {.ctx = &g_fake, .forward = fake_forward, .room = fake_room, .n_vocab = NV};
     struct realm_sched_params p = {.max_batch_tokens = MAXB, .prefill_chunk = CHUNK};

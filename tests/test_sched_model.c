@@ -10,6 +10,7 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "realm/gguf.h"
@@ -136,6 +137,189 @@ static void starvation(const char *path) {
     close_model(&L);
 }
 
+/* ---- a failed decode leaves the session as it was ----
+ * The scheduler runs over the engine's backend wrapped so that a step can trip a cancel flag:
+ * after `trip_steps` more forward passes it is set, so a cancellation lands between two prefill
+ * chunks deterministically. */
+struct tripping {
+    struct realm_sched_backend inner;
+    atomic_bool *flag;
+    atomic_int steps;
+};
+
+static int trip_forward(void *ctx, const struct realm_batch_row *rows, int32_t n, struct realm_err *err) {
+    struct tripping *t = ctx;
+    int rc = t->inner.forward(t->inner.ctx, rows, n, err);
+    if (t->flag && atomic_fetch_sub(&t->steps, 1) == 1) atomic_store(t->flag, true);
+    return rc;
+}
+static int32_t trip_room(void *ctx, const struct realm_session *s) {
+    struct tripping *t = ctx;
+    return t->inner.room(t->inner.ctx, s);
+}
+static int trip_reserve(void *ctx, struct realm_session *s, int32_t k, struct realm_err *err) {
+    struct tripping *t = ctx;
+    return t->inner.reserve(t->inner.ctx, s, k, err);
+}
+static int32_t trip_attach(void *ctx, struct realm_session *s, const int32_t *tokens, int32_t n) {
+    struct tripping *t = ctx;
+    return t->inner.attach(t->inner.ctx, s, tokens, n);
+}
+static int32_t trip_len(void *ctx, const struct realm_session *s) {
+    struct tripping *t = ctx;
+    return t->inner.len(t->inner.ctx, s);
+}
+static int trip_rewind(void *ctx, struct realm_session *s, int32_t n_keep) {
+    struct tripping *t = ctx;
+    return t->inner.rewind(t->inner.ctx, s, n_keep);
+}
+
+/* Logits after decoding toks[0..n0) and then toks[n0..n) in a fresh paged session of `tenant`. */
+static void fresh_logits(struct realm_sched *sc, struct realm_kv_pool *pool, uint32_t tenant, const int32_t *toks,
+                         int32_t n0, int32_t n, float *out) {
+    struct realm_session *r;
+    struct realm_err err;
+    CHECK(realm_session_new_paged(g_model, pool, tenant, 256, &r, &err) == REALM_OK);
+    CHECK(realm_sched_decode(sc, tenant, r, toks, n0, out, NULL, &err) == REALM_OK);
+    CHECK(realm_sched_decode(sc, tenant, r, toks + n0, n - n0, out, NULL, &err) == REALM_OK);
+    realm_session_free(r);
+}
+
+static int32_t pool_used(struct realm_kv_pool *pool) {
+    struct realm_kv_pool_stats ks;
+    realm_kv_pool_get_stats(pool, &ks);
+    return ks.used;
+}
+
+static void failed_decodes(struct loaded *L) {
+    struct realm_err err;
+    const struct realm_model *m = L->m;
+    struct realm_kv_pool *pool;
+    CHECK(realm_model_kv_pool_new(m, REALM_KV_F16, 64 * realm_model_kv_block_bytes(m, REALM_KV_F16, 16), 16, 0, &pool,
+                                  &err) == REALM_OK);
+    atomic_bool cancel = false;
+    struct tripping tr = {.inner = realm_sched_backend_engine(L->e, m), .flag = &cancel};
+    struct realm_sched_backend be = tr.inner;
+    be.ctx = &tr;
+    be.forward = trip_forward, be.room = trip_room, be.reserve = trip_reserve, be.attach = trip_attach;
+    be.len = trip_len, be.rewind = trip_rewind;
+    struct realm_sched_params p = {.max_batch_tokens = 64, .prefill_chunk = 8};
+    struct realm_sched *sc;
+    CHECK(realm_sched_new(&be, &p, &sc, &err) == REALM_OK);
+    int32_t toks[64];
+    toks[0] = 1;
+    for (int32_t j = 1; j < 64; j++) toks[j] = 3 + (j * 29) % (g_vocab - 3);
+    float *lg = malloc((size_t)g_vocab * sizeof *lg), *ref = malloc((size_t)g_vocab * sizeof *ref);
+    struct realm_sched_stats st0, st1;
+
+    /* session of tenant 30 holding 5 tokens (part of one block) */
+    struct realm_session *s;
+    CHECK(realm_session_new_paged(m, pool, 30, 256, &s, &err) == REALM_OK);
+    CHECK(realm_sched_decode(sc, 30, s, toks, 5, lg, NULL, &err) == REALM_OK);
+    const int32_t used0 = pool_used(pool), held0 = realm_kv_pool_tenant_used(pool, 30);
+    CHECK_EQ_INT(held0, 1);
+
+    /* quota of 2 blocks: chunks 5..13, 13..21, 21..29 run, 29..37 needs a third block */
+    CHECK_EQ_INT(realm_kv_pool_set_quota(pool, 30, 2), REALM_OK);
+    realm_sched_get_stats(sc, &st0);
+    int rc = realm_sched_decode(sc, 30, s, toks + 5, 40, lg, NULL, &err);
+    realm_sched_get_stats(sc, &st1);
+    CHECKF(rc == REALM_E_KV_FULL, "rc %d: %s", rc, err.msg);
+    CHECK_EQ_INT(st1.prefill_rows - st0.prefill_rows, 24);
+    CHECK_EQ_INT(realm_session_len(s), 5);
+    CHECK_EQ_INT(pool_used(pool), used0);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 30), held0);
+    CHECK_EQ_INT(realm_kv_pool_set_quota(pool, 30, 0), REALM_OK);
+
+    /* cancelled between chunks: after two of them */
+    atomic_store(&cancel, false);
+    atomic_store(&tr.steps, 2);
+    realm_sched_get_stats(sc, &st0);
+    rc = realm_sched_decode(sc, 30, s, toks + 5, 40, lg, &cancel, &err);
+    realm_sched_get_stats(sc, &st1);
+    CHECKF(rc == REALM_E_CANCELLED, "rc %d: %s", rc, err.msg);
+    CHECK_EQ_INT(st1.prefill_rows - st0.prefill_rows, 16);
+    CHECK_EQ_INT(realm_session_len(s), 5);
+    CHECK_EQ_INT(pool_used(pool), used0);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 30), held0);
+    atomic_store(&tr.steps, 0);
+
+    /* ... and then goes on exactly like a session that never saw those calls */
+    CHECK(realm_sched_decode(sc, 30, s, toks + 5, 20, lg, NULL, &err) == REALM_OK);
+    fresh_logits(sc, pool, 31, toks, 5, 25, ref);
+    CHECK(!memcmp(lg, ref, (size_t)g_vocab * sizeof *lg));
+    realm_session_free(s);
+
+    /* prefix attached by the failing call: tenant 40 caches the first 2 blocks of a 40-token
+     * prompt; a new session's 60-token decode attaches them (32 tokens), then fails */
+    CHECK(realm_session_new_paged(m, pool, 40, 256, &s, &err) == REALM_OK);
+    CHECK(realm_sched_decode(sc, 40, s, toks, 40, lg, NULL, &err) == REALM_OK);
+    realm_session_free(s);
+    const int32_t used1 = pool_used(pool);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 40), 0);
+    CHECK(realm_session_new_paged(m, pool, 40, 256, &s, &err) == REALM_OK);
+    /* quota 3: the 2 attached blocks + 1 fit, the 4th (positions 48..60) does not */
+    CHECK_EQ_INT(realm_kv_pool_set_quota(pool, 40, 3), REALM_OK);
+    realm_sched_get_stats(sc, &st0);
+    rc = realm_sched_decode(sc, 40, s, toks, 60, lg, NULL, &err);
+    realm_sched_get_stats(sc, &st1);
+    CHECKF(rc == REALM_E_KV_FULL, "rc %d: %s", rc, err.msg);
+    CHECK_EQ_INT(st1.prefix_tokens - st0.prefix_tokens, 32);
+    CHECK_EQ_INT(st1.prefill_rows - st0.prefill_rows, 16);
+    CHECK_EQ_INT(realm_session_len(s), 0);
+    CHECK_EQ_INT(pool_used(pool), used1);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 40), 0);
+    CHECK_EQ_INT(realm_kv_pool_set_quota(pool, 40, 0), REALM_OK);
+    /* the block the failed call filled (positions 32..48) is not held, but stays in the prefix
+     * cache like any released full block: from now on 48 tokens attach */
+    atomic_store(&cancel, false);
+    atomic_store(&tr.steps, 1);
+    realm_sched_get_stats(sc, &st0);
+    rc = realm_sched_decode(sc, 40, s, toks, 60, lg, &cancel, &err);
+    realm_sched_get_stats(sc, &st1);
+    CHECKF(rc == REALM_E_CANCELLED, "rc %d: %s", rc, err.msg);
+    CHECK_EQ_INT(st1.prefix_tokens - st0.prefix_tokens, 48);
+    CHECK_EQ_INT(st1.prefill_rows - st0.prefill_rows, 8);
+    CHECK_EQ_INT(realm_session_len(s), 0);
+    CHECK_EQ_INT(pool_used(pool), used1);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 40), 0);
+    atomic_store(&tr.steps, 0);
+    /* the prefix is still cached and reused; the result is a fresh session's, bit for bit */
+    realm_sched_get_stats(sc, &st0);
+    CHECK(realm_sched_decode(sc, 40, s, toks, 50, lg, NULL, &err) == REALM_OK);
+    realm_sched_get_stats(sc, &st1);
+    CHECK_EQ_INT(st1.prefix_tokens - st0.prefix_tokens, 48);
+    fresh_logits(sc, pool, 41, toks, 1, 50, ref);
+    CHECK(!memcmp(lg, ref, (size_t)g_vocab * sizeof *lg));
+    realm_session_free(s);
+    realm_sched_free(sc);
+
+    /* the engine itself: a batch whose second session is over its quota fails as a whole, and
+     * the first session's new block is given back */
+    struct realm_session *a, *b;
+    CHECK(realm_session_new_paged(m, pool, 50, 256, &a, &err) == REALM_OK);
+    CHECK(realm_session_new_paged(m, pool, 51, 256, &b, &err) == REALM_OK);
+    CHECK_EQ_INT(realm_kv_pool_set_quota(pool, 51, 1), REALM_OK);
+    struct realm_batch_row rows[40];
+    for (int32_t i = 0; i < 20; i++) rows[i] = (struct realm_batch_row){a, toks[i], NULL};
+    for (int32_t i = 0; i < 20; i++) rows[20 + i] = (struct realm_batch_row){b, toks[i], i == 19 ? lg : NULL};
+    const int32_t used2 = pool_used(pool);
+    CHECK(realm_engine_forward(L->e, rows, 40, &err) == REALM_E_KV_FULL);
+    CHECK(realm_session_len(a) == 0 && realm_session_len(b) == 0);
+    CHECK_EQ_INT(pool_used(pool), used2);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 50), 0);
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 51), 0);
+    realm_session_free(a);
+    realm_session_free(b);
+
+    struct realm_kv_pool_stats ks;
+    realm_kv_pool_get_stats(pool, &ks);
+    CHECK_EQ_INT(ks.used, 0);
+    realm_kv_pool_free(pool);
+    free(lg);
+    free(ref);
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     const char *path = tu_shared_path("models/stories260K.gguf");
@@ -233,6 +417,7 @@ int main(int argc, char **argv) {
 
     realm_kv_pool_free(g_pool);
     g_pool = NULL;
+    failed_decodes(&L);
     close_model(&L);
 
     /* ---- starvation, on SmolLM2: its steps (milliseconds) dwarf a thread's wake-up, so the

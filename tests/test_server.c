@@ -33,7 +33,8 @@ static void test_config(void) {
         " \"models\": [{\"name\": \"m\", \"path\": \"models/m.gguf\", \"n_ctx\": 512}, {\"name\": \"n\", \"path\": \"/abs.gguf\"}],"
         " \"tenants\": [{\"id\": \"a\", \"key_hashes\": [\"" HASH_A "\"], \"models\": [\"m\"], \"guest\": \"g.wasm\","
         "   \"limits\": {\"max_concurrent\": 2, \"tokens_per_minute\": 1000, \"max_tokens_per_request\": 64,"
-        "   \"guest_memory_mb\": 32, \"kv_blocks\": 10}},"
+        "   \"guest_memory_mb\": 32, \"kv_blocks\": 10, \"init_wall_ms\": 500, \"generate_wall_ms\": 7000,"
+        "   \"host_memory_mb\": 16}},"
         "  {\"id\": \"b\", \"key_hashes\": [\"" HASH_A "\"], \"guest\": \"default\"}]}",
         REALM_OK, NULL);
     if (c) {
@@ -49,7 +50,14 @@ static void test_config(void) {
         CHECK(a->limits.max_concurrent == 2 && a->limits.tokens_per_minute == 1000 &&
               a->limits.max_tokens_per_request == 64 && a->limits.guest_memory_bytes == (32 << 20) &&
               a->limits.kv_blocks == 10);
+        CHECK(a->limits.init_wall_ms == 500 && a->limits.generate_wall_ms == 7000 &&
+              a->limits.host_memory_bytes == (16 << 20));
+        /* 0 in the limits: the server's defaults apply */
+        CHECK(c->tenants[1].limits.init_wall_ms == 0 && c->tenants[1].limits.generate_wall_ms == 0);
         CHECK(c->tenants[1].all_models && c->tenants[1].guest == NULL);
+        /* secure defaults: /metrics needs a key, per-IP and read limits on, max_tokens never unbounded */
+        CHECK(!c->metrics_public && c->n_admin_keys == 0 && c->max_connections_per_ip == 32);
+        CHECK(c->read_timeout_s == 30.0 && c->stream_stall_s == 30.0 && c->default_max_tokens == 2048);
         struct realm_err err = {0};
         CHECK(realm_server_config_check(c, &err) == REALM_OK);
         realm_server_config_free(c);
@@ -62,6 +70,25 @@ static void test_config(void) {
     parse("{\"max_inflight\": 0}", REALM_E_FORMAT, "max_inflight");
     parse("{\"shutdown_grace_s\": -1}", REALM_E_FORMAT, "shutdown_grace_s");
     parse("{\"kv_memory_mb\": 0}", REALM_E_FORMAT, "kv_memory_mb");
+    parse("{\"read_timeout_s\": 0}", REALM_E_FORMAT, "read_timeout_s");
+    parse("{\"stream_stall_s\": \"5\"}", REALM_E_FORMAT, "stream_stall_s");
+    parse("{\"max_connections_per_ip\": 0}", REALM_E_FORMAT, "max_connections_per_ip");
+    parse("{\"default_max_tokens\": 0}", REALM_E_FORMAT, "default_max_tokens");
+    parse("{\"admin_key_hashes\": [\"abc\"]}", REALM_E_FORMAT, "64 hex");
+    parse("{\"admin_key_hashes\": \"" HASH_A "\"}", REALM_E_FORMAT, "admin_key_hashes");
+    parse("{\"tenants\": [{\"id\": \"a\", \"limits\": {\"generate_wall_ms\": -1}}]}", REALM_E_FORMAT, "generate_wall_ms");
+    {
+        struct realm_server_config *ac = parse("{\"admin_key_hashes\": [\"" HASH_A "\"], \"read_timeout_s\": 2.5,"
+                                               " \"stream_stall_s\": 4, \"max_connections_per_ip\": 3,"
+                                               " \"default_max_tokens\": 77, \"metrics_public\": true}",
+                                               REALM_OK, NULL);
+        if (ac) {
+            CHECK(ac->n_admin_keys == 1 && !strcmp(ac->admin_key_hashes[0], HASH_A));
+            CHECK(ac->read_timeout_s == 2.5 && ac->stream_stall_s == 4.0 && ac->max_connections_per_ip == 3 &&
+                  ac->default_max_tokens == 77 && ac->metrics_public);
+            realm_server_config_free(ac);
+        }
+    }
     parse("{\"models\": {}}", REALM_E_FORMAT, "models");
     parse("{\"models\": [{\"name\": \"m\"}]}", REALM_E_FORMAT, "path");
     parse("{\"models\": [{\"name\": \"m\", \"path\": \"x\"}, {\"name\": \"m\", \"path\": \"y\"}]}", REALM_E_FORMAT, "twice");
@@ -205,6 +232,30 @@ static void test_requests(void) {
         cJSON_Delete(g);
     }
     CHECK_EQ_INT(req(c, b, SRV_COMPLETION, "{\"model\": \"small\", \"prompt\": \"x\", \"max_tokens\": 11}", NULL), 400);
+    /* no max_tokens and no tenant cap: the server's default, never unbounded */
+    CHECK_EQ_INT(req(c, a, SRV_COMPLETION, "{\"model\": \"m\", \"prompt\": \"x\", \"parse_special\": false}", &g), 200);
+    if (g) {
+        CHECK(cJSON_GetObjectItem(g, "max_tokens")->valuedouble == c->default_max_tokens);
+        CHECK(cJSON_IsFalse(cJSON_GetObjectItem(g, "parse_special")));
+        cJSON_Delete(g);
+        g = NULL;
+    }
+    /* parse_special is for raw prompts: chat content is never parsed */
+    CHECK_EQ_INT(req(c, a, SRV_CHAT,
+                     "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"parse_special\": true}",
+                     NULL),
+                 400);
+    /* a NUL inside a string is refused, never silently cut; an escaped backslash before "u0000" is text */
+    CHECK_EQ_INT(req(c, a, SRV_COMPLETION, "{\"model\": \"m\", \"prompt\": \"a\\u0000b\"}", NULL), 400);
+    CHECK_EQ_INT(req(c, a, SRV_CHAT,
+                     "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\\u0000\"}]}", NULL),
+                 400);
+    CHECK_EQ_INT(req(c, a, SRV_COMPLETION, "{\"model\": \"m\", \"prompt\": \"a\\\\u0000b\"}", &g), 200);
+    if (g) {
+        CHECK(!strcmp(cJSON_GetObjectItem(g, "prompt")->valuestring, "a\\u0000b"));
+        cJSON_Delete(g);
+        g = NULL;
+    }
     CHECK_EQ_INT(req(c, b, SRV_COMPLETION, "{\"model\": \"m\", \"prompt\": \"x\"}", NULL), 403);
     CHECK_EQ_INT(req(c, a, SRV_COMPLETION, "{\"model\": \"zz\", \"prompt\": \"x\"}", NULL), 404);
     static const char *const bad[] = {
@@ -237,14 +288,35 @@ static void test_limits(void) {
         CHECK(srv_tenant_auth(ts, 1, "abd", 3) == NULL);
         CHECK(srv_tenant_auth(ts, 1, "", 0) == NULL);
         struct srv_error e;
-        CHECK(srv_tenant_admit(&ts[0], &e) == 0 && srv_tenant_admit(&ts[0], &e) == 0);
-        CHECK(srv_tenant_admit(&ts[0], &e) == -1 && e.http == 429 && e.retry_after >= 1);
-        srv_tenant_release(&ts[0], 60);
-        CHECK(srv_tenant_admit(&ts[0], &e) == 0); /* 60 of 100 tokens used */
-        srv_tenant_release(&ts[0], 50);
-        CHECK(srv_tenant_admit(&ts[0], &e) == -1 && e.http == 429 && e.retry_after >= 1 && e.retry_after <= 60);
-        CHECK(strstr(e.message, "110") != NULL);
-        srv_tenant_release(&ts[0], 0);
+        int64_t r1 = -1, r2 = -1, r3 = -1;
+        /* concurrency: two slots */
+        CHECK(srv_tenant_admit(&ts[0], 10, &r1, &e) == 0 && srv_tenant_admit(&ts[0], 10, &r2, &e) == 0);
+        CHECK_EQ_INT(r1, 10);
+        CHECK_EQ_INT(ts[0].reserved, 20);
+        CHECK(srv_tenant_admit(&ts[0], 10, &r3, &e) == -1 && e.http == 429 && e.retry_after >= 1);
+        CHECK_EQ_INT(r3, -1); /* nothing reserved on refusal */
+        /* settling replaces the reservation by the tokens really used; the slot stays until released */
+        srv_tenant_settle(&ts[0], r1, 60);
+        srv_tenant_settle(&ts[0], r2, 0);
+        CHECK_EQ_INT(ts[0].reserved, 0);
+        CHECK_EQ_INT(ts[0].active, 2);
+        srv_tenant_slot_release(&ts[0]);
+        srv_tenant_slot_release(&ts[0]);
+        /* 60 of 100 used: a request reserving 50 would overshoot, one reserving 40 fits */
+        CHECK(srv_tenant_admit(&ts[0], 50, &r1, &e) == -1 && e.http == 429 && e.retry_after >= 1 &&
+              e.retry_after <= 60);
+        CHECK(strstr(e.message, "60") != NULL && strstr(e.message, "100") != NULL);
+        CHECK(srv_tenant_admit(&ts[0], 40, &r1, &e) == 0);
+        /* everything reserved: even a 1-token request waits until the reservation is settled */
+        CHECK(srv_tenant_admit(&ts[0], 1, &r2, &e) == -1 && e.http == 429);
+        CHECK(strstr(e.message, "reserved") != NULL);
+        srv_tenant_settle(&ts[0], r1, 5);
+        srv_tenant_slot_release(&ts[0]);
+        /* a reservation larger than the whole quota is clamped to it (the request is admissible
+         * on an idle minute): 65 used, so nothing more fits */
+        CHECK(srv_tenant_admit(&ts[0], 1000, &r1, &e) == -1);
+        /* the message names no tenant id (a key's owner learns nothing it did not know) */
+        CHECK(strstr(e.message, "\"a\"") == NULL);
         CHECK_EQ_INT(ts[0].active, 0);
         srv_tenants_free(ts, 1);
     }

@@ -1,8 +1,150 @@
-/* test_util.c — status text, detailed errors, accounted allocation and its failure hook. */
+/* test_util.c — status text, detailed errors, accounted allocation and its failure hook, and
+ * per-thread allocation budgets (charge, refusal over the limit, frees from another thread,
+ * nesting, realloc, aligned blocks, cJSON through the hooks). */
 #include "testutil.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
 
 #include "realm/alloc.h"
 #include "realm/err.h"
+
+static void *free_in_thread(void *p) {
+    realm_free(p);
+    return NULL;
+}
+
+/* Allocates under budget b on its own thread (a budget is current per thread). */
+struct alloc_arg {
+    struct realm_alloc_budget *b;
+    size_t n;
+    void *p;
+    struct realm_alloc_budget *seen; /* current budget on the new thread before entering */
+};
+static void *alloc_in_thread(void *arg) {
+    struct alloc_arg *a = arg;
+    a->seen = realm_alloc_budget_current();
+    struct realm_alloc_budget *prev = realm_alloc_budget_enter(a->b);
+    a->p = realm_malloc(a->n);
+    realm_alloc_budget_leave(prev);
+    return NULL;
+}
+
+static void test_budgets(void) {
+    int64_t base = realm_alloc_bytes_in_use();
+    struct realm_alloc_budget b = {.limit = 1000}, inner = {0};
+    CHECK(realm_alloc_budget_current() == NULL);
+
+    /* charge and refuse */
+    struct realm_alloc_budget *prev = realm_alloc_budget_enter(&b);
+    CHECK(prev == NULL && realm_alloc_budget_current() == &b);
+    void *p1 = realm_malloc(600);
+    CHECK(p1 && ((uintptr_t)p1 % 16) == 0);
+    CHECK_EQ_INT(atomic_load(&b.used), 600);
+    void *p2 = realm_malloc(401); /* 1001 > 1000 */
+    CHECK(p2 == NULL);
+    CHECK_EQ_INT(atomic_load(&b.refused), 1);
+    CHECK_EQ_INT(atomic_load(&b.used), 600);
+    CHECK(realm_calloc(100, 5) == NULL); /* 500 more: refused too */
+    CHECK_EQ_INT(atomic_load(&b.refused), 2);
+    p2 = realm_calloc(100, 4); /* exactly up to the limit */
+    CHECK(p2 && atomic_load(&b.used) == 1000);
+    CHECK(realm_strndup("x", 1) == NULL);
+    CHECK_EQ_INT(atomic_load(&b.refused), 3);
+    realm_free(p2);
+    CHECK_EQ_INT(atomic_load(&b.used), 600);
+    CHECK_EQ_INT(atomic_load(&b.peak), 1000);
+
+    /* realloc: growth charged (refused past the limit, the block intact), shrink credited */
+    memset(p1, 0x5a, 600);
+    CHECK(realm_realloc(p1, 1200) == NULL);
+    CHECK_EQ_INT(atomic_load(&b.used), 600);
+    CHECK(((unsigned char *)p1)[599] == 0x5a);
+    p1 = realm_realloc(p1, 900);
+    CHECK(p1 && atomic_load(&b.used) == 900 && ((unsigned char *)p1)[599] == 0x5a);
+    p1 = realm_realloc(p1, 100);
+    CHECK(p1 && atomic_load(&b.used) == 100);
+
+    /* aligned blocks: charged, refused, 64-byte aligned */
+    void *al = realm_malloc_aligned(64, 800);
+    CHECK(al && ((uintptr_t)al % 64) == 0 && atomic_load(&b.used) == 900);
+    CHECK(realm_malloc_aligned(64, 200) == NULL);
+
+    /* nested scopes: the inner budget (no limit) takes the charges, the outer is untouched; a
+     * NULL scope charges nobody */
+    struct realm_alloc_budget *prev2 = realm_alloc_budget_enter(&inner);
+    CHECK(prev2 == &b);
+    void *q = realm_malloc(5000);
+    CHECK(q && atomic_load(&inner.used) == 5000 && atomic_load(&b.used) == 900);
+    struct realm_alloc_budget *prev3 = realm_alloc_budget_enter(NULL);
+    void *u = realm_malloc(5000);
+    CHECK(u && atomic_load(&inner.used) == 5000 && atomic_load(&b.used) == 900);
+    realm_alloc_budget_leave(prev3);
+    CHECK(realm_alloc_budget_current() == &inner);
+    /* a block keeps its budget: realloc grows the charge of the budget it came from */
+    q = realm_realloc(q, 6000);
+    CHECK(q && atomic_load(&inner.used) == 6000 && atomic_load(&b.used) == 900);
+    realm_alloc_budget_leave(prev2);
+    CHECK(realm_alloc_budget_current() == &b);
+    realm_free(u); /* uncharged: no budget changes */
+    CHECK(atomic_load(&inner.used) == 6000 && atomic_load(&b.used) == 900);
+
+    /* freed from another thread (no budget current there): credits the block's own budget */
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, free_in_thread, q) == 0);
+    pthread_join(th, NULL);
+    CHECK_EQ_INT(atomic_load(&inner.used), 0);
+    CHECK_EQ_INT(atomic_load(&inner.peak), 6000);
+    realm_alloc_budget_leave(prev);
+    CHECK(realm_alloc_budget_current() == NULL);
+    realm_free_aligned(al);
+    CHECK_EQ_INT(atomic_load(&b.used), 100);
+
+    /* outside any scope nothing is charged; the scope is per thread */
+    void *o = realm_malloc(10000);
+    CHECK(o && atomic_load(&b.used) == 100);
+    realm_free(o);
+    struct alloc_arg aa = {.b = &b, .n = 300};
+    prev = realm_alloc_budget_enter(&inner);
+    CHECK(pthread_create(&th, NULL, alloc_in_thread, &aa) == 0);
+    pthread_join(th, NULL);
+    realm_alloc_budget_leave(prev);
+    CHECK(aa.seen == NULL && aa.p && atomic_load(&b.used) == 400 && atomic_load(&inner.used) == 0);
+    realm_free(aa.p); /* on this thread, under no scope */
+    realm_free(p1);
+    CHECK_EQ_INT(atomic_load(&b.used), 0);
+
+    /* cJSON allocates through realm_malloc: a parse is charged, a big one refused */
+    struct realm_alloc_budget jb = {.limit = 4096};
+    prev = realm_alloc_budget_enter(&jb);
+    cJSON *j = cJSON_Parse("{\"a\": [1, 2, 3], \"b\": \"text\"}");
+    CHECK(j != NULL);
+    int64_t charged = atomic_load(&jb.used);
+    CHECKF(charged >= 6 * (int64_t)sizeof(cJSON), "cJSON tree of 6 nodes charged %lld bytes", (long long)charged);
+    char *printed = cJSON_PrintUnformatted(j);
+    CHECK(printed && !strcmp(printed, "{\"a\":[1,2,3],\"b\":\"text\"}"));
+    cJSON_free(printed);
+    char big_json[8192];
+    size_t k = 0;
+    big_json[k++] = '[';
+    while (k < sizeof big_json - 8) {
+        memcpy(big_json + k, "[],", 3);
+        k += 3;
+    }
+    memcpy(big_json + k, "[]]", 4);
+    CHECK(cJSON_Parse(big_json) == NULL); /* ~2700 nodes do not fit in 4 KiB */
+    CHECK(atomic_load(&jb.refused) >= 1);
+    CHECK_EQ_INT(atomic_load(&jb.used), charged); /* the failed parse gave back what it took */
+    realm_alloc_budget_leave(prev);
+    cJSON_Delete(j); /* outside the scope: still credits jb */
+    CHECK_EQ_INT(atomic_load(&jb.used), 0);
+    CHECK_EQ_INT(realm_alloc_bytes_in_use(), base);
+    realm_alloc_install_cjson_hooks(); /* idempotent: already installed at start-up */
+    j = cJSON_Parse("[1]");
+    CHECK(j && realm_alloc_bytes_in_use() > base);
+    cJSON_Delete(j);
+    CHECK_EQ_INT(realm_alloc_bytes_in_use(), base);
+}
 
 int main(int argc, char **argv) {
     tu_init(argc, argv);
@@ -51,5 +193,7 @@ int main(int argc, char **argv) {
     size_t out = 7;
     CHECK(realm_mul_size(SIZE_MAX, 2, &out) == -1 && out == 7);
     CHECK(realm_add_u64(UINT64_MAX, 1, (uint64_t *)&out) == -1);
+
+    test_budgets();
     return tu_finish("test_util");
 }

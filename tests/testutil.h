@@ -52,7 +52,8 @@ void tu_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *tu_shared_path(const char *rel);
 /* Path of a cached model ($REALM_MODELS or ~/.cache/realm/models), or NULL if absent. */
 const char *tu_model_path(const char *file);
-/* Exits 77 (skip) with a message. */
+/* Exits 77 (skip) with a message — or 1 if a check already failed, so that a skip never turns
+ * recorded failures into "skipped". */
 void tu_skip(const char *why) __attribute__((noreturn));
 
 /* xorshift64* RNG, deterministic per seed. */

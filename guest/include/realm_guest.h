@@ -39,6 +39,11 @@ RG_IMPORT(tokenize) int32_t realm_tokenize(int32_t model, const char *text, int3
 RG_IMPORT(token_piece) int32_t realm_token_piece(int32_t model, int32_t token, char *buf, int32_t cap);
 RG_IMPORT(chat_format) int32_t realm_chat_format(int32_t model, const char *messages_json,
                                                  int32_t len, char *out, int32_t out_cap);
+/* chat_format + tokenize where message content is never parsed for special tokens: the safe
+ * way to turn client messages into a prompt (flags: REALM_ABI_TOKENIZE_ADD_BOS only). */
+RG_IMPORT(chat_tokenize) int32_t realm_chat_tokenize(int32_t model, const char *messages_json,
+                                                     int32_t len, int32_t flags, int32_t *out,
+                                                     int32_t out_cap);
 RG_IMPORT(session_open) int32_t realm_session_open(int32_t model, int32_t n_ctx);
 RG_IMPORT(session_close) int32_t realm_session_close(int32_t session);
 RG_IMPORT(session_rewind) int32_t realm_session_rewind(int32_t session, int32_t n_keep);
@@ -75,6 +80,10 @@ int32_t rg_model_info_all(int32_t model, char **out, size_t *len);
 /* Chat template rendering into a malloc'd NUL-terminated buffer. */
 int32_t rg_chat_format_all(int32_t model, const char *messages_json, size_t len, char **out,
                            size_t *out_len);
+/* Chat messages (a JSON array) rendered and tokenized by chat_tokenize into a malloc'd array
+ * (*n tokens); content is never parsed for special tokens. */
+int32_t rg_chat_tokenize_all(int32_t model, const char *messages_json, size_t len, int32_t flags,
+                             int32_t **out, int32_t *n);
 /* Tokenizes into a malloc'd array (*n tokens). */
 int32_t rg_tokenize_all(int32_t model, const char *text, size_t len, int32_t flags, int32_t **out,
                         int32_t *n);

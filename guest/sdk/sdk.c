@@ -221,6 +221,31 @@ int32_t rg_chat_format_all(int32_t model, const char *messages_json, size_t len,
     return read_all(fill_chat, &c, out, out_len);
 }
 
+int32_t rg_chat_tokenize_all(int32_t model, const char *messages_json, size_t len, int32_t flags,
+                             int32_t **out, int32_t *n) {
+    if (len > INT32_MAX / 4 - 256) return REALM_E_LIMIT;
+    /* the JSON is usually longer than the prompt's tokens; else the second call has the size */
+    int32_t cap = (int32_t)len + 64;
+    for (int tries = 0; tries < 2; tries++) {
+        int32_t *buf = malloc((size_t)cap * sizeof *buf);
+        if (!buf) return REALM_E_NOMEM;
+        int32_t r = realm_chat_tokenize(model, messages_json, (int32_t)len, flags, buf, cap);
+        if (r < 0) {
+            free(buf);
+            return r;
+        }
+        if (r <= cap) {
+            *out = buf;
+            *n = r;
+            return REALM_OK;
+        }
+        free(buf);
+        if (r > INT32_MAX / 4) return REALM_E_LIMIT; /* r * 4 bytes must fit a wasm32 size_t */
+        cap = r;
+    }
+    return REALM_E_INTERNAL;
+}
+
 int32_t rg_tokenize_all(int32_t model, const char *text, size_t len, int32_t flags, int32_t **out,
                         int32_t *n) {
     if (len > INT32_MAX / 4 - 16) return REALM_E_LIMIT;

@@ -23,9 +23,10 @@
 #define REALM_ABI_FINISH_STOP 0   /* end-of-generation token or a stop string */
 #define REALM_ABI_FINISH_LENGTH 1 /* max_tokens or the context length was reached */
 
-/* Size caps the host enforces on single calls (larger requests get REALM_E_LIMIT). */
+/* Size caps the host enforces on single calls (larger requests get REALM_E_LIMIT). The caps on
+ * tokenize / chat_format input (bytes, and JSON values for chat_format) are host settings,
+ * max_input_bytes [4 MiB] and max_json_values [65536] in struct realm_sbx_config. */
 #define REALM_ABI_MAX_NAME 256           /* model_open name bytes */
-#define REALM_ABI_MAX_TEXT (16u << 20)   /* tokenize / chat_format input bytes */
 #define REALM_ABI_MAX_LOG 1024           /* log bytes kept per line (longer lines are cut) */
 
 #endif

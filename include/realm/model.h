@@ -26,11 +26,15 @@ enum realm_arch {
     REALM_ARCH_GEMMA3 = 2,
 };
 
+/* The longest context a model gets: a file's context_length above it is capped to it (with a
+ * warning in the log), since engines keep per-thread scratch for n_ctx_train positions. */
+#define REALM_MODEL_MAX_CTX (1 << 20)
+
 struct realm_model_config {
     enum realm_arch arch;
     const char *arch_name; /* "llama", "qwen2", "gemma3" */
     int32_t n_vocab;
-    int32_t n_ctx_train;
+    int32_t n_ctx_train;   /* the file's context_length, at most REALM_MODEL_MAX_CTX */
     int32_t n_embd; /* dim */
     int32_t n_layer;
     int32_t n_head;
@@ -92,7 +96,8 @@ struct realm_kv_pool;
 int realm_model_kv_pool_new(const struct realm_model *m, enum realm_kv_type kv_type,
                             size_t memory_bytes, int32_t block_tokens, int32_t default_quota,
                             struct realm_kv_pool **out, struct realm_err *err);
-/* Bytes one block of the pool would take (to size --kv-memory in whole blocks). */
+/* Bytes one block of the pool would take (to size --kv-memory in whole blocks); 0 if that
+ * overflows size_t. */
 size_t realm_model_kv_block_bytes(const struct realm_model *m, enum realm_kv_type kv_type,
                                   int32_t block_tokens);
 

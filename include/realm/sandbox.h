@@ -15,11 +15,12 @@
  *
  * Thread rule: the host and modules are thread-safe once the models are added (add models
  * before any tenant runs). A tenant is used by one thread at a time (any thread). A request's
- * cancel flag may be set from any thread.
+ * cancel flag, and the cancel flag a tenant start borrows, may be set from any thread.
  *
- * Failure isolation: a guest that traps, runs past its time budget, ignores cancellation or
- * misuses the ABI ends only its own request (REALM_E_TRAP / REALM_E_TIMEOUT / REALM_E_CANCELLED
- * or the import's error code); the tenant is then re-instantiated before its next request.
+ * Failure isolation: a guest that traps, runs past its time budget or wall-clock limit (host
+ * work such as decode included), ignores cancellation or misuses the ABI ends only its own
+ * request (REALM_E_TRAP / REALM_E_TIMEOUT / REALM_E_CANCELLED or the import's error code);
+ * the tenant is then re-instantiated before its next request.
  */
 #ifndef REALM_SANDBOX_H
 #define REALM_SANDBOX_H
@@ -37,6 +38,7 @@
 struct realm_sbx_host;
 struct realm_sbx_module;
 struct realm_sbx_tenant;
+struct realm_alloc_budget; /* realm/alloc.h */
 
 /* Host configuration. Zero fields take the defaults in brackets. */
 struct realm_sbx_config {
@@ -46,8 +48,11 @@ struct realm_sbx_config {
     uint32_t max_instances;      /* pooling-allocator slots = tenants alive at once [1000] */
     uint32_t tick_us;            /* epoch ticker period [1000] */
     uint64_t init_budget_ms;     /* guest compute time for _initialize + realm_init [1000] */
+    uint64_t init_wall_ms;       /* wall time for _initialize + realm_abi_version + realm_init,
+                                    host calls included [10000] */
     uint64_t generate_budget_ms; /* guest compute time per request, host calls excluded [30000] */
-    uint64_t wall_limit_ms;      /* wall time per request, host calls included [0: none] */
+    uint64_t wall_limit_ms;      /* wall time per request, host calls included [0: none];
+                                    a tenant's generate_wall_ms overrides it */
     uint64_t cancel_grace_ms;    /* after cancellation, time a guest gets to unwind before it is
                                     stopped [100] */
     uint64_t max_output_bytes;   /* emit bytes per request [16 MiB] */
@@ -55,6 +60,9 @@ struct realm_sbx_config {
     int32_t max_ctx;             /* cap on a session's n_ctx [0: the model's n_ctx_train] */
     uint64_t max_kv_bytes;       /* KV cache bytes per tenant [0: no cap] */
     int32_t max_log_lines;       /* guest log lines forwarded to realm_log per call [32] */
+    uint64_t max_input_bytes;    /* tokenize / chat_format input bytes per call [4 MiB] */
+    uint64_t max_json_values;    /* JSON values in one chat_format input, counted before parsing
+                                    (each becomes a host-side cJSON node) [65536] */
 };
 
 /* Creates the host: engine, linker, ticker thread.
@@ -122,15 +130,36 @@ struct realm_sbx_tenant_params {
     uint32_t group;             /* scheduling identity: instances with the same group share one
                                    fairness slot in the scheduler (a server tenant running several
                                    instances at once) [0: the instance's own id] */
+    /* Wall-clock limits, host work (decode, tokenize ...) included: past the deadline every
+     * import that does work answers REALM_E_TIMEOUT, a decode blocked in the scheduler is
+     * cancelled, and guest code is stopped at its next epoch check. */
+    uint64_t init_wall_ms;      /* _initialize + realm_abi_version + realm_init, also when the
+                                   instance is re-created before a request [0: the host's
+                                   init_wall_ms] */
+    uint64_t generate_wall_ms;  /* each realm_generate [0: the host's wall_limit_ms] */
+    /* Borrowed, only during realm_sbx_tenant_new (may be NULL): setting it from any thread
+     * aborts an instance start that hangs, with REALM_E_CANCELLED. A re-instantiation inside
+     * realm_sbx_tenant_generate uses the request's cancel flag instead. */
+    const atomic_bool *cancel;
+    /* Host memory the realm imports allocate for this instance (JSON trees, token and text
+     * buffers, sessions and their contiguous KV caches) is charged to this budget while the
+     * import runs (realm/alloc.h); an allocation over its limit makes the import answer
+     * REALM_E_NOMEM. Borrowed: may be shared by several instances (one server tenant), must
+     * outlive every instance using it. [NULL: not charged] */
+    struct realm_alloc_budget *host_budget;
 };
 
 /* Instantiates the module in a new store, runs _initialize, checks realm_abi_version and runs
- * realm_init. If realm_init fails, the error carries the guest's status and its last log
- * message ("guest init failed: <status>: <message>") and no tenant is created.
- * Ownership: returns owned (*out; realm_sbx_tenant_free); params are copied.
- * Errors: the guest's status, REALM_E_TRAP, REALM_E_TIMEOUT, REALM_E_UNSUPPORTED (ABI version),
- * REALM_E_LIMIT (no pooling slot left), REALM_E_NOT_FOUND (a model named in params),
- * REALM_E_INVALID (m was loaded by another host), REALM_E_NOMEM. */
+ * realm_init, all within the init wall-clock limit. If realm_init fails, the error carries the
+ * guest's status and its last log message ("guest init failed: <status>: <message>") and no
+ * tenant is created.
+ * Ownership: returns owned (*out; realm_sbx_tenant_free); params are copied, except
+ * params->cancel which is borrowed for this call only.
+ * Errors: the guest's status, REALM_E_TRAP, REALM_E_TIMEOUT (compute budget, or "wall-clock
+ * limit of N ms": also when realm_init failed after the deadline), REALM_E_CANCELLED
+ * (params->cancel was set), REALM_E_UNSUPPORTED (ABI version), REALM_E_LIMIT (no pooling slot
+ * left), REALM_E_NOT_FOUND (a model named in params), REALM_E_INVALID (m was loaded by another
+ * host), REALM_E_NOMEM. */
 int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
                          const struct realm_sbx_tenant_params *params,
                          struct realm_sbx_tenant **out, struct realm_err *err);
@@ -154,10 +183,22 @@ int32_t realm_sbx_tenant_close_sessions(struct realm_sbx_tenant *t);
 /* Emitted text goes here. Return 0, or a negative value to cancel the request (client gone). */
 typedef int (*realm_sbx_emit_fn)(void *user, const char *text, size_t len);
 
+/* What one realm_generate call used. The host charges what it measured: usage() is for display
+ * and can never lower the charge. measured_completion_tokens is the number of successful
+ * decode calls that returned logits (logits_cap > 0: each one lets the guest sample one
+ * token); measured_prompt_tokens is decoded_tokens - (measured_completion_tokens - 1) when
+ * measured_completion_tokens >= 1, else decoded_tokens. So the two add up to decoded_tokens + 1
+ * for the usual prefill-then-one-token loop, whose last sampled token is never decoded; for
+ * guest/default.c they equal what it reports with usage(). A guest that rewinds and decodes
+ * again pays for every decode. Tokens an instance decoded in realm_init (at its start, or at a
+ * restart) are added to measured_prompt_tokens of the first request it serves (or of the
+ * request whose restart failed). */
 struct realm_sbx_usage {
     /* reported by the guest through usage(); -1 when it did not */
     int32_t prompt_tokens, completion_tokens, finish_reason;
     /* measured by the host */
+    int64_t measured_prompt_tokens;
+    int64_t measured_completion_tokens;
     int64_t decoded_tokens;  /* tokens appended by decode */
     int64_t decode_calls;
     int64_t output_bytes;    /* emitted */
@@ -181,14 +222,18 @@ struct realm_sbx_request {
 
 void realm_sbx_request_init(struct realm_sbx_request *r, const char *json, size_t json_len,
                             realm_sbx_emit_fn emit, void *emit_user);
-/* Cancels the request: the guest's next realm import returns REALM_E_CANCELLED and a guest that
- * keeps running is stopped at its next epoch check. Any thread. */
+/* Cancels the request: the guest's next realm import returns REALM_E_CANCELLED, a decode
+ * waiting in the scheduler ends within a ticker period, and a guest that keeps running is
+ * stopped after cancel_grace_ms. Any thread. */
 void realm_sbx_request_cancel(struct realm_sbx_request *r);
 
-/* Runs the guest's realm_generate on one request. A tenant broken by an earlier trap or timeout
- * is re-instantiated (and re-initialised) first.
+/* Runs the guest's realm_generate on one request. A tenant broken by an earlier trap or timeout,
+ * or whose handle serials are used up, is re-instantiated (and re-initialised) first.
+ * r->usage is reset when the call starts and filled on every outcome, failures included (the
+ * measured counts are what to bill).
  * Errors: the guest's own status (message: its last log line), REALM_E_TRAP (message: the trap),
- * REALM_E_TIMEOUT (time budget), REALM_E_CANCELLED, REALM_E_INVALID (the guest returned a
+ * REALM_E_TIMEOUT (compute budget, or "wall-clock limit of N ms": also when the guest returned
+ * an error after the deadline), REALM_E_CANCELLED, REALM_E_INVALID (the guest returned a
  * number that is not a realm status), or those of realm_sbx_tenant_new when a broken tenant
  * cannot be re-initialised. */
 int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_request *r,

@@ -39,6 +39,12 @@ struct realm_sched_backend {
      * (prefix reuse) and need not run (at most n - 1). */
     int (*reserve)(void *ctx, struct realm_session *s, int32_t k, struct realm_err *err);
     int32_t (*attach)(void *ctx, struct realm_session *s, const int32_t *tokens, int32_t n);
+    /* Optional (NULL: a failed decode keeps what already ran). len: tokens the session holds;
+     * rewind: keep its first n_keep tokens and give back everything past them (reserved room,
+     * attached prefix blocks). With both, a failed realm_sched_decode rewinds the session to
+     * where the call found it. */
+    int32_t (*len)(void *ctx, const struct realm_session *s);
+    int (*rewind)(void *ctx, struct realm_session *s, int32_t n_keep);
 };
 
 /* The backend of an engine over model m (both borrowed; must outlive the scheduler). */
@@ -59,13 +65,15 @@ void realm_sched_free(struct realm_sched *s);
 /* Appends tokens[0..n) to the session through batched steps and writes the logits of the last
  * token (n_vocab floats) to `logits` (may be NULL). Blocks until done. `tenant` groups requests
  * for fairness. `cancel` (may be NULL) is polled at every step: once set, the request's
- * remaining tokens are dropped and REALM_E_CANCELLED returned (tokens already processed stay in
- * the session; the caller may rewind).
+ * remaining tokens are dropped and REALM_E_CANCELLED returned.
+ * A failed call leaves the session as it found it when the backend has len and rewind (the
+ * engine's does): prefill chunks that already ran, a prefix attached by this call and room
+ * reserved for it are given back. Without them, chunks already run stay in the session. The
+ * content of `logits` is unspecified after a failure.
  * Errors: REALM_E_INVALID (n < 1, token out of vocab), REALM_E_CONTEXT_FULL (checked before any
- * token is queued: nothing changes), REALM_E_STATE (session already busy), REALM_E_CANCELLED,
- * REALM_E_KV_FULL (the backend's reserve refused room: chunks already run stay in the session,
- * as with cancellation), or the backend's error (then every session of that step keeps what it
- * had before the step). */
+ * token is queued), REALM_E_STATE (session already busy), REALM_E_CANCELLED, REALM_E_KV_FULL
+ * (the backend's reserve refused room), REALM_E_NOMEM, or the backend's error (a failed step
+ * fails every request in it). */
 int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_session *session,
                        const int32_t *tokens, int32_t n, float *logits, const atomic_bool *cancel,
                        struct realm_err *err);

@@ -40,7 +40,17 @@ struct realm_tenant_limits {
     int32_t kv_blocks;              /* KV cache blocks this tenant's sessions may hold at once, per
                                        model (blocks of 16 positions; 0: the whole pool); a request
                                        that needs more fails with 429 */
+    int64_t init_wall_ms;           /* wall time for a guest instance's start (realm_init), host
+                                       work included (0: REALM_DEFAULT_INIT_WALL_MS) */
+    int64_t generate_wall_ms;       /* wall time for one request in the guest, host work (decode,
+                                       tokenize, chat_format) included (0: REALM_DEFAULT_GENERATE_WALL_MS) */
+    int64_t host_memory_bytes;      /* host memory the tenant's guests may hold through imports at
+                                       once (0: REALM_DEFAULT_HOST_MEMORY_BYTES) */
 };
+
+#define REALM_DEFAULT_INIT_WALL_MS 10000
+#define REALM_DEFAULT_GENERATE_WALL_MS 300000
+#define REALM_DEFAULT_HOST_MEMORY_BYTES (INT64_C(64) << 20)
 
 struct realm_tenant_spec {
     char *id;
@@ -62,7 +72,17 @@ struct realm_server_config {
     int32_t max_connections;   /* open HTTP connections; default 512 */
     double shutdown_grace_s;   /* in-flight requests get this long to finish on shutdown; default 10 */
     char *default_guest;       /* the default orchestrator's .wasm (NULL: found by the CLI) */
-    bool metrics_public;       /* /metrics without an API key; default true */
+    bool metrics_public;       /* /metrics without any key; default false (a tenant key sees only
+                                  that tenant's series, an admin key everything) */
+    char **admin_key_hashes;   /* SHA-256 hex of the operator's keys (full /metrics) */
+    size_t n_admin_keys;
+    int32_t max_connections_per_ip; /* open HTTP connections from one address; default 32 */
+    double read_timeout_s;     /* a connection that sends nothing for this long while its headers or
+                                  body are read is closed; also the limit for a whole body; default 30 */
+    double stream_stall_s;     /* a stream whose client reads nothing for this long is cancelled
+                                  (its slot and KV freed); default 30 */
+    int32_t default_max_tokens; /* max_tokens of a request that sets none and whose tenant has no
+                                   cap; default 2048 */
     int64_t kv_memory_bytes;   /* paged KV pool per model (blocks shared by every tenant's
                                   sessions); default 1 GiB */
     struct realm_model_spec *models;
@@ -98,6 +118,9 @@ int realm_server_config_set_host(struct realm_server_config *c, const char *host
 int realm_server_config_set_default_guest(struct realm_server_config *c, const char *path);
 /* Adds a key hash (64 hex characters) to a tenant. Errors: REALM_E_INVALID, REALM_E_NOMEM. */
 int realm_tenant_add_key_hash(struct realm_tenant_spec *t, const char *hex, struct realm_err *err);
+/* Adds an operator (admin) key hash: such a key sees every series of /metrics. Errors:
+ * REALM_E_INVALID (not 64 hex digits), REALM_E_NOMEM. */
+int realm_server_config_add_admin_key_hash(struct realm_server_config *c, const char *hex, struct realm_err *err);
 /* Checks cross-references: at least one model and one tenant, tenants' models exist, every
  * tenant has at least one key. Errors: REALM_E_INVALID with the reason. */
 int realm_server_config_check(const struct realm_server_config *c, struct realm_err *err);

@@ -123,5 +123,26 @@ const char *realm_tokenizer_chat_template(const struct realm_tokenizer *t);
 int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
                           const struct realm_chat_msg *msgs, size_t n_msgs, bool add_generation_prompt,
                           char *out, size_t cap);
+/* Renders msgs as realm_chat_format does and tokenizes the result so that only the template's
+ * own markup can produce control tokens: the text of a control (or unknown) token that overlaps
+ * a message's content stays ordinary text, as realm_tokenize without PARSE_SPECIAL treats it
+ * (user-defined tokens are split out everywhere, as there). Role names count as markup (they
+ * are validated identifiers; templates like phi3 make "<|" role "|>" a token on purpose).
+ * Content is not tokenized on its own: the rendered string is tokenized whole, so BPE/SPM join
+ * across the edges of contents exactly as before, and the result equals
+ * realm_tokenize(realm_chat_format(...), flags | PARSE_SPECIAL) whenever no control token's
+ * text overlaps a content. flags: REALM_TOKENIZE_ADD_BOS only. name: a family name, NULL for
+ * the detected one. On success writes the tokens to out and *n_out = count (out may be NULL
+ * with cap 0: a sizing call).
+ * Ownership: borrows everything; allocates only scratch, freed before returning. Nothing is
+ * written on failure except *n_out with REALM_E_TOO_SMALL.
+ * Errors (with a message in err, which may be NULL): REALM_E_INVALID (NULL t or n_out, cap < 0,
+ * NULL out with cap > 0, other flags, a role or content rejected by realm_chat_format),
+ * REALM_E_NOT_FOUND (no template / unknown name), REALM_E_TOO_SMALL (*n_out = tokens needed),
+ * REALM_E_LIMIT (rendered prompt > 512 MiB), REALM_E_NOMEM. */
+int realm_chat_tokenize(const struct realm_tokenizer *t, const char *name,
+                        const struct realm_chat_msg *msgs, size_t n_msgs,
+                        bool add_generation_prompt, uint32_t flags, int32_t *out, int64_t cap,
+                        int64_t *n_out, struct realm_err *err);
 
 #endif

@@ -59,7 +59,11 @@ static size_t kv_elt(enum realm_kv_type t) {
 size_t realm_model_kv_block_bytes(const struct realm_model *m, enum realm_kv_type kv_type,
                                   int32_t block_tokens) {
     if (block_tokens <= 0) block_tokens = 16;
-    return 2 * (size_t)m->cfg.n_layer * (size_t)block_tokens * (size_t)m->kv_dim * kv_elt(kv_type);
+    size_t row = (size_t)m->kv_dim * kv_elt(kv_type), per_layer, bytes;
+    if (realm_mul_size(row, (size_t)block_tokens, &per_layer) ||
+        realm_mul_size(per_layer, 2 * (size_t)m->cfg.n_layer, &bytes))
+        return 0;
+    return bytes;
 }
 
 int realm_model_kv_pool_new(const struct realm_model *m, enum realm_kv_type kv_type,

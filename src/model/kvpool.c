@@ -99,7 +99,11 @@ static struct tenant_ent *tenant_find(struct realm_kv_pool *p, uint32_t id, bool
         }
     }
     uint32_t cap = p->tenants_cap * 2;
+    /* the table lives as long as the pool: never charged to the budget of whichever tenant's
+     * session happened to make it grow */
+    struct realm_alloc_budget *prev = realm_alloc_budget_enter(NULL);
     struct tenant_ent *t = realm_calloc(cap, sizeof *t);
+    realm_alloc_budget_leave(prev);
     if (!t) return NULL;
     for (uint32_t i = 0; i < p->tenants_cap; i++) {
         if (!p->tenants[i].present) continue;
@@ -309,7 +313,8 @@ int32_t realm_kv_pool_n_layer(const struct realm_kv_pool *p) { return p->n_layer
 int realm_kv_seq_new(struct realm_kv_pool *p, uint32_t tenant, int32_t n_ctx, struct realm_kv_seq **out,
                      struct realm_err *err) {
     if (n_ctx < 1) return realm_err_set(err, REALM_E_INVALID, "kvpool: n_ctx %d", n_ctx);
-    int32_t max_blocks = (n_ctx + p->B - 1) / p->B;
+    /* 64-bit: n_ctx + B - 1 overflows int32 for an n_ctx near INT32_MAX */
+    int32_t max_blocks = (int32_t)(((int64_t)n_ctx + p->B - 1) / p->B);
     struct realm_kv_seq *s = realm_calloc(1, sizeof *s);
     if (s) {
         s->table = realm_malloc((size_t)max_blocks * sizeof *s->table);
@@ -476,7 +481,7 @@ int realm_kv_seq_rewind(struct realm_kv_seq *s, int32_t n_keep) {
     if (n_keep < 0 || n_keep > s->len) return REALM_E_RANGE;
     struct realm_kv_pool *p = s->pool;
     pthread_mutex_lock(&p->mu);
-    release_from(s, (n_keep + p->B - 1) / p->B);
+    release_from(s, (int32_t)(((int64_t)n_keep + p->B - 1) / p->B)); /* 64-bit: as in seq_new */
     s->len = n_keep;
     s->reserved = 0;
     pthread_mutex_unlock(&p->mu);

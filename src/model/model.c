@@ -240,7 +240,15 @@ static int load_hparams(struct loader *L, struct realm_model *m) {
     uint32_t u;
     int rc;
     if ((rc = get_u32(L, "context_length", true, 0, &u))) return rc;
-    c->n_ctx_train = (int32_t)(u > INT32_MAX ? INT32_MAX : u);
+    /* The file's word is not trusted: every engine thread keeps attention scores for n_ctx_train
+     * positions and a session defaults to that many, so an absurd value is capped (positions then
+     * stay far below int32 range, whatever they are multiplied by). */
+    if (u > REALM_MODEL_MAX_CTX) {
+        realm_log(REALM_LOG_WARN, "model", "%s.context_length: %u, capped to %d positions", L->arch, u,
+                  REALM_MODEL_MAX_CTX);
+        u = REALM_MODEL_MAX_CTX;
+    }
+    c->n_ctx_train = (int32_t)u;
     if ((rc = get_u32(L, "embedding_length", true, 0, &u))) return rc;
     c->n_embd = (int32_t)(u > MAX_DIM ? MAX_DIM + 1 : u);
     if ((rc = get_u32(L, "block_count", true, 0, &u))) return rc;
@@ -249,7 +257,7 @@ static int load_hparams(struct loader *L, struct realm_model *m) {
     c->n_ff = (int32_t)(u > MAX_DIM ? MAX_DIM + 1 : u);
     if ((rc = get_u32(L, "attention.head_count", true, 0, &u))) return rc;
     c->n_head = (int32_t)(u > 4096 ? 4097 : u);
-    if ((rc = check_range(L, "context_length", c->n_ctx_train, 1, INT32_MAX)) ||
+    if ((rc = check_range(L, "context_length", c->n_ctx_train, 1, REALM_MODEL_MAX_CTX)) ||
         (rc = check_range(L, "embedding_length", c->n_embd, 1, MAX_DIM)) ||
         (rc = check_range(L, "block_count", c->n_layer, 1, MAX_LAYERS)) ||
         (rc = check_range(L, "feed_forward_length", c->n_ff, 1, MAX_DIM)) ||

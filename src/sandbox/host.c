@@ -106,13 +106,17 @@ void sbx_trap_text(wasm_trap_t *t, char *buf, size_t cap) {
 }
 
 /* ---- the epoch ticker: bumps the engine's epoch every tick_us; the per-store callback turns
- * that into budget, wall-clock and cancellation checks while guest code runs ---- */
+ * that into budget, wall-clock and cancellation checks while guest code runs. It also raises
+ * the stop flag of every tenant whose call is past its wall deadline or cancelled: that flag is
+ * the cancel flag of the tenant's decodes, so a decode blocked in the scheduler (where no
+ * guest code runs and no epoch check happens) ends too. ---- */
 static void *ticker_main(void *arg) {
     struct realm_sbx_host *h = arg;
     struct timespec ts = {(time_t)(h->cfg.tick_us / 1000000), (long)(h->cfg.tick_us % 1000000) * 1000};
     while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
         nanosleep(&ts, NULL);
         wasmtime_engine_increment_epoch(h->engine);
+        sbx_tenants_tick(h);
     }
     return NULL;
 }
@@ -138,6 +142,9 @@ int realm_sbx_host_new(const struct realm_sbx_config *cfg_in, struct realm_sbx_h
     if (!cfg.max_instances) cfg.max_instances = 1000;
     if (!cfg.tick_us) cfg.tick_us = 1000;
     if (!cfg.init_budget_ms) cfg.init_budget_ms = 1000;
+    if (!cfg.init_wall_ms) cfg.init_wall_ms = 10000;
+    if (!cfg.max_input_bytes) cfg.max_input_bytes = 4 * MIB;
+    if (!cfg.max_json_values) cfg.max_json_values = 65536;
     if (!cfg.generate_budget_ms) cfg.generate_budget_ms = 30000;
     if (!cfg.max_output_bytes) cfg.max_output_bytes = 16 * MIB;
     if (!cfg.max_sessions) cfg.max_sessions = 8;
@@ -145,13 +152,18 @@ int realm_sbx_host_new(const struct realm_sbx_config *cfg_in, struct realm_sbx_h
     if (!cfg.cancel_grace_ms) cfg.cancel_grace_ms = 100;
     if (cfg.memory_limit < 64 * 1024 || cfg.memory_limit > 4096 * MIB || cfg.max_sessions < 0 ||
         cfg.max_sessions > SBX_MAX_HANDLES / 2 || cfg.max_ctx < 0 || cfg.max_log_lines < 0 ||
-        cfg.tick_us > 1000000 || cfg.max_instances > 100000)
+        cfg.tick_us > 1000000 || cfg.max_instances > 100000 || cfg.max_input_bytes > INT32_MAX)
         return realm_err_set(err, REALM_E_INVALID, "sandbox: config: out of range");
 
     struct realm_sbx_host *h = realm_calloc(1, sizeof *h);
     if (!h) return realm_err_set(err, REALM_E_NOMEM, "sandbox: host: out of memory");
     h->cfg = cfg;
     h->cfg.cache_dir = NULL; /* not kept: borrowed by the caller */
+    if (pthread_mutex_init(&h->active_mu, NULL) != 0) {
+        realm_free(h);
+        return realm_err_set(err, REALM_E_INTERNAL, "sandbox: host: cannot create a mutex");
+    }
+    h->active_mu_init = true;
     if (cfg.cache_dir) {
         if (*cfg.cache_dir) h->cache_dir = realm_strndup(cfg.cache_dir, strlen(cfg.cache_dir));
     } else {
@@ -230,6 +242,7 @@ void realm_sbx_host_free(struct realm_sbx_host *h) {
     if (h->linker) wasmtime_linker_delete(h->linker);
     if (h->engine) wasm_engine_delete(h->engine);
     realm_free(h->cache_dir);
+    if (h->active_mu_init) pthread_mutex_destroy(&h->active_mu);
     realm_free(h);
 }
 

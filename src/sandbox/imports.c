@@ -54,22 +54,73 @@ static struct sbx_slot *lookup(struct realm_sbx_tenant *t, int32_t handle, int k
     return s;
 }
 
+/* Each slot counts its own serials 1..SBX_SERIAL_MASK, so a handle value never comes back
+ * within an instance's life: a slot that issued the last serial is retired once freed. When
+ * only retired slots are free, the instance is marked for a fresh store (new table) before its
+ * next request. */
 static int32_t alloc_slot(struct realm_sbx_tenant *t, struct sbx_slot **out) {
+    bool retired = false;
     for (int i = 0; i < SBX_MAX_HANDLES; i++) {
         struct sbx_slot *s = &t->slots[i];
         if (s->kind != SBX_SLOT_FREE) continue;
-        uint32_t serial;
-        do serial = (atomic_fetch_add(&t->host->serial, 1) + 1) & SBX_SERIAL_MASK;
-        while (serial == 0);
+        if (s->serial >= SBX_SERIAL_MASK) {
+            retired = true;
+            continue;
+        }
+        uint32_t serial = s->serial + 1;
         memset(s, 0, sizeof *s);
         s->serial = serial;
         *out = s;
         return (int32_t)(((uint32_t)i << SBX_SERIAL_BITS) | serial);
     }
+    if (retired) {
+        t->recycle = true;
+        snprintf(t->host_msg, sizeof t->host_msg,
+                 "handles: serials used up; the instance is re-created before the next request");
+    }
     return REALM_E_LIMIT;
 }
 
+int sbx_tenant_test_set_serial(struct realm_sbx_tenant *t, int32_t slot, uint32_t serial) {
+    if (slot < 0 || slot >= SBX_MAX_HANDLES || serial > SBX_SERIAL_MASK) return REALM_E_RANGE;
+    if (t->slots[slot].kind != SBX_SLOT_FREE) return REALM_E_STATE;
+    t->slots[slot].serial = serial;
+    return REALM_OK;
+}
+
 #define BAD_HANDLE(t) ((t)->stats.handle_errors++, REALM_E_BAD_HANDLE)
+
+/* ---- input caps ---- */
+
+/* True (with the reason in host_msg) if len bytes exceed max_input_bytes. */
+static bool input_too_long(struct realm_sbx_tenant *t, const char *what, int32_t len) {
+    uint64_t max = t->host->cfg.max_input_bytes;
+    if ((uint64_t)len <= max) return false;
+    snprintf(t->host_msg, sizeof t->host_msg, "%s: input of %d bytes exceeds max_input_bytes (%llu)",
+             what, len, (unsigned long long)max);
+    return true;
+}
+
+/* An upper bound on the values in JSON text, in one pass without allocating: the root, one per
+ * ',' and one per '[' / '{' outside strings (a container's first element follows its opener,
+ * every other one a comma). Escapes are honoured so that '\"' does not end a string. Stops
+ * counting once past `max`. */
+static uint64_t json_values_bound(const uint8_t *p, size_t n, uint64_t max) {
+    uint64_t count = 1;
+    bool in_str = false;
+    for (size_t i = 0; i < n && count <= max; i++) {
+        uint8_t c = p[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == ',' || c == '[' || c == '{') {
+            count++;
+        }
+    }
+    return count;
+}
 
 /* ---- the imports ---- */
 
@@ -125,7 +176,7 @@ static int64_t imp_tokenize(struct realm_sbx_tenant *t, const wasmtime_val_t *a)
     if (!s) return BAD_HANDLE(t);
     int32_t len = a[2].of.i32, flags = a[3].of.i32, cap = a[5].of.i32;
     if (len < 0 || cap < 0) return REALM_E_RANGE;
-    if ((uint32_t)len > REALM_ABI_MAX_TEXT) return REALM_E_LIMIT;
+    if (input_too_long(t, "tokenize", len)) return REALM_E_LIMIT;
     if (flags & ~(REALM_ABI_TOKENIZE_ADD_BOS | REALM_ABI_TOKENIZE_PARSE_SPECIAL)) return REALM_E_INVALID;
     const uint8_t *text = span(t, a[1].of.i32, (uint64_t)len);
     if (!text || !span_n(t, a[4].of.i32, cap, 4)) return REALM_E_RANGE;
@@ -218,16 +269,42 @@ static const char *content_text(const cJSON *c, char **owned, size_t *len) {
     return buf;
 }
 
-static int64_t imp_chat_format(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
-    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_MODEL);
-    if (!s) return BAD_HANDLE(t);
-    int32_t len = a[2].of.i32, cap = a[4].of.i32;
-    if (len < 0 || cap < 0) return REALM_E_RANGE;
-    if ((uint32_t)len > REALM_ABI_MAX_TEXT) return REALM_E_LIMIT;
-    const uint8_t *json = span(t, a[1].of.i32, (uint64_t)len);
-    if (!json || !span_n(t, a[3].of.i32, cap, 1)) return REALM_E_RANGE;
+/* A guest's messages JSON, parsed: msgs[i] points into root's strings or owned[i] (content
+ * given as text parts). */
+struct chat_msgs {
+    cJSON *root;
+    struct realm_chat_msg *msgs;
+    char **owned;
+    int n;
+};
 
+static void chat_msgs_free(struct chat_msgs *c) {
+    if (c->owned)
+        for (int k = 0; k < c->n; k++) realm_free(c->owned[k]);
+    realm_free(c->owned);
+    realm_free(c->msgs);
+    cJSON_Delete(c->root);
+}
+
+/* Parses json[0..len) (already inside guest memory) as a message array for chat_format and
+ * chat_tokenize (`what` names the import in host_msg). On success *c is owned by the caller
+ * (chat_msgs_free); nothing to free on failure. Roles and contents are checked by the
+ * template renderer. Errors: REALM_E_LIMIT (max_json_values), REALM_E_INVALID, REALM_E_NOMEM. */
+static int64_t read_messages(struct realm_sbx_tenant *t, const char *what, const uint8_t *json,
+                             int32_t len, struct chat_msgs *c) {
+    memset(c, 0, sizeof *c);
+    /* cJSON builds one ~64-byte node per value on the host: "[1,1,...]" of 4 MiB would be 2 M
+     * nodes outside the guest's memory cap, so count first */
+    uint64_t max_values = t->host->cfg.max_json_values;
+    if (json_values_bound(json, (size_t)len, max_values) > max_values) {
+        snprintf(t->host_msg, sizeof t->host_msg, "%s: more than %llu JSON values (max_json_values)",
+                 what, (unsigned long long)max_values);
+        return REALM_E_LIMIT;
+    }
+
+    int64_t failures = realm_alloc_thread_failures();
     cJSON *root = cJSON_ParseWithLength((const char *)json, (size_t)len);
+    if (!root && realm_alloc_thread_failures() != failures) return REALM_E_NOMEM; /* e.g. host budget */
     if (!root || !cJSON_IsArray(root)) {
         cJSON_Delete(root);
         return REALM_E_INVALID;
@@ -236,7 +313,7 @@ static int64_t imp_chat_format(struct realm_sbx_tenant *t, const wasmtime_val_t 
     int64_t rc = REALM_OK;
     struct realm_chat_msg *msgs = realm_calloc((size_t)(n_msgs ? n_msgs : 1), sizeof *msgs);
     char **owned = realm_calloc((size_t)(n_msgs ? n_msgs : 1), sizeof *owned);
-    char *out = NULL;
+    *c = (struct chat_msgs){root, msgs, owned, n_msgs};
     if (!msgs || !owned) {
         rc = REALM_E_NOMEM;
         goto done;
@@ -262,6 +339,25 @@ static int64_t imp_chat_format(struct realm_sbx_tenant *t, const wasmtime_val_t 
         msgs[i].content_len = clen;
         i++;
     }
+done:
+    if (rc) chat_msgs_free(c);
+    return rc;
+}
+
+static int64_t imp_chat_format(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_MODEL);
+    if (!s) return BAD_HANDLE(t);
+    int32_t len = a[2].of.i32, cap = a[4].of.i32;
+    if (len < 0 || cap < 0) return REALM_E_RANGE;
+    if (input_too_long(t, "chat_format", len)) return REALM_E_LIMIT;
+    const uint8_t *json = span(t, a[1].of.i32, (uint64_t)len);
+    if (!json || !span_n(t, a[3].of.i32, cap, 1)) return REALM_E_RANGE;
+    struct chat_msgs cm;
+    int64_t rc = read_messages(t, "chat_format", json, len, &cm);
+    if (rc) return rc;
+    struct realm_chat_msg *msgs = cm.msgs;
+    int n_msgs = cm.n;
+    char *out = NULL;
     /* first pass into a bounded buffer; a second one only if the result is longer */
     size_t hcap = (size_t)cap < 65536 ? (size_t)cap : 65536;
     out = realm_malloc(hcap ? hcap : 1);
@@ -292,13 +388,50 @@ static int64_t imp_chat_format(struct realm_sbx_tenant *t, const wasmtime_val_t 
         rc = dst ? n : REALM_E_RANGE;
     }
 done:
-    if (owned)
-        for (int k = 0; k < n_msgs; k++) realm_free(owned[k]);
-    realm_free(owned);
-    realm_free(msgs);
+    chat_msgs_free(&cm);
     realm_free(out);
-    cJSON_Delete(root);
     return rc;
+}
+
+/* chat_format + tokenize in one step where message content is never parsed for special tokens
+ * (realm_chat_tokenize): a client's text cannot forge turns the guest would decode. */
+static int64_t imp_chat_tokenize(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_MODEL);
+    if (!s) return BAD_HANDLE(t);
+    int32_t len = a[2].of.i32, flags = a[3].of.i32, cap = a[5].of.i32;
+    if (len < 0 || cap < 0) return REALM_E_RANGE;
+    if (input_too_long(t, "chat_tokenize", len)) return REALM_E_LIMIT;
+    if (flags & ~REALM_ABI_TOKENIZE_ADD_BOS) return REALM_E_INVALID;
+    const uint8_t *json = span(t, a[1].of.i32, (uint64_t)len);
+    if (!json || !span_n(t, a[4].of.i32, cap, 4)) return REALM_E_RANGE;
+    struct chat_msgs cm;
+    int64_t rc = read_messages(t, "chat_tokenize", json, len, &cm);
+    if (rc) return rc;
+    /* the JSON is longer than the contents it carries and than most templates' markup per
+     * message, so this usually fits; the exact size otherwise */
+    int64_t hcap = (int64_t)len + 16 * (int64_t)cm.n + 64, n = 0;
+    int32_t *toks = NULL;
+    for (int tries = 0; tries < 2; tries++) {
+        realm_free(toks);
+        toks = realm_malloc((size_t)hcap * sizeof *toks);
+        rc = toks ? realm_chat_tokenize(s->model->tok, NULL, cm.msgs, (size_t)cm.n, true, (uint32_t)flags,
+                                        toks, hcap, &n, NULL)
+                  : REALM_E_NOMEM;
+        if (rc != REALM_E_TOO_SMALL) break;
+        if (n > INT32_MAX) {
+            rc = REALM_E_LIMIT;
+            break;
+        }
+        hcap = n;
+    }
+    if (rc == REALM_OK) {
+        uint8_t *out = span_n(t, a[4].of.i32, cap, 4); /* fetched again after the host work */
+        if (!out) rc = REALM_E_RANGE;
+        else if (n && cap) memcpy(out, toks, (size_t)(n < cap ? n : cap) * sizeof *toks);
+    }
+    realm_free(toks);
+    chat_msgs_free(&cm);
+    return rc < 0 ? rc : n;
 }
 
 static int64_t imp_session_open(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
@@ -315,8 +448,10 @@ static int64_t imp_session_open(struct realm_sbx_tenant *t, const wasmtime_val_t
     if (t->n_sessions >= cfg->max_sessions) return REALM_E_LIMIT;
     /* a contiguous cache costs n_ctx positions up front; a paged one takes blocks as it grows,
      * charged against the tenant group's quota in the pool */
-    uint64_t kv = m->kv_pool ? 0 : m->kv_bytes_per_pos * (uint64_t)n_ctx;
-    if (cfg->max_kv_bytes && t->kv_bytes + kv > cfg->max_kv_bytes) return REALM_E_KV_FULL;
+    uint64_t kv = 0; /* checked: bytes per position (up to 2^38) times n_ctx exceeds 64 bits */
+    if (!m->kv_pool && realm_mul_u64(m->kv_bytes_per_pos, (uint64_t)n_ctx, &kv)) return REALM_E_LIMIT;
+    if (cfg->max_kv_bytes && (kv > cfg->max_kv_bytes || t->kv_bytes > cfg->max_kv_bytes - kv))
+        return REALM_E_KV_FULL;
     struct sbx_slot *s;
     int32_t hd = alloc_slot(t, &s);
     if (hd < 0) return hd;
@@ -419,14 +554,24 @@ static int64_t imp_decode(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
     uint64_t t0 = sbx_now_ns();
     struct realm_err e;
     realm_err_clear(&e);
-    int rc = sbx_backend_decode(m, t->group, s->session, toks, n, dst, t->req ? &t->req->cancel : NULL, &e);
+    /* t->stop, not the request's flag: the ticker also raises it at the call's wall deadline, so
+     * a decode waiting in the scheduler cannot hold this thread past it */
+    int rc = sbx_backend_decode(m, t->group, s->session, toks, n, dst, &t->stop, &e);
     if (toks != small) realm_free(toks);
     if (t->req) t->req->usage.decode_ns += sbx_now_ns() - t0;
+    if (rc == REALM_E_CANCELLED && !(t->call_cancel && atomic_load(t->call_cancel)) &&
+        sbx_tenant_past_deadline(t))
+        rc = REALM_E_TIMEOUT;
     if (rc) {
-        if (rc != REALM_E_CANCELLED) {
+        if (rc != REALM_E_CANCELLED && rc != REALM_E_TIMEOUT) {
             realm_log(REALM_LOG_DEBUG, "sandbox", "%s: decode: %s", t->name, e.msg[0] ? e.msg : realm_strerror(rc));
             /* kept for the request's error if the guest gives up because of it */
-            snprintf(t->host_msg, sizeof t->host_msg, "%s", e.msg[0] ? e.msg : realm_strerror(rc));
+            /* the pool's own figures describe every tenant's use: the guest (and so the client)
+             * only learns that it is exhausted */
+            if (rc == REALM_E_KV_FULL && strstr(e.msg, "pool exhausted"))
+                snprintf(t->host_msg, sizeof t->host_msg, "kvpool: pool exhausted");
+            else
+                snprintf(t->host_msg, sizeof t->host_msg, "%s", e.msg[0] ? e.msg : realm_strerror(rc));
         }
         return rc;
     }
@@ -444,7 +589,10 @@ static int64_t imp_decode(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
         }
         u->decoded_tokens += n;
         u->decode_calls++;
+    } else {
+        t->unbilled_tokens += n; /* in realm_init: charged to the instance's next request */
     }
+    if (cap > 0) t->call_logit_decodes++;
     return REALM_OK;
 }
 
@@ -538,6 +686,7 @@ static const struct import_def g_imports[] = {
     {"tokenize", "iiiiii:i", imp_tokenize, false},
     {"token_piece", "iiii:i", imp_token_piece, false},
     {"chat_format", "iiiii:i", imp_chat_format, false},
+    {"chat_tokenize", "iiiiii:i", imp_chat_tokenize, false},
     {"session_open", "ii:i", imp_session_open, false},
     {"session_close", "i:i", imp_session_close, true},
     {"session_rewind", "ii:i", imp_session_rewind, true},
@@ -558,12 +707,16 @@ static wasm_trap_t *dispatch(void *env, wasmtime_caller_t *caller, const wasmtim
     struct realm_sbx_tenant *t = wasmtime_context_get_data(wasmtime_caller_context(caller));
     uint64_t t0 = sbx_now_ns();
     int64_t r;
-    if (t->req && !d->when_cancelled && atomic_load_explicit(&t->req->cancel, memory_order_relaxed))
+    if (t->call_cancel && !d->when_cancelled && atomic_load_explicit(t->call_cancel, memory_order_relaxed))
         r = REALM_E_CANCELLED;
     else if (t->wall_deadline_ns && !d->when_cancelled && t0 >= t->wall_deadline_ns)
-        r = REALM_E_TIMEOUT; /* past the request's wall-clock limit: no more work */
-    else
+        r = REALM_E_TIMEOUT; /* past the call's wall-clock limit (generate or init): no more work */
+    else {
+        /* what the import allocates for the guest counts against its tenant's host memory */
+        struct realm_alloc_budget *prev = realm_alloc_budget_enter(t->host_budget);
         r = d->fn(t, args);
+        realm_alloc_budget_leave(prev);
+    }
     if (d->sig[strlen(d->sig) - 1] == 'I') {
         results[0].kind = WASMTIME_I64;
         results[0].of.i64 = r;

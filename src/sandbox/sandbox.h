@@ -5,8 +5,10 @@
  * imports.c (the realm ABI v1 host functions) and backend.c (the decode path).
  *
  * Thread rule: see the public header. Everything under "the current call" in a tenant is touched
- * only by the thread running that tenant (the ticker only bumps the engine's epoch; the epoch
- * callback runs on the tenant's thread).
+ * only by the thread running that tenant, except what the ticker reads: a tenant inside a call
+ * is on the host's `active` list (under active_mu), and while it is there its wall_deadline_ns
+ * and call_cancel do not change; the ticker only sets its `stop` flag (and bumps the engine's
+ * epoch; the epoch callback runs on the tenant's thread).
  */
 #ifndef REALM_SANDBOX_INTERNAL_H
 #define REALM_SANDBOX_INTERNAL_H
@@ -18,8 +20,9 @@
 #include "realm/sandbox.h"
 
 #define SBX_MAX_HANDLES 64      /* per instance: models + sessions */
-#define SBX_SERIAL_BITS 24      /* handle = slot << 24 | serial; serial from a process counter */
-#define SBX_SERIAL_MASK ((1u << SBX_SERIAL_BITS) - 1)
+#define SBX_SERIAL_BITS 24      /* handle = slot << 24 | serial; serials count up per slot */
+#define SBX_SERIAL_MASK ((1u << SBX_SERIAL_BITS) - 1) /* the last serial: a slot that issued it
+                                                         is retired once freed */
 #define SBX_CHECK_TICKS 2       /* epoch ticks between budget checks while guest code runs */
 
 /* A model tenants can open by name. Immutable after realm_sbx_host_add_model except `mu` and
@@ -54,7 +57,10 @@ struct realm_sbx_host {
     atomic_bool stop;
     struct sbx_model **models;
     int n_models, cap_models;
-    _Atomic uint32_t serial;       /* last handle serial issued (process-wide per host) */
+    pthread_mutex_t active_mu;     /* guards `active` */
+    bool active_mu_init;
+    struct realm_sbx_tenant *active; /* tenants inside a call (list through active_next) */
+    _Atomic uint32_t instances;    /* instances started: picks each one's first handle serial */
     _Atomic uint32_t next_tenant_id;
     _Atomic int64_t n_tenants;
 };
@@ -72,7 +78,9 @@ struct realm_sbx_module {
 enum sbx_kind { SBX_SLOT_FREE = 0, SBX_SLOT_MODEL, SBX_SLOT_SESSION };
 
 struct sbx_slot {
-    uint32_t serial;               /* of the handle now in this slot */
+    uint32_t serial;               /* of the handle now (or last) in this slot, or the instance's
+                                      starting point. Kept when the slot is freed, so that a reuse
+                                      gets the next one; SBX_SERIAL_MASK: retired once freed */
     uint8_t kind;
     struct sbx_model *model;
     struct realm_session *session; /* SBX_SLOT_SESSION */
@@ -89,6 +97,7 @@ struct realm_sbx_tenant {
     char *name;
     uint32_t id;
     uint32_t group;                /* what decode passes to the scheduler as the tenant */
+    struct realm_alloc_budget *host_budget; /* charged for the imports' allocations; borrowed, NULL: none */
     uint64_t memory_limit;         /* linear-memory cap of this tenant's store */
     struct sbx_model *default_model;
     bool *allowed;                 /* per host model; NULL: all */
@@ -102,6 +111,9 @@ struct realm_sbx_tenant {
     struct sbx_slot slots[SBX_MAX_HANDLES];
     int32_t n_sessions;
     uint64_t kv_bytes;
+    bool recycle;                  /* handle serials used up: a fresh store before the next request */
+    uint64_t init_wall_ms;         /* 0: none */
+    uint64_t generate_wall_ms;     /* 0: none */
 
     /* ---- the current call ---- */
     struct realm_sbx_request *req; /* NULL outside realm_generate */
@@ -109,11 +121,20 @@ struct realm_sbx_tenant {
     uint64_t call_host_ns;         /* time inside imports during this call */
     uint64_t budget_ns;            /* guest compute time allowed */
     uint64_t wall_deadline_ns;     /* 0: none */
+    uint64_t wall_ms;              /* the limit behind it, for messages */
+    const atomic_bool *call_cancel; /* the request's or the start's cancel flag (NULL: none) */
+    atomic_bool stop;              /* set by the ticker: deadline passed or call_cancel set; what
+                                      decode hands the scheduler as its cancel flag */
+    struct realm_sbx_tenant *active_next; /* the host's active list */
+    bool active;                   /* on that list */
+    int64_t call_logit_decodes;    /* successful decodes that returned logits, this call */
     uint64_t cancel_seen_ns;       /* when the epoch callback first saw the cancel flag (0: not) */
     int kill;                      /* enum sbx_kill, set by the epoch callback */
     int log_lines;
     char last_msg[REALM_ABI_MAX_LOG + 1];
     char host_msg[REALM_ERR_MSG_MAX]; /* why the last refused host call (decode) failed, this call */
+
+    int64_t unbilled_tokens;       /* decoded in realm_init, not yet charged to a request */
 
     struct realm_sbx_tenant_stats stats;
 };
@@ -142,6 +163,16 @@ int sbx_check_imports(const wasmtime_module_t *m, const char *name, struct realm
 /* ---- tenant.c ---- */
 /* Frees every session and handle of the tenant. */
 void sbx_tenant_close_handles(struct realm_sbx_tenant *t);
+/* True once the current call's wall-clock deadline has passed. */
+bool sbx_tenant_past_deadline(const struct realm_sbx_tenant *t);
+/* The ticker's pass over the tenants inside a call (host.c calls it every tick). */
+void sbx_tenants_tick(struct realm_sbx_host *h);
+
+/* ---- imports.c ---- */
+/* Tests only: makes handle slot `slot` of t look as if it had last issued `serial` (the slot
+ * must be free), so that serial exhaustion can be tested without 16 M handles. Returns
+ * REALM_E_RANGE for a bad slot or serial, REALM_E_STATE for a slot in use. */
+int sbx_tenant_test_set_serial(struct realm_sbx_tenant *t, int32_t slot, uint32_t serial);
 
 /* ---- backend.c ---- */
 /* The one decode entry point (the scheduler replaces what is behind it). */

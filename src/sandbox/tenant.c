@@ -1,9 +1,12 @@
 /*
  * tenant.c — one tenant instance: a store with a memory cap (store limiter), an epoch deadline
  * callback that enforces the per-call compute budget (guest time only: time inside imports is
- * excluded), an optional wall-clock limit and cancellation, the instance of the guest with its
- * exports looked up once, and the calls into it (_initialize, realm_abi_version, realm_init,
- * realm_generate) with every outcome classified: guest status, trap, timeout, cancellation.
+ * excluded), a wall-clock limit per call (host work included) and cancellation, the instance of
+ * the guest with its exports looked up once, and the calls into it (_initialize,
+ * realm_abi_version, realm_init, realm_generate) with every outcome classified: guest status,
+ * trap, timeout, cancellation. While a call runs the tenant sits on the host's active list,
+ * where the ticker raises its stop flag at the wall deadline or on cancellation (the flag ends
+ * a decode blocked in the scheduler; imports and the epoch callback check the causes directly).
  *
  * A trap or a stop by the epoch callback leaves the guest's state unknown, so the store is
  * thrown away (slot back to the pool, sessions closed) and a fresh instance is made and
@@ -42,7 +45,7 @@ static wasmtime_error_t *epoch_check(wasmtime_context_t *cx, void *data, uint64_
     struct realm_sbx_tenant *t = data;
     uint64_t now = sbx_now_ns();
     int64_t guest_ns = (int64_t)(now - t->call_start_ns) - (int64_t)t->call_host_ns;
-    bool cancelled = t->req && atomic_load_explicit(&t->req->cancel, memory_order_relaxed);
+    bool cancelled = t->call_cancel && atomic_load_explicit(t->call_cancel, memory_order_relaxed);
     if (cancelled && !t->cancel_seen_ns) t->cancel_seen_ns = now;
     /* a cancelled guest gets a grace period to see REALM_E_CANCELLED from its imports and
      * unwind on its own; after that it is stopped like any other runaway */
@@ -58,23 +61,78 @@ static wasmtime_error_t *epoch_check(wasmtime_context_t *cx, void *data, uint64_
     return NULL;
 }
 
-static void begin_call(struct realm_sbx_tenant *t, uint64_t budget_ms, uint64_t wall_ms) {
+/* Starts a call's accounting and puts the tenant on the ticker's list (end_call takes it off:
+ * every begin_call has one). cancel: the request's or the start's flag, or NULL. */
+static void begin_call(struct realm_sbx_tenant *t, uint64_t budget_ms, uint64_t wall_ms,
+                       const atomic_bool *cancel) {
+    /* limits of centuries are "none" in effect; capping them keeps the sums below from wrapping */
+    const uint64_t max_ms = 1ull << 40;
     t->call_start_ns = sbx_now_ns();
     t->call_host_ns = 0;
-    t->budget_ns = budget_ms * 1000000ull;
-    t->wall_deadline_ns = wall_ms ? t->call_start_ns + wall_ms * 1000000ull : 0;
+    t->budget_ns = (budget_ms < max_ms ? budget_ms : max_ms) * 1000000ull;
+    t->wall_ms = wall_ms;
+    t->wall_deadline_ns = wall_ms ? t->call_start_ns + (wall_ms < max_ms ? wall_ms : max_ms) * 1000000ull : 0;
+    t->call_cancel = cancel;
     t->kill = SBX_KILL_NONE;
     t->cancel_seen_ns = 0;
+    t->call_logit_decodes = 0;
+    atomic_store(&t->stop, false);
+    struct realm_sbx_host *h = t->host;
+    pthread_mutex_lock(&h->active_mu);
+    t->active_next = h->active;
+    h->active = t;
+    t->active = true;
+    pthread_mutex_unlock(&h->active_mu);
+}
+
+static void end_call(struct realm_sbx_tenant *t) {
+    if (!t->active) return;
+    struct realm_sbx_host *h = t->host;
+    pthread_mutex_lock(&h->active_mu);
+    for (struct realm_sbx_tenant **p = &h->active; *p; p = &(*p)->active_next) {
+        if (*p == t) {
+            *p = t->active_next;
+            break;
+        }
+    }
+    t->active_next = NULL;
+    t->active = false;
+    pthread_mutex_unlock(&h->active_mu);
+}
+
+/* O(tenants inside a call) per tick, under a mutex taken only here and at call boundaries. */
+void sbx_tenants_tick(struct realm_sbx_host *h) {
+    uint64_t now = sbx_now_ns();
+    pthread_mutex_lock(&h->active_mu);
+    for (struct realm_sbx_tenant *t = h->active; t; t = t->active_next) {
+        if (atomic_load_explicit(&t->stop, memory_order_relaxed)) continue;
+        if ((t->wall_deadline_ns && now >= t->wall_deadline_ns) ||
+            (t->call_cancel && atomic_load_explicit(t->call_cancel, memory_order_relaxed)))
+            atomic_store(&t->stop, true);
+    }
+    pthread_mutex_unlock(&h->active_mu);
+}
+
+bool sbx_tenant_past_deadline(const struct realm_sbx_tenant *t) {
+    return t->wall_deadline_ns && sbx_now_ns() >= t->wall_deadline_ns;
+}
+
+static bool call_cancelled(const struct realm_sbx_tenant *t) {
+    return t->call_cancel && atomic_load(t->call_cancel);
+}
+
+static int wall_error(struct realm_sbx_tenant *t, const char *what, struct realm_err *err) {
+    return realm_err_set(err, REALM_E_TIMEOUT, "sandbox: %s: %s stopped: wall-clock limit of %llu ms",
+                         t->name, what, (unsigned long long)t->wall_ms);
 }
 
 static int kill_error(struct realm_sbx_tenant *t, const char *what, struct realm_err *err) {
     switch (t->kill) {
     case SBX_KILL_CANCEL:
-        return realm_err_set(err, REALM_E_CANCELLED, "sandbox: %s: %s stopped: request cancelled",
-                             t->name, what);
+        return realm_err_set(err, REALM_E_CANCELLED, "sandbox: %s: %s stopped: %s cancelled",
+                             t->name, what, t->req ? "request" : "start");
     case SBX_KILL_WALL:
-        return realm_err_set(err, REALM_E_TIMEOUT, "sandbox: %s: %s stopped: wall-clock limit of %llu ms",
-                             t->name, what, (unsigned long long)t->host->cfg.wall_limit_ms);
+        return wall_error(t, what, err);
     default:
         return realm_err_set(err, REALM_E_TIMEOUT, "sandbox: %s: %s stopped: compute budget of %llu ms used up",
                              t->name, what, (unsigned long long)(t->budget_ns / 1000000ull));
@@ -130,9 +188,26 @@ static int status_is_known(int32_t s) {
     return s <= REALM_E_INVALID && s >= REALM_E_STATE;
 }
 
-/* New store + instance; _initialize, realm_abi_version, realm_init. On failure the store is
- * gone again. */
-static int tenant_start(struct realm_sbx_tenant *t, struct realm_err *err) {
+static int tenant_start_call(struct realm_sbx_tenant *t, struct realm_err *err);
+
+/* New store + instance; _initialize, realm_abi_version, realm_init, within the init budget and
+ * wall-clock limit; cancel (may be NULL) aborts it. On failure the store is gone again. */
+static int tenant_start(struct realm_sbx_tenant *t, const atomic_bool *cancel, struct realm_err *err) {
+    /* a fresh instance has never seen a handle: every slot starts over, from a serial that
+     * differs between instances (an odd multiplier permutes 2^23 values) so that one
+     * instance's handle values mean nothing in another; at least 2^23 serials stay per slot */
+    memset(t->slots, 0, sizeof t->slots);
+    uint32_t base = (atomic_fetch_add(&t->host->instances, 1) * 40503u) & (SBX_SERIAL_MASK >> 1);
+    for (int i = 0; i < SBX_MAX_HANDLES; i++) t->slots[i].serial = base;
+    t->recycle = false;
+    begin_call(t, t->host->cfg.init_budget_ms, t->init_wall_ms, cancel);
+    int rc = tenant_start_call(t, err);
+    end_call(t);
+    if (rc) tenant_stop(t);
+    return rc;
+}
+
+static int tenant_start_call(struct realm_sbx_tenant *t, struct realm_err *err) {
     struct realm_sbx_host *h = t->host;
     /* the pool has max_instances slots; say so plainly instead of Wasmtime's message */
     if (atomic_fetch_add(&h->n_tenants, 1) >= (int64_t)h->cfg.max_instances) {
@@ -151,7 +226,7 @@ static int tenant_start(struct realm_sbx_tenant *t, struct realm_err *err) {
     t->cx = wasmtime_store_context(t->store);
     t->log_lines = 0;
     t->last_msg[0] = 0;
-    begin_call(t, h->cfg.init_budget_ms, 0);
+    t->host_msg[0] = 0;
 
     int rc;
     char msg[300];
@@ -188,9 +263,17 @@ static int tenant_start(struct realm_sbx_tenant *t, struct realm_err *err) {
     }
     int32_t st = 0;
     if ((rc = call_guest(t, &t->f_init, "realm_init", true, &st, err))) goto fail;
-    if (st != REALM_OK) {
+    /* Imports refused work past the deadline or after cancellation: that is the cause, not
+     * whatever the guest made of it; and an init that ends late (it can outrun the next epoch
+     * check by a tick) or cancelled does not make a tenant either. */
+    if (st != REALM_OK || call_cancelled(t) || sbx_tenant_past_deadline(t)) {
+        if (call_cancelled(t))
+            rc = realm_err_set(err, REALM_E_CANCELLED, "sandbox: %s: realm_init stopped: start cancelled",
+                               t->name);
+        else if (sbx_tenant_past_deadline(t))
+            rc = wall_error(t, "realm_init", err);
         /* the seed's failing constructor: report the guest's status and its last words */
-        if (status_is_known(st))
+        else if (status_is_known(st))
             rc = realm_err_set(err, st, "guest init failed: %s%s%s", realm_strerror(st),
                                t->last_msg[0] ? ": " : "", t->last_msg);
         else
@@ -200,7 +283,6 @@ static int tenant_start(struct realm_sbx_tenant *t, struct realm_err *err) {
     }
     return REALM_OK;
 fail:
-    tenant_stop(t);
     return rc;
 }
 
@@ -223,7 +305,10 @@ int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
     atomic_fetch_add(&m->refs, 1);
     t->id = atomic_fetch_add(&h->next_tenant_id, 1) + 1;
     t->group = p.group ? p.group : t->id;
+    t->host_budget = p.host_budget;
     t->memory_limit = p.memory_limit ? p.memory_limit : h->cfg.memory_limit;
+    t->init_wall_ms = p.init_wall_ms ? p.init_wall_ms : h->cfg.init_wall_ms;
+    t->generate_wall_ms = p.generate_wall_ms ? p.generate_wall_ms : h->cfg.wall_limit_ms;
     t->name = realm_strndup(p.name, strlen(p.name));
     int rc;
     if (!t->name) {
@@ -261,7 +346,7 @@ int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
         for (int i = 0; i < h->n_models; i++)
             if (h->models[i] == t->default_model && !t->allowed[i]) t->default_model = NULL;
     }
-    if ((rc = tenant_start(t, err))) goto fail;
+    if ((rc = tenant_start(t, p.cancel, err))) goto fail;
     *out = t;
     return REALM_OK;
 fail:
@@ -288,22 +373,38 @@ void realm_sbx_tenant_get_stats(const struct realm_sbx_tenant *t, struct realm_s
 int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_request *r,
                               struct realm_err *err) {
     int rc;
+    r->usage = (struct realm_sbx_usage){.prompt_tokens = -1, .completion_tokens = -1, .finish_reason = -1};
+    if (t->store && t->recycle) tenant_stop(t); /* handle serials used up */
     if (!t->store) {
         t->stats.restarts++;
-        if ((rc = tenant_start(t, err))) return rc;
+        if ((rc = tenant_start(t, &r->cancel, err))) {
+            /* what a failed restart decoded is this request's too */
+            r->usage.measured_prompt_tokens = t->unbilled_tokens;
+            t->unbilled_tokens = 0;
+            return rc;
+        }
     }
     t->stats.requests++;
     t->req = r;
     t->log_lines = 0;
     t->last_msg[0] = 0;
     t->host_msg[0] = 0;
-    r->usage = (struct realm_sbx_usage){.prompt_tokens = -1, .completion_tokens = -1, .finish_reason = -1};
-    begin_call(t, t->host->cfg.generate_budget_ms, t->host->cfg.wall_limit_ms);
+    begin_call(t, t->host->cfg.generate_budget_ms, t->generate_wall_ms, &r->cancel);
     int32_t st = 0;
     rc = call_guest(t, &t->f_generate, "realm_generate", true, &st, err);
+    end_call(t);
     uint64_t total = sbx_now_ns() - t->call_start_ns;
-    r->usage.total_ns = total;
-    r->usage.guest_ns = total > t->call_host_ns ? total - t->call_host_ns : 0;
+    struct realm_sbx_usage *u = &r->usage;
+    u->total_ns = total;
+    u->guest_ns = total > t->call_host_ns ? total - t->call_host_ns : 0;
+    /* the charge, whatever the outcome: see struct realm_sbx_usage */
+    u->measured_completion_tokens = t->call_logit_decodes;
+    u->measured_prompt_tokens = t->call_logit_decodes >= 1 ? u->decoded_tokens - (t->call_logit_decodes - 1)
+                                                           : u->decoded_tokens;
+    /* tokens decoded outside any request (in realm_init, when this instance started) are charged
+     * to the first request it serves: a guest cannot hide work in its initialisation */
+    u->measured_prompt_tokens += t->unbilled_tokens;
+    t->unbilled_tokens = 0;
     t->req = NULL;
     if (rc) {
         tenant_stop(t); /* its state is unknown: a fresh instance serves the next request */
@@ -312,6 +413,7 @@ int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_reque
     if (atomic_load(&r->cancel))
         return realm_err_set(err, REALM_E_CANCELLED, "sandbox: %s: request cancelled", t->name);
     if (st == REALM_OK) return REALM_OK;
+    if (sbx_tenant_past_deadline(t)) return wall_error(t, "realm_generate", err);
     if (!status_is_known(st))
         return realm_err_set(err, REALM_E_INVALID, "guest: returned %d, not a realm status%s%s", st,
                              t->last_msg[0] ? ": " : "", t->last_msg);

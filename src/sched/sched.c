@@ -111,11 +111,8 @@ static int index_rebuild(struct realm_sched *s, uint32_t cap) {
     return REALM_OK;
 }
 
-/* The tenant's queue, created on first use; NULL on allocation failure. */
-static struct tenant_q *tenant_get(struct realm_sched *s, uint32_t id) {
-    uint32_t h = hash_u32(id) & (s->index_cap - 1);
-    for (; s->index[h] >= 0; h = (h + 1) & (s->index_cap - 1))
-        if (s->tenants[s->index[h]].id == id) return &s->tenants[s->index[h]];
+/* Appends tenant id (absent; h: its free index slot). */
+static struct tenant_q *tenant_add(struct realm_sched *s, uint32_t id, uint32_t h) {
     if (s->n_tenants == s->cap_tenants) {
         int32_t cap = s->cap_tenants * 2;
         struct tenant_q *t = realm_realloc(s->tenants, (size_t)cap * sizeof *t);
@@ -137,6 +134,18 @@ static struct tenant_q *tenant_get(struct realm_sched *s, uint32_t id) {
     } else {
         s->index[h] = s->n_tenants - 1;
     }
+    return t;
+}
+
+/* The tenant's queue, created on first use; NULL on allocation failure. */
+static struct tenant_q *tenant_get(struct realm_sched *s, uint32_t id) {
+    uint32_t h = hash_u32(id) & (s->index_cap - 1);
+    for (; s->index[h] >= 0; h = (h + 1) & (s->index_cap - 1))
+        if (s->tenants[s->index[h]].id == id) return &s->tenants[s->index[h]];
+    /* the tables live as long as the scheduler: never charged to the caller's tenant budget */
+    struct realm_alloc_budget *prev = realm_alloc_budget_enter(NULL);
+    struct tenant_q *t = tenant_add(s, id, h);
+    realm_alloc_budget_leave(prev);
     return t;
 }
 
@@ -453,8 +462,13 @@ int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_sess
     if (cancel && atomic_load(cancel))
         return realm_err_set(err, REALM_E_CANCELLED, "sched: request cancelled");
 
+    /* where a failure rewinds to (before the prefix below is attached) */
+    const bool undo = s->be.len && s->be.rewind;
+    const int32_t len0 = s->be.len ? s->be.len(s->be.ctx, session)
+                         : s->be.attach ? realm_session_len(session) /* a fake session has no len */
+                                        : -1;
     /* prefix reuse: tokens the backend already holds for this tenant are not run again */
-    int32_t cached = s->be.attach && realm_session_len(session) == 0 ? s->be.attach(s->be.ctx, session, tokens, n) : 0;
+    int32_t cached = s->be.attach && len0 == 0 ? s->be.attach(s->be.ctx, session, tokens, n) : 0;
     if (cached < 0 || cached >= n) cached = 0;
     tokens += cached;
     n -= cached;
@@ -464,10 +478,12 @@ int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_sess
     pthread_mutex_lock(&s->mu);
     struct tenant_q *t = s->stopping ? NULL : tenant_get(s, tenant);
     if (!t) {
+        bool stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
         pthread_cond_destroy(&r.cv);
-        return s->stopping ? realm_err_set(err, REALM_E_CANCELLED, "sched: scheduler stopped")
-                           : realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
+        if (undo) s->be.rewind(s->be.ctx, session, len0); /* drops the attached prefix */
+        return stopping ? realm_err_set(err, REALM_E_CANCELLED, "sched: scheduler stopped")
+                        : realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
     }
     s->stats.prefix_tokens += cached;
     for (int32_t i = 0; i < s->n_returning; i++) /* one of the last step's callers is back */
@@ -480,6 +496,10 @@ int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_sess
     while (!r.finished) pthread_cond_wait(&r.cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
     pthread_cond_destroy(&r.cv);
+    /* A finished request is in no step (finish happens between forwards), so the session is
+     * this thread's again: rewinding gives back the chunks that ran, the room the step reserved
+     * for a failed forward, and the prefix attached above. */
+    if (r.status != REALM_OK && undo) s->be.rewind(s->be.ctx, session, len0);
     return r.status;
 }
 

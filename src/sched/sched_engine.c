@@ -23,11 +23,23 @@ static int32_t engine_attach(void *ctx, struct realm_session *sess, const int32_
     return realm_session_attach_prefix(sess, tokens, n);
 }
 
+static int32_t engine_len(void *ctx, const struct realm_session *sess) {
+    (void)ctx;
+    return realm_session_len(sess);
+}
+
+static int engine_rewind(void *ctx, struct realm_session *sess, int32_t n_keep) {
+    (void)ctx;
+    return realm_session_rewind(sess, n_keep);
+}
+
 struct realm_sched_backend realm_sched_backend_engine(struct realm_engine *e, const struct realm_model *m) {
     return (struct realm_sched_backend){.ctx = e,
                                         .forward = engine_forward,
                                         .room = engine_room,
                                         .n_vocab = realm_model_config(m)->n_vocab,
                                         .reserve = engine_reserve,
-                                        .attach = engine_attach};
+                                        .attach = engine_attach,
+                                        .len = engine_len,
+                                        .rewind = engine_rewind};
 }

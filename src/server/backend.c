@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "realm/alloc.h"
+#include "realm/server.h"
 #include "realm/kvpool.h"
 #include "realm/log.h"
 #include "realm/model.h"
@@ -55,6 +56,8 @@ struct be_pool {
     int64_t busy;
     int64_t idle_sessions;           /* sessions still open in idle instances (should stay 0) */
     int64_t idle_kv_bytes;
+    /* host memory the tenant's guests hold through imports, over all its instances */
+    struct realm_alloc_budget host_budget;
 };
 
 struct srv_backend {
@@ -104,6 +107,24 @@ static int load_model(struct srv_backend *b, size_t i, struct realm_err *err) {
         .decode_ctx = m->sched,
         .kv_pool = m->kv};
     return realm_sbx_host_add_model(b->host, &d, err);
+}
+
+/* How every instance of pool p is made; `cancel` (may be NULL) aborts a start that hangs. */
+static struct realm_sbx_tenant_params instance_params(struct srv_backend *b, struct be_pool *p,
+                                                      const atomic_bool *cancel) {
+    const struct realm_tenant_limits *l = &p->spec->limits;
+    return (struct realm_sbx_tenant_params){
+        .name = p->spec->id,
+        .default_model = p->models && p->spec->n_models ? p->models[0] : b->cfg->models[0].name,
+        .models = p->models,
+        .n_models = (int)p->spec->n_models,
+        /* one scheduler identity per server tenant, however many instances serve it at once */
+        .group = (uint32_t)(p - b->pools) + 1,
+        .memory_limit = (uint64_t)l->guest_memory_bytes,
+        .init_wall_ms = (uint64_t)(l->init_wall_ms > 0 ? l->init_wall_ms : REALM_DEFAULT_INIT_WALL_MS),
+        .generate_wall_ms = (uint64_t)(l->generate_wall_ms > 0 ? l->generate_wall_ms : REALM_DEFAULT_GENERATE_WALL_MS),
+        .cancel = cancel,
+        .host_budget = &p->host_budget};
 }
 
 /* The compiled module for `path` (NULL: the default guest), compiling it on first use. */
@@ -198,16 +219,10 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
             rc = realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
             goto fail;
         }
+        p->host_budget.limit =
+            p->spec->limits.host_memory_bytes > 0 ? p->spec->limits.host_memory_bytes : REALM_DEFAULT_HOST_MEMORY_BYTES;
         /* one instance up front: a guest whose realm_init fails is reported at start-up */
-        struct realm_sbx_tenant_params tp = {.name = p->spec->id,
-                                             .default_model = p->models ? p->models[0] : cfg->models[0].name,
-                                             .models = p->models,
-                                             .n_models = (int)p->spec->n_models,
-                                             /* one scheduler identity per server tenant, however
-                                                many instances serve it at once */
-                                             .group = (uint32_t)(p - b->pools) + 1,
-                                             .memory_limit = (uint64_t)p->spec->limits.guest_memory_bytes};
-        if (p->spec->n_models == 0 && !p->spec->all_models) tp.default_model = cfg->models[0].name;
+        struct realm_sbx_tenant_params tp = instance_params(b, p, NULL);
         struct realm_sbx_tenant *inst;
         if ((rc = realm_sbx_tenant_new(b->host, p->module, &tp, &inst, err))) {
             if (err) {
@@ -289,12 +304,26 @@ static bool evict_one(struct srv_backend *b, struct be_pool *self) {
     return inst != NULL;
 }
 
+/* What the tenant is charged: the host's own count; the guest's report may raise it (a guest
+ * that counts something the host cannot see, e.g. tokens it sampled but never decoded) but never
+ * lower it. */
+static void charge(struct srv_gen_result *out, const struct realm_sbx_usage *u) {
+    out->guest_prompt_tokens = u->prompt_tokens;
+    out->guest_completion_tokens = u->completion_tokens;
+    out->finish_reason = u->finish_reason;
+    out->prompt_tokens = u->measured_prompt_tokens > u->prompt_tokens ? u->measured_prompt_tokens : u->prompt_tokens;
+    out->completion_tokens =
+        u->measured_completion_tokens > u->completion_tokens ? u->measured_completion_tokens : u->completion_tokens;
+    if (out->prompt_tokens < 0) out->prompt_tokens = 0;
+    if (out->completion_tokens < 0) out->completion_tokens = 0;
+}
+
 int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_request *r, struct srv_gen_result *out) {
     struct be_pool *p = &b->pools[tenant];
     struct realm_err err;
     realm_err_clear(&err);
     memset(out, 0, sizeof *out);
-    out->prompt_tokens = out->completion_tokens = out->finish_reason = -1;
+    out->guest_prompt_tokens = out->guest_completion_tokens = out->finish_reason = -1;
 
     struct realm_sbx_tenant *inst = NULL;
     pthread_mutex_lock(&p->mu);
@@ -307,16 +336,7 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
     }
     pthread_mutex_unlock(&p->mu);
     if (!inst) {
-        const struct realm_server_config *cfg = b->cfg;
-        struct realm_sbx_tenant_params tp = {.name = p->spec->id,
-                                             .default_model = p->models && p->spec->n_models ? p->models[0]
-                                                                                           : cfg->models[0].name,
-                                             .models = p->models,
-                                             .n_models = (int)p->spec->n_models,
-                                             /* one scheduler identity per server tenant, however
-                                                many instances serve it at once */
-                                             .group = (uint32_t)(p - b->pools) + 1,
-                                             .memory_limit = (uint64_t)p->spec->limits.guest_memory_bytes};
+        struct realm_sbx_tenant_params tp = instance_params(b, p, &r->cancel);
         int rc = realm_sbx_tenant_new(b->host, p->module, &tp, &inst, &err);
         if (rc == REALM_E_LIMIT && evict_one(b, p)) { /* every instance slot taken: free an idle one */
             realm_err_clear(&err);
@@ -336,9 +356,7 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
     int rc = realm_sbx_tenant_generate(inst, r, &err);
     out->status = rc;
     if (rc) snprintf(out->message, sizeof out->message, "%s", err.msg[0] ? err.msg : realm_strerror(rc));
-    out->prompt_tokens = r->usage.prompt_tokens;
-    out->completion_tokens = r->usage.completion_tokens;
-    out->finish_reason = r->usage.finish_reason;
+    charge(out, &r->usage);
 
     /* sessions the guest left open would hold KV blocks while the instance idles: close them */
     int32_t leaked = realm_sbx_tenant_close_sessions(inst);
@@ -404,6 +422,11 @@ void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out)
         out->idle_kv_bytes += p->idle_kv_bytes;
         pthread_mutex_unlock(&p->mu);
     }
+}
+
+void srv_backend_tenant_host_memory(struct srv_backend *b, size_t tenant, int64_t *bytes, int64_t *refused) {
+    *bytes = atomic_load(&b->pools[tenant].host_budget.used);
+    *refused = atomic_load(&b->pools[tenant].host_budget.refused);
 }
 
 int32_t srv_backend_tenant_kv_blocks(struct srv_backend *b, size_t tenant) {

@@ -24,8 +24,11 @@ struct srv_backend;
 
 struct srv_gen_result {
     int status;                /* REALM_OK or the REALM_E_* that ended the request */
-    int32_t prompt_tokens;     /* as the guest reported them (usage import); -1 if it did not */
-    int32_t completion_tokens;
+    /* what the tenant is charged: the tokens the host measured (realm_sbx_usage.measured_*),
+     * raised to what the guest reported if that is more; set on every outcome */
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t guest_prompt_tokens, guest_completion_tokens; /* the guest's usage() report; -1: none */
     int32_t finish_reason;     /* REALM_ABI_FINISH_*; -1 if the guest did not report one */
     char message[REALM_ERR_MSG_MAX]; /* why it failed (guest's last error log, trap text ...) */
 };
@@ -64,6 +67,9 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
 
 /* A snapshot of the scheduler / KV / instance counters (fields it cannot know stay false). */
 void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out);
+/* Host memory tenant cfg->tenants[tenant]'s guests hold through imports now, and how many host
+ * allocations its budget refused so far. */
+void srv_backend_tenant_host_memory(struct srv_backend *b, size_t tenant, int64_t *bytes, int64_t *refused);
 /* KV blocks tenant cfg->tenants[tenant]'s sessions hold now, over every model. */
 int32_t srv_backend_tenant_kv_blocks(struct srv_backend *b, size_t tenant);
 

@@ -41,7 +41,11 @@ int realm_server_config_new(struct realm_server_config **out) {
     c->max_queue = 256;
     c->max_connections = 512;
     c->shutdown_grace_s = 10.0;
-    c->metrics_public = true;
+    c->metrics_public = false;
+    c->max_connections_per_ip = 32;
+    c->read_timeout_s = 30.0;
+    c->stream_stall_s = 30.0;
+    c->default_max_tokens = 2048;
     *out = c;
     return REALM_OK;
 }
@@ -59,6 +63,8 @@ void realm_server_config_free(struct realm_server_config *c) {
     if (!c) return;
     realm_free(c->host);
     realm_free(c->default_guest);
+    for (size_t i = 0; i < c->n_admin_keys; i++) realm_free(c->admin_key_hashes[i]);
+    realm_free(c->admin_key_hashes);
     for (size_t i = 0; i < c->n_models; i++) {
         realm_free(c->models[i].name);
         realm_free(c->models[i].path);
@@ -244,22 +250,30 @@ static int parse_models(struct realm_server_config *c, const cJSON *arr, struct 
 
 static int parse_limits(struct realm_tenant_limits *l, const cJSON *o, const char *what, struct realm_err *err) {
     static const char *const known[] = {"max_concurrent", "tokens_per_minute", "max_tokens_per_request",
-                                        "guest_memory_mb", "kv_blocks", NULL};
+                                        "guest_memory_mb", "kv_blocks", "init_wall_ms", "generate_wall_ms",
+                                        "host_memory_mb", NULL};
     if (!cJSON_IsObject(o)) return realm_err_set(err, REALM_E_FORMAT, "config: %s: expected an object", what);
     int64_t mc = l->max_concurrent, tpm = l->tokens_per_minute, mt = l->max_tokens_per_request,
-            mem = l->guest_memory_bytes >> 20, kv = l->kv_blocks;
+            mem = l->guest_memory_bytes >> 20, kv = l->kv_blocks, iw = l->init_wall_ms, gw = l->generate_wall_ms,
+            hm = l->host_memory_bytes >> 20;
     int rc;
     if ((rc = check_keys(o, what, known, err)) || (rc = get_int(o, "max_concurrent", 0, 1 << 20, &mc, what, err)) ||
         (rc = get_int(o, "tokens_per_minute", 0, INT64_C(1) << 40, &tpm, what, err)) ||
         (rc = get_int(o, "max_tokens_per_request", 0, INT32_MAX, &mt, what, err)) ||
         (rc = get_int(o, "guest_memory_mb", 0, 4096, &mem, what, err)) ||
-        (rc = get_int(o, "kv_blocks", 0, INT32_MAX, &kv, what, err)))
+        (rc = get_int(o, "kv_blocks", 0, INT32_MAX, &kv, what, err)) ||
+        (rc = get_int(o, "init_wall_ms", 0, INT64_C(24) * 3600 * 1000, &iw, what, err)) ||
+        (rc = get_int(o, "generate_wall_ms", 0, INT64_C(24) * 3600 * 1000, &gw, what, err)) ||
+        (rc = get_int(o, "host_memory_mb", 0, 1 << 20, &hm, what, err)))
         return rc;
     l->max_concurrent = (int32_t)mc;
     l->tokens_per_minute = tpm;
     l->max_tokens_per_request = (int32_t)mt;
     l->guest_memory_bytes = mem << 20;
     l->kv_blocks = (int32_t)kv;
+    l->init_wall_ms = iw;
+    l->generate_wall_ms = gw;
+    l->host_memory_bytes = hm << 20;
     return REALM_OK;
 }
 
@@ -320,11 +334,50 @@ static int parse_tenants(struct realm_server_config *c, const cJSON *arr, struct
     return REALM_OK;
 }
 
+/* A number of seconds in [lo, hi] if present. */
+static int get_seconds(const cJSON *root, const char *key, double lo, double hi, double *out, struct realm_err *err) {
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!g) return REALM_OK;
+    if (!cJSON_IsNumber(g) || !(g->valuedouble >= lo && g->valuedouble <= hi))
+        return realm_err_set(err, REALM_E_FORMAT, "config: %s: expected a number of seconds in [%g, %g]", key, lo, hi);
+    *out = g->valuedouble;
+    return REALM_OK;
+}
+
+int realm_server_config_add_admin_key_hash(struct realm_server_config *c, const char *hex, struct realm_err *err) {
+    if (!is_hex64(hex))
+        return realm_err_set(err, REALM_E_INVALID, "config: admin key hash '%.80s', expected 64 hex digits (SHA-256)",
+                             hex);
+    char **k = realm_realloc(c->admin_key_hashes, (c->n_admin_keys + 1) * sizeof *k);
+    if (!k) return realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
+    c->admin_key_hashes = k;
+    char *d = dupstr(hex);
+    if (!d) return realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
+    for (char *p = d; *p; p++)
+        if (*p >= 'A' && *p <= 'F') *p = (char)(*p - 'A' + 'a');
+    k[c->n_admin_keys++] = d;
+    return REALM_OK;
+}
+
+static int parse_admin_keys(struct realm_server_config *c, const cJSON *keys, struct realm_err *err) {
+    if (!keys) return REALM_OK;
+    if (!cJSON_IsArray(keys))
+        return realm_err_set(err, REALM_E_FORMAT, "config: admin_key_hashes: expected an array of strings");
+    for (const cJSON *k = keys->child; k; k = k->next) {
+        if (!cJSON_IsString(k)) return realm_err_set(err, REALM_E_FORMAT, "config: admin_key_hashes: expected strings");
+        int rc = realm_server_config_add_admin_key_hash(c, k->valuestring, err);
+        if (rc) return rc == REALM_E_INVALID ? REALM_E_FORMAT : rc;
+    }
+    return REALM_OK;
+}
+
 int realm_server_config_parse(const char *json, size_t len, const char *base_dir, struct realm_server_config **out,
                               struct realm_err *err) {
     static const char *const known[] = {"host", "port", "max_body_bytes", "max_inflight", "max_queue",
                                         "max_connections", "shutdown_grace_s", "default_guest", "metrics_public",
-                                        "models", "tenants", "kv_memory_mb", NULL};
+                                        "models", "tenants", "kv_memory_mb", "admin_key_hashes",
+                                        "max_connections_per_ip", "read_timeout_s", "stream_stall_s",
+                                        "default_max_tokens", NULL};
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
@@ -345,7 +398,8 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
     if ((rc = check_keys(root, "top level", known, err))) goto fail;
     const char *host = NULL, *dg = NULL;
     int64_t port = c->port, body = (int64_t)c->max_body_bytes, infl = c->max_inflight, q = c->max_queue,
-            conns = c->max_connections, kvmb = c->kv_memory_bytes >> 20;
+            conns = c->max_connections, kvmb = c->kv_memory_bytes >> 20, per_ip = c->max_connections_per_ip,
+            dmt = c->default_max_tokens;
     if ((rc = get_string(root, "host", &host, "top level", err)) ||
         (rc = get_string(root, "default_guest", &dg, "top level", err)) ||
         (rc = get_int(root, "port", 0, 65535, &port, "top level", err)) ||
@@ -353,8 +407,16 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
         (rc = get_int(root, "max_inflight", 1, 4096, &infl, "top level", err)) ||
         (rc = get_int(root, "max_queue", 0, 1 << 20, &q, "top level", err)) ||
         (rc = get_int(root, "max_connections", 4, 65536, &conns, "top level", err)) ||
-        (rc = get_int(root, "kv_memory_mb", 1, INT64_C(1) << 24, &kvmb, "top level", err)))
+        (rc = get_int(root, "kv_memory_mb", 1, INT64_C(1) << 24, &kvmb, "top level", err)) ||
+        (rc = get_int(root, "max_connections_per_ip", 1, 65536, &per_ip, "top level", err)) ||
+        (rc = get_int(root, "default_max_tokens", 1, 1 << 30, &dmt, "top level", err)) ||
+        (rc = get_seconds(root, "read_timeout_s", 1, 3600, &c->read_timeout_s, err)) ||
+        (rc = get_seconds(root, "stream_stall_s", 1, 3600, &c->stream_stall_s, err)) ||
+        (rc = get_seconds(root, "shutdown_grace_s", 0, 3600, &c->shutdown_grace_s, err)) ||
+        (rc = parse_admin_keys(c, cJSON_GetObjectItemCaseSensitive(root, "admin_key_hashes"), err)))
         goto fail;
+    c->max_connections_per_ip = (int32_t)per_ip;
+    c->default_max_tokens = (int32_t)dmt;
     c->kv_memory_bytes = kvmb << 20;
     c->port = (uint16_t)port;
     c->max_body_bytes = (size_t)body;
@@ -373,14 +435,6 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
     if (dg && !(c->default_guest = resolve_path(dg, base_dir))) {
         rc = realm_err_set(err, REALM_E_FORMAT, "config: default_guest: path too long");
         goto fail;
-    }
-    const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, "shutdown_grace_s");
-    if (g) {
-        if (!cJSON_IsNumber(g) || !(g->valuedouble >= 0 && g->valuedouble <= 3600)) {
-            rc = realm_err_set(err, REALM_E_FORMAT, "config: shutdown_grace_s: expected a number in [0, 3600]");
-            goto fail;
-        }
-        c->shutdown_grace_s = g->valuedouble;
     }
     const cJSON *mp = cJSON_GetObjectItemCaseSensitive(root, "metrics_public");
     if (mp) {

@@ -31,10 +31,12 @@
 #include "server/srv.h"
 
 #define POLL_PERIOD_S 0.05
-#define IDLE_TIMEOUT_S 120u /* an idle keep-alive connection is closed after this */
 
 /* Per-connection request state (MHD's con_cls). */
 struct http_req {
+    double t_begin;        /* headers complete (the body must arrive within read_timeout_s) */
+    struct srv_tenant *tenant; /* authenticated from the headers, before any body byte is kept */
+    bool admin;            /* an operator key (full /metrics) */
     struct srv_buf body;
     bool too_large;        /* over max_body_bytes: the rest is read and dropped, then 413 */
     size_t drained;        /* bytes dropped so far */
@@ -42,6 +44,13 @@ struct http_req {
     enum srv_endpoint ep;
     struct srv_job *job;   /* this request's reference, if a job was admitted */
 };
+
+/* MHD's per-connection inactivity limit: while headers or a body are read, and between requests
+ * on a kept-alive connection. */
+static unsigned read_timeout(const struct realm_server *s) {
+    double t = s->cfg->read_timeout_s;
+    return t < 1 ? 1u : (unsigned)t;
+}
 
 /* ---- responses ---- */
 
@@ -59,6 +68,10 @@ static enum MHD_Result queue_body(struct MHD_Connection *c, int status, char *bo
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
     if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    /* refused before its body was read (no key, too large, too slow): close rather than read
+     * a body nobody will use */
+    if (status == 401 || status == 408 || status == 413)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ok;
@@ -164,8 +177,9 @@ static void gen_error(const struct srv_job *j, struct srv_error *e) {
     case REALM_E_KV_FULL:
         /* the KV pool says which: the tenant's own block quota (429, like its other limits) or
          * the shared pool exhausted by everyone (503) */
-        if (strstr(msg, "pool exhausted")) {
-            srv_error_set(e, 503, "server_error", "server_overloaded", NULL, "The KV cache is full: %s", msg);
+        if (strstr(msg, "pool exhausted")) { /* no figures: the pool's use is everyone's business */
+            srv_error_set(e, 503, "server_error", "server_overloaded", NULL,
+                          "The KV cache is full (pool exhausted); retry shortly.");
         } else {
             srv_error_set(e, 429, "requests", "rate_limit_exceeded", NULL, "Tenant KV cache quota reached: %s",
                           msg);
@@ -189,10 +203,12 @@ static void gen_error(const struct srv_job *j, struct srv_error *e) {
     }
 }
 
+/* What the tenant was charged for this request (the same numbers reach /metrics). */
 static int usage_json(struct srv_buf *b, const struct srv_job *j) {
-    int32_t p = j->result.prompt_tokens > 0 ? j->result.prompt_tokens : 0;
-    int32_t c = j->result.completion_tokens > 0 ? j->result.completion_tokens : 0;
-    return srv_buf_printf(b, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}", p, c, p + c);
+    long long p = j->result.prompt_tokens > 0 ? (long long)j->result.prompt_tokens : 0;
+    long long c = j->result.completion_tokens > 0 ? (long long)j->result.completion_tokens : 0;
+    return srv_buf_printf(b, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}", p, c,
+                          p + c);
 }
 
 static int head_json(struct srv_buf *b, const struct srv_job *j, const char *object) {
@@ -262,6 +278,18 @@ static int sse_trailer(struct srv_buf *b, const struct srv_job *j) {
     return rc || srv_buf_puts(b, "data: [DONE]\n\n");
 }
 
+/* A stream's client must take what it is sent within stream_stall_s: MHD's inactivity timer
+ * (which only runs while MHD itself waits to write) is restarted for each chunk handed over —
+ * setting it from 0 restarts it — so time spent waiting for the guest never counts, and a client
+ * that stops reading is cut once the socket buffers are full for that long (on_completed then
+ * cancels the job, which frees its worker, KV blocks and, when the response closes, its slot). */
+static void arm_stall_timer(struct srv_job *j) {
+    if (!j->conn) return;
+    double st = j->srv->cfg->stream_stall_s;
+    MHD_set_connection_option(j->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    MHD_set_connection_option(j->conn, MHD_CONNECTION_OPTION_TIMEOUT, st < 1 ? 1u : (unsigned)st);
+}
+
 /* MHD content reader of an SSE response (connection thread). */
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
@@ -272,6 +300,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
             if (n > max) n = max;
             memcpy(buf, j->sse.data + j->sse_off, n);
             j->sse_off += n;
+            arm_stall_timer(j);
             if (j->sse_off == j->sse.len) {
                 srv_buf_reset(&j->sse);
                 j->sse_off = 0;
@@ -317,6 +346,8 @@ static enum MHD_Result start_stream(struct realm_server *s, struct http_req *hr,
                                     struct srv_job *j) {
     atomic_fetch_add(&j->refs, 1); /* the reader's */
     atomic_fetch_add(&s->metrics.streams_open, 1);
+    j->conn = c;
+    arm_stall_timer(j);
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, j, sse_free);
     if (!r) {
         sse_free(j);
@@ -333,26 +364,45 @@ static enum MHD_Result start_stream(struct realm_server *s, struct http_req *hr,
 
 /* ---- auth ---- */
 
-static struct srv_tenant *authenticate(struct realm_server *s, struct MHD_Connection *c, struct srv_error *e) {
+/* Who is calling, from the Authorization header: a tenant (*tenant) or an operator (*admin).
+ * Every stored digest is compared, so the time taken tells neither whether the key is an admin's
+ * nor which tenant's it is. Returns false with a 401 in *e. */
+static bool authenticate(struct realm_server *s, struct MHD_Connection *c, struct srv_tenant **tenant, bool *admin,
+                         struct srv_error *e) {
+    *tenant = NULL;
+    *admin = false;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || !h[0]) {
         srv_error_set(e, 401, "invalid_request_error", "missing_api_key", NULL,
                       "You didn't provide an API key. Send it in an Authorization header: \"Authorization: Bearer KEY\".");
-        return NULL;
+        return false;
     }
     if (strncasecmp(h, "Bearer ", 7) != 0) {
         srv_error_set(e, 401, "invalid_request_error", "invalid_api_key", NULL,
                       "The Authorization header must be \"Bearer KEY\".");
-        return NULL;
+        return false;
     }
     const char *key = h + 7;
     while (*key == ' ') key++;
     size_t len = strlen(key);
     while (len && key[len - 1] == ' ') len--;
-    struct srv_tenant *t = srv_tenant_auth(s->tenants, s->n_tenants, key, len);
-    if (!t)
+    unsigned char d[32];
+    srv_sha256(key, len, d);
+    *admin = srv_key_matches(d, (const unsigned char (*)[32])s->admin_keys, s->n_admin_keys);
+    *tenant = srv_tenant_auth(s->tenants, s->n_tenants, key, len);
+    if (!*tenant && !*admin) {
         srv_error_set(e, 401, "invalid_request_error", "invalid_api_key", NULL, "Incorrect API key provided.");
-    return t;
+        return false;
+    }
+    return true;
+}
+
+/* A tenant's key, for the routes that act on behalf of a tenant (an admin key is not one). */
+static bool need_tenant(const struct http_req *hr, struct srv_error *e) {
+    if (hr->tenant) return true;
+    srv_error_set(e, 401, "invalid_request_error", "invalid_api_key", NULL,
+                  "This route needs a tenant's API key; an operator key only reads /metrics.");
+    return false;
 }
 
 /* ---- routes ---- */
@@ -360,8 +410,8 @@ static struct srv_tenant *authenticate(struct realm_server *s, struct MHD_Connec
 static enum MHD_Result route_generate(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
                                       enum srv_kind kind) {
     struct srv_error e;
-    struct srv_tenant *t = authenticate(s, c, &e);
-    if (!t) return send_error(s, hr, c, &e);
+    if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
+    struct srv_tenant *t = hr->tenant;
     if (atomic_load(&s->draining)) {
         srv_error_set(&e, 503, "server_error", "server_shutting_down", NULL, "The server is shutting down.");
         e.retry_after = 1;
@@ -371,14 +421,16 @@ static enum MHD_Result route_generate(struct realm_server *s, struct http_req *h
     const char *body = hr->body.data ? hr->body.data : "";
     if (srv_request_parse(s->cfg, t->spec, kind, body, hr->body.len, &req, &e)) return send_error(s, hr, c, &e);
     srv_buf_free(&hr->body); /* the guest request is a separate copy */
-    if (srv_tenant_admit(t, &e)) {
+    int64_t reserved = 0;
+    if (srv_tenant_admit(t, req.max_tokens, &reserved, &e)) {
         atomic_fetch_add(&t->st.rejected_limit, 1);
         srv_request_free(&req);
         return send_error(s, hr, c, &e);
     }
     struct srv_job *j;
-    if (srv_job_submit(s, t, &req, conn_fd(c), &j, &e)) {
-        srv_tenant_release(t, 0);
+    if (srv_job_submit(s, t, reserved, &req, conn_fd(c), &j, &e)) {
+        srv_tenant_settle(t, reserved, 0);
+        srv_tenant_slot_release(t);
         srv_request_free(&req);
         return send_error(s, hr, c, &e);
     }
@@ -395,12 +447,13 @@ static enum MHD_Result route_generate(struct realm_server *s, struct http_req *h
     pthread_mutex_lock(&j->mu);
     bool failed_early = j->done && !j->any_output && j->result.status != REALM_OK;
     pthread_mutex_unlock(&j->mu);
-    if (!j->req.stream) MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, IDLE_TIMEOUT_S);
+    if (!j->req.stream) MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, read_timeout(s));
     if (failed_early) { /* nothing was produced: a proper HTTP error */
         gen_error(j, &e);
         return send_error(s, hr, c, &e);
     }
     if (j->req.stream) return start_stream(s, hr, c, j);
+
 
     /* non-streamed: the job is done */
     if (j->result.status != REALM_OK && j->result.status != REALM_E_CONTEXT_FULL) {
@@ -430,8 +483,8 @@ static bool tenant_may(const struct realm_tenant_spec *t, const char *model) {
 static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
                                     const char *one) {
     struct srv_error e;
-    struct srv_tenant *t = authenticate(s, c, &e);
-    if (!t) return send_error(s, hr, c, &e);
+    if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
+    struct srv_tenant *t = hr->tenant;
     struct srv_buf b = {0};
     int64_t created = srv_unix_time() - (int64_t)(srv_now() - s->t_start);
     int rc = 0;
@@ -476,12 +529,10 @@ static enum MHD_Result route_health(struct realm_server *s, struct http_req *hr,
 }
 
 static enum MHD_Result route_metrics(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
-    if (!s->cfg->metrics_public) {
-        struct srv_error e;
-        if (!authenticate(s, c, &e)) return send_error(s, hr, c, &e);
-    }
+    /* public (if configured) or an operator key: everything; a tenant key: its own series only */
+    const struct srv_tenant *only = s->cfg->metrics_public || hr->admin ? NULL : hr->tenant;
     struct srv_buf b = {0};
-    if (srv_metrics_render(s, &b)) {
+    if (srv_metrics_render(s, &b, only)) {
         srv_buf_free(&b);
         return MHD_NO;
     }
@@ -550,6 +601,14 @@ static bool expects_continue(struct MHD_Connection *c) {
     return e && !strcasecmp(e, "100-continue");
 }
 
+/* Routes that need a key: everything but /health, and /metrics unless it is public. Unknown
+ * routes too, so that probing for routes needs a key. */
+static bool needs_key(const struct realm_server *s, enum srv_endpoint ep) {
+    if (ep == SRV_EP_HEALTH) return false;
+    if (ep == SRV_EP_METRICS) return !s->cfg->metrics_public;
+    return true;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
@@ -559,7 +618,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         hr = realm_calloc(1, sizeof *hr);
         if (!hr) return MHD_NO;
         hr->ep = endpoint_of(url);
+        hr->t_begin = srv_now();
         *con_cls = hr;
+        /* the key is checked from the headers, before a single body byte is kept: a client without
+         * a valid key cannot make the server buffer anything */
+        if (needs_key(s, hr->ep)) {
+            struct srv_error e;
+            if (!authenticate(s, c, &hr->tenant, &hr->admin, &e)) {
+                hr->responded = true;
+                return send_error(s, hr, c, &e);
+            }
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
             char *end;
@@ -576,6 +645,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         size_t n = *upload_size;
         *upload_size = 0;
         if (hr->responded) return MHD_YES;
+        if (srv_now() - hr->t_begin > s->cfg->read_timeout_s) { /* a body trickled in too slowly */
+            struct srv_error e;
+            srv_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
+                          "The request body did not arrive within %.0f seconds.", s->cfg->read_timeout_s);
+            hr->responded = true;
+            srv_buf_free(&hr->body);
+            return send_error(s, hr, c, &e);
+        }
         if (!hr->too_large && hr->body.len + n > s->cfg->max_body_bytes) {
             hr->too_large = true;
             srv_buf_free(&hr->body);
@@ -593,12 +670,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls;
+    struct realm_server *s = cls;
     struct http_req *hr = *con_cls;
     if (!hr) return;
     if (hr->job) {
-        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) /* a stream ran with the timeout off */
-            MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, IDLE_TIMEOUT_S);
+        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) { /* back to the idle limit between requests */
+            MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+            MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, read_timeout(s));
+        }
         struct srv_job *j = hr->job;
         pthread_mutex_lock(&j->mu);
         bool done = j->done;
@@ -666,7 +745,8 @@ int http_start(struct realm_server *s, struct realm_err *err) {
                      MHD_USE_ERROR_LOG;
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
                               MHD_OPTION_LISTEN_SOCKET, (MHD_socket)s->listen_fd, MHD_OPTION_CONNECTION_LIMIT,
-                              (unsigned)s->cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S,
+                              (unsigned)s->cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                              (unsigned)s->cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, read_timeout(s),
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
                               (size_t)(64 * 1024), MHD_OPTION_END);
     if (!s->mhd) {

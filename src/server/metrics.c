@@ -70,10 +70,11 @@ static int hist(struct srv_buf *b, const char *name, const char *help, const str
 }
 
 /* Per-tenant counter family: one line per tenant. `field` is the counter's offset in the stats. */
-static int tenant_family(struct srv_buf *b, struct realm_server *s, const char *name, const char *type,
-                         const char *help, size_t field) {
+static int tenant_family(struct srv_buf *b, struct realm_server *s, const struct srv_tenant *only, const char *name,
+                         const char *type, const char *help, size_t field) {
     int rc = header(b, name, type, help);
     for (size_t i = 0; i < s->n_tenants && !rc; i++) {
+        if (only && &s->tenants[i] != only) continue;
         const _Atomic int64_t *v = (const _Atomic int64_t *)((const char *)&s->tenants[i].st + field);
         rc = srv_buf_printf(b, "%s{tenant=", name) || label_value(b, s->tenants[i].spec->id) ||
              srv_buf_printf(b, "} %lld\n", (long long)atomic_load(v));
@@ -90,7 +91,64 @@ static long rss_bytes(void) {
     return n == 2 ? res * sysconf(_SC_PAGESIZE) : -1;
 }
 
-int srv_metrics_render(struct realm_server *s, struct srv_buf *b) {
+/* The per-tenant series: every tenant's, or (only != NULL) that tenant's alone. */
+static int render_tenants(struct realm_server *s, struct srv_buf *b, const struct srv_tenant *only) {
+    int rc;
+#define TF(name, type, help, field) \
+    tenant_family(b, s, only, name, type, help, offsetof(struct srv_tenant_stats, field))
+    rc = TF("realm_tenant_requests_total", "counter", "Admitted generation requests per tenant.", requests) ||
+         TF("realm_tenant_requests_succeeded_total", "counter", "Requests that completed per tenant.", succeeded) ||
+         TF("realm_tenant_requests_failed_total", "counter", "Requests that ended with an error per tenant.", failed) ||
+         TF("realm_tenant_requests_cancelled_total", "counter", "Requests cancelled per tenant.", cancelled) ||
+         TF("realm_tenant_rate_limited_total", "counter", "Requests refused with 429 per tenant.", rejected_limit) ||
+         TF("realm_tenant_prompt_tokens_total", "counter", "Prompt tokens per tenant.", prompt_tokens) ||
+         TF("realm_tenant_completion_tokens_total", "counter", "Completion tokens per tenant.", completion_tokens);
+#undef TF
+    if (rc) return REALM_E_NOMEM;
+    rc = header(b, "realm_tenant_active_requests", "gauge", "Requests in flight per tenant.");
+    for (size_t i = 0; i < s->n_tenants && !rc; i++) {
+        struct srv_tenant *t = &s->tenants[i];
+        if (only && t != only) continue;
+        pthread_mutex_lock(&t->mu);
+        int32_t a = t->active;
+        pthread_mutex_unlock(&t->mu);
+        rc = srv_buf_puts(b, "realm_tenant_active_requests{tenant=") || label_value(b, t->spec->id) ||
+             srv_buf_printf(b, "} %d\n", a);
+    }
+    if (rc) return REALM_E_NOMEM;
+    if (s->backend) {
+        rc = header(b, "realm_tenant_kv_blocks", "gauge", "KV cache blocks held by each tenant's sessions.");
+        for (size_t i = 0; i < s->n_tenants && !rc; i++)
+            if (!only || &s->tenants[i] == only)
+                rc = srv_buf_puts(b, "realm_tenant_kv_blocks{tenant=") || label_value(b, s->tenants[i].spec->id) ||
+                 srv_buf_printf(b, "} %d\n", srv_backend_tenant_kv_blocks(s->backend, i));
+        if (rc) return REALM_E_NOMEM;
+        int64_t mem[2];
+        rc = header(b, "realm_tenant_host_memory_bytes", "gauge",
+                    "Host memory each tenant's guests hold through imports (charged to its budget).");
+        for (size_t i = 0; i < s->n_tenants && !rc; i++)
+            if (!only || &s->tenants[i] == only) {
+                srv_backend_tenant_host_memory(s->backend, i, &mem[0], &mem[1]);
+                rc = srv_buf_puts(b, "realm_tenant_host_memory_bytes{tenant=") || label_value(b, s->tenants[i].spec->id) ||
+                     srv_buf_printf(b, "} %lld\n", (long long)mem[0]);
+            }
+        rc = rc || header(b, "realm_tenant_host_memory_refused_total", "counter",
+                          "Host allocations refused because the tenant's host memory budget was used up.");
+        for (size_t i = 0; i < s->n_tenants && !rc; i++)
+            if (!only || &s->tenants[i] == only) {
+                srv_backend_tenant_host_memory(s->backend, i, &mem[0], &mem[1]);
+                rc = srv_buf_puts(b, "realm_tenant_host_memory_refused_total{tenant=") ||
+                     label_value(b, s->tenants[i].spec->id) || srv_buf_printf(b, "} %lld\n", (long long)mem[1]);
+            }
+        if (rc) return REALM_E_NOMEM;
+    }
+
+    return REALM_OK;
+}
+
+int srv_metrics_render(struct realm_server *s, struct srv_buf *b, const struct srv_tenant *only) {
+    /* a tenant's key sees its own series and nothing that tells about the server or other tenants */
+    if (only) return render_tenants(s, b, only);
     struct srv_metrics *m = &s->metrics;
     int rc = header(b, "realm_http_requests_total", "counter", "HTTP requests by endpoint and status code.");
     for (int e = 0; e < SRV_EP_COUNT && !rc; e++)
@@ -122,39 +180,14 @@ int srv_metrics_render(struct realm_server *s, struct srv_buf *b) {
                 (double)atomic_load(&m->disconnects)) ||
          scalar(b, "realm_requests_rejected_busy_total", "counter", "Requests refused with 503 because the queue was full.",
                 (double)atomic_load(&m->rejected_busy)) ||
+         scalar(b, "realm_streams_stalled_total", "counter", "Streams cancelled because their client stopped reading.",
+                (double)atomic_load(&m->stalled)) ||
          hist(b, "realm_time_to_first_token_seconds", "From admission to the first emitted text.", &m->ttft) ||
          hist(b, "realm_request_duration_seconds", "From admission to the end of generation.", &m->duration) ||
          hist(b, "realm_queue_wait_seconds", "From admission to a worker picking the request up.", &m->queue_wait);
     if (rc) return REALM_E_NOMEM;
 
-#define TF(name, type, help, field) \
-    tenant_family(b, s, name, type, help, offsetof(struct srv_tenant_stats, field))
-    rc = TF("realm_tenant_requests_total", "counter", "Admitted generation requests per tenant.", requests) ||
-         TF("realm_tenant_requests_succeeded_total", "counter", "Requests that completed per tenant.", succeeded) ||
-         TF("realm_tenant_requests_failed_total", "counter", "Requests that ended with an error per tenant.", failed) ||
-         TF("realm_tenant_requests_cancelled_total", "counter", "Requests cancelled per tenant.", cancelled) ||
-         TF("realm_tenant_rate_limited_total", "counter", "Requests refused with 429 per tenant.", rejected_limit) ||
-         TF("realm_tenant_prompt_tokens_total", "counter", "Prompt tokens per tenant.", prompt_tokens) ||
-         TF("realm_tenant_completion_tokens_total", "counter", "Completion tokens per tenant.", completion_tokens);
-#undef TF
-    if (rc) return REALM_E_NOMEM;
-    rc = header(b, "realm_tenant_active_requests", "gauge", "Requests in flight per tenant.");
-    for (size_t i = 0; i < s->n_tenants && !rc; i++) {
-        struct srv_tenant *t = &s->tenants[i];
-        pthread_mutex_lock(&t->mu);
-        int32_t a = t->active;
-        pthread_mutex_unlock(&t->mu);
-        rc = srv_buf_puts(b, "realm_tenant_active_requests{tenant=") || label_value(b, t->spec->id) ||
-             srv_buf_printf(b, "} %d\n", a);
-    }
-    if (rc) return REALM_E_NOMEM;
-    if (s->backend) {
-        rc = header(b, "realm_tenant_kv_blocks", "gauge", "KV cache blocks held by each tenant's sessions.");
-        for (size_t i = 0; i < s->n_tenants && !rc; i++)
-            rc = srv_buf_puts(b, "realm_tenant_kv_blocks{tenant=") || label_value(b, s->tenants[i].spec->id) ||
-                 srv_buf_printf(b, "} %d\n", srv_backend_tenant_kv_blocks(s->backend, i));
-        if (rc) return REALM_E_NOMEM;
-    }
+    if ((rc = render_tenants(s, b, NULL))) return rc;
 
     struct srv_backend_stats bs;
     memset(&bs, 0, sizeof bs);

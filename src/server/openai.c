@@ -209,11 +209,40 @@ static int find_model(const struct realm_server_config *cfg, const struct realm_
     return srv_error_set(e, 404, INVALID, "model_not_found", "model", "The model '%.200s' does not exist.", name);
 }
 
+/* True if a JSON string literal in body[0..len) has a \u0000 escape (or a raw NUL byte). A
+ * linear scan that follows string literals and their escapes, so "\\u0000" (an escaped backslash
+ * followed by the text u0000) is not one. */
+static bool json_has_nul_escape(const char *body, size_t len) {
+    bool in_str = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = body[i];
+        if (c == '\0') return true;
+        if (!in_str) {
+            in_str = c == '"';
+            continue;
+        }
+        if (c == '"') {
+            in_str = false;
+        } else if (c == '\\' && i + 1 < len) {
+            if (body[i + 1] == 'u' && i + 5 < len && !memcmp(body + i + 2, "0000", 4)) return true;
+            i++; /* the escaped character */
+        }
+    }
+    return false;
+}
+
 int srv_request_parse(const struct realm_server_config *cfg, const struct realm_tenant_spec *t, enum srv_kind kind,
                       const char *body, size_t len, struct srv_request *out, struct srv_error *e) {
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    cJSON *root = NULL;
     cJSON *g = NULL;
     int rc = -1;
+    /* cJSON ends its strings at the first NUL: "a\u0000b" would silently become "a" */
+    if (json_has_nul_escape(body, len)) {
+        srv_error_set(e, 400, INVALID, NULL, NULL,
+                      "Strings in the request may not contain the NUL character (\\u0000).");
+        goto done;
+    }
+    root = cJSON_ParseWithLength(body, len);
     if (!root || !cJSON_IsObject(root)) {
         srv_error_set(e, 400, INVALID, NULL, NULL,
                       "We could not parse the JSON body of your request: expected a JSON object.");
@@ -293,7 +322,9 @@ int srv_request_parse(const struct realm_server_config *cfg, const struct realm_
         }
         r.max_tokens = (int32_t)mt->valuedouble;
     } else {
-        r.max_tokens = cap > 0 ? cap : 0;
+        /* never unbounded: the tenant's cap, else the server's default (a guest that ignores it is
+         * still stopped by its wall-clock limit and charged what the host measured) */
+        r.max_tokens = cap > 0 ? cap : cfg->default_max_tokens;
     }
     /* the guest SDK takes at most 2^30; more can never fit a context anyway */
     if (r.max_tokens > (1 << 30)) r.max_tokens = 1 << 30;
@@ -337,6 +368,22 @@ int srv_request_parse(const struct realm_server_config *cfg, const struct realm_
     if (ie && !cJSON_IsNull(ie) && !cJSON_AddBoolToObject(g, "ignore_eos", ignore_eos)) {
         srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
         goto done;
+    }
+    /* extension: whether special-token text in a raw prompt becomes control tokens (default true,
+     * as before). Chat message content never does (docs/server.md, "Prompt integrity"). */
+    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(root, "parse_special");
+    if (ps && !cJSON_IsNull(ps)) {
+        bool v = true;
+        if (kind == SRV_CHAT) {
+            bad(e, "parse_special", "'%s' applies to completions only: chat message content is never parsed for "
+                "special tokens.", "parse_special");
+            goto done;
+        }
+        if (opt_bool(root, "parse_special", &v, e)) goto done;
+        if (!cJSON_AddBoolToObject(g, "parse_special", v)) {
+            srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+            goto done;
+        }
     }
     if (!cJSON_AddBoolToObject(g, "stream", r.stream)) {
         srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");

@@ -25,6 +25,9 @@
 /* ---- jobs ---- */
 
 static void job_free(struct srv_job *j) {
+    /* the last reference goes when both the guest and the HTTP response are done: only then is
+     * the tenant's concurrency slot free again (a stalled stream holds it until it is cut) */
+    if (j->holds_slot) srv_tenant_slot_release(j->tenant);
     srv_request_free(&j->req);
     srv_buf_free(&j->pending);
     srv_buf_free(&j->sse);
@@ -46,7 +49,17 @@ static int job_emit(void *user, const char *text, size_t len) {
     pthread_mutex_lock(&j->mu);
     /* a non-streamed answer accumulates here until the end (the sandbox's max_output_bytes caps
      * it); a stream is drained by its reader, so a slow reader makes the guest wait */
+    double wait_start = 0;
     while (j->req.stream && j->pending.len > MAX_PENDING_BYTES && !atomic_load(&j->sreq.cancel)) {
+        /* the reader took nothing for stream_stall_s: the client stalled, so the request gives its
+         * worker and KV back instead of waiting on it (the HTTP side's timer closes the socket) */
+        double now = srv_now();
+        if (wait_start == 0) wait_start = now;
+        else if (now - wait_start > j->srv->cfg->stream_stall_s) {
+            realm_sbx_request_cancel(&j->sreq);
+            atomic_fetch_add(&j->srv->metrics.stalled, 1);
+            break;
+        }
         struct timespec ts;
         srv_deadline(&ts, 0.05);
         pthread_cond_timedwait(&j->cv, &j->mu, &ts);
@@ -99,13 +112,14 @@ static void run_job(struct realm_server *s, struct srv_job *j) {
     if (atomic_load(&j->sreq.cancel)) {
         memset(&res, 0, sizeof res);
         res.status = REALM_E_CANCELLED;
-        res.prompt_tokens = res.completion_tokens = res.finish_reason = -1;
+        res.guest_prompt_tokens = res.guest_completion_tokens = res.finish_reason = -1;
         snprintf(res.message, sizeof res.message, "cancelled before it started");
     } else {
         srv_backend_generate(s->backend, j->tenant->index, &j->sreq, &res);
     }
     double t1 = srv_now();
 
+    /* the host's measurement, whatever the outcome (the backend never lets the guest lower it) */
     int64_t pin = res.prompt_tokens > 0 ? res.prompt_tokens : 0;
     int64_t pout = res.completion_tokens > 0 ? res.completion_tokens : 0;
     struct srv_tenant_stats *ts = &j->tenant->st;
@@ -119,7 +133,7 @@ static void run_job(struct realm_server *s, struct srv_job *j) {
         atomic_fetch_add(&m->cancelled, 1);
     } else atomic_fetch_add(&ts->failed, 1);
     srv_hist_observe(&m->duration, t1 - j->t_admit);
-    srv_tenant_release(j->tenant, pin + pout);
+    srv_tenant_settle(j->tenant, j->reserved, pin + pout);
 
     pthread_mutex_lock(&j->mu);
     j->result = res;
@@ -171,13 +185,14 @@ static void make_id(char *out, size_t cap, const char *prefix) {
     for (size_t i = 0; i < sizeof r && (size_t)n + 2 < cap; i++) n += snprintf(out + n, cap - (size_t)n, "%02x", r[i]);
 }
 
-int srv_job_submit(struct realm_server *s, struct srv_tenant *t, struct srv_request *req, int fd, struct srv_job **out,
-                   struct srv_error *e) {
+int srv_job_submit(struct realm_server *s, struct srv_tenant *t, int64_t reserved, struct srv_request *req, int fd,
+                   struct srv_job **out, struct srv_error *e) {
     struct srv_job *j = realm_calloc(1, sizeof *j);
     if (!j) return srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
     atomic_init(&j->refs, 2); /* the caller's and the worker's */
     j->srv = s;
     j->tenant = t;
+    j->reserved = reserved;
     j->fd = fd;
     j->created = srv_unix_time();
     j->t_admit = srv_now();
@@ -198,9 +213,8 @@ int srv_job_submit(struct realm_server *s, struct srv_tenant *t, struct srv_requ
         pthread_mutex_unlock(&s->qmu);
         pthread_mutex_unlock(&s->live_mu);
         atomic_fetch_add(&s->metrics.rejected_busy, 1);
-        srv_error_set(e, 503, "server_error", "server_overloaded", NULL,
-                      "The server is at capacity (%d requests running, %d waiting); retry shortly.", s->n_workers,
-                      s->cfg->max_queue);
+        /* no figures: how busy the server is says something about other tenants */
+        srv_error_set(e, 503, "server_error", "server_overloaded", NULL, "The server is at capacity; retry shortly.");
         e->retry_after = 1;
         goto fail;
     }
@@ -216,6 +230,7 @@ int srv_job_submit(struct realm_server *s, struct srv_tenant *t, struct srv_requ
     s->qtail = j;
     s->qlen++;
     pthread_cond_signal(&s->qcv);
+    j->holds_slot = true; /* from here on the job gives the tenant's slot back when freed */
     pthread_mutex_unlock(&s->qmu);
     pthread_mutex_unlock(&s->live_mu);
     *out = j;
@@ -247,6 +262,16 @@ int realm_server_start(const struct realm_server_config *cfg, struct realm_serve
     srv_cond_init(&s->live_cv);
     if ((rc = srv_tenants_init(&s->tenants, cfg, err))) goto fail;
     s->n_tenants = cfg->n_tenants;
+    s->admin_keys = realm_calloc(cfg->n_admin_keys ? cfg->n_admin_keys : 1, sizeof *s->admin_keys);
+    if (!s->admin_keys) {
+        rc = realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_admin_keys; i++, s->n_admin_keys++)
+        if (srv_hex_decode32(cfg->admin_key_hashes[i], s->admin_keys[i])) {
+            rc = realm_err_set(err, REALM_E_INVALID, "server: malformed admin key hash");
+            goto fail;
+        }
     if ((rc = srv_backend_new(cfg, &s->backend, err))) goto fail;
 
     s->workers = realm_calloc((size_t)cfg->max_inflight, sizeof *s->workers);
@@ -320,6 +345,7 @@ void realm_server_free(struct realm_server *s) {
     realm_free(s->workers);
     srv_backend_free(s->backend);
     srv_tenants_free(s->tenants, s->n_tenants);
+    realm_free(s->admin_keys);
     pthread_mutex_destroy(&s->qmu);
     pthread_cond_destroy(&s->qcv);
     pthread_mutex_destroy(&s->live_mu);

@@ -21,6 +21,8 @@
 #include "realm/server.h"
 #include "server/backend.h"
 
+struct MHD_Connection;
+
 /* ---- util.c: growable byte buffer, JSON string escaping, clocks ---- */
 struct srv_buf {
     char *data; /* NUL-terminated whenever len > 0 or after any append */
@@ -116,6 +118,7 @@ struct srv_metrics {
     _Atomic int64_t streams_open;      /* SSE responses being written */
     _Atomic int64_t tokens_in, tokens_out;
     _Atomic int64_t cancelled, disconnects, rejected_busy;
+    _Atomic int64_t stalled;           /* streams cancelled because their client stopped reading */
     struct srv_hist ttft;              /* admission → first emitted text */
     struct srv_hist duration;          /* admission → done */
     struct srv_hist queue_wait;        /* admission → worker start */
@@ -130,7 +133,8 @@ struct srv_tenant {
     unsigned char (*keys)[32]; /* decoded key_hashes */
     size_t n_keys;
     pthread_mutex_t mu;
-    int32_t active;           /* admitted, not finished */
+    int32_t active;           /* admitted, response not closed yet */
+    int64_t reserved;         /* tokens reserved by admitted requests not settled yet */
     int64_t win_sec[60];      /* tokens charged per monotonic second (ring indexed by sec % 60) */
     int64_t win_tok[60];
     struct srv_tenant_stats st;
@@ -140,11 +144,16 @@ int srv_tenants_init(struct srv_tenant **out, const struct realm_server_config *
 void srv_tenants_free(struct srv_tenant *t, size_t n);
 /* The tenant whose key is `key` (from "Authorization: Bearer <key>"), or NULL. */
 struct srv_tenant *srv_tenant_auth(struct srv_tenant *t, size_t n, const char *key, size_t key_len);
-/* Admission: takes a concurrency slot unless the tenant is at max_concurrent or over its
- * tokens-per-minute budget. Returns 0, or -1 with a 429 in *e (Retry-After set). */
-int srv_tenant_admit(struct srv_tenant *t, struct srv_error *e);
-/* Gives the slot back and charges the tokens used to the minute window. */
-void srv_tenant_release(struct srv_tenant *t, int64_t tokens);
+/* Admission: takes a concurrency slot and reserves `want` tokens (the request's max_tokens,
+ * clamped to tokens_per_minute) unless the tenant is at max_concurrent or the tokens charged in
+ * the last minute plus those reserved by its requests in flight plus `want` exceed
+ * tokens_per_minute. On success *reserved is what was reserved (settle it with
+ * srv_tenant_settle). Returns 0, or -1 with a 429 in *e (Retry-After set). */
+int srv_tenant_admit(struct srv_tenant *t, int64_t want, int64_t *reserved, struct srv_error *e);
+/* A request ended: drops its reservation and charges what it really used to the minute window. */
+void srv_tenant_settle(struct srv_tenant *t, int64_t reserved, int64_t tokens);
+/* Gives the concurrency slot back (the request's response is closed). */
+void srv_tenant_slot_release(struct srv_tenant *t);
 
 /* ---- server.c: jobs and the server ---- */
 struct realm_server;
@@ -158,6 +167,8 @@ struct srv_job {
     atomic_bool client_gone;   /* the client left before its response ended (counted once) */
     struct realm_server *srv;
     struct srv_tenant *tenant;
+    int64_t reserved;          /* tokens reserved at admission, settled when the guest is done */
+    bool holds_slot;           /* admitted: job_free releases the tenant's concurrency slot */
     struct srv_request req;
     char id[48];
     int64_t created;
@@ -173,6 +184,7 @@ struct srv_job {
     struct srv_gen_result result;
 
     /* SSE writer state (content reader thread only) */
+    struct MHD_Connection *conn; /* the stream's connection (its stall timer is re-armed per chunk) */
     struct srv_buf sse;
     size_t sse_off;
     int sse_phase;             /* 0: role chunk next, 1: streaming, 2: trailer queued, 3: end */
@@ -180,6 +192,8 @@ struct srv_job {
 
 struct realm_server {
     const struct realm_server_config *cfg;
+    unsigned char (*admin_keys)[32]; /* decoded admin_key_hashes */
+    size_t n_admin_keys;
     struct MHD_Daemon *mhd;
     int listen_fd;             /* after quiesce: closed once the daemon is stopped */
     uint16_t port;
@@ -218,14 +232,18 @@ void http_quiesce(struct realm_server *s);
 void http_stop(struct realm_server *s);
 
 /* metrics text (metrics.c) into b */
-int srv_metrics_render(struct realm_server *s, struct srv_buf *b);
+/* All series (only == NULL: an admin or a public /metrics), or only tenant `only`'s own series. */
+int srv_metrics_render(struct realm_server *s, struct srv_buf *b, const struct srv_tenant *only);
 
 /* server.c: admits, queues and runs jobs */
 /* Creates a job holding two references (the caller's and the worker's) and queues it. On success
  * the job owns *req (the caller must not free it) and *out is the caller's reference (release
  * with srv_job_unref). Returns 0, or -1 with a 503 in *e when the queue is full or the server is
- * draining; *req then stays the caller's. */
-int srv_job_submit(struct realm_server *s, struct srv_tenant *t, struct srv_request *req, int fd,
+ * draining; *req then stays the caller's. `reserved` is the tenant's token reservation (settled
+ * when the guest is done); once submitted, the job also owns the tenant's concurrency slot and
+ * releases it when its last reference goes (the response is closed). On failure both stay the
+ * caller's. */
+int srv_job_submit(struct realm_server *s, struct srv_tenant *t, int64_t reserved, struct srv_request *req, int fd,
                    struct srv_job **out, struct srv_error *e);
 void srv_job_unref(struct srv_job *j);
 /* The HTTP response of an admitted job has completed (sent, failed or aborted). */

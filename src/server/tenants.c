@@ -79,38 +79,47 @@ static int64_t window_tokens(const struct srv_tenant *t, int64_t now, int64_t *e
     return sum;
 }
 
-int srv_tenant_admit(struct srv_tenant *t, struct srv_error *e) {
+int srv_tenant_admit(struct srv_tenant *t, int64_t want, int64_t *reserved, struct srv_error *e) {
     const struct realm_tenant_limits *l = &t->spec->limits;
     pthread_mutex_lock(&t->mu);
     if (l->max_concurrent > 0 && t->active >= l->max_concurrent) {
         pthread_mutex_unlock(&t->mu);
         srv_error_set(e, 429, "requests", "rate_limit_exceeded", NULL,
-                      "Tenant %s has %d requests in flight, its limit; retry when one finishes.", t->spec->id,
+                      "This API key has %d requests in flight, its limit; retry when one finishes.",
                       l->max_concurrent);
         e->retry_after = 1;
         return -1;
     }
+    int64_t reserve = 0;
     if (l->tokens_per_minute > 0) {
+        /* the reservation bounds how far requests running at once can overshoot the quota: each
+         * may use at most what it reserved (plus its prompt) before it is settled */
+        reserve = want < 0 ? 0 : want > l->tokens_per_minute ? l->tokens_per_minute : want;
         int64_t expire_in;
         int64_t used = window_tokens(t, now_sec(), &expire_in);
-        if (used >= l->tokens_per_minute) {
+        if (used + t->reserved + reserve > l->tokens_per_minute) {
+            int64_t in_flight = t->reserved;
             pthread_mutex_unlock(&t->mu);
             srv_error_set(e, 429, "tokens", "rate_limit_exceeded", NULL,
-                          "Tenant %s used %lld tokens in the last minute, its limit is %lld per minute.", t->spec->id,
-                          (long long)used, (long long)l->tokens_per_minute);
-            e->retry_after = (int)(expire_in < 1 ? 1 : expire_in);
+                          "This API key used %lld tokens in the last minute and has %lld reserved by requests in "
+                          "flight; this request's max_tokens (%lld) would exceed its limit of %lld per minute.",
+                          (long long)used, (long long)in_flight, (long long)reserve,
+                          (long long)l->tokens_per_minute);
+            e->retry_after = (int)(used == 0 || expire_in < 1 ? 1 : expire_in);
             return -1;
         }
     }
     t->active++;
+    t->reserved += reserve;
     pthread_mutex_unlock(&t->mu);
+    *reserved = reserve;
     return 0;
 }
 
-void srv_tenant_release(struct srv_tenant *t, int64_t tokens) {
+void srv_tenant_settle(struct srv_tenant *t, int64_t reserved, int64_t tokens) {
     int64_t now = now_sec();
     pthread_mutex_lock(&t->mu);
-    t->active--;
+    t->reserved -= reserved;
     if (tokens > 0) {
         int i = (int)(now % 60);
         if (t->win_sec[i] != now) {
@@ -119,5 +128,11 @@ void srv_tenant_release(struct srv_tenant *t, int64_t tokens) {
         }
         t->win_tok[i] += tokens;
     }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void srv_tenant_slot_release(struct srv_tenant *t) {
+    pthread_mutex_lock(&t->mu);
+    t->active--;
     pthread_mutex_unlock(&t->mu);
 }

@@ -4,7 +4,8 @@
  * and messages are rendered by a fixed C renderer per family (llm_chat_apply_template); no Jinja
  * is interpreted. A file without a template gets a family from its special tokens
  * (<start_of_turn> → gemma, <|im_start|> → chatml, ...), since e.g. gemma-3 GGUFs often ship
- * none.
+ * none. realm_chat_tokenize renders the same text while noting where each message's content
+ * lies, so that the tokenizer recognises control tokens in the template's markup only.
  *
  * Owns nothing. Thread-safe.
  */
@@ -136,9 +137,16 @@ const char *tok_chat_detect_vocab(const struct realm_tokenizer *t) {
 
 /* ---- rendering ---- */
 
+/* The output: bytes (truncated at cap, counted in full) and, when spans is set, where the
+ * messages' contents landed (realm_chat_tokenize). Role names are markup: they are validated
+ * identifiers, and templates such as phi3 build a token out of one ("<|" role "|>"). */
 struct sb {
     char *out;
     size_t cap, n;
+    bool record; /* collect spans */
+    struct tok_span *spans;
+    size_t n_spans, spans_cap;
+    bool nomem;
 };
 
 static void put(struct sb *b, const char *s, size_t n) {
@@ -150,6 +158,16 @@ static void put(struct sb *b, const char *s, size_t n) {
 }
 static void puts_(struct sb *b, const char *s) {
     put(b, s, strlen(s));
+}
+/* Message text: recorded as a content span (empty ones are not, so that spans never touch). */
+static void put_content(struct sb *b, const char *s, size_t n) {
+    if (b->record && n) {
+        if (tok_buf_reserve((void **)&b->spans, &b->spans_cap, b->n_spans + 1, sizeof *b->spans))
+            b->nomem = true;
+        else
+            b->spans[b->n_spans++] = (struct tok_span){b->n, n};
+    }
+    put(b, s, n);
 }
 
 /* isspace-trim, as llama-chat.cpp's trim() */
@@ -169,13 +187,13 @@ static bool role_is(const struct realm_chat_msg *m, const char *r) {
 
 static void content(struct sb *b, const struct realm_chat_msg *m, bool trim) {
     if (!trim) {
-        put(b, m->content, m->content_len);
+        put_content(b, m->content, m->content_len);
         return;
     }
     const char *s;
     size_t n;
     trimmed(m->content, m->content_len, &s, &n);
-    put(b, s, n);
+    put_content(b, s, n);
 }
 
 static void role(struct sb *b, const struct realm_chat_msg *m) {
@@ -191,15 +209,17 @@ static bool valid_role(const struct realm_chat_msg *m) {
     return m->content || m->content_len == 0;
 }
 
-int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
-                          const struct realm_chat_msg *msgs, size_t n_msgs,
-                          bool add_generation_prompt, char *out, size_t cap) {
+/* llm_chat_apply_template for family `name` (NULL: t's) into b. Returns the full length or
+ * REALM_E_NOT_FOUND / REALM_E_INVALID / REALM_E_LIMIT. */
+static int64_t render(const struct realm_tokenizer *t, const char *name,
+                      const struct realm_chat_msg *msgs, size_t n_msgs, bool add_generation_prompt,
+                      struct sb *bp) {
     const char *f = name ? family(name) : (t ? t->chat_family : NULL);
     if (!f) return REALM_E_NOT_FOUND;
     if (n_msgs && !msgs) return REALM_E_INVALID;
     for (size_t i = 0; i < n_msgs; i++)
         if (!valid_role(&msgs[i])) return REALM_E_INVALID;
-    struct sb b = {out, out ? cap : 0, 0};
+    struct sb b = *bp; /* written back on success */
     bool ass = add_generation_prompt;
 #define EACH for (size_t i = 0; i < n_msgs; i++)
 #define M (&msgs[i])
@@ -353,7 +373,7 @@ int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
                     const char *s;
                     size_t n;
                     trimmed(msgs[k].content, msgs[k].content_len, &s, &n);
-                    put(&b, s, n);
+                    put_content(&b, s, n);
                     any = any || n;
                 }
                 if (any) puts_(&b, "\n\n");
@@ -589,6 +609,60 @@ int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
     }
 #undef EACH
 #undef M
+    *bp = b;
     if (b.n > INT64_MAX) return REALM_E_LIMIT;
     return (int64_t)b.n;
+}
+
+int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
+                          const struct realm_chat_msg *msgs, size_t n_msgs,
+                          bool add_generation_prompt, char *out, size_t cap) {
+    struct sb b = {.out = out, .cap = out ? cap : 0};
+    return render(t, name, msgs, n_msgs, add_generation_prompt, &b);
+}
+
+/* Why one string: tokenizing each content on its own would put a token boundary at every edge
+ * between markup and content, and byte-level BPE pre-tokenizers (and SPM merges) join text
+ * across those edges ("\n" + "\n", " " + word), so the ids would drift from what the model saw
+ * in training and from tokenize(chat_format(...)). Instead the rendered string is tokenized
+ * whole, as before, and only the special-token recognition step knows where the contents are:
+ * a control token whose text overlaps a content is left as text. */
+int realm_chat_tokenize(const struct realm_tokenizer *t, const char *name,
+                        const struct realm_chat_msg *msgs, size_t n_msgs,
+                        bool add_generation_prompt, uint32_t flags, int32_t *out, int64_t cap,
+                        int64_t *n_out, struct realm_err *err) {
+    if (!t || !n_out || cap < 0 || (cap > 0 && !out))
+        return realm_err_set(err, REALM_E_INVALID, "chat: NULL tokenizer, count or buffer");
+    if (flags & ~(uint32_t)REALM_TOKENIZE_ADD_BOS)
+        return realm_err_set(err, REALM_E_INVALID, "chat: flags 0x%x, expected only ADD_BOS",
+                             (unsigned)flags);
+    struct sb b = {0};
+    int64_t len = render(t, name, msgs, n_msgs, add_generation_prompt, &b);
+    if (len == REALM_E_NOT_FOUND)
+        return realm_err_set(err, len, "chat: template %s: unknown, expected a family name",
+                             name ? name : "(the model's)");
+    if (len < 0)
+        return realm_err_set(err, (int)len, "chat: messages: %s",
+                             len == REALM_E_INVALID
+                                 ? "a role not [A-Za-z0-9_-]{1,64}, or NULL text with a length"
+                                 : realm_strerror((int)len));
+    if ((uint64_t)len > (size_t)INT32_MAX / 4)
+        return realm_err_set(err, REALM_E_LIMIT, "chat: prompt of %lld bytes, expected <= %d",
+                             (long long)len, INT32_MAX / 4);
+    b = (struct sb){.out = realm_malloc(len ? (size_t)len : 1), .cap = (size_t)len, .record = true};
+    int rc = REALM_E_NOMEM;
+    if (b.out) {
+        int64_t again = render(t, name, msgs, n_msgs, add_generation_prompt, &b);
+        rc = b.nomem ? REALM_E_NOMEM : again != len ? REALM_E_INTERNAL : REALM_OK;
+    }
+    if (rc == REALM_OK)
+        rc = tok_tokenize(t, b.out, (size_t)len, flags | REALM_TOKENIZE_PARSE_SPECIAL, b.spans,
+                          b.n_spans, out, cap, n_out);
+    realm_free(b.out);
+    realm_free(b.spans);
+    if (rc == REALM_E_TOO_SMALL)
+        return realm_err_set(err, rc, "chat: %lld tokens, buffer of %lld", (long long)*n_out,
+                             (long long)cap);
+    if (rc) return realm_err_set(err, rc, "chat: tokenize: %s", realm_strerror(rc));
+    return REALM_OK;
 }

@@ -205,6 +205,18 @@ void tok_trie_free(struct tok_trie *tr);
 void tok_trie_scan(const struct tok_trie *tr, const char *text, size_t len,
                    void (*fn)(int32_t id, void *user), void *user);
 
+/* ---- tokenizer.c ---- */
+/* Bytes [off, off + len) of a text. */
+struct tok_span {
+    size_t off, len;
+};
+/* realm_tokenize, except that control and unknown tokens are recognised (with PARSE_SPECIAL)
+ * only where their text overlaps none of plain[0..n_plain) (sorted, disjoint, non-empty spans):
+ * inside those spans the text is tokenized as without PARSE_SPECIAL. Same contract otherwise. */
+int tok_tokenize(const struct realm_tokenizer *t, const char *text, size_t len, uint32_t flags,
+                 const struct tok_span *plain, size_t n_plain, int32_t *out, int64_t cap,
+                 int64_t *n_out);
+
 /* ---- chat.c ---- */
 const char *tok_chat_detect(const char *tmpl, size_t len);
 const char *tok_chat_detect_vocab(const struct realm_tokenizer *t);

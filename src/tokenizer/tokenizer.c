@@ -609,11 +609,27 @@ static bool is_space(char c) {
     return c == ' ' || (c >= '\t' && c <= '\r');
 }
 
+/* True if [pos, pos + n) overlaps none of the sorted, disjoint, non-empty spans. */
+static bool outside_spans(const struct tok_span *sp, size_t n_sp, size_t pos, size_t n) {
+    size_t lo = 0, hi = n_sp;
+    while (lo < hi) { /* the first span that ends after pos */
+        size_t mid = lo + (hi - lo) / 2;
+        if (sp[mid].off + sp[mid].len <= pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo == n_sp || sp[lo].off >= pos + n;
+}
+
 /* tokenizer_st_partition: special tokens, longest text first, split every raw fragment at their
  * occurrences. Only tokens that occur in the text are tried (found with the trie), which gives the
- * same fragments as trying all of them. */
+ * same fragments as trying all of them. An occurrence of a control or unknown token that overlaps
+ * a plain span stays text (user-defined tokens split out everywhere, as without parse_special);
+ * the search goes on one byte further, so an allowed occurrence overlapping it is still found. */
 static int partition(const struct realm_tokenizer *t, const char *text, size_t len,
-                     bool parse_special, struct frag_list *out) {
+                     bool parse_special, const struct tok_span *plain, size_t n_plain,
+                     struct frag_list *out) {
     out->n = 0;
     if (len == 0) return REALM_OK;
     if (frag_push(out, (struct frag){-1, 0, (uint32_t)len})) return REALM_E_NOMEM;
@@ -637,6 +653,7 @@ static int partition(const struct realm_tokenizer *t, const char *text, size_t l
         size_t slen;
         const char *s = tok_text(t, id, &slen);
         uint32_t attr = t->str[id].attr;
+        bool guarded = n_plain && (attr & (TOK_ATTR_CONTROL | TOK_ATTR_UNKNOWN));
         next.n = 0;
         for (size_t i = 0; i < out->n && rc == REALM_OK; i++) {
             struct frag f = out->v[i];
@@ -644,9 +661,14 @@ static int partition(const struct realm_tokenizer *t, const char *text, size_t l
                 rc = frag_push(&next, f);
                 continue;
             }
-            size_t base = f.off, blen = f.len;
+            size_t base = f.off, blen = f.len, from = base;
             for (;;) {
-                const char *m = blen >= slen ? memmem(text + base, blen, s, slen) : NULL;
+                size_t rest = base + blen - from;
+                const char *m = slen && rest >= slen ? memmem(text + from, rest, s, slen) : NULL;
+                if (m && guarded && !outside_spans(plain, n_plain, (size_t)(m - text), slen)) {
+                    from = (size_t)(m - text) + 1;
+                    continue;
+                }
                 if (!m) {
                     if (blen)
                         rc = frag_push(&next, (struct frag){-1, (uint32_t)base, (uint32_t)blen});
@@ -666,7 +688,7 @@ static int partition(const struct realm_tokenizer *t, const char *text, size_t l
                         roff++;
                         rlen--;
                     }
-                base = roff;
+                base = from = roff;
                 blen = rlen;
                 if (!blen) break;
             }
@@ -704,6 +726,12 @@ static int spm_fragment(const struct realm_tokenizer *t, const char *s, size_t n
 
 int realm_tokenize(const struct realm_tokenizer *t, const char *text, size_t len, uint32_t flags,
                    int32_t *out, int64_t cap, int64_t *n_out) {
+    return tok_tokenize(t, text, len, flags, NULL, 0, out, cap, n_out);
+}
+
+int tok_tokenize(const struct realm_tokenizer *t, const char *text, size_t len, uint32_t flags,
+                 const struct tok_span *plain, size_t n_plain, int32_t *out, int64_t cap,
+                 int64_t *n_out) {
     if (!t || (!text && len) || !n_out || cap < 0 || (cap > 0 && !out)) return REALM_E_INVALID;
     if (len > (size_t)INT32_MAX / 4) return REALM_E_LIMIT;
     bool add_special = (flags & REALM_TOKENIZE_ADD_BOS) != 0;
@@ -715,7 +743,7 @@ int realm_tokenize(const struct realm_tokenizer *t, const char *text, size_t len
     char *esc = NULL;
     size_t esc_cap = 0;
     b.text_len = len;
-    int rc = partition(t, text, len, parse_special, &frags);
+    int rc = partition(t, text, len, parse_special, plain, n_plain, &frags);
     if (rc) goto done;
 
     if (add_special && t->add_bos && t->bos >= 0 && (rc = tok_ids_push(&ids, t->bos))) goto done;

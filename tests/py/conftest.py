@@ -65,8 +65,9 @@ def tenant(tid, models="*", guest=None, **limits):
 class RealmServer:
     """A running `realm serve`: url, keys per tenant, helpers; stop() sends SIGTERM."""
 
-    def __init__(self, proc, url, keys, log_path):
+    def __init__(self, proc, url, keys, log_path, admin_key=None):
         self.proc, self.url, self.keys, self.log_path = proc, url, keys, log_path
+        self.admin_key = admin_key
         self.base = url + "/v1"
 
     def client(self, tenant_id, **kw):
@@ -76,9 +77,12 @@ class RealmServer:
         kw.setdefault("timeout", 120)
         return openai.OpenAI(base_url=self.base, api_key=self.keys[tenant_id], **kw)
 
-    def metrics(self):
-        """The /metrics exposition as {name{labels}: value}."""
-        text = urllib.request.urlopen(self.url + "/metrics", timeout=30).read().decode()
+    def metrics(self, key=None):
+        """The /metrics exposition as {name{labels}: value}, read with `key` (default: the operator
+        key start_server put in the config, which sees every series)."""
+        key = key or self.admin_key
+        req = urllib.request.Request(self.url + "/metrics", headers={"Authorization": "Bearer " + key} if key else {})
+        text = urllib.request.urlopen(req, timeout=30).read().decode()
         out = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
@@ -105,8 +109,13 @@ class RealmServer:
 
 
 def start_server(realm_bin, workdir, config, args=(), keys=None, timeout=120):
-    """Writes `config` to workdir/realm.json and starts `realm serve --config ... --port 0`."""
+    """Writes `config` to workdir/realm.json and starts `realm serve --config ... --port 0`. Unless
+    the config names its own, an operator key is added (RealmServer.admin_key) for /metrics."""
     workdir.mkdir(parents=True, exist_ok=True)
+    admin_key = None
+    if "admin_key_hashes" not in config:
+        admin_key, h = new_key()
+        config = dict(config, admin_key_hashes=[h])
     cfg = workdir / "realm.json"
     cfg.write_text(json.dumps(config, indent=2))
     log_path = workdir / "serve.log"
@@ -130,7 +139,7 @@ def start_server(realm_bin, workdir, config, args=(), keys=None, timeout=120):
         proc.kill()
         proc.wait()
         raise AssertionError(f"realm serve did not start: exit {proc.returncode}\n{log_path.read_text()}")
-    return RealmServer(proc, m.group(1), dict(keys or {}), log_path)
+    return RealmServer(proc, m.group(1), dict(keys or {}), log_path, admin_key)
 
 
 @pytest.fixture
