@@ -29,6 +29,10 @@
 #define MAX_BATCH 64     /* rows per batched forward (engine scratch and scheduler steps) */
 #define PREFILL_CHUNK 32 /* prompt tokens per request per step */
 #define KV_BLOCK_TOKENS 16
+#define GUEST_MEMORY_DEFAULT (UINT64_C(64) << 20) /* a tenant's guest memory without guest_memory_mb */
+/* an instance whose linear memory grew this far past a fresh one's is not kept idle: memory a
+ * guest grew once (a bomb, a huge buffer) would otherwise stay resident for good */
+#define IDLE_MEMORY_SLACK (UINT64_C(4) << 20)
 
 struct be_model {
     struct realm_gguf *gguf;
@@ -56,6 +60,7 @@ struct be_pool {
     int64_t busy;
     int64_t idle_sessions;           /* sessions still open in idle instances (should stay 0) */
     int64_t idle_kv_bytes;
+    uint64_t base_memory;            /* linear memory of a freshly started instance */
     /* host memory the tenant's guests hold through imports, over all its instances */
     struct realm_alloc_budget host_budget;
 };
@@ -120,7 +125,7 @@ static struct realm_sbx_tenant_params instance_params(struct srv_backend *b, str
         .n_models = (int)p->spec->n_models,
         /* one scheduler identity per server tenant, however many instances serve it at once */
         .group = (uint32_t)(p - b->pools) + 1,
-        .memory_limit = (uint64_t)l->guest_memory_bytes,
+        .memory_limit = l->guest_memory_bytes > 0 ? (uint64_t)l->guest_memory_bytes : GUEST_MEMORY_DEFAULT,
         .init_wall_ms = (uint64_t)(l->init_wall_ms > 0 ? l->init_wall_ms : REALM_DEFAULT_INIT_WALL_MS),
         .generate_wall_ms = (uint64_t)(l->generate_wall_ms > 0 ? l->generate_wall_ms : REALM_DEFAULT_GENERATE_WALL_MS),
         .cancel = cancel,
@@ -159,8 +164,9 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
     if (!b) return realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
     b->cfg = cfg;
     int rc;
-    struct realm_sbx_config sc = {0};
-    /* one host-wide cap for now: the largest any tenant asks for (see docs/server.md) */
+    /* one host-wide cap (the pooling slot size): the largest any tenant asks for, and at least the
+     * default that tenants without guest_memory_mb get */
+    struct realm_sbx_config sc = {.memory_limit = GUEST_MEMORY_DEFAULT};
     for (size_t i = 0; i < cfg->n_tenants; i++)
         if ((uint64_t)cfg->tenants[i].limits.guest_memory_bytes > sc.memory_limit)
             sc.memory_limit = (uint64_t)cfg->tenants[i].limits.guest_memory_bytes;
@@ -232,6 +238,9 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
             }
             goto fail;
         }
+        struct realm_sbx_tenant_stats st0;
+        realm_sbx_tenant_get_stats(inst, &st0);
+        p->base_memory = st0.memory_bytes;
         p->idle[p->n_idle++] = (struct be_idle){.inst = inst};
         p->alive = 1;
     }
@@ -367,7 +376,7 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
     realm_sbx_tenant_get_stats(inst, &st); /* safe: this thread still owns the instance */
     pthread_mutex_lock(&p->mu);
     p->busy--;
-    if (p->n_idle < p->cap_idle) {
+    if (p->n_idle < p->cap_idle && st.memory_bytes <= p->base_memory + IDLE_MEMORY_SLACK) {
         p->idle[p->n_idle++] = (struct be_idle){.inst = inst, .sessions = st.sessions, .kv_bytes = (int64_t)st.kv_bytes};
         p->idle_sessions += st.sessions;
         p->idle_kv_bytes += (int64_t)st.kv_bytes;
@@ -376,7 +385,7 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
         p->alive--;
     }
     pthread_mutex_unlock(&p->mu);
-    realm_sbx_tenant_free(inst); /* only when the idle list is full */
+    realm_sbx_tenant_free(inst); /* the idle list is full, or the instance grew too much */
     return rc;
 }
 

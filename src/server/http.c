@@ -720,6 +720,11 @@ static int open_listener(struct realm_server *s, struct realm_err *err) {
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        /* accepted sockets inherit this: a small send buffer makes a client that stops reading a
+         * stream show as a stall after ~64 KiB instead of after the several MiB the kernel would
+         * otherwise queue (which on loopback outlasts a whole generation) */
+        int sndbuf = 64 * 1024;
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
         if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 256) == 0) break;
         e = errno;
         close(fd);

@@ -20,7 +20,10 @@
 #include "realm/status.h"
 #include "server/srv.h"
 
-#define MAX_PENDING_BYTES (8u << 20) /* emitted text the client has not read yet */
+/* emitted stream text the client has not taken yet: past this the guest's emit waits for the
+ * reader (and gives up after stream_stall_s). Small on purpose: socket buffers already hold a
+ * few hundred KiB, so a client that stops reading is noticed here within stream_stall_s. */
+#define MAX_PENDING_BYTES (64u << 10)
 
 /* ---- jobs ---- */
 

@@ -87,7 +87,10 @@ static int32_t big_chat_format(void) {
     size_t n = (16u << 20) - 1; /* "[" + "1,1,...,1" + "]": the inner part has odd length */
     char *msgs = malloc(n);
     char out[256];
-    if (!msgs) return REALM_E_NOMEM;
+    if (!msgs) {
+        rg_log(REALM_ABI_LOG_ERROR, "malloc(16 MiB) failed: guest memory limit too small");
+        return REALM_E_NOMEM;
+    }
     msgs[0] = '[';
     for (size_t i = 1; i + 1 < n; i++) msgs[i] = (i & 1) ? '1' : ',';
     msgs[n - 1] = ']';
