@@ -30,9 +30,6 @@
 #define PREFILL_CHUNK 32 /* prompt tokens per request per step */
 #define KV_BLOCK_TOKENS 16
 #define GUEST_MEMORY_DEFAULT (UINT64_C(64) << 20) /* a tenant's guest memory without guest_memory_mb */
-/* an instance whose linear memory grew this far past a fresh one's is not kept idle: memory a
- * guest grew once (a bomb, a huge buffer) would otherwise stay resident for good */
-#define IDLE_MEMORY_SLACK (UINT64_C(4) << 20)
 
 struct be_model {
     struct realm_gguf *gguf;
@@ -60,7 +57,6 @@ struct be_pool {
     int64_t busy;
     int64_t idle_sessions;           /* sessions still open in idle instances (should stay 0) */
     int64_t idle_kv_bytes;
-    uint64_t base_memory;            /* linear memory of a freshly started instance */
     /* host memory the tenant's guests hold through imports, over all its instances */
     struct realm_alloc_budget host_budget;
 };
@@ -238,9 +234,6 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
             }
             goto fail;
         }
-        struct realm_sbx_tenant_stats st0;
-        realm_sbx_tenant_get_stats(inst, &st0);
-        p->base_memory = st0.memory_bytes;
         p->idle[p->n_idle++] = (struct be_idle){.inst = inst};
         p->alive = 1;
     }
@@ -376,7 +369,10 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
     realm_sbx_tenant_get_stats(inst, &st); /* safe: this thread still owns the instance */
     pthread_mutex_lock(&p->mu);
     p->busy--;
-    if (p->n_idle < p->cap_idle && st.memory_bytes <= p->base_memory + IDLE_MEMORY_SLACK) {
+    /* an instance whose memory grew stays idle with it (its tenant's guest_memory_mb bounds it):
+     * dropping grown instances was tried and made every request of a tenant that grows its
+     * memory re-instantiate, which cost other tenants' p99 more than the memory is worth */
+    if (p->n_idle < p->cap_idle) {
         p->idle[p->n_idle++] = (struct be_idle){.inst = inst, .sessions = st.sessions, .kv_bytes = (int64_t)st.kv_bytes};
         p->idle_sessions += st.sessions;
         p->idle_kv_bytes += (int64_t)st.kv_bytes;
@@ -385,7 +381,7 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
         p->alive--;
     }
     pthread_mutex_unlock(&p->mu);
-    realm_sbx_tenant_free(inst); /* the idle list is full, or the instance grew too much */
+    realm_sbx_tenant_free(inst); /* only when the idle list is full */
     return rc;
 }
 

@@ -131,19 +131,24 @@ static bool is_hex64(const char *s) {
     return srv_hex_decode32(s, tmp) == 0;
 }
 
-int realm_tenant_add_key_hash(struct realm_tenant_spec *t, const char *hex, struct realm_err *err) {
-    if (!is_hex64(hex))
-        return realm_err_set(err, REALM_E_INVALID, "config: tenant %s: key hash '%.80s', expected 64 hex digits (SHA-256)",
-                             t->id, hex);
-    char **k = realm_realloc(t->key_hashes, (t->n_keys + 1) * sizeof *k);
+/* Appends a lower-cased copy of a (checked) hex digest to a list. */
+static int append_hash(char ***list, size_t *n, const char *hex, struct realm_err *err) {
+    char **k = realm_realloc(*list, (*n + 1) * sizeof *k);
     if (!k) return realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
-    t->key_hashes = k;
+    *list = k;
     char *d = dupstr(hex);
     if (!d) return realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
     for (char *p = d; *p; p++)
         if (*p >= 'A' && *p <= 'F') *p = (char)(*p - 'A' + 'a');
-    k[t->n_keys++] = d;
+    k[(*n)++] = d;
     return REALM_OK;
+}
+
+int realm_tenant_add_key_hash(struct realm_tenant_spec *t, const char *hex, struct realm_err *err) {
+    if (!is_hex64(hex))
+        return realm_err_set(err, REALM_E_INVALID, "config: tenant %s: key hash '%.80s', expected 64 hex digits (SHA-256)",
+                             t->id, hex);
+    return append_hash(&t->key_hashes, &t->n_keys, hex, err);
 }
 
 int realm_server_config_check(const struct realm_server_config *c, struct realm_err *err) {
@@ -348,15 +353,7 @@ int realm_server_config_add_admin_key_hash(struct realm_server_config *c, const 
     if (!is_hex64(hex))
         return realm_err_set(err, REALM_E_INVALID, "config: admin key hash '%.80s', expected 64 hex digits (SHA-256)",
                              hex);
-    char **k = realm_realloc(c->admin_key_hashes, (c->n_admin_keys + 1) * sizeof *k);
-    if (!k) return realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
-    c->admin_key_hashes = k;
-    char *d = dupstr(hex);
-    if (!d) return realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
-    for (char *p = d; *p; p++)
-        if (*p >= 'A' && *p <= 'F') *p = (char)(*p - 'A' + 'a');
-    k[c->n_admin_keys++] = d;
-    return REALM_OK;
+    return append_hash(&c->admin_key_hashes, &c->n_admin_keys, hex, err);
 }
 
 static int parse_admin_keys(struct realm_server_config *c, const cJSON *keys, struct realm_err *err) {
