@@ -221,15 +221,16 @@ int32_t rg_chat_format_all(int32_t model, const char *messages_json, size_t len,
     return read_all(fill_chat, &c, out, out_len);
 }
 
-int32_t rg_chat_tokenize_all(int32_t model, const char *messages_json, size_t len, int32_t flags,
-                             int32_t **out, int32_t *n) {
-    if (len > INT32_MAX / 4 - 256) return REALM_E_LIMIT;
-    /* the JSON is usually longer than the prompt's tokens; else the second call has the size */
-    int32_t cap = (int32_t)len + 64;
+/* A token-filling import, called as fill(ctx, buf, cap): returns the full count (or an error). */
+typedef int32_t (*fill_tokens_fn)(void *ctx, int32_t *buf, int32_t cap);
+
+/* Calls `fill` with a buffer of `cap` tokens, and once more with the exact size if that was too
+ * small; *out is malloc'd (the caller frees it). */
+static int32_t tokens_all(fill_tokens_fn fill, void *ctx, int32_t cap, int32_t **out, int32_t *n) {
     for (int tries = 0; tries < 2; tries++) {
         int32_t *buf = malloc((size_t)cap * sizeof *buf);
         if (!buf) return REALM_E_NOMEM;
-        int32_t r = realm_chat_tokenize(model, messages_json, (int32_t)len, flags, buf, cap);
+        int32_t r = fill(ctx, buf, cap);
         if (r < 0) {
             free(buf);
             return r;
@@ -246,28 +247,36 @@ int32_t rg_chat_tokenize_all(int32_t model, const char *messages_json, size_t le
     return REALM_E_INTERNAL;
 }
 
+struct tok_ctx {
+    int32_t model;
+    const char *src;
+    int32_t len, flags;
+};
+
+static int32_t fill_chat_tokens(void *ctx, int32_t *buf, int32_t cap) {
+    const struct tok_ctx *c = ctx;
+    return realm_chat_tokenize(c->model, c->src, c->len, c->flags, buf, cap);
+}
+
+static int32_t fill_tokens(void *ctx, int32_t *buf, int32_t cap) {
+    const struct tok_ctx *c = ctx;
+    return realm_tokenize(c->model, c->src, c->len, c->flags, buf, cap);
+}
+
+int32_t rg_chat_tokenize_all(int32_t model, const char *messages_json, size_t len, int32_t flags,
+                             int32_t **out, int32_t *n) {
+    if (len > INT32_MAX / 4 - 256) return REALM_E_LIMIT;
+    /* the JSON is usually longer than the prompt's tokens; else the second call has the size */
+    struct tok_ctx c = {model, messages_json, (int32_t)len, flags};
+    return tokens_all(fill_chat_tokens, &c, (int32_t)len + 64, out, n);
+}
+
 int32_t rg_tokenize_all(int32_t model, const char *text, size_t len, int32_t flags, int32_t **out,
                         int32_t *n) {
     if (len > INT32_MAX / 4 - 16) return REALM_E_LIMIT;
     /* an SPM or byte-level BPE token covers at least one byte, plus BOS/EOS */
-    int32_t cap = (int32_t)len + 4;
-    for (int tries = 0; tries < 2; tries++) {
-        int32_t *buf = malloc((size_t)cap * sizeof *buf);
-        if (!buf) return REALM_E_NOMEM;
-        int32_t r = realm_tokenize(model, text, (int32_t)len, flags, buf, cap);
-        if (r < 0) {
-            free(buf);
-            return r;
-        }
-        if (r <= cap) {
-            *out = buf;
-            *n = r;
-            return REALM_OK;
-        }
-        free(buf);
-        cap = r;
-    }
-    return REALM_E_INTERNAL;
+    struct tok_ctx c = {model, text, (int32_t)len, flags};
+    return tokens_all(fill_tokens, &c, (int32_t)len + 4, out, n);
 }
 
 /* ---- growable buffer ---- */

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 import pytest
 import requests
 
-from realm_py_conftest import BUILD, model_path, new_key, start_server, tenant
+from realm_py_conftest import BUILD, model_path, new_key, parse_metrics, start_server, tenant
 
 MODEL = "smollm2"
 SMOL = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -107,15 +107,6 @@ def auth(key):
 
 def metrics_get(srv, key):
     return requests.get(srv.url + "/metrics", headers=auth(key), timeout=30)
-
-
-def parse_metrics(text):
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = float(v)
-    return out
 
 
 def percentile(xs, q):

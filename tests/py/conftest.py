@@ -62,6 +62,16 @@ def tenant(tid, models="*", guest=None, **limits):
     return key, t
 
 
+def parse_metrics(text):
+    """A Prometheus text exposition as {name{labels}: value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
 class RealmServer:
     """A running `realm serve`: url, keys per tenant, helpers; stop() sends SIGTERM."""
 
@@ -82,13 +92,7 @@ class RealmServer:
         key start_server put in the config, which sees every series)."""
         key = key or self.admin_key
         req = urllib.request.Request(self.url + "/metrics", headers={"Authorization": "Bearer " + key} if key else {})
-        text = urllib.request.urlopen(req, timeout=30).read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                k, v = line.rsplit(" ", 1)
-                out[k] = float(v)
-        return out
+        return parse_metrics(urllib.request.urlopen(req, timeout=30).read().decode())
 
     def log(self):
         try:
