@@ -2,7 +2,8 @@
  * test_sched.c — the scheduler over a fake backend whose "logits" are a hash of each session's
  * token history, so any lost, duplicated or reordered token shows. Checks: results equal a solo
  * run under concurrency; rows of a session are consecutive and in order; step and chunk limits;
- * fairness between a 32-session tenant and a 1-session tenant; cancellation; context limit;
+ * fairness between a 32-session tenant and a 1-session tenant; the per-tenant share of a
+ * contended step (tenant_share); cancellation; context limit;
  * backend failure confined to its step; counters back to zero at the end.
  */
 #include "testutil.h"
@@ -38,6 +39,10 @@ struct fake {
     atomic_int fail_token; /* a row with this token makes the step fail */
     atomic_bool *trip;     /* set after trip_steps more steps (NULL: never) */
     atomic_int trip_steps;
+    /* test_tenant_share: sessions 200..203 are tenant A's, 210 is B's */
+    int share_a_max;        /* most A sessions in one step */
+    int share_a_max_with_b; /* most A sessions in a step that also has B's row */
+    int share_steps_with_b;
 };
 
 static uint64_t mix(uint64_t h, int32_t tok) { return (h ^ (uint64_t)(tok + 1)) * 0x100000001b3ull; }
@@ -69,6 +74,17 @@ static int fake_forward(void *ctx, const struct realm_batch_row *rows, int32_t n
         if (s->len < HIST) s->hist[s->len] = s->hash;
         f->rows_by_tenant_sess[s->id % 64]++;
         if (rows[i].logits) fill_logits(s->hash, rows[i].logits);
+    }
+    int a_rows = 0, b_rows = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int id = ((struct fake_sess *)rows[i].session)->id;
+        a_rows += id >= 200 && id < 204;
+        b_rows += id == 210;
+    }
+    if (a_rows > f->share_a_max) f->share_a_max = a_rows;
+    if (b_rows) {
+        f->share_steps_with_b++;
+        if (a_rows > f->share_a_max_with_b) f->share_a_max_with_b = a_rows;
     }
     if (f->trip && atomic_fetch_sub(&f->trip_steps, 1) == 1) atomic_store(f->trip, true);
     pthread_mutex_unlock(&f->mu);
@@ -199,6 +215,56 @@ static void test_fairness(void) {
     double a_per_session = (double)a_total / NA, b = (double)w[NA].tokens;
     tu_log("fairness: A per session %.1f tokens, B %.1f tokens", a_per_session, b);
     CHECKF(b >= a_per_session / 2, "B got %.0f tokens, A's sessions %.1f each", b, a_per_session);
+}
+
+/* tenant_share 1: A (4 sessions, decode only) alone gets batched steps; once B (1 session) also
+ * has work, a step carries at most one of A's requests beside B's, and B gets about as many
+ * tokens as all of A's sessions together (without the cap: about as many as each of them). */
+static void test_tenant_share(const struct realm_sched_backend *be) {
+    struct realm_sched_params p = {.max_batch_tokens = MAXB, .prefill_chunk = CHUNK, .tenant_share = 1};
+    struct realm_sched *saved = g_s;
+    struct realm_err err;
+    CHECK(realm_sched_new(be, &p, &g_s, &err) == REALM_OK);
+    enum { NA = 4 };
+    struct worker w[NA + 1];
+    pthread_t th[NA + 1];
+    atomic_bool stop_a = false, stop_b = false;
+    for (int i = 0; i < NA; i++) {
+        w[i] = (struct worker){.tenant = 300, .sess = {.id = 200 + i, .n_ctx = 1 << 20}, .stop = &stop_a};
+        pthread_create(&th[i], NULL, worker_main, &w[i]);
+    }
+    usleep(100 * 1000);
+    pthread_mutex_lock(&g_fake.mu);
+    int alone_max = g_fake.share_a_max;
+    int64_t a_before = 0;
+    for (int i = 200; i < 204; i++) a_before += g_fake.rows_by_tenant_sess[i % 64];
+    pthread_mutex_unlock(&g_fake.mu);
+    w[NA] = (struct worker){.tenant = 301, .sess = {.id = 210, .n_ctx = 1 << 20}, .stop = &stop_b};
+    pthread_create(&th[NA], NULL, worker_main, &w[NA]);
+    usleep(200 * 1000);
+    atomic_store(&stop_b, true);
+    pthread_join(th[NA], NULL);
+    pthread_mutex_lock(&g_fake.mu);
+    int64_t a_with_b = -a_before;
+    for (int i = 200; i < 204; i++) a_with_b += g_fake.rows_by_tenant_sess[i % 64];
+    pthread_mutex_unlock(&g_fake.mu);
+    atomic_store(&stop_a, true);
+    for (int i = 0; i < NA; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i <= NA; i++) CHECKF(w[i].ok, "worker %d saw wrong logits", i);
+    double b = (double)w[NA].tokens;
+    tu_log("tenant_share 1: A alone up to %d rows a step; with B: %d steps, at most %d A row(s) beside B's; "
+           "B %.0f tokens, A %lld over its %d sessions", alone_max, g_fake.share_steps_with_b,
+           g_fake.share_a_max_with_b, b, (long long)a_with_b, NA);
+    CHECKF(alone_max > 1, "a tenant alone was capped (at most %d rows a step)", alone_max);
+    CHECK(g_fake.share_steps_with_b > 10);
+    CHECKF(g_fake.share_a_max_with_b <= 1, "%d of A's requests shared a step with B's", g_fake.share_a_max_with_b);
+    CHECKF(b >= (double)a_with_b / 2, "B got %.0f tokens while A's sessions got %lld together", b,
+           (long long)a_with_b);
+    realm_sched_free(g_s);
+    g_s = saved;
+    p.tenant_share = -1;
+    CHECK(realm_sched_new(be, &p, &g_s, &err) == REALM_E_INVALID);
+    g_s = saved;
 }
 
 struct cancel_arg {
@@ -350,6 +416,7 @@ int main(int argc, char **argv) {
     CHECK(realm_sched_new(&be, &p, &g_s, &err) == REALM_OK);
     test_concurrent();
     test_fairness();
+    test_tenant_share(&be);
     test_errors();
     struct realm_sched_stats st;
     realm_sched_get_stats(g_s, &st);

@@ -58,6 +58,7 @@ static void test_config(void) {
         /* secure defaults: /metrics needs a key, per-IP and read limits on, max_tokens never unbounded */
         CHECK(!c->metrics_public && c->n_admin_keys == 0 && c->max_connections_per_ip == 32);
         CHECK(c->read_timeout_s == 30.0 && c->stream_stall_s == 30.0 && c->default_max_tokens == 2048);
+        CHECK(c->tenant_step_share == 1); /* per-tenant fairness in batched steps is on */
         struct realm_err err = {0};
         CHECK(realm_server_config_check(c, &err) == REALM_OK);
         realm_server_config_free(c);
@@ -74,18 +75,20 @@ static void test_config(void) {
     parse("{\"stream_stall_s\": \"5\"}", REALM_E_FORMAT, "stream_stall_s");
     parse("{\"max_connections_per_ip\": 0}", REALM_E_FORMAT, "max_connections_per_ip");
     parse("{\"default_max_tokens\": 0}", REALM_E_FORMAT, "default_max_tokens");
+    parse("{\"tenant_step_share\": -1}", REALM_E_FORMAT, "tenant_step_share");
     parse("{\"admin_key_hashes\": [\"abc\"]}", REALM_E_FORMAT, "64 hex");
     parse("{\"admin_key_hashes\": \"" HASH_A "\"}", REALM_E_FORMAT, "admin_key_hashes");
     parse("{\"tenants\": [{\"id\": \"a\", \"limits\": {\"generate_wall_ms\": -1}}]}", REALM_E_FORMAT, "generate_wall_ms");
     {
         struct realm_server_config *ac = parse("{\"admin_key_hashes\": [\"" HASH_A "\"], \"read_timeout_s\": 2.5,"
                                                " \"stream_stall_s\": 4, \"max_connections_per_ip\": 3,"
-                                               " \"default_max_tokens\": 77, \"metrics_public\": true}",
+                                               " \"default_max_tokens\": 77, \"metrics_public\": true,"
+                                               " \"tenant_step_share\": 0}",
                                                REALM_OK, NULL);
         if (ac) {
             CHECK(ac->n_admin_keys == 1 && !strcmp(ac->admin_key_hashes[0], HASH_A));
             CHECK(ac->read_timeout_s == 2.5 && ac->stream_stall_s == 4.0 && ac->max_connections_per_ip == 3 &&
-                  ac->default_max_tokens == 77 && ac->metrics_public);
+                  ac->default_max_tokens == 77 && ac->metrics_public && ac->tenant_step_share == 0);
             realm_server_config_free(ac);
         }
     }

@@ -53,6 +53,12 @@ struct realm_sched_backend realm_sched_backend_engine(struct realm_engine *e, co
 struct realm_sched_params {
     int32_t max_batch_tokens; /* rows per step (≤ the engine's max_batch); default 64 */
     int32_t prefill_chunk;    /* prefill tokens per request per step; default 32 */
+    /* Per-tenant share of a contended step: while more than one tenant has work queued, one
+     * tenant puts at most this many requests (decode rows or prefill chunks) in a step, so a
+     * tenant's many concurrent requests share its turn instead of lengthening every step for
+     * the others. A tenant alone is never capped. 0: no cap (one request per tenant per
+     * round-robin pass until the step is full). */
+    int32_t tenant_share;
 };
 
 /* Starts the scheduler thread. Ownership: returns owned (*out; realm_sched_free).

@@ -83,6 +83,9 @@ struct realm_server_config {
                                   (its slot and KV freed); default 30 */
     int32_t default_max_tokens; /* max_tokens of a request that sets none and whose tenant has no
                                    cap; default 2048 */
+    int32_t tenant_step_share; /* while several tenants have work, the requests one tenant puts in a
+                                  batched step (realm_sched_params.tenant_share); 0: no cap;
+                                  default 1 */
     int64_t kv_memory_bytes;   /* paged KV pool per model (blocks shared by every tenant's
                                   sessions); default 1 GiB */
     struct realm_model_spec *models;

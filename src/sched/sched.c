@@ -10,6 +10,9 @@
  * Step selection, in order (each pass visits the tenants round-robin from a rotating start):
  *   1. decode rows: requests with one token left, one request per tenant per pass;
  *   2. prefill chunks: up to prefill_chunk tokens of one request per tenant per pass.
+ * While more than one tenant has work, a tenant stops getting passes once it has tenant_share
+ * requests in the step (both phases together): step time grows with rows, so without the cap a
+ * tenant with many concurrent requests would slow every other tenant's tokens by that factor.
  * A request contributes at most one contiguous run of rows per step, so rows of a session are
  * consecutive and in order, as the engine requires.
  *
@@ -52,6 +55,7 @@ struct tenant_q {
     uint32_t id;
     struct req *head, *tail;
     int64_t queued_requests, queued_tokens, tokens_done;
+    int32_t in_step; /* requests in the step being collected */
     bool in_ring;
 };
 
@@ -263,6 +267,8 @@ static void drop_cancelled(struct realm_sched *s) {
 static int32_t collect(struct realm_sched *s) {
     int32_t budget = s->p.max_batch_tokens, n_rows = 0;
     s->n_step_reqs = 0;
+    for (int32_t k = 0; k < s->ring_len; k++) s->tenants[s->ring[k]].in_step = 0;
+    int32_t share = s->ring_len > 1 && s->p.tenant_share > 0 ? s->p.tenant_share : INT32_MAX;
     for (int phase = 0; phase < 2; phase++) {
         bool decode = phase == 0;
         bool progress = true;
@@ -270,8 +276,10 @@ static int32_t collect(struct realm_sched *s) {
             progress = false;
             for (int32_t k = 0; k < s->ring_len && n_rows < budget; k++) {
                 struct tenant_q *t = &s->tenants[s->ring[(s->ring_start + k) % s->ring_len]];
+                if (t->in_step >= share) continue;
                 struct req *r = next_candidate(t, decode);
                 if (!r) continue;
+                t->in_step++;
                 int32_t want = decode ? 1 : r->n - r->done;
                 if (!decode && want > s->p.prefill_chunk) want = s->p.prefill_chunk;
                 if (want > budget - n_rows) want = budget - n_rows;
@@ -302,6 +310,7 @@ static void complete_step(struct realm_sched *s, int rc, const struct realm_err 
     s->stats.rows += n_rows;
     s->stats.batch_hist[hist_bucket(n_rows)]++;
     s->n_returning = 0;
+    bool contended = s->p.tenant_share > 0 && s->ring_len > 1;
     for (int32_t i = 0; i < s->n_step_reqs; i++) {
         struct req *r = s->step_reqs[i];
         struct tenant_q *t = tenant_get(s, r->tenant); /* exists: r is queued there */
@@ -319,7 +328,10 @@ static void complete_step(struct realm_sched *s, int rc, const struct realm_err 
         t->tokens_done += k;
         if (r->done == r->n) {
             finish(s, t, r, REALM_OK);
-            s->returning[s->n_returning++] = r->session;
+            /* no waiting for a caller whose tenant already has its share of the next step
+             * queued: its next request could not join that step anyway */
+            bool capped = contended && t->queued_requests >= s->p.tenant_share;
+            if (!capped) s->returning[s->n_returning++] = r->session;
         }
     }
     compact_ring(s);
@@ -395,15 +407,17 @@ static void free_state(struct realm_sched *s) {
 
 int realm_sched_new(const struct realm_sched_backend *backend, const struct realm_sched_params *params,
                     struct realm_sched **out, struct realm_err *err) {
-    struct realm_sched_params p = {64, 32};
+    struct realm_sched_params p = {64, 32, 0};
     if (params) {
         if (params->max_batch_tokens) p.max_batch_tokens = params->max_batch_tokens;
         if (params->prefill_chunk) p.prefill_chunk = params->prefill_chunk;
+        p.tenant_share = params->tenant_share;
     }
     if (!backend || !backend->forward || !backend->room || backend->n_vocab < 1 || p.max_batch_tokens < 1 ||
-        p.prefill_chunk < 1)
+        p.prefill_chunk < 1 || p.tenant_share < 0)
         return realm_err_set(err, REALM_E_INVALID, "sched: invalid backend or parameters (max_batch_tokens %d, "
-                             "prefill_chunk %d)", p.max_batch_tokens, p.prefill_chunk);
+                             "prefill_chunk %d, tenant_share %d)", p.max_batch_tokens, p.prefill_chunk,
+                             p.tenant_share);
     struct realm_sched *s = realm_calloc(1, sizeof *s);
     if (!s) return realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
     s->be = *backend;

@@ -30,6 +30,18 @@
 #define PREFILL_CHUNK 32 /* prompt tokens per request per step */
 #define KV_BLOCK_TOKENS 16
 #define GUEST_MEMORY_DEFAULT (UINT64_C(64) << 20) /* a tenant's guest memory without guest_memory_mb */
+/* An idle instance whose linear memory grew this far past a fresh one's is freed once it has been
+ * idle for IDLE_TRIM_S: memory a guest grew once (a bomb, a 16 MiB buffer) would otherwise stay
+ * resident for good. Not at once: a tenant whose every request grows its memory would then
+ * re-instantiate per request, which costs other tenants CPU. */
+#define IDLE_MEMORY_SLACK (UINT64_C(4) << 20)
+#define IDLE_TRIM_S 2.0
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 struct be_model {
     struct realm_gguf *gguf;
@@ -44,6 +56,8 @@ struct be_idle {
     struct realm_sbx_tenant *inst;
     int32_t sessions;                /* left open by its last request (should be 0) */
     int64_t kv_bytes;
+    bool grown;                      /* memory past base_memory + IDLE_MEMORY_SLACK */
+    double since;                    /* when it went idle (srv_now) */
 };
 
 struct be_pool {
@@ -57,6 +71,7 @@ struct be_pool {
     int64_t busy;
     int64_t idle_sessions;           /* sessions still open in idle instances (should stay 0) */
     int64_t idle_kv_bytes;
+    uint64_t base_memory;            /* linear memory of a freshly started instance */
     /* host memory the tenant's guests hold through imports, over all its instances */
     struct realm_alloc_budget host_budget;
 };
@@ -98,7 +113,8 @@ static int load_model(struct srv_backend *b, size_t i, struct realm_err *err) {
     realm_log(REALM_LOG_INFO, "server", "model %s: KV pool of %d blocks x %d positions (%lld MiB)", spec->name,
               ks.n_blocks, KV_BLOCK_TOKENS, (long long)(b->cfg->kv_memory_bytes >> 20));
     struct realm_sched_backend sb = realm_sched_backend_engine(m->engine, m->model);
-    struct realm_sched_params sp = {.max_batch_tokens = MAX_BATCH, .prefill_chunk = PREFILL_CHUNK};
+    struct realm_sched_params sp = {.max_batch_tokens = MAX_BATCH, .prefill_chunk = PREFILL_CHUNK,
+                                    .tenant_share = b->cfg->tenant_step_share};
     if ((rc = realm_sched_new(&sb, &sp, &m->sched, err))) return rc;
     struct realm_sbx_model_desc d = {
         .name = spec->name,
@@ -234,7 +250,10 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
             }
             goto fail;
         }
-        p->idle[p->n_idle++] = (struct be_idle){.inst = inst};
+        struct realm_sbx_tenant_stats st0;
+        realm_sbx_tenant_get_stats(inst, &st0);
+        p->base_memory = st0.memory_bytes;
+        p->idle[p->n_idle++] = (struct be_idle){.inst = inst, .since = mono_now()};
         p->alive = 1;
     }
     *out = b;
@@ -369,11 +388,14 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
     realm_sbx_tenant_get_stats(inst, &st); /* safe: this thread still owns the instance */
     pthread_mutex_lock(&p->mu);
     p->busy--;
-    /* an instance whose memory grew stays idle with it (its tenant's guest_memory_mb bounds it):
-     * dropping grown instances was tried and made every request of a tenant that grows its
-     * memory re-instantiate, which cost other tenants' p99 more than the memory is worth */
+    /* an instance whose memory grew stays idle with it for now; srv_backend_trim_idle frees it
+     * if it is still idle IDLE_TRIM_S later */
     if (p->n_idle < p->cap_idle) {
-        p->idle[p->n_idle++] = (struct be_idle){.inst = inst, .sessions = st.sessions, .kv_bytes = (int64_t)st.kv_bytes};
+        p->idle[p->n_idle++] = (struct be_idle){.inst = inst,
+                                                .sessions = st.sessions,
+                                                .kv_bytes = (int64_t)st.kv_bytes,
+                                                .grown = st.memory_bytes > p->base_memory + IDLE_MEMORY_SLACK,
+                                                .since = mono_now()};
         p->idle_sessions += st.sessions;
         p->idle_kv_bytes += (int64_t)st.kv_bytes;
         inst = NULL;
@@ -383,6 +405,33 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
     pthread_mutex_unlock(&p->mu);
     realm_sbx_tenant_free(inst); /* only when the idle list is full */
     return rc;
+}
+
+int32_t srv_backend_trim_idle(struct srv_backend *b) {
+    double now = mono_now();
+    int32_t freed = 0;
+    for (size_t i = 0; i < b->n_pools; i++) {
+        struct be_pool *p = &b->pools[i];
+        for (;;) {
+            struct realm_sbx_tenant *inst = NULL;
+            pthread_mutex_lock(&p->mu);
+            for (int32_t k = 0; k < p->n_idle; k++) {
+                struct be_idle *e = &p->idle[k];
+                if (!e->grown || now - e->since < IDLE_TRIM_S) continue;
+                inst = e->inst;
+                p->idle_sessions -= e->sessions;
+                p->idle_kv_bytes -= e->kv_bytes;
+                p->alive--;
+                *e = p->idle[--p->n_idle]; /* order does not matter: any idle instance serves */
+                break;
+            }
+            pthread_mutex_unlock(&p->mu);
+            if (!inst) break;
+            realm_sbx_tenant_free(inst); /* outside the lock: unmapping takes a moment */
+            freed++;
+        }
+    }
+    return freed;
 }
 
 void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out) {

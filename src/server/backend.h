@@ -65,6 +65,11 @@ void srv_backend_free(struct srv_backend *b);
 int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_request *r,
                          struct srv_gen_result *out);
 
+/* Frees idle instances whose linear memory grew well past a fresh one's and that have been idle
+ * for a while (see IDLE_TRIM_S in backend.c), so memory a guest grew once does not stay resident.
+ * Any thread; cheap when there is nothing to free. Returns how many were freed. */
+int32_t srv_backend_trim_idle(struct srv_backend *b);
+
 /* A snapshot of the scheduler / KV / instance counters (fields it cannot know stay false). */
 void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out);
 /* Host memory tenant cfg->tenants[tenant]'s guests hold through imports now, and how many host

@@ -43,6 +43,7 @@ int realm_server_config_new(struct realm_server_config **out) {
     c->shutdown_grace_s = 10.0;
     c->metrics_public = false;
     c->max_connections_per_ip = 32;
+    c->tenant_step_share = 1;
     c->read_timeout_s = 30.0;
     c->stream_stall_s = 30.0;
     c->default_max_tokens = 2048;
@@ -374,7 +375,7 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
                                         "max_connections", "shutdown_grace_s", "default_guest", "metrics_public",
                                         "models", "tenants", "kv_memory_mb", "admin_key_hashes",
                                         "max_connections_per_ip", "read_timeout_s", "stream_stall_s",
-                                        "default_max_tokens", NULL};
+                                        "default_max_tokens", "tenant_step_share", NULL};
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
@@ -396,7 +397,7 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
     const char *host = NULL, *dg = NULL;
     int64_t port = c->port, body = (int64_t)c->max_body_bytes, infl = c->max_inflight, q = c->max_queue,
             conns = c->max_connections, kvmb = c->kv_memory_bytes >> 20, per_ip = c->max_connections_per_ip,
-            dmt = c->default_max_tokens;
+            dmt = c->default_max_tokens, share = c->tenant_step_share;
     if ((rc = get_string(root, "host", &host, "top level", err)) ||
         (rc = get_string(root, "default_guest", &dg, "top level", err)) ||
         (rc = get_int(root, "port", 0, 65535, &port, "top level", err)) ||
@@ -407,6 +408,7 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
         (rc = get_int(root, "kv_memory_mb", 1, INT64_C(1) << 24, &kvmb, "top level", err)) ||
         (rc = get_int(root, "max_connections_per_ip", 1, 65536, &per_ip, "top level", err)) ||
         (rc = get_int(root, "default_max_tokens", 1, 1 << 30, &dmt, "top level", err)) ||
+        (rc = get_int(root, "tenant_step_share", 0, 4096, &share, "top level", err)) ||
         (rc = get_seconds(root, "read_timeout_s", 1, 3600, &c->read_timeout_s, err)) ||
         (rc = get_seconds(root, "stream_stall_s", 1, 3600, &c->stream_stall_s, err)) ||
         (rc = get_seconds(root, "shutdown_grace_s", 0, 3600, &c->shutdown_grace_s, err)) ||
@@ -414,6 +416,7 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
         goto fail;
     c->max_connections_per_ip = (int32_t)per_ip;
     c->default_max_tokens = (int32_t)dmt;
+    c->tenant_step_share = (int32_t)share;
     c->kv_memory_bytes = kvmb << 20;
     c->port = (uint16_t)port;
     c->max_body_bytes = (size_t)body;

@@ -187,8 +187,11 @@ static void gen_error(const struct srv_job *j, struct srv_error *e) {
         e->retry_after = 1;
         break;
     case REALM_E_LIMIT:
-        srv_error_set(e, 429, "requests", "rate_limit_exceeded", NULL, "Tenant limit reached: %s", msg);
-        e->retry_after = 1;
+        /* a per-request size limit of the sandbox (output bytes, input to tokenize/chat_format,
+         * context, sessions): the same request would fail again, so no 429 + Retry-After (that
+         * invites automatic retries); the tenant's rate limits are refused at admission */
+        srv_error_set(e, 400, "invalid_request_error", "limit_exceeded", NULL, "A per-request limit was exceeded: %s",
+                      msg);
         break;
     case REALM_E_BUSY:
         srv_error_set(e, 503, "server_error", "server_overloaded", NULL, "The server is busy: %s", msg);
@@ -682,6 +685,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         pthread_mutex_lock(&j->mu);
         bool done = j->done;
         pthread_mutex_unlock(&j->mu);
+        /* MHD's timer ran out while a stream was being written: the reader stopped taking it for
+         * stream_stall_s (arm_stall_timer), which is a stall whichever side noticed it first */
+        if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && j->req.stream && j->sse_phase != 0) srv_job_count_stall(j);
         if (toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN) job_cancel(j);
         else if (!done || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) client_left(j);
         srv_reply_done(j->srv);

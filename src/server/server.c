@@ -8,10 +8,15 @@
  * connection thread, a worker and (streams) MHD's content reader, counted by refs; each job's
  * mu/cv guard its output state. The queue is under qmu, the live list under live_mu.
  */
+#include <malloc.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
@@ -24,6 +29,8 @@
  * reader (and gives up after stream_stall_s). Small on purpose: socket buffers already hold a
  * few hundred KiB, so a client that stops reading is noticed here within stream_stall_s. */
 #define MAX_PENDING_BYTES (64u << 10)
+#define STACK_KEEP (64u << 10) /* stack kept below a worker's idle frame (release_unused_stack) */
+#define TRIM_EVERY_S 1.0 /* how often an idle worker looks for grown idle instances */
 
 /* ---- jobs ---- */
 
@@ -37,6 +44,10 @@ static void job_free(struct srv_job *j) {
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     realm_free(j);
+}
+
+void srv_job_count_stall(struct srv_job *j) {
+    if (!atomic_exchange(&j->stalled, true)) atomic_fetch_add(&j->srv->metrics.stalled, 1);
 }
 
 void srv_job_unref(struct srv_job *j) {
@@ -60,7 +71,7 @@ static int job_emit(void *user, const char *text, size_t len) {
         if (wait_start == 0) wait_start = now;
         else if (now - wait_start > j->srv->cfg->stream_stall_s) {
             realm_sbx_request_cancel(&j->sreq);
-            atomic_fetch_add(&j->srv->metrics.stalled, 1);
+            srv_job_count_stall(j);
             break;
         }
         struct timespec ts;
@@ -154,11 +165,54 @@ static void run_job(struct realm_server *s, struct srv_job *j) {
     srv_job_unref(j); /* the worker's reference */
 }
 
+/* Idle workers give back what idle guest instances grew (srv_backend_trim_idle) and, when that
+ * freed something or requests ran since the last time, the free heap pages malloc keeps (a
+ * request's large buffers — a 16 MiB answer, a guest's instance — would otherwise stay resident
+ * in glibc's arenas). */
+static void trim_idle(struct realm_server *s) {
+    bool ran = atomic_exchange(&s->ran_since_trim, false);
+    if (srv_backend_trim_idle(s->backend) > 0 || ran) malloc_trim(0);
+}
+
+/* The lowest address of the calling thread's stack that may be given back (above the guard). */
+static char *own_stack_floor(void) {
+    pthread_attr_t a;
+    void *addr = NULL;
+    size_t size = 0, guard = 0;
+    if (pthread_getattr_np(pthread_self(), &a) != 0) return NULL;
+    pthread_attr_getstack(&a, &addr, &size);
+    pthread_attr_getguardsize(&a, &guard);
+    pthread_attr_destroy(&a);
+    return addr ? (char *)addr + guard : NULL;
+}
+
+/* Gives back the stack pages below the current frame (less a margin): a guest that recursed
+ * to Wasmtime's stack limit (up to max_wasm_stack, 512 KiB) would otherwise leave them resident
+ * on this worker for good. Only the calling thread's own, unused stack is touched. */
+static void release_unused_stack(char *floor) {
+    if (!floor) return;
+    char here;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)floor + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)&here - STACK_KEEP) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 static void *worker_main(void *arg) {
     struct realm_server *s = arg;
+    char *stack_floor = own_stack_floor();
     for (;;) {
         pthread_mutex_lock(&s->qmu);
-        while (!s->qhead && !s->stop_workers) pthread_cond_wait(&s->qcv, &s->qmu);
+        while (!s->qhead && !s->stop_workers) {
+            struct timespec ts;
+            srv_deadline(&ts, TRIM_EVERY_S);
+            if (pthread_cond_timedwait(&s->qcv, &s->qmu, &ts) == ETIMEDOUT && srv_now() - s->last_trim >= TRIM_EVERY_S) {
+                s->last_trim = srv_now(); /* one idle worker per period does it */
+                pthread_mutex_unlock(&s->qmu);
+                trim_idle(s);
+                pthread_mutex_lock(&s->qmu);
+            }
+        }
         struct srv_job *j = s->qhead;
         if (!j) { /* stopping and nothing left */
             pthread_mutex_unlock(&s->qmu);
@@ -170,6 +224,8 @@ static void *worker_main(void *arg) {
         s->n_idle--;
         pthread_mutex_unlock(&s->qmu);
         run_job(s, j);
+        release_unused_stack(stack_floor);
+        atomic_store(&s->ran_since_trim, true);
         pthread_mutex_lock(&s->qmu);
         s->n_idle++;
         pthread_mutex_unlock(&s->qmu);
@@ -260,7 +316,7 @@ int realm_server_start(const struct realm_server_config *cfg, struct realm_serve
     s->listen_fd = -1;
     s->t_start = srv_now();
     pthread_mutex_init(&s->qmu, NULL);
-    pthread_cond_init(&s->qcv, NULL);
+    srv_cond_init(&s->qcv); /* the workers' idle waits are timed (trim_idle) */
     pthread_mutex_init(&s->live_mu, NULL);
     srv_cond_init(&s->live_cv);
     if ((rc = srv_tenants_init(&s->tenants, cfg, err))) goto fail;

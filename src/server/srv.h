@@ -165,6 +165,7 @@ struct srv_job {
     atomic_int refs;
     struct realm_sbx_request sreq; /* what the guest runs on; its cancel flag is the job's */
     atomic_bool client_gone;   /* the client left before its response ended (counted once) */
+    atomic_bool stalled;       /* cut because its reader stopped taking the stream (counted once) */
     struct realm_server *srv;
     struct srv_tenant *tenant;
     int64_t reserved;          /* tokens reserved at admission, settled when the guest is done */
@@ -211,6 +212,8 @@ struct realm_server {
     int n_workers;
     pthread_mutex_t qmu;
     pthread_cond_t qcv;
+    double last_trim;          /* when an idle worker last ran trim_idle (srv_now) */
+    atomic_bool ran_since_trim; /* a request ran since then */
     struct srv_job *qhead, *qtail;
     int32_t qlen;
     int32_t n_idle;            /* workers waiting for a job */
@@ -246,6 +249,9 @@ int srv_metrics_render(struct realm_server *s, struct srv_buf *b, const struct s
 int srv_job_submit(struct realm_server *s, struct srv_tenant *t, int64_t reserved, struct srv_request *req, int fd,
                    struct srv_job **out, struct srv_error *e);
 void srv_job_unref(struct srv_job *j);
+/* Counts j in realm_streams_stalled_total, once per job whichever side (emit back-pressure or
+ * the HTTP stall timer) noticed the stall. Any thread. */
+void srv_job_count_stall(struct srv_job *j);
 /* The HTTP response of an admitted job has completed (sent, failed or aborted). */
 void srv_reply_done(struct realm_server *s);
 

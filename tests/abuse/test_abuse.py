@@ -44,7 +44,7 @@ INIT_WALL_MS = 2000
 INIT_GEN_WALL_MS = 4000  # a-init's "hold" request
 TPM = 400
 PER_IP = 32
-SOLO_SETS = 3       # B's solo baseline: 36 requests
+SOLO_SETS = 5       # B's solo baseline: 60 requests (fewer made its p99, the yardstick, swing 113-139 ms between runs)
 ATTACK_SETS = 2     # B's sets during a short attack (24 requests); long attacks run more
 B_MAX_TOKENS = 16
 B_PROMPTS = ["What is the capital of France?", "Name a primary color.", "What is 2 + 2?",
@@ -553,7 +553,7 @@ def test_chat_format_16mib(ctx):
                 t0 = time.time()
                 r = completion(srv, key, "chat_format")
                 took.append(time.time() - t0)
-                expect_error(r, {400, 413, 422, 429, 500}, r"chat_format: ", row=row)  # the host's answer
+                expect_error(r, {400}, r"chat_format: .*max_input_bytes", row=row)  # a size limit: no retry
 
         under_attack(ctx, row, attack)
         row.update(a_charged_tokens=0, a_received_tokens=0,
@@ -635,8 +635,6 @@ def test_slowloris_from_another_ip(ctx):
         assert res["idle_left"] == 0, res
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 12 stays open): loopback socket buffers absorb a whole "
-                   "generation, so a client that never reads is not seen to stall before the stream ends")
 def test_streams_never_read(ctx):
     """Streams whose client never reads are cancelled after stream_stall_s; their slots and KV
     blocks are freed."""
@@ -812,9 +810,9 @@ def test_metrics_scoping(ctx):
 
 @pytest.mark.parametrize("tid,prompt,status,pattern", [
     ("a-forge", "forge", {200}, None),
-    ("a-bomb", "grow", {500, 507, 503}, r"memory|refused|limit"),
+    ("a-bomb", "grow", {500}, r"out of memory"),
     ("a-stack", "recurse", {500}, r"trap|stack"),
-    ("a-emit", "flood", {500, 413, 429, 400}, r"limit|output|emit"),
+    ("a-emit", "flood", {400}, r"emit: limit exceeded"),
 ], ids=["forged-handles", "memory-bomb", "stack-overflow", "emit-100MB"])
 def test_guest_faults(ctx, tid, prompt, status, pattern):
     """Forged handles are refused (the guest checks each answer and emits "ok"); a memory bomb,
@@ -882,8 +880,6 @@ def test_init_loop_in_running_server(ctx):
 
 # ---- afterwards ----
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 12 stays open): after the never-read streams the server's RSS "
-                   "ends about 1 percent above the 5 percent band")
 def test_resources_back_and_sigterm(ctx):
     """After every attack: RSS within 5% of the warm value (KV pool high-water excluded, see
     below), threads and fds back to their warm values; SIGTERM exits 0 within the grace."""
