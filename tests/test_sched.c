@@ -3,7 +3,8 @@
  * token history, so any lost, duplicated or reordered token shows. Checks: results equal a solo
  * run under concurrency; rows of a session are consecutive and in order; step and chunk limits;
  * fairness between a 32-session tenant and a 1-session tenant; the per-tenant share of a
- * contended step (tenant_share); cancellation; context limit;
+ * contended step (tenant_share); cancellation while a step runs (deterministic: the backend holds
+ * until the flag is set); context limit;
  * backend failure confined to its step; counters back to zero at the end.
  */
 #include "testutil.h"
@@ -43,6 +44,12 @@ struct fake {
     int share_a_max;        /* most A sessions in one step */
     int share_a_max_with_b; /* most A sessions in a step that also has B's row */
     int share_steps_with_b;
+    int share_b_max_with_a; /* most rows of B's session in a step that also has A's */
+    /* test_errors' cancellation: a step with a row of session hold_id (0: none) marks `holding`
+     * and does not return until *hold_until is set, so the flag is set while a step runs */
+    int hold_id;
+    const atomic_bool *hold_until;
+    atomic_bool holding;
 };
 
 static uint64_t mix(uint64_t h, int32_t tok) { return (h ^ (uint64_t)(tok + 1)) * 0x100000001b3ull; }
@@ -85,9 +92,17 @@ static int fake_forward(void *ctx, const struct realm_batch_row *rows, int32_t n
     if (b_rows) {
         f->share_steps_with_b++;
         if (a_rows > f->share_a_max_with_b) f->share_a_max_with_b = a_rows;
+        if (a_rows && b_rows > f->share_b_max_with_a) f->share_b_max_with_a = b_rows;
     }
     if (f->trip && atomic_fetch_sub(&f->trip_steps, 1) == 1) atomic_store(f->trip, true);
+    bool hold = false;
+    for (int32_t i = 0; i < n && f->hold_until; i++)
+        hold |= ((struct fake_sess *)rows[i].session)->id == f->hold_id;
     pthread_mutex_unlock(&f->mu);
+    if (hold) {
+        atomic_store(&f->holding, true);
+        while (!atomic_load(f->hold_until)) usleep(100);
+    }
     usleep(200); /* a step takes time, so that callers pile up */
     return REALM_OK;
 }
@@ -217,11 +232,13 @@ static void test_fairness(void) {
     CHECKF(b >= a_per_session / 2, "B got %.0f tokens, A's sessions %.1f each", b, a_per_session);
 }
 
-/* tenant_share 1: A (4 sessions, decode only) alone gets batched steps; once B (1 session) also
- * has work, a step carries at most one of A's requests beside B's, and B gets about as many
+/* tenant_share 1, contended_prefill 3: A (4 sessions, decode only) alone gets batched steps;
+ * once B (1 session, a 20-token prompt) also has work, a step carries at most one of A's
+ * requests beside B's, B's prompt goes in chunks of at most 3 rows, and B gets about as many
  * tokens as all of A's sessions together (without the cap: about as many as each of them). */
 static void test_tenant_share(const struct realm_sched_backend *be) {
-    struct realm_sched_params p = {.max_batch_tokens = MAXB, .prefill_chunk = CHUNK, .tenant_share = 1};
+    struct realm_sched_params p = {
+        .max_batch_tokens = MAXB, .prefill_chunk = CHUNK, .tenant_share = 1, .contended_prefill = 3};
     struct realm_sched *saved = g_s;
     struct realm_err err;
     CHECK(realm_sched_new(be, &p, &g_s, &err) == REALM_OK);
@@ -239,7 +256,7 @@ static void test_tenant_share(const struct realm_sched_backend *be) {
     int64_t a_before = 0;
     for (int i = 200; i < 204; i++) a_before += g_fake.rows_by_tenant_sess[i % 64];
     pthread_mutex_unlock(&g_fake.mu);
-    w[NA] = (struct worker){.tenant = 301, .sess = {.id = 210, .n_ctx = 1 << 20}, .stop = &stop_b};
+    w[NA] = (struct worker){.tenant = 301, .sess = {.id = 210, .n_ctx = 1 << 20}, .prompt = 20, .stop = &stop_b};
     pthread_create(&th[NA], NULL, worker_main, &w[NA]);
     usleep(200 * 1000);
     atomic_store(&stop_b, true);
@@ -258,11 +275,16 @@ static void test_tenant_share(const struct realm_sched_backend *be) {
     CHECKF(alone_max > 1, "a tenant alone was capped (at most %d rows a step)", alone_max);
     CHECK(g_fake.share_steps_with_b > 10);
     CHECKF(g_fake.share_a_max_with_b <= 1, "%d of A's requests shared a step with B's", g_fake.share_a_max_with_b);
+    CHECKF(g_fake.share_b_max_with_a == 3, "B's prompt went in chunks of up to %d rows beside A (cap 3)",
+           g_fake.share_b_max_with_a);
     CHECKF(b >= (double)a_with_b / 2, "B got %.0f tokens while A's sessions got %lld together", b,
            (long long)a_with_b);
     realm_sched_free(g_s);
     g_s = saved;
     p.tenant_share = -1;
+    CHECK(realm_sched_new(be, &p, &g_s, &err) == REALM_E_INVALID);
+    p.tenant_share = 1;
+    p.contended_prefill = -1;
     CHECK(realm_sched_new(be, &p, &g_s, &err) == REALM_E_INVALID);
     g_s = saved;
 }
@@ -297,16 +319,28 @@ static void test_errors(void) {
     CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 10, logits, NULL, &err) == REALM_OK);
     CHECK_EQ_INT(s.len, 10);
 
-    /* cancellation mid-prefill: at most the chunks run before the flag was seen stay */
+    /* cancellation mid-prefill, set by another thread while the first step runs: the backend
+     * holds in that step until the flag is set, so the scheduler must see it before the second
+     * chunk; the one chunk that ran stays (this backend cannot rewind) */
     struct cancel_arg c = {.sess = {.id = 91, .n_ctx = 1000}};
     atomic_store(&g_fake.fail_token, -2);
-    pthread_t th;
     atomic_store(&c.cancel, false);
+    atomic_store(&g_fake.holding, false);
+    pthread_mutex_lock(&g_fake.mu);
+    g_fake.hold_id = 91;
+    g_fake.hold_until = &c.cancel;
+    pthread_mutex_unlock(&g_fake.mu);
+    pthread_t th;
     pthread_create(&th, NULL, cancel_main, &c);
-    usleep(500);
+    while (!atomic_load(&g_fake.holding)) usleep(100);
     atomic_store(&c.cancel, true);
     pthread_join(th, NULL);
-    CHECKF(c.rc == REALM_E_CANCELLED || (c.rc == REALM_OK && c.sess.len == 60), "rc %d len %d", c.rc, c.sess.len);
+    pthread_mutex_lock(&g_fake.mu);
+    g_fake.hold_until = NULL;
+    pthread_mutex_unlock(&g_fake.mu);
+    CHECKF(c.rc == REALM_E_CANCELLED, "rc %d after %d tokens", c.rc, c.sess.len);
+    CHECKF(c.sess.len > 0 && c.sess.len < 60, "%d of 60 tokens ran", c.sess.len);
+    CHECK_EQ_INT(c.sess.len, CHUNK); /* exactly the held step's chunk */
     tu_log("cancel: rc %d after %d tokens", c.rc, c.sess.len);
     atomic_bool pre = true;
     struct fake_sess s3 = {.id = 93, .n_ctx = 10};

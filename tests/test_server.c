@@ -58,7 +58,7 @@ static void test_config(void) {
         /* secure defaults: /metrics needs a key, per-IP and read limits on, max_tokens never unbounded */
         CHECK(!c->metrics_public && c->n_admin_keys == 0 && c->max_connections_per_ip == 32);
         CHECK(c->read_timeout_s == 30.0 && c->stream_stall_s == 30.0 && c->default_max_tokens == 2048);
-        CHECK(c->tenant_step_share == 1); /* per-tenant fairness in batched steps is on */
+        CHECK(c->tenant_step_share == 1 && c->contended_prefill_rows == 8); /* fairness in batched steps is on */
         struct realm_err err = {0};
         CHECK(realm_server_config_check(c, &err) == REALM_OK);
         realm_server_config_free(c);
@@ -76,6 +76,7 @@ static void test_config(void) {
     parse("{\"max_connections_per_ip\": 0}", REALM_E_FORMAT, "max_connections_per_ip");
     parse("{\"default_max_tokens\": 0}", REALM_E_FORMAT, "default_max_tokens");
     parse("{\"tenant_step_share\": -1}", REALM_E_FORMAT, "tenant_step_share");
+    parse("{\"contended_prefill_rows\": 5000}", REALM_E_FORMAT, "contended_prefill_rows");
     parse("{\"admin_key_hashes\": [\"abc\"]}", REALM_E_FORMAT, "64 hex");
     parse("{\"admin_key_hashes\": \"" HASH_A "\"}", REALM_E_FORMAT, "admin_key_hashes");
     parse("{\"tenants\": [{\"id\": \"a\", \"limits\": {\"generate_wall_ms\": -1}}]}", REALM_E_FORMAT, "generate_wall_ms");

@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "realm/alloc.h"
+#include "realm/json.h"
 #include "realm/err.h"
 
 static void *free_in_thread(void *p) {
@@ -146,8 +147,21 @@ static void test_budgets(void) {
     CHECK_EQ_INT(realm_alloc_bytes_in_use(), base);
 }
 
+/* The pre-parse bound of JSON values: exact for plain containers, strings and escapes honoured,
+ * capped at max + 1. */
+static void test_json_values_bound(void) {
+    CHECK_EQ_INT(realm_json_values_bound("1", 1, 100), 1);
+    CHECK_EQ_INT(realm_json_values_bound("[1,2,3]", 7, 100), 4);
+    CHECK_EQ_INT(realm_json_values_bound("{\"a\":[1,{\"b\":2}]}", 17, 100), 5);
+    CHECK_EQ_INT(realm_json_values_bound("[\"a,b[{\"]", 9, 100), 2);        /* inside a string */
+    CHECK_EQ_INT(realm_json_values_bound("[\"a\\\",b\",1]", 11, 100), 3); /* an escaped quote */
+    CHECK_EQ_INT(realm_json_values_bound("[1,1,1,1,1,1]", 13, 3), 4);     /* capped */
+    CHECK_EQ_INT(realm_json_values_bound("", 0, 10), 1);
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
+    test_json_values_bound();
     CHECK(!strcmp(realm_strerror(REALM_OK), "ok"));
     CHECK(!strcmp(realm_strerror(REALM_E_BAD_HANDLE), "bad handle"));
     CHECK(!strcmp(realm_strerror(12345), "unknown error"));

@@ -59,6 +59,10 @@ struct realm_sched_params {
      * the others. A tenant alone is never capped. 0: no cap (one request per tenant per
      * round-robin pass until the step is full). */
     int32_t tenant_share;
+    /* Prefill rows a step may carry in all while more than one tenant has work (decode rows are
+     * not counted): bounds how much one tenant's prompt lengthens the steps every other tenant's
+     * next token waits for, at the price of slower prefill under contention. 0: no cap. */
+    int32_t contended_prefill;
 };
 
 /* Starts the scheduler thread. Ownership: returns owned (*out; realm_sched_free).

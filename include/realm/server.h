@@ -63,6 +63,10 @@ struct realm_tenant_spec {
     struct realm_tenant_limits limits;
 };
 
+/* Whether tenant t may use the configured model `name` — the one place this is decided (the
+ * OpenAI routes ask it; the sandbox enforces the same list, handed over at instance creation). */
+bool realm_tenant_may_use(const struct realm_tenant_spec *t, const char *name);
+
 struct realm_server_config {
     char *host;                /* bind address; default "127.0.0.1" */
     uint16_t port;             /* default 8080; 0: any free port (see realm_server_port) */
@@ -86,6 +90,9 @@ struct realm_server_config {
     int32_t tenant_step_share; /* while several tenants have work, the requests one tenant puts in a
                                   batched step (realm_sched_params.tenant_share); 0: no cap;
                                   default 1 */
+    int32_t contended_prefill_rows; /* while several tenants have work, the prompt rows a batched step
+                                       carries in all (realm_sched_params.contended_prefill); 0: no
+                                       cap; default 8 */
     int64_t kv_memory_bytes;   /* paged KV pool per model (blocks shared by every tenant's
                                   sessions); default 1 GiB */
     struct realm_model_spec *models;

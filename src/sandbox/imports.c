@@ -19,6 +19,7 @@
 #include <sys/random.h>
 
 #include "realm/alloc.h"
+#include "realm/json.h"
 #include "realm/log.h"
 #include "sandbox/sandbox.h"
 
@@ -99,27 +100,6 @@ static bool input_too_long(struct realm_sbx_tenant *t, const char *what, int32_t
     snprintf(t->host_msg, sizeof t->host_msg, "%s: input of %d bytes exceeds max_input_bytes (%llu)",
              what, len, (unsigned long long)max);
     return true;
-}
-
-/* An upper bound on the values in JSON text, in one pass without allocating: the root, one per
- * ',' and one per '[' / '{' outside strings (a container's first element follows its opener,
- * every other one a comma). Escapes are honoured so that '\"' does not end a string. Stops
- * counting once past `max`. */
-static uint64_t json_values_bound(const uint8_t *p, size_t n, uint64_t max) {
-    uint64_t count = 1;
-    bool in_str = false;
-    for (size_t i = 0; i < n && count <= max; i++) {
-        uint8_t c = p[i];
-        if (in_str) {
-            if (c == '\\') i++;
-            else if (c == '"') in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == ',' || c == '[' || c == '{') {
-            count++;
-        }
-    }
-    return count;
 }
 
 /* ---- the imports ---- */
@@ -296,7 +276,7 @@ static int64_t read_messages(struct realm_sbx_tenant *t, const char *what, const
     /* cJSON builds one ~64-byte node per value on the host: "[1,1,...]" of 4 MiB would be 2 M
      * nodes outside the guest's memory cap, so count first */
     uint64_t max_values = t->host->cfg.max_json_values;
-    if (json_values_bound(json, (size_t)len, max_values) > max_values) {
+    if (realm_json_values_bound(json, (size_t)len, max_values) > max_values) {
         snprintf(t->host_msg, sizeof t->host_msg, "%s: more than %llu JSON values (max_json_values)",
                  what, (unsigned long long)max_values);
         return REALM_E_LIMIT;

@@ -13,6 +13,8 @@
  * While more than one tenant has work, a tenant stops getting passes once it has tenant_share
  * requests in the step (both phases together): step time grows with rows, so without the cap a
  * tenant with many concurrent requests would slow every other tenant's tokens by that factor.
+ * For the same reason the prefill rows of such a step are capped at contended_prefill in all: on
+ * a compute-bound host a 32-row chunk makes the step several times longer for everyone in it.
  * A request contributes at most one contiguous run of rows per step, so rows of a session are
  * consecutive and in order, as the engine requires.
  *
@@ -268,13 +270,17 @@ static int32_t collect(struct realm_sched *s) {
     int32_t budget = s->p.max_batch_tokens, n_rows = 0;
     s->n_step_reqs = 0;
     for (int32_t k = 0; k < s->ring_len; k++) s->tenants[s->ring[k]].in_step = 0;
-    int32_t share = s->ring_len > 1 && s->p.tenant_share > 0 ? s->p.tenant_share : INT32_MAX;
+    bool contended = s->ring_len > 1;
+    int32_t share = contended && s->p.tenant_share > 0 ? s->p.tenant_share : INT32_MAX;
     for (int phase = 0; phase < 2; phase++) {
         bool decode = phase == 0;
         bool progress = true;
-        while (progress && n_rows < budget) {
+        int32_t limit = budget; /* this phase fills the step up to here */
+        if (!decode && contended && s->p.contended_prefill > 0 && n_rows + s->p.contended_prefill < budget)
+            limit = n_rows + s->p.contended_prefill;
+        while (progress && n_rows < limit) {
             progress = false;
-            for (int32_t k = 0; k < s->ring_len && n_rows < budget; k++) {
+            for (int32_t k = 0; k < s->ring_len && n_rows < limit; k++) {
                 struct tenant_q *t = &s->tenants[s->ring[(s->ring_start + k) % s->ring_len]];
                 if (t->in_step >= share) continue;
                 struct req *r = next_candidate(t, decode);
@@ -282,7 +288,7 @@ static int32_t collect(struct realm_sched *s) {
                 t->in_step++;
                 int32_t want = decode ? 1 : r->n - r->done;
                 if (!decode && want > s->p.prefill_chunk) want = s->p.prefill_chunk;
-                if (want > budget - n_rows) want = budget - n_rows;
+                if (want > limit - n_rows) want = limit - n_rows;
                 take(s, r, want, &n_rows);
                 progress = true; /* taken or refused: either way r is out of this step */
             }
@@ -407,17 +413,18 @@ static void free_state(struct realm_sched *s) {
 
 int realm_sched_new(const struct realm_sched_backend *backend, const struct realm_sched_params *params,
                     struct realm_sched **out, struct realm_err *err) {
-    struct realm_sched_params p = {64, 32, 0};
+    struct realm_sched_params p = {64, 32, 0, 0};
     if (params) {
         if (params->max_batch_tokens) p.max_batch_tokens = params->max_batch_tokens;
         if (params->prefill_chunk) p.prefill_chunk = params->prefill_chunk;
         p.tenant_share = params->tenant_share;
+        p.contended_prefill = params->contended_prefill;
     }
     if (!backend || !backend->forward || !backend->room || backend->n_vocab < 1 || p.max_batch_tokens < 1 ||
-        p.prefill_chunk < 1 || p.tenant_share < 0)
+        p.prefill_chunk < 1 || p.tenant_share < 0 || p.contended_prefill < 0)
         return realm_err_set(err, REALM_E_INVALID, "sched: invalid backend or parameters (max_batch_tokens %d, "
-                             "prefill_chunk %d, tenant_share %d)", p.max_batch_tokens, p.prefill_chunk,
-                             p.tenant_share);
+                             "prefill_chunk %d, tenant_share %d, contended_prefill %d)", p.max_batch_tokens,
+                             p.prefill_chunk, p.tenant_share, p.contended_prefill);
     struct realm_sched *s = realm_calloc(1, sizeof *s);
     if (!s) return realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
     s->be = *backend;

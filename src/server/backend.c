@@ -114,7 +114,8 @@ static int load_model(struct srv_backend *b, size_t i, struct realm_err *err) {
               ks.n_blocks, KV_BLOCK_TOKENS, (long long)(b->cfg->kv_memory_bytes >> 20));
     struct realm_sched_backend sb = realm_sched_backend_engine(m->engine, m->model);
     struct realm_sched_params sp = {.max_batch_tokens = MAX_BATCH, .prefill_chunk = PREFILL_CHUNK,
-                                    .tenant_share = b->cfg->tenant_step_share};
+                                    .tenant_share = b->cfg->tenant_step_share,
+                                    .contended_prefill = b->cfg->contended_prefill_rows};
     if ((rc = realm_sched_new(&sb, &sp, &m->sched, err))) return rc;
     struct realm_sbx_model_desc d = {
         .name = spec->name,
@@ -405,6 +406,10 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
     pthread_mutex_unlock(&p->mu);
     realm_sbx_tenant_free(inst); /* only when the idle list is full */
     return rc;
+}
+
+const struct realm_tokenizer *srv_backend_tokenizer(struct srv_backend *b, size_t model) {
+    return b->models[model].tok;
 }
 
 int32_t srv_backend_trim_idle(struct srv_backend *b) {

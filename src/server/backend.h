@@ -70,6 +70,9 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
  * Any thread; cheap when there is nothing to free. Returns how many were freed. */
 int32_t srv_backend_trim_idle(struct srv_backend *b);
 
+/* The tokenizer of cfg->models[model] (borrowed; lives as long as the backend). Any thread. */
+const struct realm_tokenizer *srv_backend_tokenizer(struct srv_backend *b, size_t model);
+
 /* A snapshot of the scheduler / KV / instance counters (fields it cannot know stay false). */
 void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out);
 /* Host memory tenant cfg->tenants[tenant]'s guests hold through imports now, and how many host

@@ -44,6 +44,7 @@ int realm_server_config_new(struct realm_server_config **out) {
     c->metrics_public = false;
     c->max_connections_per_ip = 32;
     c->tenant_step_share = 1;
+    c->contended_prefill_rows = 8;
     c->read_timeout_s = 30.0;
     c->stream_stall_s = 30.0;
     c->default_max_tokens = 2048;
@@ -369,13 +370,21 @@ static int parse_admin_keys(struct realm_server_config *c, const cJSON *keys, st
     return REALM_OK;
 }
 
+bool realm_tenant_may_use(const struct realm_tenant_spec *t, const char *name) {
+    if (t->all_models) return true;
+    for (size_t i = 0; i < t->n_models; i++)
+        if (!strcmp(t->models[i], name)) return true;
+    return false;
+}
+
 int realm_server_config_parse(const char *json, size_t len, const char *base_dir, struct realm_server_config **out,
                               struct realm_err *err) {
     static const char *const known[] = {"host", "port", "max_body_bytes", "max_inflight", "max_queue",
                                         "max_connections", "shutdown_grace_s", "default_guest", "metrics_public",
                                         "models", "tenants", "kv_memory_mb", "admin_key_hashes",
                                         "max_connections_per_ip", "read_timeout_s", "stream_stall_s",
-                                        "default_max_tokens", "tenant_step_share", NULL};
+                                        "default_max_tokens", "tenant_step_share",
+                                        "contended_prefill_rows", NULL};
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
@@ -397,7 +406,7 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
     const char *host = NULL, *dg = NULL;
     int64_t port = c->port, body = (int64_t)c->max_body_bytes, infl = c->max_inflight, q = c->max_queue,
             conns = c->max_connections, kvmb = c->kv_memory_bytes >> 20, per_ip = c->max_connections_per_ip,
-            dmt = c->default_max_tokens, share = c->tenant_step_share;
+            dmt = c->default_max_tokens, share = c->tenant_step_share, cpre = c->contended_prefill_rows;
     if ((rc = get_string(root, "host", &host, "top level", err)) ||
         (rc = get_string(root, "default_guest", &dg, "top level", err)) ||
         (rc = get_int(root, "port", 0, 65535, &port, "top level", err)) ||
@@ -409,6 +418,7 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
         (rc = get_int(root, "max_connections_per_ip", 1, 65536, &per_ip, "top level", err)) ||
         (rc = get_int(root, "default_max_tokens", 1, 1 << 30, &dmt, "top level", err)) ||
         (rc = get_int(root, "tenant_step_share", 0, 4096, &share, "top level", err)) ||
+        (rc = get_int(root, "contended_prefill_rows", 0, 4096, &cpre, "top level", err)) ||
         (rc = get_seconds(root, "read_timeout_s", 1, 3600, &c->read_timeout_s, err)) ||
         (rc = get_seconds(root, "stream_stall_s", 1, 3600, &c->stream_stall_s, err)) ||
         (rc = get_seconds(root, "shutdown_grace_s", 0, 3600, &c->shutdown_grace_s, err)) ||
@@ -417,6 +427,7 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
     c->max_connections_per_ip = (int32_t)per_ip;
     c->default_max_tokens = (int32_t)dmt;
     c->tenant_step_share = (int32_t)share;
+    c->contended_prefill_rows = (int32_t)cpre;
     c->kv_memory_bytes = kvmb << 20;
     c->port = (uint16_t)port;
     c->max_body_bytes = (size_t)body;

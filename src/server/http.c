@@ -146,141 +146,6 @@ static bool wait_job(struct srv_job *j, bool first_output) {
     return true;
 }
 
-/* ---- generation responses ---- */
-
-static const char *finish_text(const struct srv_job *j) {
-    if (j->result.finish_reason == REALM_ABI_FINISH_LENGTH) return "length";
-    if (j->result.status == REALM_E_CONTEXT_FULL) return "length";
-    return "stop";
-}
-
-/* Maps a failed generation (nothing sent yet) to an HTTP error. */
-static void gen_error(const struct srv_job *j, struct srv_error *e) {
-    const struct srv_gen_result *r = &j->result;
-    const char *msg = r->message[0] ? r->message : realm_strerror(r->status);
-    switch (r->status) {
-    case REALM_E_CONTEXT_FULL:
-        srv_error_set(e, 400, "invalid_request_error", "context_length_exceeded", "messages",
-                      "The prompt is longer than the model's context: %s", msg);
-        break;
-    case REALM_E_INVALID:
-    case REALM_E_RANGE:
-    case REALM_E_FORMAT:
-        srv_error_set(e, 400, "invalid_request_error", NULL, NULL, "Invalid request: %s", msg);
-        break;
-    case REALM_E_NOT_FOUND:
-        srv_error_set(e, 404, "invalid_request_error", "model_not_found", "model", "%s", msg);
-        break;
-    case REALM_E_PERMISSION:
-        srv_error_set(e, 403, "permission_error", NULL, NULL, "%s", msg);
-        break;
-    case REALM_E_KV_FULL:
-        /* the KV pool says which: the tenant's own block quota (429, like its other limits) or
-         * the shared pool exhausted by everyone (503) */
-        if (strstr(msg, "pool exhausted")) { /* no figures: the pool's use is everyone's business */
-            srv_error_set(e, 503, "server_error", "server_overloaded", NULL,
-                          "The KV cache is full (pool exhausted); retry shortly.");
-        } else {
-            srv_error_set(e, 429, "requests", "rate_limit_exceeded", NULL, "Tenant KV cache quota reached: %s",
-                          msg);
-        }
-        e->retry_after = 1;
-        break;
-    case REALM_E_LIMIT:
-        /* a per-request size limit of the sandbox (output bytes, input to tokenize/chat_format,
-         * context, sessions): the same request would fail again, so no 429 + Retry-After (that
-         * invites automatic retries); the tenant's rate limits are refused at admission */
-        srv_error_set(e, 400, "invalid_request_error", "limit_exceeded", NULL, "A per-request limit was exceeded: %s",
-                      msg);
-        break;
-    case REALM_E_BUSY:
-        srv_error_set(e, 503, "server_error", "server_overloaded", NULL, "The server is busy: %s", msg);
-        e->retry_after = 1;
-        break;
-    case REALM_E_CANCELLED:
-        srv_error_set(e, 503, "server_error", "cancelled", NULL, "The request was cancelled: %s", msg);
-        break;
-    default:
-        srv_error_set(e, 500, "server_error", NULL, NULL, "The tenant's guest failed: %s: %s",
-                      realm_strerror(r->status), msg);
-    }
-}
-
-/* What the tenant was charged for this request (the same numbers reach /metrics). */
-static int usage_json(struct srv_buf *b, const struct srv_job *j) {
-    long long p = j->result.prompt_tokens > 0 ? (long long)j->result.prompt_tokens : 0;
-    long long c = j->result.completion_tokens > 0 ? (long long)j->result.completion_tokens : 0;
-    return srv_buf_printf(b, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}", p, c,
-                          p + c);
-}
-
-static int head_json(struct srv_buf *b, const struct srv_job *j, const char *object) {
-    const char *model = j->srv->cfg->models[j->req.model].name;
-    return srv_buf_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", j->id, object,
-                          (long long)j->created) ||
-           srv_buf_json_string(b, model, strlen(model)) || srv_buf_puts(b, ",\"system_fingerprint\":\"realm\"");
-}
-
-static int full_json(struct srv_buf *b, const struct srv_job *j) {
-    const char *text = j->pending.data ? j->pending.data : "";
-    size_t n = j->pending.len;
-    int rc;
-    if (j->req.kind == SRV_CHAT)
-        rc = head_json(b, j, "chat.completion") ||
-             srv_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":") ||
-             srv_buf_json_string(b, text, n) ||
-             srv_buf_printf(b, ",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":",
-                            finish_text(j));
-    else
-        rc = head_json(b, j, "text_completion") || srv_buf_puts(b, ",\"choices\":[{\"text\":") ||
-             srv_buf_json_string(b, text, n) ||
-             srv_buf_printf(b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":", finish_text(j));
-    return rc || usage_json(b, j) || srv_buf_puts(b, "}\n");
-}
-
-/* One SSE event carrying text (or, with finish != NULL, the final choice). */
-static int sse_chunk(struct srv_buf *b, const struct srv_job *j, const char *text, size_t n, const char *finish,
-                     bool role) {
-    bool chat = j->req.kind == SRV_CHAT;
-    int rc = srv_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion");
-    if (chat) {
-        rc = rc || srv_buf_puts(b, ",\"choices\":[{\"index\":0,\"delta\":{");
-        if (role) rc = rc || srv_buf_puts(b, "\"role\":\"assistant\",\"content\":\"\"");
-        else if (!finish) rc = rc || srv_buf_puts(b, "\"content\":") || srv_buf_json_string(b, text, n);
-        rc = rc || srv_buf_puts(b, "},\"logprobs\":null,\"finish_reason\":");
-    } else {
-        rc = rc || srv_buf_puts(b, ",\"choices\":[{\"text\":") || srv_buf_json_string(b, finish ? "" : text, finish ? 0 : n) ||
-             srv_buf_puts(b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":");
-    }
-    rc = rc || (finish ? srv_buf_printf(b, "\"%s\"", finish) : srv_buf_puts(b, "null")) || srv_buf_puts(b, "}]");
-    if (j->req.include_usage) rc = rc || srv_buf_puts(b, ",\"usage\":null");
-    return rc || srv_buf_puts(b, "}\n\n");
-}
-
-/* The end of a stream: the final choice, usage (if asked), an error event if the guest failed
- * after output started, then [DONE]. Caller holds j->mu. */
-static int sse_trailer(struct srv_buf *b, const struct srv_job *j) {
-    int rc = 0;
-    const struct srv_gen_result *r = &j->result;
-    if (r->status != REALM_OK && r->status != REALM_E_CONTEXT_FULL) {
-        struct srv_error e;
-        gen_error(j, &e);
-        size_t len;
-        char *body = srv_error_json(&e, &len);
-        if (!body) return REALM_E_NOMEM;
-        rc = srv_buf_puts(b, "data: ") || srv_buf_append(b, body, len) || srv_buf_puts(b, "\n\n");
-        realm_free(body);
-        return rc || srv_buf_puts(b, "data: [DONE]\n\n");
-    }
-    rc = sse_chunk(b, j, NULL, 0, finish_text(j), false);
-    if (j->req.include_usage) {
-        bool chat = j->req.kind == SRV_CHAT;
-        rc = rc || srv_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion") ||
-             srv_buf_puts(b, ",\"choices\":[],\"usage\":") || usage_json(b, j) || srv_buf_puts(b, "}\n\n");
-    }
-    return rc || srv_buf_puts(b, "data: [DONE]\n\n");
-}
-
 /* A stream's client must take what it is sent within stream_stall_s: MHD's inactivity timer
  * (which only runs while MHD itself waits to write) is restarted for each chunk handed over —
  * setting it from 0 restarts it — so time spent waiting for the guest never counts, and a client
@@ -313,7 +178,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
         if (j->sse_phase == 3) return MHD_CONTENT_READER_END_OF_STREAM;
         if (j->sse_phase == 0 && j->req.kind == SRV_CHAT) {
             j->sse_phase = 1;
-            if (sse_chunk(&j->sse, j, NULL, 0, NULL, true)) goto fail;
+            if (srv_openai_chunk(&j->sse, j, NULL, 0, NULL, true)) goto fail;
             continue;
         }
         j->sse_phase = j->sse_phase ? j->sse_phase : 1;
@@ -323,11 +188,11 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
         pthread_mutex_lock(&j->mu);
         int rc = 0;
         if (j->pending.len > 0) {
-            rc = sse_chunk(&j->sse, j, j->pending.data, j->pending.len, NULL, false);
+            rc = srv_openai_chunk(&j->sse, j, j->pending.data, j->pending.len, NULL, false);
             srv_buf_reset(&j->pending);
             pthread_cond_broadcast(&j->cv); /* wakes an emit waiting on back-pressure */
         } else { /* done */
-            rc = sse_trailer(&j->sse, j);
+            rc = srv_openai_trailer(&j->sse, j);
             j->sse_phase = 3;
         }
         pthread_mutex_unlock(&j->mu);
@@ -452,7 +317,7 @@ static enum MHD_Result route_generate(struct realm_server *s, struct http_req *h
     pthread_mutex_unlock(&j->mu);
     if (!j->req.stream) MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, read_timeout(s));
     if (failed_early) { /* nothing was produced: a proper HTTP error */
-        gen_error(j, &e);
+        srv_openai_error(j, &e);
         return send_error(s, hr, c, &e);
     }
     if (j->req.stream) return start_stream(s, hr, c, j);
@@ -460,27 +325,15 @@ static enum MHD_Result route_generate(struct realm_server *s, struct http_req *h
 
     /* non-streamed: the job is done */
     if (j->result.status != REALM_OK && j->result.status != REALM_E_CONTEXT_FULL) {
-        gen_error(j, &e);
+        srv_openai_error(j, &e);
         return send_error(s, hr, c, &e);
     }
     struct srv_buf b = {0};
-    if (full_json(&b, j)) {
+    if (srv_openai_response(&b, j)) {
         srv_buf_free(&b);
         return MHD_NO;
     }
     return send_buf(s, hr, c, 200, &b, "application/json");
-}
-
-static int model_json(struct srv_buf *b, const struct realm_model_spec *m, int64_t created) {
-    return srv_buf_puts(b, "{\"id\":") || srv_buf_json_string(b, m->name, strlen(m->name)) ||
-           srv_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"realm\"}", (long long)created);
-}
-
-static bool tenant_may(const struct realm_tenant_spec *t, const char *model) {
-    if (t->all_models) return true;
-    for (size_t i = 0; i < t->n_models; i++)
-        if (!strcmp(t->models[i], model)) return true;
-    return false;
 }
 
 static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
@@ -494,8 +347,8 @@ static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr,
     if (one) {
         for (size_t i = 0; i < s->cfg->n_models; i++) {
             const struct realm_model_spec *m = &s->cfg->models[i];
-            if (!strcmp(m->name, one) && tenant_may(t->spec, m->name)) {
-                if (model_json(&b, m, created) || srv_buf_puts(&b, "\n")) break;
+            if (!strcmp(m->name, one) && realm_tenant_may_use(t->spec, m->name)) {
+                if (srv_openai_model(&b, m, created) || srv_buf_puts(&b, "\n")) break;
                 return send_buf(s, hr, c, 200, &b, "application/json");
             }
         }
@@ -508,8 +361,8 @@ static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr,
     bool first = true;
     for (size_t i = 0; i < s->cfg->n_models && !rc; i++) {
         const struct realm_model_spec *m = &s->cfg->models[i];
-        if (!tenant_may(t->spec, m->name)) continue;
-        rc = (!first && srv_buf_puts(&b, ",")) || model_json(&b, m, created);
+        if (!realm_tenant_may_use(t->spec, m->name)) continue;
+        rc = (!first && srv_buf_puts(&b, ",")) || srv_openai_model(&b, m, created);
         first = false;
     }
     if (rc || srv_buf_puts(&b, "]}\n")) {
@@ -542,12 +395,33 @@ static enum MHD_Result route_metrics(struct realm_server *s, struct http_req *hr
     return send_buf(s, hr, c, 200, &b, "text/plain; version=0.0.4; charset=utf-8");
 }
 
+static const struct realm_tokenizer *tokenizer_of(void *ctx, size_t model) {
+    return srv_backend_tokenizer(ctx, model);
+}
+
+/* POST /tokenize, /detokenize: host work on the connection's thread, bounded by max_body_bytes
+ * (no tokens are generated, so nothing is charged against tokens_per_minute). */
+static enum MHD_Result route_tokenize(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
+                                      bool detokenize) {
+    struct srv_error e;
+    if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
+    struct srv_buf b = {0};
+    const char *body = hr->body.data ? hr->body.data : "";
+    if (srv_tokenize(s->cfg, hr->tenant->spec, tokenizer_of, s->backend, detokenize, body, hr->body.len, &b, &e)) {
+        srv_buf_free(&b);
+        return send_error(s, hr, c, &e);
+    }
+    return send_buf(s, hr, c, 200, &b, "application/json");
+}
+
 static enum srv_endpoint endpoint_of(const char *url) {
     if (!strcmp(url, "/v1/chat/completions")) return SRV_EP_CHAT;
     if (!strcmp(url, "/v1/completions")) return SRV_EP_COMPLETIONS;
     if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) return SRV_EP_MODELS;
     if (!strcmp(url, "/health")) return SRV_EP_HEALTH;
     if (!strcmp(url, "/metrics")) return SRV_EP_METRICS;
+    if (!strcmp(url, "/tokenize")) return SRV_EP_TOKENIZE;
+    if (!strcmp(url, "/detokenize")) return SRV_EP_DETOKENIZE;
     return SRV_EP_OTHER;
 }
 
@@ -576,6 +450,10 @@ static enum MHD_Result route(struct realm_server *s, struct http_req *hr, struct
     case SRV_EP_METRICS:
         if (!get) return method_not_allowed(s, hr, c, method, url);
         return route_metrics(s, hr, c);
+    case SRV_EP_TOKENIZE:
+    case SRV_EP_DETOKENIZE:
+        if (!post) return method_not_allowed(s, hr, c, method, url);
+        return route_tokenize(s, hr, c, hr->ep == SRV_EP_DETOKENIZE);
     default: {
         struct srv_error e;
         srv_error_set(&e, 404, "invalid_request_error", "not_found", NULL, "Unknown request URL: %.16s %.200s.", method,

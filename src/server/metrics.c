@@ -29,7 +29,7 @@ void srv_hist_observe(struct srv_hist *h, double s) {
 
 static const int g_codes[SRV_CODES_N - 1] = {200, 400, 401, 403, 404, 405, 413, 429, 499, 500, 503};
 static const char *const g_ep_names[SRV_EP_COUNT] = {"chat_completions", "completions", "models",
-                                                     "health", "metrics", "other"};
+                                                     "health", "metrics", "tokenize", "detokenize", "other"};
 
 void srv_metrics_http(struct srv_metrics *m, enum srv_endpoint ep, int status) {
     int i = 0;

@@ -16,6 +16,9 @@
 #include <cjson/cJSON.h>
 
 #include "realm/alloc.h"
+#include "realm/json.h"
+#include "realm/tokenizer.h"
+#include "realm/utf8.h"
 #include "realm/status.h"
 #include "server/srv.h"
 
@@ -23,6 +26,8 @@
 #define MAX_STOP_LEN 256 /* the default guest's limit */
 #define MAX_LOGIT_BIAS 1024
 #define INVALID "invalid_request_error"
+/* JSON values a request body may hold (cJSON spends ~64 bytes of host memory on each) */
+#define MAX_JSON_VALUES 65536
 
 /* a 400 naming the parameter; fmt is always a literal with one %s (the parameter) */
 #define bad(e, param, fmt, a) srv_error_set(e, 400, INVALID, NULL, param, fmt, a)
@@ -198,9 +203,7 @@ static int find_model(const struct realm_server_config *cfg, const struct realm_
                       size_t *out, struct srv_error *e) {
     for (size_t i = 0; i < cfg->n_models; i++) {
         if (strcmp(cfg->models[i].name, name)) continue;
-        bool ok = t->all_models;
-        for (size_t j = 0; !ok && j < t->n_models; j++) ok = !strcmp(t->models[j], name);
-        if (!ok)
+        if (!realm_tenant_may_use(t, name))
             return srv_error_set(e, 403, "permission_error", "model_not_allowed", "model",
                                  "Your API key does not have access to the model '%.200s'.", name);
         *out = i;
@@ -231,23 +234,66 @@ static bool json_has_nul_escape(const char *body, size_t len) {
     return false;
 }
 
+/* The body as a JSON object, or NULL with a 400 in *e: NUL characters in strings (cJSON would
+ * cut the string there), more than MAX_JSON_VALUES values, not JSON, not an object. */
+static cJSON *parse_body(const char *body, size_t len, struct srv_error *e) {
+    /* cJSON ends its strings at the first NUL: "a\u0000b" would silently become "a" */
+    if (json_has_nul_escape(body, len)) {
+        srv_error_set(e, 400, INVALID, NULL, NULL, "Strings in the request may not contain the NUL character (\\u0000).");
+        return NULL;
+    }
+    if (realm_json_values_bound(body, len, MAX_JSON_VALUES) > MAX_JSON_VALUES) {
+        srv_error_set(e, 400, INVALID, NULL, NULL, "The request body holds more than %d JSON values.", MAX_JSON_VALUES);
+        return NULL;
+    }
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        srv_error_set(e, 400, INVALID, NULL, NULL, "We could not parse the JSON body of your request: expected a JSON object.");
+        return NULL;
+    }
+    return root;
+}
+
+/* Every top-level field is one this server honours, one it knows has no effect on what is
+ * generated ("user", "metadata"), or a 400 naming it: a client must never get a 200 whose output
+ * silently ignored what it asked for. Features not built yet are refused with a message saying
+ * so (null, and an empty "tools", count as absent); "n", "best_of", "logprobs" and "echo" are
+ * checked with their values by the caller. */
+static int check_fields(const cJSON *root, enum srv_kind kind, struct srv_error *e) {
+    static const char *const common[] = {"model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+                                         "temperature", "top_p", "top_k", "min_p", "repeat_penalty",
+                                         "presence_penalty", "frequency_penalty", "seed", "stop", "logit_bias",
+                                         "ignore_eos", "n", "best_of", "logprobs", "echo", "user", "metadata", NULL};
+    static const char *const chat[] = {"messages", NULL};
+    static const char *const completion[] = {"prompt", "parse_special", NULL};
+    static const char *const not_yet[] = {"tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
+                                          "response_format", "grammar", "json_schema", "top_logprobs", "suffix",
+                                          NULL};
+    const cJSON *f;
+    cJSON_ArrayForEach(f, root) {
+        bool known = false;
+        for (size_t i = 0; common[i] && !known; i++) known = !strcmp(f->string, common[i]);
+        const char *const *own = kind == SRV_CHAT ? chat : completion;
+        for (size_t i = 0; own[i] && !known; i++) known = !strcmp(f->string, own[i]);
+        if (known) continue;
+        bool later = false;
+        for (size_t i = 0; not_yet[i] && !later; i++) later = !strcmp(f->string, not_yet[i]);
+        if (later) {
+            if (cJSON_IsNull(f) || (cJSON_IsArray(f) && !f->child)) continue;
+            return bad(e, f->string, "'%s' is not supported by this server yet.", f->string);
+        }
+        return bad(e, f->string, "Unrecognized request argument supplied: '%s'.", f->string);
+    }
+    return 0;
+}
+
 int srv_request_parse(const struct realm_server_config *cfg, const struct realm_tenant_spec *t, enum srv_kind kind,
                       const char *body, size_t len, struct srv_request *out, struct srv_error *e) {
     cJSON *root = NULL;
     cJSON *g = NULL;
     int rc = -1;
-    /* cJSON ends its strings at the first NUL: "a\u0000b" would silently become "a" */
-    if (json_has_nul_escape(body, len)) {
-        srv_error_set(e, 400, INVALID, NULL, NULL,
-                      "Strings in the request may not contain the NUL character (\\u0000).");
-        goto done;
-    }
-    root = cJSON_ParseWithLength(body, len);
-    if (!root || !cJSON_IsObject(root)) {
-        srv_error_set(e, 400, INVALID, NULL, NULL,
-                      "We could not parse the JSON body of your request: expected a JSON object.");
-        goto done;
-    }
+    if (!(root = parse_body(body, len, e)) || check_fields(root, kind, e)) goto done;
     struct srv_request r = {.kind = kind};
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!model || cJSON_IsNull(model)) {
@@ -413,4 +459,288 @@ done:
 void srv_request_free(struct srv_request *r) {
     realm_free(r->guest_json);
     r->guest_json = NULL;
+}
+
+/* ---- responses (OpenAI JSON and SSE events; the transport is http.c's) ---- */
+
+static const char *finish_text(const struct srv_job *j) {
+    if (j->result.finish_reason == REALM_ABI_FINISH_LENGTH) return "length";
+    if (j->result.status == REALM_E_CONTEXT_FULL) return "length";
+    return "stop";
+}
+
+void srv_openai_error(const struct srv_job *j, struct srv_error *e) {
+    const struct srv_gen_result *r = &j->result;
+    const char *msg = r->message[0] ? r->message : realm_strerror(r->status);
+    switch (r->status) {
+    case REALM_E_CONTEXT_FULL:
+        srv_error_set(e, 400, "invalid_request_error", "context_length_exceeded", "messages",
+                      "The prompt is longer than the model's context: %s", msg);
+        break;
+    case REALM_E_INVALID:
+    case REALM_E_RANGE:
+    case REALM_E_FORMAT:
+        srv_error_set(e, 400, "invalid_request_error", NULL, NULL, "Invalid request: %s", msg);
+        break;
+    case REALM_E_NOT_FOUND:
+        srv_error_set(e, 404, "invalid_request_error", "model_not_found", "model", "%s", msg);
+        break;
+    case REALM_E_PERMISSION:
+        srv_error_set(e, 403, "permission_error", NULL, NULL, "%s", msg);
+        break;
+    case REALM_E_KV_FULL:
+        /* the KV pool says which: the tenant's own block quota (429, like its other limits) or
+         * the shared pool exhausted by everyone (503) */
+        if (strstr(msg, "pool exhausted")) { /* no figures: the pool's use is everyone's business */
+            srv_error_set(e, 503, "server_error", "server_overloaded", NULL,
+                          "The KV cache is full (pool exhausted); retry shortly.");
+        } else {
+            srv_error_set(e, 429, "requests", "rate_limit_exceeded", NULL, "Tenant KV cache quota reached: %s",
+                          msg);
+        }
+        e->retry_after = 1;
+        break;
+    case REALM_E_LIMIT:
+        /* a per-request size limit of the sandbox (output bytes, input to tokenize/chat_format,
+         * context, sessions): the same request would fail again, so no 429 + Retry-After (that
+         * invites automatic retries); the tenant's rate limits are refused at admission */
+        srv_error_set(e, 400, "invalid_request_error", "limit_exceeded", NULL, "A per-request limit was exceeded: %s",
+                      msg);
+        break;
+    case REALM_E_BUSY:
+        srv_error_set(e, 503, "server_error", "server_overloaded", NULL, "The server is busy: %s", msg);
+        e->retry_after = 1;
+        break;
+    case REALM_E_CANCELLED:
+        srv_error_set(e, 503, "server_error", "cancelled", NULL, "The request was cancelled: %s", msg);
+        break;
+    default:
+        srv_error_set(e, 500, "server_error", NULL, NULL, "The tenant's guest failed: %s: %s",
+                      realm_strerror(r->status), msg);
+    }
+}
+
+/* What the tenant was charged for this request (the same numbers reach /metrics). */
+static int usage_json(struct srv_buf *b, const struct srv_job *j) {
+    long long p = j->result.prompt_tokens > 0 ? (long long)j->result.prompt_tokens : 0;
+    long long c = j->result.completion_tokens > 0 ? (long long)j->result.completion_tokens : 0;
+    return srv_buf_printf(b, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}", p, c,
+                          p + c);
+}
+
+static int head_json(struct srv_buf *b, const struct srv_job *j, const char *object) {
+    const char *model = j->srv->cfg->models[j->req.model].name;
+    return srv_buf_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", j->id, object,
+                          (long long)j->created) ||
+           srv_buf_json_string(b, model, strlen(model)) || srv_buf_puts(b, ",\"system_fingerprint\":\"realm\"");
+}
+
+int srv_openai_response(struct srv_buf *b, const struct srv_job *j) {
+    const char *text = j->pending.data ? j->pending.data : "";
+    size_t n = j->pending.len;
+    int rc;
+    if (j->req.kind == SRV_CHAT)
+        rc = head_json(b, j, "chat.completion") ||
+             srv_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":") ||
+             srv_buf_json_string(b, text, n) ||
+             srv_buf_printf(b, ",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":",
+                            finish_text(j));
+    else
+        rc = head_json(b, j, "text_completion") || srv_buf_puts(b, ",\"choices\":[{\"text\":") ||
+             srv_buf_json_string(b, text, n) ||
+             srv_buf_printf(b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":", finish_text(j));
+    return rc || usage_json(b, j) || srv_buf_puts(b, "}\n");
+}
+
+int srv_openai_chunk(struct srv_buf *b, const struct srv_job *j, const char *text, size_t n, const char *finish,
+                     bool role) {
+    bool chat = j->req.kind == SRV_CHAT;
+    int rc = srv_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion");
+    if (chat) {
+        rc = rc || srv_buf_puts(b, ",\"choices\":[{\"index\":0,\"delta\":{");
+        if (role) rc = rc || srv_buf_puts(b, "\"role\":\"assistant\",\"content\":\"\"");
+        else if (!finish) rc = rc || srv_buf_puts(b, "\"content\":") || srv_buf_json_string(b, text, n);
+        rc = rc || srv_buf_puts(b, "},\"logprobs\":null,\"finish_reason\":");
+    } else {
+        rc = rc || srv_buf_puts(b, ",\"choices\":[{\"text\":") || srv_buf_json_string(b, finish ? "" : text, finish ? 0 : n) ||
+             srv_buf_puts(b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":");
+    }
+    rc = rc || (finish ? srv_buf_printf(b, "\"%s\"", finish) : srv_buf_puts(b, "null")) || srv_buf_puts(b, "}]");
+    if (j->req.include_usage) rc = rc || srv_buf_puts(b, ",\"usage\":null");
+    return rc || srv_buf_puts(b, "}\n\n");
+}
+
+int srv_openai_trailer(struct srv_buf *b, const struct srv_job *j) {
+    int rc = 0;
+    const struct srv_gen_result *r = &j->result;
+    if (r->status != REALM_OK && r->status != REALM_E_CONTEXT_FULL) {
+        struct srv_error e;
+        srv_openai_error(j, &e);
+        size_t len;
+        char *body = srv_error_json(&e, &len);
+        if (!body) return REALM_E_NOMEM;
+        rc = srv_buf_puts(b, "data: ") || srv_buf_append(b, body, len) || srv_buf_puts(b, "\n\n");
+        realm_free(body);
+        return rc || srv_buf_puts(b, "data: [DONE]\n\n");
+    }
+    rc = srv_openai_chunk(b, j, NULL, 0, finish_text(j), false);
+    if (j->req.include_usage) {
+        bool chat = j->req.kind == SRV_CHAT;
+        rc = rc || srv_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion") ||
+             srv_buf_puts(b, ",\"choices\":[],\"usage\":") || usage_json(b, j) || srv_buf_puts(b, "}\n\n");
+    }
+    return rc || srv_buf_puts(b, "data: [DONE]\n\n");
+}
+
+int srv_openai_model(struct srv_buf *b, const struct realm_model_spec *m, int64_t created) {
+    return srv_buf_puts(b, "{\"id\":") || srv_buf_json_string(b, m->name, strlen(m->name)) ||
+           srv_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"realm\"}", (long long)created);
+}
+
+/* ---- /tokenize and /detokenize (llama-server's shapes, plus an optional "model") ---- */
+
+/* Unknown fields are refused, not ignored. */
+static int only_fields(const cJSON *root, const char *const *known, struct srv_error *e) {
+    const cJSON *f;
+    cJSON_ArrayForEach(f, root) {
+        bool ok = false;
+        for (size_t i = 0; known[i] && !ok; i++) ok = !strcmp(f->string, known[i]);
+        if (!ok) return bad(e, f->string, "Unrecognized request argument supplied: '%s'.", f->string), -1;
+    }
+    return 0;
+}
+
+/* The request's "model", or the first configured model the tenant may use. */
+static int pick_model(const struct realm_server_config *cfg, const struct realm_tenant_spec *t, const cJSON *root,
+                      size_t *out, struct srv_error *e) {
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (model && !cJSON_IsNull(model)) {
+        if (!cJSON_IsString(model)) return bad(e, "model", "'%s' must be a string.", "model"), -1;
+        return find_model(cfg, t, model->valuestring, out, e);
+    }
+    for (size_t i = 0; i < cfg->n_models; i++)
+        if (realm_tenant_may_use(t, cfg->models[i].name)) {
+            *out = i;
+            return 0;
+        }
+    return srv_error_set(e, 403, "permission_error", "model_not_allowed", "model",
+                         "Your API key does not have access to any model."), -1;
+}
+
+static bool utf8_valid(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        int l = realm_utf8_seq((const unsigned char *)s + i, n - i);
+        if (l <= 0) return false;
+        i += (size_t)l;
+    }
+    return true;
+}
+
+/* One token's piece: a string when it is valid UTF-8 on its own, else its bytes (as llama-server). */
+static int piece_json(struct srv_buf *b, const struct realm_tokenizer *tok, int32_t id) {
+    char small[256];
+    int64_t n = realm_token_piece(tok, id, true, small, sizeof small);
+    if (n < 0) return REALM_E_RANGE;
+    char *p = small;
+    if ((size_t)n > sizeof small) {
+        if (!(p = realm_malloc((size_t)n))) return REALM_E_NOMEM;
+        realm_token_piece(tok, id, true, p, (size_t)n);
+    }
+    int rc = srv_buf_printf(b, "{\"id\":%d,\"piece\":", (int)id);
+    if (!rc && utf8_valid(p, (size_t)n)) {
+        rc = srv_buf_json_string(b, p, (size_t)n);
+    } else {
+        rc = rc || srv_buf_puts(b, "[");
+        for (int64_t i = 0; i < n && !rc; i++) rc = srv_buf_printf(b, i ? ",%u" : "%u", (unsigned char)p[i]);
+        rc = rc || srv_buf_puts(b, "]");
+    }
+    if (p != small) realm_free(p);
+    return rc || srv_buf_puts(b, "}");
+}
+
+static int tokenize_body(const cJSON *root, const struct realm_tokenizer *tok, struct srv_buf *out,
+                         struct srv_error *e) {
+    static const char *const known[] = {"model", "content", "add_special", "parse_special", "with_pieces", NULL};
+    if (only_fields(root, known, e)) return -1;
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(root, "content");
+    if (!content) return bad(e, "content", "Missing required parameter: '%s'.", "content"), -1;
+    if (!cJSON_IsString(content)) return bad(e, "content", "'%s' must be a string.", "content"), -1;
+    bool add_special = false, parse_special = true, with_pieces = false;
+    if (opt_bool(root, "add_special", &add_special, e) || opt_bool(root, "parse_special", &parse_special, e) ||
+        opt_bool(root, "with_pieces", &with_pieces, e))
+        return -1;
+    uint32_t flags = (add_special ? REALM_TOKENIZE_ADD_BOS : 0) | (parse_special ? REALM_TOKENIZE_PARSE_SPECIAL : 0);
+    size_t len = strlen(content->valuestring);
+    int64_t n = 0;
+    int rc = realm_tokenize(tok, content->valuestring, len, flags, NULL, 0, &n);
+    int32_t *ids = NULL;
+    if (rc == REALM_E_TOO_SMALL) {
+        if (!(ids = realm_malloc((size_t)n * sizeof *ids))) rc = REALM_E_NOMEM;
+        else rc = realm_tokenize(tok, content->valuestring, len, flags, ids, n, &n);
+    }
+    if (rc == REALM_OK) {
+        rc = srv_buf_puts(out, "{\"tokens\":[");
+        for (int64_t i = 0; i < n && !rc; i++) {
+            rc = i ? srv_buf_puts(out, ",") : 0;
+            rc = rc || (with_pieces ? piece_json(out, tok, ids[i]) : srv_buf_printf(out, "%d", (int)ids[i]));
+        }
+        rc = rc || srv_buf_puts(out, "]}\n");
+    }
+    realm_free(ids);
+    if (rc) return srv_error_set(e, 500, "server_error", NULL, NULL, "tokenize failed: %s", realm_strerror(rc)), -1;
+    return 0;
+}
+
+static int detokenize_body(const cJSON *root, const struct realm_tokenizer *tok, struct srv_buf *out,
+                           struct srv_error *e) {
+    static const char *const known[] = {"model", "tokens", NULL};
+    if (only_fields(root, known, e)) return -1;
+    const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(root, "tokens");
+    if (!tokens) return bad(e, "tokens", "Missing required parameter: '%s'.", "tokens"), -1;
+    if (!cJSON_IsArray(tokens)) return bad(e, "tokens", "'%s' must be an array of token ids.", "tokens"), -1;
+    int32_t n_vocab = realm_tokenizer_n_vocab(tok);
+    const cJSON *v;
+    cJSON_ArrayForEach(v, tokens) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble || v->valuedouble < 0 ||
+            v->valuedouble >= n_vocab)
+            return srv_error_set(e, 400, INVALID, NULL, "tokens", "'tokens' must hold token ids in [0, %d).", (int)n_vocab),
+                   -1;
+    }
+    /* the whole sequence through the streaming detokenizer: valid UTF-8 out, as generation emits */
+    struct srv_buf text = {0};
+    struct realm_detok d;
+    realm_detok_init(&d, tok, true);
+    char piece[1024];
+    int rc = 0;
+    cJSON_ArrayForEach(v, tokens) {
+        int64_t k = realm_detok_push(&d, (int32_t)v->valuedouble, piece, sizeof piece);
+        if (k < 0 || (rc = srv_buf_append(&text, piece, (size_t)k))) {
+            rc = k < 0 ? (int)k : rc;
+            break;
+        }
+    }
+    if (!rc) {
+        int64_t k = realm_detok_flush(&d, piece, sizeof piece);
+        rc = k < 0 ? (int)k : srv_buf_append(&text, piece, (size_t)k);
+    }
+    rc = rc || srv_buf_puts(out, "{\"content\":") || srv_buf_json_string(out, text.data ? text.data : "", text.len) ||
+         srv_buf_puts(out, "}\n");
+    srv_buf_free(&text);
+    if (rc) return srv_error_set(e, 500, "server_error", NULL, NULL, "detokenize failed: %s", realm_strerror(rc)), -1;
+    return 0;
+}
+
+int srv_tokenize(const struct realm_server_config *cfg, const struct realm_tenant_spec *t,
+                 const struct realm_tokenizer *(*tok_of)(void *ctx, size_t model), void *ctx, bool detokenize,
+                 const char *body, size_t len, struct srv_buf *out, struct srv_error *e) {
+    cJSON *root = parse_body(body, len, e);
+    if (!root) return -1;
+    size_t model = 0;
+    int rc = pick_model(cfg, t, root, &model, e);
+    if (!rc) {
+        const struct realm_tokenizer *tok = tok_of(ctx, model);
+        rc = detokenize ? detokenize_body(root, tok, out, e) : tokenize_body(root, tok, out, e);
+    }
+    cJSON_Delete(root);
+    return rc;
 }

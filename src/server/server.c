@@ -165,13 +165,13 @@ static void run_job(struct realm_server *s, struct srv_job *j) {
     srv_job_unref(j); /* the worker's reference */
 }
 
-/* Idle workers give back what idle guest instances grew (srv_backend_trim_idle) and, when that
- * freed something or requests ran since the last time, the free heap pages malloc keeps (a
- * request's large buffers — a 16 MiB answer, a guest's instance — would otherwise stay resident
- * in glibc's arenas). */
-static void trim_idle(struct realm_server *s) {
-    bool ran = atomic_exchange(&s->ran_since_trim, false);
-    if (srv_backend_trim_idle(s->backend) > 0 || ran) malloc_trim(0);
+/* Idle workers give back what idle guest instances grew (srv_backend_trim_idle) and, once no
+ * request is running, the free heap pages malloc keeps (a request's large buffers — a 16 MiB
+ * answer, a guest's instance — would otherwise stay resident in glibc's arenas). Not while
+ * requests run: malloc_trim walks whole arenas holding their locks, a stall for everyone. */
+static void trim_idle(struct realm_server *s, bool all_idle) {
+    bool freed = srv_backend_trim_idle(s->backend) > 0;
+    if (all_idle && (atomic_exchange(&s->ran_since_trim, false) || freed)) malloc_trim(0);
 }
 
 /* The lowest address of the calling thread's stack that may be given back (above the guard). */
@@ -208,8 +208,9 @@ static void *worker_main(void *arg) {
             srv_deadline(&ts, TRIM_EVERY_S);
             if (pthread_cond_timedwait(&s->qcv, &s->qmu, &ts) == ETIMEDOUT && srv_now() - s->last_trim >= TRIM_EVERY_S) {
                 s->last_trim = srv_now(); /* one idle worker per period does it */
+                bool all_idle = s->n_idle == s->n_workers && !s->qhead;
                 pthread_mutex_unlock(&s->qmu);
-                trim_idle(s);
+                trim_idle(s, all_idle);
                 pthread_mutex_lock(&s->qmu);
             }
         }

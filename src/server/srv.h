@@ -72,7 +72,8 @@ struct srv_request {
 };
 
 /* Parses and validates an OpenAI request body for `kind` on behalf of tenant `t` (model access,
- * max_tokens cap) and builds the guest request. Unknown fields are ignored.
+ * max_tokens cap) and builds the guest request. Unknown fields, and known ones this server does not
+ * honour yet, are refused (400 naming the field) rather than ignored.
  * Returns 0, or -1 with *e set (400 bad JSON/types/values, 404 unknown model, 403 model not
  * allowed, 500 out of memory). */
 int srv_request_parse(const struct realm_server_config *cfg, const struct realm_tenant_spec *t,
@@ -98,7 +99,8 @@ struct srv_hist {
 void srv_hist_observe(struct srv_hist *h, double seconds);
 
 enum srv_endpoint {
-    SRV_EP_CHAT, SRV_EP_COMPLETIONS, SRV_EP_MODELS, SRV_EP_HEALTH, SRV_EP_METRICS, SRV_EP_OTHER,
+    SRV_EP_CHAT, SRV_EP_COMPLETIONS, SRV_EP_MODELS, SRV_EP_HEALTH, SRV_EP_METRICS, SRV_EP_TOKENIZE,
+    SRV_EP_DETOKENIZE, SRV_EP_OTHER,
     SRV_EP_COUNT
 };
 #define SRV_CODES_N 12 /* 200 400 401 403 404 405 413 429 499 500 503 other */
@@ -254,5 +256,29 @@ void srv_job_unref(struct srv_job *j);
 void srv_job_count_stall(struct srv_job *j);
 /* The HTTP response of an admitted job has completed (sent, failed or aborted). */
 void srv_reply_done(struct realm_server *s);
+
+/* ---- openai.c: response bodies (the transport, MHD and SSE framing, is http.c's) ---- */
+/* Maps a failed generation (nothing sent yet) to an HTTP error in *e. */
+void srv_openai_error(const struct srv_job *j, struct srv_error *e);
+/* The whole non-streamed response of a finished job (chat.completion or text_completion). */
+int srv_openai_response(struct srv_buf *b, const struct srv_job *j);
+/* One SSE event: `text` (n bytes), or the role-only first chat chunk (role), or the final choice
+ * (finish != NULL). */
+int srv_openai_chunk(struct srv_buf *b, const struct srv_job *j, const char *text, size_t n, const char *finish,
+                     bool role);
+/* The end of a stream: the final choice, usage (if asked), an error event if the guest failed
+ * after output started, then [DONE]. Caller holds j->mu. */
+int srv_openai_trailer(struct srv_buf *b, const struct srv_job *j);
+/* POST /tokenize (detokenize false) or /detokenize on behalf of tenant t: llama-server's request
+ * and response shapes ({"content", "add_special" (false), "parse_special" (true), "with_pieces"
+ * (false)} → {"tokens": [...]}; {"tokens"} → {"content"}), plus an optional "model" (default:
+ * the first model t may use). Unknown fields are refused. tok_of(ctx, i) gives model i's
+ * tokenizer. Returns 0 with the response body in out, or -1 with *e set (400, 403, 404, 500). */
+int srv_tokenize(const struct realm_server_config *cfg, const struct realm_tenant_spec *t,
+                 const struct realm_tokenizer *(*tok_of)(void *ctx, size_t model), void *ctx, bool detokenize,
+                 const char *body, size_t len, struct srv_buf *out, struct srv_error *e);
+/* One /v1/models entry. */
+int srv_openai_model(struct srv_buf *b, const struct realm_model_spec *m, int64_t created);
+/* All append to b; each returns 0 or REALM_E_NOMEM (b then holds a partial body to discard). */
 
 #endif

@@ -18,6 +18,7 @@ when it finds its tenant's KV quota full — while another request of the tenant
 instance created for a second request loops in realm_init, which init_wall_ms must stop while B
 keeps being served (see tests/guests/abuse_attack.c for why the quota is the signal).
 """
+import itertools
 import json
 import os
 import re
@@ -228,7 +229,9 @@ class Ctx:
                          f"{r.get('b_p99_ms', '-'):>7} {r.get('b_control_p99_ms', '-'):>7} "
                          f"{r.get('a_charged_tokens', '-'):>9} {r.get('a_received_tokens', '-'):>6} "
                          f"{r.get('peak_rss_mb', '-'):>6} {r.get('rss_after_mb', '-'):>6}  {r.get('outcome')}")
-            for k in ("notes", "error", "diag", "rss_growth"):
+            if r.get("b_worst_ms"):
+                r["worst"] = f"B's slowest {r['b_worst_ms']} ms, ending {r['b_worst_at_s']} s into the attack"
+            for k in ("notes", "error", "diag", "worst", "rss_growth"):
                 if r.get(k):
                     lines.append(f"{'':<32}{k}: {r[k]}")
         lines.append("(latencies in ms; ctl p99: B alone right before the attack; RSS pk/after: RSS MiB, peak during it and after it)")
@@ -302,6 +305,10 @@ def under_attack(ctx, row, attack, min_sets=ATTACK_SETS, max_sets=8):
     row.update(b_requests=len(b), b_p50_ms=round(percentile(lat, 0.5) * 1000, 1),
                b_p99_ms=round(percentile(lat, 0.99) * 1000, 1),
                b_control_p99_ms=round(percentile([dt for _, _, dt in control], 0.99) * 1000, 1),
+               b_worst_ms=[round(x * 1000) for x in sorted(lat)[-3:]],
+               # when they ended, in seconds since the attack started (B runs back to back)
+               b_worst_at_s=[round(at, 1) for at, _ in sorted(zip(itertools.accumulate(lat), lat),
+                                                               key=lambda p: p[1])[-3:]],
                peak_rss_mb=round(peak[0] / 1024, 1),
                diag={"steps": int(d["realm_sched_steps_total"]),
                      "rows_per_step": round((d["realm_sched_prefill_rows_total"] +

@@ -5,7 +5,10 @@
  * Checks: no crash; the token count agrees with a sizing call; every id is in the vocabulary;
  * pieces give back the input exactly when no special token was produced (both vocabs can spell
  * every byte); the streaming detokenizer only ever emits valid UTF-8 and, on valid UTF-8 input,
- * reproduces it; chat rendering of the input as a message does not crash.
+ * reproduces it; chat rendering of the input as a message does not crash; chat_tokenize of the
+ * input split into a system and a user message gives the same count on a sizing call, ids in the
+ * vocabulary and, when no content holds a '<' (every control token's text starts with one), the
+ * tokens of the rendered prompt tokenized with PARSE_SPECIAL.
  * The first input byte selects the flags (BOS, parse_special).
  */
 #include <stdbool.h>
@@ -263,6 +266,44 @@ static void check(const struct realm_tokenizer *t, const char *text, size_t n, u
     free(ids);
 }
 
+/* chat_tokenize of two messages (text split at its first 0x01 byte, or in half). */
+static void check_chat_tokenize(const struct realm_tokenizer *t, const char *text, size_t n, bool bos) {
+    const char *cut = memchr(text, 1, n);
+    size_t n0 = cut ? (size_t)(cut - text) : n / 2, n1 = cut ? n - n0 - 1 : n - n0;
+    struct realm_chat_msg msgs[2] = {{"system", 6, text, n0}, {"user", 4, text + n - n1, n1}};
+    bool plain = memchr(text, '<', n) == NULL;
+    const char *names[] = {NULL, "chatml", "llama2-sys", "gemma", "llama3", "phi3"};
+    uint32_t flags = bos ? REALM_TOKENIZE_ADD_BOS : 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        int64_t need = -1;
+        int rc = realm_chat_tokenize(t, names[i], msgs, 2, true, flags, NULL, 0, &need, NULL);
+        if (rc == REALM_E_NOT_FOUND) continue;
+        if (rc == REALM_OK && need != 0) abort();
+        if (rc != REALM_OK && rc != REALM_E_TOO_SMALL) abort();
+        int32_t *ids = malloc((size_t)(need > 0 ? need : 1) * sizeof *ids);
+        int64_t got = -1;
+        if (realm_chat_tokenize(t, names[i], msgs, 2, true, flags, ids, need, &got, NULL) != REALM_OK || got != need)
+            abort();
+        for (int64_t k = 0; k < got; k++)
+            if (ids[k] < 0 || ids[k] >= realm_tokenizer_n_vocab(t)) abort();
+        if (plain) {
+            int64_t len = realm_chat_format(t, names[i], msgs, 2, true, NULL, 0);
+            if (len < 0) abort();
+            char *prompt = malloc((size_t)len + 1);
+            if (realm_chat_format(t, names[i], msgs, 2, true, prompt, (size_t)len + 1) != len) abort();
+            int64_t m = -1;
+            realm_tokenize(t, prompt, (size_t)len, flags | REALM_TOKENIZE_PARSE_SPECIAL, NULL, 0, &m);
+            int32_t *ref = malloc((size_t)(m > 0 ? m : 1) * sizeof *ref);
+            if (realm_tokenize(t, prompt, (size_t)len, flags | REALM_TOKENIZE_PARSE_SPECIAL, ref, m, &m) != REALM_OK)
+                abort();
+            if (m != got || memcmp(ref, ids, (size_t)got * sizeof *ids) != 0) abort();
+            free(ref);
+            free(prompt);
+        }
+        free(ids);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!g_spm) init();
     if (size == 0) return 0;
@@ -278,5 +319,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int64_t r = realm_chat_format(g_bpe, names[i], &msg, 1, true, buf, sizeof buf);
         if (r < 0 && r != REALM_E_NOT_FOUND) abort();
     }
+    check_chat_tokenize(g_spm, text, n, flags & 1);
+    check_chat_tokenize(g_bpe, text, n, flags & 1);
     return 0;
 }

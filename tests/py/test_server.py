@@ -204,9 +204,23 @@ def test_bad_input(srv):
                          ("stop", 5), ("stop", ["x"] * 17), ("logit_bias", {"abc": 1}), ("logit_bias", {"1": 500}),
                          ("presence_penalty", 9), ("top_k", -1), ("stream_options", 3), ("logprobs", True)]:
         assert_error(post(srv, "/chat/completions", {**ok, field: value}, k), 400, param=field)
-    # unknown fields are ignored; content parts are flattened
-    r = post(srv, "/chat/completions", {**ok, "frobnicate": {"x": [1, 2]}, "tools": [], "response_format": None}, k)
+    # no field is silently ignored: unknown ones and features not built yet are a 400 naming them;
+    # null (and an empty tools list) count as absent, "user" has no effect on what is generated
+    e = assert_error(post(srv, "/chat/completions", {**ok, "frobnicate": {"x": [1, 2]}}, k), 400, param="frobnicate")
+    assert "Unrecognized" in e["message"]
+    for field, value in [("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "auto"),
+                         ("response_format", {"type": "json_object"}), ("grammar", "root ::= \"x\""),
+                         ("top_logprobs", 2)]:
+        e = assert_error(post(srv, "/chat/completions", {**ok, field: value}, k), 400, param=field)
+        assert "not supported" in e["message"], e
+    assert_error(post(srv, "/chat/completions", {**ok, "prompt": "x"}, k), 400, param="prompt")
+    assert_error(post(srv, "/completions", {"model": "smollm2", "prompt": "x", "messages": PROMPT}, k), 400,
+                 param="messages")
+    assert_error(post(srv, "/completions", {"model": "smollm2", "prompt": "x", "suffix": "y"}, k), 400,
+                 param="suffix")
+    r = post(srv, "/chat/completions", {**ok, "tools": [], "response_format": None, "user": "u-1"}, k)
     assert r.status_code == 200, r.text
+    # content parts are flattened
     parts = [{"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]}]
     assert post(srv, "/chat/completions", {**ok, "messages": parts}, k).status_code == 200
     # a prompt longer than the context
@@ -603,3 +617,48 @@ def test_nul_in_strings_is_refused(srv):
     r = post(srv, "/completions", {"model": "smollm2", "prompt": "a\u0000b", "max_tokens": 2}, srv.keys["alice"])
     e = assert_error(r, 400)
     assert "NUL" in e["message"]
+
+
+def test_tokenize_and_detokenize(srv):
+    """/tokenize and /detokenize in llama-server's shapes: the same ids as llama.cpp's tokenizer
+    (the Python binding is the oracle), pieces that spell the content, special-token parsing on
+    by default and off on request, a round trip back to the text, and clear 4xx answers."""
+    def call(path, body, key="alice"):
+        return requests.post(srv.url + path, json=body, timeout=30,
+                             headers={"Authorization": f"Bearer {srv.keys[key]}"} if key else {})
+
+    text = "Hello world! Ünïcödé, 数字 123 <|im_start|>"
+    r = call("/tokenize", {"content": text})
+    assert r.status_code == 200, r.text
+    ids = r.json()["tokens"]
+    assert all(isinstance(i, int) for i in ids) and len(ids) > 5
+    llama_cpp = pytest.importorskip("llama_cpp")
+    ref = llama_cpp.Llama(model_path=str(model_path("SmolLM2-135M-Instruct.Q4_1.gguf")), vocab_only=True,
+                          verbose=False)
+    assert ids == ref.tokenize(text.encode(), add_bos=False, special=True)
+    plain = call("/tokenize", {"content": text, "parse_special": False}).json()["tokens"]
+    assert plain == ref.tokenize(text.encode(), add_bos=False, special=False) and len(plain) > len(ids)
+    pieces = call("/tokenize", {"content": text, "with_pieces": True}).json()["tokens"]
+    assert [p["id"] for p in pieces] == ids
+    spelled = b"".join(p["piece"].encode() if isinstance(p["piece"], str) else bytes(p["piece"]) for p in pieces)
+    assert spelled == text.encode()
+    back = call("/detokenize", {"tokens": ids})
+    assert back.status_code == 200 and back.json() == {"content": text}, back.text
+    # another model by name; a model the tenant may not use; a tenant with one model gets it by default
+    st = call("/tokenize", {"content": "Once upon a time", "model": "stories"}).json()["tokens"]
+    assert st and st != call("/tokenize", {"content": "Once upon a time"}).json()["tokens"]
+    assert call("/tokenize", {"content": "x", "model": "smollm2"}, key="stories_only").status_code == 403
+    assert call("/tokenize", {"content": "Once upon a time"}, key="stories_only").json()["tokens"] == st
+    # errors
+    assert call("/tokenize", {"content": "x"}, key=None).status_code == 401
+    assert_error(call("/tokenize", {"content": "x", "n": 2}), 400, param="n")
+    assert_error(call("/tokenize", {"text": "x"}), 400, param="text")
+    assert_error(call("/tokenize", {}), 400, param="content")
+    assert_error(call("/detokenize", {"tokens": [1, 10 ** 9]}), 400, param="tokens")
+    assert_error(call("/detokenize", {"tokens": "1 2"}), 400, param="tokens")
+    assert requests.get(srv.url + "/tokenize", headers={"Authorization": f"Bearer {srv.keys['alice']}"},
+                        timeout=10).status_code == 405
+    # a body of more JSON values than the server parses is refused before parsing
+    many = call("/detokenize", {"tokens": [0] * 70000})
+    assert_error(many, 400)
+    assert "JSON values" in many.json()["error"]["message"]
