@@ -43,6 +43,7 @@ struct req {
     struct rg_sampler_params sp;
     bool seed_set;
     bool ignore_eos, add_bos, parse_special;
+    bool echo;          /* emit the raw prompt before the completion */
     int strip_space;    /* -1: the default */
     const char *stops[MAX_STOPS];
     size_t stop_lens[MAX_STOPS];
@@ -147,8 +148,9 @@ static int32_t parse_request(const struct rj_value *root, struct req *r) {
     }
     if ((rc = bool_field(root, "ignore_eos", &r->ignore_eos)) ||
         (rc = bool_field(root, "add_bos", &r->add_bos)) ||
-        (rc = bool_field(root, "parse_special", &r->parse_special)))
+        (rc = bool_field(root, "parse_special", &r->parse_special)) || (rc = bool_field(root, "echo", &r->echo)))
         return rc;
+    if (r->echo && !r->prompt) return bad("echo", "a raw prompt to echo");
     v = rj_get(root, "strip_leading_space");
     if (v && v->type != RJ_NULL) {
         bool b = false;
@@ -422,6 +424,11 @@ static int32_t generate(const struct req *r, const char *json) {
         elog("decode prompt: %s", rg_strerror(rc));
         goto done;
     }
+    /* echo: the prompt as sent, before any completion text (stop strings apply to the completion
+     * only); after the prompt decoded, so a prompt that does not fit still fails cleanly */
+    if (r->echo && r->prompt->str_len > 0 &&
+        (rc = realm_emit(r->prompt->str, (int32_t)r->prompt->str_len)) != REALM_OK)
+        goto done;
     int32_t len = n_prompt;
     char small[256];
     while (n_gen < max_tokens) {

@@ -341,8 +341,12 @@ int srv_request_parse(const struct realm_server_config *cfg, const struct realm_
         bad(e, "logprobs", "'%s' is not supported by this server.", "logprobs");
         goto done;
     }
-    if (echo) {
-        bad(e, "echo", "'%s' is not supported by this server.", "echo");
+    if (echo && kind == SRV_CHAT) {
+        bad(e, "echo", "'%s' applies to completions only.", "echo");
+        goto done;
+    }
+    if (echo && !cJSON_AddBoolToObject(g, "echo", true)) { /* the guest emits the prompt first */
+        srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
         goto done;
     }
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");

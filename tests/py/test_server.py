@@ -662,3 +662,19 @@ def test_tokenize_and_detokenize(srv):
     many = call("/detokenize", {"tokens": [0] * 70000})
     assert_error(many, 400)
     assert "JSON values" in many.json()["error"]["message"]
+
+
+def test_echo_on_completions(srv):
+    """echo: the prompt as sent, then the same completion as without echo (streamed too); the
+    usage is unchanged; chat has no echo."""
+    k = srv.keys["alice"]
+    body = {"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}
+    plain = post(srv, "/completions", body, k).json()
+    echoed = post(srv, "/completions", {**body, "echo": True}, k).json()
+    assert echoed["choices"][0]["text"] == body["prompt"] + plain["choices"][0]["text"]
+    assert echoed["usage"] == plain["usage"]
+    chunks = srv.client("alice").completions.create(**body, echo=True, stream=True)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == echoed["choices"][0]["text"]
+    e = assert_error(post(srv, "/chat/completions", {"model": "smollm2", "messages": PROMPT, "echo": True}, k), 400,
+                     param="echo")
+    assert "completions only" in e["message"]
