@@ -44,6 +44,8 @@ struct req {
     bool seed_set;
     bool ignore_eos, add_bos, parse_special;
     bool echo;          /* emit the raw prompt before the completion */
+    bool logprobs;      /* report each sampled token's log-probability (logprobs import) */
+    int32_t top_logprobs; /* and this many alternatives (0..REALM_ABI_MAX_TOP_LOGPROBS) */
     int strip_space;    /* -1: the default */
     const char *stops[MAX_STOPS];
     size_t stop_lens[MAX_STOPS];
@@ -151,6 +153,10 @@ static int32_t parse_request(const struct rj_value *root, struct req *r) {
         (rc = bool_field(root, "parse_special", &r->parse_special)) || (rc = bool_field(root, "echo", &r->echo)))
         return rc;
     if (r->echo && !r->prompt) return bad("echo", "a raw prompt to echo");
+    if ((rc = bool_field(root, "logprobs", &r->logprobs))) return rc;
+    x = 0;
+    if ((rc = num_field(root, "top_logprobs", 0, REALM_ABI_MAX_TOP_LOGPROBS, true, &x))) return rc;
+    r->top_logprobs = (int32_t)x;
     v = rj_get(root, "strip_leading_space");
     if (v && v->type != RJ_NULL) {
         bool b = false;
@@ -443,6 +449,15 @@ static int32_t generate(const struct req *r, const char *json) {
             break;
         }
         rg_sampler_accept(&smp, id);
+        if (r->logprobs) { /* of the distribution it was drawn from: logits after bias and penalties */
+            int32_t lp_ids[REALM_ABI_MAX_TOP_LOGPROBS + 1];
+            float lp_vals[REALM_ABI_MAX_TOP_LOGPROBS + 1];
+            int32_t nlp = rg_logprobs(logits, mi.n_vocab, id, r->top_logprobs, lp_ids, lp_vals);
+            if (nlp < 0 || (rc = realm_logprobs(model, lp_ids, lp_vals, nlp)) != REALM_OK) {
+                rc = nlp < 0 ? nlp : rc;
+                goto done;
+            }
+        }
         int32_t pl = realm_token_piece(model, id, small, sizeof small);
         if (pl < 0) {
             rc = pl;

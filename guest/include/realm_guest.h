@@ -28,8 +28,13 @@
 #include "../../include/realm/abi.h"
 #include "../../include/realm/status.h"
 
+#ifdef __wasm__
 #define RG_IMPORT(name) __attribute__((import_module("realm"), import_name(#name)))
 #define RG_EXPORT(name) __attribute__((export_name(#name)))
+#else /* a native build of SDK code for unit tests (tests/test_grammar.c stubs the imports) */
+#define RG_IMPORT(name)
+#define RG_EXPORT(name)
+#endif
 
 /* ---- raw imports (module "realm"); docs/abi.md has the full contract of each ---- */
 RG_IMPORT(model_open) int32_t realm_model_open(const char *name, int32_t name_len);
@@ -50,6 +55,7 @@ RG_IMPORT(session_rewind) int32_t realm_session_rewind(int32_t session, int32_t 
 RG_IMPORT(decode) int32_t realm_decode(int32_t session, const int32_t *tokens, int32_t n_tokens,
                                        float *logits, int32_t logits_cap);
 RG_IMPORT(emit) int32_t realm_emit(const char *text, int32_t len);
+RG_IMPORT(logprobs) int32_t realm_logprobs(int32_t model, const int32_t *ids, const float *lps, int32_t n);
 RG_IMPORT(request_read) int32_t realm_request_read(char *buf, int32_t cap);
 RG_IMPORT(log) int32_t realm_log(int32_t level, const char *msg, int32_t len);
 RG_IMPORT(now_ns) int64_t realm_now_ns(void);
@@ -184,6 +190,13 @@ void rg_sampler_accept(struct rg_sampler *s, int32_t token);
 int32_t rg_sampler_sample(struct rg_sampler *s, float *logits);
 /* Index of the largest of l[0..n) (lowest index on ties), as a scalar `>` scan would pick. */
 int32_t rg_argmax(const float *l, int32_t n);
+/* Log-probabilities of logits[0..n) as a distribution (log-softmax at temperature 1, no
+ * truncation): ids[0] / lps[0] = `chosen`, then the k most likely tokens best first (lower id
+ * first on ties) in ids[1..k] / lps[1..k]. Every value is <= 0. k <= REALM_ABI_MAX_TOP_LOGPROBS;
+ * returns k + 1 (what logprobs() takes as n), or REALM_E_INVALID. Pass the logits
+ * rg_sampler_sample left behind (logit_bias and penalties applied) to report the distribution
+ * the token was drawn from before temperature and top-k/top-p/min-p. */
+int32_t rg_logprobs(const float *logits, int32_t n, int32_t chosen, int32_t k, int32_t *ids, float *lps);
 /* Uniform double in [0, 1) from the sampler's RNG. */
 double rg_sampler_uniform(struct rg_sampler *s);
 

@@ -296,3 +296,30 @@ int32_t rg_sampler_sample(struct rg_sampler *s, float *logits) {
     }
     return c[n - 1];
 }
+
+int32_t rg_logprobs(const float *logits, int32_t n, int32_t chosen, int32_t k, int32_t *ids, float *lps) {
+    if (n < 1 || chosen < 0 || chosen >= n || k < 0 || k > REALM_ABI_MAX_TOP_LOGPROBS) return REALM_E_INVALID;
+    float mx = logits[rg_argmax(logits, n)];
+    if (!(mx > -INFINITY)) return REALM_E_INVALID; /* nothing has any probability */
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++) sum += exp((double)(logits[i] - mx));
+    double lse = (double)mx + log(sum);
+    /* the k best in ids[1..k], kept sorted: a candidate must beat the current last one */
+    int32_t m = 0;
+    for (int32_t i = 0; i < n && k > 0; i++) {
+        float v = logits[i];
+        if (m == k && !(v > logits[ids[m]])) continue; /* ties keep the lower id already there */
+        int32_t j = m < k ? ++m : m;
+        while (j > 1 && v > logits[ids[j - 1]]) {
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        ids[j] = i;
+    }
+    ids[0] = chosen;
+    for (int32_t i = 0; i <= m; i++) {
+        double lp = (double)logits[ids[i]] - lse;
+        lps[i] = lp > 0 ? 0.0f : (float)lp;
+    }
+    return m + 1;
+}

@@ -182,6 +182,12 @@ int32_t realm_sbx_tenant_close_sessions(struct realm_sbx_tenant *t);
 
 /* Emitted text goes here. Return 0, or a negative value to cancel the request (client gone). */
 typedef int (*realm_sbx_emit_fn)(void *user, const char *text, size_t len);
+/* A logprobs() record of the guest, checked by the host: ids[0] / lps[0] the sampled token,
+ * ids[1..n) / lps[1..n) the alternatives best first (n - 1 <= REALM_ABI_MAX_TOP_LOGPROBS); ids
+ * are in tok's vocabulary, lps are <= 0 (or -inf), never NaN. The arrays are only valid during
+ * the call. Return 0, or a realm status the guest gets back (e.g. REALM_E_LIMIT). */
+typedef int (*realm_sbx_logprobs_fn)(void *user, const struct realm_tokenizer *tok, const int32_t *ids,
+                                     const float *lps, int32_t n);
 
 /* What one realm_generate call used. The host charges what it measured: usage() is for display
  * and can never lower the charge. measured_completion_tokens is the number of successful
@@ -216,6 +222,7 @@ struct realm_sbx_request {
     size_t json_len;
     realm_sbx_emit_fn emit;
     void *emit_user;
+    realm_sbx_logprobs_fn logprobs; /* NULL: logprobs() records are accepted and dropped */
     atomic_bool cancel;
     struct realm_sbx_usage usage; /* out */
 };

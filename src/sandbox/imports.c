@@ -14,6 +14,7 @@
  * Thread rule: runs on the thread that is running the tenant.
  */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -593,6 +594,26 @@ static int64_t imp_emit(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
     return REALM_OK;
 }
 
+/* logprobs(model, ids_ptr, lps_ptr, n): one record per sampled token, for the client's logprobs. */
+static int64_t imp_logprobs(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
+    struct realm_sbx_request *r = t->req;
+    if (!r) return REALM_E_STATE;
+    struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_MODEL);
+    if (!s) return BAD_HANDLE(t);
+    int32_t n = a[3].of.i32;
+    if (n < 1 || n > REALM_ABI_MAX_TOP_LOGPROBS + 1) return REALM_E_INVALID;
+    const uint8_t *pi = span_n(t, a[1].of.i32, n, 4), *pl = span_n(t, a[2].of.i32, n, 4);
+    if (!pi || !pl) return REALM_E_RANGE;
+    int32_t ids[REALM_ABI_MAX_TOP_LOGPROBS + 1];
+    float lps[REALM_ABI_MAX_TOP_LOGPROBS + 1];
+    memcpy(ids, pi, (size_t)n * sizeof *ids); /* guest memory may be unaligned: copy first */
+    memcpy(lps, pl, (size_t)n * sizeof *lps);
+    for (int32_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= s->model->n_vocab || isnan(lps[i]) || lps[i] > 0.0f) return REALM_E_INVALID;
+    if (!r->logprobs) return REALM_OK;
+    return r->logprobs(r->emit_user, s->model->tok, ids, lps, n);
+}
+
 static int64_t imp_request_read(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
     struct realm_sbx_request *r = t->req;
     if (!r) return REALM_E_STATE;
@@ -672,6 +693,7 @@ static const struct import_def g_imports[] = {
     {"session_rewind", "ii:i", imp_session_rewind, true},
     {"decode", "iiiii:i", imp_decode, false},
     {"emit", "ii:i", imp_emit, false},
+    {"logprobs", "iiii:i", imp_logprobs, false},
     {"request_read", "ii:i", imp_request_read, false},
     {"log", "iii:i", imp_log, true},
     {"now_ns", ":I", imp_now_ns, true},

@@ -15,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "realm/abi.h"
 #include "realm/alloc.h"
 #include "realm/json.h"
 #include "realm/tokenizer.h"
@@ -265,10 +266,10 @@ static int check_fields(const cJSON *root, enum srv_kind kind, struct srv_error 
                                          "temperature", "top_p", "top_k", "min_p", "repeat_penalty",
                                          "presence_penalty", "frequency_penalty", "seed", "stop", "logit_bias",
                                          "ignore_eos", "n", "best_of", "logprobs", "echo", "user", "metadata", NULL};
-    static const char *const chat[] = {"messages", NULL};
+    static const char *const chat[] = {"messages", "top_logprobs", NULL};
     static const char *const completion[] = {"prompt", "parse_special", NULL};
     static const char *const not_yet[] = {"tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
-                                          "response_format", "grammar", "json_schema", "top_logprobs", "suffix",
+                                          "response_format", "grammar", "json_schema", "suffix",
                                           NULL};
     const cJSON *f;
     cJSON_ArrayForEach(f, root) {
@@ -285,6 +286,30 @@ static int check_fields(const cJSON *root, enum srv_kind kind, struct srv_error 
         }
         return bad(e, f->string, "Unrecognized request argument supplied: '%s'.", f->string);
     }
+    return 0;
+}
+
+/* logprobs: chat takes "logprobs" (bool) and "top_logprobs" (0..20, only with logprobs);
+ * completions take "logprobs" as the number of alternatives (0..20; null or false: off). */
+static int parse_logprobs(const cJSON *root, enum srv_kind kind, struct srv_request *r, struct srv_error *e) {
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
+    if (kind == SRV_CHAT) {
+        const cJSON *top;
+        if (opt_bool(root, "logprobs", &r->logprobs, e) ||
+            opt_int(root, "top_logprobs", 0, REALM_ABI_MAX_TOP_LOGPROBS, &top, e))
+            return -1;
+        if (top && !r->logprobs)
+            return bad(e, "top_logprobs", "'%s' needs logprobs set to true.", "top_logprobs");
+        r->top_logprobs = top ? (int32_t)top->valuedouble : 0;
+        return 0;
+    }
+    if (!lp || cJSON_IsNull(lp) || cJSON_IsFalse(lp)) return 0;
+    if (!cJSON_IsNumber(lp) || lp->valuedouble != (double)(int)lp->valuedouble || lp->valuedouble < 0 ||
+        lp->valuedouble > REALM_ABI_MAX_TOP_LOGPROBS)
+        return srv_error_set(e, 400, INVALID, NULL, "logprobs", "'logprobs' must be an integer in [0, %d] on completions.",
+                             REALM_ABI_MAX_TOP_LOGPROBS);
+    r->logprobs = true;
+    r->top_logprobs = (int32_t)lp->valuedouble;
     return 0;
 }
 
@@ -326,19 +351,17 @@ int srv_request_parse(const struct realm_server_config *cfg, const struct realm_
         bad(e, "best_of", "Only %s=1 is supported.", "best_of");
         goto done;
     }
-    bool logprobs = false, echo = false;
-    if (opt_bool(root, "stream", &r.stream, e) || opt_bool(root, "echo", &echo, e)) goto done;
-    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
-    if (lp && !cJSON_IsNull(lp)) {
-        if (cJSON_IsBool(lp)) logprobs = cJSON_IsTrue(lp);
-        else if (cJSON_IsNumber(lp)) logprobs = lp->valuedouble != 0;
-        else {
-            bad(e, "logprobs", "'%s' must be a boolean (or an integer for completions).", "logprobs");
-            goto done;
-        }
+    bool echo = false;
+    if (opt_bool(root, "stream", &r.stream, e) || opt_bool(root, "echo", &echo, e) ||
+        parse_logprobs(root, kind, &r, e))
+        goto done;
+    if (r.logprobs && echo) { /* OpenAI would give the prompt's tokens too: not computed here */
+        bad(e, "logprobs", "'%s' cannot be combined with echo.", "logprobs");
+        goto done;
     }
-    if (logprobs) {
-        bad(e, "logprobs", "'%s' is not supported by this server.", "logprobs");
+    if (r.logprobs && (!cJSON_AddBoolToObject(g, "logprobs", true) ||
+                       !cJSON_AddNumberToObject(g, "top_logprobs", r.top_logprobs))) {
+        srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
         goto done;
     }
     if (echo && kind == SRV_CHAT) {
@@ -539,42 +562,143 @@ static int head_json(struct srv_buf *b, const struct srv_job *j, const char *obj
            srv_buf_json_string(b, model, strlen(model)) || srv_buf_puts(b, ",\"system_fingerprint\":\"realm\"");
 }
 
+/* ---- logprobs ---- */
+
+/* A log-probability as JSON: -inf (a token the guest masked) as -9999, as OpenAI does. */
+static int lp_value(struct srv_buf *b, float lp) {
+    return srv_buf_printf(b, "%.9g", isinf(lp) ? -9999.0 : (double)lp);
+}
+
+/* The token's text with control tokens spelled out; *len its byte length. Returns a pointer to
+ * small or to a realm_malloc'd buffer (free when != small), NULL on error. */
+static char *piece_of(const struct realm_tokenizer *tok, int32_t id, char *small, size_t cap, size_t *len) {
+    int64_t n = realm_token_piece(tok, id, true, small, cap);
+    if (n < 0) return NULL;
+    *len = (size_t)n;
+    if ((size_t)n <= cap) return small;
+    char *p = realm_malloc((size_t)n);
+    if (p) realm_token_piece(tok, id, true, p, (size_t)n);
+    return p;
+}
+
+/* {"token", "logprob", "bytes"} (chat), or with completions' shape only the token string key. */
+static int lp_token_json(struct srv_buf *b, const struct realm_tokenizer *tok, int32_t id, float lp, bool chat,
+                         size_t *piece_len) {
+    char small[128];
+    size_t n = 0;
+    char *p = piece_of(tok, id, small, sizeof small, &n);
+    if (!p) return REALM_E_NOMEM;
+    int rc;
+    if (chat) {
+        rc = srv_buf_puts(b, "{\"token\":") || srv_buf_json_string(b, p, n) || srv_buf_puts(b, ",\"logprob\":") ||
+             lp_value(b, lp) || srv_buf_puts(b, ",\"bytes\":[");
+        for (size_t i = 0; i < n && !rc; i++) rc = srv_buf_printf(b, i ? ",%u" : "%u", (unsigned char)p[i]);
+        rc = rc || srv_buf_puts(b, "]");
+    } else {
+        rc = srv_buf_json_string(b, p, n);
+    }
+    if (piece_len) *piece_len = n;
+    if (p != small) realm_free(p);
+    return rc;
+}
+
+/* ,"logprobs":… for records [from, to): null when not asked for; chat's {"content": [...],
+ * "refusal": null}; completions' {"tokens", "token_logprobs", "top_logprobs", "text_offset"},
+ * text_offset counting the bytes of the pieces from *off on (advanced past them). */
+static int logprobs_json(struct srv_buf *b, const struct srv_job *j, size_t from, size_t to, int64_t *off) {
+    if (!j->req.logprobs) return srv_buf_puts(b, ",\"logprobs\":null");
+    int rc = 0;
+    if (j->req.kind == SRV_CHAT) {
+        rc = srv_buf_puts(b, ",\"logprobs\":{\"content\":[");
+        for (size_t i = from; i < to && !rc; i++) {
+            const struct srv_logprob *r = &j->lp[i];
+            rc = (i > from && srv_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[0], r->lps[0], true, NULL);
+            /* lp_token_json left the object open: its top_logprobs close it */
+            rc = rc || srv_buf_puts(b, ",\"top_logprobs\":[");
+            for (int32_t k = 1; k < r->n && !rc; k++) {
+                rc = (k > 1 && srv_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[k], r->lps[k], true, NULL) ||
+                     srv_buf_puts(b, "}");
+            }
+            rc = rc || srv_buf_puts(b, "]}");
+        }
+        return rc || srv_buf_puts(b, "],\"refusal\":null}");
+    }
+    rc = srv_buf_puts(b, ",\"logprobs\":{\"tokens\":[");
+    int64_t o = *off;
+    for (size_t i = from; i < to && !rc; i++) {
+        size_t n = 0;
+        rc = (i > from && srv_buf_puts(b, ",")) || lp_token_json(b, j->lp[i].tok, j->lp[i].ids[0], 0, false, &n);
+        (void)n;
+    }
+    rc = rc || srv_buf_puts(b, "],\"token_logprobs\":[");
+    for (size_t i = from; i < to && !rc; i++) rc = (i > from && srv_buf_puts(b, ",")) || lp_value(b, j->lp[i].lps[0]);
+    rc = rc || srv_buf_puts(b, "],\"top_logprobs\":[");
+    for (size_t i = from; i < to && !rc; i++) {
+        const struct srv_logprob *r = &j->lp[i];
+        rc = (i > from && srv_buf_puts(b, ",")) || srv_buf_puts(b, "{");
+        for (int32_t k = 1; k < r->n && !rc; k++)
+            rc = (k > 1 && srv_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[k], 0, false, NULL) ||
+                 srv_buf_puts(b, ":") || lp_value(b, r->lps[k]);
+        rc = rc || srv_buf_puts(b, "}");
+    }
+    rc = rc || srv_buf_puts(b, "],\"text_offset\":[");
+    for (size_t i = from; i < to && !rc; i++) {
+        rc = (i > from && srv_buf_puts(b, ",")) || srv_buf_printf(b, "%lld", (long long)o);
+        char small[128];
+        size_t n = 0;
+        char *p = piece_of(j->lp[i].tok, j->lp[i].ids[0], small, sizeof small, &n);
+        if (!p) rc = REALM_E_NOMEM;
+        else if (p != small) realm_free(p);
+        o += (int64_t)n;
+    }
+    *off = o;
+    return rc || srv_buf_puts(b, "]}");
+}
+
 int srv_openai_response(struct srv_buf *b, const struct srv_job *j) {
     const char *text = j->pending.data ? j->pending.data : "";
     size_t n = j->pending.len;
+    int64_t off = 0;
     int rc;
     if (j->req.kind == SRV_CHAT)
         rc = head_json(b, j, "chat.completion") ||
              srv_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":") ||
-             srv_buf_json_string(b, text, n) ||
-             srv_buf_printf(b, ",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":",
-                            finish_text(j));
+             srv_buf_json_string(b, text, n) || srv_buf_puts(b, ",\"refusal\":null}") ||
+             logprobs_json(b, j, 0, j->lp_len, &off) ||
+             srv_buf_printf(b, ",\"finish_reason\":\"%s\"}],\"usage\":", finish_text(j));
     else
         rc = head_json(b, j, "text_completion") || srv_buf_puts(b, ",\"choices\":[{\"text\":") ||
-             srv_buf_json_string(b, text, n) ||
-             srv_buf_printf(b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":", finish_text(j));
+             srv_buf_json_string(b, text, n) || srv_buf_puts(b, ",\"index\":0") ||
+             logprobs_json(b, j, 0, j->lp_len, &off) ||
+             srv_buf_printf(b, ",\"finish_reason\":\"%s\"}],\"usage\":", finish_text(j));
     return rc || usage_json(b, j) || srv_buf_puts(b, "}\n");
 }
 
-int srv_openai_chunk(struct srv_buf *b, const struct srv_job *j, const char *text, size_t n, const char *finish,
+int srv_openai_chunk(struct srv_buf *b, struct srv_job *j, const char *text, size_t n, const char *finish,
                      bool role) {
     bool chat = j->req.kind == SRV_CHAT;
+    /* the records the guest made since the last chunk go with this one (the role chunk has none) */
+    size_t from = j->lp_sent, to = role ? from : j->lp_len;
+    j->lp_sent = to;
     int rc = srv_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion");
     if (chat) {
         rc = rc || srv_buf_puts(b, ",\"choices\":[{\"index\":0,\"delta\":{");
         if (role) rc = rc || srv_buf_puts(b, "\"role\":\"assistant\",\"content\":\"\"");
         else if (!finish) rc = rc || srv_buf_puts(b, "\"content\":") || srv_buf_json_string(b, text, n);
-        rc = rc || srv_buf_puts(b, "},\"logprobs\":null,\"finish_reason\":");
+        rc = rc || srv_buf_puts(b, "}");
     } else {
         rc = rc || srv_buf_puts(b, ",\"choices\":[{\"text\":") || srv_buf_json_string(b, finish ? "" : text, finish ? 0 : n) ||
-             srv_buf_puts(b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":");
+             srv_buf_puts(b, ",\"index\":0");
     }
+    rc = rc || (role || (finish && from == to) ? srv_buf_puts(b, ",\"logprobs\":null")
+                                                : logprobs_json(b, j, from, to, &j->lp_text_off)) ||
+         srv_buf_puts(b, ",\"finish_reason\":");
     rc = rc || (finish ? srv_buf_printf(b, "\"%s\"", finish) : srv_buf_puts(b, "null")) || srv_buf_puts(b, "}]");
     if (j->req.include_usage) rc = rc || srv_buf_puts(b, ",\"usage\":null");
     return rc || srv_buf_puts(b, "}\n\n");
 }
 
-int srv_openai_trailer(struct srv_buf *b, const struct srv_job *j) {
+int srv_openai_trailer(struct srv_buf *b, struct srv_job *j) {
     int rc = 0;
     const struct srv_gen_result *r = &j->result;
     if (r->status != REALM_OK && r->status != REALM_E_CONTEXT_FULL) {

@@ -41,6 +41,7 @@ static void job_free(struct srv_job *j) {
     srv_request_free(&j->req);
     srv_buf_free(&j->pending);
     srv_buf_free(&j->sse);
+    realm_free(j->lp);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     realm_free(j);
@@ -89,6 +90,35 @@ static int job_emit(void *user, const char *text, size_t len) {
         srv_hist_observe(&j->srv->metrics.ttft, j->t_first - j->t_admit);
     }
     pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+/* The guest's logprobs() record (worker thread): kept for the response, at most one per token
+ * the request may generate (a guest cannot grow the host's memory past that). */
+static int job_logprobs(void *user, const struct realm_tokenizer *tok, const int32_t *ids, const float *lps,
+                        int32_t n) {
+    struct srv_job *j = user;
+    if (!j->req.logprobs) return REALM_OK; /* not asked for: dropped */
+    int rc = REALM_OK;
+    pthread_mutex_lock(&j->mu);
+    size_t cap_records = (size_t)(j->req.max_tokens > 0 ? j->req.max_tokens : j->srv->cfg->default_max_tokens) + 1;
+    if (j->lp_len >= cap_records) {
+        rc = REALM_E_LIMIT;
+    } else if (j->lp_len == j->lp_cap) {
+        size_t cap = j->lp_cap ? j->lp_cap * 2 : 64;
+        if (cap > cap_records) cap = cap_records;
+        struct srv_logprob *p = realm_realloc(j->lp, cap * sizeof *p);
+        if (!p) rc = REALM_E_NOMEM;
+        else j->lp = p, j->lp_cap = cap;
+    }
+    if (rc == REALM_OK) {
+        struct srv_logprob *r = &j->lp[j->lp_len++];
+        r->tok = tok;
+        r->n = n;
+        memcpy(r->ids, ids, (size_t)n * sizeof *ids);
+        memcpy(r->lps, lps, (size_t)n * sizeof *lps);
+    }
     pthread_mutex_unlock(&j->mu);
     return rc;
 }
@@ -261,6 +291,7 @@ int srv_job_submit(struct realm_server *s, struct srv_tenant *t, int64_t reserve
     srv_cond_init(&j->cv);
     j->req = *req;
     realm_sbx_request_init(&j->sreq, j->req.guest_json, j->req.guest_len, job_emit, j);
+    j->sreq.logprobs = job_logprobs;
 
     /* draining is checked under live_mu so that shutdown's "no live jobs" is final */
     pthread_mutex_lock(&s->live_mu);

@@ -67,6 +67,8 @@ struct srv_request {
     bool stream;
     bool include_usage; /* stream_options.include_usage */
     int32_t max_tokens; /* resolved: request, else the tenant cap, else 0 (= up to the context) */
+    bool logprobs;      /* the client asked for each token's log-probability */
+    int32_t top_logprobs; /* and this many alternatives per token */
     char *guest_json;   /* what the guest reads with request_read (realm_malloc'd) */
     size_t guest_len;
 };
@@ -163,6 +165,14 @@ struct realm_server;
 /* One admitted generation request. Shared by the connection thread (HTTP side), a worker
  * thread (guest side) and, for streams, MHD's content reader: refs counts them; the last
  * unref frees. mu/cv guard everything below them. */
+/* One sampled token's logprobs() record (ids[0] the token, then the alternatives best first). */
+struct srv_logprob {
+    const struct realm_tokenizer *tok;
+    int32_t n;
+    int32_t ids[REALM_ABI_MAX_TOP_LOGPROBS + 1];
+    float lps[REALM_ABI_MAX_TOP_LOGPROBS + 1];
+};
+
 struct srv_job {
     atomic_int refs;
     struct realm_sbx_request sreq; /* what the guest runs on; its cancel flag is the job's */
@@ -183,6 +193,10 @@ struct srv_job {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct srv_buf pending;    /* emitted text not yet taken by the HTTP side */
+    struct srv_logprob *lp;    /* the guest's logprobs() records (only when req.logprobs) */
+    size_t lp_len, lp_cap;
+    size_t lp_sent;            /* records already sent in stream chunks */
+    int64_t lp_text_off;       /* completions' text_offset of the next record */
     bool started, done, any_output;
     struct srv_gen_result result;
 
@@ -263,12 +277,13 @@ void srv_openai_error(const struct srv_job *j, struct srv_error *e);
 /* The whole non-streamed response of a finished job (chat.completion or text_completion). */
 int srv_openai_response(struct srv_buf *b, const struct srv_job *j);
 /* One SSE event: `text` (n bytes), or the role-only first chat chunk (role), or the final choice
- * (finish != NULL). */
-int srv_openai_chunk(struct srv_buf *b, const struct srv_job *j, const char *text, size_t n, const char *finish,
+ * (finish != NULL). Text and final chunks carry the logprobs records made since the previous
+ * chunk (j->lp_sent advances). Caller holds j->mu. */
+int srv_openai_chunk(struct srv_buf *b, struct srv_job *j, const char *text, size_t n, const char *finish,
                      bool role);
 /* The end of a stream: the final choice, usage (if asked), an error event if the guest failed
  * after output started, then [DONE]. Caller holds j->mu. */
-int srv_openai_trailer(struct srv_buf *b, const struct srv_job *j);
+int srv_openai_trailer(struct srv_buf *b, struct srv_job *j);
 /* POST /tokenize (detokenize false) or /detokenize on behalf of tenant t: llama-server's request
  * and response shapes ({"content", "add_special" (false), "parse_special" (true), "with_pieces"
  * (false)} → {"tokens": [...]}; {"tokens"} → {"content"}), plus an optional "model" (default:

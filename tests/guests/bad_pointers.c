@@ -87,6 +87,29 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     CHECK_RC(realm_chat_format(m, "[]", 2, ok, -1), REALM_E_RANGE);
     CHECK_RC(realm_chat_format(m, ok, -1, ok, 4), REALM_E_RANGE);
 
+    /* logprobs: two int32/float spans of n, n in [1, 21], ids in the vocabulary, lps <= 0, no NaN */
+    int32_t lid[22] = {1, 2};
+    float lpv[22] = {-0.5f, -1.0f};
+    CHECK_RC(realm_logprobs(m, lid, lpv, 2), REALM_OK);
+    CHECK_RC(realm_logprobs(m, (int32_t *)(uintptr_t)end, lpv, 1), REALM_E_RANGE);
+    CHECK_RC(realm_logprobs(m, lid, (float *)(uintptr_t)(end - 4), 2), REALM_E_RANGE);
+    CHECK_RC(realm_logprobs(m, (int32_t *)(uintptr_t)0xFFFFFFFCu, lpv, 2), REALM_E_RANGE);
+    CHECK_RC(realm_logprobs(m, lid, lpv, 0), REALM_E_INVALID);
+    CHECK_RC(realm_logprobs(m, lid, lpv, 22), REALM_E_INVALID);
+    CHECK_RC(realm_logprobs(m, lid, lpv, -1), REALM_E_INVALID);
+    CHECK_RC(realm_logprobs(0x7fff0001, lid, lpv, 2), REALM_E_BAD_HANDLE);
+    lid[1] = INT32_MAX;
+    CHECK_RC(realm_logprobs(m, lid, lpv, 2), REALM_E_INVALID);
+    lid[1] = -1;
+    CHECK_RC(realm_logprobs(m, lid, lpv, 2), REALM_E_INVALID);
+    lid[1] = 2;
+    lpv[1] = 0.5f;
+    CHECK_RC(realm_logprobs(m, lid, lpv, 2), REALM_E_INVALID);
+    lpv[1] = __builtin_nanf("");
+    CHECK_RC(realm_logprobs(m, lid, lpv, 2), REALM_E_INVALID);
+    lpv[1] = -__builtin_inff(); /* a masked token: allowed */
+    CHECK_RC(realm_logprobs(m, lid, lpv, 2), REALM_OK);
+
     /* decode: token array and logits spans (n * 4 and cap * 4 in 64 bits) */
     int32_t s = realm_session_open(m, 16);
     if (s < 0) {

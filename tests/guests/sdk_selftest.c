@@ -1,7 +1,7 @@
 /*
  * sdk_selftest.c — unit tests of the guest SDK run inside the sandbox: the strict JSON parser
  * (accepts and rejects), UTF-8 helpers, rg_fmt, and the sampler (greedy, top-k 1, logit_bias,
- * penalties, determinism per seed). Emits "ok <checks>" or fails with the first mismatch logged.
+ * penalties, determinism per seed) and rg_logprobs. Emits "ok <checks>" or fails with the first mismatch logged.
  */
 #include <math.h>
 
@@ -104,6 +104,24 @@ static int32_t sample_seq(const struct rg_sampler_params *p, int32_t n_vocab, in
     return 0;
 }
 
+/* rg_logprobs: log-softmax values, the k best sorted (lower id first on ties), bad arguments. */
+static void logprobs_tests(void) {
+    float l[6] = {1.0f, 3.0f, 3.0f, -INFINITY, 0.0f, 2.0f};
+    int32_t ids[REALM_ABI_MAX_TOP_LOGPROBS + 1];
+    float lps[REALM_ABI_MAX_TOP_LOGPROBS + 1];
+    double lse = log(exp(1.0) + 2 * exp(3.0) + exp(0.0) + exp(2.0));
+    T(rg_logprobs(l, 6, 4, 3, ids, lps) == 4);
+    T(ids[0] == 4 && ids[1] == 1 && ids[2] == 2 && ids[3] == 5);
+    T(fabs(lps[0] - (0.0 - lse)) < 1e-5 && fabs(lps[1] - (3.0 - lse)) < 1e-5 && lps[1] == lps[2]);
+    T(lps[3] < lps[2] && lps[3] <= 0);
+    T(rg_logprobs(l, 6, 3, 0, ids, lps) == 1 && ids[0] == 3 && isinf(lps[0]) && lps[0] < 0);
+    T(rg_logprobs(l, 6, 1, 20, ids, lps) == 7 && ids[6] == 3); /* k past the vocabulary: all of it */
+    T(rg_logprobs(l, 6, 6, 1, ids, lps) == REALM_E_INVALID);
+    T(rg_logprobs(l, 6, 0, 21, ids, lps) == REALM_E_INVALID);
+    float dead[2] = {-INFINITY, -INFINITY};
+    T(rg_logprobs(dead, 2, 0, 1, ids, lps) == REALM_E_INVALID);
+}
+
 static void sampler_tests(void) {
     enum { V = 300, N = 40 };
     int32_t a[N], b[N], c[N];
@@ -161,6 +179,7 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     utf8_tests();
     fmt_tests();
     sampler_tests();
+    logprobs_tests();
     if (g_fail) return REALM_E_INTERNAL;
     char buf[32];
     return realm_emit(buf, rg_fmt(buf, sizeof buf, "ok %d", g_checks));

@@ -202,15 +202,15 @@ def test_bad_input(srv):
     for field, value in [("temperature", "hot"), ("temperature", 3), ("top_p", -1), ("max_tokens", 0),
                          ("max_tokens", "x"), ("max_tokens", 1.5), ("n", 2), ("stream", "yes"), ("seed", 1.5),
                          ("stop", 5), ("stop", ["x"] * 17), ("logit_bias", {"abc": 1}), ("logit_bias", {"1": 500}),
-                         ("presence_penalty", 9), ("top_k", -1), ("stream_options", 3), ("logprobs", True)]:
+                         ("presence_penalty", 9), ("top_k", -1), ("stream_options", 3), ("logprobs", "yes"),
+                         ("top_logprobs", 2)]:
         assert_error(post(srv, "/chat/completions", {**ok, field: value}, k), 400, param=field)
     # no field is silently ignored: unknown ones and features not built yet are a 400 naming them;
     # null (and an empty tools list) count as absent, "user" has no effect on what is generated
     e = assert_error(post(srv, "/chat/completions", {**ok, "frobnicate": {"x": [1, 2]}}, k), 400, param="frobnicate")
     assert "Unrecognized" in e["message"]
     for field, value in [("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "auto"),
-                         ("response_format", {"type": "json_object"}), ("grammar", "root ::= \"x\""),
-                         ("top_logprobs", 2)]:
+                         ("response_format", {"type": "json_object"}), ("grammar", "root ::= \"x\"")]:
         e = assert_error(post(srv, "/chat/completions", {**ok, field: value}, k), 400, param=field)
         assert "not supported" in e["message"], e
     assert_error(post(srv, "/chat/completions", {**ok, "prompt": "x"}, k), 400, param="prompt")
@@ -678,3 +678,65 @@ def test_echo_on_completions(srv):
     e = assert_error(post(srv, "/chat/completions", {"model": "smollm2", "messages": PROMPT, "echo": True}, k), 400,
                      param="echo")
     assert "completions only" in e["message"]
+
+
+def test_logprobs(srv):
+    """logprobs: at temperature 0 each chosen token is the top-1 alternative with the same
+    logprob, every logprob <= 0 and alternatives sorted; streamed records equal the non-streamed
+    ones; the first token's distribution matches llama.cpp's logits for the same prompt (the
+    Python binding as the oracle); bad combinations are a 400 naming the field."""
+    import math
+    k = srv.keys["alice"]
+    body = {"model": "smollm2", "messages": PROMPT, "max_tokens": 8, "temperature": 0, "logprobs": True,
+            "top_logprobs": 3}
+    r = post(srv, "/chat/completions", body, k)
+    assert r.status_code == 200, r.text
+    ch = r.json()["choices"][0]
+    content = ch["logprobs"]["content"]
+    # one record per token of the text (an end-of-generation token is counted, not shown)
+    assert len(content) == r.json()["usage"]["completion_tokens"] - (ch["finish_reason"] == "stop") > 3
+    assert "".join(c["token"] for c in content) == ch["message"]["content"]
+    for c in content:
+        top = c["top_logprobs"]
+        assert len(top) == 3 and top[0]["token"] == c["token"] and top[0]["logprob"] == c["logprob"]
+        assert all(t["logprob"] <= 0 for t in top) and [t["logprob"] for t in top] == sorted(
+            (t["logprob"] for t in top), reverse=True)
+        assert bytes(c["bytes"]) == c["token"].encode()
+    # the official client parses it; streamed records equal the non-streamed ones
+    chunks = list(srv.client("alice").chat.completions.create(**{**body, "stream": True}))
+    streamed = [c.model_dump() for ch in chunks for c in ((ch.choices[0].logprobs.content or [])
+                                                           if ch.choices and ch.choices[0].logprobs else [])]
+    assert [(c["token"], c["logprob"], [t["token"] for t in c["top_logprobs"]]) for c in streamed] == \
+        [(c["token"], c["logprob"], [t["token"] for t in c["top_logprobs"]]) for c in content]
+    # completions' shape, against llama.cpp's distribution of the first token
+    prompt = "The capital of France is"
+    c = post(srv, "/completions", {"model": "smollm2", "prompt": prompt, "max_tokens": 4, "temperature": 0,
+                                   "logprobs": 5}, k).json()["choices"][0]
+    lp = c["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(lp["text_offset"]) == 4
+    assert "".join(lp["tokens"]) == c["text"] and lp["text_offset"][0] == 0
+    first = lp["top_logprobs"][0]
+    assert max(first, key=first.get) == lp["tokens"][0] and first[lp["tokens"][0]] == lp["token_logprobs"][0]
+    llama_cpp = pytest.importorskip("llama_cpp")
+    np = pytest.importorskip("numpy")
+    ids = requests.post(srv.url + "/tokenize", json={"content": prompt}, timeout=30,
+                        headers={"Authorization": f"Bearer {k}"}).json()["tokens"]
+    llm = llama_cpp.Llama(model_path=str(model_path("SmolLM2-135M-Instruct.Q4_1.gguf")), logits_all=True, n_ctx=64,
+                          verbose=False)
+    llm.eval(ids)
+    logits = np.array(llm.scores[len(ids) - 1], dtype=np.float64)
+    ref = logits - (logits.max() + math.log(np.exp(logits - logits.max()).sum()))
+    ref_best = [llm.detokenize([int(i)]).decode(errors="replace") for i in np.argsort(-ref)[:3]]
+    assert list(sorted(first, key=first.get, reverse=True))[:3] == ref_best
+    for rank, tok in enumerate(sorted(first, key=first.get, reverse=True)[:3]):
+        tid = llm.tokenize(tok.encode(), add_bos=False, special=False)
+        assert len(tid) == 1, tok
+        # realm's logits match llama.cpp's to ~1e-2 relative L2 (tests/parity); one logit can
+        # still be a few tenths off (here " the": -2.42 against -2.80), the top one much less
+        assert abs(first[tok] - ref[tid[0]]) < (0.1 if rank == 0 else 0.5), (tok, first[tok], ref[tid[0]])
+    # refused combinations
+    for extra, param in [({"top_logprobs": 2, "logprobs": False}, "top_logprobs"), ({"top_logprobs": 21}, "top_logprobs"),
+                         ({"logprobs": "yes"}, "logprobs")]:
+        assert_error(post(srv, "/chat/completions", {**body, **extra}, k), 400, param=param)
+    for extra in [{"logprobs": 21}, {"logprobs": 2, "echo": True}, {"logprobs": 1.5}]:
+        assert_error(post(srv, "/completions", {"model": "smollm2", "prompt": "x", **extra}, k), 400, param="logprobs")
