@@ -155,26 +155,13 @@ static void test_keys(void) {
     CHECK(!srv_key_matches(d, (const unsigned char (*)[32])hashes, 3));
 }
 
-static void test_json_escape(void) {
-    struct srv_buf b = {0};
-    const char in[] = "a\"b\\c\n\t\x01\x7f\xc3\xa9\xff\xe2\x82"; /* é valid; 0xff and a cut sequence not */
-    CHECK(srv_buf_json_string(&b, in, sizeof in - 1) == REALM_OK);
-    CHECKF(!strcmp(b.data, "\"a\\\"b\\\\c\\n\\t\\u0001\\u007f\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""), "%s", b.data);
-    cJSON *j = cJSON_Parse(b.data);
-    CHECK(j && cJSON_IsString(j));
-    cJSON_Delete(j);
-    srv_buf_free(&b);
-    /* surrogates and overlong forms are invalid too */
-    CHECK(srv_buf_json_string(&b, "\xed\xa0\x80\xc0\xaf", 5) == REALM_OK);
-    CHECKF(!strcmp(b.data, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""), "%s", b.data);
-    srv_buf_free(&b);
-
+static void test_error_json(void) {
     struct srv_error e;
     srv_error_set(&e, 400, "invalid_request_error", NULL, "model", "bad \"%s\"", "x");
     size_t len;
     char *body = srv_error_json(&e, &len);
     CHECK(body && strlen(body) == len);
-    j = body ? cJSON_Parse(body) : NULL;
+    cJSON *j = body ? cJSON_Parse(body) : NULL;
     const cJSON *err = cJSON_GetObjectItem(j, "error");
     CHECK(err && !strcmp(cJSON_GetObjectItem(err, "message")->valuestring, "bad \"x\""));
     CHECK(err && !strcmp(cJSON_GetObjectItem(err, "param")->valuestring, "model"));
@@ -197,6 +184,21 @@ static int req(const struct realm_server_config *c, const struct realm_tenant_sp
     return 200;
 }
 
+/* No field is silently ignored: an unknown one, or one not built yet, is a 400 naming it. */
+static void test_no_ignored_fields(const struct realm_server_config *c, const struct realm_tenant_spec *a) {
+    struct srv_request r;
+    struct srv_error e;
+    const char *unknown = "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"unknown\": [1]}";
+    CHECK(srv_request_parse(c, a, SRV_CHAT, unknown, strlen(unknown), &r, &e) == -1 && e.http == 400 &&
+          !strcmp(e.param, "unknown") && strstr(e.message, "Unrecognized"));
+    const char *tools = "{\"model\": \"m\", \"prompt\": \"x\", \"tools\": [{\"type\": \"function\"}]}";
+    CHECK(srv_request_parse(c, a, SRV_COMPLETION, tools, strlen(tools), &r, &e) == -1 && e.http == 400 &&
+          !strcmp(e.param, "tools") && strstr(e.message, "not supported"));
+    const char *nulls = "{\"model\": \"m\", \"prompt\": \"x\", \"tools\": [], \"response_format\": null}";
+    CHECK(srv_request_parse(c, a, SRV_COMPLETION, nulls, strlen(nulls), &r, &e) == 0);
+    srv_request_free(&r);
+}
+
 static void test_requests(void) {
     struct realm_server_config *c = parse(
         "{\"models\": [{\"name\": \"m\", \"path\": \"x\"}, {\"name\": \"small\", \"path\": \"x\", \"n_ctx\": 64}],"
@@ -205,13 +207,14 @@ static void test_requests(void) {
         REALM_OK, NULL);
     if (!c) return;
     const struct realm_tenant_spec *a = &c->tenants[0], *b = &c->tenants[1];
+    test_no_ignored_fields(c, a);
     cJSON *g = NULL;
     CHECK_EQ_INT(req(c, a, SRV_CHAT,
                      "{\"model\": \"m\", \"messages\": [{\"role\": \"developer\", \"content\": \"be brief\"},"
                      " {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"hi \"}, {\"type\": \"text\", \"text\": \"there\"}]}],"
                      " \"max_completion_tokens\": 5, \"stop\": \"END\", \"seed\": -1, \"temperature\": 0, \"top_k\": 3,"
                      " \"logit_bias\": {\"7\": -100}, \"stream\": true, \"stream_options\": {\"include_usage\": true},"
-                     " \"unknown\": [1, {\"x\": null}]}",
+                     " \"user\": \"u-1\"}",
                      &g),
                  200);
     if (g) {
@@ -365,7 +368,7 @@ int main(int argc, char **argv) {
     tu_init(argc, argv);
     test_config();
     test_keys();
-    test_json_escape();
+    test_error_json();
     test_requests();
     test_limits();
     test_key_file();

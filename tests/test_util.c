@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "realm/alloc.h"
+#include "realm/buf.h"
 #include "realm/json.h"
 #include "realm/err.h"
 
@@ -147,6 +148,29 @@ static void test_budgets(void) {
     CHECK_EQ_INT(realm_alloc_bytes_in_use(), base);
 }
 
+/* realm_buf's JSON strings: escapes, and every invalid UTF-8 byte as U+FFFD (always valid JSON). */
+static void test_buf_json_string(void) {
+    struct realm_buf b = {0};
+    const char in[] = "a\"b\\c\n\t\x01\x7f\xc3\xa9\xff\xe2\x82"; /* é valid; 0xff and a cut sequence not */
+    CHECK(realm_buf_json_string(&b, in, sizeof in - 1) == REALM_OK);
+    CHECKF(!strcmp(b.data, "\"a\\\"b\\\\c\\n\\t\\u0001\\u007f\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""), "%s", b.data);
+    cJSON *j = cJSON_Parse(b.data);
+    CHECK(j && cJSON_IsString(j));
+    cJSON_Delete(j);
+    realm_buf_free(&b);
+    /* surrogates and overlong forms are invalid too */
+    CHECK(realm_buf_json_string(&b, "\xed\xa0\x80\xc0\xaf", 5) == REALM_OK);
+    CHECKF(!strcmp(b.data, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""), "%s", b.data);
+    realm_buf_free(&b);
+
+    CHECK(realm_buf_printf(&b, "%d-%s", 7, "x") == REALM_OK && !strcmp(b.data, "7-x") && b.len == 3);
+    realm_buf_reset(&b);
+    CHECK(b.len == 0 && realm_buf_puts(&b, "ab") == REALM_OK && realm_buf_append(&b, "c", 1) == REALM_OK);
+    CHECK(!strcmp(b.data, "abc"));
+    realm_buf_free(&b);
+    CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
+}
+
 /* The pre-parse bound of JSON values: exact for plain containers, strings and escapes honoured,
  * capped at max + 1. */
 static void test_json_values_bound(void) {
@@ -162,6 +186,7 @@ static void test_json_values_bound(void) {
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     test_json_values_bound();
+    test_buf_json_string();
     CHECK(!strcmp(realm_strerror(REALM_OK), "ok"));
     CHECK(!strcmp(realm_strerror(REALM_E_BAD_HANDLE), "bad handle"));
     CHECK(!strcmp(realm_strerror(12345), "unknown error"));

@@ -7,13 +7,13 @@
  * Thread rule: realm_sbx_host_add_model before tenants run; everything else thread-safe.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "realm/alloc.h"
+#include "realm/buf.h"
 #include "realm/log.h"
 #include "sandbox/sandbox.h"
 
@@ -248,99 +248,40 @@ void realm_sbx_host_free(struct realm_sbx_host *h) {
 
 /* ---- model_info JSON ---- */
 
-struct sb {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_put(struct sb *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realm_realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sb *b, const char *fmt, ...) {
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp) {
-        b->oom = true;
-        return;
-    }
-    sb_put(b, tmp, (size_t)n);
-}
-
-static void sb_json_str(struct sb *b, const char *s) {
-    if (!s) {
-        sb_put(b, "null", 4);
-        return;
-    }
-    sb_put(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            sb_put(b, e, 2);
-        } else if (c < 0x20) {
-            sb_printf(b, "\\u%04x", c);
-        } else {
-            sb_put(b, (const char *)&c, 1);
-        }
-    }
-    sb_put(b, "\"", 1);
+/* A JSON string, or null for NULL. */
+static int json_str_or_null(struct realm_buf *b, const char *s) {
+    return s ? realm_buf_json_string(b, s, strlen(s)) : realm_buf_puts(b, "null");
 }
 
 static int build_info(struct sbx_model *m) {
     const struct realm_model_config *c = realm_model_config(m->model);
-    struct sb b = {0};
-    sb_put(&b, "{\"name\":", 8);
-    sb_json_str(&b, m->name);
-    sb_put(&b, ",\"arch\":", 8);
-    sb_json_str(&b, c->arch_name);
-    sb_printf(&b, ",\"n_vocab\":%d,\"n_ctx_train\":%d,\"n_embd\":%d,\"n_layer\":%d", m->n_vocab,
-              c->n_ctx_train, c->n_embd, c->n_layer);
-    sb_printf(&b, ",\"bos\":%d,\"eos\":%d,\"add_bos\":%s", realm_tokenizer_bos(m->tok),
-              realm_tokenizer_eos(m->tok), realm_tokenizer_add_bos(m->tok) ? "true" : "false");
+    struct realm_buf b = {0};
+    int rc = realm_buf_puts(&b, "{\"name\":") || json_str_or_null(&b, m->name) || realm_buf_puts(&b, ",\"arch\":") ||
+             json_str_or_null(&b, c->arch_name) ||
+             realm_buf_printf(&b, ",\"n_vocab\":%d,\"n_ctx_train\":%d,\"n_embd\":%d,\"n_layer\":%d", m->n_vocab,
+                              c->n_ctx_train, c->n_embd, c->n_layer) ||
+             realm_buf_printf(&b, ",\"bos\":%d,\"eos\":%d,\"add_bos\":%s", realm_tokenizer_bos(m->tok),
+                              realm_tokenizer_eos(m->tok), realm_tokenizer_add_bos(m->tok) ? "true" : "false");
     /* SPM's space in front of the text (the native detokenizer strips it from the first piece) */
     struct realm_detok d;
     realm_detok_init(&d, m->tok, false);
-    sb_printf(&b, ",\"add_space_prefix\":%s", d.strip_space ? "true" : "false");
-    sb_put(&b, ",\"tokenizer\":", 13);
-    sb_json_str(&b, realm_tokenizer_kind(m->tok));
-    sb_put(&b, ",\"pre\":", 7);
-    sb_json_str(&b, realm_tokenizer_pre(m->tok));
-    sb_put(&b, ",\"chat_template\":", 17);
-    sb_json_str(&b, realm_tokenizer_chat_template(m->tok));
-    sb_put(&b, ",\"eog\":[", 8);
+    rc = rc || realm_buf_printf(&b, ",\"add_space_prefix\":%s", d.strip_space ? "true" : "false") ||
+         realm_buf_puts(&b, ",\"tokenizer\":") || json_str_or_null(&b, realm_tokenizer_kind(m->tok)) ||
+         realm_buf_puts(&b, ",\"pre\":") || json_str_or_null(&b, realm_tokenizer_pre(m->tok)) ||
+         realm_buf_puts(&b, ",\"chat_template\":") || json_str_or_null(&b, realm_tokenizer_chat_template(m->tok)) ||
+         realm_buf_puts(&b, ",\"eog\":[");
     int32_t n_tok = realm_tokenizer_n_vocab(m->tok);
     bool first = true;
-    for (int32_t i = 0; i < n_tok; i++) {
+    for (int32_t i = 0; i < n_tok && !rc; i++) {
         if (!realm_tokenizer_is_eog(m->tok, i)) continue;
-        sb_printf(&b, first ? "%d" : ",%d", i);
+        rc = realm_buf_printf(&b, first ? "%d" : ",%d", i);
         first = false;
     }
-    sb_put(&b, "]}", 2);
-    if (b.oom) {
-        realm_free(b.p);
+    if (rc || realm_buf_puts(&b, "]}")) {
+        realm_buf_free(&b);
         return REALM_E_NOMEM;
     }
-    m->info = b.p;
+    m->info = b.data;
     m->info_len = b.len;
     return REALM_OK;
 }

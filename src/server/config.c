@@ -472,7 +472,7 @@ fail:
 static int read_file(const char *path, char **out, size_t *len, struct realm_err *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return realm_err_set(err, REALM_E_IO, "config: %s: cannot open: %s", path, strerror(errno));
-    struct srv_buf b = {0};
+    struct realm_buf b = {0};
     char chunk[65536];
     size_t n;
     int rc = REALM_OK;
@@ -481,7 +481,7 @@ static int read_file(const char *path, char **out, size_t *len, struct realm_err
             rc = realm_err_set(err, REALM_E_FORMAT, "config: %s: larger than %u bytes", path, MAX_CONFIG_BYTES);
             break;
         }
-        if (srv_buf_append(&b, chunk, n)) {
+        if (realm_buf_append(&b, chunk, n)) {
             rc = realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
             break;
         }
@@ -489,10 +489,10 @@ static int read_file(const char *path, char **out, size_t *len, struct realm_err
     if (!rc && ferror(f)) rc = realm_err_set(err, REALM_E_IO, "config: %s: read error", path);
     fclose(f);
     if (rc) {
-        srv_buf_free(&b);
+        realm_buf_free(&b);
         return rc;
     }
-    if (!b.data && srv_buf_append(&b, "", 0)) return realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
+    if (!b.data && realm_buf_append(&b, "", 0)) return realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
     *out = b.data;
     *len = b.len;
     return REALM_OK;
@@ -617,12 +617,12 @@ int realm_config_add_key(const char *path, const char *tenant_id, char *key_out,
         rc = realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
         goto done;
     }
-    struct srv_buf b = {0};
-    rc = srv_buf_puts(&b, out_text) || srv_buf_puts(&b, "\n") ? REALM_E_NOMEM : REALM_OK;
+    struct realm_buf b = {0};
+    rc = realm_buf_puts(&b, out_text) || realm_buf_puts(&b, "\n") ? REALM_E_NOMEM : REALM_OK;
     cJSON_free(out_text);
     if (!rc) rc = write_atomic(path, b.data, err);
     else realm_err_set(err, rc, "config: out of memory");
-    srv_buf_free(&b);
+    realm_buf_free(&b);
     if (!rc) memcpy(key_out, key, REALM_KEY_LEN + 1);
     memset(key, 0, sizeof key);
 done:

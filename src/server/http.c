@@ -37,7 +37,7 @@ struct http_req {
     double t_begin;        /* headers complete (the body must arrive within read_timeout_s) */
     struct srv_tenant *tenant; /* authenticated from the headers, before any body byte is kept */
     bool admin;            /* an operator key (full /metrics) */
-    struct srv_buf body;
+    struct realm_buf body;
     bool too_large;        /* over max_body_bytes: the rest is read and dropped, then 413 */
     size_t drained;        /* bytes dropped so far */
     bool responded;        /* a response was queued before the body ended (413) */
@@ -78,7 +78,7 @@ static enum MHD_Result queue_body(struct MHD_Connection *c, int status, char *bo
 }
 
 static enum MHD_Result send_buf(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c, int status,
-                                struct srv_buf *b, const char *content_type) {
+                                struct realm_buf *b, const char *content_type) {
     srv_metrics_http(&s->metrics, hr->ep, status);
     char *data = b->data;
     size_t len = b->len;
@@ -170,7 +170,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
             j->sse_off += n;
             arm_stall_timer(j);
             if (j->sse_off == j->sse.len) {
-                srv_buf_reset(&j->sse);
+                realm_buf_reset(&j->sse);
                 j->sse_off = 0;
             }
             return (ssize_t)n;
@@ -189,7 +189,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
         int rc = 0;
         if (j->pending.len > 0) {
             rc = srv_openai_chunk(&j->sse, j, j->pending.data, j->pending.len, NULL, false);
-            srv_buf_reset(&j->pending);
+            realm_buf_reset(&j->pending);
             pthread_cond_broadcast(&j->cv); /* wakes an emit waiting on back-pressure */
         } else { /* done */
             rc = srv_openai_trailer(&j->sse, j);
@@ -288,7 +288,7 @@ static enum MHD_Result route_generate(struct realm_server *s, struct http_req *h
     struct srv_request req;
     const char *body = hr->body.data ? hr->body.data : "";
     if (srv_request_parse(s->cfg, t->spec, kind, body, hr->body.len, &req, &e)) return send_error(s, hr, c, &e);
-    srv_buf_free(&hr->body); /* the guest request is a separate copy */
+    realm_buf_free(&hr->body); /* the guest request is a separate copy */
     int64_t reserved = 0;
     if (srv_tenant_admit(t, req.max_tokens, &reserved, &e)) {
         atomic_fetch_add(&t->st.rejected_limit, 1);
@@ -328,9 +328,9 @@ static enum MHD_Result route_generate(struct realm_server *s, struct http_req *h
         srv_openai_error(j, &e);
         return send_error(s, hr, c, &e);
     }
-    struct srv_buf b = {0};
+    struct realm_buf b = {0};
     if (srv_openai_response(&b, j)) {
-        srv_buf_free(&b);
+        realm_buf_free(&b);
         return MHD_NO;
     }
     return send_buf(s, hr, c, 200, &b, "application/json");
@@ -341,44 +341,44 @@ static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr,
     struct srv_error e;
     if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
     struct srv_tenant *t = hr->tenant;
-    struct srv_buf b = {0};
+    struct realm_buf b = {0};
     int64_t created = srv_unix_time() - (int64_t)(srv_now() - s->t_start);
     int rc = 0;
     if (one) {
         for (size_t i = 0; i < s->cfg->n_models; i++) {
             const struct realm_model_spec *m = &s->cfg->models[i];
             if (!strcmp(m->name, one) && realm_tenant_may_use(t->spec, m->name)) {
-                if (srv_openai_model(&b, m, created) || srv_buf_puts(&b, "\n")) break;
+                if (srv_openai_model(&b, m, created) || realm_buf_puts(&b, "\n")) break;
                 return send_buf(s, hr, c, 200, &b, "application/json");
             }
         }
-        srv_buf_free(&b);
+        realm_buf_free(&b);
         srv_error_set(&e, 404, "invalid_request_error", "model_not_found", "model", "The model '%.200s' does not exist.",
                       one);
         return send_error(s, hr, c, &e);
     }
-    rc = srv_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    rc = realm_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
     bool first = true;
     for (size_t i = 0; i < s->cfg->n_models && !rc; i++) {
         const struct realm_model_spec *m = &s->cfg->models[i];
         if (!realm_tenant_may_use(t->spec, m->name)) continue;
-        rc = (!first && srv_buf_puts(&b, ",")) || srv_openai_model(&b, m, created);
+        rc = (!first && realm_buf_puts(&b, ",")) || srv_openai_model(&b, m, created);
         first = false;
     }
-    if (rc || srv_buf_puts(&b, "]}\n")) {
-        srv_buf_free(&b);
+    if (rc || realm_buf_puts(&b, "]}\n")) {
+        realm_buf_free(&b);
         return MHD_NO;
     }
     return send_buf(s, hr, c, 200, &b, "application/json");
 }
 
 static enum MHD_Result route_health(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
-    struct srv_buf b = {0};
+    struct realm_buf b = {0};
     bool draining = atomic_load(&s->draining);
-    if (srv_buf_printf(&b, "{\"status\":\"%s\",\"uptime_s\":%.3f,\"active\":%lld,\"models\":", draining ? "draining" : "ok",
+    if (realm_buf_printf(&b, "{\"status\":\"%s\",\"uptime_s\":%.3f,\"active\":%lld,\"models\":", draining ? "draining" : "ok",
                        srv_now() - s->t_start, (long long)atomic_load(&s->metrics.active)) ||
-        srv_buf_printf(&b, "%zu,\"tenants\":%zu}\n", s->cfg->n_models, s->n_tenants)) {
-        srv_buf_free(&b);
+        realm_buf_printf(&b, "%zu,\"tenants\":%zu}\n", s->cfg->n_models, s->n_tenants)) {
+        realm_buf_free(&b);
         return MHD_NO;
     }
     return send_buf(s, hr, c, draining ? 503 : 200, &b, "application/json");
@@ -387,9 +387,9 @@ static enum MHD_Result route_health(struct realm_server *s, struct http_req *hr,
 static enum MHD_Result route_metrics(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
     /* public (if configured) or an operator key: everything; a tenant key: its own series only */
     const struct srv_tenant *only = s->cfg->metrics_public || hr->admin ? NULL : hr->tenant;
-    struct srv_buf b = {0};
+    struct realm_buf b = {0};
     if (srv_metrics_render(s, &b, only)) {
-        srv_buf_free(&b);
+        realm_buf_free(&b);
         return MHD_NO;
     }
     return send_buf(s, hr, c, 200, &b, "text/plain; version=0.0.4; charset=utf-8");
@@ -405,10 +405,10 @@ static enum MHD_Result route_tokenize(struct realm_server *s, struct http_req *h
                                       bool detokenize) {
     struct srv_error e;
     if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
-    struct srv_buf b = {0};
+    struct realm_buf b = {0};
     const char *body = hr->body.data ? hr->body.data : "";
     if (srv_tokenize(s->cfg, hr->tenant->spec, tokenizer_of, s->backend, detokenize, body, hr->body.len, &b, &e)) {
-        srv_buf_free(&b);
+        realm_buf_free(&b);
         return send_error(s, hr, c, &e);
     }
     return send_buf(s, hr, c, 200, &b, "application/json");
@@ -468,7 +468,7 @@ static enum MHD_Result too_large(struct realm_server *s, struct http_req *hr, st
     srv_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
                   "The request body is larger than this server's limit of %zu bytes.", s->cfg->max_body_bytes);
     hr->responded = true;
-    srv_buf_free(&hr->body);
+    realm_buf_free(&hr->body);
     return send_error(s, hr, c, &e);
 }
 
@@ -531,18 +531,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             srv_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
                           "The request body did not arrive within %.0f seconds.", s->cfg->read_timeout_s);
             hr->responded = true;
-            srv_buf_free(&hr->body);
+            realm_buf_free(&hr->body);
             return send_error(s, hr, c, &e);
         }
         if (!hr->too_large && hr->body.len + n > s->cfg->max_body_bytes) {
             hr->too_large = true;
-            srv_buf_free(&hr->body);
+            realm_buf_free(&hr->body);
         }
         if (hr->too_large) {
             hr->drained += n;
             return hr->drained > DRAIN_MAX_BYTES ? too_large(s, hr, c) : MHD_YES;
         }
-        if (srv_buf_append(&hr->body, upload, n)) return MHD_NO;
+        if (realm_buf_append(&hr->body, upload, n)) return MHD_NO;
         return MHD_YES;
     }
     if (hr->responded) return MHD_YES;
@@ -571,7 +571,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         srv_reply_done(j->srv);
         srv_job_unref(j);
     }
-    srv_buf_free(&hr->body);
+    realm_buf_free(&hr->body);
     realm_free(hr);
     *con_cls = NULL;
 }

@@ -37,47 +37,47 @@ void srv_metrics_http(struct srv_metrics *m, enum srv_endpoint ep, int status) {
     atomic_fetch_add(&m->http[ep][i], 1);
 }
 
-static int label_value(struct srv_buf *b, const char *s) {
-    int rc = srv_buf_puts(b, "\"");
+static int label_value(struct realm_buf *b, const char *s) {
+    int rc = realm_buf_puts(b, "\"");
     for (; *s && !rc; s++) {
-        if (*s == '\\') rc = srv_buf_puts(b, "\\\\");
-        else if (*s == '"') rc = srv_buf_puts(b, "\\\"");
-        else if (*s == '\n') rc = srv_buf_puts(b, "\\n");
-        else rc = srv_buf_append(b, s, 1);
+        if (*s == '\\') rc = realm_buf_puts(b, "\\\\");
+        else if (*s == '"') rc = realm_buf_puts(b, "\\\"");
+        else if (*s == '\n') rc = realm_buf_puts(b, "\\n");
+        else rc = realm_buf_append(b, s, 1);
     }
-    return rc ? rc : srv_buf_puts(b, "\"");
+    return rc ? rc : realm_buf_puts(b, "\"");
 }
 
-static int header(struct srv_buf *b, const char *name, const char *type, const char *help) {
-    return srv_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+static int header(struct realm_buf *b, const char *name, const char *type, const char *help) {
+    return realm_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static int scalar(struct srv_buf *b, const char *name, const char *type, const char *help, double v) {
-    return header(b, name, type, help) || srv_buf_printf(b, "%s %.17g\n", name, v) ? REALM_E_NOMEM : REALM_OK;
+static int scalar(struct realm_buf *b, const char *name, const char *type, const char *help, double v) {
+    return header(b, name, type, help) || realm_buf_printf(b, "%s %.17g\n", name, v) ? REALM_E_NOMEM : REALM_OK;
 }
 
-static int hist(struct srv_buf *b, const char *name, const char *help, const struct srv_hist *h) {
+static int hist(struct realm_buf *b, const char *name, const char *help, const struct srv_hist *h) {
     int rc = header(b, name, "histogram", help);
     int64_t cum = 0;
     for (int i = 0; i < SRV_HIST_BUCKETS && !rc; i++) {
         cum += atomic_load(&h->counts[i]);
-        rc = srv_buf_printf(b, "%s_bucket{le=\"%g\"} %lld\n", name, g_bounds[i], (long long)cum);
+        rc = realm_buf_printf(b, "%s_bucket{le=\"%g\"} %lld\n", name, g_bounds[i], (long long)cum);
     }
     cum += atomic_load(&h->counts[SRV_HIST_BUCKETS]);
-    if (!rc) rc = srv_buf_printf(b, "%s_bucket{le=\"+Inf\"} %lld\n%s_sum %.6f\n%s_count %lld\n", name, (long long)cum,
+    if (!rc) rc = realm_buf_printf(b, "%s_bucket{le=\"+Inf\"} %lld\n%s_sum %.6f\n%s_count %lld\n", name, (long long)cum,
                                  name, (double)atomic_load(&h->sum_us) * 1e-6, name, (long long)cum);
     return rc;
 }
 
 /* Per-tenant counter family: one line per tenant. `field` is the counter's offset in the stats. */
-static int tenant_family(struct srv_buf *b, struct realm_server *s, const struct srv_tenant *only, const char *name,
+static int tenant_family(struct realm_buf *b, struct realm_server *s, const struct srv_tenant *only, const char *name,
                          const char *type, const char *help, size_t field) {
     int rc = header(b, name, type, help);
     for (size_t i = 0; i < s->n_tenants && !rc; i++) {
         if (only && &s->tenants[i] != only) continue;
         const _Atomic int64_t *v = (const _Atomic int64_t *)((const char *)&s->tenants[i].st + field);
-        rc = srv_buf_printf(b, "%s{tenant=", name) || label_value(b, s->tenants[i].spec->id) ||
-             srv_buf_printf(b, "} %lld\n", (long long)atomic_load(v));
+        rc = realm_buf_printf(b, "%s{tenant=", name) || label_value(b, s->tenants[i].spec->id) ||
+             realm_buf_printf(b, "} %lld\n", (long long)atomic_load(v));
     }
     return rc;
 }
@@ -92,7 +92,7 @@ static long rss_bytes(void) {
 }
 
 /* The per-tenant series: every tenant's, or (only != NULL) that tenant's alone. */
-static int render_tenants(struct realm_server *s, struct srv_buf *b, const struct srv_tenant *only) {
+static int render_tenants(struct realm_server *s, struct realm_buf *b, const struct srv_tenant *only) {
     int rc;
 #define TF(name, type, help, field) \
     tenant_family(b, s, only, name, type, help, offsetof(struct srv_tenant_stats, field))
@@ -112,16 +112,16 @@ static int render_tenants(struct realm_server *s, struct srv_buf *b, const struc
         pthread_mutex_lock(&t->mu);
         int32_t a = t->active;
         pthread_mutex_unlock(&t->mu);
-        rc = srv_buf_puts(b, "realm_tenant_active_requests{tenant=") || label_value(b, t->spec->id) ||
-             srv_buf_printf(b, "} %d\n", a);
+        rc = realm_buf_puts(b, "realm_tenant_active_requests{tenant=") || label_value(b, t->spec->id) ||
+             realm_buf_printf(b, "} %d\n", a);
     }
     if (rc) return REALM_E_NOMEM;
     if (s->backend) {
         rc = header(b, "realm_tenant_kv_blocks", "gauge", "KV cache blocks held by each tenant's sessions.");
         for (size_t i = 0; i < s->n_tenants && !rc; i++)
             if (!only || &s->tenants[i] == only)
-                rc = srv_buf_puts(b, "realm_tenant_kv_blocks{tenant=") || label_value(b, s->tenants[i].spec->id) ||
-                 srv_buf_printf(b, "} %d\n", srv_backend_tenant_kv_blocks(s->backend, i));
+                rc = realm_buf_puts(b, "realm_tenant_kv_blocks{tenant=") || label_value(b, s->tenants[i].spec->id) ||
+                 realm_buf_printf(b, "} %d\n", srv_backend_tenant_kv_blocks(s->backend, i));
         if (rc) return REALM_E_NOMEM;
         int64_t mem[2];
         rc = header(b, "realm_tenant_host_memory_bytes", "gauge",
@@ -129,16 +129,16 @@ static int render_tenants(struct realm_server *s, struct srv_buf *b, const struc
         for (size_t i = 0; i < s->n_tenants && !rc; i++)
             if (!only || &s->tenants[i] == only) {
                 srv_backend_tenant_host_memory(s->backend, i, &mem[0], &mem[1]);
-                rc = srv_buf_puts(b, "realm_tenant_host_memory_bytes{tenant=") || label_value(b, s->tenants[i].spec->id) ||
-                     srv_buf_printf(b, "} %lld\n", (long long)mem[0]);
+                rc = realm_buf_puts(b, "realm_tenant_host_memory_bytes{tenant=") || label_value(b, s->tenants[i].spec->id) ||
+                     realm_buf_printf(b, "} %lld\n", (long long)mem[0]);
             }
         rc = rc || header(b, "realm_tenant_host_memory_refused_total", "counter",
                           "Host allocations refused because the tenant's host memory budget was used up.");
         for (size_t i = 0; i < s->n_tenants && !rc; i++)
             if (!only || &s->tenants[i] == only) {
                 srv_backend_tenant_host_memory(s->backend, i, &mem[0], &mem[1]);
-                rc = srv_buf_puts(b, "realm_tenant_host_memory_refused_total{tenant=") ||
-                     label_value(b, s->tenants[i].spec->id) || srv_buf_printf(b, "} %lld\n", (long long)mem[1]);
+                rc = realm_buf_puts(b, "realm_tenant_host_memory_refused_total{tenant=") ||
+                     label_value(b, s->tenants[i].spec->id) || realm_buf_printf(b, "} %lld\n", (long long)mem[1]);
             }
         if (rc) return REALM_E_NOMEM;
     }
@@ -146,7 +146,7 @@ static int render_tenants(struct realm_server *s, struct srv_buf *b, const struc
     return REALM_OK;
 }
 
-int srv_metrics_render(struct realm_server *s, struct srv_buf *b, const struct srv_tenant *only) {
+int srv_metrics_render(struct realm_server *s, struct realm_buf *b, const struct srv_tenant *only) {
     /* a tenant's key sees its own series and nothing that tells about the server or other tenants */
     if (only) return render_tenants(s, b, only);
     struct srv_metrics *m = &s->metrics;
@@ -156,10 +156,10 @@ int srv_metrics_render(struct realm_server *s, struct srv_buf *b, const struct s
             int64_t v = atomic_load(&m->http[e][c]);
             if (!v) continue;
             if (c < SRV_CODES_N - 1)
-                rc = srv_buf_printf(b, "realm_http_requests_total{endpoint=\"%s\",code=\"%d\"} %lld\n", g_ep_names[e],
+                rc = realm_buf_printf(b, "realm_http_requests_total{endpoint=\"%s\",code=\"%d\"} %lld\n", g_ep_names[e],
                                     g_codes[c], (long long)v);
             else
-                rc = srv_buf_printf(b, "realm_http_requests_total{endpoint=\"%s\",code=\"other\"} %lld\n",
+                rc = realm_buf_printf(b, "realm_http_requests_total{endpoint=\"%s\",code=\"other\"} %lld\n",
                                     g_ep_names[e], (long long)v);
         }
     if (rc) return rc;
@@ -198,9 +198,9 @@ int srv_metrics_render(struct realm_server *s, struct srv_buf *b, const struct s
         int64_t cum = 0;
         for (int i = 0; i < 10 && !rc; i++) {
             cum += bs.batch_hist[i];
-            rc = srv_buf_printf(b, "realm_batch_rows_bucket{le=\"%s\"} %lld\n", le[i], (long long)cum);
+            rc = realm_buf_printf(b, "realm_batch_rows_bucket{le=\"%s\"} %lld\n", le[i], (long long)cum);
         }
-        rc = rc || srv_buf_printf(b, "realm_batch_rows_sum %lld\nrealm_batch_rows_count %lld\n", (long long)bs.rows,
+        rc = rc || realm_buf_printf(b, "realm_batch_rows_sum %lld\nrealm_batch_rows_count %lld\n", (long long)bs.rows,
                                   (long long)bs.steps);
         rc = rc || scalar(b, "realm_sched_steps_total", "counter", "Batched forward steps.", (double)bs.steps) ||
              scalar(b, "realm_sched_decode_rows_total", "counter", "Decode rows run.", (double)bs.decode_rows) ||
@@ -217,7 +217,7 @@ int srv_metrics_render(struct realm_server *s, struct srv_buf *b, const struct s
         rc = header(b, "realm_kv_blocks", "gauge",
                     "Paged KV cache blocks by state: used (held by sessions), cached (reusable prefix, held by "
                     "none), free.") ||
-             srv_buf_printf(b, "realm_kv_blocks{state=\"used\"} %lld\nrealm_kv_blocks{state=\"cached\"} %lld\n"
+             realm_buf_printf(b, "realm_kv_blocks{state=\"used\"} %lld\nrealm_kv_blocks{state=\"cached\"} %lld\n"
                                "realm_kv_blocks{state=\"free\"} %lld\n",
                             (long long)bs.kv_used, (long long)bs.kv_cached, (long long)bs.kv_free) ||
              scalar(b, "realm_kv_blocks_total", "gauge", "Blocks in the KV pools.", (double)bs.kv_blocks) ||

@@ -72,9 +72,9 @@ static int opt_bool(const cJSON *root, const char *key, bool *out, struct srv_er
 
 /* Message content: a string, null, or an array of {"type": "text", "text": ...} parts
  * (concatenated). Appends the text to b. */
-static int content_text(const cJSON *c, int i, struct srv_buf *b, struct srv_error *e) {
+static int content_text(const cJSON *c, int i, struct realm_buf *b, struct srv_error *e) {
     if (!c || cJSON_IsNull(c)) return 0;
-    if (cJSON_IsString(c)) return srv_buf_puts(b, c->valuestring) ? srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory") : 0;
+    if (cJSON_IsString(c)) return realm_buf_puts(b, c->valuestring) ? srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory") : 0;
     if (!cJSON_IsArray(c))
         return srv_error_set(e, 400, INVALID, NULL, "messages", "messages[%d].content must be a string or an array of text parts.", i);
     for (const cJSON *p = c->child; p; p = p->next) {
@@ -87,7 +87,7 @@ static int content_text(const cJSON *c, int i, struct srv_buf *b, struct srv_err
                                  i, type->valuestring);
         if (!cJSON_IsString(text))
             return srv_error_set(e, 400, INVALID, NULL, "messages", "messages[%d].content: a text part needs a string \"text\".", i);
-        if (srv_buf_puts(b, text->valuestring)) return srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        if (realm_buf_puts(b, text->valuestring)) return srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
     }
     return 0;
 }
@@ -115,15 +115,15 @@ static int parse_messages(const cJSON *root, cJSON *out, struct srv_error *e) {
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (!content && strcmp(r, "assistant"))
             return srv_error_set(e, 400, INVALID, NULL, "messages", "messages[%d] is missing 'content'.", i);
-        struct srv_buf text = {0};
+        struct realm_buf text = {0};
         if (content_text(content, i, &text, e)) {
-            srv_buf_free(&text);
+            realm_buf_free(&text);
             return -1;
         }
         cJSON *o = cJSON_CreateObject();
         bool ok = o && cJSON_AddStringToObject(o, "role", r) &&
                   cJSON_AddStringToObject(o, "content", text.data ? text.data : "") && cJSON_AddItemToArray(arr, o);
-        srv_buf_free(&text);
+        realm_buf_free(&text);
         if (!ok) {
             cJSON_Delete(o);
             return srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
@@ -548,25 +548,25 @@ void srv_openai_error(const struct srv_job *j, struct srv_error *e) {
 }
 
 /* What the tenant was charged for this request (the same numbers reach /metrics). */
-static int usage_json(struct srv_buf *b, const struct srv_job *j) {
+static int usage_json(struct realm_buf *b, const struct srv_job *j) {
     long long p = j->result.prompt_tokens > 0 ? (long long)j->result.prompt_tokens : 0;
     long long c = j->result.completion_tokens > 0 ? (long long)j->result.completion_tokens : 0;
-    return srv_buf_printf(b, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}", p, c,
+    return realm_buf_printf(b, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}", p, c,
                           p + c);
 }
 
-static int head_json(struct srv_buf *b, const struct srv_job *j, const char *object) {
+static int head_json(struct realm_buf *b, const struct srv_job *j, const char *object) {
     const char *model = j->srv->cfg->models[j->req.model].name;
-    return srv_buf_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", j->id, object,
+    return realm_buf_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", j->id, object,
                           (long long)j->created) ||
-           srv_buf_json_string(b, model, strlen(model)) || srv_buf_puts(b, ",\"system_fingerprint\":\"realm\"");
+           realm_buf_json_string(b, model, strlen(model)) || realm_buf_puts(b, ",\"system_fingerprint\":\"realm\"");
 }
 
 /* ---- logprobs ---- */
 
 /* A log-probability as JSON: -inf (a token the guest masked) as -9999, as OpenAI does. */
-static int lp_value(struct srv_buf *b, float lp) {
-    return srv_buf_printf(b, "%.9g", isinf(lp) ? -9999.0 : (double)lp);
+static int lp_value(struct realm_buf *b, float lp) {
+    return realm_buf_printf(b, "%.9g", isinf(lp) ? -9999.0 : (double)lp);
 }
 
 /* The token's text with control tokens spelled out; *len its byte length. Returns a pointer to
@@ -582,7 +582,7 @@ static char *piece_of(const struct realm_tokenizer *tok, int32_t id, char *small
 }
 
 /* {"token", "logprob", "bytes"} (chat), or with completions' shape only the token string key. */
-static int lp_token_json(struct srv_buf *b, const struct realm_tokenizer *tok, int32_t id, float lp, bool chat,
+static int lp_token_json(struct realm_buf *b, const struct realm_tokenizer *tok, int32_t id, float lp, bool chat,
                          size_t *piece_len) {
     char small[128];
     size_t n = 0;
@@ -590,12 +590,12 @@ static int lp_token_json(struct srv_buf *b, const struct realm_tokenizer *tok, i
     if (!p) return REALM_E_NOMEM;
     int rc;
     if (chat) {
-        rc = srv_buf_puts(b, "{\"token\":") || srv_buf_json_string(b, p, n) || srv_buf_puts(b, ",\"logprob\":") ||
-             lp_value(b, lp) || srv_buf_puts(b, ",\"bytes\":[");
-        for (size_t i = 0; i < n && !rc; i++) rc = srv_buf_printf(b, i ? ",%u" : "%u", (unsigned char)p[i]);
-        rc = rc || srv_buf_puts(b, "]");
+        rc = realm_buf_puts(b, "{\"token\":") || realm_buf_json_string(b, p, n) || realm_buf_puts(b, ",\"logprob\":") ||
+             lp_value(b, lp) || realm_buf_puts(b, ",\"bytes\":[");
+        for (size_t i = 0; i < n && !rc; i++) rc = realm_buf_printf(b, i ? ",%u" : "%u", (unsigned char)p[i]);
+        rc = rc || realm_buf_puts(b, "]");
     } else {
-        rc = srv_buf_json_string(b, p, n);
+        rc = realm_buf_json_string(b, p, n);
     }
     if (piece_len) *piece_len = n;
     if (p != small) realm_free(p);
@@ -605,45 +605,45 @@ static int lp_token_json(struct srv_buf *b, const struct realm_tokenizer *tok, i
 /* ,"logprobs":… for records [from, to): null when not asked for; chat's {"content": [...],
  * "refusal": null}; completions' {"tokens", "token_logprobs", "top_logprobs", "text_offset"},
  * text_offset counting the bytes of the pieces from *off on (advanced past them). */
-static int logprobs_json(struct srv_buf *b, const struct srv_job *j, size_t from, size_t to, int64_t *off) {
-    if (!j->req.logprobs) return srv_buf_puts(b, ",\"logprobs\":null");
+static int logprobs_json(struct realm_buf *b, const struct srv_job *j, size_t from, size_t to, int64_t *off) {
+    if (!j->req.logprobs) return realm_buf_puts(b, ",\"logprobs\":null");
     int rc = 0;
     if (j->req.kind == SRV_CHAT) {
-        rc = srv_buf_puts(b, ",\"logprobs\":{\"content\":[");
+        rc = realm_buf_puts(b, ",\"logprobs\":{\"content\":[");
         for (size_t i = from; i < to && !rc; i++) {
             const struct srv_logprob *r = &j->lp[i];
-            rc = (i > from && srv_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[0], r->lps[0], true, NULL);
+            rc = (i > from && realm_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[0], r->lps[0], true, NULL);
             /* lp_token_json left the object open: its top_logprobs close it */
-            rc = rc || srv_buf_puts(b, ",\"top_logprobs\":[");
+            rc = rc || realm_buf_puts(b, ",\"top_logprobs\":[");
             for (int32_t k = 1; k < r->n && !rc; k++) {
-                rc = (k > 1 && srv_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[k], r->lps[k], true, NULL) ||
-                     srv_buf_puts(b, "}");
+                rc = (k > 1 && realm_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[k], r->lps[k], true, NULL) ||
+                     realm_buf_puts(b, "}");
             }
-            rc = rc || srv_buf_puts(b, "]}");
+            rc = rc || realm_buf_puts(b, "]}");
         }
-        return rc || srv_buf_puts(b, "],\"refusal\":null}");
+        return rc || realm_buf_puts(b, "],\"refusal\":null}");
     }
-    rc = srv_buf_puts(b, ",\"logprobs\":{\"tokens\":[");
+    rc = realm_buf_puts(b, ",\"logprobs\":{\"tokens\":[");
     int64_t o = *off;
     for (size_t i = from; i < to && !rc; i++) {
         size_t n = 0;
-        rc = (i > from && srv_buf_puts(b, ",")) || lp_token_json(b, j->lp[i].tok, j->lp[i].ids[0], 0, false, &n);
+        rc = (i > from && realm_buf_puts(b, ",")) || lp_token_json(b, j->lp[i].tok, j->lp[i].ids[0], 0, false, &n);
         (void)n;
     }
-    rc = rc || srv_buf_puts(b, "],\"token_logprobs\":[");
-    for (size_t i = from; i < to && !rc; i++) rc = (i > from && srv_buf_puts(b, ",")) || lp_value(b, j->lp[i].lps[0]);
-    rc = rc || srv_buf_puts(b, "],\"top_logprobs\":[");
+    rc = rc || realm_buf_puts(b, "],\"token_logprobs\":[");
+    for (size_t i = from; i < to && !rc; i++) rc = (i > from && realm_buf_puts(b, ",")) || lp_value(b, j->lp[i].lps[0]);
+    rc = rc || realm_buf_puts(b, "],\"top_logprobs\":[");
     for (size_t i = from; i < to && !rc; i++) {
         const struct srv_logprob *r = &j->lp[i];
-        rc = (i > from && srv_buf_puts(b, ",")) || srv_buf_puts(b, "{");
+        rc = (i > from && realm_buf_puts(b, ",")) || realm_buf_puts(b, "{");
         for (int32_t k = 1; k < r->n && !rc; k++)
-            rc = (k > 1 && srv_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[k], 0, false, NULL) ||
-                 srv_buf_puts(b, ":") || lp_value(b, r->lps[k]);
-        rc = rc || srv_buf_puts(b, "}");
+            rc = (k > 1 && realm_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[k], 0, false, NULL) ||
+                 realm_buf_puts(b, ":") || lp_value(b, r->lps[k]);
+        rc = rc || realm_buf_puts(b, "}");
     }
-    rc = rc || srv_buf_puts(b, "],\"text_offset\":[");
+    rc = rc || realm_buf_puts(b, "],\"text_offset\":[");
     for (size_t i = from; i < to && !rc; i++) {
-        rc = (i > from && srv_buf_puts(b, ",")) || srv_buf_printf(b, "%lld", (long long)o);
+        rc = (i > from && realm_buf_puts(b, ",")) || realm_buf_printf(b, "%lld", (long long)o);
         char small[128];
         size_t n = 0;
         char *p = piece_of(j->lp[i].tok, j->lp[i].ids[0], small, sizeof small, &n);
@@ -652,53 +652,53 @@ static int logprobs_json(struct srv_buf *b, const struct srv_job *j, size_t from
         o += (int64_t)n;
     }
     *off = o;
-    return rc || srv_buf_puts(b, "]}");
+    return rc || realm_buf_puts(b, "]}");
 }
 
-int srv_openai_response(struct srv_buf *b, const struct srv_job *j) {
+int srv_openai_response(struct realm_buf *b, const struct srv_job *j) {
     const char *text = j->pending.data ? j->pending.data : "";
     size_t n = j->pending.len;
     int64_t off = 0;
     int rc;
     if (j->req.kind == SRV_CHAT)
         rc = head_json(b, j, "chat.completion") ||
-             srv_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":") ||
-             srv_buf_json_string(b, text, n) || srv_buf_puts(b, ",\"refusal\":null}") ||
+             realm_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":") ||
+             realm_buf_json_string(b, text, n) || realm_buf_puts(b, ",\"refusal\":null}") ||
              logprobs_json(b, j, 0, j->lp_len, &off) ||
-             srv_buf_printf(b, ",\"finish_reason\":\"%s\"}],\"usage\":", finish_text(j));
+             realm_buf_printf(b, ",\"finish_reason\":\"%s\"}],\"usage\":", finish_text(j));
     else
-        rc = head_json(b, j, "text_completion") || srv_buf_puts(b, ",\"choices\":[{\"text\":") ||
-             srv_buf_json_string(b, text, n) || srv_buf_puts(b, ",\"index\":0") ||
+        rc = head_json(b, j, "text_completion") || realm_buf_puts(b, ",\"choices\":[{\"text\":") ||
+             realm_buf_json_string(b, text, n) || realm_buf_puts(b, ",\"index\":0") ||
              logprobs_json(b, j, 0, j->lp_len, &off) ||
-             srv_buf_printf(b, ",\"finish_reason\":\"%s\"}],\"usage\":", finish_text(j));
-    return rc || usage_json(b, j) || srv_buf_puts(b, "}\n");
+             realm_buf_printf(b, ",\"finish_reason\":\"%s\"}],\"usage\":", finish_text(j));
+    return rc || usage_json(b, j) || realm_buf_puts(b, "}\n");
 }
 
-int srv_openai_chunk(struct srv_buf *b, struct srv_job *j, const char *text, size_t n, const char *finish,
+int srv_openai_chunk(struct realm_buf *b, struct srv_job *j, const char *text, size_t n, const char *finish,
                      bool role) {
     bool chat = j->req.kind == SRV_CHAT;
     /* the records the guest made since the last chunk go with this one (the role chunk has none) */
     size_t from = j->lp_sent, to = role ? from : j->lp_len;
     j->lp_sent = to;
-    int rc = srv_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion");
+    int rc = realm_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion");
     if (chat) {
-        rc = rc || srv_buf_puts(b, ",\"choices\":[{\"index\":0,\"delta\":{");
-        if (role) rc = rc || srv_buf_puts(b, "\"role\":\"assistant\",\"content\":\"\"");
-        else if (!finish) rc = rc || srv_buf_puts(b, "\"content\":") || srv_buf_json_string(b, text, n);
-        rc = rc || srv_buf_puts(b, "}");
+        rc = rc || realm_buf_puts(b, ",\"choices\":[{\"index\":0,\"delta\":{");
+        if (role) rc = rc || realm_buf_puts(b, "\"role\":\"assistant\",\"content\":\"\"");
+        else if (!finish) rc = rc || realm_buf_puts(b, "\"content\":") || realm_buf_json_string(b, text, n);
+        rc = rc || realm_buf_puts(b, "}");
     } else {
-        rc = rc || srv_buf_puts(b, ",\"choices\":[{\"text\":") || srv_buf_json_string(b, finish ? "" : text, finish ? 0 : n) ||
-             srv_buf_puts(b, ",\"index\":0");
+        rc = rc || realm_buf_puts(b, ",\"choices\":[{\"text\":") || realm_buf_json_string(b, finish ? "" : text, finish ? 0 : n) ||
+             realm_buf_puts(b, ",\"index\":0");
     }
-    rc = rc || (role || (finish && from == to) ? srv_buf_puts(b, ",\"logprobs\":null")
+    rc = rc || (role || (finish && from == to) ? realm_buf_puts(b, ",\"logprobs\":null")
                                                 : logprobs_json(b, j, from, to, &j->lp_text_off)) ||
-         srv_buf_puts(b, ",\"finish_reason\":");
-    rc = rc || (finish ? srv_buf_printf(b, "\"%s\"", finish) : srv_buf_puts(b, "null")) || srv_buf_puts(b, "}]");
-    if (j->req.include_usage) rc = rc || srv_buf_puts(b, ",\"usage\":null");
-    return rc || srv_buf_puts(b, "}\n\n");
+         realm_buf_puts(b, ",\"finish_reason\":");
+    rc = rc || (finish ? realm_buf_printf(b, "\"%s\"", finish) : realm_buf_puts(b, "null")) || realm_buf_puts(b, "}]");
+    if (j->req.include_usage) rc = rc || realm_buf_puts(b, ",\"usage\":null");
+    return rc || realm_buf_puts(b, "}\n\n");
 }
 
-int srv_openai_trailer(struct srv_buf *b, struct srv_job *j) {
+int srv_openai_trailer(struct realm_buf *b, struct srv_job *j) {
     int rc = 0;
     const struct srv_gen_result *r = &j->result;
     if (r->status != REALM_OK && r->status != REALM_E_CONTEXT_FULL) {
@@ -707,22 +707,22 @@ int srv_openai_trailer(struct srv_buf *b, struct srv_job *j) {
         size_t len;
         char *body = srv_error_json(&e, &len);
         if (!body) return REALM_E_NOMEM;
-        rc = srv_buf_puts(b, "data: ") || srv_buf_append(b, body, len) || srv_buf_puts(b, "\n\n");
+        rc = realm_buf_puts(b, "data: ") || realm_buf_append(b, body, len) || realm_buf_puts(b, "\n\n");
         realm_free(body);
-        return rc || srv_buf_puts(b, "data: [DONE]\n\n");
+        return rc || realm_buf_puts(b, "data: [DONE]\n\n");
     }
     rc = srv_openai_chunk(b, j, NULL, 0, finish_text(j), false);
     if (j->req.include_usage) {
         bool chat = j->req.kind == SRV_CHAT;
-        rc = rc || srv_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion") ||
-             srv_buf_puts(b, ",\"choices\":[],\"usage\":") || usage_json(b, j) || srv_buf_puts(b, "}\n\n");
+        rc = rc || realm_buf_puts(b, "data: ") || head_json(b, j, chat ? "chat.completion.chunk" : "text_completion") ||
+             realm_buf_puts(b, ",\"choices\":[],\"usage\":") || usage_json(b, j) || realm_buf_puts(b, "}\n\n");
     }
-    return rc || srv_buf_puts(b, "data: [DONE]\n\n");
+    return rc || realm_buf_puts(b, "data: [DONE]\n\n");
 }
 
-int srv_openai_model(struct srv_buf *b, const struct realm_model_spec *m, int64_t created) {
-    return srv_buf_puts(b, "{\"id\":") || srv_buf_json_string(b, m->name, strlen(m->name)) ||
-           srv_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"realm\"}", (long long)created);
+int srv_openai_model(struct realm_buf *b, const struct realm_model_spec *m, int64_t created) {
+    return realm_buf_puts(b, "{\"id\":") || realm_buf_json_string(b, m->name, strlen(m->name)) ||
+           realm_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"realm\"}", (long long)created);
 }
 
 /* ---- /tokenize and /detokenize (llama-server's shapes, plus an optional "model") ---- */
@@ -765,7 +765,7 @@ static bool utf8_valid(const char *s, size_t n) {
 }
 
 /* One token's piece: a string when it is valid UTF-8 on its own, else its bytes (as llama-server). */
-static int piece_json(struct srv_buf *b, const struct realm_tokenizer *tok, int32_t id) {
+static int piece_json(struct realm_buf *b, const struct realm_tokenizer *tok, int32_t id) {
     char small[256];
     int64_t n = realm_token_piece(tok, id, true, small, sizeof small);
     if (n < 0) return REALM_E_RANGE;
@@ -774,19 +774,19 @@ static int piece_json(struct srv_buf *b, const struct realm_tokenizer *tok, int3
         if (!(p = realm_malloc((size_t)n))) return REALM_E_NOMEM;
         realm_token_piece(tok, id, true, p, (size_t)n);
     }
-    int rc = srv_buf_printf(b, "{\"id\":%d,\"piece\":", (int)id);
+    int rc = realm_buf_printf(b, "{\"id\":%d,\"piece\":", (int)id);
     if (!rc && utf8_valid(p, (size_t)n)) {
-        rc = srv_buf_json_string(b, p, (size_t)n);
+        rc = realm_buf_json_string(b, p, (size_t)n);
     } else {
-        rc = rc || srv_buf_puts(b, "[");
-        for (int64_t i = 0; i < n && !rc; i++) rc = srv_buf_printf(b, i ? ",%u" : "%u", (unsigned char)p[i]);
-        rc = rc || srv_buf_puts(b, "]");
+        rc = rc || realm_buf_puts(b, "[");
+        for (int64_t i = 0; i < n && !rc; i++) rc = realm_buf_printf(b, i ? ",%u" : "%u", (unsigned char)p[i]);
+        rc = rc || realm_buf_puts(b, "]");
     }
     if (p != small) realm_free(p);
-    return rc || srv_buf_puts(b, "}");
+    return rc || realm_buf_puts(b, "}");
 }
 
-static int tokenize_body(const cJSON *root, const struct realm_tokenizer *tok, struct srv_buf *out,
+static int tokenize_body(const cJSON *root, const struct realm_tokenizer *tok, struct realm_buf *out,
                          struct srv_error *e) {
     static const char *const known[] = {"model", "content", "add_special", "parse_special", "with_pieces", NULL};
     if (only_fields(root, known, e)) return -1;
@@ -807,19 +807,19 @@ static int tokenize_body(const cJSON *root, const struct realm_tokenizer *tok, s
         else rc = realm_tokenize(tok, content->valuestring, len, flags, ids, n, &n);
     }
     if (rc == REALM_OK) {
-        rc = srv_buf_puts(out, "{\"tokens\":[");
+        rc = realm_buf_puts(out, "{\"tokens\":[");
         for (int64_t i = 0; i < n && !rc; i++) {
-            rc = i ? srv_buf_puts(out, ",") : 0;
-            rc = rc || (with_pieces ? piece_json(out, tok, ids[i]) : srv_buf_printf(out, "%d", (int)ids[i]));
+            rc = i ? realm_buf_puts(out, ",") : 0;
+            rc = rc || (with_pieces ? piece_json(out, tok, ids[i]) : realm_buf_printf(out, "%d", (int)ids[i]));
         }
-        rc = rc || srv_buf_puts(out, "]}\n");
+        rc = rc || realm_buf_puts(out, "]}\n");
     }
     realm_free(ids);
     if (rc) return srv_error_set(e, 500, "server_error", NULL, NULL, "tokenize failed: %s", realm_strerror(rc)), -1;
     return 0;
 }
 
-static int detokenize_body(const cJSON *root, const struct realm_tokenizer *tok, struct srv_buf *out,
+static int detokenize_body(const cJSON *root, const struct realm_tokenizer *tok, struct realm_buf *out,
                            struct srv_error *e) {
     static const char *const known[] = {"model", "tokens", NULL};
     if (only_fields(root, known, e)) return -1;
@@ -835,32 +835,32 @@ static int detokenize_body(const cJSON *root, const struct realm_tokenizer *tok,
                    -1;
     }
     /* the whole sequence through the streaming detokenizer: valid UTF-8 out, as generation emits */
-    struct srv_buf text = {0};
+    struct realm_buf text = {0};
     struct realm_detok d;
     realm_detok_init(&d, tok, true);
     char piece[1024];
     int rc = 0;
     cJSON_ArrayForEach(v, tokens) {
         int64_t k = realm_detok_push(&d, (int32_t)v->valuedouble, piece, sizeof piece);
-        if (k < 0 || (rc = srv_buf_append(&text, piece, (size_t)k))) {
+        if (k < 0 || (rc = realm_buf_append(&text, piece, (size_t)k))) {
             rc = k < 0 ? (int)k : rc;
             break;
         }
     }
     if (!rc) {
         int64_t k = realm_detok_flush(&d, piece, sizeof piece);
-        rc = k < 0 ? (int)k : srv_buf_append(&text, piece, (size_t)k);
+        rc = k < 0 ? (int)k : realm_buf_append(&text, piece, (size_t)k);
     }
-    rc = rc || srv_buf_puts(out, "{\"content\":") || srv_buf_json_string(out, text.data ? text.data : "", text.len) ||
-         srv_buf_puts(out, "}\n");
-    srv_buf_free(&text);
+    rc = rc || realm_buf_puts(out, "{\"content\":") || realm_buf_json_string(out, text.data ? text.data : "", text.len) ||
+         realm_buf_puts(out, "}\n");
+    realm_buf_free(&text);
     if (rc) return srv_error_set(e, 500, "server_error", NULL, NULL, "detokenize failed: %s", realm_strerror(rc)), -1;
     return 0;
 }
 
 int srv_tokenize(const struct realm_server_config *cfg, const struct realm_tenant_spec *t,
                  const struct realm_tokenizer *(*tok_of)(void *ctx, size_t model), void *ctx, bool detokenize,
-                 const char *body, size_t len, struct srv_buf *out, struct srv_error *e) {
+                 const char *body, size_t len, struct realm_buf *out, struct srv_error *e) {
     cJSON *root = parse_body(body, len, e);
     if (!root) return -1;
     size_t model = 0;

@@ -39,8 +39,8 @@ static void job_free(struct srv_job *j) {
      * the tenant's concurrency slot free again (a stalled stream holds it until it is cut) */
     if (j->holds_slot) srv_tenant_slot_release(j->tenant);
     srv_request_free(&j->req);
-    srv_buf_free(&j->pending);
-    srv_buf_free(&j->sse);
+    realm_buf_free(&j->pending);
+    realm_buf_free(&j->sse);
     realm_free(j->lp);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
@@ -83,7 +83,7 @@ static int job_emit(void *user, const char *text, size_t len) {
         pthread_mutex_unlock(&j->mu);
         return REALM_E_CANCELLED;
     }
-    int rc = srv_buf_append(&j->pending, text, len);
+    int rc = realm_buf_append(&j->pending, text, len);
     if (rc == REALM_OK && !j->any_output) {
         j->any_output = true;
         j->t_first = srv_now();

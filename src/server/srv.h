@@ -17,26 +17,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "realm/buf.h"
 #include "realm/sandbox.h"
 #include "realm/server.h"
 #include "server/backend.h"
 
 struct MHD_Connection;
 
-/* ---- util.c: growable byte buffer, JSON string escaping, clocks ---- */
-struct srv_buf {
-    char *data; /* NUL-terminated whenever len > 0 or after any append */
-    size_t len, cap;
-};
-/* Each returns REALM_OK or REALM_E_NOMEM (the buffer is then unchanged). */
-int srv_buf_append(struct srv_buf *b, const void *p, size_t n);
-int srv_buf_puts(struct srv_buf *b, const char *s);
-int srv_buf_printf(struct srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s[0..n) as a JSON string literal (quotes included). Invalid UTF-8 bytes become U+FFFD
- * so the output is always valid JSON. */
-int srv_buf_json_string(struct srv_buf *b, const char *s, size_t n);
-void srv_buf_reset(struct srv_buf *b); /* len = 0, keeps the storage */
-void srv_buf_free(struct srv_buf *b);
+/* ---- util.c: clocks, error bodies (buffers: realm_buf, include/realm/buf.h) ---- */
 double srv_now(void);        /* CLOCK_MONOTONIC seconds */
 /* A condition variable whose timed waits use CLOCK_MONOTONIC (deadlines from srv_deadline). */
 void srv_cond_init(pthread_cond_t *cv);
@@ -48,7 +36,7 @@ struct srv_error {
     int http;            /* status code */
     const char *type;    /* "invalid_request_error", "authentication_error", ... (static) */
     const char *code;    /* static or NULL */
-    const char *param;   /* static or NULL */
+    char param[64];      /* the parameter at fault, copied ("" for none: param null) */
     int retry_after;     /* seconds for 429/503 (0: no header) */
     char message[512];
 };
@@ -192,7 +180,7 @@ struct srv_job {
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct srv_buf pending;    /* emitted text not yet taken by the HTTP side */
+    struct realm_buf pending;    /* emitted text not yet taken by the HTTP side */
     struct srv_logprob *lp;    /* the guest's logprobs() records (only when req.logprobs) */
     size_t lp_len, lp_cap;
     size_t lp_sent;            /* records already sent in stream chunks */
@@ -202,7 +190,7 @@ struct srv_job {
 
     /* SSE writer state (content reader thread only) */
     struct MHD_Connection *conn; /* the stream's connection (its stall timer is re-armed per chunk) */
-    struct srv_buf sse;
+    struct realm_buf sse;
     size_t sse_off;
     int sse_phase;             /* 0: role chunk next, 1: streaming, 2: trailer queued, 3: end */
 };
@@ -252,7 +240,7 @@ void http_stop(struct realm_server *s);
 
 /* metrics text (metrics.c) into b */
 /* All series (only == NULL: an admin or a public /metrics), or only tenant `only`'s own series. */
-int srv_metrics_render(struct realm_server *s, struct srv_buf *b, const struct srv_tenant *only);
+int srv_metrics_render(struct realm_server *s, struct realm_buf *b, const struct srv_tenant *only);
 
 /* server.c: admits, queues and runs jobs */
 /* Creates a job holding two references (the caller's and the worker's) and queues it. On success
@@ -275,15 +263,15 @@ void srv_reply_done(struct realm_server *s);
 /* Maps a failed generation (nothing sent yet) to an HTTP error in *e. */
 void srv_openai_error(const struct srv_job *j, struct srv_error *e);
 /* The whole non-streamed response of a finished job (chat.completion or text_completion). */
-int srv_openai_response(struct srv_buf *b, const struct srv_job *j);
+int srv_openai_response(struct realm_buf *b, const struct srv_job *j);
 /* One SSE event: `text` (n bytes), or the role-only first chat chunk (role), or the final choice
  * (finish != NULL). Text and final chunks carry the logprobs records made since the previous
  * chunk (j->lp_sent advances). Caller holds j->mu. */
-int srv_openai_chunk(struct srv_buf *b, struct srv_job *j, const char *text, size_t n, const char *finish,
+int srv_openai_chunk(struct realm_buf *b, struct srv_job *j, const char *text, size_t n, const char *finish,
                      bool role);
 /* The end of a stream: the final choice, usage (if asked), an error event if the guest failed
  * after output started, then [DONE]. Caller holds j->mu. */
-int srv_openai_trailer(struct srv_buf *b, struct srv_job *j);
+int srv_openai_trailer(struct realm_buf *b, struct srv_job *j);
 /* POST /tokenize (detokenize false) or /detokenize on behalf of tenant t: llama-server's request
  * and response shapes ({"content", "add_special" (false), "parse_special" (true), "with_pieces"
  * (false)} → {"tokens": [...]}; {"tokens"} → {"content"}), plus an optional "model" (default:
@@ -291,9 +279,9 @@ int srv_openai_trailer(struct srv_buf *b, struct srv_job *j);
  * tokenizer. Returns 0 with the response body in out, or -1 with *e set (400, 403, 404, 500). */
 int srv_tokenize(const struct realm_server_config *cfg, const struct realm_tenant_spec *t,
                  const struct realm_tokenizer *(*tok_of)(void *ctx, size_t model), void *ctx, bool detokenize,
-                 const char *body, size_t len, struct srv_buf *out, struct srv_error *e);
+                 const char *body, size_t len, struct realm_buf *out, struct srv_error *e);
 /* One /v1/models entry. */
-int srv_openai_model(struct srv_buf *b, const struct realm_model_spec *m, int64_t created);
+int srv_openai_model(struct realm_buf *b, const struct realm_model_spec *m, int64_t created);
 /* All append to b; each returns 0 or REALM_E_NOMEM (b then holds a partial body to discard). */
 
 #endif
