@@ -118,8 +118,9 @@ const char *realm_tokenizer_chat_template(const struct realm_tokenizer *t);
  * add_generation_prompt, exactly as llama.cpp's llm_chat_apply_template (the Jinja source is not
  * interpreted: e.g. a default system prompt written in the template is not added). Writes
  * min(cap, length) bytes to out (out may be NULL with cap 0); returns the full length.
+ * Renders into scratch memory (realm_malloc'd, freed before returning).
  * Errors: REALM_E_NOT_FOUND (no template / unknown name), REALM_E_INVALID (a role that is empty,
- * longer than 64 bytes or not [A-Za-z0-9_-]; NULL content with a length). */
+ * longer than 64 bytes or not [A-Za-z0-9_-]; NULL content with a length), REALM_E_NOMEM. */
 int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
                           const struct realm_chat_msg *msgs, size_t n_msgs, bool add_generation_prompt,
                           char *out, size_t cap);

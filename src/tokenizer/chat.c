@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "realm/alloc.h"
+#include "realm/buf.h"
 #include "realm/status.h"
 #include "realm/tokenizer.h"
 #include "tokenizer/tok.h"
@@ -137,12 +138,11 @@ const char *tok_chat_detect_vocab(const struct realm_tokenizer *t) {
 
 /* ---- rendering ---- */
 
-/* The output: bytes (truncated at cap, counted in full) and, when spans is set, where the
- * messages' contents landed (realm_chat_tokenize). Role names are markup: they are validated
- * identifiers, and templates such as phi3 build a token out of one ("<|" role "|>"). */
+/* The output: the rendered bytes and, when record is set, where the messages' contents landed
+ * (realm_chat_tokenize). Role names are markup: they are validated identifiers, and templates
+ * such as phi3 build a token out of one ("<|" role "|>"). */
 struct sb {
-    char *out;
-    size_t cap, n;
+    struct realm_buf buf;
     bool record; /* collect spans */
     struct tok_span *spans;
     size_t n_spans, spans_cap;
@@ -150,11 +150,7 @@ struct sb {
 };
 
 static void put(struct sb *b, const char *s, size_t n) {
-    if (b->n < b->cap) {
-        size_t k = b->cap - b->n < n ? b->cap - b->n : n;
-        memcpy(b->out + b->n, s, k);
-    }
-    b->n += n;
+    if (!b->nomem && realm_buf_append(&b->buf, s, n)) b->nomem = true;
 }
 static void puts_(struct sb *b, const char *s) {
     put(b, s, strlen(s));
@@ -165,7 +161,7 @@ static void put_content(struct sb *b, const char *s, size_t n) {
         if (tok_buf_reserve((void **)&b->spans, &b->spans_cap, b->n_spans + 1, sizeof *b->spans))
             b->nomem = true;
         else
-            b->spans[b->n_spans++] = (struct tok_span){b->n, n};
+            b->spans[b->n_spans++] = (struct tok_span){b->buf.len, n};
     }
     put(b, s, n);
 }
@@ -209,8 +205,9 @@ static bool valid_role(const struct realm_chat_msg *m) {
     return m->content || m->content_len == 0;
 }
 
-/* llm_chat_apply_template for family `name` (NULL: t's) into b. Returns the full length or
- * REALM_E_NOT_FOUND / REALM_E_INVALID / REALM_E_LIMIT. */
+/* llm_chat_apply_template for family `name` (NULL: t's) into bp (which the caller frees, on
+ * failure too). Returns the length or REALM_E_NOT_FOUND / REALM_E_INVALID / REALM_E_LIMIT /
+ * REALM_E_NOMEM. */
 static int64_t render(const struct realm_tokenizer *t, const char *name,
                       const struct realm_chat_msg *msgs, size_t n_msgs, bool add_generation_prompt,
                       struct sb *bp) {
@@ -609,16 +606,20 @@ static int64_t render(const struct realm_tokenizer *t, const char *name,
     }
 #undef EACH
 #undef M
-    *bp = b;
-    if (b.n > INT64_MAX) return REALM_E_LIMIT;
-    return (int64_t)b.n;
+    *bp = b; /* every return above comes before the first append */
+    if (b.nomem) return REALM_E_NOMEM;
+    if (b.buf.len > INT64_MAX) return REALM_E_LIMIT;
+    return (int64_t)b.buf.len;
 }
 
 int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
                           const struct realm_chat_msg *msgs, size_t n_msgs,
                           bool add_generation_prompt, char *out, size_t cap) {
-    struct sb b = {.out = out, .cap = out ? cap : 0};
-    return render(t, name, msgs, n_msgs, add_generation_prompt, &b);
+    struct sb b = {0};
+    int64_t len = render(t, name, msgs, n_msgs, add_generation_prompt, &b);
+    if (len > 0 && out && cap) memcpy(out, b.buf.data, (size_t)len < cap ? (size_t)len : cap);
+    realm_buf_free(&b.buf);
+    return len;
 }
 
 /* Why one string: tokenizing each content on its own would put a token boundary at every edge
@@ -636,8 +637,12 @@ int realm_chat_tokenize(const struct realm_tokenizer *t, const char *name,
     if (flags & ~(uint32_t)REALM_TOKENIZE_ADD_BOS)
         return realm_err_set(err, REALM_E_INVALID, "chat: flags 0x%x, expected only ADD_BOS",
                              (unsigned)flags);
-    struct sb b = {0};
+    struct sb b = {.record = true};
     int64_t len = render(t, name, msgs, n_msgs, add_generation_prompt, &b);
+    if (len < 0) {
+        realm_buf_free(&b.buf);
+        realm_free(b.spans);
+    }
     if (len == REALM_E_NOT_FOUND)
         return realm_err_set(err, len, "chat: template %s: unknown, expected a family name",
                              name ? name : "(the model's)");
@@ -646,19 +651,15 @@ int realm_chat_tokenize(const struct realm_tokenizer *t, const char *name,
                              len == REALM_E_INVALID
                                  ? "a role not [A-Za-z0-9_-]{1,64}, or NULL text with a length"
                                  : realm_strerror((int)len));
-    if ((uint64_t)len > (size_t)INT32_MAX / 4)
-        return realm_err_set(err, REALM_E_LIMIT, "chat: prompt of %lld bytes, expected <= %d",
-                             (long long)len, INT32_MAX / 4);
-    b = (struct sb){.out = realm_malloc(len ? (size_t)len : 1), .cap = (size_t)len, .record = true};
-    int rc = REALM_E_NOMEM;
-    if (b.out) {
-        int64_t again = render(t, name, msgs, n_msgs, add_generation_prompt, &b);
-        rc = b.nomem ? REALM_E_NOMEM : again != len ? REALM_E_INTERNAL : REALM_OK;
+    if ((uint64_t)len > (size_t)INT32_MAX / 4) {
+        realm_buf_free(&b.buf);
+        realm_free(b.spans);
+        return realm_err_set(err, REALM_E_LIMIT, "chat: prompt of %lld bytes, expected <= %d", (long long)len,
+                             INT32_MAX / 4);
     }
-    if (rc == REALM_OK)
-        rc = tok_tokenize(t, b.out, (size_t)len, flags | REALM_TOKENIZE_PARSE_SPECIAL, b.spans,
+    int rc = tok_tokenize(t, b.buf.data ? b.buf.data : "", (size_t)len, flags | REALM_TOKENIZE_PARSE_SPECIAL, b.spans,
                           b.n_spans, out, cap, n_out);
-    realm_free(b.out);
+    realm_buf_free(&b.buf);
     realm_free(b.spans);
     if (rc == REALM_E_TOO_SMALL)
         return realm_err_set(err, rc, "chat: %lld tokens, buffer of %lld", (long long)*n_out,
