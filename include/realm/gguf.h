@@ -65,14 +65,18 @@ struct realm_gguf_tensor {
  * (message names the first rule broken), REALM_E_UNSUPPORTED (version), REALM_E_NOMEM. */
 int realm_gguf_open(const char *path, struct realm_gguf **out, struct realm_err *err);
 
-/* Same over a caller's buffer (fuzzing, tests). The buffer must outlive the realm_gguf.
- * `name` is used in messages only. */
+/* Same over a caller's buffer (fuzzing, tests). The buffer is borrowed and must outlive the
+ * realm_gguf. `name` is used in messages only (copied). Errors: as realm_gguf_open but
+ * REALM_E_IO. */
 int realm_gguf_open_memory(const void *data, size_t size, const char *name, struct realm_gguf **out,
                            struct realm_err *err);
 
 /* Unmaps and frees; NULL is a no-op. */
 void realm_gguf_close(struct realm_gguf *g);
 
+/* File facts: the GGUF version (2 or 3), the file's size in bytes, general.alignment (32 when
+ * absent), the data section's offset from the start of the file, and the path it was opened
+ * with (the `name` for realm_gguf_open_memory; a copy owned by g). Cannot fail on an open g. */
 uint32_t realm_gguf_version(const struct realm_gguf *g);
 size_t realm_gguf_file_size(const struct realm_gguf *g);
 uint64_t realm_gguf_alignment(const struct realm_gguf *g);
@@ -83,7 +87,9 @@ const char *realm_gguf_path(const struct realm_gguf *g);
 int64_t realm_gguf_n_kv(const struct realm_gguf *g);
 /* Index of key `name`, or -1. */
 int64_t realm_gguf_find_key(const struct realm_gguf *g, const char *name);
+/* Key i (NUL-terminated, lifetime g's), or NULL when i is outside 0..n_kv-1. */
 const char *realm_gguf_key(const struct realm_gguf *g, int64_t i);
+/* Value type of key i, or REALM_GGUF_VTYPE_COUNT when i is out of range. */
 enum realm_gguf_vtype realm_gguf_kv_type(const struct realm_gguf *g, int64_t i);
 
 /* Typed getters by key name. They return true and write *out only if the key exists and its
@@ -92,7 +98,8 @@ bool realm_gguf_get_u32(const struct realm_gguf *g, const char *key, uint32_t *o
 bool realm_gguf_get_i64(const struct realm_gguf *g, const char *key, int64_t *out);
 bool realm_gguf_get_f32(const struct realm_gguf *g, const char *key, float *out);
 bool realm_gguf_get_bool(const struct realm_gguf *g, const char *key, bool *out);
-/* String value: *out points into the mapping (not NUL-terminated), *len its length. */
+/* String value: *out points into the mapping (not NUL-terminated; lifetime g's), *len its
+ * length. False (nothing written) when the key is absent or not a string. */
 bool realm_gguf_get_str(const struct realm_gguf *g, const char *key, const char **out, size_t *len);
 
 /* Arrays. realm_gguf_get_arr gives the element type and count of an array key (nested arrays
@@ -118,8 +125,9 @@ size_t realm_gguf_kv_format(const struct realm_gguf *g, int64_t i, char *buf, si
 
 /* ---- tensors ---- */
 int64_t realm_gguf_n_tensors(const struct realm_gguf *g);
+/* Tensor i in file order, or NULL when i is outside 0..n_tensors-1. Lifetime: g's. */
 const struct realm_gguf_tensor *realm_gguf_tensor(const struct realm_gguf *g, int64_t i);
-/* By name, or NULL. */
+/* By name, or NULL. Lifetime: g's. */
 const struct realm_gguf_tensor *realm_gguf_find_tensor(const struct realm_gguf *g, const char *name);
 
 #endif

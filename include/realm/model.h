@@ -68,10 +68,13 @@ struct realm_model_opts {
 /* realm_model_load with options (NULL: defaults). Errors: as realm_model_load. */
 int realm_model_load_opts(const struct realm_gguf *g, const struct realm_model_opts *opts,
                           struct realm_model **out, struct realm_err *err);
+/* Frees m (NULL: no-op). Every session, engine and KV pool made for it must be freed first. */
 void realm_model_free(struct realm_model *m);
+/* The model's shape. Lifetime: m's. Never NULL for a loaded model. */
 const struct realm_model_config *realm_model_config(const struct realm_model *m);
 
-/* A session: one sequence's KV cache (f16), n_ctx positions (0 → the model's n_ctx_train).
+/* A session: one sequence's KV cache (f16), n_ctx positions (0 → the model's n_ctx_train),
+ * allocated whole here. Ownership: returns owned (*out; realm_session_free before m is freed).
  * Errors: REALM_E_INVALID (n_ctx < 0 or above n_ctx_train), REALM_E_NOMEM. */
 int realm_session_new(const struct realm_model *m, int32_t n_ctx, struct realm_session **out,
                       struct realm_err *err);
@@ -118,15 +121,23 @@ int realm_session_reserve(struct realm_session *s, int32_t n, struct realm_err *
 int32_t realm_session_attach_prefix(struct realm_session *s, const int32_t *tokens, int32_t n);
 bool realm_session_is_paged(const struct realm_session *s);
 
+/* Frees s and, for a paged session, gives its blocks back to the pool (blocks that hold a
+ * cached prefix stay in the pool's cache). NULL: no-op. Not while a forward uses s. */
 void realm_session_free(struct realm_session *s);
 int32_t realm_session_len(const struct realm_session *s); /* tokens in the cache */
 int32_t realm_session_n_ctx(const struct realm_session *s);
-/* Keeps the first n_keep tokens. Errors: REALM_E_RANGE if n_keep < 0 or > len. */
+/* Keeps the first n_keep tokens (a paged session gives back the blocks past them). Errors:
+ * REALM_E_RANGE if n_keep < 0 or > len (nothing changes). */
 int realm_session_rewind(struct realm_session *s, int32_t n_keep);
 
-/* An engine: thread pool (n_threads; 0 → number of cores) + scratch for up to max_batch rows. */
+/* An engine: thread pool (n_threads; 0 → number of cores) + scratch for up to max_batch rows,
+ * all allocated here (a forward allocates nothing). m is borrowed and must outlive the engine.
+ * Ownership: returns owned (*out; realm_engine_free). Nothing on failure.
+ * Errors: REALM_E_INVALID (NULL m or out, max_batch outside 1..the engine's limit, n_threads
+ * out of range), REALM_E_NOMEM, REALM_E_INTERNAL (a pool thread could not start). */
 int realm_engine_new(const struct realm_model *m, int n_threads, int32_t max_batch,
                      struct realm_engine **out, struct realm_err *err);
+/* Stops the pool's threads and frees e (NULL: no-op). Not while a forward runs on it. */
 void realm_engine_free(struct realm_engine *e);
 /* Threads of the engine's pool (n_threads as resolved at creation). */
 int realm_engine_n_threads(const struct realm_engine *e);
@@ -141,8 +152,13 @@ struct realm_batch_row {
 };
 
 /* Runs the rows (any mix of sessions) through the model in one batched pass and advances each
- * session. Fails as a whole (no session changes) on: REALM_E_INVALID (token out of vocab, n_rows
- * above max_batch), REALM_E_CONTEXT_FULL (a session would exceed its n_ctx). */
+ * session. rows, the sessions and the logits buffers are borrowed for the call. Thread rule: one
+ * call at a time per engine; a session in one call only. n_rows 0 is a no-op.
+ * Fails as a whole (no session changes, paged reservations undone) on: REALM_E_INVALID (NULL
+ * rows, n_rows < 0 or above max_batch, a NULL session or one of another model, a token out of
+ * the vocabulary, rows of a session not consecutive), REALM_E_CONTEXT_FULL (a session would
+ * exceed its n_ctx), REALM_E_KV_FULL (a paged session's pool or its tenant's quota has no block
+ * left for the new positions). */
 int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *rows, int32_t n_rows,
                          struct realm_err *err);
 
