@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "realm_grammar.h"
 #include "realm_guest.h"
 
 #define MAX_STOPS 16
@@ -45,6 +46,7 @@ struct req {
     bool ignore_eos, add_bos, parse_special;
     bool echo;          /* emit the raw prompt before the completion */
     bool logprobs;      /* report each sampled token's log-probability (logprobs import) */
+    char *gbnf;         /* the output constraint (response_format / grammar / json_schema) or NULL */
     int32_t top_logprobs; /* and this many alternatives (0..REALM_ABI_MAX_TOP_LOGPROBS) */
     int strip_space;    /* -1: the default */
     const char *stops[MAX_STOPS];
@@ -154,6 +156,11 @@ static int32_t parse_request(const struct rj_value *root, struct req *r) {
         return rc;
     if (r->echo && !r->prompt) return bad("echo", "a raw prompt to echo");
     if ((rc = bool_field(root, "logprobs", &r->logprobs))) return rc;
+    char gerr[256] = "";
+    if ((rc = rg_grammar_from_request(root, &r->gbnf, gerr, sizeof gerr))) {
+        elog("%s", gerr[0] ? gerr : rg_strerror(rc));
+        return rc == REALM_E_NOMEM ? rc : REALM_E_INVALID;
+    }
     x = 0;
     if ((rc = num_field(root, "top_logprobs", 0, REALM_ABI_MAX_TOP_LOGPROBS, true, &x))) return rc;
     r->top_logprobs = (int32_t)x;
@@ -361,6 +368,52 @@ static int32_t build_prompt(int32_t model, const struct req *r, const char *json
     return rc;
 }
 
+/* ---- constrained output ---- */
+
+/* A grammar's <token> reference: the one token that spells it, or -1. */
+static int32_t token_of(void *ctx, const char *text, size_t len) {
+    int32_t out[2];
+    int32_t n = realm_tokenize(*(const int32_t *)ctx, text, (int32_t)len, REALM_ABI_TOKENIZE_PARSE_SPECIAL, out, 2);
+    return n == 1 ? out[0] : -1;
+}
+
+/* The vocabulary table of the model, built on the first constrained request of this instance
+ * (one token_piece call per token) and kept for the next ones. */
+static struct {
+    char model[REALM_ABI_MAX_NAME + 1];
+    struct rg_vocab *v;
+} g_vocab;
+
+static int32_t vocab_for(int32_t model, const char *name, const struct info *mi, const struct rg_vocab **out) {
+    if (!g_vocab.v || strcmp(g_vocab.model, name)) {
+        rg_vocab_free(g_vocab.v);
+        g_vocab.v = NULL;
+        int32_t rc = rg_vocab_load(model, mi->n_vocab, mi->eog, mi->n_eog, &g_vocab.v);
+        if (rc) {
+            elog("grammar: vocabulary: %s", rg_strerror(rc));
+            return rc;
+        }
+        rg_fmt(g_vocab.model, sizeof g_vocab.model, "%s", name);
+    }
+    *out = g_vocab.v;
+    return REALM_OK;
+}
+
+/* The request's grammar, parsed, and a matcher at its start. Grammar errors are the client's
+ * (400). */
+static int32_t grammar_start(const struct req *r, int32_t model, const struct info *mi, struct rg_grammar **g,
+                             struct rg_gmatch **m, const struct rg_vocab **v) {
+    char err[256] = "";
+    int32_t rc = rg_grammar_parse_ex(r->gbnf, strlen(r->gbnf), NULL, token_of, &model, g, err, sizeof err);
+    if (rc) {
+        elog("%s", err[0] ? err : rg_strerror(rc));
+        return rc == REALM_E_FORMAT ? REALM_E_INVALID : rc;
+    }
+    if ((rc = vocab_for(model, r->model, mi, v))) return rc;
+    if ((rc = rg_gmatch_new(*g, m))) elog("grammar: %s", rg_strerror(rc));
+    return rc;
+}
+
 static int32_t generate(const struct req *r, const char *json) {
     int32_t model = realm_model_open(r->model, (int32_t)strlen(r->model));
     if (model < 0) {
@@ -374,6 +427,9 @@ static int32_t generate(const struct req *r, const char *json) {
     int32_t *toks = NULL, n_prompt = 0, session = -1;
     float *logits = NULL;
     struct rg_sampler smp = {0};
+    struct rg_grammar *gram = NULL;
+    struct rg_gmatch *gm = NULL;
+    const struct rg_vocab *vocab = NULL;
     struct out o = {0};
     int32_t n_gen = 0, finish = REALM_ABI_FINISH_LENGTH;
 
@@ -416,6 +472,7 @@ static int32_t generate(const struct req *r, const char *json) {
         goto done;
     }
     for (int32_t i = 0; i < n_prompt; i++) rg_sampler_accept(&smp, toks[i]);
+    if (r->gbnf && (rc = grammar_start(r, model, &mi, &gram, &gm, &vocab))) goto done;
     logits = malloc((size_t)mi.n_vocab * sizeof *logits);
     if (!logits) {
         rc = REALM_E_NOMEM;
@@ -438,15 +495,22 @@ static int32_t generate(const struct req *r, const char *json) {
     int32_t len = n_prompt;
     char small[256];
     while (n_gen < max_tokens) {
-        int32_t id = rg_sampler_sample(&smp, logits);
+        int32_t id = gm ? rg_sample_grammar(&smp, gm, vocab, logits) : rg_sampler_sample(&smp, logits);
         if (id < 0) {
+            if (gm && id == REALM_E_INVALID) elog("grammar: no token of the vocabulary can continue the output");
             rc = id;
             goto done;
         }
         n_gen++;
-        if (!r->ignore_eos && is_eog(&mi, id)) {
+        /* under a grammar an end-of-generation token only comes once the grammar is complete:
+         * it ends the output even with ignore_eos */
+        if ((!r->ignore_eos || gm) && is_eog(&mi, id)) {
             finish = REALM_ABI_FINISH_STOP;
             break;
+        }
+        if (gm && (rc = rg_gmatch_accept_token(gm, vocab, id))) {
+            elog("grammar: token %d: %s", id, rg_strerror(rc));
+            goto done;
         }
         rg_sampler_accept(&smp, id);
         if (r->logprobs) { /* of the distribution it was drawn from: logits after bias and penalties */
@@ -480,7 +544,7 @@ static int32_t generate(const struct req *r, const char *json) {
         rc = push_piece(&o, piece, (size_t)pl);
         if (piece != small) free(piece);
         if (rc) goto done;
-        if (o.stopped) {
+        if (o.stopped || (gm && rg_gmatch_done(gm))) { /* a finished grammar: nothing may follow */
             finish = REALM_ABI_FINISH_STOP;
             break;
         }
@@ -499,6 +563,8 @@ done:
     if (rc && rc != REALM_E_CANCELLED && !g_logged) elog("generate: %s", rg_strerror(rc));
     if (session > 0) realm_session_close(session);
     rg_sampler_free(&smp);
+    rg_gmatch_free(gm);
+    rg_grammar_free(gram);
     rg_buf_free(&o.text);
     free(logits);
     free(toks);
@@ -526,6 +592,7 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     } else if ((rc = parse_request(root, r)) == REALM_OK) {
         rc = generate(r, json);
     }
+    if (r) free(r->gbnf);
     free(r);
     rj_free(root);
     free(json);

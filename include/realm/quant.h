@@ -38,6 +38,20 @@ enum realm_isa {
     REALM_ISA_COUNT = 3,
 };
 
+struct realm_quant_ops;
+
+/* The batched kernels' signatures: a table entry takes exactly the arguments of its public
+ * wrapper (realm_quant_matmul, realm_quant_matmul_packed, documented below), which checks them
+ * and passes them on unchanged. */
+typedef void realm_quant_matmul_fn(const struct realm_quant_ops *ops, const void *W,
+                                   size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1,
+                                   const void *act, size_t act_row_bytes, int64_t n_b, float *out,
+                                   int64_t out_stride);
+typedef void realm_quant_matmul_packed_fn(const struct realm_quant_ops *ops, const void *P,
+                                          int64_t k, int64_t r0, int64_t r1, const void *act,
+                                          size_t act_row_bytes, int64_t n_b, float *out,
+                                          int64_t out_stride);
+
 struct realm_quant_ops {
     uint32_t type;         /* enum realm_type of the weights */
     uint32_t vec_dot_type; /* format the activation row must be in for vec_dot */
@@ -49,15 +63,12 @@ struct realm_quant_ops {
     /* *s = dot(x: weight row of `type`, y: row of `vec_dot_type`), n elements; NULL for the
      * activation-only types Q8_1 and Q8_K */
     void (*vec_dot)(int64_t n, float *s, const void *x, const void *y);
-    /* The batched kernel behind realm_quant_matmul (call that instead): rows [0, n_r) of W. */
-    void (*matmul)(const struct realm_quant_ops *ops, int64_t k, const void *W, size_t w_row_bytes,
-                   int64_t n_r, const void *act, size_t act_row_bytes, int64_t n_b, float *out,
-                   int64_t out_stride);
-    /* The batched kernel over a prepacked copy (realm_quant_prepack): call
-     * realm_quant_matmul_packed instead (same arguments; out relative to r0). NULL where this
-     * table has no packed layout. */
-    void (*matmul_packed)(int64_t k, const void *P, int64_t r0, int64_t r1, const void *act,
-                          size_t act_row_bytes, int64_t n_b, float *out, int64_t out_stride);
+    /* The batched kernel behind realm_quant_matmul (call that instead; same arguments). */
+    realm_quant_matmul_fn *matmul;
+    /* The batched kernel over a prepacked copy (realm_quant_prepack) behind
+     * realm_quant_matmul_packed (call that instead; same arguments). NULL where this table has
+     * no packed layout. */
+    realm_quant_matmul_packed_fn *matmul_packed;
 };
 
 /* Selects the ISA (idempotent, thread-safe): the best one this CPU and OS support (AVX-512 needs

@@ -13,6 +13,7 @@ int cmd_tokenize(int argc, char **argv);   /* cmd_tokenize.c */
 int cmd_detokenize(int argc, char **argv); /* cmd_tokenize.c */
 int cmd_serve(int argc, char **argv);      /* cmd_serve.c */
 int cmd_key(int argc, char **argv);        /* cmd_key.c */
+int cmd_template(int argc, char **argv);   /* cmd_template.c */
 
 /* ---- `realm run` (cmd_run.c) ---- */
 #include <stdbool.h>

@@ -15,12 +15,16 @@
 
 #include "quant/quant.h"
 
-void quant_matmul_generic(const struct realm_quant_ops *ops, int64_t k, const void *W,
-                          size_t w_row_bytes, int64_t n_r, const void *act, size_t act_row_bytes,
+/* The public wrappers have the table entries' types (a compile error otherwise). */
+realm_quant_matmul_fn realm_quant_matmul;
+realm_quant_matmul_packed_fn realm_quant_matmul_packed;
+
+void quant_matmul_generic(const struct realm_quant_ops *ops, const void *W, size_t w_row_bytes,
+                          int64_t k, int64_t r0, int64_t r1, const void *act, size_t act_row_bytes,
                           int64_t n_b, float *out, int64_t out_stride) {
     const char *w = W;
     const char *a = act;
-    for (int64_t r = 0; r < n_r; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         const void *wr = w + (size_t)r * w_row_bytes;
         for (int64_t b = 0; b < n_b; b++)
             ops->vec_dot(k, &out[b * out_stride + r], wr, a + (size_t)b * act_row_bytes);
@@ -34,8 +38,7 @@ void realm_quant_matmul(const struct realm_quant_ops *ops, const void *W, size_t
     assert(r0 >= 0 && r1 >= r0 && n_b >= 0);
     assert(realm_type_row_size(ops->type, k) <= w_row_bytes || k == 0);
     if (r1 == r0 || n_b == 0) return;
-    ops->matmul(ops, k, (const char *)W + (size_t)r0 * w_row_bytes, w_row_bytes, r1 - r0, act,
-                act_row_bytes, n_b, out + r0, out_stride);
+    ops->matmul(ops, W, w_row_bytes, k, r0, r1, act, act_row_bytes, n_b, out, out_stride);
 }
 
 /* ---- prepacked weights (layout: quant.h, struct quant_pack_q4_K / quant_pack_q6_K) ---- */
@@ -115,5 +118,5 @@ void realm_quant_matmul_packed(const struct realm_quant_ops *ops, const void *P,
     assert(ops && ops->matmul_packed && P);
     assert(r0 >= 0 && r1 >= r0 && n_b >= 0);
     if (r1 == r0 || n_b == 0) return;
-    ops->matmul_packed(k, P, r0, r1, act, act_row_bytes, n_b, out, out_stride);
+    ops->matmul_packed(ops, P, k, r0, r1, act, act_row_bytes, n_b, out, out_stride);
 }

@@ -1,8 +1,8 @@
 /*
  * quant.h (internal) — the kernels behind include/realm/quant.h: scalar reference functions
  * (ref_*.c, the spec every SIMD variant is tested against), the generic matmul, the fp16/bf16
- * helpers inlined into the kernels, and the hooks through which dot_avx2.c / dot_avx512.c put
- * their variants into the dispatch tables (dispatch.c).
+ * helpers inlined into the kernels, and the hooks through which the ISA builds of kern_x86.c
+ * (and lanes_avx512.c) put their variants into the dispatch tables (dispatch.c).
  *
  * Naming follows ggml: quant_dequantize_row_<t>, quant_quantize_row_<t> (the llama.cpp *_ref
  * quantizers, reproduced exactly), quant_vec_dot_<t>_<u> (t = weights, u = activations).
@@ -156,11 +156,10 @@ static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint
 
 /* ---- matmul.c ---- */
 
-/* The generic batched kernel: out[b*out_stride + r] = vec_dot(W row r, act row b) for r < n_r,
- * b < n_b, with ops->vec_dot (so n_b > 1 gives bit-identical results to n_b single dots). */
-void quant_matmul_generic(const struct realm_quant_ops *ops, int64_t k, const void *W,
-                          size_t w_row_bytes, int64_t n_r, const void *act, size_t act_row_bytes,
-                          int64_t n_b, float *out, int64_t out_stride);
+/* The generic batched kernel: out[b*out_stride + r] = vec_dot(W row r, act row b) for r in
+ * [r0, r1), b < n_b, with ops->vec_dot (so n_b > 1 gives bit-identical results to n_b single
+ * dots). */
+realm_quant_matmul_fn quant_matmul_generic;
 
 /* ---- the prepacked q4_K / q6_K layout (realm_quant_prepack; AVX-512 table only) ----
  * Rows are taken 16 at a time (a group; the last one padded with zero rows); a group's
@@ -188,10 +187,24 @@ size_t quant_packed_size(uint32_t type, int64_t rows, int64_t k);
 void quant_pack(uint32_t type, const void *W, size_t w_row_bytes, int64_t rows, int64_t k,
                 void *P);
 
-/* ---- ISA variants (dot_avx2.c, dot_avx512.c) ----
+/* ---- ISA variants (kern_x86.c, compiled once per ISA) ----
  * Each overwrites, in tab (indexed by type), the entries for which it has kernels; returns how
  * many it filled. Built without the ISA flags (non-x86), they fill nothing. */
 int quant_fill_ops_avx2(struct realm_quant_ops tab[REALM_TYPE_COUNT]);
 int quant_fill_ops_avx512(struct realm_quant_ops tab[REALM_TYPE_COUNT]);
+
+/* ---- AVX-512 only: 16 q4_K / q6_K weight rows per 512-bit vector (lanes_avx512.c) ----
+ * quant_matmul_lanes_*: out[b * os + r] = dot(W row r, act row b), r < n_r, b < n_b, repacking
+ * the rows on the fly (k a multiple of QK_K, at least one super-block; wrb * 16 < 2^31);
+ * bit-identical to the AVX-512 vec_dot. quant_matmul_packed_*: the matmul_packed entries of the
+ * AVX-512 table. Defined only in x86 builds; called only from the AVX-512 table. */
+void quant_matmul_lanes_q4_K_avx512(int64_t k, const void *W, size_t wrb, int64_t n_r,
+                                    const void *act, size_t arb, int64_t n_b, float *out,
+                                    int64_t os);
+void quant_matmul_lanes_q6_K_avx512(int64_t k, const void *W, size_t wrb, int64_t n_r,
+                                    const void *act, size_t arb, int64_t n_b, float *out,
+                                    int64_t os);
+realm_quant_matmul_packed_fn quant_matmul_packed_q4_K_avx512;
+realm_quant_matmul_packed_fn quant_matmul_packed_q6_K_avx512;
 
 #endif

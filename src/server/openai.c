@@ -265,12 +265,12 @@ static int check_fields(const cJSON *root, enum srv_kind kind, struct srv_error 
     static const char *const common[] = {"model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
                                          "temperature", "top_p", "top_k", "min_p", "repeat_penalty",
                                          "presence_penalty", "frequency_penalty", "seed", "stop", "logit_bias",
-                                         "ignore_eos", "n", "best_of", "logprobs", "echo", "user", "metadata", NULL};
+                                         "ignore_eos", "n", "best_of", "logprobs", "echo", "user", "metadata",
+                                         "response_format", "grammar", "json_schema", NULL};
     static const char *const chat[] = {"messages", "top_logprobs", NULL};
     static const char *const completion[] = {"prompt", "parse_special", NULL};
     static const char *const not_yet[] = {"tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
-                                          "response_format", "grammar", "json_schema", "suffix",
-                                          NULL};
+                                          "suffix", NULL};
     const cJSON *f;
     cJSON_ArrayForEach(f, root) {
         bool known = false;
@@ -358,6 +358,19 @@ int srv_request_parse(const struct realm_server_config *cfg, const struct realm_
     if (r.logprobs && echo) { /* OpenAI would give the prompt's tokens too: not computed here */
         bad(e, "logprobs", "'%s' cannot be combined with echo.", "logprobs");
         goto done;
+    }
+    /* output constraints go to the guest as sent: its grammar engine validates them (a bad
+     * grammar or schema is its 400) */
+    static const char *const constraints[] = {"response_format", "grammar", "json_schema"};
+    for (size_t i = 0; i < sizeof constraints / sizeof constraints[0]; i++) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, constraints[i]);
+        if (!c || cJSON_IsNull(c)) continue;
+        cJSON *copy = cJSON_Duplicate(c, true);
+        if (!copy || !cJSON_AddItemToObject(g, constraints[i], copy)) {
+            cJSON_Delete(copy);
+            srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+            goto done;
+        }
     }
     if (r.logprobs && (!cJSON_AddBoolToObject(g, "logprobs", true) ||
                        !cJSON_AddNumberToObject(g, "top_logprobs", r.top_logprobs))) {

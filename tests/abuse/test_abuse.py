@@ -38,6 +38,7 @@ from realm_py_conftest import BUILD, model_path, new_key, parse_metrics, start_s
 MODEL = "smollm2"
 SMOL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STALL_S = 3
+STALL_WAIT_S = 60  # bound on the never-read streams' attack: buffers filled, then STALL_S
 READ_TIMEOUT_S = 5
 GRACE_S = 5
 GEN_WALL_MS = 3000
@@ -663,7 +664,9 @@ def test_streams_never_read(ctx):
                 s.sendall(req)
                 socks.append(s)
             t0 = time.time()
-            deadline = t0 + STALL_S + 20
+            # the streams first fill the socket buffers (~77 KB each), at the tenant's share of
+            # the batched steps (one row a step for all three: ~13 s on the 2-core CI host)
+            deadline = t0 + STALL_WAIT_S
             cancelled = None
             while time.time() < deadline:
                 m = ctx.admin()
@@ -697,7 +700,7 @@ def test_streams_never_read(ctx):
         row.update(a_charged_tokens=int(tokens), a_received_tokens="-",
                    notes=f"stalled {stalled:.0f}/{N}" + (f" after {cancelled:.1f}s" if cancelled else "") +
                          f"; {received} bytes were buffered for the client")
-        assert cancelled is not None, (f"{N} never-read streams not cancelled within {STALL_S + 20}s "
+        assert cancelled is not None, (f"{N} never-read streams not cancelled within {STALL_WAIT_S}s "
                                        f"(stalled_total +{stalled:.0f}; {received} bytes buffered)")
         assert m.get('realm_tenant_kv_blocks{tenant="a-stall"}', 0) == 0, m
         assert ma['realm_tenant_active_requests{tenant="a-stall"}'] == 0

@@ -209,8 +209,7 @@ def test_bad_input(srv):
     # null (and an empty tools list) count as absent, "user" has no effect on what is generated
     e = assert_error(post(srv, "/chat/completions", {**ok, "frobnicate": {"x": [1, 2]}}, k), 400, param="frobnicate")
     assert "Unrecognized" in e["message"]
-    for field, value in [("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "auto"),
-                         ("response_format", {"type": "json_object"}), ("grammar", "root ::= \"x\"")]:
+    for field, value in [("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "auto")]:
         e = assert_error(post(srv, "/chat/completions", {**ok, field: value}, k), 400, param=field)
         assert "not supported" in e["message"], e
     assert_error(post(srv, "/chat/completions", {**ok, "prompt": "x"}, k), 400, param="prompt")
@@ -740,3 +739,95 @@ def test_logprobs(srv):
         assert_error(post(srv, "/chat/completions", {**body, **extra}, k), 400, param=param)
     for extra in [{"logprobs": 21}, {"logprobs": 2, "echo": True}, {"logprobs": 1.5}]:
         assert_error(post(srv, "/completions", {"model": "smollm2", "prompt": "x", **extra}, k), 400, param="logprobs")
+
+
+# ---- structured output (the default guest's grammar engine, guest/sdk/grammar.c) ----
+
+NAME = {"type": "string", "minLength": 1, "maxLength": 24}
+SCHEMAS = [
+    {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 40}}, "required": ["answer"]},
+    {"type": "object", "properties": {"city": NAME, "country": NAME}, "required": ["city", "country"]},
+    {"type": "object", "properties": {"count": {"type": "integer"}}, "required": ["count"]},
+    {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]},
+    {"type": "object", "properties": {"price": {"type": "number"}, "currency": {"enum": ["EUR", "USD"]}},
+     "required": ["price", "currency"]},
+    {"type": "object", "properties": {"color": {"enum": ["red", "green", "blue"]}}, "required": ["color"]},
+    {"type": "object", "properties": {"kind": {"const": "fruit"}, "name": NAME}, "required": ["kind", "name"]},
+    {"type": "object", "properties": {"tags": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 3}},
+     "required": ["tags"]},
+    {"type": "object", "properties": {"name": NAME, "nickname": NAME}, "required": ["name"]},
+    {"type": "object", "properties": {"value": {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 12}]}},
+     "required": ["value"]},
+    {"type": "object", "properties": {"person": {"type": "object", "properties": {"name": NAME, "age": {"type": "integer"}},
+                                                 "required": ["name", "age"]}}, "required": ["person"]},
+    {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 4},
+    {"type": "object", "properties": {"points": {"type": "array", "items": {
+        "type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}}, "required": ["x", "y"]},
+        "maxItems": 2}}, "required": ["points"]},
+    {"type": "object", "properties": {"status": {"oneOf": [{"const": "active"}, {"const": "inactive"}]},
+                                      "since": {"type": "integer"}}, "required": ["status"]},
+    {"type": "object", "properties": {"a": {"type": "null"}, "b": {"type": "boolean"}}, "required": ["a", "b"]},
+    {"$defs": {"item": {"type": "object", "properties": {"id": {"type": "integer"}, "label": NAME},
+                        "required": ["id", "label"]}},
+     "type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "maxItems": 2}},
+     "required": ["items"]},
+    {"type": "object", "properties": {"title": NAME, "author": {"type": "object", "properties": {
+        "first": NAME, "last": NAME}, "required": ["first", "last"]}, "year": {"type": "integer"}},
+     "required": ["title", "author", "year"]},
+    {"type": "object", "properties": {"matrix": {"type": "array", "maxItems": 2, "items": {
+        "type": "array", "items": {"type": "integer"}, "maxItems": 2}}}, "required": ["matrix"]},
+    {"type": "object", "properties": {"user": {"type": "object", "properties": {
+        "name": NAME, "roles": {"type": "array", "items": {"enum": ["admin", "dev", "ops"]}, "maxItems": 3},
+        "address": {"type": "object", "properties": {"city": NAME, "zip": {"type": "string", "maxLength": 10}},
+                    "required": ["city"]}}, "required": ["name", "roles", "address"]}}, "required": ["user"]},
+    {"type": "object", "properties": {"event": {"anyOf": [
+        {"type": "object", "properties": {"type": {"const": "click"}, "x": {"type": "integer"}}, "required": ["type", "x"]},
+        {"type": "object", "properties": {"type": {"const": "key"}, "code": NAME}, "required": ["type", "code"]}]}},
+     "required": ["event"]},
+]
+
+
+def test_structured_output(srv):
+    """response_format json_schema: 20 schemas of increasing difficulty, every output parses and
+    validates (the official client, temperature 0); json_object always parses; a GBNF grammar
+    (llama.cpp's extension) allows only what it describes; a bad schema or grammar is a 400."""
+    jsonschema = pytest.importorskip("jsonschema")
+    c = srv.client("alice")
+    for i, schema in enumerate(SCHEMAS):
+        msg = [{"role": "user", "content": f"Reply with JSON only. Example data, any values. ({i})"}]
+        r = c.chat.completions.create(model="smollm2", messages=msg, max_tokens=400, temperature=0,
+                                      response_format={"type": "json_schema",
+                                                       "json_schema": {"name": f"s{i}", "schema": schema, "strict": True}})
+        text = r.choices[0].message.content
+        assert r.choices[0].finish_reason == "stop", (i, text)
+        jsonschema.validate(json.loads(text), schema)
+    # (prompts whose greedy answer ends: a 135M model may also ramble on inside an object until
+    # max_tokens, which a grammar cannot prevent)
+    for prompt in ["Give me a JSON object with your name.", "JSON: a point with x and y.",
+                   "Give the capital of France as JSON."]:
+        r = c.chat.completions.create(model="smollm2", max_tokens=400, temperature=0,
+                                      messages=[{"role": "user", "content": prompt}],
+                                      response_format={"type": "json_object"})
+        assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+        assert isinstance(json.loads(r.choices[0].message.content), dict), r.choices[0].message.content
+    # sampling under a grammar (the mask path): a small bounded schema, several seeds
+    small = {"type": "object", "properties": {"name": NAME, "age": {"type": "integer"}}, "required": ["name", "age"]}
+    for seed in range(4):
+        r = c.chat.completions.create(model="smollm2", max_tokens=120, temperature=0.9, seed=seed,
+                                      messages=[{"role": "user", "content": "A person as JSON."}],
+                                      response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": small}})
+        if r.choices[0].finish_reason == "stop":
+            jsonschema.validate(json.loads(r.choices[0].message.content), small)
+    k = srv.keys["alice"]
+    for seed in range(4):
+        r = post(srv, "/chat/completions", {"model": "smollm2", "messages": PROMPT, "max_tokens": 5, "temperature": 1,
+                                            "seed": seed, "grammar": 'root ::= "yes" | "no"'}, k)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] in ("yes", "no"), r.text
+    e = assert_error(post(srv, "/chat/completions", {"model": "smollm2", "messages": PROMPT, "grammar": "root ::= ("},
+                          k), 400)
+    assert "grammar" in e["message"], e
+    e = assert_error(post(srv, "/chat/completions", {"model": "smollm2", "messages": PROMPT, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "string", "pattern": "^a+$"}}}}, k), 400)
+    assert "pattern" in e["message"], e
+    assert_error(post(srv, "/chat/completions", {"model": "smollm2", "messages": PROMPT,
+                                                 "response_format": {"type": "xml"}}, k), 400)

@@ -1,10 +1,12 @@
 /*
- * kern_x86.h — the x86 SIMD dot and batched-matmul kernels, written once on 256-bit vectors and
- * compiled twice: by dot_avx2.c (AVX2 + FMA + F16C; 16 vector registers) and by dot_avx512.c
- * (adds AVX-512 VL/BW/VNNI: vpdpbusd / vpdpwssd for the integer dots, mask moves for the
- * 5th bits, 32 registers so larger tiles). On Zen 4 a 512-bit op costs two 256-bit ones, so
- * 256-bit vectors lose nothing there and fit the 32-element blocks exactly (the 16-row q4_K /
- * q6_K kernel below uses 512-bit vectors: one int32 lane per weight row).
+ * kern_x86.c — the x86 SIMD dot and batched-matmul kernels, written once on 256-bit vectors and
+ * compiled twice by CMake (CMakeLists.txt, "kern_x86.c once per ISA"): with -DREALM_KERN_AVX2 and
+ * the AVX2 + FMA + F16C flags (16 vector registers), and with -DREALM_KERN_AVX512 and the AVX-512
+ * flags (adds VL/BW/VNNI: vpdpbusd / vpdpwssd for the integer dots, mask moves for the 5th bits,
+ * 32 registers so larger tiles). Each build defines its own quant_fill_ops_<isa> (the kernels
+ * are static), which dispatch.c calls only when CPUID + XGETBV report the ISA. On Zen 4 a 512-bit
+ * op costs two 256-bit ones, so 256-bit vectors lose nothing there and fit the 32-element blocks
+ * exactly.
  *
  * Structure of every kernel: a tile function computes the dots of R weight rows x B activation
  * rows, loading each weight block once for all B rows (and each activation block once for all R
@@ -15,30 +17,45 @@
  * reference by float order only.
  *
  * Exception (AVX-512 build, q4_K and q6_K): with n_b >= KX_GNB_MIN the batched kernel puts 16
- * weight rows in the lanes of a 512-bit vector (kx_gmatmul, weights repacked on the fly into a
- * stack buffer). There the order of the float steps is defined per super-block (kx_k_fin), and
+ * weight rows in the lanes of a 512-bit vector (lanes_avx512.c, weights repacked on the fly into
+ * a stack buffer). There the order of the float steps is defined per super-block (kx_k_fin), and
  * the tiles and vec_dot of that build follow it, so the bit-identity above holds within each
  * build; for these two formats the AVX2 and AVX-512 results may differ in the last bits.
  * The same build also runs these two formats from a copy prepacked once at load
- * (realm_quant_prepack, layout in quant.h: the dwords of 16 rows already transposed), for
- * every n_b, decode included (kx_pmatmul): same integer sums and kx_k_fin float steps, so
- * again bit-identical to vec_dot.
+ * (realm_quant_prepack, layout in quant.h; kernels in lanes_avx512.c) for every n_b, decode
+ * included: same integer sums and kx_k_fin float steps, so again bit-identical to vec_dot.
  * The vectorized quantize_row_q8_K is bit-identical to the scalar reference in both builds.
  *
- * Included only by dot_avx2.c / dot_avx512.c, with their ISA flags on.
  * Thread rule: pure functions.
  */
-#ifndef REALM_QUANT_KERN_X86_H
-#define REALM_QUANT_KERN_X86_H
-
-#include <immintrin.h>
-#include <stddef.h>
-
 #include "quant/quant.h"
 
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
-#define KX_VNNI 1
+#if defined(REALM_KERN_AVX2) == defined(REALM_KERN_AVX512)
+#error "kern_x86.c: compile with exactly one of -DREALM_KERN_AVX2, -DREALM_KERN_AVX512"
+#endif
+
+/* The ISA of this build: the suffix of its names, and whether its flags are on (KX_ON; without
+ * them, on other architectures, the fill function below puts nothing in the table). */
+#ifdef REALM_KERN_AVX512
 #define KX(name) name##_avx512
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) &&                      \
+    defined(__AVX512VNNI__)
+#define KX_ON 1
+#endif
+#else
+#define KX(name) name##_avx2
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define KX_ON 1
+#endif
+#endif
+
+#ifdef KX_ON
+#include <string.h>
+
+#include "quant/simd_x86.h"
+
+#ifdef REALM_KERN_AVX512
+#define KX_VNNI 1
 /* tiles (rows x batch) sized to 32 vector registers */
 #define KX_TR 4
 #define KX_TB 4
@@ -46,23 +63,16 @@
 #define KX_FTB 2
 #else
 #define KX_VNNI 0
-#define KX(name) name##_avx2
 #define KX_TR 2
 #define KX_TB 3
 #define KX_FTR 2
 #define KX_FTB 2
 #endif
+
 #define KX_MAXR 4
 /* rows per tile for a single activation row (decode): amortizes the activation-side unpacking */
 #define KX_R1 4
 #define KX_MAXB 4
-
-#define KX_INLINE static inline __attribute__((always_inline))
-#if defined(__clang__)
-#define KX_UNROLL _Pragma("clang loop unroll(full)")
-#else
-#define KX_UNROLL _Pragma("GCC unroll 8")
-#endif
 
 /* ---- helpers ---- */
 
@@ -97,13 +107,6 @@ KX_INLINE __m256i kx_dot_i16(__m256i acc, __m256i a, __m256i b) {
 #endif
 }
 
-/* 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0..15), then high (16..31). */
-KX_INLINE __m256i kx_nibbles32(const uint8_t *qs) {
-    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-}
-
 /* The 32 bits of qh (little-endian) -> 32 bytes, 0x10 where the bit is set. */
 KX_INLINE __m256i kx_bits32_x10(const uint8_t *qh) {
     uint32_t bits;
@@ -121,14 +124,6 @@ KX_INLINE __m256i kx_bits32_x10(const uint8_t *qh) {
 #endif
 }
 
-/* Prefetch `bytes` at p (the matching slice of the next tile's rows: with several rows read in
- * parallel, each row is too short a stream for the hardware prefetcher to ramp up). */
-KX_INLINE void kx_prefetch(const char *p, size_t bytes) {
-    if (!p) return;
-    for (size_t o = 0; o < bytes; o += 64)
-        _mm_prefetch(p + o, _MM_HINT_T0);
-}
-
 /* ---- the matmul driver: tiles of TR x TB, edges with 1-row / 1-batch tiles ---- */
 
 /* Activation rows per pass over the weights in the batched case: their quants (64 x k bytes,
@@ -136,11 +131,13 @@ KX_INLINE void kx_prefetch(const char *p, size_t bytes) {
 #define KX_BCHUNK 64
 
 #define KX_DRIVER(NAME, TILE, TR, TB)                                                              \
-    static void NAME(const struct realm_quant_ops *ops, int64_t k, const void *W, size_t wrb,      \
-                     int64_t n_r, const void *act, size_t arb, int64_t n_b, float *out,            \
+    static void NAME(const struct realm_quant_ops *ops, const void *W, size_t wrb, int64_t k,      \
+                     int64_t r0, int64_t r1, const void *act, size_t arb, int64_t n_b, float *out, \
                      int64_t os) {                                                                 \
         (void)ops;                                                                                 \
-        const char *w = W;                                                                         \
+        const char *w = (const char *)W + (size_t)r0 * wrb;                                        \
+        const int64_t n_r = r1 - r0;                                                               \
+        out += r0;                                                                                 \
         /* one activation row (decode): KX_R1-row tiles, the next tile's rows prefetched along:    \
          * rows are short streams, too short for the hardware prefetcher when read 4 at a time     \
          * (measured: 2-3x slower from DRAM without the software prefetch) */                      \
@@ -454,7 +451,7 @@ KX_DRIVER(KX(matmul_q8_0), KX_TILE_Q8_0, KX_TR, KX_TB)
  * d_a d (isum - o msum), the subtraction in int32.
  */
 
-enum { KX_Q2_K, KX_Q3_K, KX_Q4_K, KX_Q5_K, KX_Q6_K };
+/* (the K-quant format tags KX_Q2_K .. KX_Q6_K are in simd_x86.h) */
 
 struct kx_ks {
     __m256i s0, s1; /* int16 scales, shuffle sources: [s0..7 | s0..7] and (16-scale formats) [s8..15
@@ -798,561 +795,22 @@ KX_DRIVER(KX(matmul_q6_K), KX_TILE_Q6_K, KX_TR, KX_TB)
 #endif
 
 #if KX_VNNI
-/* ============ q4_K / q6_K x q8_K, batched: 16 weight rows in the lanes of a zmm ============ */
-/*
- * With several activation rows the weights of 16 rows are repacked, a few super-blocks at a
- * time, into a stack buffer where each 512-bit vector holds the same 4 quants (unsigned, one
- * byte each) of all 16 rows, and the per-row scales, mins and d's sit in lane vectors too. One
- * vpdpbusd with the matching 4 activation bytes broadcast then does 64 multiply-adds for 16
- * (row, activation) pairs, and the sub-block scales, mins and float steps are applied once per
- * vector for 16 rows instead of per 32 elements per row. The repacking (16 x 16 dword
- * transposes) costs about as much as two activation rows and is reused for all n_b of them, so
- * this path starts at KX_GNB_MIN rows.
- * The integer sums are the same exact int32 as kx_tile_k's and the float steps are those of
- * kx_k_fin: results are bit-identical to vec_dot.
- */
-#define KX_G 16  /* rows per group: one per int32 lane */
-#define KX_GNS 4 /* super-blocks repacked at a time (4 x 5.6 KB on the stack, L1-resident) */
-#define KX_GTB 6 /* activation rows sharing each weight vector */
-#define KX_GNB_MIN 3
-
-struct kx_kg {
-    uint8_t q[64][64];  /* [8 j + s][4 r + e] = quant 32 j + 4 s + e of row r (0..15) */
-    int32_t sc[16][16]; /* scale of sub-block j of row r (q4_K: 8 of 32 elements; q6_K: 16 of 16) */
-    uint32_t mp[8][16]; /* int16 pairs against bsums 2p, 2p + 1: q4_K (min p, min p); q6_K
-                           (scale 2p, scale 2p + 1) */
-    float d[16], dmin[16];
-};
-
-/* out[c] lane r = dword c of in[r] (16 x 16 transpose of dwords). */
-KX_INLINE void kx_transpose16(__m512i in[16], __m512i out[16]) {
-    __m512i t[16], u[16];
-    for (int k = 0; k < 8; k++) {
-        t[2 * k] = _mm512_unpacklo_epi32(in[2 * k], in[2 * k + 1]);
-        t[2 * k + 1] = _mm512_unpackhi_epi32(in[2 * k], in[2 * k + 1]);
-    }
-    /* u[4k + m], 128-bit lane L: rows 4k..4k+3 of column 4L + m */
-    for (int k = 0; k < 4; k++) {
-        u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
-        u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
-        u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
-        u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
-    }
-    for (int m = 0; m < 4; m++) {
-        const __m512i ablo = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44); /* A0 A1 B0 B1 */
-        const __m512i abhi = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xEE); /* A2 A3 B2 B3 */
-        const __m512i cdlo = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x44);
-        const __m512i cdhi = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xEE);
-        out[m] = _mm512_shuffle_i32x4(ablo, cdlo, 0x88);      /* lane 0 of A B C D */
-        out[4 + m] = _mm512_shuffle_i32x4(ablo, cdlo, 0xDD);  /* lane 1 */
-        out[8 + m] = _mm512_shuffle_i32x4(abhi, cdhi, 0x88);  /* lane 2 */
-        out[12 + m] = _mm512_shuffle_i32x4(abhi, cdhi, 0xDD); /* lane 3 */
-    }
-}
-
-/* 64 bytes at byte offset off of super-block i of rows 0..nr-1, transposed: out[c] lane r =
- * dword c (missing rows 0). */
-KX_INLINE void kx_gload(const char *W, size_t wrb, size_t bs, int nr, int64_t i, size_t off,
-                        __m512i out[16]) {
-    __m512i in[16];
-    for (int r = 0; r < 16; r++)
-        in[r] = r < nr ? _mm512_loadu_si512(W + r * wrb + (size_t)i * bs + off)
-                       : _mm512_setzero_si512();
-    kx_transpose16(in, out);
-}
-
-/* Dword at byte offset off of super-block i of rows 0..nr-1 (missing rows 0), lane r = row r. */
-KX_INLINE __m512i kx_ggather(const char *W, size_t wrb, size_t bs, int nr, int64_t i, size_t off) {
-    const __m512i rowi =
-        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                           _mm512_set1_epi32((int)wrb));
-    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), (__mmask16)((1u << nr) - 1u), rowi,
-                                       W + (size_t)i * bs + off, 1);
-}
-
-/* Repacks super-block i of rows 0..nr-1 (nr <= 16) at W; the lanes of missing rows are 0. */
-static void kx_q4k_repack(const char *W, size_t wrb, int nr, int64_t i, struct kx_kg *g) {
-    const size_t bs = sizeof(block_q4_K);
-    const __m512i m0F = _mm512_set1_epi8(0x0F);
-    for (int h = 0; h < 2; h++) { /* qs bytes 64h .. 64h+63: dwords 16h .. 16h+15 */
-        __m512i tr[16];
-        kx_gload(W, wrb, bs, nr, i, offsetof(block_q4_K, qs) + 64 * h, tr);
-        /* dword t = 16h + c of qs: bytes 32p + 4s .. (p = t / 8, s = t % 8), whose low nibbles
-         * are quants 4s.. of sub-block 2p and high nibbles those of sub-block 2p + 1 */
-        for (int c = 0; c < 16; c++) {
-            const int t = 16 * h + c, p = t / 8, s = t % 8;
-            _mm512_store_si512(g->q[8 * (2 * p) + s], _mm512_and_si512(tr[c], m0F));
-            _mm512_store_si512(g->q[8 * (2 * p + 1) + s],
-                               _mm512_and_si512(_mm512_srli_epi16(tr[c], 4), m0F));
-        }
-    }
-    /* d | dmin << 16, then the 12 scale bytes: 4 dwords */
-    __m512i u[4];
-    for (int t = 0; t < 4; t++)
-        u[t] = kx_ggather(W, wrb, bs, nr, i, 4 * (size_t)t);
-    const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
-    _mm512_store_ps(g->d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_and_si512(u[0], lo16))));
-    _mm512_store_ps(g->dmin, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(u[0], 16))));
-    /* kx_scales_k4 on 16 rows at once: bytes of sc0-3, sc4-7, m0-3, m4-7 */
-    const __m512i m6 = _mm512_set1_epi32(0x3f3f3f3f), m4 = _mm512_set1_epi32(0x0f0f0f0f),
-                  m2 = _mm512_set1_epi32(0x03030303);
-    const __m512i sc03 = _mm512_and_si512(u[1], m6), mn03 = _mm512_and_si512(u[2], m6);
-    const __m512i sc47 =
-        _mm512_or_si512(_mm512_and_si512(u[3], m4),
-                        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[1], 6), m2), 4));
-    const __m512i mn47 =
-        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u[3], 4), m4),
-                        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[2], 6), m2), 4));
-    const __m512i ff = _mm512_set1_epi32(0xFF);
-    KX_UNROLL for (int j = 0; j < 4; j++) {
-        _mm512_store_si512(g->sc[j], _mm512_and_si512(_mm512_srli_epi32(sc03, 8 * j), ff));
-        _mm512_store_si512(g->sc[4 + j], _mm512_and_si512(_mm512_srli_epi32(sc47, 8 * j), ff));
-        const __m512i a = _mm512_and_si512(_mm512_srli_epi32(mn03, 8 * j), ff);
-        const __m512i c = _mm512_and_si512(_mm512_srli_epi32(mn47, 8 * j), ff);
-        _mm512_store_si512(g->mp[j], _mm512_or_si512(a, _mm512_slli_epi32(a, 16)));
-        _mm512_store_si512(g->mp[4 + j], _mm512_or_si512(c, _mm512_slli_epi32(c, 16)));
-    }
-}
-
-static void kx_q6k_repack(const char *W, size_t wrb, int nr, int64_t i, struct kx_kg *g) {
-    const size_t bs = sizeof(block_q6_K);
-    __m512i ql[32], qh[16];
-    kx_gload(W, wrb, bs, nr, i, offsetof(block_q6_K, ql), ql);
-    kx_gload(W, wrb, bs, nr, i, offsetof(block_q6_K, ql) + 64, ql + 16);
-    kx_gload(W, wrb, bs, nr, i, offsetof(block_q6_K, qh), qh);
-    const __m512i m0F = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-    /* chunk j = 4h + c (elements 32j..): low 4 bits in the low (c < 2) or high nibbles of ql
-     * bytes 64h + 32(c%2) + l, high 2 bits at 2c in qh bytes 32h + l, l = 4s + e */
-    KX_UNROLL for (int j = 0; j < 8; j++) {
-        const int h = j / 4, c = j % 4;
-        KX_UNROLL for (int s = 0; s < 8; s++) {
-            const __m512i l = ql[16 * h + 8 * (c % 2) + s], hb = qh[8 * h + s];
-            const __m512i lo = _mm512_and_si512(c < 2 ? l : _mm512_srli_epi16(l, 4), m0F);
-            const __m512i hi = _mm512_and_si512(c == 0   ? _mm512_slli_epi16(hb, 4)
-                                                : c == 1 ? _mm512_slli_epi16(hb, 2)
-                                                : c == 2 ? hb
-                                                         : _mm512_srli_epi16(hb, 2),
-                                                m30);
-            _mm512_store_si512(g->q[8 * j + s], _mm512_or_si512(lo, hi));
-        }
-    }
-    /* 16 int8 scales (4 dwords), d in the high half of the dword at 206 (a dword at 208 would
-     * read past the block) */
-    __m512i v[4];
-    for (int t = 0; t < 4; t++)
-        v[t] = kx_ggather(W, wrb, bs, nr, i, offsetof(block_q6_K, scales) + 4 * (size_t)t);
-    const __m512i dw = kx_ggather(W, wrb, bs, nr, i, offsetof(block_q6_K, d) - 2);
-    _mm512_store_ps(g->d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dw, 16))));
-    _mm512_store_ps(g->dmin, _mm512_setzero_ps());
-    const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
-    KX_UNROLL for (int t = 0; t < 4; t++) {
-        __m512i s[4];
-        KX_UNROLL for (int b = 0; b < 4; b++) {
-            s[b] = _mm512_srai_epi32(_mm512_slli_epi32(v[t], 24 - 8 * b), 24);
-            _mm512_store_si512(g->sc[4 * t + b], s[b]);
-        }
-        _mm512_store_si512(g->mp[2 * t], _mm512_or_si512(_mm512_and_si512(s[0], lo16),
-                                                         _mm512_slli_epi32(s[1], 16)));
-        _mm512_store_si512(g->mp[2 * t + 1], _mm512_or_si512(_mm512_and_si512(s[2], lo16),
-                                                             _mm512_slli_epi32(s[3], 16)));
-    }
-}
-
-KX_INLINE __m512i kx_bcast32(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
-}
-
-/* TB activation rows at A against the repacked super-blocks g[0..ns-1] (= blocks i0..); out
- * lanes under mask m, accumulating onto out unless first. */
-KX_INLINE void kx_gtile(const int f, const int TB, const struct kx_kg *g, int ns, const char *A,
-                        size_t arb, int64_t i0, float *out, int64_t os, __mmask16 m, int first) {
-    __m512 acc[KX_GTB];
-    KX_UNROLL for (int b = 0; b < TB; b++) acc[b] =
-        first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, out + b * os);
-    for (int t = 0; t < ns; t++) {
-        const struct kx_kg *G = g + t;
-        const block_q8_K *y[KX_GTB];
-        KX_UNROLL for (int b = 0; b < TB; b++) y[b] = (const block_q8_K *)(A + b * arb) + i0 + t;
-        __m512i isum[KX_GTB];
-        /* sub-blocks of 8 (q4_K) or 4 (q6_K) steps of 4 quants */
-        const int nsub = f == KX_Q4_K ? 8 : 16, steps = f == KX_Q4_K ? 8 : 4;
-        KX_UNROLL for (int j = 0; j < nsub; j++) {
-            __m512i p[KX_GTB];
-            KX_UNROLL for (int b = 0; b < TB; b++) p[b] = _mm512_setzero_si512();
-            KX_UNROLL for (int s = 0; s < steps; s++) {
-                const int e = 4 * (steps * j + s); /* first element */
-                const __m512i w = _mm512_load_si512(G->q[e / 4]);
-                KX_UNROLL for (int b = 0; b < TB; b++) p[b] =
-                    _mm512_dpbusd_epi32(p[b], w, kx_bcast32(y[b]->qs + e));
-            }
-            const __m512i sc = _mm512_load_si512(G->sc[j]);
-            KX_UNROLL for (int b = 0; b < TB; b++) {
-                const __m512i v = _mm512_mullo_epi32(p[b], sc);
-                isum[b] = j ? _mm512_add_epi32(isum[b], v) : v;
-            }
-        }
-        const __m512 d = _mm512_load_ps(G->d), dm = _mm512_load_ps(G->dmin);
-        KX_UNROLL for (int b = 0; b < TB; b++) {
-            __m512i ms = _mm512_setzero_si512();
-            KX_UNROLL for (int p = 0; p < 8; p++) ms = _mm512_dpwssd_epi32(
-                ms, _mm512_load_si512(G->mp[p]), kx_bcast32(y[b]->bsums + 2 * p));
-            const __m512 yd = _mm512_set1_ps(y[b]->d);
-            /* kx_k_fin on 16 lanes */
-            if (f == KX_Q4_K)
-                acc[b] = _mm512_fnmadd_ps(
-                    _mm512_cvtepi32_ps(ms), _mm512_mul_ps(dm, yd),
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[b]), _mm512_mul_ps(d, yd), acc[b]));
-            else /* quants offset by 32 */
-                acc[b] = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(_mm512_sub_epi32(isum[b], _mm512_slli_epi32(ms, 5))),
-                    _mm512_mul_ps(d, yd), acc[b]);
-        }
-    }
-    KX_UNROLL for (int b = 0; b < TB; b++) _mm512_mask_storeu_ps(out + b * os, m, acc[b]);
-}
-
-/* Every activation row (n_b of them) against the same super-blocks g[0..ns-1]: whole tiles of
- * KX_GTB rows, then one tile of the 1 .. KX_GTB-1 left (a constant TB per case, so each tile is
- * compiled for its size). */
-KX_INLINE void kx_gtile_rows(const int f, const struct kx_kg *g, int ns, const char *a, size_t arb,
-                             int64_t n_b, int64_t i0, float *o, int64_t os, __mmask16 m, int first) {
-    int64_t b = 0;
-    for (; b + KX_GTB <= n_b; b += KX_GTB)
-        kx_gtile(f, KX_GTB, g, ns, a + b * arb, arb, i0, o + b * os, os, m, first);
-    switch (n_b - b) {
-#define KX_GCASE(n)                                                                                \
-    case n:                                                                                        \
-        if (n < KX_GTB)                                                                            \
-            kx_gtile(f, n < KX_GTB ? n : 1, g, ns, a + b * arb, arb, i0, o + b * os, os, m, first); \
-        break;
-        KX_GCASE(1)
-        KX_GCASE(2)
-        KX_GCASE(3)
-        KX_GCASE(4)
-        KX_GCASE(5)
-        KX_GCASE(6)
-        KX_GCASE(7)
-#undef KX_GCASE
-    default:
-        break;
-    }
-}
-
-KX_INLINE void kx_gmatmul(const int f, const int64_t k, const char *w, size_t wrb, int64_t n_r,
-                          const char *a, size_t arb, int64_t n_b, float *out, int64_t os) {
-    const size_t bs = f == KX_Q4_K ? sizeof(block_q4_K) : sizeof(block_q6_K);
-    const int64_t nb = k / QK_K;
-    struct kx_kg g[KX_GNS] __attribute__((aligned(64)));
-    for (int64_t r0 = 0; r0 < n_r; r0 += KX_G) {
-        const int nr = n_r - r0 < KX_G ? (int)(n_r - r0) : KX_G;
-        const __mmask16 m = (__mmask16)((1u << nr) - 1u);
-        for (int64_t i0 = 0; i0 < nb; i0 += KX_GNS) {
-            const int ns = nb - i0 < KX_GNS ? (int)(nb - i0) : KX_GNS;
-            for (int t = 0; t < ns; t++) {
-                if (f == KX_Q4_K)
-                    kx_q4k_repack(w + r0 * wrb, wrb, nr, i0 + t, &g[t]);
-                else
-                    kx_q6k_repack(w + r0 * wrb, wrb, nr, i0 + t, &g[t]);
-            }
-            /* fetch the next slice's rows while this one meets the activations (16 row streams
-             * are too many for the hardware prefetcher) */
-            {
-                int64_t pr0 = r0, pi = i0 + KX_GNS;
-                if (pi >= nb) pr0 += KX_G, pi = 0;
-                const int64_t pnr = n_r - pr0 < KX_G ? n_r - pr0 : KX_G;
-                const int64_t pns = nb - pi < KX_GNS ? nb - pi : KX_GNS;
-                for (int64_t r = 0; r < pnr; r++)
-                    kx_prefetch(w + (pr0 + r) * wrb + pi * (int64_t)bs, (size_t)pns * bs);
-            }
-            float *o = out + r0;
-            const int first = i0 == 0;
-            kx_gtile_rows(f, g, ns, a, arb, n_b, i0, o, os, m, first);
-        }
-    }
-}
-
-/* Few activation rows, k = 0 (nothing to repack; the tiles write the zeros) and rows over 128 MB
+/* q4_K / q6_K with several activation rows: 16 weight rows per 512-bit vector (lanes_avx512.c).
+ * Few activation rows, k = 0 (nothing to repack; the tiles write the zeros) and rows over 128 MB
  * (gather offsets are int32) go to the tiles. */
-#define KX_GMATMUL(NAME, F, TILED)                                                                 \
-    static void NAME(const struct realm_quant_ops *ops, int64_t k, const void *W, size_t wrb,      \
-                     int64_t n_r, const void *act, size_t arb, int64_t n_b, float *out,            \
+#define KX_GNB_MIN 3
+#define KX_GMATMUL(NAME, LANES, TILED)                                                             \
+    static void NAME(const struct realm_quant_ops *ops, const void *W, size_t wrb, int64_t k,      \
+                     int64_t r0, int64_t r1, const void *act, size_t arb, int64_t n_b, float *out, \
                      int64_t os) {                                                                 \
-        if (n_b < KX_GNB_MIN || k < QK_K || wrb > (size_t)INT32_MAX / KX_G) {                      \
-            TILED(ops, k, W, wrb, n_r, act, arb, n_b, out, os);                                    \
+        if (n_b < KX_GNB_MIN || k < QK_K || wrb > (size_t)INT32_MAX / QUANT_PACK_ROWS) {           \
+            TILED(ops, W, wrb, k, r0, r1, act, arb, n_b, out, os);                                 \
             return;                                                                                \
         }                                                                                          \
-        kx_gmatmul(F, k, (const char *)W, wrb, n_r, (const char *)act, arb, n_b, out, os);         \
+        LANES(k, (const char *)W + (size_t)r0 * wrb, wrb, r1 - r0, act, arb, n_b, out + r0, os);   \
     }
-KX_GMATMUL(KX(matmul_q4_K), KX_Q4_K, KX(matmul_q4_K_tiled))
-KX_GMATMUL(KX(matmul_q6_K), KX_Q6_K, KX(matmul_q6_K_tiled))
-
-/* ============ q4_K / q6_K x q8_K over the prepacked layout (quant.h, quant_pack_*) ============ */
-/*
- * The same lane scheme as kx_gtile (one int32 lane per weight row, vpdpbusd against broadcast
- * activation bytes), but the weights come already transposed from the packed copy, so no call
- * repacks and the quants are unpacked in registers (nibbles, q6_K high bits) as they are used;
- * this serves every n_b, decode included. Integer sums are the exact int32 of kx_tile_k and the
- * float steps those of kx_k_fin, in super-block order: bit-identical to vec_dot.
- */
-#define KX_PNS 4   /* super-blocks per slice: the slice meets every activation tile while in L1 */
-#define KX_PDIST 2 /* software prefetch distance in packed super-blocks */
-
-/* lanes j of the q4_K scales / mins: s[0..7] scales, m[0..7] (min, min) int16 pairs */
-KX_INLINE void kx_p4_scales(const struct quant_pack_q4_K *P, __m512i sc[8], __m512i mp[8]) {
-    const __m512i v0 = _mm512_load_si512(P->sc[0]), v1 = _mm512_load_si512(P->sc[1]),
-                  v2 = _mm512_load_si512(P->sc[2]);
-    const __m512i m3F = _mm512_set1_epi8(0x3F), m0F = _mm512_set1_epi8(0x0F),
-                  m30 = _mm512_set1_epi8(0x30), ff = _mm512_set1_epi32(0xFF);
-    const __m512i sc03 = _mm512_and_si512(v0, m3F), mn03 = _mm512_and_si512(v1, m3F);
-    const __m512i sc47 = _mm512_or_si512(_mm512_and_si512(v2, m0F),
-                                         _mm512_and_si512(_mm512_srli_epi32(v0, 2), m30));
-    const __m512i mn47 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(v2, 4), m0F),
-                                         _mm512_and_si512(_mm512_srli_epi32(v1, 2), m30));
-    KX_UNROLL for (int j = 0; j < 4; j++) {
-        sc[j] = _mm512_and_si512(_mm512_srli_epi32(sc03, 8 * j), ff);
-        sc[4 + j] = _mm512_and_si512(_mm512_srli_epi32(sc47, 8 * j), ff);
-        const __m512i a = _mm512_and_si512(_mm512_srli_epi32(mn03, 8 * j), ff);
-        const __m512i c = _mm512_and_si512(_mm512_srli_epi32(mn47, 8 * j), ff);
-        mp[j] = _mm512_or_si512(a, _mm512_slli_epi32(a, 16));
-        mp[4 + j] = _mm512_or_si512(c, _mm512_slli_epi32(c, 16));
-    }
-}
-
-/* TB activation rows at A against packed super-blocks P[0..ns) (= blocks i0..) of one group;
- * lanes under mask m of out, accumulating onto out unless first. */
-KX_INLINE void kx_ptile(const int f, const int TB, const void *Pv, int ns, const char *A,
-                        size_t arb, int64_t i0, float *out, int64_t os, __mmask16 m, int first,
-                        int pf) {
-    const size_t ps =
-        f == KX_Q4_K ? sizeof(struct quant_pack_q4_K) : sizeof(struct quant_pack_q6_K);
-    __m512 acc[KX_GTB];
-    KX_UNROLL for (int b = 0; b < TB; b++) acc[b] =
-        first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, out + b * os);
-    const __m512i m0F = _mm512_set1_epi8(0x0F);
-    for (int t = 0; t < ns; t++) {
-        /* the packed copy is one stream: fetch KX_PDIST blocks ahead (past the end of the
-         * buffer is harmless for a prefetch) */
-        if (pf) kx_prefetch((const char *)Pv + (size_t)(t + KX_PDIST) * ps, ps);
-        const block_q8_K *y[KX_GTB];
-        KX_UNROLL for (int b = 0; b < TB; b++) y[b] = (const block_q8_K *)(A + b * arb) + i0 + t;
-        __m512i isum[KX_GTB], ms[KX_GTB];
-        __m512 d, dm = _mm512_setzero_ps();
-        if (f == KX_Q4_K) {
-            const struct quant_pack_q4_K *P = (const struct quant_pack_q4_K *)Pv + t;
-            __m512i sc[8], mp[8];
-            kx_p4_scales(P, sc, mp);
-            /* sub-blocks 2h (low nibbles) and 2h + 1 (high nibbles) of qs dwords 8h .. 8h + 7 */
-            KX_UNROLL for (int j = 0; j < 8; j++) {
-                const int h = j / 2, hi = j % 2;
-                __m512i p[KX_GTB];
-                KX_UNROLL for (int b = 0; b < TB; b++) p[b] = _mm512_setzero_si512();
-                KX_UNROLL for (int s = 0; s < 8; s++) {
-                    const __m512i v = _mm512_load_si512(P->qs[8 * h + s]);
-                    const __m512i w =
-                        _mm512_and_si512(hi ? _mm512_srli_epi32(v, 4) : v, m0F);
-                    const int e = 64 * h + 32 * hi + 4 * s;
-                    KX_UNROLL for (int b = 0; b < TB; b++) p[b] =
-                        _mm512_dpbusd_epi32(p[b], w, kx_bcast32(y[b]->qs + e));
-                }
-                KX_UNROLL for (int b = 0; b < TB; b++) {
-                    const __m512i v = _mm512_mullo_epi32(p[b], sc[j]);
-                    isum[b] = j ? _mm512_add_epi32(isum[b], v) : v;
-                }
-            }
-            KX_UNROLL for (int b = 0; b < TB; b++) {
-                ms[b] = _mm512_setzero_si512();
-                KX_UNROLL for (int q = 0; q < 8; q++) ms[b] =
-                    _mm512_dpwssd_epi32(ms[b], mp[q], kx_bcast32(y[b]->bsums + 2 * q));
-            }
-            const __m512i dmv = _mm512_load_si512(P->dm);
-            d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dmv));
-            dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dmv, 16)));
-        } else {
-            const struct quant_pack_q6_K *P = (const struct quant_pack_q6_K *)Pv + t;
-            const __m512i m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0xFFFF);
-            __m512i sc[16];
-            KX_UNROLL for (int u = 0; u < 4; u++) {
-                const __m512i v = _mm512_load_si512(P->sc[u]);
-                KX_UNROLL for (int q = 0; q < 4; q++) sc[4 * u + q] =
-                    _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * q), 24);
-            }
-            /* chunk j = 4h + c (elements 32j..): low 4 bits in the low (c < 2) or high nibbles
-             * of ql dwords 16h + 8(c%2) + s, high 2 bits at 2c in qh dwords 8h + s */
-            KX_UNROLL for (int j = 0; j < 8; j++) {
-                const int h = j / 4, c = j % 4;
-                KX_UNROLL for (int half = 0; half < 2; half++) { /* sub-block 2j + half */
-                    __m512i p[KX_GTB];
-                    KX_UNROLL for (int b = 0; b < TB; b++) p[b] = _mm512_setzero_si512();
-                    KX_UNROLL for (int s = 4 * half; s < 4 * half + 4; s++) {
-                        const __m512i l = _mm512_load_si512(P->ql[16 * h + 8 * (c % 2) + s]);
-                        const __m512i hb = _mm512_load_si512(P->qh[8 * h + s]);
-                        const __m512i lo =
-                            _mm512_and_si512(c < 2 ? l : _mm512_srli_epi16(l, 4), m0F);
-                        const __m512i hi = _mm512_and_si512(c == 0   ? _mm512_slli_epi16(hb, 4)
-                                                            : c == 1 ? _mm512_slli_epi16(hb, 2)
-                                                            : c == 2 ? hb
-                                                                     : _mm512_srli_epi16(hb, 2),
-                                                            m30);
-                        const __m512i w = _mm512_or_si512(lo, hi);
-                        const int e = 32 * j + 4 * s;
-                        KX_UNROLL for (int b = 0; b < TB; b++) p[b] =
-                            _mm512_dpbusd_epi32(p[b], w, kx_bcast32(y[b]->qs + e));
-                    }
-                    const int jj = 2 * j + half;
-                    KX_UNROLL for (int b = 0; b < TB; b++) {
-                        const __m512i v = _mm512_mullo_epi32(p[b], sc[jj]);
-                        isum[b] = jj ? _mm512_add_epi32(isum[b], v) : v;
-                    }
-                }
-            }
-            KX_UNROLL for (int b = 0; b < TB; b++) {
-                ms[b] = _mm512_setzero_si512();
-                KX_UNROLL for (int q = 0; q < 8; q++) ms[b] = _mm512_dpwssd_epi32(
-                    ms[b],
-                    _mm512_or_si512(_mm512_and_si512(sc[2 * q], lo16),
-                                    _mm512_slli_epi32(sc[2 * q + 1], 16)),
-                    kx_bcast32(y[b]->bsums + 2 * q));
-            }
-            d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_load_si512(P->d)));
-        }
-        KX_UNROLL for (int b = 0; b < TB; b++) {
-            const __m512 yd = _mm512_set1_ps(y[b]->d);
-            /* kx_k_fin on 16 lanes */
-            if (f == KX_Q4_K)
-                acc[b] = _mm512_fnmadd_ps(
-                    _mm512_cvtepi32_ps(ms[b]), _mm512_mul_ps(dm, yd),
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[b]), _mm512_mul_ps(d, yd), acc[b]));
-            else /* quants offset by 32 */
-                acc[b] = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(_mm512_sub_epi32(isum[b], _mm512_slli_epi32(ms[b], 5))),
-                    _mm512_mul_ps(d, yd), acc[b]);
-        }
-    }
-    KX_UNROLL for (int b = 0; b < TB; b++) _mm512_mask_storeu_ps(out + b * os, m, acc[b]);
-}
-
-/* q6_K with many activation rows: the 6-bit quants of a slice are unpacked once into the byte
- * form of kx_kg (as kx_q6k_repack, without the transposes) and kx_gtile meets every activation
- * tile with it, instead of rebuilding them per tile. */
-#define KX_P6_UNPACK_MIN 12
-static void kx_q6k_unpackp(const struct quant_pack_q6_K *P, struct kx_kg *g) {
-    const __m512i m0F = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-    KX_UNROLL for (int j = 0; j < 8; j++) {
-        const int h = j / 4, c = j % 4;
-        KX_UNROLL for (int s = 0; s < 8; s++) {
-            const __m512i l = _mm512_load_si512(P->ql[16 * h + 8 * (c % 2) + s]);
-            const __m512i hb = _mm512_load_si512(P->qh[8 * h + s]);
-            const __m512i lo = _mm512_and_si512(c < 2 ? l : _mm512_srli_epi16(l, 4), m0F);
-            const __m512i hi = _mm512_and_si512(c == 0   ? _mm512_slli_epi16(hb, 4)
-                                                : c == 1 ? _mm512_slli_epi16(hb, 2)
-                                                : c == 2 ? hb
-                                                         : _mm512_srli_epi16(hb, 2),
-                                                m30);
-            _mm512_store_si512(g->q[8 * j + s], _mm512_or_si512(lo, hi));
-        }
-    }
-    _mm512_store_ps(g->d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_load_si512(P->d))));
-    _mm512_store_ps(g->dmin, _mm512_setzero_ps());
-    const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
-    KX_UNROLL for (int t = 0; t < 4; t++) {
-        const __m512i v = _mm512_load_si512(P->sc[t]);
-        __m512i sc[4];
-        KX_UNROLL for (int b = 0; b < 4; b++) {
-            sc[b] = _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * b), 24);
-            _mm512_store_si512(g->sc[4 * t + b], sc[b]);
-        }
-        _mm512_store_si512(g->mp[2 * t], _mm512_or_si512(_mm512_and_si512(sc[0], lo16),
-                                                         _mm512_slli_epi32(sc[1], 16)));
-        _mm512_store_si512(g->mp[2 * t + 1], _mm512_or_si512(_mm512_and_si512(sc[2], lo16),
-                                                             _mm512_slli_epi32(sc[3], 16)));
-    }
-}
-
-static void kx_p6_many(const int64_t k, const void *P, int64_t r0, int64_t r1, const char *a,
-                       size_t arb, int64_t n_b, float *out, int64_t os) {
-    const int64_t nb = k / QK_K;
-    struct kx_kg g[KX_GNS] __attribute__((aligned(64)));
-    for (int64_t gi = r0 / KX_G; gi * KX_G < r1; gi++) {
-        const int64_t g0 = gi * KX_G;
-        const int lo = r0 > g0 ? (int)(r0 - g0) : 0;
-        const int hi = r1 - g0 < KX_G ? (int)(r1 - g0) : KX_G;
-        const __mmask16 m = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-        const struct quant_pack_q6_K *Pg = (const struct quant_pack_q6_K *)P + gi * nb;
-        float *o = out + (g0 - r0); /* lanes below lo are masked off (never touched) */
-        for (int64_t i0 = 0; i0 < nb; i0 += KX_GNS) {
-            const int ns = nb - i0 < KX_GNS ? (int)(nb - i0) : KX_GNS;
-            for (int t = 0; t < ns; t++)
-                kx_q6k_unpackp(Pg + i0 + t, &g[t]);
-            kx_prefetch((const char *)(Pg + i0 + ns), (size_t)KX_GNS * sizeof *Pg);
-            const int first = i0 == 0;
-            kx_gtile_rows(KX_Q6_K, g, ns, a, arb, n_b, i0, o, os, m, first);
-        }
-    }
-}
-
-KX_INLINE void kx_pmatmul(const int f, const int64_t k, const void *P, int64_t r0, int64_t r1,
-                          const char *a, size_t arb, int64_t n_b, float *out, int64_t os) {
-    if (f == KX_Q6_K && n_b >= KX_P6_UNPACK_MIN && k >= QK_K) {
-        kx_p6_many(k, P, r0, r1, a, arb, n_b, out, os);
-        return;
-    }
-    const size_t ps =
-        f == KX_Q4_K ? sizeof(struct quant_pack_q4_K) : sizeof(struct quant_pack_q6_K);
-    const int64_t nb = k / QK_K;
-    for (int64_t g = r0 / KX_G; g * KX_G < r1; g++) {
-        const int64_t g0 = g * KX_G;
-        const int lo = r0 > g0 ? (int)(r0 - g0) : 0;
-        const int hi = r1 - g0 < KX_G ? (int)(r1 - g0) : KX_G;
-        const __mmask16 m = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-        const char *Pg = (const char *)P + (size_t)(g * nb) * ps;
-        float *o = out + (g0 - r0); /* lanes below lo are masked off (never touched) */
-        if (nb == 0) { /* k = 0: empty dots */
-            for (int64_t b = 0; b < n_b; b++)
-                _mm512_mask_storeu_ps(o + b * os, m, _mm512_setzero_ps());
-            continue;
-        }
-        for (int64_t i0 = 0; i0 < nb; i0 += KX_PNS) {
-            const int ns = nb - i0 < KX_PNS ? (int)(nb - i0) : KX_PNS;
-            const void *Ps = Pg + (size_t)i0 * ps;
-            const int first = i0 == 0;
-            int64_t b = 0;
-            for (; b + KX_GTB <= n_b; b += KX_GTB)
-                kx_ptile(f, KX_GTB, Ps, ns, a + b * arb, arb, i0, o + b * os, os, m, first,
-                         b == 0);
-            switch (n_b - b) { /* the remaining 1 .. KX_GTB-1 rows */
-#define KX_PCASE(n)                                                                                \
-    case n:                                                                                        \
-        if (n < KX_GTB)                                                                            \
-            kx_ptile(f, n < KX_GTB ? n : 1, Ps, ns, a + b * arb, arb, i0, o + b * os, os, m,       \
-                     first, b == 0);                                                               \
-        break;
-                KX_PCASE(1)
-                KX_PCASE(2)
-                KX_PCASE(3)
-                KX_PCASE(4)
-                KX_PCASE(5)
-                KX_PCASE(6)
-                KX_PCASE(7)
-#undef KX_PCASE
-            default:
-                break;
-            }
-        }
-    }
-}
-
-static void KX(matmul_packed_q4_K)(int64_t k, const void *P, int64_t r0, int64_t r1,
-                                   const void *act, size_t arb, int64_t n_b, float *out,
-                                   int64_t os) {
-    kx_pmatmul(KX_Q4_K, k, P, r0, r1, (const char *)act, arb, n_b, out, os);
-}
-static void KX(matmul_packed_q6_K)(int64_t k, const void *P, int64_t r0, int64_t r1,
-                                   const void *act, size_t arb, int64_t n_b, float *out,
-                                   int64_t os) {
-    kx_pmatmul(KX_Q6_K, k, P, r0, r1, (const char *)act, arb, n_b, out, os);
-}
+KX_GMATMUL(KX(matmul_q4_K), quant_matmul_lanes_q4_K_avx512, KX(matmul_q4_K_tiled))
+KX_GMATMUL(KX(matmul_q6_K), quant_matmul_lanes_q6_K_avx512, KX(matmul_q6_K_tiled))
 #endif
 
 /* ============================ activations: quantize_row_q8_K ============================ */
@@ -1426,12 +884,11 @@ static void KX(quantize_row_q8_K)(const float *x, void *vy, int64_t n) {
 
 /* ---- the table entries ---- */
 
-KX_INLINE int kx_fill(struct realm_quant_ops *tab) {
-    struct {
+int KX(quant_fill_ops)(struct realm_quant_ops tab[REALM_TYPE_COUNT]) {
+    static const struct {
         uint32_t type;
         quant_vec_dot_fn dot;
-        void (*mm)(const struct realm_quant_ops *, int64_t, const void *, size_t, int64_t,
-                   const void *, size_t, int64_t, float *, int64_t);
+        realm_quant_matmul_fn *mm;
     } k[] = {
         {REALM_TYPE_F32, KX(vec_dot_f32_f32), KX(matmul_f32)},
         {REALM_TYPE_F16, KX(vec_dot_f16_f32), KX(matmul_f16)},
@@ -1454,10 +911,16 @@ KX_INLINE int kx_fill(struct realm_quant_ops *tab) {
     }
     tab[REALM_TYPE_Q8_K].quantize_row = KX(quantize_row_q8_K);
 #if KX_VNNI
-    tab[REALM_TYPE_Q4_K].matmul_packed = KX(matmul_packed_q4_K);
-    tab[REALM_TYPE_Q6_K].matmul_packed = KX(matmul_packed_q6_K);
+    tab[REALM_TYPE_Q4_K].matmul_packed = quant_matmul_packed_q4_K_avx512;
+    tab[REALM_TYPE_Q6_K].matmul_packed = quant_matmul_packed_q6_K_avx512;
 #endif
     return n + 1;
 }
 
+#else
+/* Built without this ISA's flags (not x86): no variants. */
+int KX(quant_fill_ops)(struct realm_quant_ops tab[REALM_TYPE_COUNT]) {
+    (void)tab;
+    return 0;
+}
 #endif

@@ -1,6 +1,8 @@
 /*
  * threadpool.c — fixed worker threads with spin-then-futex wake-up and a spinning barrier
- * (see include/realm/threadpool.h). Owns its worker threads; no globals.
+ * (see include/realm/threadpool.h). Owns its worker threads; no globals. A utility (src/util):
+ * the forward pass (src/model) runs on it, and it depends on nothing but util, so `model` does
+ * not depend on the scheduler.
  *
  * Dispatch protocol: the owner publishes (fn, arg), resets n_done, then bumps `gen` (seq_cst) and
  * wakes sleepers if `n_sleeping` > 0. A worker spins on `gen`; when its spin budget is spent it
