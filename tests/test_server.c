@@ -58,7 +58,7 @@ static void test_config(void) {
         /* secure defaults: /metrics needs a key, per-IP and read limits on, max_tokens never unbounded */
         CHECK(!c->metrics_public && c->n_admin_keys == 0 && c->max_connections_per_ip == 32);
         CHECK(c->read_timeout_s == 30.0 && c->stream_stall_s == 30.0 && c->default_max_tokens == 2048);
-        CHECK(c->tenant_step_share == 1 && c->contended_prefill_rows == 8); /* fairness in batched steps is on */
+        CHECK(c->tenant_step_share == 1 && c->contended_prefill_rows == 0); /* fair steps, prompts uncapped */
         struct realm_err err = {0};
         CHECK(realm_server_config_check(c, &err) == REALM_OK);
         realm_server_config_free(c);

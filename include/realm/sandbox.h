@@ -55,7 +55,7 @@ struct realm_sbx_config {
                                     a tenant's generate_wall_ms overrides it */
     uint64_t cancel_grace_ms;    /* after cancellation, time a guest gets to unwind before it is
                                     stopped [100] */
-    uint64_t max_output_bytes;   /* emit bytes per request [16 MiB] */
+    uint64_t max_output_bytes;   /* emit bytes per request [4 MiB] */
     int32_t max_sessions;        /* open sessions per tenant [8] */
     int32_t max_ctx;             /* cap on a session's n_ctx [0: the model's n_ctx_train] */
     uint64_t max_kv_bytes;       /* KV cache bytes per tenant [0: no cap] */

@@ -146,7 +146,7 @@ int realm_sbx_host_new(const struct realm_sbx_config *cfg_in, struct realm_sbx_h
     if (!cfg.max_input_bytes) cfg.max_input_bytes = 4 * MIB;
     if (!cfg.max_json_values) cfg.max_json_values = 65536;
     if (!cfg.generate_budget_ms) cfg.generate_budget_ms = 30000;
-    if (!cfg.max_output_bytes) cfg.max_output_bytes = 16 * MIB;
+    if (!cfg.max_output_bytes) cfg.max_output_bytes = 4 * MIB; /* a 2^20-token answer at 4 bytes a token */
     if (!cfg.max_sessions) cfg.max_sessions = 8;
     if (!cfg.max_log_lines) cfg.max_log_lines = 32;
     if (!cfg.cancel_grace_ms) cfg.cancel_grace_ms = 100;

@@ -47,7 +47,7 @@ INIT_GEN_WALL_MS = 4000  # a-init's "hold" request
 TPM = 400
 PER_IP = 32
 SOLO_SETS = 5       # B's solo baseline: 60 requests (fewer made its p99, the yardstick, swing 113-139 ms between runs)
-ATTACK_SETS = 2     # B's sets during a short attack (24 requests); long attacks run more
+ATTACK_SETS = 4     # B's sets during a short attack (48 requests: with 24 the "p99" was simply the slowest one); long attacks run more
 B_MAX_TOKENS = 16
 B_PROMPTS = ["What is the capital of France?", "Name a primary color.", "What is 2 + 2?",
              "Say hello in Spanish.", "What is the largest planet?", "Give me a synonym for happy.",
@@ -850,7 +850,7 @@ def test_guest_faults(ctx, tid, prompt, status, pattern):
         under_attack(ctx, row, attack)
         row.update(a_charged_tokens=int(ctx.tenant_tokens(tid)), a_received_tokens=0,
                    notes=f"{len(got)} requests, largest response {max(got)} bytes")
-        assert max(got) <= (17 << 20) * 2  # the output cap (16 MiB), JSON-escaped at most 2x
+        assert max(got) <= (5 << 20) * 2  # the output cap (4 MiB), JSON-escaped at most 2x
 
 
 def test_init_loop_in_running_server(ctx):
