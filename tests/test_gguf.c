@@ -5,6 +5,7 @@
  */
 #include "testutil.h"
 
+#include "cli/gguf_json.h"
 #include "realm/alloc.h"
 #include "realm/gguf.h"
 #include "realm/types.h"
@@ -210,9 +211,13 @@ static void test_valid(uint32_t version) {
     CHECK(realm_gguf_arr_str(g, "test.strs", 1, &str, &len) && len == 0);
     CHECK(!realm_gguf_arr_str(g, "test.strs", 3, &str, &len));
     CHECK(realm_gguf_get_arr(g, "test.nested", &et, &n, NULL) && et == REALM_GGUF_ARRAY && n == 2);
-    char fmt[256];
-    realm_gguf_kv_format(g, realm_gguf_find_key(g, "test.strs"), fmt, sizeof fmt, 16);
-    CHECKF(!strcmp(fmt, "[\"a\", \"\", \"ccc\"]"), "got %s", fmt);
+    struct realm_buf fmt = {0};
+    CHECK(cli_gguf_kv_json(&fmt, g, realm_gguf_find_key(g, "test.strs"), 16) == REALM_OK);
+    CHECKF(fmt.data && !strcmp(fmt.data, "[\"a\", \"\", \"ccc\"]"), "got %s", fmt.data);
+    realm_buf_reset(&fmt);
+    CHECK(cli_gguf_kv_json(&fmt, g, realm_gguf_find_key(g, "test.strs"), 2) == REALM_OK);
+    CHECKF(fmt.data && !strcmp(fmt.data, "\"[str x 3]\""), "got %s", fmt.data);
+    realm_buf_free(&fmt);
     const struct realm_gguf_tensor *t0 = realm_gguf_find_tensor(g, "t0"), *t1 = realm_gguf_find_tensor(g, "t1");
     CHECK(t0 && t1);
     if (t0 && t1) {

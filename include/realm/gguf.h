@@ -119,9 +119,16 @@ bool realm_gguf_kv_arr_str(const struct realm_gguf *g, int64_t kv, uint64_t i, c
 size_t realm_gguf_vtype_size(enum realm_gguf_vtype t);
 const char *realm_gguf_vtype_name(enum realm_gguf_vtype t);
 
-/* Renders the value of kv i as JSON-ish text into buf (truncated, NUL-terminated; arrays longer
- * than `max_items` are shown as their type and length). Returns the untruncated length. */
-size_t realm_gguf_kv_format(const struct realm_gguf *g, int64_t i, char *buf, size_t cap, int max_items);
+/* Values by kv index, for code that walks every key (`realm info`). False (nothing written) when
+ * i is out of range or the value is not of that kind. Pointers point into the mapping (lifetime
+ * g's; possibly unaligned: read with memcpy). realm_gguf_kv_scalar: the little-endian bytes of a
+ * fixed-size scalar (realm_gguf_vtype_size(type) of them). realm_gguf_kv_str: a string value, not
+ * NUL-terminated. realm_gguf_kv_arr: an array's element type, count and, for fixed-size elements,
+ * the packed elements (string elements: realm_gguf_kv_arr_str). */
+bool realm_gguf_kv_scalar(const struct realm_gguf *g, int64_t i, const void **p);
+bool realm_gguf_kv_str(const struct realm_gguf *g, int64_t i, const char **out, size_t *len);
+bool realm_gguf_kv_arr(const struct realm_gguf *g, int64_t i, enum realm_gguf_vtype *elem_type, uint64_t *n,
+                       const void **data);
 
 /* ---- tensors ---- */
 int64_t realm_gguf_n_tensors(const struct realm_gguf *g);

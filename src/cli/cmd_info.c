@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/gguf_json.h"
 #include "realm/gguf.h"
 #include "realm/types.h"
 
@@ -143,10 +144,10 @@ static cJSON *build_info(const struct realm_gguf *g, int tensors, int metadata) 
     if (metadata) {
         cJSON *md = cJSON_CreateObject();
         for (int64_t i = 0; i < realm_gguf_n_kv(g); i++) {
-            char buf[4096];
-            realm_gguf_kv_format(g, i, buf, sizeof buf, 16);
-            cJSON *v = cJSON_Parse(buf);
-            cJSON_AddItemToObject(md, realm_gguf_key(g, i), v ? v : cJSON_CreateString(buf));
+            struct realm_buf b = {0};
+            cJSON *v = cli_gguf_kv_json(&b, g, i, 16) || !b.data ? NULL : cJSON_Parse(b.data);
+            cJSON_AddItemToObject(md, realm_gguf_key(g, i), v ? v : cJSON_CreateString(b.data ? b.data : ""));
+            realm_buf_free(&b);
         }
         cJSON_AddItemToObject(o, "metadata", md);
     }

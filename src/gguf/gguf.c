@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -623,99 +622,28 @@ bool realm_gguf_arr_str(const struct realm_gguf *g, const char *key, uint64_t i,
     return realm_gguf_kv_arr_str(g, realm_gguf_find_key(g, key), i, out, len);
 }
 
-/* ---- formatting for `realm info` ---- */
+/* ---- values by kv index (the `realm info` formatter in src/cli reads through these) ---- */
 
-struct sbuf {
-    char *p;
-    size_t cap, len;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t n) {
-    if (b->len < b->cap) {
-        size_t k = b->cap - b->len < n ? b->cap - b->len : n;
-        memcpy(b->p + b->len, s, k);
-    }
-    b->len += n;
+bool realm_gguf_kv_scalar(const struct realm_gguf *g, int64_t i, const void **p) {
+    if (i < 0 || i >= g->n_kv) return false;
+    const struct kv *kv = &g->kvs[i];
+    if (kv->type == REALM_GGUF_STRING || kv->type == REALM_GGUF_ARRAY || !realm_gguf_vtype_size(kv->type)) return false;
+    *p = kv->val;
+    return true;
 }
 
-__attribute__((format(printf, 2, 3))) static void sb_printf(struct sbuf *b, const char *fmt, ...) {
-    char tmp[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+bool realm_gguf_kv_str(const struct realm_gguf *g, int64_t i, const char **out, size_t *len) {
+    if (i < 0 || i >= g->n_kv || g->kvs[i].type != REALM_GGUF_STRING) return false;
+    str_at(g->kvs[i].val, out, len);
+    return true;
 }
 
-/* JSON string escaping of arbitrary bytes (non-printable bytes as \u00XX). */
-static void sb_json_str(struct sbuf *b, const char *s, size_t n) {
-    sb_put(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') {
-            char e[2] = {'\\', (char)ch};
-            sb_put(b, e, 2);
-        } else if (ch == '\n') {
-            sb_put(b, "\\n", 2);
-        } else if (ch < 0x20 || ch == 0x7f) {
-            sb_printf(b, "\\u%04x", ch);
-        } else {
-            sb_put(b, (const char *)&ch, 1);
-        }
-    }
-    sb_put(b, "\"", 1);
-}
-
-static void sb_scalar(struct sbuf *b, enum realm_gguf_vtype t, const uint8_t *p) {
-    int64_t s;
-    uint64_t u;
-    bool sig;
-    if (kv_int(t, p, &s, &u, &sig)) {
-        if (sig) sb_printf(b, "%" PRId64, s);
-        else sb_printf(b, "%" PRIu64, u);
-    } else if (t == REALM_GGUF_FLOAT32) {
-        float f;
-        memcpy(&f, p, 4);
-        sb_printf(b, "%.9g", f);
-    } else if (t == REALM_GGUF_FLOAT64) {
-        double d;
-        memcpy(&d, p, 8);
-        sb_printf(b, "%.17g", d);
-    } else if (t == REALM_GGUF_BOOL) {
-        sb_printf(b, "%s", p[0] ? "true" : "false");
-    }
-}
-
-size_t realm_gguf_kv_format(const struct realm_gguf *g, int64_t i, char *buf, size_t cap, int max_items) {
-    struct sbuf b = {buf, cap ? cap - 1 : 0, 0};
-    if (i >= 0 && i < g->n_kv) {
-        const struct kv *kv = &g->kvs[i];
-        if (kv->type == REALM_GGUF_STRING) {
-            const char *s;
-            size_t n;
-            str_at(kv->val, &s, &n);
-            sb_json_str(&b, s, n);
-        } else if (kv->type != REALM_GGUF_ARRAY) {
-            sb_scalar(&b, kv->type, kv->val);
-        } else if (kv->arr_n > (uint64_t)max_items || kv->arr_type == REALM_GGUF_ARRAY) {
-            sb_printf(&b, "\"[%s x %" PRIu64 "]\"", realm_gguf_vtype_name(kv->arr_type), kv->arr_n);
-        } else {
-            sb_put(&b, "[", 1);
-            size_t es = realm_gguf_vtype_size(kv->arr_type);
-            for (uint64_t j = 0; j < kv->arr_n; j++) {
-                if (j) sb_put(&b, ", ", 2);
-                if (kv->arr_type == REALM_GGUF_STRING) {
-                    const char *s;
-                    size_t n;
-                    str_at(kv->arr_data + kv->str_off[j], &s, &n);
-                    sb_json_str(&b, s, n);
-                } else {
-                    sb_scalar(&b, kv->arr_type, kv->arr_data + j * es);
-                }
-            }
-            sb_put(&b, "]", 1);
-        }
-    }
-    if (cap) buf[b.len < cap ? b.len : cap - 1] = '\0';
-    return b.len;
+bool realm_gguf_kv_arr(const struct realm_gguf *g, int64_t i, enum realm_gguf_vtype *elem_type, uint64_t *n,
+                       const void **data) {
+    if (i < 0 || i >= g->n_kv || g->kvs[i].type != REALM_GGUF_ARRAY) return false;
+    const struct kv *kv = &g->kvs[i];
+    if (elem_type) *elem_type = kv->arr_type;
+    if (n) *n = kv->arr_n;
+    if (data) *data = kv->arr_data;
+    return true;
 }
