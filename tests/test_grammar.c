@@ -13,23 +13,7 @@
 
 #include "realm_grammar.h"
 
-/* ---- stubs for the imports sdk.c references (never called by the code under test) ---- */
-int32_t realm_log(int32_t level, const char *msg, int32_t len) {
-    (void)level, (void)msg, (void)len;
-    return REALM_OK;
-}
-int32_t realm_emit(const char *t, int32_t l) { return (void)t, (void)l, REALM_E_STATE; }
-int32_t realm_request_read(char *b, int32_t c) { return (void)b, (void)c, REALM_E_STATE; }
-int32_t realm_model_info(int32_t m, char *b, int32_t c) { return (void)m, (void)b, (void)c, REALM_E_STATE; }
-int32_t realm_chat_format(int32_t m, const char *j, int32_t l, char *o, int32_t c) {
-    return (void)m, (void)j, (void)l, (void)o, (void)c, REALM_E_STATE;
-}
-int32_t realm_chat_tokenize(int32_t m, const char *j, int32_t l, int32_t f, int32_t *o, int32_t c) {
-    return (void)m, (void)j, (void)l, (void)f, (void)o, (void)c, REALM_E_STATE;
-}
-int32_t realm_tokenize(int32_t m, const char *t, int32_t l, int32_t f, int32_t *o, int32_t c) {
-    return (void)m, (void)t, (void)l, (void)f, (void)o, (void)c, REALM_E_STATE;
-}
+/* (the imports sdk.c references are stubbed in tests/sdk_native_stubs.c) */
 
 /* ---- harness ---- */
 static int failures;
