@@ -38,4 +38,14 @@ static inline int realm_utf8_seq(const unsigned char *s, size_t n) {
     return need + 1;
 }
 
+/* Whether s[0..n) is valid UTF-8 as a whole (no cut-off sequence at the end either). */
+static inline int realm_utf8_valid(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        int l = realm_utf8_seq(s + i, n - i);
+        if (l <= 0) return 0;
+        i += (size_t)l;
+    }
+    return 1;
+}
+
 #endif

@@ -25,6 +25,7 @@
 #include "realm/store.h"
 #include "realm/tokenizer.h"
 #include "server/backend.h"
+#include "server/srv.h"
 
 #define MAX_BATCH 64     /* rows per batched forward (engine scratch and scheduler steps) */
 #define PREFILL_CHUNK 32 /* prompt tokens per request per step */
@@ -36,12 +37,6 @@
  * re-instantiate per request, which costs other tenants CPU. */
 #define IDLE_MEMORY_SLACK (UINT64_C(4) << 20)
 #define IDLE_TRIM_S 2.0
-
-static double mono_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 struct be_model {
     struct realm_gguf *gguf;
@@ -254,7 +249,7 @@ int srv_backend_new(const struct realm_server_config *cfg, struct srv_backend **
         struct realm_sbx_tenant_stats st0;
         realm_sbx_tenant_get_stats(inst, &st0);
         p->base_memory = st0.memory_bytes;
-        p->idle[p->n_idle++] = (struct be_idle){.inst = inst, .since = mono_now()};
+        p->idle[p->n_idle++] = (struct be_idle){.inst = inst, .since = srv_now()};
         p->alive = 1;
     }
     *out = b;
@@ -396,7 +391,7 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
                                                 .sessions = st.sessions,
                                                 .kv_bytes = (int64_t)st.kv_bytes,
                                                 .grown = st.memory_bytes > p->base_memory + IDLE_MEMORY_SLACK,
-                                                .since = mono_now()};
+                                                .since = srv_now()};
         p->idle_sessions += st.sessions;
         p->idle_kv_bytes += (int64_t)st.kv_bytes;
         inst = NULL;
@@ -413,7 +408,7 @@ const struct realm_tokenizer *srv_backend_tokenizer(struct srv_backend *b, size_
 }
 
 int32_t srv_backend_trim_idle(struct srv_backend *b) {
-    double now = mono_now();
+    double now = srv_now();
     int32_t freed = 0;
     for (size_t i = 0; i < b->n_pools; i++) {
         struct be_pool *p = &b->pools[i];

@@ -594,9 +594,15 @@ static char *piece_of(const struct realm_tokenizer *tok, int32_t id, char *small
     return p;
 }
 
+/* Bytes as a JSON array of numbers ([72,105]): how OpenAI and llama-server spell token bytes. */
+static int bytes_json(struct realm_buf *b, const char *p, size_t n) {
+    int rc = realm_buf_puts(b, "[");
+    for (size_t i = 0; i < n && !rc; i++) rc = realm_buf_printf(b, i ? ",%u" : "%u", (unsigned char)p[i]);
+    return rc || realm_buf_puts(b, "]");
+}
+
 /* {"token", "logprob", "bytes"} (chat), or with completions' shape only the token string key. */
-static int lp_token_json(struct realm_buf *b, const struct realm_tokenizer *tok, int32_t id, float lp, bool chat,
-                         size_t *piece_len) {
+static int lp_token_json(struct realm_buf *b, const struct realm_tokenizer *tok, int32_t id, float lp, bool chat) {
     char small[128];
     size_t n = 0;
     char *p = piece_of(tok, id, small, sizeof small, &n);
@@ -604,13 +610,10 @@ static int lp_token_json(struct realm_buf *b, const struct realm_tokenizer *tok,
     int rc;
     if (chat) {
         rc = realm_buf_puts(b, "{\"token\":") || realm_buf_json_string(b, p, n) || realm_buf_puts(b, ",\"logprob\":") ||
-             lp_value(b, lp) || realm_buf_puts(b, ",\"bytes\":[");
-        for (size_t i = 0; i < n && !rc; i++) rc = realm_buf_printf(b, i ? ",%u" : "%u", (unsigned char)p[i]);
-        rc = rc || realm_buf_puts(b, "]");
+             lp_value(b, lp) || realm_buf_puts(b, ",\"bytes\":") || bytes_json(b, p, n);
     } else {
         rc = realm_buf_json_string(b, p, n);
     }
-    if (piece_len) *piece_len = n;
     if (p != small) realm_free(p);
     return rc;
 }
@@ -625,11 +628,11 @@ static int logprobs_json(struct realm_buf *b, const struct srv_job *j, size_t fr
         rc = realm_buf_puts(b, ",\"logprobs\":{\"content\":[");
         for (size_t i = from; i < to && !rc; i++) {
             const struct srv_logprob *r = &j->lp[i];
-            rc = (i > from && realm_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[0], r->lps[0], true, NULL);
+            rc = (i > from && realm_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[0], r->lps[0], true);
             /* lp_token_json left the object open: its top_logprobs close it */
             rc = rc || realm_buf_puts(b, ",\"top_logprobs\":[");
             for (int32_t k = 1; k < r->n && !rc; k++) {
-                rc = (k > 1 && realm_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[k], r->lps[k], true, NULL) ||
+                rc = (k > 1 && realm_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[k], r->lps[k], true) ||
                      realm_buf_puts(b, "}");
             }
             rc = rc || realm_buf_puts(b, "]}");
@@ -638,11 +641,8 @@ static int logprobs_json(struct realm_buf *b, const struct srv_job *j, size_t fr
     }
     rc = realm_buf_puts(b, ",\"logprobs\":{\"tokens\":[");
     int64_t o = *off;
-    for (size_t i = from; i < to && !rc; i++) {
-        size_t n = 0;
-        rc = (i > from && realm_buf_puts(b, ",")) || lp_token_json(b, j->lp[i].tok, j->lp[i].ids[0], 0, false, &n);
-        (void)n;
-    }
+    for (size_t i = from; i < to && !rc; i++)
+        rc = (i > from && realm_buf_puts(b, ",")) || lp_token_json(b, j->lp[i].tok, j->lp[i].ids[0], 0, false);
     rc = rc || realm_buf_puts(b, "],\"token_logprobs\":[");
     for (size_t i = from; i < to && !rc; i++) rc = (i > from && realm_buf_puts(b, ",")) || lp_value(b, j->lp[i].lps[0]);
     rc = rc || realm_buf_puts(b, "],\"top_logprobs\":[");
@@ -650,19 +650,14 @@ static int logprobs_json(struct realm_buf *b, const struct srv_job *j, size_t fr
         const struct srv_logprob *r = &j->lp[i];
         rc = (i > from && realm_buf_puts(b, ",")) || realm_buf_puts(b, "{");
         for (int32_t k = 1; k < r->n && !rc; k++)
-            rc = (k > 1 && realm_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[k], 0, false, NULL) ||
+            rc = (k > 1 && realm_buf_puts(b, ",")) || lp_token_json(b, r->tok, r->ids[k], 0, false) ||
                  realm_buf_puts(b, ":") || lp_value(b, r->lps[k]);
         rc = rc || realm_buf_puts(b, "}");
     }
     rc = rc || realm_buf_puts(b, "],\"text_offset\":[");
     for (size_t i = from; i < to && !rc; i++) {
         rc = (i > from && realm_buf_puts(b, ",")) || realm_buf_printf(b, "%lld", (long long)o);
-        char small[128];
-        size_t n = 0;
-        char *p = piece_of(j->lp[i].tok, j->lp[i].ids[0], small, sizeof small, &n);
-        if (!p) rc = REALM_E_NOMEM;
-        else if (p != small) realm_free(p);
-        o += (int64_t)n;
+        o += realm_token_piece(j->lp[i].tok, j->lp[i].ids[0], true, NULL, 0); /* a sizing call: no copy */
     }
     *off = o;
     return rc || realm_buf_puts(b, "]}");
@@ -768,33 +763,14 @@ static int pick_model(const struct realm_server_config *cfg, const struct realm_
                          "Your API key does not have access to any model."), -1;
 }
 
-static bool utf8_valid(const char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        int l = realm_utf8_seq((const unsigned char *)s + i, n - i);
-        if (l <= 0) return false;
-        i += (size_t)l;
-    }
-    return true;
-}
-
 /* One token's piece: a string when it is valid UTF-8 on its own, else its bytes (as llama-server). */
 static int piece_json(struct realm_buf *b, const struct realm_tokenizer *tok, int32_t id) {
     char small[256];
-    int64_t n = realm_token_piece(tok, id, true, small, sizeof small);
-    if (n < 0) return REALM_E_RANGE;
-    char *p = small;
-    if ((size_t)n > sizeof small) {
-        if (!(p = realm_malloc((size_t)n))) return REALM_E_NOMEM;
-        realm_token_piece(tok, id, true, p, (size_t)n);
-    }
-    int rc = realm_buf_printf(b, "{\"id\":%d,\"piece\":", (int)id);
-    if (!rc && utf8_valid(p, (size_t)n)) {
-        rc = realm_buf_json_string(b, p, (size_t)n);
-    } else {
-        rc = rc || realm_buf_puts(b, "[");
-        for (int64_t i = 0; i < n && !rc; i++) rc = realm_buf_printf(b, i ? ",%u" : "%u", (unsigned char)p[i]);
-        rc = rc || realm_buf_puts(b, "]");
-    }
+    size_t n = 0;
+    char *p = piece_of(tok, id, small, sizeof small, &n);
+    if (!p) return REALM_E_NOMEM; /* ids were checked against the vocabulary: only memory fails */
+    int rc = realm_buf_printf(b, "{\"id\":%d,\"piece\":", (int)id) ||
+             (realm_utf8_valid((const unsigned char *)p, n) ? realm_buf_json_string(b, p, n) : bytes_json(b, p, n));
     if (p != small) realm_free(p);
     return rc || realm_buf_puts(b, "}");
 }
