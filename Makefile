@@ -8,7 +8,7 @@ VENV       ?= $(CACHE)/venv
 JOBS       ?= $(shell nproc)
 CMAKE_GEN  := -G Ninja
 
-.PHONY: all deps deps-test serve configure test test-unit test-asan test-py fuzz parity bench clean format
+.PHONY: all deps deps-test serve configure test test-unit test-asan test-py fuzz parity bench clean format format-check
 
 all: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
@@ -30,9 +30,11 @@ $(ASAN_BUILD)/build.ninja: CMakeLists.txt
 	cmake -S . -B $(ASAN_BUILD) $(CMAKE_GEN) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
 	  -DREALM_SANITIZE=ON -DREALM_FUZZ=ON
 
-# Every test: the release build runs all labels, the sanitizer build the unit and fuzz labels,
-# then the Python tests (server, parity fixtures) against the release build.
+# Every test: the sources' formatting, then the release build runs all labels, the sanitizer
+# build the unit and fuzz labels, then the Python tests (server, parity fixtures) against the
+# release build.
 test: deps-test all $(ASAN_BUILD)/build.ninja
+	$(MAKE) format-check
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -53,3 +55,7 @@ clean:
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# The C sources as .clang-format says (part of `make test`; `make format` fixes what it reports).
+format-check:
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../tests/read_all.h"
 #include "grammar_mask.h"
 #include "realm_grammar.h"
 
@@ -50,45 +51,34 @@ static void report(const char *what, double *v, size_t n) {
     if (!n) return;
     qsort(v, n, sizeof *v, cmp_d);
     double sum = 0;
-    for (size_t k = 0; k < n; k++) sum += v[k];
-    printf("  %-28s p50 %8.1f us  p99 %8.1f us  mean %8.1f us  max %8.1f us  (n=%zu)\n", what, v[n / 2],
-           v[(size_t)((double)n * 0.99)], sum / (double)n, v[n - 1], n);
-}
-
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
+    for (size_t k = 0; k < n; k++)
+        sum += v[k];
+    printf("  %-28s p50 %8.1f us  p99 %8.1f us  mean %8.1f us  max %8.1f us  (n=%zu)\n", what,
+           v[n / 2], v[(size_t)((double)n * 0.99)], sum / (double)n, v[n - 1], n);
 }
 
 static const char *const DOCS[] = {
-    "{\"name\": \"Alice Martin\", \"age\": 30, \"email\": \"alice@example.com\", \"tags\": [\"admin\", \"dev\"],\n"
-    " \"address\": {\"street\": \"12 rue de la Paix\", \"city\": \"Paris\", \"zip\": \"75001\"}, \"active\": true,\n"
+    "{\"name\": \"Alice Martin\", \"age\": 30, \"email\": \"alice@example.com\", \"tags\": "
+    "[\"admin\", \"dev\"],\n"
+    " \"address\": {\"street\": \"12 rue de la Paix\", \"city\": \"Paris\", \"zip\": \"75001\"}, "
+    "\"active\": true,\n"
     " \"score\": 12.5, \"notes\": null}",
     "{\n  \"id\": 123456,\n  \"items\": [\n    {\"sku\": \"A-1\", \"qty\": 2, \"price\": 9.99},\n"
-    "    {\"sku\": \"B-22\", \"qty\": 1, \"price\": 120.0}\n  ],\n  \"comment\": \"Deliver after 6pm, ring twice. "
+    "    {\"sku\": \"B-22\", \"qty\": 1, \"price\": 120.0}\n  ],\n  \"comment\": \"Deliver after "
+    "6pm, ring twice. "
     "Merci!\"\n}",
 };
 
 int main(int argc, char **argv) {
     const char *home = getenv("HOME");
     char mpath[512], gpath[512];
-    snprintf(mpath, sizeof mpath, "%s/.cache/realm/models/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : ".");
+    snprintf(mpath, sizeof mpath, "%s/.cache/realm/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+             home ? home : ".");
     snprintf(gpath, sizeof gpath, "%s/.cache/realm/gbnf/json.gbnf", home ? home : ".");
     const char *model = argc > 1 ? argv[1] : mpath, *gram = argc > 2 ? argv[2] : gpath;
 
     if (bench_tok_open(model)) return 1;
-    char *src = read_text(gram);
+    char *src = tu_read_all(gram, NULL);
     if (!src) {
         fprintf(stderr, "bench: %s missing (scripts/fetch-gbnf.sh)\n", gram);
         return 1;
@@ -114,8 +104,9 @@ int main(int argc, char **argv) {
     printf("vocab: %d tokens from %s, table built in %.1f ms\n", nv, model, (now_us() - t0) / 1e3);
 
     size_t cap = 4096, n_plain = 0, n_gr = 0, n_miss = 0, n_mask = 0, n_gmiss = 0;
-    double *plain = malloc(cap * sizeof *plain), *gr = malloc(cap * sizeof *gr), *miss = malloc(cap * sizeof *miss),
-           *mask = malloc(cap * sizeof *mask), *gmiss = malloc(cap * sizeof *gmiss);
+    double *plain = malloc(cap * sizeof *plain), *gr = malloc(cap * sizeof *gr),
+           *miss = malloc(cap * sizeof *miss), *mask = malloc(cap * sizeof *mask),
+           *gmiss = malloc(cap * sizeof *gmiss);
     float *base = malloc((size_t)nv * sizeof *base), *l = malloc((size_t)nv * sizeof *l);
     uint64_t rng = 12345;
     for (int32_t t = 0; t < nv; t++) { /* a fixed, model-like spread of logits */
@@ -151,7 +142,8 @@ int main(int argc, char **argv) {
             double a0 = now_us();
             int32_t allowed = rg_gmatch_mask(m, v, l);
             mask[n_mask++] = now_us() - a0;
-            if (k < 3 || k == n - 1) printf("  step %lld: %d tokens allowed\n", (long long)k, allowed);
+            if (k < 3 || k == n - 1)
+                printf("  step %lld: %d tokens allowed\n", (long long)k, allowed);
             /* plain sampling: the document token is the favourite by a wide margin */
             memcpy(l, base, (size_t)nv * sizeof *l);
             l[want] = 30;
@@ -164,7 +156,8 @@ int main(int argc, char **argv) {
             a = now_us();
             tok = rg_sample_grammar(&smp, m, v, l);
             gr[n_gr++] = now_us() - a;
-            if (tok != want) fprintf(stderr, "bench: step %lld: sampled %d, want %d\n", (long long)k, tok, want);
+            if (tok != want)
+                fprintf(stderr, "bench: step %lld: sampled %d, want %d\n", (long long)k, tok, want);
             /* the model's favourite is rejected: sampling falls back to a full mask */
             if (reject_tok >= 0 && !rg_gmatch_allows(m, v, reject_tok)) {
                 memcpy(l, base, (size_t)nv * sizeof *l);
@@ -179,16 +172,20 @@ int main(int argc, char **argv) {
                 a = now_us();
                 tok = rg_sample_grammar(&sg, m, v, l);
                 gmiss[n_gmiss++] = now_us() - a;
-                if (tok != want) fprintf(stderr, "bench: greedy step %lld: %d, want %d\n", (long long)k, tok, want);
+                if (tok != want)
+                    fprintf(stderr, "bench: greedy step %lld: %d, want %d\n", (long long)k, tok,
+                            want);
             }
             if (rg_gmatch_accept_token(m, v, want)) {
-                fprintf(stderr, "bench: doc %zu token %lld rejected by the grammar\n", d, (long long)k);
+                fprintf(stderr, "bench: doc %zu token %lld rejected by the grammar\n", d,
+                        (long long)k);
                 return 1;
             }
         }
         rg_gmatch_free(m);
     }
-    printf("JSON grammar (%s), %zu steps over %zu documents:\n", gram, n_plain, sizeof DOCS / sizeof *DOCS);
+    printf("JSON grammar (%s), %zu steps over %zu documents:\n", gram, n_plain,
+           sizeof DOCS / sizeof *DOCS);
     report("plain sampling (no grammar)", plain, n_plain);
     report("grammar, favourite allowed", gr, n_gr);
     report("grammar sample, fav. rejected", miss, n_miss);

@@ -32,7 +32,8 @@ bool bench_tok_is_eog(int32_t token) {
 int64_t bench_tok_encode(const char *text, int32_t *ids, int64_t cap) {
     int64_t n = 0;
     size_t len = 0;
-    while (text[len]) len++;
+    while (text[len])
+        len++;
     return realm_tokenize(g_tok, text, len, 0, ids, cap, &n) == 0 ? n : -1;
 }
 

@@ -21,6 +21,7 @@
 #include "realm/gguf.h"
 #include "realm/model.h"
 #include "realm/sandbox.h"
+#include "realm/served.h"
 #include "realm/tokenizer.h"
 
 static double now_s(void) {
@@ -80,7 +81,8 @@ static int bench_tenants(const char *guest, int n, int reps, int json) {
     if (realm_sbx_module_load(h, guest, &m, &err)) return die(guest, &err);
 
     /* instantiate + init latency: create/free cycles after a warm-up */
-    double *lat = malloc(sizeof(double) * (size_t)reps), *fre = malloc(sizeof(double) * (size_t)reps);
+    double *lat = malloc(sizeof(double) * (size_t)reps),
+           *fre = malloc(sizeof(double) * (size_t)reps);
     struct realm_sbx_tenant *t;
     for (int i = 0; i < 50; i++) {
         if (realm_sbx_tenant_new(h, m, NULL, &t, &err)) return die("tenant", &err);
@@ -112,22 +114,28 @@ static int bench_tenants(const char *guest, int n, int reps, int json) {
     struct realm_sbx_tenant_stats st = {0};
     if (made) realm_sbx_tenant_get_stats(all[0], &st);
     double per = made ? (double)(rss1 - rss0) / made : 0;
-    for (int i = 0; i < made; i++) realm_sbx_tenant_free(all[i]);
+    for (int i = 0; i < made; i++)
+        realm_sbx_tenant_free(all[i]);
     long rss2 = rss_bytes();
 
     if (json) {
-        printf("{\"guest\":\"%s\",\"instantiate_init_us_median\":%.2f,\"instantiate_init_us_p90\":%.2f,"
+        printf("{\"guest\":\"%s\",\"instantiate_init_us_median\":%.2f,\"instantiate_init_us_p90\":%"
+               ".2f,"
                "\"free_us_median\":%.2f,\"idle_tenants\":%d,\"idle_tenants_wanted\":%d,"
                "\"idle_rss_bytes_per_tenant\":%.0f,\"linear_memory_bytes\":%llu,"
-               "\"create_all_s\":%.3f,\"rss_before\":%ld,\"rss_with_tenants\":%ld,\"rss_after_free\":%ld}\n",
-               guest, med, p90, fmed, made, n, per, (unsigned long long)st.memory_bytes, t_all, rss0, rss1, rss2);
+               "\"create_all_s\":%.3f,\"rss_before\":%ld,\"rss_with_tenants\":%ld,\"rss_after_"
+               "free\":%ld}\n",
+               guest, med, p90, fmed, made, n, per, (unsigned long long)st.memory_bytes, t_all,
+               rss0, rss1, rss2);
     } else {
         printf("guest                      %s\n", guest);
-        printf("instantiate + init         median %.1f us, p90 %.1f us (%d cycles; free %.1f us)\n", med, p90,
-               reps, fmed);
+        printf("instantiate + init         median %.1f us, p90 %.1f us (%d cycles; free %.1f us)\n",
+               med, p90, reps, fmed);
         printf("idle tenants alive         %d of %d in %.2f s\n", made, n, t_all);
-        printf("idle tenant resident       %.1f KiB (RSS %.1f -> %.1f MiB; linear memory %llu KiB each)\n",
-               per / 1024, rss0 / 1048576.0, rss1 / 1048576.0, (unsigned long long)st.memory_bytes / 1024);
+        printf("idle tenant resident       %.1f KiB (RSS %.1f -> %.1f MiB; linear memory %llu KiB "
+               "each)\n",
+               per / 1024, rss0 / 1048576.0, rss1 / 1048576.0,
+               (unsigned long long)st.memory_bytes / 1024);
         printf("after freeing all          RSS %.1f MiB\n", rss2 / 1048576.0);
     }
     free(all);
@@ -148,13 +156,16 @@ static int null_emit(void *user, const char *text, size_t len) {
 static int bench_overhead(const char *guest, const char *path, int n_prompt, int n_gen, int threads,
                           int runs, int json) {
     struct realm_gguf *g = NULL;
-    struct realm_model *mdl = NULL;
-    struct realm_tokenizer *tok = NULL;
-    struct realm_engine *e = NULL;
+    struct realm_served *sv = NULL;
     struct realm_err err;
-    if (realm_gguf_open(path, &g, &err) || realm_model_load(g, &mdl, &err) ||
-        realm_tokenizer_load(g, &tok, &err) || realm_engine_new(mdl, threads, n_prompt, &e, &err))
+    /* built as the server builds a model; the sandboxed side decodes through its scheduler, the
+     * native loop calls its engine directly (never both at once: one engine caller at a time) */
+    const struct realm_served_params sp = {
+        .threads = threads, .max_batch = n_prompt, .prefill_chunk = n_prompt};
+    if (realm_gguf_open(path, &g, &err) || realm_served_new(g, &sp, &sv, &err))
         return die(path, &err);
+    const struct realm_model *mdl = sv->model;
+    struct realm_engine *e = sv->engine;
     const struct realm_model_config *cfg = realm_model_config(mdl);
     int32_t V = cfg->n_vocab;
 
@@ -168,8 +179,10 @@ static int bench_overhead(const char *guest, const char *path, int n_prompt, int
     size_t jcap = (size_t)n_prompt * 12 + 256;
     char *req = malloc(jcap);
     size_t k = (size_t)snprintf(req, jcap, "{\"tokens\":[");
-    for (int i = 0; i < n_prompt; i++) k += (size_t)snprintf(req + k, jcap - k, i ? ",%d" : "%d", prompt[i]);
-    snprintf(req + k, jcap - k, "],\"max_tokens\":%d,\"temperature\":0,\"ignore_eos\":true}", n_gen + 1);
+    for (int i = 0; i < n_prompt; i++)
+        k += (size_t)snprintf(req + k, jcap - k, i ? ",%d" : "%d", prompt[i]);
+    snprintf(req + k, jcap - k, "],\"max_tokens\":%d,\"temperature\":0,\"ignore_eos\":true}",
+             n_gen + 1);
 
     struct realm_sbx_config c = {0};
     c.cache_dir = "";
@@ -178,20 +191,23 @@ static int bench_overhead(const char *guest, const char *path, int n_prompt, int
     struct realm_sbx_module *m = NULL;
     struct realm_sbx_tenant *t = NULL;
     if (realm_sbx_host_new(&c, &h, &err)) return die("host", &err);
-    struct realm_sbx_model_desc d = {.name = "bench", .model = mdl, .tok = tok, .engine = e, .max_batch = n_prompt};
+    struct realm_sbx_model_desc d = {
+        .name = "bench", .model = mdl, .tok = sv->tok, .sched = sv->sched, .kv_pool = sv->kv};
     if (realm_sbx_host_add_model(h, &d, &err) || realm_sbx_module_load(h, guest, &m, &err) ||
         realm_sbx_tenant_new(h, m, NULL, &t, &err))
         return die("sandbox", &err);
 
     float *logits = malloc(sizeof(float) * (size_t)V);
     struct realm_batch_row *rows = malloc(sizeof *rows * (size_t)n_prompt);
-    double *nat = malloc(sizeof(double) * (size_t)runs), *sbx = malloc(sizeof(double) * (size_t)runs);
+    double *nat = malloc(sizeof(double) * (size_t)runs),
+           *sbx = malloc(sizeof(double) * (size_t)runs);
     double guest_ms = 0, outside_us = 0;
     for (int r = -1; r < runs; r++) { /* r = -1: warm-up */
         /* native: prefill, then forward + argmax per token */
         struct realm_session *s = NULL;
         if (realm_session_new(mdl, n_prompt + n_gen + 1, &s, &err)) return die("session", &err);
-        for (int i = 0; i < n_prompt; i++) rows[i] = (struct realm_batch_row){s, prompt[i], i == n_prompt - 1 ? logits : NULL};
+        for (int i = 0; i < n_prompt; i++)
+            rows[i] = (struct realm_batch_row){s, prompt[i], i == n_prompt - 1 ? logits : NULL};
         if (realm_engine_forward(e, rows, n_prompt, &err)) return die("forward", &err);
         double t0 = now_s();
         for (int i = 0; i < n_gen; i++) {
@@ -216,7 +232,8 @@ static int bench_overhead(const char *guest, const char *path, int n_prompt, int
             guest_ms += (double)rq.usage.guest_ns * 1e-6 / runs;
             /* what the sandboxed path spends outside the forward pass, per generated token:
              * guest code plus the imports' own work (decode's forward excluded) */
-            double outside = (double)rq.usage.guest_ns + (double)(rq.usage.host_ns - rq.usage.decode_ns);
+            double outside =
+                (double)rq.usage.guest_ns + (double)(rq.usage.host_ns - rq.usage.decode_ns);
             outside_us += outside * 1e-3 / (double)rq.usage.decode_calls / runs;
         }
     }
@@ -224,22 +241,23 @@ static int bench_overhead(const char *guest, const char *path, int n_prompt, int
     /* a load-insensitive estimate: native time per token against the same plus the overhead */
     double est = (1e6 / mn) / (1e6 / mn + outside_us);
     if (json)
-        printf("{\"model\":\"%s\",\"n_prompt\":%d,\"n_gen\":%d,\"runs\":%d,\"native_decode_tps\":%.2f,"
-               "\"sandbox_decode_tps\":%.2f,\"ratio\":%.4f,\"guest_ms_per_request\":%.2f,"
-               "\"overhead_us_per_token\":%.2f,\"ratio_from_overhead\":%.4f}\n",
-               path, n_prompt, n_gen, runs, mn, ms, ms / mn, guest_ms, outside_us, est);
+        printf(
+            "{\"model\":\"%s\",\"n_prompt\":%d,\"n_gen\":%d,\"runs\":%d,\"native_decode_tps\":%.2f,"
+            "\"sandbox_decode_tps\":%.2f,\"ratio\":%.4f,\"guest_ms_per_request\":%.2f,"
+            "\"overhead_us_per_token\":%.2f,\"ratio_from_overhead\":%.4f}\n",
+            path, n_prompt, n_gen, runs, mn, ms, ms / mn, guest_ms, outside_us, est);
     else
-        printf("decode tok/s  native %.1f  sandbox %.1f  ratio %.3f  (median of %d, %d prompt + %d generated "
-               "tokens)\nsandbox overhead %.1f us per token (guest code %.2f ms per request) -> ratio %.4f "
+        printf("decode tok/s  native %.1f  sandbox %.1f  ratio %.3f  (median of %d, %d prompt + %d "
+               "generated "
+               "tokens)\nsandbox overhead %.1f us per token (guest code %.2f ms per request) -> "
+               "ratio %.4f "
                "from overhead\n",
                mn, ms, ms / mn, runs, n_prompt, n_gen, outside_us, guest_ms, est);
     realm_sbx_tenant_free(t);
     realm_sbx_module_free(m);
     realm_sbx_host_free(h);
     free(nat), free(sbx), free(rows), free(logits), free(req), free(prompt);
-    realm_engine_free(e);
-    realm_tokenizer_free(tok);
-    realm_model_free(mdl);
+    realm_served_free(sv);
     realm_gguf_close(g);
     return 0;
 }
@@ -248,23 +266,35 @@ int main(int argc, char **argv) {
     char guest[4200];
     default_guest(guest, sizeof guest);
     const char *model = NULL;
-    int n = 10000, reps = 2000, json = 0, overhead = 0, n_prompt = 64, n_gen = 128, threads = 0, runs = 5;
+    int n = 10000, reps = 2000, json = 0, overhead = 0, n_prompt = 64, n_gen = 128, threads = 0,
+        runs = 5;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--overhead")) overhead = 1;
-        else if (v && !strcmp(a, "--guest")) snprintf(guest, sizeof guest, "%s", v), i++;
-        else if (v && !strcmp(a, "-n")) n = atoi(v), i++;
-        else if (v && !strcmp(a, "--reps")) reps = atoi(v), i++;
-        else if (v && !strcmp(a, "-m")) model = v, i++;
-        else if (v && !strcmp(a, "-p")) n_prompt = atoi(v), i++;
-        else if (v && !strcmp(a, "-g")) n_gen = atoi(v), i++;
-        else if (v && !strcmp(a, "-t")) threads = atoi(v), i++;
-        else if (v && !strcmp(a, "--runs")) runs = atoi(v), i++;
+        if (!strcmp(a, "--json"))
+            json = 1;
+        else if (!strcmp(a, "--overhead"))
+            overhead = 1;
+        else if (v && !strcmp(a, "--guest"))
+            snprintf(guest, sizeof guest, "%s", v), i++;
+        else if (v && !strcmp(a, "-n"))
+            n = atoi(v), i++;
+        else if (v && !strcmp(a, "--reps"))
+            reps = atoi(v), i++;
+        else if (v && !strcmp(a, "-m"))
+            model = v, i++;
+        else if (v && !strcmp(a, "-p"))
+            n_prompt = atoi(v), i++;
+        else if (v && !strcmp(a, "-g"))
+            n_gen = atoi(v), i++;
+        else if (v && !strcmp(a, "-t"))
+            threads = atoi(v), i++;
+        else if (v && !strcmp(a, "--runs"))
+            runs = atoi(v), i++;
         else {
             fprintf(stderr,
                     "usage: bench_tenants [--guest FILE.wasm] [-n 10000] [--reps 2000] [--json]\n"
-                    "       bench_tenants -m MODEL --overhead [-p 64] [-g 128] [-t THREADS] [--runs 5] [--json]\n");
+                    "       bench_tenants -m MODEL --overhead [-p 64] [-g 128] [-t THREADS] "
+                    "[--runs 5] [--json]\n");
             return 2;
         }
     }

@@ -13,7 +13,7 @@ each phase; the script reports the median of each engine and the ratio realm / l
 writes everything, with the CPU model, to bench/results/vs_llamacpp-<date>.json.
 
     ~/.cache/realm/venv/bin/python bench/vs_llamacpp.py [--threads 2] [--reps 5] [-p 512] [-n 128]
-        [--models smollm2,gemma3,tinyllama] [--realm build/realm]
+        [--models smollm2,gemma3,tinyllama,qwen3-0.6b,phi3-mini,gemma2-2b] [--realm build/realm]
 """
 import argparse
 import ctypes
@@ -37,6 +37,10 @@ MODELS = {
     "gemma3": MODELS_DIR / "gemma-3-270m-q4_k_m.gguf",
     "tinyllama": gen_synthetic.model_path("tinyllama", "Q4_K_M", MODELS_DIR / "synthetic"),
 }
+# the real-shape synthetic files of the other architectures (issue 19), made on demand too
+SYNTHETIC = ["tinyllama", "qwen3-0.6b", "phi3-mini", "gemma2-2b"]
+for _shape in SYNTHETIC[1:]:
+    MODELS[_shape] = gen_synthetic.model_path(_shape, "Q4_K_M", MODELS_DIR / "synthetic")
 
 
 def cpu_model():
@@ -141,8 +145,8 @@ def main():
     results = []
     for key in [m.strip() for m in a.models.split(",") if m.strip()]:
         path = MODELS[key]
-        if key == "tinyllama" and not path.exists():
-            gen_synthetic.ensure("tinyllama", ["Q4_K_M"], MODELS_DIR / "synthetic", threads=a.threads,
+        if key in SYNTHETIC and not path.exists():
+            gen_synthetic.ensure(key, ["Q4_K_M"], MODELS_DIR / "synthetic", threads=a.threads,
                                  keep_f16=False)
         if not path.exists():
             print(f"skip {key}: {path} missing", file=sys.stderr)

@@ -11,6 +11,14 @@
  *      up across token boundaries, stop strings held back so that none is ever emitted in part;
  *   6. stop at EOG (unless ignore_eos), a stop string, max_tokens or the context length; report
  *      usage (prompt and completion tokens, finish reason).
+ * n > 1 choices: one session per choice, the prompt decoded in each in turn (the paged KV pool's
+ * prefix cache serves the 2nd..nth), each with its own sampler stream (seed + i), then decoded
+ * round-robin one token per choice, output tagged with the choice import. n == 1 makes exactly
+ * the calls it always made.
+ * Tools (docs/abi.md, "Tool calls"): the template renders `tools`; output from the format's call
+ * marker on is held back and reported with the tool_calls import when it parses as calls;
+ * tool_choice "required" or a named function makes a grammar force a call whose arguments follow
+ * the function's schema.
  * Errors are returned as REALM_E_* codes after logging one line that says what was wrong.
  */
 #include <math.h>
@@ -19,6 +27,7 @@
 
 #include "realm_grammar.h"
 #include "realm_guest.h"
+#include "realm_tools.h"
 
 #define MAX_STOPS 16
 #define MAX_STOP_LEN 256
@@ -44,11 +53,18 @@ struct req {
     struct rg_sampler_params sp;
     bool seed_set;
     bool ignore_eos, add_bos, parse_special;
-    bool echo;          /* emit the raw prompt before the completion */
-    bool logprobs;      /* report each sampled token's log-probability (logprobs import) */
-    char *gbnf;         /* the output constraint (response_format / grammar / json_schema) or NULL */
+    bool echo;     /* emit the raw prompt before the completion */
+    bool logprobs; /* report each sampled token's log-probability (logprobs import) */
+    char *gbnf;    /* the output constraint (response_format / grammar / json_schema) or NULL */
+    const struct rj_value
+        *tools;      /* OpenAI tools offered to the model (NULL: none, or tool_choice "none") */
+    bool force_call; /* tool_choice "required" or a named function: the grammar forces a call */
+    const char *force_name; /* the named function, or NULL */
+    bool parallel; /* parallel_tool_calls: a forced call may be followed by more (default false,
+                      as llama-server: small models repeat calls until max_tokens otherwise) */
     int32_t top_logprobs; /* and this many alternatives (0..REALM_ABI_MAX_TOP_LOGPROBS) */
-    int strip_space;    /* -1: the default */
+    int32_t n;            /* choices (1..REALM_ABI_MAX_CHOICES): sessions decoded round-robin */
+    int strip_space;      /* -1: the default */
     const char *stops[MAX_STOPS];
     size_t stop_lens[MAX_STOPS];
     int n_stops;
@@ -65,7 +81,8 @@ static int32_t num_field(const struct rj_value *root, const char *key, double lo
                          bool integer, double *out) {
     const struct rj_value *v = rj_get(root, key);
     if (!v || v->type == RJ_NULL) return REALM_OK;
-    if (v->type != RJ_NUMBER || v->num < lo || v->num > hi || (integer && v->num != floor(v->num))) {
+    if (v->type != RJ_NUMBER || v->num < lo || v->num > hi ||
+        (integer && v->num != floor(v->num))) {
         char want[96];
         rg_fmt(want, sizeof want, "%s in [%f, %f]", integer ? "an integer" : "a number", lo, hi);
         return bad(key, want);
@@ -79,6 +96,58 @@ static int32_t bool_field(const struct rj_value *root, const char *key, bool *ou
     if (!v || v->type == RJ_NULL) return REALM_OK;
     if (v->type != RJ_TRUE && v->type != RJ_FALSE) return bad(key, "true or false");
     *out = v->type == RJ_TRUE;
+    return REALM_OK;
+}
+
+/* tools, tool_choice ("none", "auto", "required" or {"type": "function", "function": {"name"}})
+ * and parallel_tool_calls; tools only with messages. */
+static int32_t parse_tools(const struct rj_value *root, struct req *r) {
+    const struct rj_value *tools = rj_get(root, "tools"), *choice = rj_get(root, "tool_choice");
+    r->parallel = false;
+    int32_t rc = bool_field(root, "parallel_tool_calls", &r->parallel);
+    if (rc) return rc;
+    if (tools && tools->type == RJ_NULL) tools = NULL;
+    if (choice && choice->type == RJ_NULL) choice = NULL;
+    if (tools && tools->type != RJ_ARRAY) return bad("tools", "an array of tools");
+    if (tools && tools->n == 0) tools = NULL;
+    if (tools && !r->messages) return bad("tools", "messages (tools apply to chats)");
+    for (size_t i = 0; tools && i < tools->n; i++) {
+        const struct rj_value *fn = rj_get(&tools->items[i], "function");
+        const struct rj_value *name = rj_get(fn, "name");
+        if (!fn || fn->type != RJ_OBJECT || !name || name->type != RJ_STRING)
+            return bad(
+                "tools",
+                "[{\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": {...}}}]");
+    }
+    const char *mode = "auto";
+    if (choice && choice->type == RJ_STRING) {
+        mode = choice->str;
+        if (strcmp(mode, "none") && strcmp(mode, "auto") && strcmp(mode, "required"))
+            return bad("tool_choice", "\"none\", \"auto\", \"required\" or a named function");
+    } else if (choice) {
+        const struct rj_value *name = rj_get(rj_get(choice, "function"), "name");
+        if (choice->type != RJ_OBJECT || !name || name->type != RJ_STRING)
+            return bad("tool_choice", "\"none\", \"auto\", \"required\" or a named function");
+        mode = "named";
+        r->force_name = name->str;
+    }
+    if (!tools) {
+        if (strcmp(mode, "none") && strcmp(mode, "auto"))
+            return bad("tool_choice", "tools to choose from");
+        return REALM_OK;
+    }
+    if (!strcmp(mode, "none")) return REALM_OK; /* the model is not shown the tools */
+    r->tools = tools;
+    r->force_call = !strcmp(mode, "required") || !strcmp(mode, "named");
+    if (r->force_call && (rj_get(root, "response_format") || rj_get(root, "grammar") ||
+                          rj_get(root, "json_schema"))) {
+        const struct rj_value *rf = rj_get(root, "response_format");
+        bool text = rf && rf->type == RJ_OBJECT && rj_string(rj_get(rf, "type"), NULL) &&
+                    !strcmp(rj_string(rj_get(rf, "type"), ""), "text");
+        if (!text && !(rf && rf->type == RJ_NULL))
+            return bad("tool_choice",
+                       "no response_format, grammar or json_schema beside a forced tool call");
+    }
     return REALM_OK;
 }
 
@@ -152,7 +221,8 @@ static int32_t parse_request(const struct rj_value *root, struct req *r) {
     }
     if ((rc = bool_field(root, "ignore_eos", &r->ignore_eos)) ||
         (rc = bool_field(root, "add_bos", &r->add_bos)) ||
-        (rc = bool_field(root, "parse_special", &r->parse_special)) || (rc = bool_field(root, "echo", &r->echo)))
+        (rc = bool_field(root, "parse_special", &r->parse_special)) ||
+        (rc = bool_field(root, "echo", &r->echo)))
         return rc;
     if (r->echo && !r->prompt) return bad("echo", "a raw prompt to echo");
     if ((rc = bool_field(root, "logprobs", &r->logprobs))) return rc;
@@ -161,9 +231,14 @@ static int32_t parse_request(const struct rj_value *root, struct req *r) {
         elog("%s", gerr[0] ? gerr : rg_strerror(rc));
         return rc == REALM_E_NOMEM ? rc : REALM_E_INVALID;
     }
+    if ((rc = parse_tools(root, r))) return rc;
     x = 0;
     if ((rc = num_field(root, "top_logprobs", 0, REALM_ABI_MAX_TOP_LOGPROBS, true, &x))) return rc;
     r->top_logprobs = (int32_t)x;
+    x = 1;
+    if ((rc = num_field(root, "n", 1, REALM_ABI_MAX_CHOICES, true, &x))) return rc;
+    r->n = (int32_t)x;
+    if (r->n > 1 && r->tools) return bad("n", "1 when tools are offered");
     v = rj_get(root, "strip_leading_space");
     if (v && v->type != RJ_NULL) {
         bool b = false;
@@ -210,6 +285,7 @@ static int32_t parse_request(const struct rj_value *root, struct req *r) {
 /* ---- model info ---- */
 
 struct info {
+    char tool_format[16]; /* "hermes" or "llama3" (model_info's tool_format) */
     int32_t n_vocab, n_ctx_train, bos;
     bool add_space_prefix;
     int32_t *eog;
@@ -225,17 +301,21 @@ static int32_t read_info(int32_t model, struct info *mi) {
     if (rc == REALM_OK) rc = rj_parse(text, len, &v, NULL, 0);
     if (rc == REALM_OK) {
         const struct rj_value *eog = rj_get(v, "eog");
-        if (!rj_is_int(rj_get(v, "n_vocab"), 1, INT32_MAX) || !rj_is_int(rj_get(v, "n_ctx_train"), 1, INT32_MAX) ||
-            !eog || eog->type != RJ_ARRAY) {
+        if (!rj_is_int(rj_get(v, "n_vocab"), 1, INT32_MAX) ||
+            !rj_is_int(rj_get(v, "n_ctx_train"), 1, INT32_MAX) || !eog || eog->type != RJ_ARRAY) {
             rc = REALM_E_FORMAT;
         } else {
             mi->n_vocab = (int32_t)rj_number(rj_get(v, "n_vocab"), 0);
             mi->n_ctx_train = (int32_t)rj_number(rj_get(v, "n_ctx_train"), 0);
             mi->bos = (int32_t)rj_number(rj_get(v, "bos"), -1);
             mi->add_space_prefix = rj_bool(rj_get(v, "add_space_prefix"), false);
+            rg_fmt(mi->tool_format, sizeof mi->tool_format, "%s",
+                   !strcmp(rj_string(rj_get(v, "tool_format"), "hermes"), "llama3") ? "llama3"
+                                                                                    : "hermes");
             mi->eog = malloc((eog->n ? eog->n : 1) * sizeof *mi->eog);
             if (!mi->eog) rc = REALM_E_NOMEM;
-            for (size_t i = 0; rc == REALM_OK && i < eog->n; i++) mi->eog[mi->n_eog++] = (int32_t)eog->items[i].num;
+            for (size_t i = 0; rc == REALM_OK && i < eog->n; i++)
+                mi->eog[mi->n_eog++] = (int32_t)eog->items[i].num;
         }
     }
     if (rc) elog("model_info: %s", rg_strerror(rc));
@@ -253,12 +333,18 @@ static bool is_eog(const struct info *mi, int32_t tok) {
 /* ---- output: UTF-8 repair across pieces, stop strings held back ---- */
 
 struct out {
-    struct rg_buf text;          /* valid UTF-8 not yet emitted */
-    unsigned char pending[8];    /* an incomplete UTF-8 sequence waiting for the next piece */
+    struct rg_buf text;       /* valid UTF-8 not yet emitted */
+    unsigned char pending[8]; /* an incomplete UTF-8 sequence waiting for the next piece */
     size_t n_pending;
     bool strip_space, first;
     const struct req *r;
-    bool stopped;                /* a stop string was found */
+    bool stopped; /* a stop string was found */
+    /* tool calls: text from the format's marker on (or, for a JSON format, an answer that starts
+     * with '{') is captured instead of emitted, and parsed at the end */
+    const char *marker; /* "<tool_call>", or NULL */
+    bool json_calls;    /* llama3: a call is a JSON object at the start of the answer */
+    bool capturing, decided;
+    struct rg_buf capture;
 };
 
 static int32_t emit_upto(struct out *o, size_t n) {
@@ -269,9 +355,53 @@ static int32_t emit_upto(struct out *o, size_t n) {
     return REALM_OK;
 }
 
+/* needle in haystack[0..hn), or NULL (memmem is not in the guest's libc without _GNU_SOURCE) */
+static const char *find(const char *h, size_t hn, const char *needle, size_t nn) {
+    for (size_t i = 0; nn <= hn && i <= hn - nn; i++)
+        if (!memcmp(h + i, needle, nn)) return h + i;
+    return NULL;
+}
+
+/* Moves the text from byte `from` on into the capture (a tool call starts there). */
+static int32_t start_capture(struct out *o, size_t from) {
+    int32_t rc = emit_upto(o, from);
+    if (rc) return rc;
+    rc = rg_buf_append(&o->capture, o->text.data, o->text.len);
+    if (rc) return rc;
+    rg_buf_consume(&o->text, o->text.len);
+    o->capturing = true;
+    return REALM_OK;
+}
+
+/* How many bytes at the end of t[0..n) could begin `word` (held back until the next piece). */
+static size_t partial_suffix(const char *t, size_t n, const char *word) {
+    size_t wl = strlen(word);
+    for (size_t h = wl - 1 < n ? wl - 1 : n; h > 0; h--)
+        if (!memcmp(t + n - h, word, h)) return h;
+    return 0;
+}
+
 /* Emits what can no longer become part of a stop string; ends at a stop string if one shows. */
 static int32_t flush_text(struct out *o, bool final) {
     const struct req *r = o->r;
+    if (o->capturing) { /* everything after a call's start is the call's */
+        int32_t rc = rg_buf_append(&o->capture, o->text.data, o->text.len);
+        rg_buf_consume(&o->text, o->text.len);
+        return rc;
+    }
+    if (o->json_calls && !o->decided) {
+        size_t k = 0;
+        while (k < o->text.len && (o->text.data[k] == ' ' || o->text.data[k] == '\n' ||
+                                   o->text.data[k] == '\t' || o->text.data[k] == '\r'))
+            k++;
+        if (k == o->text.len && !final) return REALM_OK; /* only whitespace so far: wait */
+        o->decided = true;
+        if (k < o->text.len && o->text.data[k] == '{') return start_capture(o, 0);
+    }
+    if (o->marker) {
+        const char *m = find(o->text.data, o->text.len, o->marker, strlen(o->marker));
+        if (m) return start_capture(o, (size_t)(m - o->text.data));
+    }
     const char *t = o->text.data;
     size_t n = o->text.len;
     size_t first = SIZE_MAX;
@@ -288,6 +418,7 @@ static int32_t flush_text(struct out *o, bool final) {
         return emit_upto(o, first);
     }
     size_t hold = 0;
+    if (!final && o->marker) hold = partial_suffix(t, n, o->marker);
     if (!final) {
         for (int k = 0; k < r->n_stops; k++) {
             size_t sl = r->stop_lens[k];
@@ -334,10 +465,27 @@ static int32_t finish_text(struct out *o) {
     return flush_text(o, true);
 }
 
+/* The captured text as tool calls (the realm_tool_calls import), or, when it holds none, as the
+ * plain text it is. */
+static int32_t report_calls(struct out *o, const char *format) {
+    char *report = NULL;
+    size_t n_calls = 0;
+    int32_t rc = rg_tool_calls_parse(o->capture.data ? o->capture.data : "", o->capture.len, format,
+                                     &report, &n_calls);
+    if (rc == REALM_OK) {
+        rc = realm_tool_calls(report, (int32_t)strlen(report));
+        if (rc) elog("tool_calls: %s", rg_strerror(rc));
+    } else if (rc == REALM_E_NOT_FOUND) {
+        rc = o->capture.len ? realm_emit(o->capture.data, (int32_t)o->capture.len) : REALM_OK;
+    }
+    free(report);
+    return rc;
+}
+
 /* ---- generation ---- */
 
-static int32_t build_prompt(int32_t model, const struct req *r, const char *json, const struct info *mi,
-                            int32_t **toks, int32_t *n) {
+static int32_t build_prompt(int32_t model, const struct req *r, const char *json,
+                            const struct info *mi, int32_t **toks, int32_t *n) {
     int32_t rc;
     if (r->tokens) {
         *toks = malloc((r->tokens->n ? r->tokens->n : 1) * sizeof **toks);
@@ -358,7 +506,19 @@ static int32_t build_prompt(int32_t model, const struct req *r, const char *json
         /* chat_tokenize, not chat_format + tokenize: only the template's markup may become control
          * tokens, so a message cannot close its turn and forge another ("parse_special" is for
          * raw prompts only) */
-        rc = rg_chat_tokenize_all(model, json + r->messages->src_off, r->messages->src_len, flags, toks, n);
+        if (!r->tools) {
+            rc = rg_chat_tokenize_all(model, json + r->messages->src_off, r->messages->src_len,
+                                      flags, toks, n);
+        } else { /* the template renders the tools too (chat_tokenize's object form) */
+            struct rg_buf b = {0};
+            rc = rg_buf_append(&b, "{\"messages\":", 12);
+            rc = rc ? rc : rg_buf_append(&b, json + r->messages->src_off, r->messages->src_len);
+            rc = rc ? rc : rg_buf_append(&b, ",\"tools\":", 9);
+            rc = rc ? rc : rg_buf_append(&b, json + r->tools->src_off, r->tools->src_len);
+            rc = rc ? rc : rg_buf_append(&b, "}", 1);
+            rc = rc ? rc : rg_chat_tokenize_all(model, b.data, b.len, flags, toks, n);
+            rg_buf_free(&b);
+        }
         if (rc) elog("messages: chat template: %s", rg_strerror(rc));
         return rc;
     }
@@ -373,7 +533,8 @@ static int32_t build_prompt(int32_t model, const struct req *r, const char *json
 /* A grammar's <token> reference: the one token that spells it, or -1. */
 static int32_t token_of(void *ctx, const char *text, size_t len) {
     int32_t out[2];
-    int32_t n = realm_tokenize(*(const int32_t *)ctx, text, (int32_t)len, REALM_ABI_TOKENIZE_PARSE_SPECIAL, out, 2);
+    int32_t n = realm_tokenize(*(const int32_t *)ctx, text, (int32_t)len,
+                               REALM_ABI_TOKENIZE_PARSE_SPECIAL, out, 2);
     return n == 1 ? out[0] : -1;
 }
 
@@ -384,7 +545,8 @@ static struct {
     struct rg_vocab *v;
 } g_vocab;
 
-static int32_t vocab_for(int32_t model, const char *name, const struct info *mi, const struct rg_vocab **out) {
+static int32_t vocab_for(int32_t model, const char *name, const struct info *mi,
+                         const struct rg_vocab **out) {
     if (!g_vocab.v || strcmp(g_vocab.model, name)) {
         rg_vocab_free(g_vocab.v);
         g_vocab.v = NULL;
@@ -401,10 +563,12 @@ static int32_t vocab_for(int32_t model, const char *name, const struct info *mi,
 
 /* The request's grammar, parsed, and a matcher at its start. Grammar errors are the client's
  * (400). */
-static int32_t grammar_start(const struct req *r, int32_t model, const struct info *mi, struct rg_grammar **g,
-                             struct rg_gmatch **m, const struct rg_vocab **v) {
+static int32_t grammar_start(const struct req *r, const char *gbnf, const char *root, int32_t model,
+                             const struct info *mi, struct rg_grammar **g, struct rg_gmatch **m,
+                             const struct rg_vocab **v) {
     char err[256] = "";
-    int32_t rc = rg_grammar_parse_ex(r->gbnf, strlen(r->gbnf), NULL, token_of, &model, g, err, sizeof err);
+    int32_t rc =
+        rg_grammar_parse_ex(gbnf, strlen(gbnf), root, token_of, &model, g, err, sizeof err);
     if (rc) {
         elog("%s", err[0] ? err : rg_strerror(rc));
         return rc == REALM_E_FORMAT ? REALM_E_INVALID : rc;
@@ -412,6 +576,158 @@ static int32_t grammar_start(const struct req *r, int32_t model, const struct in
     if ((rc = vocab_for(model, r->model, mi, v))) return rc;
     if ((rc = rg_gmatch_new(*g, m))) elog("grammar: %s", rg_strerror(rc));
     return rc;
+}
+
+/* ---- choices ---- */
+
+/* One choice's state (n > 1: each has its own session, sampler stream and output). */
+struct choice {
+    int32_t session;
+    struct rg_sampler smp;
+    struct rg_gmatch *gm;
+    struct out o;
+    float *logits;
+    int32_t n_gen, finish, len;
+    bool done;
+};
+
+/* Makes choice i the one the following emit / logprobs / usage calls belong to. A request of
+ * one choice never calls choice(), so guests and hosts without it see the same calls as before. */
+static int32_t select_choice(const struct req *r, int32_t i) {
+    if (r->n <= 1) return REALM_OK;
+    int32_t rc = realm_choice(i);
+    if (rc) elog("choice(%d): %s", i, rg_strerror(rc));
+    return rc;
+}
+
+/* Sets up choice i: its session with the prompt decoded (the 2nd..nth attach the 1st's cached
+ * prompt blocks: the scheduler's prefix reuse), its sampler (seed + i when a seed is given), its
+ * grammar matcher and its output state. */
+static int32_t choice_start(const struct req *r, const struct info *mi, int32_t model,
+                            const int32_t *toks, int32_t n_prompt, int64_t want,
+                            const struct rg_grammar *gram, int32_t i, struct choice *c) {
+    c->session = realm_session_open(model, (int32_t)want);
+    if (c->session < 0) {
+        int32_t rc = c->session;
+        elog("session_open(%lld): %s", (long long)want, rg_strerror(rc));
+        return rc;
+    }
+    struct rg_sampler_params sp = r->sp;
+    sp.seed = r->seed_set ? r->sp.seed + (uint64_t)i : (uint64_t)realm_random_seed();
+    int32_t rc = rg_sampler_init(&c->smp, &sp, mi->n_vocab);
+    if (rc) {
+        elog("sampler: %s", rg_strerror(rc));
+        return rc;
+    }
+    for (int32_t k = 0; k < n_prompt; k++)
+        rg_sampler_accept(&c->smp, toks[k]);
+    if (gram && (rc = rg_gmatch_new(gram, &c->gm))) {
+        elog("grammar: %s", rg_strerror(rc));
+        return rc;
+    }
+    c->logits = malloc((size_t)mi->n_vocab * sizeof *c->logits);
+    if (!c->logits) return REALM_E_NOMEM;
+    c->o.r = r;
+    c->o.first = true;
+    if (r->tools) {
+        c->o.marker = rg_tool_marker(mi->tool_format);
+        c->o.json_calls = !c->o.marker;
+    }
+    c->o.strip_space = r->strip_space >= 0
+                           ? r->strip_space
+                           : mi->add_space_prefix && r->prompt && r->prompt->str_len == 0;
+    c->finish = REALM_ABI_FINISH_LENGTH;
+    c->len = n_prompt;
+    if ((rc = realm_decode(c->session, toks, n_prompt, c->logits, mi->n_vocab))) {
+        elog("decode prompt: %s", rg_strerror(rc));
+        return rc;
+    }
+    return REALM_OK;
+}
+
+/* One token of choice c: sample, account, emit, and decode it unless it ends the choice
+ * (c->done). */
+static int32_t choice_step(const struct req *r, const struct info *mi, int32_t model,
+                           const struct rg_vocab *vocab, int64_t max_tokens, int64_t want,
+                           struct choice *c) {
+    struct rg_gmatch *gm = c->gm;
+    int32_t rc;
+    int32_t id = gm ? rg_sample_grammar(&c->smp, gm, vocab, c->logits)
+                    : rg_sampler_sample(&c->smp, c->logits);
+    if (id < 0) {
+        if (gm && id == REALM_E_INVALID)
+            elog("grammar: no token of the vocabulary can continue the output");
+        return id;
+    }
+    c->n_gen++;
+    /* under a grammar an end-of-generation token only comes once the grammar is complete:
+     * it ends the output even with ignore_eos */
+    if ((!r->ignore_eos || gm) && is_eog(mi, id)) {
+        c->finish = REALM_ABI_FINISH_STOP;
+        c->done = true;
+        return REALM_OK;
+    }
+    if (gm && (rc = rg_gmatch_accept_token(gm, vocab, id))) {
+        elog("grammar: token %d: %s", id, rg_strerror(rc));
+        return rc;
+    }
+    rg_sampler_accept(&c->smp, id);
+    if (r->logprobs) { /* of the distribution it was drawn from: logits after bias and penalties */
+        int32_t lp_ids[REALM_ABI_MAX_TOP_LOGPROBS + 1];
+        float lp_vals[REALM_ABI_MAX_TOP_LOGPROBS + 1];
+        int32_t nlp = rg_logprobs(c->logits, mi->n_vocab, id, r->top_logprobs, lp_ids, lp_vals);
+        if (nlp < 0) return nlp;
+        if ((rc = realm_logprobs(model, lp_ids, lp_vals, nlp)) != REALM_OK) return rc;
+    }
+    char small[256];
+    int32_t pl = realm_token_piece(model, id, small, sizeof small);
+    if (pl < 0) return pl;
+    char *piece = small;
+    if ((size_t)pl > sizeof small) {
+        piece = malloc((size_t)pl);
+        if (!piece) return REALM_E_NOMEM;
+        int32_t pl2 = realm_token_piece(model, id, piece, pl);
+        if (pl2 != pl) {
+            free(piece);
+            return pl2 < 0 ? pl2 : REALM_E_INTERNAL;
+        }
+    }
+    rc = push_piece(&c->o, piece, (size_t)pl);
+    if (piece != small) free(piece);
+    if (rc) return rc;
+    if (c->o.stopped || (gm && rg_gmatch_done(gm))) { /* a finished grammar: nothing may follow */
+        c->finish = REALM_ABI_FINISH_STOP;
+        c->done = true;
+        return REALM_OK;
+    }
+    if (c->n_gen == max_tokens || c->len >= want) { /* max_tokens, or the context is full */
+        c->done = true;
+        return REALM_OK;
+    }
+    if ((rc = realm_decode(c->session, &id, 1, c->logits, mi->n_vocab))) return rc;
+    c->len++;
+    return REALM_OK;
+}
+
+/* The end of choice c: the text held back, its tool calls, its usage. */
+static int32_t choice_finish(const struct info *mi, int32_t n_prompt, struct choice *c) {
+    int32_t rc;
+    if (!c->o.stopped) {
+        if ((rc = finish_text(&c->o))) return rc;
+        if (c->o.stopped) c->finish = REALM_ABI_FINISH_STOP;
+    }
+    if (c->o.capturing && (rc = report_calls(&c->o, mi->tool_format))) return rc;
+    realm_usage(n_prompt, c->n_gen, c->finish);
+    return REALM_OK;
+}
+
+static void choice_free(struct choice *c) {
+    if (c->session > 0) realm_session_close(c->session);
+    rg_sampler_free(&c->smp);
+    rg_gmatch_free(c->gm);
+    rg_buf_free(&c->o.text);
+    rg_buf_free(&c->o.capture);
+    free(c->logits);
 }
 
 static int32_t generate(const struct req *r, const char *json) {
@@ -424,14 +740,16 @@ static int32_t generate(const struct req *r, const char *json) {
     int32_t rc = read_info(model, &mi);
     if (rc) return rc;
 
-    int32_t *toks = NULL, n_prompt = 0, session = -1;
-    float *logits = NULL;
-    struct rg_sampler smp = {0};
+    int32_t *toks = NULL, n_prompt = 0;
     struct rg_grammar *gram = NULL;
-    struct rg_gmatch *gm = NULL;
+    struct rg_gmatch *gm0 = NULL;
     const struct rg_vocab *vocab = NULL;
-    struct out o = {0};
-    int32_t n_gen = 0, finish = REALM_ABI_FINISH_LENGTH;
+    char *tool_gbnf = NULL;
+    struct choice *ch = calloc((size_t)r->n, sizeof *ch);
+    if (!ch) {
+        free(mi.eog);
+        return REALM_E_NOMEM;
+    }
 
     if ((rc = build_prompt(model, r, json, &mi, &toks, &n_prompt))) goto done;
     if (n_prompt == 0) {
@@ -448,125 +766,66 @@ static int32_t generate(const struct req *r, const char *json) {
         toks[n_prompt++] = mi.bos; /* a generation needs one input token */
     }
 
-    int64_t want = r->n_ctx > 0 ? r->n_ctx : r->max_tokens >= 0 ? (int64_t)n_prompt + r->max_tokens : mi.n_ctx_train;
+    int64_t want = r->n_ctx > 0         ? r->n_ctx
+                   : r->max_tokens >= 0 ? (int64_t)n_prompt + r->max_tokens
+                                        : mi.n_ctx_train;
     if (want > mi.n_ctx_train) want = mi.n_ctx_train;
     if (want < 1) want = 1;
     if (n_prompt > want) {
-        elog("prompt of %d tokens exceeds the context of %lld tokens", n_prompt,
-                (long long)want);
+        elog("prompt of %d tokens exceeds the context of %lld tokens", n_prompt, (long long)want);
         rc = REALM_E_CONTEXT_FULL;
         goto done;
     }
     int64_t max_tokens = r->max_tokens >= 0 ? r->max_tokens : want - n_prompt + 1;
-    session = realm_session_open(model, (int32_t)want);
-    if (session < 0) {
-        rc = session;
-        elog("session_open(%lld): %s", (long long)want, rg_strerror(rc));
-        goto done;
+    const char *gbnf = r->gbnf, *groot = NULL;
+    if (r->force_call) { /* tool_choice required / named: the call is the grammar's */
+        char gerr[256] = "";
+        rc = rg_tools_grammar(r->tools, json, r->force_name, mi.tool_format, r->parallel,
+                              &tool_gbnf, &groot, gerr, sizeof gerr);
+        if (rc) {
+            elog("tools: %s", gerr[0] ? gerr : rg_strerror(rc));
+            goto done;
+        }
+        gbnf = tool_gbnf;
     }
-
-    struct rg_sampler_params sp = r->sp;
-    if (!r->seed_set) sp.seed = (uint64_t)realm_random_seed();
-    if ((rc = rg_sampler_init(&smp, &sp, mi.n_vocab))) {
-        elog("sampler: %s", rg_strerror(rc));
-        goto done;
-    }
-    for (int32_t i = 0; i < n_prompt; i++) rg_sampler_accept(&smp, toks[i]);
-    if (r->gbnf && (rc = grammar_start(r, model, &mi, &gram, &gm, &vocab))) goto done;
-    logits = malloc((size_t)mi.n_vocab * sizeof *logits);
-    if (!logits) {
-        rc = REALM_E_NOMEM;
-        goto done;
-    }
-    o.r = r;
-    o.first = true;
-    o.strip_space = r->strip_space >= 0 ? r->strip_space
-                                        : mi.add_space_prefix && r->prompt && r->prompt->str_len == 0;
-
-    if ((rc = realm_decode(session, toks, n_prompt, logits, mi.n_vocab))) {
-        elog("decode prompt: %s", rg_strerror(rc));
-        goto done;
-    }
+    /* the grammar is parsed once; each choice gets its own matcher */
+    if (gbnf && (rc = grammar_start(r, gbnf, groot, model, &mi, &gram, &gm0, &vocab))) goto done;
+    rg_gmatch_free(gm0);
+    gm0 = NULL;
+    /* one after the other: each prompt decode ends before the next choice's starts, so the
+     * first one's full blocks are in the prefix cache for the others */
+    for (int32_t i = 0; i < r->n; i++)
+        if ((rc = choice_start(r, &mi, model, toks, n_prompt, want, gram, i, &ch[i]))) goto done;
     /* echo: the prompt as sent, before any completion text (stop strings apply to the completion
      * only); after the prompt decoded, so a prompt that does not fit still fails cleanly */
-    if (r->echo && r->prompt->str_len > 0 &&
-        (rc = realm_emit(r->prompt->str, (int32_t)r->prompt->str_len)) != REALM_OK)
-        goto done;
-    int32_t len = n_prompt;
-    char small[256];
-    while (n_gen < max_tokens) {
-        int32_t id = gm ? rg_sample_grammar(&smp, gm, vocab, logits) : rg_sampler_sample(&smp, logits);
-        if (id < 0) {
-            if (gm && id == REALM_E_INVALID) elog("grammar: no token of the vocabulary can continue the output");
-            rc = id;
+    for (int32_t i = 0; r->echo && r->prompt->str_len > 0 && i < r->n; i++)
+        if ((rc = select_choice(r, i)) ||
+            (rc = realm_emit(r->prompt->str, (int32_t)r->prompt->str_len)) != REALM_OK)
             goto done;
-        }
-        n_gen++;
-        /* under a grammar an end-of-generation token only comes once the grammar is complete:
-         * it ends the output even with ignore_eos */
-        if ((!r->ignore_eos || gm) && is_eog(&mi, id)) {
-            finish = REALM_ABI_FINISH_STOP;
-            break;
-        }
-        if (gm && (rc = rg_gmatch_accept_token(gm, vocab, id))) {
-            elog("grammar: token %d: %s", id, rg_strerror(rc));
-            goto done;
-        }
-        rg_sampler_accept(&smp, id);
-        if (r->logprobs) { /* of the distribution it was drawn from: logits after bias and penalties */
-            int32_t lp_ids[REALM_ABI_MAX_TOP_LOGPROBS + 1];
-            float lp_vals[REALM_ABI_MAX_TOP_LOGPROBS + 1];
-            int32_t nlp = rg_logprobs(logits, mi.n_vocab, id, r->top_logprobs, lp_ids, lp_vals);
-            if (nlp < 0 || (rc = realm_logprobs(model, lp_ids, lp_vals, nlp)) != REALM_OK) {
-                rc = nlp < 0 ? nlp : rc;
+    for (int32_t i = 0; i < r->n; i++)
+        ch[i].done = max_tokens <= 0;
+    /* round-robin, one token per choice per turn: the choices' streams interleave */
+    for (bool busy = true; busy;) {
+        busy = false;
+        for (int32_t i = 0; i < r->n; i++) {
+            if (ch[i].done) continue;
+            if ((rc = select_choice(r, i)) ||
+                (rc = choice_step(r, &mi, model, vocab, max_tokens, want, &ch[i])))
                 goto done;
-            }
+            busy = busy || !ch[i].done;
         }
-        int32_t pl = realm_token_piece(model, id, small, sizeof small);
-        if (pl < 0) {
-            rc = pl;
-            goto done;
-        }
-        char *piece = small;
-        if ((size_t)pl > sizeof small) {
-            piece = malloc((size_t)pl);
-            if (!piece) {
-                rc = REALM_E_NOMEM;
-                goto done;
-            }
-            int32_t pl2 = realm_token_piece(model, id, piece, pl);
-            if (pl2 != pl) {
-                free(piece);
-                rc = pl2 < 0 ? pl2 : REALM_E_INTERNAL;
-                goto done;
-            }
-        }
-        rc = push_piece(&o, piece, (size_t)pl);
-        if (piece != small) free(piece);
-        if (rc) goto done;
-        if (o.stopped || (gm && rg_gmatch_done(gm))) { /* a finished grammar: nothing may follow */
-            finish = REALM_ABI_FINISH_STOP;
-            break;
-        }
-        if (n_gen == max_tokens) break;
-        if (len >= want) break; /* context full */
-        if ((rc = realm_decode(session, &id, 1, logits, mi.n_vocab))) goto done;
-        len++;
     }
-    if (!o.stopped) {
-        if ((rc = finish_text(&o))) goto done;
-        if (o.stopped) finish = REALM_ABI_FINISH_STOP;
-    }
-    realm_usage(n_prompt, n_gen, finish);
+    for (int32_t i = 0; i < r->n; i++)
+        if ((rc = select_choice(r, i)) || (rc = choice_finish(&mi, n_prompt, &ch[i]))) goto done;
 
 done:
     if (rc && rc != REALM_E_CANCELLED && !g_logged) elog("generate: %s", rg_strerror(rc));
-    if (session > 0) realm_session_close(session);
-    rg_sampler_free(&smp);
-    rg_gmatch_free(gm);
+    for (int32_t i = 0; i < r->n; i++)
+        choice_free(&ch[i]);
+    free(ch);
+    rg_gmatch_free(gm0);
     rg_grammar_free(gram);
-    rg_buf_free(&o.text);
-    free(logits);
+    free(tool_gbnf);
     free(toks);
     free(mi.eog);
     return rc;

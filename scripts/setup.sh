@@ -4,7 +4,8 @@
 # wheels, downloaded models) are cached under ${REALM_CACHE:-~/.cache/realm}.
 #
 #   scripts/setup.sh            all steps: apt, wasmtime, venv, models
-#   scripts/setup.sh apt|wasmtime|venv|models ...   only those steps
+#   scripts/setup.sh apt|wasmtime|venv|models|peers ...   only those steps (peers: the native
+#                               llama.cpp benchmark tools, not part of the default set)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${REALM_CACHE:-$HOME/.cache/realm}
@@ -13,7 +14,8 @@ mkdir -p "$cache"
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 APT_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32 libclang-rt-14-dev cmake ninja-build
-  pkg-config make gcc clang-format libmicrohttpd-dev libcjson-dev libpcre2-dev libicu-dev libssl-dev python3-venv wabt unzip curl)
+  pkg-config make gcc clang-format libmicrohttpd-dev libcjson-dev libpcre2-dev libicu-dev libssl-dev libsqlite3-dev libcurl4-openssl-dev python3-venv wabt unzip curl
+  libpq-dev postgresql nginx)
 
 step_apt() {
     local missing=()
@@ -45,7 +47,7 @@ step_wasmtime() {
 
 # The Python tools for tests and benchmarks. llama-cpp-python compiles llama.cpp from source, so
 # its wheel is built once and kept in the cache.
-PY_REQS=(pytest numpy gguf openai requests Jinja2 jsonschema)
+PY_REQS=(pytest numpy gguf openai requests Jinja2 jsonschema PyYAML)
 LLAMA_CPP_PY=llama-cpp-python==0.3.36
 step_venv() {
     local venv="$cache/venv"
@@ -77,13 +79,48 @@ step_models() {
         log "converting npm tokenizer.json vocabularies to GGUF"
         "$cache/venv/bin/python" "$root/scripts/convert_tokenizer_json.py" --fetch
     fi
+    # the tiny synthetic models of the committed parity fixtures (test_model checks them): random
+    # weights fixed by seed, quantized by the cached llama-cpp-python; ~85 MB, seconds, once
+    "$cache/venv/bin/python" "$root/scripts/gen_synthetic.py" --parity-set 2>/dev/null ||
+        log "gen_synthetic.py --parity-set failed (parity fixtures of missing models are skipped)"
+}
+
+# The native llama.cpp tools bench/ compares with (llama-bench, llama-batched-bench, llama-server),
+# built from the llama.cpp vendored in the pinned llama-cpp-python sdist into $cache/peers/bin.
+# The x86 features are set explicitly from this CPU's flags instead of GGML_NATIVE, and AMX is
+# off: llama.cpp's AMX path crashes on some Intel hosts, and the peers must run on every host.
+step_peers() {
+    local dir="$cache/peers" version=${LLAMA_CPP_PY#*==}
+    local tools=(llama-bench llama-batched-bench llama-server) t missing=0
+    for t in "${tools[@]}"; do [ -x "$dir/bin/$t" ] || missing=1; done
+    [ $missing -eq 0 ] && return 0
+    local sdist="$cache/sdist/llama_cpp_python-$version.tar.gz"
+    if [ ! -f "$sdist" ]; then
+        log "downloading the llama-cpp-python $version sdist"
+        "$cache/venv/bin/pip" download -q --no-binary :all: --no-deps "$LLAMA_CPP_PY" -d "$cache/sdist"
+    fi
+    rm -rf "$dir/src" && mkdir -p "$dir/src" "$dir/bin"
+    tar -xzf "$sdist" -C "$dir/src" --strip-components=1
+    local flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+                 -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+    local cpu; cpu=$(grep -m1 '^flags' /proc/cpuinfo || true)
+    has() { [[ " $cpu " == *" $1 "* ]] && echo ON || echo OFF; }
+    flags+=(-DGGML_AVX512="$(has avx512f)" -DGGML_AVX512_VNNI="$(has avx512_vnni)"
+            -DGGML_AVX512_BF16="$(has avx512_bf16)" -DGGML_AVX512_VBMI="$(has avx512vbmi)")
+    log "building llama.cpp's ${tools[*]} (${flags[*]}; several minutes)"
+    cmake -S "$dir/src/vendor/llama.cpp" -B "$dir/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF \
+        "${flags[@]}" >/dev/null
+    cmake --build "$dir/build" --target "${tools[@]}" -j "$(nproc)" >/dev/null
+    for t in "${tools[@]}"; do install -m 755 "$dir/build/bin/$t" "$dir/bin/$t"; done
+    printf '%s\n' "${flags[@]}" >"$dir/bin/FLAGS"
 }
 
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(apt wasmtime venv models)
 for s in "${steps[@]}"; do
     case "$s" in
-    apt|wasmtime|venv|models) "step_$s" ;;
-    *) echo "setup: unknown step '$s' (apt, wasmtime, venv, models)" >&2; exit 2 ;;
+    apt|wasmtime|venv|models|peers) "step_$s" ;;
+    *) echo "setup: unknown step '$s' (apt, wasmtime, venv, models, peers)" >&2; exit 2 ;;
     esac
 done

@@ -8,9 +8,15 @@
 int32_t realm_log(int32_t level, const char *msg, int32_t len) {
     return (void)level, (void)msg, (void)len, REALM_OK;
 }
-int32_t realm_emit(const char *t, int32_t l) { return (void)t, (void)l, REALM_E_STATE; }
-int32_t realm_request_read(char *b, int32_t c) { return (void)b, (void)c, REALM_E_STATE; }
-int32_t realm_model_info(int32_t m, char *b, int32_t c) { return (void)m, (void)b, (void)c, REALM_E_STATE; }
+int32_t realm_emit(const char *t, int32_t l) {
+    return (void)t, (void)l, REALM_E_STATE;
+}
+int32_t realm_request_read(char *b, int32_t c) {
+    return (void)b, (void)c, REALM_E_STATE;
+}
+int32_t realm_model_info(int32_t m, char *b, int32_t c) {
+    return (void)m, (void)b, (void)c, REALM_E_STATE;
+}
 int32_t realm_chat_format(int32_t m, const char *j, int32_t l, char *o, int32_t c) {
     return (void)m, (void)j, (void)l, (void)o, (void)c, REALM_E_STATE;
 }

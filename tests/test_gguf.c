@@ -26,16 +26,25 @@ static void put(struct buf *b, const void *d, size_t n) {
     memcpy(b->p + b->n, d, n);
     b->n += n;
 }
-static void put_u8(struct buf *b, uint8_t v) { put(b, &v, 1); }
-static void put_u32(struct buf *b, uint32_t v) { put(b, &v, 4); }
-static void put_u64(struct buf *b, uint64_t v) { put(b, &v, 8); }
-static void put_f32(struct buf *b, float v) { put(b, &v, 4); }
+static void put_u8(struct buf *b, uint8_t v) {
+    put(b, &v, 1);
+}
+static void put_u32(struct buf *b, uint32_t v) {
+    put(b, &v, 4);
+}
+static void put_u64(struct buf *b, uint64_t v) {
+    put(b, &v, 8);
+}
+static void put_f32(struct buf *b, float v) {
+    put(b, &v, 4);
+}
 static void put_str(struct buf *b, const char *s) {
     put_u64(b, strlen(s));
     put(b, s, strlen(s));
 }
 static void pad_to(struct buf *b, size_t align) {
-    while (b->n % align) put_u8(b, 0);
+    while (b->n % align)
+        put_u8(b, 0);
 }
 
 /* Options that break one rule each. */
@@ -44,23 +53,24 @@ struct spec {
     uint64_t n_tensors_delta; /* added to the real count */
     uint64_t n_kv_delta;
     int dup_key, bad_vtype, bad_arr_type, huge_arr, huge_key_len, deep_nesting;
-    uint32_t alignment;       /* 0: absent */
+    uint32_t alignment; /* 0: absent */
     int alignment_as_u64;
-    uint32_t n_dims;          /* for tensor 0; 0: default 2 */
-    uint64_t ne0;             /* for tensor 0; 0: default 64 */
+    uint32_t n_dims; /* for tensor 0; 0: default 2 */
+    uint64_t ne0;    /* for tensor 0; 0: default 64 */
     uint64_t huge_ne1;
-    uint32_t ttype;           /* tensor 0 type; default F32 (= 0, so use +1 encoding) */
+    uint32_t ttype; /* tensor 0 type; default F32 (= 0, so use +1 encoding) */
     int ttype_set;
-    uint64_t offset_add;      /* added to tensor 1's offset */
+    uint64_t offset_add; /* added to tensor 1's offset */
     int dup_tensor;
-    int truncate_data;        /* drop the last bytes of data */
+    int truncate_data; /* drop the last bytes of data */
 };
 
 static struct buf build(const struct spec *s) {
     struct buf b = {0};
     put_u32(&b, s->magic ? s->magic : 0x46554747u);
     put_u32(&b, s->version ? s->version : 3);
-    uint64_t n_tensors = 2, n_kv = 10 + (s->alignment ? 1 : 0) + (s->dup_key ? 1 : 0) + (s->deep_nesting ? 1 : 0);
+    uint64_t n_tensors = 2,
+             n_kv = 10 + (s->alignment ? 1 : 0) + (s->dup_key ? 1 : 0) + (s->deep_nesting ? 1 : 0);
     put_u64(&b, n_tensors + s->n_tensors_delta);
     put_u64(&b, n_kv + s->n_kv_delta);
 
@@ -145,7 +155,8 @@ static struct buf build(const struct spec *s) {
     uint32_t t0type = s->ttype_set ? s->ttype : REALM_TYPE_F32;
     put_str(&b, "t0");
     put_u32(&b, nd0);
-    for (uint32_t k = 0; k < nd0 && k < 8; k++) put_u64(&b, k == 0 ? ne0 : (k == 1 && s->huge_ne1 ? s->huge_ne1 : 2));
+    for (uint32_t k = 0; k < nd0 && k < 8; k++)
+        put_u64(&b, k == 0 ? ne0 : (k == 1 && s->huge_ne1 ? s->huge_ne1 : 2));
     put_u32(&b, t0type);
     put_u64(&b, 0);
     size_t t0_bytes = 64 * 2 * 4;
@@ -157,12 +168,14 @@ static struct buf build(const struct spec *s) {
     put_u32(&b, REALM_TYPE_Q8_0);
     put_u64(&b, t1_off + s->offset_add);
     pad_to(&b, align);
-    for (int k = 0; k < 128; k++) put_f32(&b, (float)k);
+    for (int k = 0; k < 128; k++)
+        put_f32(&b, (float)k);
     pad_to(&b, align);
     for (int blk = 0; blk < 2; blk++) {
         uint16_t scale = 0x3c00; /* 1.0 */
         put(&b, &scale, 2);
-        for (int k = 0; k < 32; k++) put_u8(&b, (uint8_t)k);
+        for (int k = 0; k < 32; k++)
+            put_u8(&b, (uint8_t)k);
     }
     if (s->truncate_data) b.n -= 5;
     return b;
@@ -188,7 +201,7 @@ static void test_valid(uint32_t version) {
     CHECK_EQ_INT(realm_gguf_n_tensors(g), 2);
     uint32_t u;
     CHECK(realm_gguf_get_u32(g, "test.u32", &u) && u == 7);
-    CHECK(!realm_gguf_get_u32(g, "test.i8", &u)); /* negative: does not convert */
+    CHECK(!realm_gguf_get_u32(g, "test.i8", &u));  /* negative: does not convert */
     CHECK(!realm_gguf_get_u32(g, "test.u64", &u)); /* too big for u32 */
     int64_t i64;
     CHECK(realm_gguf_get_i64(g, "test.i8", &i64) && i64 == -5);
@@ -201,7 +214,8 @@ static void test_valid(uint32_t version) {
     CHECK(realm_gguf_get_bool(g, "test.bool", &bo) && bo);
     const char *str;
     size_t len;
-    CHECK(realm_gguf_get_str(g, "general.architecture", &str, &len) && len == 5 && !memcmp(str, "llama", 5));
+    CHECK(realm_gguf_get_str(g, "general.architecture", &str, &len) && len == 5 &&
+          !memcmp(str, "llama", 5));
     CHECK(!realm_gguf_get_str(g, "test.u32", &str, &len));
     CHECK(!realm_gguf_get_u32(g, "no.such.key", &u));
     enum realm_gguf_vtype et;
@@ -218,7 +232,8 @@ static void test_valid(uint32_t version) {
     CHECK(cli_gguf_kv_json(&fmt, g, realm_gguf_find_key(g, "test.strs"), 2) == REALM_OK);
     CHECKF(fmt.data && !strcmp(fmt.data, "\"[str x 3]\""), "got %s", fmt.data);
     realm_buf_free(&fmt);
-    const struct realm_gguf_tensor *t0 = realm_gguf_find_tensor(g, "t0"), *t1 = realm_gguf_find_tensor(g, "t1");
+    const struct realm_gguf_tensor *t0 = realm_gguf_find_tensor(g, "t0"),
+                                   *t1 = realm_gguf_find_tensor(g, "t1");
     CHECK(t0 && t1);
     if (t0 && t1) {
         CHECK_EQ_INT(t0->ne[0], 64);
@@ -258,9 +273,11 @@ static void expect_refused(const char *what, struct spec s, int code, const char
     struct realm_err err = {0};
     int rc = open_buf(&b, &g, &err);
     CHECKF(rc == code, "%s: status %d (%s), expected %d", what, rc, err.msg, code);
-    CHECKF(rc == REALM_OK || strstr(err.msg, needle), "%s: message '%s' lacks '%s'", what, err.msg, needle);
+    CHECKF(rc == REALM_OK || strstr(err.msg, needle), "%s: message '%s' lacks '%s'", what, err.msg,
+           needle);
     /* every refusal says why: a needle of "" still needs a message */
-    CHECKF(rc == REALM_OK || (err.msg[0] && needle[0]), "%s: empty message or needle ('%s')", what, err.msg);
+    CHECKF(rc == REALM_OK || (err.msg[0] && needle[0]), "%s: empty message or needle ('%s')", what,
+           err.msg);
     CHECKF(rc == REALM_OK || !strchr(err.msg, '\n'), "%s: message is not one line", what);
     tu_log("%-28s -> %s", what, err.msg);
     if (rc == REALM_OK) realm_gguf_close(g);
@@ -271,34 +288,46 @@ static void test_rules(void) {
     expect_refused("bad magic", (struct spec){.magic = 0x12345678}, REALM_E_FORMAT, "bad magic");
     expect_refused("version 1", (struct spec){.version = 1}, REALM_E_UNSUPPORTED, "version 1");
     expect_refused("version 9", (struct spec){.version = 9}, REALM_E_FORMAT, "version 9");
-    expect_refused("huge tensor count", (struct spec){.n_tensors_delta = 1ull << 62}, REALM_E_FORMAT, "tensor count");
-    expect_refused("huge kv count", (struct spec){.n_kv_delta = 1ull << 62}, REALM_E_FORMAT, "kv count");
-    expect_refused("one kv too many", (struct spec){.n_kv_delta = 1}, REALM_E_FORMAT, "tensor name");
-    expect_refused("one tensor too many", (struct spec){.n_tensors_delta = 1}, REALM_E_FORMAT, "dimensions");
-    expect_refused("duplicate key", (struct spec){.dup_key = 1}, REALM_E_FORMAT, "duplicate key 'test.u32'");
-    expect_refused("unknown value type", (struct spec){.bad_vtype = 1}, REALM_E_FORMAT, "unknown value type 99");
+    expect_refused("huge tensor count", (struct spec){.n_tensors_delta = 1ull << 62},
+                   REALM_E_FORMAT, "tensor count");
+    expect_refused("huge kv count", (struct spec){.n_kv_delta = 1ull << 62}, REALM_E_FORMAT,
+                   "kv count");
+    expect_refused("one kv too many", (struct spec){.n_kv_delta = 1}, REALM_E_FORMAT,
+                   "tensor name");
+    expect_refused("one tensor too many", (struct spec){.n_tensors_delta = 1}, REALM_E_FORMAT,
+                   "dimensions");
+    expect_refused("duplicate key", (struct spec){.dup_key = 1}, REALM_E_FORMAT,
+                   "duplicate key 'test.u32'");
+    expect_refused("unknown value type", (struct spec){.bad_vtype = 1}, REALM_E_FORMAT,
+                   "unknown value type 99");
     expect_refused("unknown array type", (struct spec){.bad_arr_type = 1}, REALM_E_FORMAT,
                    "unknown array element type 77");
     expect_refused("huge array", (struct spec){.huge_arr = 1}, REALM_E_FORMAT, "test.strs");
     expect_refused("huge key length", (struct spec){.huge_key_len = 1}, REALM_E_FORMAT, "key");
-    expect_refused("deep nesting", (struct spec){.deep_nesting = 1}, REALM_E_FORMAT, "nested deeper");
+    expect_refused("deep nesting", (struct spec){.deep_nesting = 1}, REALM_E_FORMAT,
+                   "nested deeper");
     expect_refused("alignment 3", (struct spec){.alignment = 3}, REALM_E_FORMAT, "power of two");
-    expect_refused("alignment as u64", (struct spec){.alignment = 64, .alignment_as_u64 = 1}, REALM_E_FORMAT,
-                   "general.alignment has type u64");
+    expect_refused("alignment as u64", (struct spec){.alignment = 64, .alignment_as_u64 = 1},
+                   REALM_E_FORMAT, "general.alignment has type u64");
     expect_refused("0 dims", (struct spec){.n_dims = 0xffffffff}, REALM_E_FORMAT, "dimensions");
     expect_refused("5 dims", (struct spec){.n_dims = 5}, REALM_E_FORMAT, "5 dimensions");
-    expect_refused("element overflow", (struct spec){.huge_ne1 = 1ull << 62}, REALM_E_FORMAT, "overflow");
+    expect_refused("element overflow", (struct spec){.huge_ne1 = 1ull << 62}, REALM_E_FORMAT,
+                   "overflow");
     expect_refused("unknown tensor type", (struct spec){.ttype = 5, .ttype_set = 1}, REALM_E_FORMAT,
                    "unknown type 5");
-    expect_refused("row not whole blocks", (struct spec){.ttype = REALM_TYPE_Q4_0, .ttype_set = 1, .ne0 = 48},
+    expect_refused("row not whole blocks",
+                   (struct spec){.ttype = REALM_TYPE_Q4_0, .ttype_set = 1, .ne0 = 48},
                    REALM_E_FORMAT, "not a multiple");
     expect_refused("misaligned offset", (struct spec){.offset_add = 4}, REALM_E_FORMAT,
                    "not a multiple of the alignment");
     expect_refused("offset past end", (struct spec){.offset_add = 1ull << 40}, REALM_E_FORMAT,
                    "tensor 't1' extends past end of file");
-    expect_refused("offset wraps", (struct spec){.offset_add = UINT64_MAX - 543}, REALM_E_FORMAT, "extends past");
-    expect_refused("truncated data", (struct spec){.truncate_data = 1}, REALM_E_FORMAT, "extends past end");
-    expect_refused("duplicate tensor", (struct spec){.dup_tensor = 1}, REALM_E_FORMAT, "duplicate tensor name 't0'");
+    expect_refused("offset wraps", (struct spec){.offset_add = UINT64_MAX - 543}, REALM_E_FORMAT,
+                   "extends past");
+    expect_refused("truncated data", (struct spec){.truncate_data = 1}, REALM_E_FORMAT,
+                   "extends past end");
+    expect_refused("duplicate tensor", (struct spec){.dup_tensor = 1}, REALM_E_FORMAT,
+                   "duplicate tensor name 't0'");
     /* alignment 64 is fine */
     expect_refused("alignment 64 accepted", (struct spec){.alignment = 64}, REALM_OK, "");
 
@@ -322,7 +351,8 @@ static void test_mutations(void) {
     for (int it = 0; it < 20000; it++) {
         memcpy(m, b.p, b.n);
         int flips = 1 + (int)(tu_rand_u64(&rng) % 4);
-        for (int k = 0; k < flips; k++) m[tu_rand_u64(&rng) % b.n] = (unsigned char)tu_rand_u64(&rng);
+        for (int k = 0; k < flips; k++)
+            m[tu_rand_u64(&rng) % b.n] = (unsigned char)tu_rand_u64(&rng);
         struct realm_gguf *g = NULL;
         struct realm_err err;
         if (realm_gguf_open_memory(m, b.n, "mut", &g, &err) == REALM_OK) {

@@ -15,7 +15,8 @@ static void test_stories(const char *path) {
     uint32_t u;
     const char *s;
     size_t n;
-    CHECK(realm_gguf_get_str(g, "general.architecture", &s, &n) && n == 5 && !memcmp(s, "llama", 5));
+    CHECK(realm_gguf_get_str(g, "general.architecture", &s, &n) && n == 5 &&
+          !memcmp(s, "llama", 5));
     CHECK(realm_gguf_get_u32(g, "llama.block_count", &u) && u == 5);
     CHECK(realm_gguf_get_u32(g, "llama.embedding_length", &u) && u == 64);
     CHECK(realm_gguf_get_u32(g, "llama.attention.head_count", &u) && u == 8);
@@ -23,8 +24,10 @@ static void test_stories(const char *path) {
     CHECK(realm_gguf_get_u32(g, "llama.feed_forward_length", &u) && u == 172);
     uint64_t nv;
     enum realm_gguf_vtype et;
-    CHECK(realm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &nv, NULL) && et == REALM_GGUF_STRING && nv == 512);
-    CHECK(realm_gguf_arr_str(g, "tokenizer.ggml.tokens", 1, &s, &n) && n == 3 && !memcmp(s, "<s>", 3));
+    CHECK(realm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &nv, NULL) &&
+          et == REALM_GGUF_STRING && nv == 512);
+    CHECK(realm_gguf_arr_str(g, "tokenizer.ggml.tokens", 1, &s, &n) && n == 3 &&
+          !memcmp(s, "<s>", 3));
     CHECK_EQ_INT(realm_gguf_n_tensors(g), 48);
     CHECK_EQ_INT(realm_gguf_data_offset(g), 14176);
     const struct realm_gguf_tensor *t = realm_gguf_find_tensor(g, "token_embd.weight");
@@ -64,7 +67,8 @@ static void test_real(const char *file, int64_t n_tensors, const char *arch) {
     CHECK_EQ_INT(realm_gguf_n_tensors(g), n_tensors);
     const char *s;
     size_t n;
-    CHECK(realm_gguf_get_str(g, "general.architecture", &s, &n) && n == strlen(arch) && !memcmp(s, arch, n));
+    CHECK(realm_gguf_get_str(g, "general.architecture", &s, &n) && n == strlen(arch) &&
+          !memcmp(s, arch, n));
     realm_gguf_close(g);
 }
 

@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "read_all.h"
 #include "realm_grammar.h"
+#include "realm_tools.h"
 
 /* (the imports sdk.c references are stubbed in tests/sdk_native_stubs.c) */
 
@@ -20,14 +22,14 @@ static int failures;
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
         if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);                 \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);                  \
             failures++;                                                                            \
         }                                                                                          \
     } while (0)
 #define CHECKF(c, ...)                                                                             \
     do {                                                                                           \
         if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #c);                 \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #c);                  \
             fprintf(stderr, __VA_ARGS__);                                                          \
             fputc('\n', stderr);                                                                   \
             failures++;                                                                            \
@@ -56,35 +58,23 @@ static int matches_bytewise(const struct rg_grammar *g, const char *s, size_t n)
     struct rg_gmatch *m;
     if (rg_gmatch_new(g, &m) != REALM_OK) return -1;
     int ok = 1;
-    for (size_t k = 0; k < n && ok; k++) ok = rg_gmatch_advance(m, s + k, 1) == REALM_OK;
+    for (size_t k = 0; k < n && ok; k++)
+        ok = rg_gmatch_advance(m, s + k, 1) == REALM_OK;
     ok = ok && rg_gmatch_complete(m);
     rg_gmatch_free(m);
     return ok;
 }
 
-static void expect(const struct rg_grammar *g, const char *name, const char *const *acc, const char *const *rej) {
+static void expect(const struct rg_grammar *g, const char *name, const char *const *acc,
+                   const char *const *rej) {
     if (!g) return;
     for (; acc && *acc; acc++) {
         CHECKF(matches(g, *acc, strlen(*acc)) == 1, "%s should accept \"%s\"", name, *acc);
-        CHECKF(matches_bytewise(g, *acc, strlen(*acc)) == 1, "%s should accept \"%s\" bytewise", name, *acc);
+        CHECKF(matches_bytewise(g, *acc, strlen(*acc)) == 1, "%s should accept \"%s\" bytewise",
+               name, *acc);
     }
-    for (; rej && *rej; rej++) CHECKF(matches(g, *rej, strlen(*rej)) == 0, "%s should reject \"%s\"", name, *rej);
-}
-
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
+    for (; rej && *rej; rej++)
+        CHECKF(matches(g, *rej, strlen(*rej)) == 0, "%s should reject \"%s\"", name, *rej);
 }
 
 /* ---- llama.cpp's grammars ---- */
@@ -94,28 +84,51 @@ struct gcase {
     const char *const *acc, *const *rej;
 };
 
-static const char *const json_acc[] = {"{}", "{\"a\": 1}", "{\"a\":[1,2,{\"b\":null}],\"c\":\"x\\n\\u00e9\"}",
-                                       "{\"k\": true, \"n\": -0.5}", "{\"é\": \"日本語 😀\"}",
-                                       "{\n  \"a\": {\"b\": [true, false, null]}\n}", "{\"e\": 1e5}", NULL};
-static const char *const json_rej[] = {"[]", "{\"a\":}", "{\"a\" 1}", "{'a':1}", "{\"a\":01}", "{\"a\":1,}",
-                                       "{\"a\":1", "{\"a\":\"\x01\"}", "{\"a\":tru}", "",
-                                       "{\"e\": 1e10}" /* json.gbnf: exponent [0-9] [1-9]{0,15} */, NULL};
+static const char *const json_acc[] = {"{}",
+                                       "{\"a\": 1}",
+                                       "{\"a\":[1,2,{\"b\":null}],\"c\":\"x\\n\\u00e9\"}",
+                                       "{\"k\": true, \"n\": -0.5}",
+                                       "{\"é\": \"日本語 😀\"}",
+                                       "{\n  \"a\": {\"b\": [true, false, null]}\n}",
+                                       "{\"e\": 1e5}",
+                                       NULL};
+static const char *const json_rej[] = {"[]",
+                                       "{\"a\":}",
+                                       "{\"a\" 1}",
+                                       "{'a':1}",
+                                       "{\"a\":01}",
+                                       "{\"a\":1,}",
+                                       "{\"a\":1",
+                                       "{\"a\":\"\x01\"}",
+                                       "{\"a\":tru}",
+                                       "",
+                                       "{\"e\": 1e10}" /* json.gbnf: exponent [0-9] [1-9]{0,15} */,
+                                       NULL};
 static const char *const jarr_acc[] = {"[\n1,\n2]", "[\n]", "[\n{\"a\": [1, 2]},\n\"x\"]", NULL};
 static const char *const jarr_rej[] = {"[1]", "[\n1,2]", "[\n1,\n2] ", "{}", NULL};
-static const char *const arith_acc[] = {"1+2=3\n", "(a+b)*c=d\n", "x=1\n", "foo_1 =bar\n", "2*3+4=10\ny=( z )\n", NULL};
+static const char *const arith_acc[] = {"1+2=3\n",      "(a+b)*c=d\n",         "x=1\n",
+                                        "foo_1 =bar\n", "2*3+4=10\ny=( z )\n", NULL};
 static const char *const arith_rej[] = {"1+=2\n", "=1\n", "x=1", "X=1\n", "1=2=3\n", NULL};
 static const char *const list_acc[] = {"- milk\n", "- milk\n- eggs and bread\n", "- 日本\n", NULL};
-static const char *const list_rej[] = {"- \n", "milk\n", "- a\r\n", "- a", "", "- a\u2028b\n", NULL};
-static const char *const chess_acc[] = {"1. e4 e5\n2. Nf3 Nc6\n", "1. O-O O-O-O\n2. exd5 Qxd8+\n10. a8=Q Kh1#\n", NULL};
-static const char *const chess_rej[] = {"1. e4 e5\n", "1. e9 e5\n2. a3 a6\n", "1. Zf3 e5\n2. a3 a6\n", "2. e4 e5\n3. a3 a6\n",
-                                        "1. e4 e5\n0. a3 a6\n", NULL};
+static const char *const list_rej[] = {"- \n", "milk\n",       "- a\r\n", "- a",
+                                       "",     "- a\u2028b\n", NULL};
+static const char *const chess_acc[] = {"1. e4 e5\n2. Nf3 Nc6\n",
+                                        "1. O-O O-O-O\n2. exd5 Qxd8+\n10. a8=Q Kh1#\n", NULL};
+static const char *const chess_rej[] = {
+    "1. e4 e5\n",           "1. e9 e5\n2. a3 a6\n", "1. Zf3 e5\n2. a3 a6\n",
+    "2. e4 e5\n3. a3 a6\n", "1. e4 e5\n0. a3 a6\n", NULL};
 static const char *const jp_acc[] = {"こんにちは 世界", "カタカナ。", "日本語\nテスト", NULL};
 static const char *const jp_rej[] = {"hello", "こんにちは  世界", "", " 日本", "日本 ", NULL};
 static const char *const en_acc[] = {"Hello, world!", "a b\nc", "x=[1]; \"q\" {y}\\", NULL};
 static const char *const en_rej[] = {"héllo", "a  b", " a", "", NULL};
-static const char *const c_acc[] = {"int main(){return 0;}", "int add(int a){int b = a+1;return b;}",
-                                    "float f(){while(x<1){x = x+1;}}int g(){}", "", "char h(){// hi\nreturn 1;}", NULL};
-static const char *const c_rej[] = {"int main(){return 0}", "main(){}", "int main(){x = ;}", "int main(", NULL};
+static const char *const c_acc[] = {"int main(){return 0;}",
+                                    "int add(int a){int b = a+1;return b;}",
+                                    "float f(){while(x<1){x = x+1;}}int g(){}",
+                                    "",
+                                    "char h(){// hi\nreturn 1;}",
+                                    NULL};
+static const char *const c_rej[] = {"int main(){return 0}", "main(){}", "int main(){x = ;}",
+                                    "int main(", NULL};
 
 static const struct gcase gcases[] = {
     {"json.gbnf", json_acc, json_rej},         {"json_arr.gbnf", jarr_acc, jarr_rej},
@@ -128,13 +141,16 @@ static void test_llamacpp_grammars(void) {
     const char *home = getenv("HOME");
     const char *cache = getenv("REALM_CACHE");
     char dir[512];
-    if (cache) snprintf(dir, sizeof dir, "%s/gbnf", cache);
-    else snprintf(dir, sizeof dir, "%s/.cache/realm/gbnf", home ? home : ".");
+    if (cache)
+        snprintf(dir, sizeof dir, "%s/gbnf", cache);
+    else
+        snprintf(dir, sizeof dir, "%s/.cache/realm/gbnf", home ? home : ".");
     for (size_t k = 0; k < sizeof gcases / sizeof *gcases; k++) {
         char path[700];
         snprintf(path, sizeof path, "%s/%s", dir, gcases[k].file);
-        char *src = read_text(path);
-        CHECKF(src != NULL, "%s missing: run scripts/fetch-gbnf.sh (scripts/setup.sh models)", path);
+        char *src = tu_read_all(path, NULL);
+        CHECKF(src != NULL, "%s missing: run scripts/fetch-gbnf.sh (scripts/setup.sh models)",
+               path);
         if (!src) continue;
         struct rg_grammar *g = parse_ok(src, gcases[k].file);
         expect(g, gcases[k].file, gcases[k].acc, gcases[k].rej);
@@ -146,22 +162,29 @@ static void test_llamacpp_grammars(void) {
 /* ---- syntax features and errors ---- */
 
 static void test_features(void) {
-    struct rg_grammar *g = parse_ok("root ::= \"a\"{2,3} \"b\"{2} \"c\"{1,} \"d\"{0,1} # comment\n", "repeat");
+    struct rg_grammar *g =
+        parse_ok("root ::= \"a\"{2,3} \"b\"{2} \"c\"{1,} \"d\"{0,1} # comment\n", "repeat");
     expect(g, "repeat", (const char *const[]){"aabbc", "aaabbccd", "aabbcccc", NULL},
            (const char *const[]){"abbc", "aaaabbc", "aabc", "aabb", "aabbcdd", NULL});
     rg_grammar_free(g);
 
-    g = parse_ok("root ::= [^a-c\\x41] [\\u00e9-\\u00ea] \"\\U0001F600\" \"\\t\\n\\\\\\\"\" .\n", "escapes");
-    expect(g, "escapes", (const char *const[]){"dé😀\t\n\\\"x", "zê😀\t\n\\\"日", NULL},
-           (const char *const[]){"aé😀\t\n\\\"x", "Aé😀\t\n\\\"x", "dè😀\t\n\\\"x", "dé😀\t\n\\\"", NULL});
+    g = parse_ok("root ::= [^a-c\\x41] [\\u00e9-\\u00ea] \"\\U0001F600\" \"\\t\\n\\\\\\\"\" .\n",
+                 "escapes");
+    expect(
+        g, "escapes", (const char *const[]){"dé😀\t\n\\\"x", "zê😀\t\n\\\"日", NULL},
+        (const char *const[]){"aé😀\t\n\\\"x", "Aé😀\t\n\\\"x", "dè😀\t\n\\\"x", "dé😀\t\n\\\"", NULL});
     rg_grammar_free(g);
 
-    g = parse_ok("root ::= ( x | y )+ \"!\"?\nx ::= \"ab\" # c\ny ::=\n  [0-9] |\n  \"-\" | (\n \"+\"\n | \"=\" )\n", "groups");
-    expect(g, "groups", (const char *const[]){"ab", "ab1-ab!", "9", NULL}, (const char *const[]){"a", "ab!!", "!", "", NULL});
+    g = parse_ok("root ::= ( x | y )+ \"!\"?\nx ::= \"ab\" # c\ny ::=\n  [0-9] |\n  \"-\" | (\n "
+                 "\"+\"\n | \"=\" )\n",
+                 "groups");
+    expect(g, "groups", (const char *const[]){"ab", "ab1-ab!", "9", NULL},
+           (const char *const[]){"a", "ab!!", "!", "", NULL});
     rg_grammar_free(g);
 
     g = parse_ok("root ::= item*\nitem ::= [a-z]+ \" \"\n", "empty ok");
-    expect(g, "empty ok", (const char *const[]){"", "ab c ", NULL}, (const char *const[]){"ab", " ", NULL});
+    expect(g, "empty ok", (const char *const[]){"", "ab c ", NULL},
+           (const char *const[]){"ab", " ", NULL});
     rg_grammar_free(g);
 
     /* UTF-8 split across calls, invalid and overlong sequences */
@@ -200,8 +223,10 @@ static void test_features(void) {
         CHECK(rg_gmatch_new(g, &m) == REALM_OK);
         CHECK(!rg_gmatch_done(m));
         CHECK(rg_gmatch_advance(m, "ye", 2) == REALM_OK && !rg_gmatch_complete(m));
-        CHECK(rg_gmatch_advance(m, "s", 1) == REALM_OK && rg_gmatch_complete(m) && rg_gmatch_done(m));
-        CHECK(rg_gmatch_reset(m) == REALM_OK && !rg_gmatch_complete(m) && rg_gmatch_accepts(m, "no", 2));
+        CHECK(rg_gmatch_advance(m, "s", 1) == REALM_OK && rg_gmatch_complete(m) &&
+              rg_gmatch_done(m));
+        CHECK(rg_gmatch_reset(m) == REALM_OK && !rg_gmatch_complete(m) &&
+              rg_gmatch_accepts(m, "no", 2));
         rg_gmatch_free(m);
     }
     rg_grammar_free(g);
@@ -226,7 +251,8 @@ static void test_errors(void) {
     expect_error("root ::= *\n", REALM_E_FORMAT, "without an item");
     expect_error("root ::= (\"a\"\n", REALM_E_FORMAT, "expected )");
     expect_error("root = \"a\"\n", REALM_E_FORMAT, "expected ::=");
-    expect_error("root ::= a\na ::= a \"x\" | \"y\"\n", REALM_E_FORMAT, "left recursion through rule 'a'");
+    expect_error("root ::= a\na ::= a \"x\" | \"y\"\n", REALM_E_FORMAT,
+                 "left recursion through rule 'a'");
     expect_error("root ::= b \"x\"\nb ::= \"\" | root\n", REALM_E_FORMAT, "left recursion");
     expect_error("root ::= \"a\" root\n", REALM_E_FORMAT, "can never complete");
     expect_error("x ::= \"a\"\n", REALM_E_FORMAT, "no rule named 'root'");
@@ -248,13 +274,15 @@ static void test_errors(void) {
     }
 
     /* too many live stacks: each "x" doubles the distinct continuations */
-    struct rg_grammar *g = parse_ok("root ::= a\na ::= \"x\" a \"y\" | \"x\" a \"z\" | \"\"\n", "ambiguous");
+    struct rg_grammar *g =
+        parse_ok("root ::= a\na ::= \"x\" a \"y\" | \"x\" a \"z\" | \"\"\n", "ambiguous");
     if (g) {
         struct rg_gmatch *m;
         CHECK(rg_gmatch_new(g, &m) == REALM_OK);
         int32_t rc = REALM_OK;
         int k = 0;
-        for (; k < 20 && rc == REALM_OK; k++) rc = rg_gmatch_advance(m, "x", 1);
+        for (; k < 20 && rc == REALM_OK; k++)
+            rc = rg_gmatch_advance(m, "x", 1);
         CHECKF(rc == REALM_E_LIMIT && k > 8, "rc %d after %d", rc, k);
         rg_gmatch_free(m);
     }
@@ -264,16 +292,19 @@ static void test_errors(void) {
 /* ---- tokens: masking against a brute-force check ---- */
 
 static const char *const pieces[] = {
-    "{", "}", "{\"", "\"", "\":", "\": ", ",", ", \"", "[", "]", "true", "false", "null", "tr", "ue", " ", "\n", "  ",
-    "0", "1", "12", "-", ".", "5", "e", "a", "ab", "name", "\"name", "\\", "\\n", "\\u", "00", "é", "\xc3", "\xa9",
-    "日本", "\xe6\x97", "\xa5", "😀", "Hello", " world", "\"}", "\"]", "},", "{}", "[]", ":", " :", "x", "\x01", "",
+    "{",     "}",    "{\"",  "\"",   "\":",      "\": ", ",",      ", \"",  "[",      "]",   "true",
+    "false", "null", "tr",   "ue",   " ",        "\n",   "  ",     "0",     "1",      "12",  "-",
+    ".",     "5",    "e",    "a",    "ab",       "name", "\"name", "\\",    "\\n",    "\\u", "00",
+    "é",     "\xc3", "\xa9", "日本", "\xe6\x97", "\xa5", "😀",      "Hello", " world", "\"}", "\"]",
+    "},",    "{}",   "[]",   ":",    " :",       "x",    "\x01",   "",
 };
 #define N_PIECES (int32_t)(sizeof pieces / sizeof *pieces)
 
 static struct rg_vocab *make_vocab(int32_t *eog) {
     struct rg_vocab *v;
     if (rg_vocab_new(N_PIECES + 1, &v) != REALM_OK) return NULL;
-    for (int32_t t = 0; t < N_PIECES; t++) CHECK(rg_vocab_set(v, t, pieces[t], strlen(pieces[t])) == REALM_OK);
+    for (int32_t t = 0; t < N_PIECES; t++)
+        CHECK(rg_vocab_set(v, t, pieces[t], strlen(pieces[t])) == REALM_OK);
     *eog = N_PIECES;
     CHECK(rg_vocab_set_eog(v, *eog) == REALM_OK);
     CHECK(rg_vocab_build(v) == REALM_OK);
@@ -283,7 +314,8 @@ static struct rg_vocab *make_vocab(int32_t *eog) {
 static void check_mask_state(struct rg_gmatch *m, struct rg_vocab *v, const char *where) {
     int32_t n = rg_vocab_size(v);
     float logits[N_PIECES + 1];
-    for (int32_t t = 0; t < n; t++) logits[t] = (float)((t * 7919) % 101) / 10.0f;
+    for (int32_t t = 0; t < n; t++)
+        logits[t] = (float)((t * 7919) % 101) / 10.0f;
     int32_t allowed = rg_gmatch_mask(m, v, logits), count = 0;
     for (int32_t t = 0; t < n; t++) {
         bool a = rg_gmatch_allows(m, v, t);
@@ -291,28 +323,37 @@ static void check_mask_state(struct rg_gmatch *m, struct rg_vocab *v, const char
         CHECKF(a == (logits[t] > -INFINITY), "%s: token %d \"%s\": allows %d, mask %d", where, t,
                t < N_PIECES ? pieces[t] : "<eog>", a, logits[t] > -INFINITY);
     }
-    CHECKF(allowed == count || (count == 0 && allowed == REALM_E_INVALID), "%s: %d vs %d", where, allowed, count);
+    CHECKF(allowed == count || (count == 0 && allowed == REALM_E_INVALID), "%s: %d vs %d", where,
+           allowed, count);
     /* a second mask of the same state (served from the matcher's memo) is the same */
     float again[N_PIECES + 1];
-    for (int32_t t = 0; t < n; t++) again[t] = 1.0f;
+    for (int32_t t = 0; t < n; t++)
+        again[t] = 1.0f;
     CHECK(rg_gmatch_mask(m, v, again) == allowed);
-    for (int32_t t = 0; t < n; t++) CHECKF((again[t] > -INFINITY) == (logits[t] > -INFINITY), "%s: memo, token %d", where, t);
+    for (int32_t t = 0; t < n; t++)
+        CHECKF((again[t] > -INFINITY) == (logits[t] > -INFINITY), "%s: memo, token %d", where, t);
     /* greedy: the best allowed token by logit (ties: lower id) */
-    for (int32_t t = 0; t < n; t++) logits[t] = (float)((t * 7919) % 101) / 10.0f;
+    for (int32_t t = 0; t < n; t++)
+        logits[t] = (float)((t * 7919) % 101) / 10.0f;
     int32_t best = -1;
     for (int32_t t = 0; t < n; t++)
         if (rg_gmatch_allows(m, v, t) && (best < 0 || logits[t] > logits[best])) best = t;
     int32_t pick = rg_gmatch_pick_greedy(m, v, logits);
-    CHECKF(pick == (best < 0 ? REALM_E_INVALID : best), "%s: greedy %d, want %d", where, pick, best);
+    CHECKF(pick == (best < 0 ? REALM_E_INVALID : best), "%s: greedy %d, want %d", where, pick,
+           best);
 }
 
 static void test_tokens(void) {
-    const char *json = "root ::= object\nvalue ::= object | array | string | number | (\"true\" | \"false\" | \"null\") ws\n"
-                       "object ::= \"{\" ws ( string \":\" ws value (\",\" ws string \":\" ws value)* )? \"}\" ws\n"
-                       "array ::= \"[\" ws ( value (\",\" ws value)* )? \"]\" ws\n"
-                       "string ::= \"\\\"\" ( [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\bfnrt] | \"u\" [0-9a-fA-F]{4}) )* \"\\\"\" ws\n"
-                       "number ::= (\"-\"? ([0-9] | [1-9] [0-9]{0,15})) (\".\" [0-9]+)? ([eE] [-+]? [0-9]+)? ws\n"
-                       "ws ::= | \" \" | \"\\n\" [ \\t]{0,20}\n";
+    const char *json =
+        "root ::= object\nvalue ::= object | array | string | number | (\"true\" | \"false\" | "
+        "\"null\") ws\n"
+        "object ::= \"{\" ws ( string \":\" ws value (\",\" ws string \":\" ws value)* )? \"}\" "
+        "ws\n"
+        "array ::= \"[\" ws ( value (\",\" ws value)* )? \"]\" ws\n"
+        "string ::= \"\\\"\" ( [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\bfnrt] | \"u\" "
+        "[0-9a-fA-F]{4}) )* \"\\\"\" ws\n"
+        "number ::= (\"-\"? ([0-9] | [1-9] [0-9]{0,15})) (\".\" [0-9]+)? ([eE] [-+]? [0-9]+)? ws\n"
+        "ws ::= | \" \" | \"\\n\" [ \\t]{0,20}\n";
     struct rg_grammar *g = parse_ok(json, "json");
     int32_t eog;
     struct rg_vocab *v = make_vocab(&eog);
@@ -320,9 +361,10 @@ static void test_tokens(void) {
     struct rg_gmatch *m;
     CHECK(rg_gmatch_new(g, &m) == REALM_OK);
     /* walk a generation token by token, checking the mask at each state */
-    const char *steps[] = {"{\"", "name", "\":", " ", "\"", "Hello", " world", "\\n", "é", "\xe6\x97", "\xa5", "\"",
-                           ",", " ", "\"", "a", "\": ", "[", "tr", "ue", ",", "-", "1", ".", "5", "e", "1",
-                           "]", "}"};
+    const char *steps[] = {"{\"",  "name",     "\":",  " ",  "\"", "Hello", " world", "\\n",
+                           "é",    "\xe6\x97", "\xa5", "\"", ",",  " ",     "\"",     "a",
+                           "\": ", "[",        "tr",   "ue", ",",  "-",     "1",      ".",
+                           "5",    "e",        "1",    "]",  "}"};
     check_mask_state(m, v, "start");
     CHECK(!rg_gmatch_allows(m, v, eog));
     CHECK(!rg_gmatch_allows(m, v, N_PIECES - 1)); /* the empty piece */
@@ -330,11 +372,13 @@ static void test_tokens(void) {
         int32_t t = -1;
         for (int32_t j = 0; j < N_PIECES; j++)
             if (!strcmp(pieces[j], steps[k])) t = j;
-        CHECKF(t >= 0 && rg_gmatch_accept_token(m, v, t) == REALM_OK, "step %zu \"%s\"", k, steps[k]);
+        CHECKF(t >= 0 && rg_gmatch_accept_token(m, v, t) == REALM_OK, "step %zu \"%s\"", k,
+               steps[k]);
         char where[64];
         snprintf(where, sizeof where, "after step %zu \"%s\"", k, steps[k]);
         check_mask_state(m, v, where);
-        if (k + 1 < sizeof steps / sizeof *steps) CHECKF(!rg_gmatch_allows(m, v, eog), "%s: eog", where);
+        if (k + 1 < sizeof steps / sizeof *steps)
+            CHECKF(!rg_gmatch_allows(m, v, eog), "%s: eog", where);
     }
     CHECK(rg_gmatch_complete(m) && rg_gmatch_allows(m, v, eog));
     CHECK(rg_gmatch_accept_token(m, v, eog) == REALM_OK);
@@ -349,7 +393,8 @@ static void test_tokens(void) {
     int n_tok = 0;
     for (; n_tok < 200; n_tok++) {
         float logits[N_PIECES + 1];
-        for (int32_t t = 0; t <= N_PIECES; t++) logits[t] = (float)((t * 31 + n_tok * 17) % 13) / 3.0f;
+        for (int32_t t = 0; t <= N_PIECES; t++)
+            logits[t] = (float)((t * 31 + n_tok * 17) % 13) / 3.0f;
         int32_t t = rg_sample_grammar(&s, m, v, logits);
         CHECKF(t >= 0 && rg_gmatch_allows(m, v, t), "sampled %d at %d", t, n_tok);
         if (t < 0) break;
@@ -363,10 +408,11 @@ static void test_tokens(void) {
     CHECK(rg_gmatch_reset(m) == REALM_OK);
     {
         float logits[N_PIECES + 1];
-        for (int32_t t = 0; t <= N_PIECES; t++) logits[t] = 0;
-        logits[9] = 10;  /* "]": rejected at the start */
-        logits[2] = 5;   /* "{\"" */
-        logits[0] = 4;   /* "{" */
+        for (int32_t t = 0; t <= N_PIECES; t++)
+            logits[t] = 0;
+        logits[9] = 10; /* "]": rejected at the start */
+        logits[2] = 5;  /* "{\"" */
+        logits[0] = 4;  /* "{" */
         CHECK(rg_sample_grammar(&s, m, v, logits) == 2);
     }
     rg_sampler_free(&s);
@@ -399,16 +445,20 @@ static struct rg_vocab *make_byte_vocab(void) {
 
 /* The mask at the current state: equal to rg_gmatch_allows token by token, and not empty unless
  * the grammar is done. Returns the allowed tokens in ok[]. */
-static int32_t check_live_state(struct rg_gmatch *m, struct rg_vocab *v, bool *ok, const char *where) {
+static int32_t check_live_state(struct rg_gmatch *m, struct rg_vocab *v, bool *ok,
+                                const char *where) {
     float l[N_BYTE_VOCAB];
-    for (int32_t t = 0; t < N_BYTE_VOCAB; t++) l[t] = 0;
+    for (int32_t t = 0; t < N_BYTE_VOCAB; t++)
+        l[t] = 0;
     int32_t allowed = rg_gmatch_mask(m, v, l), count = 0;
     for (int32_t t = 0; t < N_BYTE_VOCAB; t++) {
         ok[t] = rg_gmatch_allows(m, v, t);
         count += ok[t];
-        CHECKF(ok[t] == (l[t] > -INFINITY), "%s: token %d: allows %d, mask %d", where, t, ok[t], l[t] > -INFINITY);
+        CHECKF(ok[t] == (l[t] > -INFINITY), "%s: token %d: allows %d, mask %d", where, t, ok[t],
+               l[t] > -INFINITY);
     }
-    CHECKF(allowed == (count ? count : REALM_E_INVALID), "%s: mask %d, allows %d", where, allowed, count);
+    CHECKF(allowed == (count ? count : REALM_E_INVALID), "%s: mask %d, allows %d", where, allowed,
+           count);
     CHECKF(count > 0 || rg_gmatch_done(m), "%s: dead end (no token continues the output)", where);
     return count;
 }
@@ -416,7 +466,8 @@ static int32_t check_live_state(struct rg_gmatch *m, struct rg_vocab *v, bool *o
 static void test_partial_utf8(void) {
     struct rg_vocab *v = make_byte_vocab();
     struct rg_grammar *word = parse_ok("root ::= \"\\\"\" [a-z ]{0,8} \"\\\"\"", "quoted word");
-    struct rg_grammar *text = parse_ok("root ::= \"\\\"\" [^\"\\\\\\x00-\\x1F]{0,4} \"\\\"\"", "quoted text");
+    struct rg_grammar *text =
+        parse_ok("root ::= \"\\\"\" [^\"\\\\\\x00-\\x1F]{0,4} \"\\\"\"", "quoted text");
     struct rg_gmatch *m = NULL;
     bool ok[N_BYTE_VOCAB];
     if (!v || !word || !text || rg_gmatch_new(word, &m) != REALM_OK) goto out;
@@ -456,14 +507,16 @@ static void test_partial_utf8(void) {
                 snprintf(where, sizeof where, "grammar %d walk %d step %d", gi, walk, step);
                 int32_t count = check_live_state(m, v, ok, where), high = 0;
                 if (count == 0) break;
-                for (int32_t t = 0x80; t < 256; t++) high += ok[t];
+                for (int32_t t = 0x80; t < 256; t++)
+                    high += ok[t];
                 rnd = rnd * 1103515245u + 12345u;
                 bool pick_high = high && (rnd >> 16) % 2;
                 int32_t nth = (int32_t)((rnd >> 8) % (uint32_t)(pick_high ? high : count)), t = -1;
                 for (int32_t c = 0; c < N_BYTE_VOCAB; c++)
                     if (ok[c] && (!pick_high || (c >= 0x80 && c < 256)) && nth-- == 0) t = c;
                 if (t == N_BYTE_VOCAB - 1) break; /* EOG: the text is complete */
-                CHECKF(t >= 0 && rg_gmatch_accept_token(m, v, t) == REALM_OK, "%s: accept %d", where, t);
+                CHECKF(t >= 0 && rg_gmatch_accept_token(m, v, t) == REALM_OK, "%s: accept %d",
+                       where, t);
             }
         }
     }
@@ -476,7 +529,8 @@ out:
 
 /* ---- token references: <[id]>, <text>, !<...> ---- */
 
-static const char *const tpieces[] = {"a", "b", "", "", "ab", "", "x", "y"}; /* 2 <think>, 3 </think>, 5 eog */
+static const char *const tpieces[] = {"a",  "b", "",  "",
+                                      "ab", "",  "x", "y"}; /* 2 <think>, 3 </think>, 5 eog */
 #define N_TP 8
 
 static int32_t resolve(void *ctx, const char *text, size_t len) {
@@ -488,12 +542,14 @@ static int32_t resolve(void *ctx, const char *text, size_t len) {
 
 static void check_allows_mask(struct rg_gmatch *m, struct rg_vocab *v, const char *where) {
     float l[N_TP];
-    for (int32_t t = 0; t < N_TP; t++) l[t] = 0;
+    for (int32_t t = 0; t < N_TP; t++)
+        l[t] = 0;
     int32_t allowed = rg_gmatch_mask(m, v, l), count = 0;
     for (int32_t t = 0; t < N_TP; t++) {
         bool a = rg_gmatch_allows(m, v, t);
         count += a;
-        CHECKF(a == (l[t] > -INFINITY), "%s: token %d: allows %d, mask %d", where, t, a, l[t] > -INFINITY);
+        CHECKF(a == (l[t] > -INFINITY), "%s: token %d: allows %d, mask %d", where, t, a,
+               l[t] > -INFINITY);
     }
     CHECKF(allowed == (count ? count : REALM_E_INVALID), "%s: %d vs %d", where, allowed, count);
 }
@@ -501,31 +557,40 @@ static void check_allows_mask(struct rg_gmatch *m, struct rg_vocab *v, const cha
 static void test_token_refs(void) {
     struct rg_vocab *v;
     if (rg_vocab_new(N_TP, &v) != REALM_OK) return;
-    for (int32_t t = 0; t < N_TP; t++) rg_vocab_set(v, t, tpieces[t], strlen(tpieces[t]));
+    for (int32_t t = 0; t < N_TP; t++)
+        rg_vocab_set(v, t, tpieces[t], strlen(tpieces[t]));
     rg_vocab_set_eog(v, 5);
     CHECK(rg_vocab_build(v) == REALM_OK);
     const char *src = "root ::= <think> thinking </think> \"a\"+\nthinking ::= !<[3]>*\n";
     struct rg_grammar *g = NULL;
     char err[256] = "";
-    CHECKF(rg_grammar_parse_ex(src, strlen(src), NULL, resolve, NULL, &g, err, sizeof err) == REALM_OK, "%s", err);
+    CHECKF(rg_grammar_parse_ex(src, strlen(src), NULL, resolve, NULL, &g, err, sizeof err) ==
+               REALM_OK,
+           "%s", err);
     const char *bad = "root ::= <nope>\n";
     struct rg_grammar *g2 = NULL;
-    CHECK(rg_grammar_parse_ex(bad, strlen(bad), NULL, resolve, NULL, &g2, err, sizeof err) == REALM_E_FORMAT &&
+    CHECK(rg_grammar_parse_ex(bad, strlen(bad), NULL, resolve, NULL, &g2, err, sizeof err) ==
+              REALM_E_FORMAT &&
           strstr(err, "not exactly one token"));
     struct rg_gmatch *m = NULL;
     if (g && rg_gmatch_new(g, &m) == REALM_OK) {
-        CHECK(rg_gmatch_allows(m, v, 2) && !rg_gmatch_allows(m, v, 0) && !rg_gmatch_allows(m, v, 5));
+        CHECK(rg_gmatch_allows(m, v, 2) && !rg_gmatch_allows(m, v, 0) &&
+              !rg_gmatch_allows(m, v, 5));
         CHECK(!rg_gmatch_accepts(m, "a", 1)); /* bytes never match a token element */
         check_allows_mask(m, v, "start");
         CHECK(rg_gmatch_accept_token(m, v, 2) == REALM_OK);
-        CHECK(rg_gmatch_allows(m, v, 0) && rg_gmatch_allows(m, v, 4) && rg_gmatch_allows(m, v, 2) && rg_gmatch_allows(m, v, 3));
+        CHECK(rg_gmatch_allows(m, v, 0) && rg_gmatch_allows(m, v, 4) && rg_gmatch_allows(m, v, 2) &&
+              rg_gmatch_allows(m, v, 3));
         check_allows_mask(m, v, "thinking");
-        CHECK(rg_gmatch_accept_token(m, v, 4) == REALM_OK && rg_gmatch_accept_token(m, v, 2) == REALM_OK);
+        CHECK(rg_gmatch_accept_token(m, v, 4) == REALM_OK &&
+              rg_gmatch_accept_token(m, v, 2) == REALM_OK);
         CHECK(rg_gmatch_accept_token(m, v, 3) == REALM_OK);
-        CHECK(!rg_gmatch_allows(m, v, 3) && !rg_gmatch_allows(m, v, 4) && rg_gmatch_allows(m, v, 0));
+        CHECK(!rg_gmatch_allows(m, v, 3) && !rg_gmatch_allows(m, v, 4) &&
+              rg_gmatch_allows(m, v, 0));
         check_allows_mask(m, v, "answer");
         CHECK(!rg_gmatch_complete(m) && !rg_gmatch_allows(m, v, 5));
-        CHECK(rg_gmatch_accept_token(m, v, 0) == REALM_OK && rg_gmatch_complete(m) && rg_gmatch_allows(m, v, 5));
+        CHECK(rg_gmatch_accept_token(m, v, 0) == REALM_OK && rg_gmatch_complete(m) &&
+              rg_gmatch_allows(m, v, 5));
         check_allows_mask(m, v, "complete");
     }
     rg_gmatch_free(m);
@@ -548,8 +613,126 @@ static void test_token_refs(void) {
 void test_json_schema(void); /* below, with the schema cases */
 void test_request_fields(void);
 
+/* ---- tool calls (realm_tools.h) ---- */
+
+static const char k_tools_json[] = "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+                                   "\"parameters\":{\"type\":\"object\","
+                                   "\"properties\":{\"city\":{\"type\":\"string\"},\"unit\":{"
+                                   "\"enum\":[\"c\",\"f\"]}},\"required\":[\"city\"]}}},"
+                                   "{\"type\":\"function\",\"function\":{\"name\":\"now\"}}]";
+
+static struct rg_grammar *tools_grammar(const struct rj_value *tools, const char *only,
+                                        const char *format, bool parallel) {
+    char *gbnf = NULL, err[256] = "";
+    const char *root = NULL;
+    int32_t rc = rg_tools_grammar(tools, k_tools_json, only, format, parallel, &gbnf, &root, err,
+                                  sizeof err);
+    CHECKF(rc == REALM_OK, "%s", err);
+    struct rg_grammar *g = NULL;
+    if (rc == REALM_OK) {
+        rc = rg_grammar_parse(gbnf, strlen(gbnf), root, &g, err, sizeof err);
+        CHECKF(rc == REALM_OK, "%s", err);
+    }
+    free(gbnf);
+    return g;
+}
+
+#define M(g, s) matches(g, s, strlen(s))
+
+static void test_tools(void) {
+    struct rj_value *tools = NULL;
+    if (rj_parse(k_tools_json, strlen(k_tools_json), &tools, NULL, 0) != REALM_OK) {
+        CHECK(0);
+        return;
+    }
+    /* hermes: a call of either function, arguments per its schema; several only with parallel */
+    struct rg_grammar *g = tools_grammar(tools, NULL, "hermes", false);
+    const char *one = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+                      "\"Paris\", \"unit\": \"c\"}}\n</tool_call>";
+    CHECK(g && M(g, one) == 1);
+    CHECK(g && M(g, "<tool_call>\n{\"name\":\"now\",\"arguments\":{}}</tool_call>") == 1);
+    CHECK(g && M(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"unit\": "
+                    "\"c\"}}</tool_call>") == 0);
+    CHECK(g && M(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"P\", "
+                    "\"unit\": \"k\"}}</tool_call>") == 0);
+    CHECK(g && M(g, "<tool_call>\n{\"name\": \"other\", \"arguments\": {}}</tool_call>") == 0);
+    CHECK(g && M(g, "Sure! <tool_call>\n{\"name\":\"now\",\"arguments\":{}}</tool_call>") == 0);
+    rg_grammar_free(g);
+    g = tools_grammar(tools, NULL, "hermes", true);
+    char two[512];
+    rg_fmt(two, sizeof two, "%s\n%s", one, one);
+    CHECK(g && M(g, two) == 1);
+    rg_grammar_free(g);
+    /* a named function only */
+    g = tools_grammar(tools, "now", "hermes", false);
+    CHECK(g && M(g, one) == 0 &&
+          M(g, "<tool_call>\n{\"name\":\"now\",\"arguments\":{}}</tool_call>") == 1);
+    rg_grammar_free(g);
+    /* llama3: the bare object with "parameters" */
+    g = tools_grammar(tools, "get_weather", "llama3", false);
+    CHECK(g && M(g, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}") == 1);
+    CHECK(g && M(g, "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}") == 0);
+    rg_grammar_free(g);
+    char *gbnf = NULL, err[128];
+    const char *root;
+    CHECK(rg_tools_grammar(tools, k_tools_json, "missing", "hermes", false, &gbnf, &root, err,
+                           sizeof err) == REALM_E_INVALID &&
+          gbnf == NULL);
+    rj_free(tools);
+
+    /* parsing generated text */
+    static const struct {
+        const char *format, *text, *report; /* report NULL: not a call */
+    } cases[] = {
+        {"hermes",
+         "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": \"x\\\"y\", \"b\": [1, "
+         "2]}}\n</tool_call>",
+         "[{\"name\":\"f\",\"arguments\":\"{\\\"a\\\": \\\"x\\\\\\\"y\\\", \\\"b\\\": [1, 2]}\"}]"},
+        {"hermes",
+         "<tool_call>{\"name\":\"f\",\"arguments\":{}}</"
+         "tool_call>\n<tool_call>{\"name\":\"g\",\"arguments\":\"{}\"}</tool_call>",
+         "[{\"name\":\"f\",\"arguments\":\"{}\"},{\"name\":\"g\",\"arguments\":\"{}\"}]"},
+        /* the second call cut short by max_tokens is dropped */
+        {"hermes",
+         "<tool_call>{\"name\":\"f\",\"arguments\":{}}</"
+         "tool_call>\n<tool_call>{\"name\":\"g\",\"argu",
+         "[{\"name\":\"f\",\"arguments\":\"{}\"}]"},
+        {"hermes", "<tool_call>{\"name\":\"f\",\"arguments\":{}}",
+         "[{\"name\":\"f\",\"arguments\":\"{}\"}]"},
+        {"hermes", "<tool_call>{\"name\":\"f\",\"argu", NULL},
+        {"hermes", "<tool_call>not json</tool_call>", NULL},
+        {"hermes", "<tool_call>{\"arguments\":{}}</tool_call>", NULL},
+        {"hermes", "just text", NULL},
+        {"llama3", " {\"name\": \"f\", \"parameters\": {\"x\": 1}}",
+         "[{\"name\":\"f\",\"arguments\":\"{\\\"x\\\": 1}\"}]"},
+        {"llama3", "{\"name\":\"f\",\"parameters\":{}}; {\"name\":\"g\",\"parameters\":{}}",
+         "[{\"name\":\"f\",\"arguments\":\"{}\"},{\"name\":\"g\",\"arguments\":\"{}\"}]"},
+        {"llama3", "{\"name\":\"f\",\"parameters\":{", NULL},
+        {"llama3", "{\"x\": 1} and text", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *report = NULL;
+        size_t n = 0;
+        int32_t rc =
+            rg_tool_calls_parse(cases[i].text, strlen(cases[i].text), cases[i].format, &report, &n);
+        if (cases[i].report)
+            CHECKF(rc == REALM_OK && n >= 1 && !strcmp(report, cases[i].report), "case %zu: %d %s",
+                   i, rc, report ? report : "(null)");
+        else
+            CHECKF(rc == REALM_E_NOT_FOUND && !report, "case %zu: %d", i, rc);
+        /* every report is valid JSON */
+        struct rj_value *v = NULL;
+        if (report)
+            CHECKF(rj_parse(report, strlen(report), &v, NULL, 0) == REALM_OK, "case %zu: %s", i,
+                   report);
+        rj_free(v);
+        free(report);
+    }
+}
+
 int main(void) {
     test_features();
+    test_tools();
     test_errors();
     test_llamacpp_grammars();
     test_tokens();
@@ -557,8 +740,10 @@ int main(void) {
     test_partial_utf8();
     test_json_schema();
     test_request_fields();
-    if (failures) fprintf(stderr, "test_grammar: %d failure(s)\n", failures);
-    else printf("test_grammar: ok\n");
+    if (failures)
+        fprintf(stderr, "test_grammar: %d failure(s)\n", failures);
+    else
+        printf("test_grammar: ok\n");
     return failures ? 1 : 0;
 }
 
@@ -570,40 +755,58 @@ struct scase {
 };
 
 static const struct scase scases[] = {
-    {"{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\"}},"
+    {"{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":"
+     "\"integer\"}},"
      "\"required\":[\"name\",\"age\"],\"additionalProperties\":false}",
-     (const char *const[]){"{\"name\":\"Bob\",\"age\":42}", "{ \"name\": \"A\\\"b\", \"age\": -3 }", NULL},
-     (const char *const[]){"{\"name\":\"Bob\"}", "{\"age\":42,\"name\":\"Bob\"}", "{\"name\":\"Bob\",\"age\":4.5}",
-                           "{\"name\":1,\"age\":1}", "{\"name\":\"B\",\"age\":1,\"x\":1}", "[]", NULL}},
-    {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"boolean\"},\"b\":{\"type\":\"null\"},\"c\":{\"type\":\"number\"}},"
+     (const char *const[]){"{\"name\":\"Bob\",\"age\":42}", "{ \"name\": \"A\\\"b\", \"age\": -3 }",
+                           NULL},
+     (const char *const[]){"{\"name\":\"Bob\"}", "{\"age\":42,\"name\":\"Bob\"}",
+                           "{\"name\":\"Bob\",\"age\":4.5}", "{\"name\":1,\"age\":1}",
+                           "{\"name\":\"B\",\"age\":1,\"x\":1}", "[]", NULL}},
+    {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"boolean\"},\"b\":{\"type\":\"null\"},"
+     "\"c\":{\"type\":\"number\"}},"
      "\"required\":[\"c\"]}",
-     (const char *const[]){"{\"c\":1.5e3}", "{\"a\":true,\"c\":0}", "{\"b\":null,\"c\":-1}", "{\"a\":false,\"b\":null,\"c\":2}", NULL},
-     (const char *const[]){"{}", "{\"a\":true}", "{\"c\":01}", "{\"a\":1,\"c\":1}", "{,\"c\":1}", "{\"c\":1,}", NULL}},
+     (const char *const[]){"{\"c\":1.5e3}", "{\"a\":true,\"c\":0}", "{\"b\":null,\"c\":-1}",
+                           "{\"a\":false,\"b\":null,\"c\":2}", NULL},
+     (const char *const[]){"{}", "{\"a\":true}", "{\"c\":01}", "{\"a\":1,\"c\":1}", "{,\"c\":1}",
+                           "{\"c\":1,}", NULL}},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}",
      (const char *const[]){"[1,2]", "[1, 2, 3]", NULL},
      (const char *const[]){"[]", "[1]", "[1,2,3,4]", "[1,\"a\"]", NULL}},
     {"{\"enum\":[\"red\",\"green\",1,null,{\"k\":[true]}]}",
      (const char *const[]){"\"red\"", "\"green\"", "1", "null", "{\"k\":[true]}", NULL},
      (const char *const[]){"\"blue\"", "2", "\"Red\"", NULL}},
-    {"{\"const\":\"fixed\\u00e9\"}", (const char *const[]){"\"fixedé\"", NULL}, (const char *const[]){"\"fixed\"", NULL}},
+    {"{\"const\":\"fixed\\u00e9\"}", (const char *const[]){"\"fixedé\"", NULL},
+     (const char *const[]){"\"fixed\"", NULL}},
     {"{\"anyOf\":[{\"type\":\"string\",\"maxLength\":3},{\"type\":\"integer\",\"minimum\":0}]}",
-     (const char *const[]){"\"abc\"", "\"\"", "17", "0", NULL}, (const char *const[]){"\"abcd\"", "-1", "true", NULL}},
-    {"{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},\"next\":{\"oneOf\":"
-     "[{\"$ref\":\"#/$defs/node\"},{\"type\":\"null\"}]}},\"required\":[\"v\",\"next\"]}},\"$ref\":\"#/$defs/node\"}",
-     (const char *const[]){"{\"v\":1,\"next\":null}", "{\"v\":1,\"next\":{\"v\":2,\"next\":null}}", NULL},
+     (const char *const[]){"\"abc\"", "\"\"", "17", "0", NULL},
+     (const char *const[]){"\"abcd\"", "-1", "true", NULL}},
+    {"{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},"
+     "\"next\":{\"oneOf\":"
+     "[{\"$ref\":\"#/$defs/"
+     "node\"},{\"type\":\"null\"}]}},\"required\":[\"v\",\"next\"]}},\"$ref\":\"#/$defs/node\"}",
+     (const char *const[]){"{\"v\":1,\"next\":null}", "{\"v\":1,\"next\":{\"v\":2,\"next\":null}}",
+                           NULL},
      (const char *const[]){"{\"v\":1}", "{\"v\":1,\"next\":{\"v\":2}}", NULL}},
-    {"{\"type\":\"object\",\"properties\":{\"user\":{\"type\":\"object\",\"properties\":{\"tags\":{\"type\":\"array\","
-     "\"items\":{\"type\":\"string\",\"enum\":[\"a\",\"b\"]}}},\"required\":[\"tags\"]}},\"required\":[\"user\"]}",
-     (const char *const[]){"{\"user\":{\"tags\":[]}}", "{\"user\":{\"tags\":[\"a\",\"b\",\"a\"]}}", NULL},
+    {"{\"type\":\"object\",\"properties\":{\"user\":{\"type\":\"object\",\"properties\":{\"tags\":{"
+     "\"type\":\"array\","
+     "\"items\":{\"type\":\"string\",\"enum\":[\"a\",\"b\"]}}},\"required\":[\"tags\"]}},"
+     "\"required\":[\"user\"]}",
+     (const char *const[]){"{\"user\":{\"tags\":[]}}", "{\"user\":{\"tags\":[\"a\",\"b\",\"a\"]}}",
+                           NULL},
      (const char *const[]){"{\"user\":{}}", "{\"user\":{\"tags\":[\"c\"]}}", NULL}},
-    {"{\"type\":[\"string\",\"null\"],\"minLength\":2}", (const char *const[]){"\"ab\"", "null", "\"日本\"", NULL},
+    {"{\"type\":[\"string\",\"null\"],\"minLength\":2}",
+     (const char *const[]){"\"ab\"", "null", "\"日本\"", NULL},
      (const char *const[]){"\"a\"", "1", NULL}},
     {"{}", (const char *const[]){"1", "\"x\"", "[1,{\"a\":null}]", "{\"b\":[true,false]}", NULL},
      (const char *const[]){"tru", "{a:1}", "[1,]", NULL}},
     {"{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\"}}",
-     (const char *const[]){"{}", "{\"x\":1,\"y\":2}", NULL}, (const char *const[]){"{\"x\":\"1\"}", NULL}},
-    {"{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\"},{\"type\":\"boolean\"}],\"items\":false}",
-     (const char *const[]){"[\"a\",true]", "[\"a\"]", "[]", NULL}, (const char *const[]){"[\"a\",true,1]", "[true,\"a\"]", "[1]", NULL}},
+     (const char *const[]){"{}", "{\"x\":1,\"y\":2}", NULL},
+     (const char *const[]){"{\"x\":\"1\"}", NULL}},
+    {"{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\"},{\"type\":\"boolean\"}],\"items\":"
+     "false}",
+     (const char *const[]){"[\"a\",true]", "[\"a\"]", "[]", NULL},
+     (const char *const[]){"[\"a\",true,1]", "[true,\"a\"]", "[1]", NULL}},
 };
 
 static void schema_errors(void) {
@@ -613,7 +816,8 @@ static void schema_errors(void) {
         {"{\"$ref\":\"#/$defs/missing\"}", "missing"},
         {"{\"type\":\"integer\",\"minimum\":5}", "minimum"},
         {"{\"type\":\"frob\"}", "frob"},
-        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x\"}}}", "/properties/a"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x\"}}}",
+         "/properties/a"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
         struct rj_value *s = NULL;
@@ -622,28 +826,33 @@ static void schema_errors(void) {
         char *gbnf = NULL;
         err[0] = 0;
         int32_t rc = rg_json_schema_to_gbnf(s, &gbnf, err, sizeof err);
-        CHECKF(rc == REALM_E_FORMAT && strstr(err, bad[k][1]), "%s: rc %d, \"%s\"", bad[k][0], rc, err);
+        CHECKF(rc == REALM_E_FORMAT && strstr(err, bad[k][1]), "%s: rc %d, \"%s\"", bad[k][0], rc,
+               err);
         free(gbnf);
         rj_free(s);
     }
     /* a $ref loop converts, and the grammar is refused as left-recursive */
-    const char *loop = "{\"$defs\":{\"a\":{\"$ref\":\"#/$defs/b\"},\"b\":{\"$ref\":\"#/$defs/a\"}},\"$ref\":\"#/$defs/a\"}";
+    const char *loop = "{\"$defs\":{\"a\":{\"$ref\":\"#/$defs/b\"},\"b\":{\"$ref\":\"#/$defs/"
+                       "a\"}},\"$ref\":\"#/$defs/a\"}";
     struct rj_value *s = NULL;
     char err[256] = "", *gbnf = NULL;
     CHECK(rj_parse(loop, strlen(loop), &s, err, sizeof err) == REALM_OK);
     CHECK(rg_json_schema_to_gbnf(s, &gbnf, err, sizeof err) == REALM_OK);
     if (gbnf) {
         struct rg_grammar *g = NULL;
-        CHECK(rg_grammar_parse(gbnf, strlen(gbnf), NULL, &g, err, sizeof err) == REALM_E_FORMAT && strstr(err, "left recursion"));
+        CHECK(rg_grammar_parse(gbnf, strlen(gbnf), NULL, &g, err, sizeof err) == REALM_E_FORMAT &&
+              strstr(err, "left recursion"));
         rg_grammar_free(g);
     }
     free(gbnf);
     rj_free(s);
     /* nesting deeper than the converter's cap (60 arrays of arrays) */
     char deep[2048] = "";
-    for (int k = 0; k < 30; k++) strcat(deep, "{\"items\":");
+    for (int k = 0; k < 30; k++)
+        strcat(deep, "{\"items\":");
     strcat(deep, "{}");
-    for (int k = 0; k < 30; k++) strcat(deep, "}");
+    for (int k = 0; k < 30; k++)
+        strcat(deep, "}");
     s = NULL;
     CHECK(rj_parse(deep, strlen(deep), &s, err, sizeof err) == REALM_OK);
     gbnf = NULL;
@@ -651,13 +860,16 @@ static void schema_errors(void) {
     free(gbnf);
     rj_free(s);
     char deeper[2048] = "";
-    for (int k = 0; k < 60; k++) strcat(deeper, "{\"items\":");
+    for (int k = 0; k < 60; k++)
+        strcat(deeper, "{\"items\":");
     strcat(deeper, "{}");
-    for (int k = 0; k < 60; k++) strcat(deeper, "}");
+    for (int k = 0; k < 60; k++)
+        strcat(deeper, "}");
     s = NULL;
     CHECK(rj_parse(deeper, strlen(deeper), &s, err, sizeof err) == REALM_OK);
     gbnf = NULL;
-    CHECK(rg_json_schema_to_gbnf(s, &gbnf, err, sizeof err) == REALM_E_FORMAT && strstr(err, "nested too deeply"));
+    CHECK(rg_json_schema_to_gbnf(s, &gbnf, err, sizeof err) == REALM_E_FORMAT &&
+          strstr(err, "nested too deeply"));
     free(gbnf);
     rj_free(s);
 }
@@ -667,7 +879,8 @@ void test_json_schema(void) {
         const struct scase *c = &scases[k];
         struct rj_value *s = NULL;
         char err[256] = "";
-        CHECKF(rj_parse(c->schema, strlen(c->schema), &s, err, sizeof err) == REALM_OK, "schema %zu: %s", k, err);
+        CHECKF(rj_parse(c->schema, strlen(c->schema), &s, err, sizeof err) == REALM_OK,
+               "schema %zu: %s", k, err);
         char *gbnf = NULL;
         int32_t rc = rg_json_schema_to_gbnf(s, &gbnf, err, sizeof err);
         CHECKF(rc == REALM_OK, "schema %zu: %s", k, err);
@@ -683,7 +896,9 @@ void test_json_schema(void) {
         rj_free(s);
     }
     struct rg_grammar *g = parse_ok(rg_json_any_gbnf(), "any json");
-    expect(g, "any json", (const char *const[]){"1", " [1, -2.5e-3, \"a\\u0041\"] ", "{\"a\":{\"b\":{}}}", "null", NULL},
+    expect(g, "any json",
+           (const char *const[]){"1", " [1, -2.5e-3, \"a\\u0041\"] ", "{\"a\":{\"b\":{}}}", "null",
+                                 NULL},
            (const char *const[]){"", "[", "01", "\"\\x\"", "nul", NULL});
     /* deep nesting: many frames, compaction of the frame table on the way */
     if (g) {
@@ -694,7 +909,8 @@ void test_json_schema(void) {
         struct rg_gmatch *m;
         CHECK(rg_gmatch_new(g, &m) == REALM_OK);
         int32_t rc = REALM_OK;
-        for (size_t k = 0; k < 2 * depth && rc == REALM_OK; k += 100) rc = rg_gmatch_advance(m, deep + k, 100);
+        for (size_t k = 0; k < 2 * depth && rc == REALM_OK; k += 100)
+            rc = rg_gmatch_advance(m, deep + k, 100);
         CHECKF(rc == REALM_OK && rg_gmatch_complete(m), "deep nesting: rc %d", rc);
         CHECK(!rg_gmatch_accepts(m, "]", 1));
         rg_gmatch_free(m);
@@ -702,25 +918,31 @@ void test_json_schema(void) {
     }
     rg_grammar_free(g);
     g = parse_ok(rg_json_object_gbnf(), "json object");
-    expect(g, "json object", (const char *const[]){"{}", "{\"a\": [1]}", NULL}, (const char *const[]){"[]", "1", NULL});
+    expect(g, "json object", (const char *const[]){"{}", "{\"a\": [1]}", NULL},
+           (const char *const[]){"[]", "1", NULL});
     rg_grammar_free(g);
     schema_errors();
 }
 
 /* ---- request fields ---- */
 
-static void request_case(const char *req_json, int32_t want, const char *needle, const char *accept) {
+static void request_case(const char *req_json, int32_t want, const char *needle,
+                         const char *accept) {
     struct rj_value *req = NULL;
     char err[256] = "", *gbnf = NULL;
     CHECK(rj_parse(req_json, strlen(req_json), &req, err, sizeof err) == REALM_OK);
     int32_t rc = rg_grammar_from_request(req, &gbnf, err, sizeof err);
     CHECKF(rc == want, "%s: rc %d (%s)", req_json, rc, err);
-    if (needle) CHECKF(strstr(err, needle) != NULL, "%s: message \"%s\" lacks \"%s\"", req_json, err, needle);
+    if (needle)
+        CHECKF(strstr(err, needle) != NULL, "%s: message \"%s\" lacks \"%s\"", req_json, err,
+               needle);
     if (rc == REALM_OK && !accept) CHECKF(gbnf == NULL, "%s: expected no grammar", req_json);
     if (rc == REALM_OK && accept) {
         CHECKF(gbnf != NULL, "%s: expected a grammar", req_json);
         struct rg_grammar *g = gbnf ? parse_ok(gbnf, req_json) : NULL;
-        if (g) CHECKF(matches(g, accept, strlen(accept)) == 1, "%s: should accept %s", req_json, accept);
+        if (g)
+            CHECKF(matches(g, accept, strlen(accept)) == 1, "%s: should accept %s", req_json,
+                   accept);
         rg_grammar_free(g);
     }
     free(gbnf);
@@ -731,18 +953,25 @@ void test_request_fields(void) {
     request_case("{\"prompt\":\"x\"}", REALM_OK, NULL, NULL);
     request_case("{\"response_format\":{\"type\":\"text\"}}", REALM_OK, NULL, NULL);
     request_case("{\"response_format\":null,\"grammar\":null}", REALM_OK, NULL, NULL);
-    request_case("{\"response_format\":{\"type\":\"json_object\"}}", REALM_OK, NULL, "{\"a\": [1]}");
-    request_case("{\"response_format\":{\"type\":\"json_object\",\"schema\":{\"type\":\"object\",\"properties\":"
+    request_case("{\"response_format\":{\"type\":\"json_object\"}}", REALM_OK, NULL,
+                 "{\"a\": [1]}");
+    request_case("{\"response_format\":{\"type\":\"json_object\",\"schema\":{\"type\":\"object\","
+                 "\"properties\":"
                  "{\"k\":{\"const\":1}},\"required\":[\"k\"]}}}",
                  REALM_OK, NULL, "{\"k\":1}");
-    request_case("{\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"strict\":true,"
+    request_case("{\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+                 "\"strict\":true,"
                  "\"schema\":{\"type\":\"array\",\"items\":{\"type\":\"boolean\"}}}}}",
                  REALM_OK, NULL, "[true, false]");
     request_case("{\"grammar\":\"root ::= \\\"yes\\\" | \\\"no\\\"\"}", REALM_OK, NULL, "no");
     request_case("{\"json_schema\":{\"enum\":[\"a\"]}}", REALM_OK, NULL, "\"a\"");
-    request_case("{\"response_format\":{\"type\":\"xml\"}}", REALM_E_INVALID, "response_format.type", NULL);
-    request_case("{\"response_format\":{\"type\":\"json_schema\"}}", REALM_E_INVALID, "response_format.json_schema", NULL);
-    request_case("{\"grammar\":\"root ::= \\\"a\\\"\",\"json_schema\":{}}", REALM_E_INVALID, "at most one", NULL);
+    request_case("{\"response_format\":{\"type\":\"xml\"}}", REALM_E_INVALID,
+                 "response_format.type", NULL);
+    request_case("{\"response_format\":{\"type\":\"json_schema\"}}", REALM_E_INVALID,
+                 "response_format.json_schema", NULL);
+    request_case("{\"grammar\":\"root ::= \\\"a\\\"\",\"json_schema\":{}}", REALM_E_INVALID,
+                 "at most one", NULL);
     request_case("{\"grammar\":1}", REALM_E_INVALID, "grammar", NULL);
-    request_case("{\"json_schema\":{\"type\":\"string\",\"pattern\":\"a\"}}", REALM_E_INVALID, "pattern", NULL);
+    request_case("{\"json_schema\":{\"type\":\"string\",\"pattern\":\"a\"}}", REALM_E_INVALID,
+                 "pattern", NULL);
 }

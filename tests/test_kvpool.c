@@ -14,8 +14,11 @@
 #define ROW 8
 
 static struct realm_kv_pool *new_pool(int32_t n_blocks, int32_t quota) {
-    struct realm_kv_pool_params p = {.n_layer = NL, .row_bytes = ROW, .block_tokens = B,
-                                     .memory_bytes = (size_t)n_blocks * NL * B * ROW * 2, .default_quota = quota};
+    struct realm_kv_pool_params p = {.n_layer = NL,
+                                     .row_bytes = ROW,
+                                     .block_tokens = B,
+                                     .memory_bytes = (size_t)n_blocks * NL * B * ROW * 2,
+                                     .default_quota = quota};
     struct realm_kv_pool *pool = NULL;
     struct realm_err err;
     CHECKF(realm_kv_pool_new(&p, &pool, &err) == REALM_OK, "%s", err.msg);
@@ -40,7 +43,8 @@ static int holds(struct realm_kv_seq *s, const int32_t *toks, int32_t n) {
         for (int l = 0; l < NL; l++) {
             const unsigned char *k = realm_kv_seq_k(s, l, i), *v = realm_kv_seq_v(s, l, i);
             for (int j = 0; j < ROW; j++)
-                if (k[j] != ((toks[i] * 3 + l) & 0xff) || v[j] != ((toks[i] * 5 + l) & 0xff)) return 0;
+                if (k[j] != ((toks[i] * 3 + l) & 0xff) || v[j] != ((toks[i] * 5 + l) & 0xff))
+                    return 0;
         }
     return 1;
 }
@@ -50,7 +54,8 @@ static void test_basic_and_quota(void) {
     struct realm_kv_seq *a, *b;
     struct realm_err err;
     int32_t toks[40];
-    for (int i = 0; i < 40; i++) toks[i] = 100 + i;
+    for (int i = 0; i < 40; i++)
+        toks[i] = 100 + i;
     CHECK(realm_kv_seq_new(pool, 1, 64, &a, &err) == REALM_OK);
     CHECK(realm_kv_seq_new(pool, 2, 64, &b, &err) == REALM_OK);
     CHECK(append(a, toks, 5, &err) == REALM_OK);
@@ -110,7 +115,7 @@ static void test_prefix_cow_evict(void) {
     CHECK_EQ_INT(realm_kv_seq_attach_prefix(b, toks, 14), 12);
     CHECK(holds(b, toks, 12));
     CHECK(realm_kv_seq_k(b, 1, 9) == realm_kv_seq_k(a, 1, 9)); /* the same memory */
-    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 1), 4);      /* shared blocks charged once */
+    CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 1), 4);       /* shared blocks charged once */
     /* a prompt of exactly 12 tokens reuses only 2 blocks: the last token must still run */
     struct realm_kv_seq *b2;
     CHECK(realm_kv_seq_new(pool, 1, 64, &b2, &err) == REALM_OK);
@@ -150,7 +155,8 @@ static void test_prefix_cow_evict(void) {
     struct realm_kv_seq *big;
     CHECK(realm_kv_seq_new(pool, 2, 64, &big, &err) == REALM_OK);
     int32_t many[32];
-    for (int i = 0; i < 32; i++) many[i] = 500 + i;
+    for (int i = 0; i < 32; i++)
+        many[i] = 500 + i;
     CHECK(append(big, many, 32, &err) == REALM_OK);
     CHECK(holds(big, many, 32));
     realm_kv_pool_get_stats(pool, &st);
@@ -172,7 +178,8 @@ static void test_touched_follows_peak(void) {
         struct realm_kv_seq *s[2];
         for (int k = 0; k < 2; k++) {
             int32_t toks[12];
-            for (int i = 0; i < 12; i++) toks[i] = 1000 * round + 100 * k + i; /* all different */
+            for (int i = 0; i < 12; i++)
+                toks[i] = 1000 * round + 100 * k + i; /* all different */
             CHECK(realm_kv_seq_new(pool, 1, 64, &s[k], &err) == REALM_OK);
             CHECK(append(s[k], toks, 12, &err) == REALM_OK); /* 3 full blocks, cached on release */
             CHECK(holds(s[k], toks, 12));
@@ -192,8 +199,8 @@ static void test_touched_follows_peak(void) {
  * (n_ctx + block_tokens - 1 overflows int32). Blocks of 2^20 positions keep the table small. */
 static void test_huge_n_ctx(void) {
     const int32_t big_b = 1 << 20;
-    struct realm_kv_pool_params p = {.n_layer = 1, .row_bytes = 1, .block_tokens = big_b,
-                                     .memory_bytes = (size_t)2 * 2 * big_b};
+    struct realm_kv_pool_params p = {
+        .n_layer = 1, .row_bytes = 1, .block_tokens = big_b, .memory_bytes = (size_t)2 * 2 * big_b};
     struct realm_kv_pool *pool = NULL;
     struct realm_kv_seq *s = NULL;
     struct realm_err err;

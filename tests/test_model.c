@@ -23,6 +23,8 @@
 #include "realm/kvpool.h"
 #include "realm/log.h"
 #include "realm/model.h"
+#include "realm/sched.h"
+#include "realm/served.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */
@@ -198,7 +200,8 @@ static double max_rel_diff(const float *a, const float *b, int n) {
 /* k sessions with prompts of different lengths: reference = each alone, token by token; batched =
  * all prompts in one forward (logits for every row), then `n_dec` interleaved decode steps with one
  * row per session. Logits must agree (tolerance: kernels may sum in another order for n > 1). */
-static void test_batching(struct loaded *L, int n_threads, const char *name) {
+/* Returns the largest relative difference seen (0: bit for bit). */
+static double test_batching(struct loaded *L, int n_threads, const char *name) {
     enum { K = 3, MAXP = 7, NDEC = 4 };
     const int plen[K] = {5, 7, 3};
     const int V = realm_model_config(L->m)->n_vocab;
@@ -208,6 +211,7 @@ static void test_batching(struct loaded *L, int n_threads, const char *name) {
         for (int i = 0; i < MAXP + NDEC; i++)
             prompt[k][i] = (int32_t)(tu_rand_u64(&rng) % (uint64_t)V);
     const int total = MAXP + NDEC;
+    double worst = 0;
     float *ref = malloc(sizeof(float) * (size_t)K * total * V);
     float *got = malloc(sizeof(float) * (size_t)K * total * V);
     struct realm_batch_row *rows = malloc(sizeof(*rows) * K * MAXP);
@@ -251,7 +255,6 @@ static void test_batching(struct loaded *L, int n_threads, const char *name) {
         }
         CHECK_EQ_INT(realm_engine_forward(e, rows, K, &err), REALM_OK);
     }
-    double worst = 0;
     for (int k = 0; k < K; k++)
         for (int i = 0; i < plen[k] + NDEC; i++) {
             if (!want[k][i]) continue;
@@ -271,6 +274,7 @@ out:
     free(ref);
     free(got);
     free(rows);
+    return worst;
 }
 
 /* ---- paged KV sessions ---- */
@@ -490,6 +494,64 @@ static void test_engine_alloc_failures(struct loaded *L) {
     free(got);
 }
 
+/* ---- out of memory at every allocation of a served model (fail-after-N) ---- */
+
+/* realm_served_new — model load, tokenizer, engine, KV pool, scheduler — with the n-th allocation
+ * failing, for every n until it succeeds (prepacked too, which allocates the packed copies):
+ * each try returns REALM_OK or REALM_E_NOMEM with a message, leaves *out untouched on failure
+ * and frees everything it allocated; the bundle that finally comes out decodes through its
+ * scheduler to the same logits as the engine over a model loaded without failures. */
+static void test_served_alloc_failures(struct loaded *L, bool prepack) {
+    const size_t V = (size_t)realm_model_config(L->m)->n_vocab;
+    float *want = malloc(sizeof(float) * V), *got = malloc(sizeof(float) * V);
+    struct realm_err err;
+    struct realm_engine *e = NULL;
+    struct realm_session *s = NULL;
+    const int32_t toks[3] = {1, 42, 7};
+    CHECK_EQ_INT(realm_engine_new(L->m, 1, 4, &e, &err), REALM_OK);
+    CHECK_EQ_INT(realm_session_new(L->m, 8, &s, &err), REALM_OK);
+    for (int i = 0; i < 3; i++) {
+        struct realm_batch_row row = {s, toks[i], i == 2 ? want : NULL};
+        CHECK_EQ_INT(realm_engine_forward(e, &row, 1, &err), REALM_OK);
+    }
+    realm_session_free(s);
+    realm_engine_free(e);
+    const struct realm_served_params sp = {.prepack = prepack, .threads = 1, .max_batch = 4, .kv_positions = 64};
+    const int64_t before = realm_alloc_bytes_in_use();
+    int n_nomem = 0, ok = 0;
+    for (int64_t f = 0; f < 20000 && !ok; f++) {
+        static char untouched;
+        struct realm_served *const sentinel = (struct realm_served *)&untouched;
+        struct realm_served *sv = sentinel;
+        err = (struct realm_err){0};
+        realm_alloc_fail_after(f);
+        const int rc = realm_served_new(L->g, &sp, &sv, &err);
+        realm_alloc_fail_after(-1);
+        CHECKF(rc == REALM_OK || rc == REALM_E_NOMEM, "fail after %lld: rc %d (%s)", (long long)f, rc, err.msg);
+        if (rc != REALM_OK) {
+            n_nomem += rc == REALM_E_NOMEM;
+            CHECKF(err.msg[0] != 0, "fail after %lld: no message", (long long)f);
+            CHECKF(sv == sentinel, "fail after %lld: *out written on failure", (long long)f);
+            CHECKF(realm_alloc_bytes_in_use() == before, "fail after %lld: %lld bytes leaked", (long long)f,
+                   (long long)(realm_alloc_bytes_in_use() - before));
+            if (rc != REALM_E_NOMEM) break;
+            continue;
+        }
+        ok = 1;
+        CHECK_EQ_INT(realm_served_session(sv, 1, 8, &s, &err), REALM_OK);
+        CHECK_EQ_INT(realm_sched_decode(sv->sched, 1, s, toks, 3, got, NULL, &err), REALM_OK);
+        CHECK(memcmp(want, got, sizeof(float) * V) == 0);
+        realm_session_free(s);
+        realm_served_free(sv);
+        CHECK_EQ_INT(realm_alloc_bytes_in_use(), before);
+    }
+    CHECK(ok);
+    CHECKF(n_nomem >= 20, "only %d allocation failures seen", n_nomem);
+    tu_log("served_new%s: %d injected failures before success", prepack ? " (prepack)" : "", n_nomem);
+    free(want);
+    free(got);
+}
+
 /* ---- error contract ---- */
 
 static void test_errors(struct loaded *L) {
@@ -569,7 +631,7 @@ static void record_log(int level, const char *module, const char *msg, void *use
     snprintf(g_last_log, sizeof g_last_log, "%s: %s", module, msg);
 }
 
-/* stories260K with its llama.context_length (a u32 in the metadata) replaced by `ctx`, loaded
+/* A model file with its <arch>.context_length (a u32 in the metadata) replaced by `ctx`, loaded
  * from memory; *buf keeps the bytes (64-byte aligned, like a mapping) and must be freed. */
 static int load_with_ctx(const char *path, uint32_t ctx, struct loaded *L, unsigned char **buf,
                          struct realm_err *err) {
@@ -583,7 +645,7 @@ static int load_with_ctx(const char *path, uint32_t ctx, struct loaded *L, unsig
     }
     memcpy(*buf, raw, n);
     free(raw);
-    static const char key[] = "llama.context_length";
+    static const char key[] = ".context_length"; /* "<arch>.context_length" (not "original_...") */
     unsigned char *k = memmem(*buf, n, key, sizeof key - 1);
     uint32_t type = 0;
     if (k) memcpy(&type, k + sizeof key - 1, 4);
@@ -662,6 +724,137 @@ static void test_huge_context(const char *path, struct loaded *orig) {
     CHECK_EQ_INT(rc, REALM_E_FORMAT);
     CHECKF(strstr(err.msg, "context_length") != NULL, "%s", err.msg);
     free(buf);
+}
+
+/* ---- qwen3 / phi3 / gemma2 (issue 19) on the tiny synthetic files ---- */
+
+/* phi3 128k-style RoPE: tiny-phi3 has rope_factors_short/_long and original_context_length 2048.
+ * With its context_length patched to 4096, a session of at most 2048 positions uses the short
+ * factors (the same bits as the unpatched model), a longer one the long factors (other logits
+ * once positions are past 0) — llama.cpp's choice by n_ctx_seq > n_ctx_orig_yarn. */
+static void test_phi3_long_rope(const char *path, struct loaded *orig) {
+    struct realm_err err;
+    struct loaded P;
+    unsigned char *buf = NULL;
+    int rc = load_with_ctx(path, 4096, &P, &buf, &err);
+    CHECKF(rc == REALM_OK, "%s", err.msg);
+    if (rc) {
+        free(buf);
+        return;
+    }
+    const int V = realm_model_config(P.m)->n_vocab;
+    float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V),
+          *c = malloc(sizeof(float) * (size_t)V);
+    struct realm_engine *ep = NULL, *eo = NULL;
+    struct realm_session *s_short = NULL, *s_long = NULL, *s_orig = NULL;
+    CHECK_EQ_INT(realm_engine_new(P.m, 2, 4, &ep, &err), REALM_OK);
+    CHECK_EQ_INT(realm_engine_new(orig->m, 2, 4, &eo, &err), REALM_OK);
+    CHECK_EQ_INT(realm_session_new(P.m, 2048, &s_short, &err), REALM_OK);
+    CHECK_EQ_INT(realm_session_new(P.m, 2049, &s_long, &err), REALM_OK);
+    CHECK_EQ_INT(realm_session_new(orig->m, 64, &s_orig, &err), REALM_OK);
+    const int32_t toks[4] = {1, 300, 42, 977};
+    for (int i = 0; a && b && c && ep && eo && s_short && s_long && s_orig && i < 4; i++) {
+        CHECK_EQ_INT(step(ep, s_short, toks[i], a), REALM_OK);
+        CHECK_EQ_INT(step(ep, s_long, toks[i], b), REALM_OK);
+        CHECK_EQ_INT(step(eo, s_orig, toks[i], c), REALM_OK);
+        CHECKF(!memcmp(a, c, sizeof(float) * (size_t)V), "token %d: short factors differ", i);
+        if (i == 0)
+            CHECKF(!memcmp(a, b, sizeof(float) * (size_t)V), "position 0 does not rotate");
+        else
+            CHECKF(max_rel_diff(a, b, V) > 1e-3, "token %d: long factors not used", i);
+    }
+    tu_log("phi3 rope factors: short up to 2048 positions, long beyond");
+    realm_session_free(s_short);
+    realm_session_free(s_long);
+    realm_session_free(s_orig);
+    realm_engine_free(ep);
+    realm_engine_free(eo);
+    free(a);
+    free(b);
+    free(c);
+    unload(&P);
+    free(buf);
+}
+
+/* An architecture realm does not run is refused with REALM_E_UNSUPPORTED naming it (the tiny
+ * qwen3 file with general.architecture rewritten to "qwenX"). */
+static void test_unsupported_arch(const char *path) {
+    size_t n;
+    unsigned char *raw = tu_read_file(path, &n);
+    CHECK(raw != NULL);
+    if (!raw) return;
+    unsigned char *buf = aligned_alloc(64, (n + 63) / 64 * 64);
+    CHECK(buf != NULL);
+    if (buf) {
+        memcpy(buf, raw, n);
+        static const char key[] = "general.architecture";
+        unsigned char *k = memmem(buf, n, key, sizeof key - 1);
+        /* key, then the u32 type (8: string), the u64 length (5), the bytes */
+        CHECK(k && !memcmp(k + sizeof key - 1 + 12, "qwen3", 5));
+        struct realm_gguf *g = NULL;
+        struct realm_model *m = NULL;
+        struct realm_err err;
+        if (k) memcpy(k + sizeof key - 1 + 12, "qwenX", 5);
+        CHECK_EQ_INT(realm_gguf_open_memory(buf, n, "patched", &g, &err), REALM_OK);
+        if (g) {
+            CHECK_EQ_INT(realm_model_load(g, &m, &err), REALM_E_UNSUPPORTED);
+            CHECKF(strstr(err.msg, "'qwenX'") != NULL, "%s", err.msg);
+            CHECK(m == NULL);
+            realm_gguf_close(g);
+        }
+        free(buf);
+    }
+    free(raw);
+}
+
+/* The shape each tiny synthetic file must load as (scripts/gen_synthetic.py's SHAPES / EXTRA). */
+static void check_tiny_config(const struct realm_model_config *c, enum realm_arch arch) {
+    CHECK_EQ_INT(c->arch, arch);
+    CHECK_EQ_INT(c->n_layer, 4);
+    CHECK_EQ_INT(c->n_embd, 256);
+    CHECK_EQ_INT(c->n_ff, 768);
+    CHECK_EQ_INT(c->n_head, 4);
+    CHECK_EQ_INT(c->n_head_kv, 2);
+    CHECK_EQ_INT(c->n_vocab, 1024);
+    CHECK_EQ_INT(c->head_dim, arch == REALM_ARCH_PHI3 ? 64 : 128); /* key_length for the others */
+    CHECK_EQ_INT(c->sliding_window, arch == REALM_ARCH_GEMMA2 ? 16 : 0); /* phi3's is ignored */
+}
+
+/* Every new architecture, F16 and Q4_K_M: batched == solo bit for bit, paged == contiguous past
+ * gemma2's 16-token window, prepacked == mapped (phi3's fused tensors are packed as row ranges). */
+static int test_new_archs(void) {
+    static const struct {
+        const char *shape;
+        enum realm_arch arch;
+    } archs[] = {{"tiny-qwen3", REALM_ARCH_QWEN3},
+                 {"tiny-phi3", REALM_ARCH_PHI3},
+                 {"tiny-gemma2", REALM_ARCH_GEMMA2}};
+    static const char *const types[] = {"F16", "Q4_K_M"};
+    int ran = 0;
+    for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++)
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+            char rel[256], path[4096], name[128];
+            snprintf(name, sizeof name, "synthetic-%s-%s.gguf", archs[a].shape, types[t]);
+            snprintf(rel, sizeof rel, "synthetic/%s", name);
+            const char *p = tu_model_path(rel);
+            if (!p) {
+                tu_log("%s: absent (scripts/gen_synthetic.py --parity-set makes it)", name);
+                continue;
+            }
+            snprintf(path, sizeof path, "%s", p);
+            struct loaded L;
+            CHECK_EQ_INT(load(path, &L), REALM_OK);
+            if (!L.m) continue;
+            check_tiny_config(realm_model_config(L.m), archs[a].arch);
+            CHECKF(test_batching(&L, 2, name) == 0, "%s: batched logits not bit-identical", name);
+            test_paged(&L, 2, name, 45);
+            if (archs[a].arch == REALM_ARCH_PHI3 && t == 0) test_phi3_long_rope(path, &L);
+            if (archs[a].arch == REALM_ARCH_QWEN3 && t == 0) test_unsupported_arch(path);
+            unload(&L);
+            if (t == 1) test_prepack_same_bits(path);
+            ran++;
+        }
+    return ran;
 }
 
 /* ---- parity fixtures ---- */
@@ -865,6 +1058,8 @@ int main(int argc, char **argv) {
             test_paged(&L, 2, "stories260K", 41);
             test_errors(&L);
             test_engine_alloc_failures(&L);
+            test_served_alloc_failures(&L, false);
+            test_served_alloc_failures(&L, true);
             test_huge_context(path, &L);
             unload(&L);
         }
@@ -896,6 +1091,7 @@ int main(int argc, char **argv) {
         }
         ran++;
     }
+    ran += test_new_archs();
     test_parity_fixtures();
     if (!ran)
         tu_skip("no model: ../shared/models/stories260K.gguf and the cached models are absent");

@@ -112,7 +112,6 @@ static void test_kernels(void) {
     }
 }
 
-
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     test_kernels();

@@ -357,7 +357,10 @@ static void test_matmul_many_rows(enum realm_isa isa) {
             ops ? realm_quant_ops_isa(ops->vec_dot_type, REALM_ISA_SCALAR) : NULL;
         CHECK(ops && aops);
         if (!ops || !aops) continue;
-        const int64_t n = 512, n_r = 37, n_b = 70; /* 37: two full 16-row groups of the batched K kernels plus a remainder */
+        const int64_t
+            n = 512,
+            n_r = 37,
+            n_b = 70; /* 37: two full 16-row groups of the batched K kernels plus a remainder */
         const size_t wrb = realm_type_row_size(types[ti], n),
                      arb = realm_type_row_size(ops->vec_dot_type, n);
         unsigned char *W = malloc(wrb * n_r), *A = malloc(arb * n_b);
@@ -403,7 +406,8 @@ static void test_prepacked(enum realm_isa isa) {
         CHECK(ops && ref && aops);
         if (!ops || !ref || !aops) continue;
         const int64_t n = 5 * 256, max_b = 70; /* 5 super-blocks: a 4-block slice and a tail */
-        const size_t wrb = realm_type_row_size(t, n), arb = realm_type_row_size(ops->vec_dot_type, n);
+        const size_t wrb = realm_type_row_size(t, n),
+                     arb = realm_type_row_size(ops->vec_dot_type, n);
         unsigned char *W = malloc(wrb * 37), *A = malloc(arb * max_b);
         float *x = malloc(sizeof(float) * n), *af = malloc(sizeof(float) * n * max_b),
               *wf = malloc(sizeof(float) * n);

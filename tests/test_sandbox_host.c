@@ -4,9 +4,9 @@
  * mistyped exports, an ABI version the host does not speak; the compiled-module disk cache hits,
  * and recompiles on a corrupt or foreign-writable file; a failing realm_init reports the guest's
  * status and message (the seed regression) and an endless one its time budget, or its wall-clock
- * limit when the budget is larger, or its cancel flag; the configuration's caps are checked; the instance
- * pool refuses tenants past max_instances; a memory bomb is capped, stack overflows trap, a
- * 100 MB emit is refused or capped, an endless realm_generate is stopped and the tenant serves
+ * limit when the budget is larger, or its cancel flag; the configuration's caps are checked; the
+ * instance pool refuses tenants past max_instances; a memory bomb is capped, stack overflows trap,
+ * a 100 MB emit is refused or capped, an endless realm_generate is stopped and the tenant serves
  * its next request from a fresh instance.
  */
 #include <sys/stat.h>
@@ -78,59 +78,71 @@ static void test_module_checks(struct realm_sbx_host *h) {
     CHECK_EQ_INT(realm_sbx_module_new(h, "hello", 5, "junk", &m, &err), REALM_E_FORMAT);
     CHECK_EQ_INT(realm_sbx_module_load(h, "/nonexistent/x.wasm", &m, &err), REALM_E_IO);
     /* a complete minimal guest works */
-    CHECK_EQ_INT(try_wat(h, "(module (memory (export \"memory\") 1)" EXPORTS_OK
-                            "(func (export \"realm_generate\") (result i32) i32.const 0))",
+    CHECK_EQ_INT(try_wat(h,
+                         "(module (memory (export \"memory\") 1)" EXPORTS_OK
+                         "(func (export \"realm_generate\") (result i32) i32.const 0))",
                          msg, sizeof msg),
                  REALM_OK);
-    CHECK_EQ_INT(try_wat(h, "(module (memory (export \"memory\") 1)" EXPORTS_OK ")", msg, sizeof msg),
-                 REALM_E_FORMAT);
+    CHECK_EQ_INT(
+        try_wat(h, "(module (memory (export \"memory\") 1)" EXPORTS_OK ")", msg, sizeof msg),
+        REALM_E_FORMAT);
     CHECKF(strstr(msg, "missing export realm_generate") != NULL, "%s", msg);
-    CHECK_EQ_INT(try_wat(h, "(module (memory (export \"memory\") 1)" EXPORTS_OK
-                            "(func (export \"realm_generate\") (param i32) (result i32) i32.const 0))",
+    CHECK_EQ_INT(try_wat(h,
+                         "(module (memory (export \"memory\") 1)" EXPORTS_OK
+                         "(func (export \"realm_generate\") (param i32) (result i32) i32.const 0))",
                          msg, sizeof msg),
                  REALM_E_FORMAT);
     CHECKF(strstr(msg, "realm_generate: type i:i, expected :i") != NULL, "%s", msg);
-    CHECK_EQ_INT(try_wat(h, "(module (import \"realm\" \"decode\" (func (param i32) (result i32)))"
-                            "(memory (export \"memory\") 1)" EXPORTS_OK
-                            "(func (export \"realm_generate\") (result i32) i32.const 0))",
+    CHECK_EQ_INT(try_wat(h,
+                         "(module (import \"realm\" \"decode\" (func (param i32) (result i32)))"
+                         "(memory (export \"memory\") 1)" EXPORTS_OK
+                         "(func (export \"realm_generate\") (result i32) i32.const 0))",
                          msg, sizeof msg),
                  REALM_E_FORMAT);
     CHECKF(strstr(msg, "realm.decode: type i:i, expected iiiii:i") != NULL, "%s", msg);
-    CHECK_EQ_INT(try_wat(h, "(module (import \"realm\" \"open_file\" (func))"
-                            "(memory (export \"memory\") 1)" EXPORTS_OK
-                            "(func (export \"realm_generate\") (result i32) i32.const 0))",
+    CHECK_EQ_INT(try_wat(h,
+                         "(module (import \"realm\" \"open_file\" (func))"
+                         "(memory (export \"memory\") 1)" EXPORTS_OK
+                         "(func (export \"realm_generate\") (result i32) i32.const 0))",
                          msg, sizeof msg),
                  REALM_E_FORMAT);
     CHECKF(strstr(msg, "unknown import realm.open_file") != NULL, "%s", msg);
-    CHECK_EQ_INT(try_wat(h, "(module (import \"env\" \"x\" (func))"
-                            "(memory (export \"memory\") 1)" EXPORTS_OK
-                            "(func (export \"realm_generate\") (result i32) i32.const 0))",
+    CHECK_EQ_INT(try_wat(h,
+                         "(module (import \"env\" \"x\" (func))"
+                         "(memory (export \"memory\") 1)" EXPORTS_OK
+                         "(func (export \"realm_generate\") (result i32) i32.const 0))",
                          msg, sizeof msg),
                  REALM_E_FORMAT);
     /* no memory export, a 64-bit memory */
-    CHECK_EQ_INT(try_wat(h, "(module " EXPORTS_OK "(func (export \"realm_generate\") (result i32) i32.const 0))",
+    CHECK_EQ_INT(try_wat(h,
+                         "(module " EXPORTS_OK
+                         "(func (export \"realm_generate\") (result i32) i32.const 0))",
                          msg, sizeof msg),
                  REALM_E_FORMAT);
-    CHECK(try_wat(h, "(module (memory (export \"memory\") i64 1)" EXPORTS_OK
-                     "(func (export \"realm_generate\") (result i32) i32.const 0))",
+    CHECK(try_wat(h,
+                  "(module (memory (export \"memory\") i64 1)" EXPORTS_OK
+                  "(func (export \"realm_generate\") (result i32) i32.const 0))",
                   msg, sizeof msg) != REALM_OK);
     /* an initial memory above the tenant cap (1000 pages = 62.5 MiB > 32 MiB) cannot instantiate */
-    CHECK(try_wat(h, "(module (memory (export \"memory\") 1000)" EXPORTS_OK
-                     "(func (export \"realm_generate\") (result i32) i32.const 0))",
+    CHECK(try_wat(h,
+                  "(module (memory (export \"memory\") 1000)" EXPORTS_OK
+                  "(func (export \"realm_generate\") (result i32) i32.const 0))",
                   msg, sizeof msg) != REALM_OK);
     /* a start function that traps */
-    CHECK_EQ_INT(try_wat(h, "(module (memory (export \"memory\") 1)" EXPORTS_OK
-                            "(func (export \"realm_generate\") (result i32) i32.const 0)"
-                            "(func $boom unreachable) (start $boom))",
+    CHECK_EQ_INT(try_wat(h,
+                         "(module (memory (export \"memory\") 1)" EXPORTS_OK
+                         "(func (export \"realm_generate\") (result i32) i32.const 0)"
+                         "(func $boom unreachable) (start $boom))",
                          msg, sizeof msg),
                  REALM_E_TRAP);
     /* a realm_init that returns something that is not a status */
-    CHECK_EQ_INT(try_wat(h, "(module (memory (export \"memory\") 1)"
-                            "(func (export \"realm_abi_version\") (result i32) i32.const 1)"
-                            "(func (export \"realm_alloc\") (param i32) (result i32) i32.const 0)"
-                            "(func (export \"realm_free\") (param i32))"
-                            "(func (export \"realm_init\") (result i32) i32.const -12345)"
-                            "(func (export \"realm_generate\") (result i32) i32.const 0))",
+    CHECK_EQ_INT(try_wat(h,
+                         "(module (memory (export \"memory\") 1)"
+                         "(func (export \"realm_abi_version\") (result i32) i32.const 1)"
+                         "(func (export \"realm_alloc\") (param i32) (result i32) i32.const 0)"
+                         "(func (export \"realm_free\") (param i32))"
+                         "(func (export \"realm_init\") (result i32) i32.const -12345)"
+                         "(func (export \"realm_generate\") (result i32) i32.const 0))",
                          msg, sizeof msg),
                  REALM_E_INVALID);
     CHECKF(strstr(msg, "status -12345") != NULL, "%s", msg);
@@ -138,7 +150,8 @@ static void test_module_checks(struct realm_sbx_host *h) {
     struct realm_sbx_module *v2 = ts_module(h, "abi_v2");
     struct realm_sbx_tenant *t = NULL;
     CHECK_EQ_INT(realm_sbx_tenant_new(h, v2, NULL, &t, &err), REALM_E_UNSUPPORTED);
-    CHECKF(strstr(err.msg, "ABI version 2") != NULL && !strstr(err.msg, "must not run"), "%s", err.msg);
+    CHECKF(strstr(err.msg, "ABI version 2") != NULL && !strstr(err.msg, "must not run"), "%s",
+           err.msg);
     CHECK(t == NULL);
     realm_sbx_module_free(v2);
 }
@@ -149,7 +162,8 @@ static void test_init_failures(struct realm_sbx_host *h) {
     /* the seed regression: a failing init is an error with the guest's status and message */
     struct realm_sbx_module *m = ts_module(h, "init_fail");
     CHECK_EQ_INT(realm_sbx_tenant_new(h, m, NULL, &t, &err), REALM_E_NOT_FOUND);
-    CHECKF(!strcmp(err.msg, "guest init failed: not found: config: key 'greeting' missing"), "%s", err.msg);
+    CHECKF(!strcmp(err.msg, "guest init failed: not found: config: key 'greeting' missing"), "%s",
+           err.msg);
     CHECK(t == NULL);
     realm_sbx_module_free(m);
     /* an endless init is stopped by the init budget */
@@ -171,11 +185,13 @@ static void test_init_wall(void) {
     struct realm_sbx_tenant *t = NULL;
     struct realm_err err;
     CHECK_EQ_INT(realm_sbx_tenant_new(h, m, NULL, &t, &err), REALM_E_TIMEOUT);
-    CHECKF(strstr(err.msg, "realm_init stopped: wall-clock limit of 200 ms") != NULL, "%s", err.msg);
+    CHECKF(strstr(err.msg, "realm_init stopped: wall-clock limit of 200 ms") != NULL, "%s",
+           err.msg);
     CHECK(t == NULL);
     struct realm_sbx_tenant_params p = {.name = "w", .init_wall_ms = 100};
     CHECK_EQ_INT(realm_sbx_tenant_new(h, m, &p, &t, &err), REALM_E_TIMEOUT);
-    CHECKF(strstr(err.msg, "realm_init stopped: wall-clock limit of 100 ms") != NULL, "%s", err.msg);
+    CHECKF(strstr(err.msg, "realm_init stopped: wall-clock limit of 100 ms") != NULL, "%s",
+           err.msg);
     /* a set cancel flag stops it after the grace period, long before the wall limit */
     atomic_bool cancel;
     atomic_init(&cancel, true);
@@ -312,7 +328,8 @@ static void test_stack_overflow(struct realm_sbx_host *h) {
     struct ts_capture out = {0};
     struct realm_err err;
     CHECK_EQ_INT(ts_run(t, "{\"kind\":\"wasm\"}", &out, NULL, &err), REALM_E_TRAP);
-    CHECKF(strstr(err.msg, "realm_generate trapped: call stack exhausted in rec") != NULL, "%s", err.msg);
+    CHECKF(strstr(err.msg, "realm_generate trapped: call stack exhausted in rec") != NULL, "%s",
+           err.msg);
     CHECK_EQ_INT(ts_run(t, "{\"kind\":\"shadow\"}", &out, NULL, &err), REALM_E_TRAP);
     CHECKF(strstr(err.msg, "trapped: out of bounds memory access in big") != NULL, "%s", err.msg);
     struct realm_sbx_tenant_stats st;
@@ -352,7 +369,8 @@ static void test_endless_generate(struct realm_sbx_host *h) {
     CHECK(!strcmp(out.buf, "alive 2"));
     struct realm_sbx_usage u;
     CHECK_EQ_INT(ts_run(t, "{\"loop\":true}", &out, &u, &err), REALM_E_TIMEOUT);
-    CHECKF(strstr(err.msg, "realm_generate stopped: compute budget of 1000 ms") != NULL, "%s", err.msg);
+    CHECKF(strstr(err.msg, "realm_generate stopped: compute budget of 1000 ms") != NULL, "%s",
+           err.msg);
     CHECK(u.guest_ns >= 1000000000ull);
     /* the next request runs on a fresh instance: its count starts again */
     CHECK_EQ_INT(ts_run(t, "{}", &out, NULL, &err), REALM_OK);

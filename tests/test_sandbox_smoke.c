@@ -52,7 +52,8 @@ static wasm_trap_t *host_str(void *env, wasmtime_caller_t *caller, const wasmtim
     (void)env, (void)nargs, (void)nresults;
     wasmtime_extern_t mem;
     results[0].kind = WASMTIME_I32;
-    if (!wasmtime_caller_export_get(caller, "memory", 6, &mem) || mem.kind != WASMTIME_EXTERN_MEMORY) {
+    if (!wasmtime_caller_export_get(caller, "memory", 6, &mem) ||
+        mem.kind != WASMTIME_EXTERN_MEMORY) {
         results[0].of.i32 = -1;
         return NULL;
     }
@@ -139,9 +140,11 @@ int main(int argc, char **argv) {
     wasmtime_linker_t *linker = wasmtime_linker_new(engine);
     wasm_functype_t *t_add = wasm_functype_new_2_1(wasm_valtype_new_i32(), wasm_valtype_new_i32(),
                                                    wasm_valtype_new_i32());
-    err = wasmtime_linker_define_func(linker, "realm", 5, "smoke_add", 9, t_add, host_add, NULL, NULL);
+    err = wasmtime_linker_define_func(linker, "realm", 5, "smoke_add", 9, t_add, host_add, NULL,
+                                      NULL);
     CHECK(err == NULL);
-    err = wasmtime_linker_define_func(linker, "realm", 5, "smoke_str", 9, t_add, host_str, NULL, NULL);
+    err = wasmtime_linker_define_func(linker, "realm", 5, "smoke_str", 9, t_add, host_str, NULL,
+                                      NULL);
     CHECK(err == NULL);
     wasm_functype_delete(t_add);
 

@@ -31,7 +31,8 @@ static inline const char *ts_guest_path(const char *name) {
     const char *build = getenv("REALM_BUILD");
     if (!build) tu_skip("REALM_BUILD not set");
     char *p = path[k++ & 3];
-    snprintf(p, sizeof path[0], "%s/%s/%s.wasm", build, strcmp(name, "default") ? "tests/guests" : "guest", name);
+    snprintf(p, sizeof path[0], "%s/%s/%s.wasm", build,
+             strcmp(name, "default") ? "tests/guests" : "guest", name);
     return p;
 }
 
@@ -55,7 +56,8 @@ static inline int ts_emit(void *user, const char *text, size_t len) {
     struct ts_capture *c = user;
     if (c->len + len + 1 > c->cap) {
         size_t cap = c->cap ? c->cap : 4096;
-        while (cap < c->len + len + 1) cap *= 2;
+        while (cap < c->len + len + 1)
+            cap *= 2;
         char *b = realloc(c->buf, cap);
         if (!b) return -1;
         c->buf = b;
@@ -88,8 +90,8 @@ static inline int ts_run(struct realm_sbx_tenant *t, const char *json, struct ts
     return rc;
 }
 
-static inline struct realm_sbx_tenant *ts_tenant(struct realm_sbx_host *h, struct realm_sbx_module *m,
-                                                 const char *name) {
+static inline struct realm_sbx_tenant *ts_tenant(struct realm_sbx_host *h,
+                                                 struct realm_sbx_module *m, const char *name) {
     struct realm_sbx_tenant *t = NULL;
     struct realm_err err;
     struct realm_sbx_tenant_params p = {.name = name};

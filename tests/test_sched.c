@@ -52,13 +52,17 @@ struct fake {
     atomic_bool holding;
 };
 
-static uint64_t mix(uint64_t h, int32_t tok) { return (h ^ (uint64_t)(tok + 1)) * 0x100000001b3ull; }
-
-static void fill_logits(uint64_t h, float *out) {
-    for (int j = 0; j < NV; j++) out[j] = (float)((h >> (j * 7)) & 0x7f);
+static uint64_t mix(uint64_t h, int32_t tok) {
+    return (h ^ (uint64_t)(tok + 1)) * 0x100000001b3ull;
 }
 
-static int fake_forward(void *ctx, const struct realm_batch_row *rows, int32_t n, struct realm_err *err) {
+static void fill_logits(uint64_t h, float *out) {
+    for (int j = 0; j < NV; j++)
+        out[j] = (float)((h >> (j * 7)) & 0x7f);
+}
+
+static int fake_forward(void *ctx, const struct realm_batch_row *rows, int32_t n,
+                        struct realm_err *err) {
     struct fake *f = ctx;
     pthread_mutex_lock(&f->mu);
     if (n > f->max_rows_seen) f->max_rows_seen = n;
@@ -69,7 +73,8 @@ static int fake_forward(void *ctx, const struct realm_batch_row *rows, int32_t n
         }
         /* a session's rows are consecutive: it must not appear again after another session */
         for (int32_t j = 0; j < i; j++)
-            if (rows[j].session == rows[i].session && rows[i - 1].session != rows[i].session) f->violations++;
+            if (rows[j].session == rows[i].session && rows[i - 1].session != rows[i].session)
+                f->violations++;
     }
     int per_sess_run = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -101,7 +106,8 @@ static int fake_forward(void *ctx, const struct realm_batch_row *rows, int32_t n
     pthread_mutex_unlock(&f->mu);
     if (hold) {
         atomic_store(&f->holding, true);
-        while (!atomic_load(f->hold_until)) usleep(100);
+        while (!atomic_load(f->hold_until))
+            usleep(100);
     }
     usleep(200); /* a step takes time, so that callers pile up */
     return REALM_OK;
@@ -171,8 +177,8 @@ static void *worker_main(void *arg) {
         h = mix(h, toks[i]);
     }
     struct realm_err err;
-    if (w->prompt && realm_sched_decode(g_s, w->tenant, (struct realm_session *)&w->sess, toks, w->prompt, logits,
-                                        NULL, &err) != REALM_OK)
+    if (w->prompt && realm_sched_decode(g_s, w->tenant, (struct realm_session *)&w->sess, toks,
+                                        w->prompt, logits, NULL, &err) != REALM_OK)
         w->ok = 0;
     w->tokens += w->prompt;
     for (int i = 0; (w->stop ? !atomic_load(w->stop) : i < w->steps) && w->ok; i++) {
@@ -181,7 +187,8 @@ static void *worker_main(void *arg) {
         int32_t t = (int32_t)(logits[0]) % NV;
         if (!w->prompt && !i) t = 1;
         h = mix(h, t);
-        if (realm_sched_decode(g_s, w->tenant, (struct realm_session *)&w->sess, &t, 1, logits, NULL, &err))
+        if (realm_sched_decode(g_s, w->tenant, (struct realm_session *)&w->sess, &t, 1, logits,
+                               NULL, &err))
             w->ok = 0;
         w->tokens++;
     }
@@ -195,7 +202,9 @@ static void test_concurrent(void) {
     struct worker w[N];
     pthread_t th[N];
     for (int i = 0; i < N; i++) {
-        w[i] = (struct worker){.tenant = (uint32_t)(i % 3), .sess = {.id = i, .n_ctx = 1000}, .prompt = 3 + i * 4,
+        w[i] = (struct worker){.tenant = (uint32_t)(i % 3),
+                               .sess = {.id = i, .n_ctx = 1000},
+                               .prompt = 3 + i * 4,
                                .steps = 40};
         pthread_create(&th[i], NULL, worker_main, &w[i]);
     }
@@ -215,7 +224,9 @@ static void test_fairness(void) {
     pthread_t th[NA + 1];
     atomic_bool stop = false;
     for (int i = 0; i <= NA; i++) {
-        w[i] = (struct worker){.tenant = i < NA ? 100 : 200, .sess = {.id = 40 + i, .n_ctx = 1 << 20}, .prompt = 1,
+        w[i] = (struct worker){.tenant = i < NA ? 100 : 200,
+                               .sess = {.id = 40 + i, .n_ctx = 1 << 20},
+                               .prompt = 1,
                                .stop = &stop};
         pthread_create(&th[i], NULL, worker_main, &w[i]);
     }
@@ -237,8 +248,10 @@ static void test_fairness(void) {
  * requests beside B's, B's prompt goes in chunks of at most 3 rows, and B gets about as many
  * tokens as all of A's sessions together (without the cap: about as many as each of them). */
 static void test_tenant_share(const struct realm_sched_backend *be) {
-    struct realm_sched_params p = {
-        .max_batch_tokens = MAXB, .prefill_chunk = CHUNK, .tenant_share = 1, .contended_prefill = 3};
+    struct realm_sched_params p = {.max_batch_tokens = MAXB,
+                                   .prefill_chunk = CHUNK,
+                                   .tenant_share = 1,
+                                   .contended_prefill = 3};
     struct realm_sched *saved = g_s;
     struct realm_err err;
     CHECK(realm_sched_new(be, &p, &g_s, &err) == REALM_OK);
@@ -247,36 +260,46 @@ static void test_tenant_share(const struct realm_sched_backend *be) {
     pthread_t th[NA + 1];
     atomic_bool stop_a = false, stop_b = false;
     for (int i = 0; i < NA; i++) {
-        w[i] = (struct worker){.tenant = 300, .sess = {.id = 200 + i, .n_ctx = 1 << 20}, .stop = &stop_a};
+        w[i] = (struct worker){
+            .tenant = 300, .sess = {.id = 200 + i, .n_ctx = 1 << 20}, .stop = &stop_a};
         pthread_create(&th[i], NULL, worker_main, &w[i]);
     }
     usleep(100 * 1000);
     pthread_mutex_lock(&g_fake.mu);
     int alone_max = g_fake.share_a_max;
     int64_t a_before = 0;
-    for (int i = 200; i < 204; i++) a_before += g_fake.rows_by_tenant_sess[i % 64];
+    for (int i = 200; i < 204; i++)
+        a_before += g_fake.rows_by_tenant_sess[i % 64];
     pthread_mutex_unlock(&g_fake.mu);
-    w[NA] = (struct worker){.tenant = 301, .sess = {.id = 210, .n_ctx = 1 << 20}, .prompt = 20, .stop = &stop_b};
+    w[NA] = (struct worker){
+        .tenant = 301, .sess = {.id = 210, .n_ctx = 1 << 20}, .prompt = 20, .stop = &stop_b};
     pthread_create(&th[NA], NULL, worker_main, &w[NA]);
     usleep(200 * 1000);
     atomic_store(&stop_b, true);
     pthread_join(th[NA], NULL);
     pthread_mutex_lock(&g_fake.mu);
     int64_t a_with_b = -a_before;
-    for (int i = 200; i < 204; i++) a_with_b += g_fake.rows_by_tenant_sess[i % 64];
+    for (int i = 200; i < 204; i++)
+        a_with_b += g_fake.rows_by_tenant_sess[i % 64];
     pthread_mutex_unlock(&g_fake.mu);
     atomic_store(&stop_a, true);
-    for (int i = 0; i < NA; i++) pthread_join(th[i], NULL);
-    for (int i = 0; i <= NA; i++) CHECKF(w[i].ok, "worker %d saw wrong logits", i);
+    for (int i = 0; i < NA; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i <= NA; i++)
+        CHECKF(w[i].ok, "worker %d saw wrong logits", i);
     double b = (double)w[NA].tokens;
-    tu_log("tenant_share 1: A alone up to %d rows a step; with B: %d steps, at most %d A row(s) beside B's; "
-           "B %.0f tokens, A %lld over its %d sessions", alone_max, g_fake.share_steps_with_b,
-           g_fake.share_a_max_with_b, b, (long long)a_with_b, NA);
+    tu_log("tenant_share 1: A alone up to %d rows a step; with B: %d steps, at most %d A row(s) "
+           "beside B's; "
+           "B %.0f tokens, A %lld over its %d sessions",
+           alone_max, g_fake.share_steps_with_b, g_fake.share_a_max_with_b, b, (long long)a_with_b,
+           NA);
     CHECKF(alone_max > 1, "a tenant alone was capped (at most %d rows a step)", alone_max);
     CHECK(g_fake.share_steps_with_b > 10);
-    CHECKF(g_fake.share_a_max_with_b <= 1, "%d of A's requests shared a step with B's", g_fake.share_a_max_with_b);
+    CHECKF(g_fake.share_a_max_with_b <= 1, "%d of A's requests shared a step with B's",
+           g_fake.share_a_max_with_b);
     CHECKF(g_fake.share_b_max_with_a >= 1 && g_fake.share_b_max_with_a <= 3,
-           "B's prompt went in chunks of up to %d rows beside A (cap 3)", g_fake.share_b_max_with_a);
+           "B's prompt went in chunks of up to %d rows beside A (cap 3)",
+           g_fake.share_b_max_with_a);
     CHECKF(b >= (double)a_with_b / 2, "B got %.0f tokens while A's sessions got %lld together", b,
            (long long)a_with_b);
     realm_sched_free(g_s);
@@ -299,7 +322,8 @@ static void *cancel_main(void *arg) {
     struct cancel_arg *c = arg;
     int32_t toks[60] = {0};
     struct realm_err err;
-    c->rc = realm_sched_decode(g_s, 7, (struct realm_session *)&c->sess, toks, 60, NULL, &c->cancel, &err);
+    c->rc = realm_sched_decode(g_s, 7, (struct realm_session *)&c->sess, toks, 60, NULL, &c->cancel,
+                               &err);
     return NULL;
 }
 
@@ -308,15 +332,20 @@ static void test_errors(void) {
     struct fake_sess s = {.id = 90, .n_ctx = 10};
     int32_t toks[20] = {0};
     float logits[NV];
-    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 11, logits, NULL, &err) == REALM_E_CONTEXT_FULL);
+    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 11, logits, NULL, &err) ==
+          REALM_E_CONTEXT_FULL);
     CHECK_EQ_INT(s.len, 0);
-    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 0, logits, NULL, &err) == REALM_E_INVALID);
+    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 0, logits, NULL, &err) ==
+          REALM_E_INVALID);
     toks[3] = NV;
-    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 5, logits, NULL, &err) == REALM_E_INVALID);
+    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 5, logits, NULL, &err) ==
+          REALM_E_INVALID);
     toks[3] = -1;
-    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 5, logits, NULL, &err) == REALM_E_INVALID);
+    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 5, logits, NULL, &err) ==
+          REALM_E_INVALID);
     toks[3] = 0;
-    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 10, logits, NULL, &err) == REALM_OK);
+    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s, toks, 10, logits, NULL, &err) ==
+          REALM_OK);
     CHECK_EQ_INT(s.len, 10);
 
     /* cancellation mid-prefill, set by another thread while the first step runs: the backend
@@ -332,7 +361,8 @@ static void test_errors(void) {
     pthread_mutex_unlock(&g_fake.mu);
     pthread_t th;
     pthread_create(&th, NULL, cancel_main, &c);
-    while (!atomic_load(&g_fake.holding)) usleep(100);
+    while (!atomic_load(&g_fake.holding))
+        usleep(100);
     atomic_store(&c.cancel, true);
     pthread_join(th, NULL);
     pthread_mutex_lock(&g_fake.mu);
@@ -344,16 +374,19 @@ static void test_errors(void) {
     tu_log("cancel: rc %d after %d tokens", c.rc, c.sess.len);
     atomic_bool pre = true;
     struct fake_sess s3 = {.id = 93, .n_ctx = 10};
-    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s3, toks, 1, logits, &pre, &err) == REALM_E_CANCELLED);
+    CHECK(realm_sched_decode(g_s, 1, (struct realm_session *)&s3, toks, 1, logits, &pre, &err) ==
+          REALM_E_CANCELLED);
 
     /* a failing step fails its requests with the backend's error; the next one works */
     struct fake_sess s2 = {.id = 92, .n_ctx = 100};
     atomic_store(&g_fake.fail_token, 5);
     int32_t bad = 5;
-    CHECK(realm_sched_decode(g_s, 2, (struct realm_session *)&s2, &bad, 1, logits, NULL, &err) == REALM_E_INTERNAL);
+    CHECK(realm_sched_decode(g_s, 2, (struct realm_session *)&s2, &bad, 1, logits, NULL, &err) ==
+          REALM_E_INTERNAL);
     CHECK(strstr(err.msg, "poisoned") != NULL);
     atomic_store(&g_fake.fail_token, -2);
-    CHECK(realm_sched_decode(g_s, 2, (struct realm_session *)&s2, &bad, 1, logits, NULL, &err) == REALM_OK);
+    CHECK(realm_sched_decode(g_s, 2, (struct realm_session *)&s2, &bad, 1, logits, NULL, &err) ==
+          REALM_OK);
 }
 
 /* A failed decode (refused room, cancellation, backend error) after chunks ran — and after a
@@ -364,23 +397,31 @@ static void test_undo(void) {
     atomic_store(&f.fail_token, -2);
     atomic_bool trip = false;
     f.trip = &trip;
-    struct realm_sched_backend be = {.ctx = &f, .forward = fake_forward, .room = fake_room, .n_vocab = NV,
-                                     .reserve = fake_reserve, .attach = fake_attach, .len = fake_len,
+    struct realm_sched_backend be = {.ctx = &f,
+                                     .forward = fake_forward,
+                                     .room = fake_room,
+                                     .n_vocab = NV,
+                                     .reserve = fake_reserve,
+                                     .attach = fake_attach,
+                                     .len = fake_len,
                                      .rewind = fake_rewind};
     struct realm_sched_params p = {.max_batch_tokens = MAXB, .prefill_chunk = CHUNK};
     struct realm_sched *sc;
     struct realm_err err;
     CHECK(realm_sched_new(&be, &p, &sc, &err) == REALM_OK);
     int32_t toks[40];
-    for (int i = 0; i < 40; i++) toks[i] = (i * 5 + 1) % NV;
+    for (int i = 0; i < 40; i++)
+        toks[i] = (i * 5 + 1) % NV;
     float logits[NV], expect[NV];
     uint64_t h = 0;
-    for (int i = 0; i < 7; i++) h = mix(h, toks[i]);
+    for (int i = 0; i < 7; i++)
+        h = mix(h, toks[i]);
     fill_logits(h, expect);
 
     /* refused room after one chunk of 5 ran: 3 + 5 fit the quota of 12, 8 + 5 do not */
     struct fake_sess s = {.id = 1, .n_ctx = 1000, .quota = 12};
-    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&s, toks, 3, logits, NULL, &err) == REALM_OK);
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&s, toks, 3, logits, NULL, &err) ==
+          REALM_OK);
     uint64_t h3 = s.hash;
     struct realm_sched_stats st0, st1;
     realm_sched_get_stats(sc, &st0);
@@ -391,29 +432,33 @@ static void test_undo(void) {
     CHECK_EQ_INT(s.len, 3);
     CHECK_EQ_INT(s.held, 3);
     CHECK(s.hash == h3);
-    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&s, toks + 3, 4, logits, NULL, &err) == REALM_OK);
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&s, toks + 3, 4, logits, NULL, &err) ==
+          REALM_OK);
     CHECK(!memcmp(logits, expect, sizeof expect));
 
     /* cancelled after two chunks */
     struct fake_sess c = {.id = 2, .n_ctx = 1000};
-    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&c, toks, 3, logits, NULL, &err) == REALM_OK);
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&c, toks, 3, logits, NULL, &err) ==
+          REALM_OK);
     atomic_store(&trip, false);
     atomic_store(&f.trip_steps, 2);
     realm_sched_get_stats(sc, &st0);
-    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&c, toks + 3, 30, logits, &trip, &err) ==
-          REALM_E_CANCELLED);
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&c, toks + 3, 30, logits, &trip,
+                             &err) == REALM_E_CANCELLED);
     realm_sched_get_stats(sc, &st1);
     CHECK_EQ_INT(st1.prefill_rows - st0.prefill_rows, 10);
     CHECK_EQ_INT(c.len, 3);
     CHECK(c.hash == h3);
     atomic_store(&f.trip_steps, 0);
-    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&c, toks + 3, 4, logits, NULL, &err) == REALM_OK);
+    CHECK(realm_sched_decode(sc, 1, (struct realm_session *)&c, toks + 3, 4, logits, NULL, &err) ==
+          REALM_OK);
     CHECK(!memcmp(logits, expect, sizeof expect));
 
     /* a prefix attached by the failing call is given back: refused, then cancelled */
     struct fake_sess a = {.id = 3, .n_ctx = 1000, .cached = 6, .quota = 10};
     realm_sched_get_stats(sc, &st0);
-    CHECK(realm_sched_decode(sc, 2, (struct realm_session *)&a, toks, 20, logits, NULL, &err) == REALM_E_KV_FULL);
+    CHECK(realm_sched_decode(sc, 2, (struct realm_session *)&a, toks, 20, logits, NULL, &err) ==
+          REALM_E_KV_FULL);
     realm_sched_get_stats(sc, &st1);
     CHECK_EQ_INT(st1.prefix_tokens - st0.prefix_tokens, 6);
     CHECK(a.len == 0 && a.held == 0 && a.hash == 0);
@@ -427,7 +472,8 @@ static void test_undo(void) {
 
     /* a failing step: the session of the failed request is rewound too */
     struct fake_sess b = {.id = 4, .n_ctx = 1000};
-    CHECK(realm_sched_decode(sc, 3, (struct realm_session *)&b, toks, 3, logits, NULL, &err) == REALM_OK);
+    CHECK(realm_sched_decode(sc, 3, (struct realm_session *)&b, toks, 3, logits, NULL, &err) ==
+          REALM_OK);
     int32_t poisoned[12] = {0};
     poisoned[11] = 6; /* reached in the third chunk */
     atomic_store(&f.fail_token, 6);
@@ -435,7 +481,8 @@ static void test_undo(void) {
           REALM_E_INTERNAL);
     atomic_store(&f.fail_token, -2);
     CHECK(b.len == 3 && b.hash == h3);
-    CHECK(realm_sched_decode(sc, 3, (struct realm_session *)&b, toks + 3, 4, logits, NULL, &err) == REALM_OK);
+    CHECK(realm_sched_decode(sc, 3, (struct realm_session *)&b, toks + 3, 4, logits, NULL, &err) ==
+          REALM_OK);
     CHECK(!memcmp(logits, expect, sizeof expect));
     realm_sched_free(sc);
 }
@@ -444,7 +491,8 @@ int main(int argc, char **argv) {
     tu_init(argc, argv);
     test_undo();
     atomic_store(&g_fake.fail_token, -2);
-    struct realm_sched_backend be = {.ctx = &g_fake, .forward = fake_forward, .room = fake_room, .n_vocab = NV};
+    struct realm_sched_backend be = {
+        .ctx = &g_fake, .forward = fake_forward, .room = fake_room, .n_vocab = NV};
     struct realm_sched_params p = {.max_batch_tokens = MAXB, .prefill_chunk = CHUNK};
     struct realm_err err;
     CHECK(realm_sched_new(&be, &p, &g_s, &err) == REALM_OK);
@@ -457,7 +505,8 @@ int main(int argc, char **argv) {
     CHECK_EQ_INT(st.queue_depth, 0);
     CHECK(st.steps > 0 && st.rows >= st.steps && st.requests_done > 0 && st.requests_failed == 1);
     int64_t hist = 0;
-    for (int i = 0; i < REALM_SCHED_HIST_BUCKETS; i++) hist += st.batch_hist[i];
+    for (int i = 0; i < REALM_SCHED_HIST_BUCKETS; i++)
+        hist += st.batch_hist[i];
     CHECK_EQ_INT(hist, st.steps);
     for (int i = 0; i < st.n_tenants; i++) {
         CHECK_EQ_INT(st.tenants[i].queued_requests, 0);

@@ -38,7 +38,8 @@ static int32_t argmax(const float *x, int32_t n) {
 static int32_t prompt_of(int i, int32_t *toks) {
     int32_t n = 1 + 3 * i;
     toks[0] = 1;
-    for (int32_t j = 1; j < n; j++) toks[j] = 3 + (i * 37 + j * 11) % (g_vocab - 3);
+    for (int32_t j = 1; j < n; j++)
+        toks[j] = 3 + (i * 37 + j * 11) % (g_vocab - 3);
     return n;
 }
 
@@ -121,7 +122,8 @@ static void starvation(const char *path) {
         pthread_create(&ta[i], NULL, run_job, &a[i]);
     }
     pthread_create(&tb, NULL, run_job, &b);
-    for (int i = 0; i < N_A; i++) pthread_join(ta[i], NULL);
+    for (int i = 0; i < N_A; i++)
+        pthread_join(ta[i], NULL);
     pthread_join(tb, NULL);
     double a_rate = 0;
     for (int i = 0; i < N_A; i++) {
@@ -130,9 +132,11 @@ static void starvation(const char *path) {
     }
     CHECKF(b.rc == REALM_OK, "B: %s", b.msg);
     const double b_rate = N_GEN_STARVE / b.seconds;
-    tu_log("starvation (SmolLM2): tenant B %.1f tok/s, tenant A %.1f tok/s per session (32 sessions, 8-row steps)",
+    tu_log("starvation (SmolLM2): tenant B %.1f tok/s, tenant A %.1f tok/s per session (32 "
+           "sessions, 8-row steps)",
            b_rate, a_rate);
-    CHECKF(b_rate >= a_rate / 2, "tenant B starved: %.1f tok/s vs A's %.1f per session", b_rate, a_rate);
+    CHECKF(b_rate >= a_rate / 2, "tenant B starved: %.1f tok/s vs A's %.1f per session", b_rate,
+           a_rate);
     realm_sched_free(g_sched);
     close_model(&L);
 }
@@ -147,7 +151,8 @@ struct tripping {
     atomic_int steps;
 };
 
-static int trip_forward(void *ctx, const struct realm_batch_row *rows, int32_t n, struct realm_err *err) {
+static int trip_forward(void *ctx, const struct realm_batch_row *rows, int32_t n,
+                        struct realm_err *err) {
     struct tripping *t = ctx;
     int rc = t->inner.forward(t->inner.ctx, rows, n, err);
     if (t->flag && atomic_fetch_sub(&t->steps, 1) == 1) atomic_store(t->flag, true);
@@ -175,8 +180,8 @@ static int trip_rewind(void *ctx, struct realm_session *s, int32_t n_keep) {
 }
 
 /* Logits after decoding toks[0..n0) and then toks[n0..n) in a fresh paged session of `tenant`. */
-static void fresh_logits(struct realm_sched *sc, struct realm_kv_pool *pool, uint32_t tenant, const int32_t *toks,
-                         int32_t n0, int32_t n, float *out) {
+static void fresh_logits(struct realm_sched *sc, struct realm_kv_pool *pool, uint32_t tenant,
+                         const int32_t *toks, int32_t n0, int32_t n, float *out) {
     struct realm_session *r;
     struct realm_err err;
     CHECK(realm_session_new_paged(g_model, pool, tenant, 256, &r, &err) == REALM_OK);
@@ -195,20 +200,23 @@ static void failed_decodes(struct loaded *L) {
     struct realm_err err;
     const struct realm_model *m = L->m;
     struct realm_kv_pool *pool;
-    CHECK(realm_model_kv_pool_new(m, REALM_KV_F16, 64 * realm_model_kv_block_bytes(m, REALM_KV_F16, 16), 16, 0, &pool,
-                                  &err) == REALM_OK);
+    CHECK(realm_model_kv_pool_new(m, REALM_KV_F16,
+                                  64 * realm_model_kv_block_bytes(m, REALM_KV_F16, 16), 16, 0,
+                                  &pool, &err) == REALM_OK);
     atomic_bool cancel = false;
     struct tripping tr = {.inner = realm_sched_backend_engine(L->e, m), .flag = &cancel};
     struct realm_sched_backend be = tr.inner;
     be.ctx = &tr;
-    be.forward = trip_forward, be.room = trip_room, be.reserve = trip_reserve, be.attach = trip_attach;
+    be.forward = trip_forward, be.room = trip_room, be.reserve = trip_reserve,
+    be.attach = trip_attach;
     be.len = trip_len, be.rewind = trip_rewind;
     struct realm_sched_params p = {.max_batch_tokens = 64, .prefill_chunk = 8};
     struct realm_sched *sc;
     CHECK(realm_sched_new(&be, &p, &sc, &err) == REALM_OK);
     int32_t toks[64];
     toks[0] = 1;
-    for (int32_t j = 1; j < 64; j++) toks[j] = 3 + (j * 29) % (g_vocab - 3);
+    for (int32_t j = 1; j < 64; j++)
+        toks[j] = 3 + (j * 29) % (g_vocab - 3);
     float *lg = malloc((size_t)g_vocab * sizeof *lg), *ref = malloc((size_t)g_vocab * sizeof *ref);
     struct realm_sched_stats st0, st1;
 
@@ -301,8 +309,10 @@ static void failed_decodes(struct loaded *L) {
     CHECK(realm_session_new_paged(m, pool, 51, 256, &b, &err) == REALM_OK);
     CHECK_EQ_INT(realm_kv_pool_set_quota(pool, 51, 1), REALM_OK);
     struct realm_batch_row rows[40];
-    for (int32_t i = 0; i < 20; i++) rows[i] = (struct realm_batch_row){a, toks[i], NULL};
-    for (int32_t i = 0; i < 20; i++) rows[20 + i] = (struct realm_batch_row){b, toks[i], i == 19 ? lg : NULL};
+    for (int32_t i = 0; i < 20; i++)
+        rows[i] = (struct realm_batch_row){a, toks[i], NULL};
+    for (int32_t i = 0; i < 20; i++)
+        rows[20 + i] = (struct realm_batch_row){b, toks[i], i == 19 ? lg : NULL};
     const int32_t used2 = pool_used(pool);
     CHECK(realm_engine_forward(L->e, rows, 40, &err) == REALM_E_KV_FULL);
     CHECK(realm_session_len(a) == 0 && realm_session_len(b) == 0);
@@ -347,31 +357,36 @@ int main(int argc, char **argv) {
         conc[i] = (struct job){.i = i, .tenant = (uint32_t)(i % 2)};
         pthread_create(&th[i], NULL, run_job, &conc[i]);
     }
-    for (int i = 0; i < N_SESS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N_SESS; i++)
+        pthread_join(th[i], NULL);
     for (int i = 0; i < N_SESS; i++) {
         CHECK_EQ_INT(conc[i].rc, REALM_OK);
-        CHECKF(!memcmp(solo[i].out, conc[i].out, sizeof solo[i].out), "session %d differs under batching", i);
+        CHECKF(!memcmp(solo[i].out, conc[i].out, sizeof solo[i].out),
+               "session %d differs under batching", i);
     }
     struct realm_sched_stats after;
     realm_sched_get_stats(g_sched, &after);
     int64_t steps = after.steps - before.steps, rows = after.rows - before.rows;
-    tu_log("concurrent: %lld rows in %lld steps (%.2f rows/step)", (long long)rows, (long long)steps,
-           (double)rows / (double)steps);
-    CHECKF(rows > steps, "no step batched more than one row (%lld rows, %lld steps)", (long long)rows,
-           (long long)steps);
+    tu_log("concurrent: %lld rows in %lld steps (%.2f rows/step)", (long long)rows,
+           (long long)steps, (double)rows / (double)steps);
+    CHECKF(rows > steps, "no step batched more than one row (%lld rows, %lld steps)",
+           (long long)rows, (long long)steps);
     CHECK_EQ_INT(after.queue_depth, 0);
 
     /* ---- paged sessions from one pool (blocks of 16 positions) ---- */
-    CHECK(realm_model_kv_pool_new(m, REALM_KV_F16, 256 * realm_model_kv_block_bytes(m, REALM_KV_F16, 16), 16, 0,
+    CHECK(realm_model_kv_pool_new(m, REALM_KV_F16,
+                                  256 * realm_model_kv_block_bytes(m, REALM_KV_F16, 16), 16, 0,
                                   &g_pool, &err) == REALM_OK);
     for (int i = 0; i < N_SESS; i++) {
         conc[i] = (struct job){.i = i, .tenant = (uint32_t)(i % 2)};
         pthread_create(&th[i], NULL, run_job, &conc[i]);
     }
-    for (int i = 0; i < N_SESS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N_SESS; i++)
+        pthread_join(th[i], NULL);
     for (int i = 0; i < N_SESS; i++) {
         CHECKF(conc[i].rc == REALM_OK, "paged session %d: %s", i, conc[i].msg);
-        CHECKF(!memcmp(solo[i].out, conc[i].out, sizeof solo[i].out), "paged session %d differs", i);
+        CHECKF(!memcmp(solo[i].out, conc[i].out, sizeof solo[i].out), "paged session %d differs",
+               i);
     }
     /* prefix reuse: session 7's prompt (22 tokens) again for tenant 1 attaches its first block */
     struct realm_sched_stats st0, st1;
@@ -396,13 +411,15 @@ int main(int argc, char **argv) {
         conc[i] = (struct job){.i = i, .tenant = i < 2 ? 5u : (uint32_t)(i % 2)};
         pthread_create(&th[i], NULL, run_job, &conc[i]);
     }
-    for (int i = 0; i < N_SESS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N_SESS; i++)
+        pthread_join(th[i], NULL);
     for (int i = 0; i < N_SESS; i++) {
         if (i < 2) {
             CHECKF(conc[i].rc == REALM_E_KV_FULL, "session %d over quota: rc %d", i, conc[i].rc);
             CHECKF(strstr(conc[i].msg, "quota") != NULL, "message: %s", conc[i].msg);
         } else {
-            CHECKF(conc[i].rc == REALM_OK, "session %d beside the refused tenant: %s", i, conc[i].msg);
+            CHECKF(conc[i].rc == REALM_OK, "session %d beside the refused tenant: %s", i,
+                   conc[i].msg);
             CHECK(!memcmp(solo[i].out, conc[i].out, sizeof solo[i].out));
         }
     }
@@ -423,7 +440,9 @@ int main(int argc, char **argv) {
     /* ---- starvation, on SmolLM2: its steps (milliseconds) dwarf a thread's wake-up, so the
      * rates measure the scheduler, not how fast 34 threads get a CPU on a loaded machine ---- */
     const char *smol = tu_model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if (smol) starvation(smol);
-    else tu_log("starvation check skipped: SmolLM2-135M-Instruct.Q4_1.gguf not cached");
+    if (smol)
+        starvation(smol);
+    else
+        tu_log("starvation check skipped: SmolLM2-135M-Instruct.Q4_1.gguf not cached");
     return tu_finish("test_sched_model");
 }

@@ -22,7 +22,9 @@ static int build_obj(const struct realm_gguf *g, void *ctx, void **obj, struct r
     return REALM_OK;
 }
 
-static void destroy_obj(void *obj) { realm_free(obj); }
+static void destroy_obj(void *obj) {
+    realm_free(obj);
+}
 
 struct thr {
     struct realm_store *s;
@@ -79,7 +81,8 @@ int main(int argc, char **argv) {
     CHECK(realm_store_attach(s, a, build_obj, destroy_obj, &v2, &o2, &err) == REALM_OK);
     CHECK(o1 == o2 && *(int *)o1 == 11 && g_builds == 1);
 
-    for (int i = 0; i < 8; i++) realm_store_release(s, t[i].g);
+    for (int i = 0; i < 8; i++)
+        realm_store_release(s, t[i].g);
     realm_store_release(s, b);
     CHECK_EQ_INT(realm_store_refcount(s, a), 1);
     realm_store_release(s, a);

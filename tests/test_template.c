@@ -29,13 +29,16 @@ static cJSON *chat_vars(const cJSON *conv) {
     const cJSON *eos = cJSON_GetObjectItemCaseSensitive(conv, "eos_token");
     const cJSON *agp = cJSON_GetObjectItemCaseSensitive(conv, "add_generation_prompt");
     cJSON *extra = cJSON_Duplicate(conv, true);
-    static const char *const drop[] = {"name", "messages", "tools", "add_generation_prompt", "bos_token", "eos_token"};
-    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) cJSON_DeleteItemFromObjectCaseSensitive(extra, drop[i]);
+    static const char *const drop[] = {"name",      "messages", "tools", "add_generation_prompt",
+                                       "bos_token", "eos_token"};
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(extra, drop[i]);
     cJSON *v = NULL;
     struct realm_err err = {0};
     int rc = realm_template_chat_vars(cJSON_GetObjectItemCaseSensitive(conv, "messages"),
-                                      cJSON_GetObjectItemCaseSensitive(conv, "tools"), !agp || cJSON_IsTrue(agp),
-                                      bos ? bos->valuestring : "<s>", eos ? eos->valuestring : "</s>", extra, &v, &err);
+                                      cJSON_GetObjectItemCaseSensitive(conv, "tools"),
+                                      !agp || cJSON_IsTrue(agp), bos ? bos->valuestring : "<s>",
+                                      eos ? eos->valuestring : "</s>", extra, &v, &err);
     CHECKF(rc == REALM_OK, "chat_vars: %s", err.msg);
     cJSON_Delete(extra);
     return v;
@@ -52,10 +55,12 @@ static const cJSON *find_conv(const cJSON *convs, const char *name) {
 
 static void show_diff(const char *got, size_t gn, const char *want) {
     size_t i = 0, wn = strlen(want);
-    while (i < gn && i < wn && got[i] == want[i]) i++;
+    while (i < gn && i < wn && got[i] == want[i])
+        i++;
     size_t from = i > 40 ? i - 40 : 0;
-    fprintf(stderr, "  first difference at byte %zu\n  got:  %.*s\n  want: %.*s\n", i, (int)(gn - from > 120 ? 120 : gn - from),
-            got + from, (int)(wn - from > 120 ? 120 : wn - from), want + from);
+    fprintf(stderr, "  first difference at byte %zu\n  got:  %.*s\n  want: %.*s\n", i,
+            (int)(gn - from > 120 ? 120 : gn - from), got + from,
+            (int)(wn - from > 120 ? 120 : wn - from), want + from);
 }
 
 static void test_fixtures(void) {
@@ -88,14 +93,16 @@ static void test_fixtures(void) {
             rc = realm_template_render(t, vars, NULL, &out, &out_n, &err);
             count++;
             if (want) {
-                bool ok = rc == REALM_OK && out_n == strlen(want->valuestring) && !memcmp(out, want->valuestring, out_n);
+                bool ok = rc == REALM_OK && out_n == strlen(want->valuestring) &&
+                          !memcmp(out, want->valuestring, out_n);
                 CHECKF(ok, "%s × %s: rc %d %s", tname, cname, rc, err.msg);
                 if (!ok && rc == REALM_OK) show_diff(out, out_n, want->valuestring);
                 passed += ok;
             } else {
                 CHECKF(rc != REALM_OK, "%s × %s: jinja2 failed (%s) but we rendered", tname, cname,
                        cJSON_GetObjectItemCaseSensitive(tc, "error")->valuestring);
-                CHECKF(rc != REALM_OK && strstr(err.msg, "template: ") == err.msg && err.msg[10] >= '1' && err.msg[10] <= '9',
+                CHECKF(rc != REALM_OK && strstr(err.msg, "template: ") == err.msg &&
+                           err.msg[10] >= '1' && err.msg[10] <= '9',
                        "error message with a position: %s", err.msg);
                 passed += rc != REALM_OK;
                 tu_log("%s × %s: %s", tname, cname, err.msg);
@@ -115,8 +122,8 @@ static void test_fixtures(void) {
 }
 
 /* Renders src with vars (JSON text); returns the status, fills out/err. */
-static int render(const char *src, const char *vars_json, const struct realm_template_limits *lim, char **out,
-                  struct realm_err *err) {
+static int render(const char *src, const char *vars_json, const struct realm_template_limits *lim,
+                  char **out, struct realm_err *err) {
     struct realm_template *t = NULL;
     *out = NULL;
     int rc = realm_template_parse(src, strlen(src), &t, err);
@@ -133,30 +140,35 @@ static void expect_out(const char *src, const char *vars, const char *want) {
     char *out;
     struct realm_err err = {0};
     int rc = render(src, vars, NULL, &out, &err);
-    CHECKF(rc == REALM_OK && !strcmp(out, want), "%s -> rc %d '%s' (%s), expected '%s'", src, rc, out ? out : "",
-           err.msg, want);
+    CHECKF(rc == REALM_OK && !strcmp(out, want), "%s -> rc %d '%s' (%s), expected '%s'", src, rc,
+           out ? out : "", err.msg, want);
     realm_free(out);
 }
 
-static void expect_err(const char *src, const char *vars, const struct realm_template_limits *lim, int code,
-                       const char *msg_part) {
+static void expect_err(const char *src, const char *vars, const struct realm_template_limits *lim,
+                       int code, const char *msg_part) {
     char *out;
     struct realm_err err = {0};
     int rc = render(src, vars, lim, &out, &err);
-    CHECKF(rc == code && out == NULL && strstr(err.msg, msg_part), "%.60s -> rc %d '%s', expected %d with '%s'", src, rc,
-           err.msg, code, msg_part);
+    CHECKF(rc == code && out == NULL && strstr(err.msg, msg_part),
+           "%.60s -> rc %d '%s', expected %d with '%s'", src, rc, err.msg, code, msg_part);
     realm_free(out);
 }
 
 static void test_semantics(void) {
     expect_out("{{ x }}", "{\"x\": 1}", "1");
     expect_out("{{ x }}", "{\"x\": 1.5}", "1.5");
-    expect_out("{{ x | tojson }}", "{\"x\": {\"b\": [1, \"é\"], \"a\": null}}", "{\"b\": [1, \"é\"], \"a\": null}");
+    expect_out("{{ x | tojson }}", "{\"x\": {\"b\": [1, \"é\"], \"a\": null}}",
+               "{\"b\": [1, \"é\"], \"a\": null}");
     expect_out("a\n{% if true %}\n  b\n{% endif %}\nc\n", NULL, "a\n  b\nc");
     expect_out("  {%- if true -%}  x  {%- endif -%}  ", NULL, "x");
-    expect_out("{{ missing }}|{{ missing is defined }}|{{ missing | default(3) }}", NULL, "|False|3");
-    expect_out("{% set ns = namespace(a=1) %}{% for i in [1,2,3] %}{% set ns.a = ns.a * i %}{% endfor %}{{ ns.a }}", NULL, "6");
-    expect_out("{% macro m(a, b=2) %}{{ a + b }}{% endmacro %}{{ m(1) }}{{ m(1, b=5) }}", NULL, "36");
+    expect_out("{{ missing }}|{{ missing is defined }}|{{ missing | default(3) }}", NULL,
+               "|False|3");
+    expect_out("{% set ns = namespace(a=1) %}{% for i in [1,2,3] %}{% set ns.a = ns.a * i %}{% "
+               "endfor %}{{ ns.a }}",
+               NULL, "6");
+    expect_out("{% macro m(a, b=2) %}{{ a + b }}{% endmacro %}{{ m(1) }}{{ m(1, b=5) }}", NULL,
+               "36");
     expect_out("{{ 'a\\u00e9' | length }}", NULL, "2");
     expect_out("{{ 0.1 + 0.2 }} {{ 1e16 }} {{ 123456789.0 }} {{ 1e-5 }} {{ 0.0001 }}", NULL,
                "0.30000000000000004 1e+16 123456789.0 1e-05 0.0001");
@@ -170,20 +182,25 @@ static void test_errors(void) {
     expect_err("{% endfor %}", NULL, NULL, REALM_E_FORMAT, "unexpected {% endfor %}");
     expect_err("{{ 'abc }}", NULL, NULL, REALM_E_FORMAT, "unterminated string");
     expect_err("{% frobnicate %}", NULL, NULL, REALM_E_FORMAT, "unknown or unexpected tag");
-    expect_err("{{ x | nosuchfilter }}", "{\"x\": 1}", NULL, REALM_E_FORMAT, "unknown filter 'nosuchfilter'");
-    expect_err("\n\n   {{ raise_exception('boom') }}", NULL, NULL, REALM_E_FORMAT, "3:7: raise_exception: boom");
+    expect_err("{{ x | nosuchfilter }}", "{\"x\": 1}", NULL, REALM_E_FORMAT,
+               "unknown filter 'nosuchfilter'");
+    expect_err("\n\n   {{ raise_exception('boom') }}", NULL, NULL, REALM_E_FORMAT,
+               "3:7: raise_exception: boom");
     expect_err("{{ missing.attr }}", NULL, NULL, REALM_E_FORMAT, "'missing' is undefined");
     expect_err("{{ 'a' + 1 }}", NULL, NULL, REALM_E_FORMAT, "unsupported operand");
     expect_err("{{ 1 // 0 }}", NULL, NULL, REALM_E_FORMAT, "division by zero");
     /* limits */
     struct realm_template_limits lim = {.max_output = 100};
-    expect_err("{% for i in range(1000) %}xx{% endfor %}", NULL, &lim, REALM_E_LIMIT, "output limit");
+    expect_err("{% for i in range(1000) %}xx{% endfor %}", NULL, &lim, REALM_E_LIMIT,
+               "output limit");
     struct realm_template_limits lim2 = {.max_steps = 1000};
-    expect_err("{% for i in range(100) %}{% for j in range(100) %}{% endfor %}{% endfor %}", NULL, &lim2,
-               REALM_E_LIMIT, "step limit");
-    expect_err("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", NULL, NULL, REALM_E_LIMIT, "recursion depth");
+    expect_err("{% for i in range(100) %}{% for j in range(100) %}{% endfor %}{% endfor %}", NULL,
+               &lim2, REALM_E_LIMIT, "step limit");
+    expect_err("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", NULL, NULL, REALM_E_LIMIT,
+               "recursion depth");
     struct realm_template_limits lim3 = {.max_memory = 1 << 20};
-    expect_err("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    expect_err("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s "
+               "%}{% endfor %}",
                NULL, &lim3, REALM_E_LIMIT, "limit");
     char deep[2000];
     memset(deep, '-', sizeof deep - 1);
@@ -195,7 +212,8 @@ static void test_errors(void) {
     /* a macro recursing through a deep expression stays within the nesting bound */
     char rec[700];
     int o = snprintf(rec, sizeof rec, "{%% macro f(n) %%}{{ ");
-    for (int i = 0; i < 150; i++) o += snprintf(rec + o, sizeof rec - (size_t)o, "-");
+    for (int i = 0; i < 150; i++)
+        o += snprintf(rec + o, sizeof rec - (size_t)o, "-");
     o += snprintf(rec + o, sizeof rec - (size_t)o, "f(n)");
     snprintf(rec + o, sizeof rec - (size_t)o, " }}{%% endmacro %%}{{ f(1) }}");
     expect_err(rec, NULL, NULL, REALM_E_LIMIT, "evaluation nested too deeply");

@@ -17,17 +17,45 @@
 #define CAP 8192
 
 static const char *const k_families[] = {
-    "chatml",     "llama2",         "llama2-sys",        "llama2-sys-bos", "llama2-sys-strip",
-    "mistral-v1", "mistral-v3",     "mistral-v3-tekken", "mistral-v7",     "mistral-v7-tekken",
-    "phi3",       "phi4",           "falcon3",           "zephyr",         "monarch",
-    "gemma",      "orion",          "openchat",          "vicuna",         "vicuna-orca",
-    "deepseek",   "deepseek2",      "deepseek3",         "command-r",      "llama3",
-    "chatglm3",   "chatglm4",       "glmedge",           "minicpm",        "exaone3",
-    "granite",    "megrez",         "llama4",            "smolvlm",
+    "chatml",
+    "llama2",
+    "llama2-sys",
+    "llama2-sys-bos",
+    "llama2-sys-strip",
+    "mistral-v1",
+    "mistral-v3",
+    "mistral-v3-tekken",
+    "mistral-v7",
+    "mistral-v7-tekken",
+    "phi3",
+    "phi4",
+    "falcon3",
+    "zephyr",
+    "monarch",
+    "gemma",
+    "orion",
+    "openchat",
+    "vicuna",
+    "vicuna-orca",
+    "deepseek",
+    "deepseek2",
+    "deepseek3",
+    "command-r",
+    "llama3",
+    "chatglm3",
+    "chatglm4",
+    "glmedge",
+    "minicpm",
+    "exaone3",
+    "granite",
+    "megrez",
+    "llama4",
+    "smolvlm",
 };
 #define N_FAMILIES (sizeof k_families / sizeof k_families[0])
 
-#define MSG(r, c) {r, sizeof r - 1, c, sizeof c - 1}
+#define MSG(r, c)                                                                                  \
+    { .role = r, .role_len = sizeof r - 1, .content = c, .content_len = sizeof c - 1 }
 static const struct realm_chat_msg k_conv1[] = {MSG("user", "Hello!")};
 static const struct realm_chat_msg k_conv2[] = {
     MSG("system", "You are a helpful assistant."),
@@ -76,8 +104,8 @@ static int count_id(const int32_t *ids, int64_t n, int32_t id) {
 }
 
 /* Appends the tokens of s to ids[*n..]. */
-static void add_tokens(const struct realm_tokenizer *t, const char *s, uint32_t flags,
-                       int32_t *ids, int64_t *n) {
+static void add_tokens(const struct realm_tokenizer *t, const char *s, uint32_t flags, int32_t *ids,
+                       int64_t *n) {
     int64_t k = 0;
     int rc = realm_tokenize(t, s, strlen(s), flags, ids + *n, CAP - *n, &k);
     CHECKF(rc == REALM_OK, "tokenize '%s': %s", s, realm_strerror(rc));
@@ -95,8 +123,8 @@ static int check_benign(const char *label, const struct realm_tokenizer *t) {
         if (!name && !realm_tokenizer_chat_template(t)) continue;
         for (size_t c = 0; c < N_CONVS; c++) {
             for (uint32_t flags = 0; flags <= REALM_TOKENIZE_ADD_BOS; flags++) {
-                int64_t len = realm_chat_format(t, name, k_convs[c].m, k_convs[c].n, true, text,
-                                                sizeof text);
+                int64_t len =
+                    realm_chat_format(t, name, k_convs[c].m, k_convs[c].n, true, text, sizeof text);
                 CHECK(len >= 0 && len < (int64_t)sizeof text);
                 int64_t nb = -1, na = -1;
                 struct realm_err err;
@@ -172,14 +200,14 @@ static void check_gemma_injection(const struct realm_tokenizer *t) {
     struct realm_chat_msg m[] = {MSG("system", "Be brief."), MSG("user", "Hi")};
     struct realm_err err;
     int64_t n_plain = -1, n_evil = -1, n_c = 0;
-    CHECK_EQ_INT(realm_chat_tokenize(t, NULL, m, 2, true, REALM_TOKENIZE_ADD_BOS, e, CAP, &n_plain,
-                                     &err),
-                 REALM_OK);
+    CHECK_EQ_INT(
+        realm_chat_tokenize(t, NULL, m, 2, true, REALM_TOKENIZE_ADD_BOS, e, CAP, &n_plain, &err),
+        REALM_OK);
     m[0].content = evil; /* in the system message: it lands inside the user turn */
     m[0].content_len = sizeof evil - 1;
-    CHECK_EQ_INT(realm_chat_tokenize(t, NULL, m, 2, true, REALM_TOKENIZE_ADD_BOS, a, CAP, &n_evil,
-                                     &err),
-                 REALM_OK);
+    CHECK_EQ_INT(
+        realm_chat_tokenize(t, NULL, m, 2, true, REALM_TOKENIZE_ADD_BOS, a, CAP, &n_evil, &err),
+        REALM_OK);
     add_tokens(t, evil, 0, c_ids, &n_c);
     CHECK_EQ_INT(count_id(c_ids, n_c, 105) + count_id(c_ids, n_c, 106), 0);
     CHECK_EQ_INT(count_id(a, n_evil, 105), count_id(e, n_plain, 105));

@@ -8,8 +8,8 @@
 
 #include "realm/alloc.h"
 #include "realm/buf.h"
-#include "realm/json.h"
 #include "realm/err.h"
+#include "realm/json.h"
 
 static void *free_in_thread(void *p) {
     realm_free(p);
@@ -122,7 +122,8 @@ static void test_budgets(void) {
     cJSON *j = cJSON_Parse("{\"a\": [1, 2, 3], \"b\": \"text\"}");
     CHECK(j != NULL);
     int64_t charged = atomic_load(&jb.used);
-    CHECKF(charged >= 6 * (int64_t)sizeof(cJSON), "cJSON tree of 6 nodes charged %lld bytes", (long long)charged);
+    CHECKF(charged >= 6 * (int64_t)sizeof(cJSON), "cJSON tree of 6 nodes charged %lld bytes",
+           (long long)charged);
     char *printed = cJSON_PrintUnformatted(j);
     CHECK(printed && !strcmp(printed, "{\"a\":[1,2,3],\"b\":\"text\"}"));
     cJSON_free(printed);
@@ -151,21 +152,28 @@ static void test_budgets(void) {
 /* realm_buf's JSON strings: escapes, and every invalid UTF-8 byte as U+FFFD (always valid JSON). */
 static void test_buf_json_string(void) {
     struct realm_buf b = {0};
-    const char in[] = "a\"b\\c\n\t\x01\x7f\xc3\xa9\xff\xe2\x82"; /* é valid; 0xff and a cut sequence not */
+    const char in[] =
+        "a\"b\\c\n\t\x01\x7f\xc3\xa9\xff\xe2\x82"; /* é valid; 0xff and a cut sequence not */
     CHECK(realm_buf_json_string(&b, in, sizeof in - 1) == REALM_OK);
-    CHECKF(!strcmp(b.data, "\"a\\\"b\\\\c\\n\\t\\u0001\\u007f\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""), "%s", b.data);
+    CHECKF(
+        !strcmp(b.data,
+                "\"a\\\"b\\\\c\\n\\t\\u0001\\u007f\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""),
+        "%s", b.data);
     cJSON *j = cJSON_Parse(b.data);
     CHECK(j && cJSON_IsString(j));
     cJSON_Delete(j);
     realm_buf_free(&b);
     /* surrogates and overlong forms are invalid too */
     CHECK(realm_buf_json_string(&b, "\xed\xa0\x80\xc0\xaf", 5) == REALM_OK);
-    CHECKF(!strcmp(b.data, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""), "%s", b.data);
+    CHECKF(!strcmp(b.data, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""),
+           "%s", b.data);
     realm_buf_free(&b);
 
-    CHECK(realm_buf_printf(&b, "%d-%s", 7, "x") == REALM_OK && !strcmp(b.data, "7-x") && b.len == 3);
+    CHECK(realm_buf_printf(&b, "%d-%s", 7, "x") == REALM_OK && !strcmp(b.data, "7-x") &&
+          b.len == 3);
     realm_buf_reset(&b);
-    CHECK(b.len == 0 && realm_buf_puts(&b, "ab") == REALM_OK && realm_buf_append(&b, "c", 1) == REALM_OK);
+    CHECK(b.len == 0 && realm_buf_puts(&b, "ab") == REALM_OK &&
+          realm_buf_append(&b, "c", 1) == REALM_OK);
     CHECK(!strcmp(b.data, "abc"));
     realm_buf_free(&b);
     CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
@@ -177,7 +185,7 @@ static void test_json_values_bound(void) {
     CHECK_EQ_INT(realm_json_values_bound("1", 1, 100), 1);
     CHECK_EQ_INT(realm_json_values_bound("[1,2,3]", 7, 100), 4);
     CHECK_EQ_INT(realm_json_values_bound("{\"a\":[1,{\"b\":2}]}", 17, 100), 5);
-    CHECK_EQ_INT(realm_json_values_bound("[\"a,b[{\"]", 9, 100), 2);        /* inside a string */
+    CHECK_EQ_INT(realm_json_values_bound("[\"a,b[{\"]", 9, 100), 2);      /* inside a string */
     CHECK_EQ_INT(realm_json_values_bound("[\"a\\\",b\",1]", 11, 100), 3); /* an escaped quote */
     CHECK_EQ_INT(realm_json_values_bound("[1,1,1,1,1,1]", 13, 3), 4);     /* capped */
     CHECK_EQ_INT(realm_json_values_bound("", 0, 10), 1);
@@ -190,7 +198,8 @@ int main(int argc, char **argv) {
     CHECK(!strcmp(realm_strerror(REALM_OK), "ok"));
     CHECK(!strcmp(realm_strerror(REALM_E_BAD_HANDLE), "bad handle"));
     CHECK(!strcmp(realm_strerror(12345), "unknown error"));
-    for (int c = 0; c >= REALM_E_STATE; c--) CHECK(strcmp(realm_strerror(c), "unknown error") != 0);
+    for (int c = 0; c >= REALM_E_STATE; c--)
+        CHECK(strcmp(realm_strerror(c), "unknown error") != 0);
 
     struct realm_err e;
     CHECK(realm_err_set(&e, REALM_E_FORMAT, "x: %d", 5) == REALM_E_FORMAT);

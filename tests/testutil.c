@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "read_all.h"
+
 int tu_failures;
 int tu_verbose;
 
@@ -74,22 +76,12 @@ uint64_t tu_rand_u64(tu_rng *r) {
     return x * 0x2545F4914F6CDD1Dull;
 }
 
-float tu_rand_float(tu_rng *r) { return (float)((tu_rand_u64(r) >> 40) * (1.0 / 8388608.0) - 1.0); }
+float tu_rand_float(tu_rng *r) {
+    return (float)((tu_rand_u64(r) >> 40) * (1.0 / 8388608.0) - 1.0);
+}
 
 unsigned char *tu_read_file(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) *size = (size_t)n;
-    return buf;
+    return (unsigned char *)tu_read_all(path, size);
 }
 
 int tu_write_file(const char *path, const void *data, size_t size) {

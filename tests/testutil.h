@@ -20,7 +20,7 @@ extern int tu_verbose;
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);              \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
             tu_failures++;                                                                         \
         }                                                                                          \
     } while (0)
@@ -28,7 +28,7 @@ extern int tu_verbose;
 #define CHECKF(cond, ...)                                                                          \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);              \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);               \
             fprintf(stderr, __VA_ARGS__);                                                          \
             fputc('\n', stderr);                                                                   \
             tu_failures++;                                                                         \
@@ -57,7 +57,9 @@ const char *tu_model_path(const char *file);
 void tu_skip(const char *why) __attribute__((noreturn));
 
 /* xorshift64* RNG, deterministic per seed. */
-typedef struct { uint64_t s; } tu_rng;
+typedef struct {
+    uint64_t s;
+} tu_rng;
 uint64_t tu_rand_u64(tu_rng *r);
 float tu_rand_float(tu_rng *r); /* uniform in [-1, 1) */
 

@@ -41,8 +41,9 @@ struct rg_grammar;
 int32_t rg_grammar_parse(const char *src, size_t len, const char *root, struct rg_grammar **out,
                          char *err, size_t err_cap);
 /* The same with token references by text (<think>, !<|im_end|>): token_of(ctx, text, len) gets
- * the text with its angle brackets ("<think>") and returns the one token that spells it, or < 0 (then the grammar is REALM_E_FORMAT). In a guest:
- * realm_tokenize with REALM_ABI_TOKENIZE_PARSE_SPECIAL and exactly one token. Token ids
+ * the text with its angle brackets ("<think>") and returns the one token that spells it, or < 0
+ * (then the grammar is REALM_E_FORMAT). In a guest: realm_tokenize with
+ * REALM_ABI_TOKENIZE_PARSE_SPECIAL and exactly one token. Token ids
  * (<[id]>, !<[id]>) need no resolver. Token elements only match whole tokens
  * (rg_gmatch_accept_token / _allows / masking), never rg_gmatch_advance's bytes. */
 int32_t rg_grammar_parse_ex(const char *src, size_t len, const char *root,
@@ -122,7 +123,8 @@ int32_t rg_sample_grammar(struct rg_sampler *s, struct rg_gmatch *m, const struc
  * or #/definitions/..., minLength/maxLength, integer minimum 0 / 1. `{}` or `true` = any JSON
  * value. Unsupported constraints (pattern, allOf, not, other minimum/maximum...) are
  * REALM_E_FORMAT with a message naming the keyword and its path. */
-int32_t rg_json_schema_to_gbnf(const struct rj_value *schema, char **out, char *err, size_t err_cap);
+int32_t rg_json_schema_to_gbnf(const struct rj_value *schema, char **out, char *err,
+                               size_t err_cap);
 /* GBNF for any JSON value (root ::= object or array or scalar, with bounded whitespace): a static
  * string. rg_json_object_gbnf is the same restricted to a top-level object (json_object mode). */
 const char *rg_json_any_gbnf(void);

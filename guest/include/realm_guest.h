@@ -39,29 +39,40 @@
 /* ---- raw imports (module "realm"); docs/abi.md has the full contract of each ---- */
 RG_IMPORT(model_open) int32_t realm_model_open(const char *name, int32_t name_len);
 RG_IMPORT(model_info) int32_t realm_model_info(int32_t model, char *buf, int32_t cap);
-RG_IMPORT(tokenize) int32_t realm_tokenize(int32_t model, const char *text, int32_t text_len,
-                                           int32_t flags, int32_t *out, int32_t out_cap);
-RG_IMPORT(token_piece) int32_t realm_token_piece(int32_t model, int32_t token, char *buf, int32_t cap);
-RG_IMPORT(chat_format) int32_t realm_chat_format(int32_t model, const char *messages_json,
-                                                 int32_t len, char *out, int32_t out_cap);
+RG_IMPORT(tokenize)
+int32_t realm_tokenize(int32_t model, const char *text, int32_t text_len, int32_t flags,
+                       int32_t *out, int32_t out_cap);
+RG_IMPORT(token_piece)
+int32_t realm_token_piece(int32_t model, int32_t token, char *buf, int32_t cap);
+RG_IMPORT(chat_format)
+int32_t realm_chat_format(int32_t model, const char *messages_json, int32_t len, char *out,
+                          int32_t out_cap);
 /* chat_format + tokenize where message content is never parsed for special tokens: the safe
  * way to turn client messages into a prompt (flags: REALM_ABI_TOKENIZE_ADD_BOS only). */
-RG_IMPORT(chat_tokenize) int32_t realm_chat_tokenize(int32_t model, const char *messages_json,
-                                                     int32_t len, int32_t flags, int32_t *out,
-                                                     int32_t out_cap);
+RG_IMPORT(chat_tokenize)
+int32_t realm_chat_tokenize(int32_t model, const char *messages_json, int32_t len, int32_t flags,
+                            int32_t *out, int32_t out_cap);
 RG_IMPORT(session_open) int32_t realm_session_open(int32_t model, int32_t n_ctx);
 RG_IMPORT(session_close) int32_t realm_session_close(int32_t session);
 RG_IMPORT(session_rewind) int32_t realm_session_rewind(int32_t session, int32_t n_keep);
-RG_IMPORT(decode) int32_t realm_decode(int32_t session, const int32_t *tokens, int32_t n_tokens,
-                                       float *logits, int32_t logits_cap);
+RG_IMPORT(decode)
+int32_t realm_decode(int32_t session, const int32_t *tokens, int32_t n_tokens, float *logits,
+                     int32_t logits_cap);
 RG_IMPORT(emit) int32_t realm_emit(const char *text, int32_t len);
-RG_IMPORT(logprobs) int32_t realm_logprobs(int32_t model, const int32_t *ids, const float *lps, int32_t n);
+RG_IMPORT(logprobs)
+int32_t realm_logprobs(int32_t model, const int32_t *ids, const float *lps, int32_t n);
+/* The request's answer is these tool calls (a JSON array [{"name", "arguments": JSON text}]; at
+ * most once per request; docs/abi.md). */
+RG_IMPORT(tool_calls) int32_t realm_tool_calls(const char *json, int32_t len);
 RG_IMPORT(request_read) int32_t realm_request_read(char *buf, int32_t cap);
 RG_IMPORT(log) int32_t realm_log(int32_t level, const char *msg, int32_t len);
 RG_IMPORT(now_ns) int64_t realm_now_ns(void);
 RG_IMPORT(random_seed) int64_t realm_random_seed(void);
-RG_IMPORT(usage) int32_t realm_usage(int32_t prompt_tokens, int32_t completion_tokens,
-                                     int32_t finish_reason);
+RG_IMPORT(usage)
+int32_t realm_usage(int32_t prompt_tokens, int32_t completion_tokens, int32_t finish_reason);
+/* The choice (0 .. the request's n - 1) that the following emit, logprobs and usage calls belong
+ * to; a guest that never calls it answers in choice 0. REALM_E_RANGE outside the request's n. */
+RG_IMPORT(choice) int32_t realm_choice(int32_t index);
 
 /* ---- exports provided by the SDK (sdk.c) ---- */
 int32_t realm_abi_version(void); /* REALM_ABI_VERSION */
@@ -120,12 +131,13 @@ enum rj_type { RJ_NULL, RJ_FALSE, RJ_TRUE, RJ_NUMBER, RJ_STRING, RJ_ARRAY, RJ_OB
 
 struct rj_value {
     enum rj_type type;
-    uint32_t src_off, src_len; /* the value's bytes in the parsed text (to pass a sub-document on) */
-    double num;                /* RJ_NUMBER */
-    char *str;                 /* RJ_STRING: decoded UTF-8, NUL-terminated; may contain NULs */
+    uint32_t src_off,
+        src_len; /* the value's bytes in the parsed text (to pass a sub-document on) */
+    double num;  /* RJ_NUMBER */
+    char *str;   /* RJ_STRING: decoded UTF-8, NUL-terminated; may contain NULs */
     size_t str_len;
-    struct rj_value *items;    /* RJ_ARRAY: n items; RJ_OBJECT: n values */
-    char **keys;               /* RJ_OBJECT: n decoded keys (NUL-terminated) */
+    struct rj_value *items; /* RJ_ARRAY: n items; RJ_OBJECT: n values */
+    char **keys;            /* RJ_OBJECT: n decoded keys (NUL-terminated) */
     size_t *key_lens;
     size_t n;
 };
@@ -168,14 +180,14 @@ struct rg_sampler_params {
 struct rg_sampler {
     struct rg_sampler_params p;
     int32_t n_vocab;
-    uint64_t rng;          /* splitmix64 state (starts at the seed) */
-    int32_t *hist;         /* ring of the last penalty_last_n tokens */
+    uint64_t rng;  /* splitmix64 state (starts at the seed) */
+    int32_t *hist; /* ring of the last penalty_last_n tokens */
     int32_t n_hist, hist_pos;
-    int32_t *idx;          /* scratch: candidate ids, sorted best first (n_vocab) */
-    int32_t *win;          /* scratch: sorted window (penalty_last_n) */
+    int32_t *idx; /* scratch: candidate ids, sorted best first (n_vocab) */
+    int32_t *win; /* scratch: sorted window (penalty_last_n) */
     struct rg_bias *bias;
-    uint32_t *rkey;        /* radix-sort scratch, allocated on first use (2 * n_vocab) */
-    int32_t *ridx;         /* ditto (n_vocab) */
+    uint32_t *rkey; /* radix-sort scratch, allocated on first use (2 * n_vocab) */
+    int32_t *ridx;  /* ditto (n_vocab) */
 };
 
 /* Defaults: temperature 1, top_k 0, top_p 1, min_p 0, penalties off (repeat 1, window 64). */
@@ -196,7 +208,8 @@ int32_t rg_argmax(const float *l, int32_t n);
  * returns k + 1 (what logprobs() takes as n), or REALM_E_INVALID. Pass the logits
  * rg_sampler_sample left behind (logit_bias and penalties applied) to report the distribution
  * the token was drawn from before temperature and top-k/top-p/min-p. */
-int32_t rg_logprobs(const float *logits, int32_t n, int32_t chosen, int32_t k, int32_t *ids, float *lps);
+int32_t rg_logprobs(const float *logits, int32_t n, int32_t chosen, int32_t k, int32_t *ids,
+                    float *lps);
 /* Uniform double in [0, 1) from the sampler's RNG. */
 double rg_sampler_uniform(struct rg_sampler *s);
 

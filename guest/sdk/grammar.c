@@ -31,7 +31,7 @@ struct elem {
 };
 
 struct cls {
-    uint32_t ascii[4]; /* membership of code points < 128, negation applied */
+    uint32_t ascii[4];   /* membership of code points < 128, negation applied */
     uint32_t r_off, r_n; /* sorted, merged ranges (before negation) */
     bool neg;
 };
@@ -88,8 +88,10 @@ struct gparser {
 static void pos_of(const struct gparser *p, size_t at, unsigned *line, unsigned *col) {
     unsigned l = 1, c = 1;
     for (size_t k = 0; k < at && k < p->n; k++) {
-        if (p->s[k] == '\n') l++, c = 1;
-        else c++;
+        if (p->s[k] == '\n')
+            l++, c = 1;
+        else
+            c++;
     }
     *line = l;
     *col = c;
@@ -99,7 +101,8 @@ static int perr(struct gparser *p, int32_t rc, const char *what) {
     if (p->rc == REALM_OK) {
         unsigned line, col;
         pos_of(p, p->i, &line, &col);
-        if (p->err && p->err_cap) rg_fmt(p->err, p->err_cap, "grammar: line %u col %u: %s", line, col, what);
+        if (p->err && p->err_cap)
+            rg_fmt(p->err, p->err_cap, "grammar: line %u col %u: %s", line, col, what);
         p->rc = rc;
     }
     return -1;
@@ -112,7 +115,8 @@ static int nomem(struct gparser *p) {
 static int grow(void **ptr, size_t *cap, size_t need, size_t size) {
     if (need <= *cap) return 0;
     size_t c = *cap ? *cap : 16;
-    while (c < need) c *= 2;
+    while (c < need)
+        c *= 2;
     void *q = realloc(*ptr, c * size);
     if (!q) return -1;
     *ptr = q;
@@ -154,7 +158,8 @@ static int rule_by_name(struct gparser *p, const char *name, size_t len, uint32_
 
 static int emit(struct gparser *p, uint32_t rule, uint32_t type, uint32_t val) {
     if (++p->total_elems > RG_GRAMMAR_MAX_ELEMS)
-        return perr(p, REALM_E_LIMIT, "grammar too large (too many elements after expanding repetitions)");
+        return perr(p, REALM_E_LIMIT,
+                    "grammar too large (too many elements after expanding repetitions)");
     struct rule_build *r = &p->rules[rule];
     if (grow((void **)&r->el, &r->cap, r->n + 1, sizeof *r->el)) return nomem(p);
     r->el[r->n].type = type;
@@ -213,17 +218,23 @@ static int src_utf8(struct gparser *p, uint32_t *cp) {
     unsigned char b = u[0];
     uint32_t v, min;
     size_t len;
-    if (b < 0x80) len = 1, v = b, min = 0;
-    else if (b >= 0xC2 && b <= 0xDF) len = 2, v = b & 0x1F, min = 0x80;
-    else if (b >= 0xE0 && b <= 0xEF) len = 3, v = b & 0x0F, min = 0x800;
-    else if (b >= 0xF0 && b <= 0xF4) len = 4, v = b & 0x07, min = 0x10000;
-    else return perr(p, REALM_E_FORMAT, "invalid UTF-8");
+    if (b < 0x80)
+        len = 1, v = b, min = 0;
+    else if (b >= 0xC2 && b <= 0xDF)
+        len = 2, v = b & 0x1F, min = 0x80;
+    else if (b >= 0xE0 && b <= 0xEF)
+        len = 3, v = b & 0x0F, min = 0x800;
+    else if (b >= 0xF0 && b <= 0xF4)
+        len = 4, v = b & 0x07, min = 0x10000;
+    else
+        return perr(p, REALM_E_FORMAT, "invalid UTF-8");
     if (left < len) return perr(p, REALM_E_FORMAT, "truncated UTF-8");
     for (size_t k = 1; k < len; k++) {
         if ((u[k] & 0xC0) != 0x80) return perr(p, REALM_E_FORMAT, "invalid UTF-8");
         v = v << 6 | (u[k] & 0x3F);
     }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return perr(p, REALM_E_FORMAT, "invalid UTF-8");
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+        return perr(p, REALM_E_FORMAT, "invalid UTF-8");
     p->i += len;
     *cp = v;
     return 0;
@@ -239,16 +250,37 @@ static int parse_char(struct gparser *p, uint32_t *cp) {
     char c = p->s[p->i++];
     int digits = 0;
     switch (c) {
-    case 'x': digits = 2; break;
-    case 'u': digits = 4; break;
-    case 'U': digits = 8; break;
-    case 't': *cp = '\t'; return 0;
-    case 'r': *cp = '\r'; return 0;
-    case 'n': *cp = '\n'; return 0;
-    case '\\': case '"': case '[': case ']': case '-': case '^': case '/': case '\'':
+    case 'x':
+        digits = 2;
+        break;
+    case 'u':
+        digits = 4;
+        break;
+    case 'U':
+        digits = 8;
+        break;
+    case 't':
+        *cp = '\t';
+        return 0;
+    case 'r':
+        *cp = '\r';
+        return 0;
+    case 'n':
+        *cp = '\n';
+        return 0;
+    case '\\':
+    case '"':
+    case '[':
+    case ']':
+    case '-':
+    case '^':
+    case '/':
+    case '\'':
         *cp = (unsigned char)c;
         return 0;
-    default: p->i--; return perr(p, REALM_E_FORMAT, "unknown escape");
+    default:
+        p->i--;
+        return perr(p, REALM_E_FORMAT, "unknown escape");
     }
     uint32_t v = 0;
     for (int k = 0; k < digits; k++) {
@@ -263,18 +295,23 @@ static int parse_char(struct gparser *p, uint32_t *cp) {
 }
 
 static bool is_word(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 /* Skips blanks and comments; newlines too when `newlines` (inside groups, after ::= and |). */
 static void skip_space(struct gparser *p, bool newlines) {
     while (p->i < p->n) {
         char c = p->s[p->i];
-        if (c == ' ' || c == '\t') p->i++;
+        if (c == ' ' || c == '\t')
+            p->i++;
         else if (c == '#') {
-            while (p->i < p->n && p->s[p->i] != '\n') p->i++;
-        } else if (newlines && (c == '\n' || c == '\r')) p->i++;
-        else break;
+            while (p->i < p->n && p->s[p->i] != '\n')
+                p->i++;
+        } else if (newlines && (c == '\n' || c == '\r'))
+            p->i++;
+        else
+            break;
     }
 }
 
@@ -312,7 +349,9 @@ static int star_rule(struct gparser *p, uint32_t x, uint32_t *out) {
     uint32_t s;
     if (new_rule(p, NULL, 0, &s)) return -1;
     p->rules[s].defined = true;
-    if (emit(p, s, EL_REF, x) || emit(p, s, EL_REF, s) || emit(p, s, EL_END, 0) || emit(p, s, EL_END, 0)) return -1;
+    if (emit(p, s, EL_REF, x) || emit(p, s, EL_REF, s) || emit(p, s, EL_END, 0) ||
+        emit(p, s, EL_END, 0))
+        return -1;
     *out = s;
     return 0;
 }
@@ -379,7 +418,8 @@ static int parse_braces(struct gparser *p, uint32_t *min, uint32_t *max) {
         }
         skip_space(p, true);
     }
-    if (p->i >= p->n || p->s[p->i] != '}') return perr(p, REALM_E_FORMAT, "expected } in repetition");
+    if (p->i >= p->n || p->s[p->i] != '}')
+        return perr(p, REALM_E_FORMAT, "expected } in repetition");
     p->i++;
     return 0;
 }
@@ -453,16 +493,21 @@ static int parse_token_ref(struct gparser *p, uint32_t rule) {
         id = 0;
         while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9' && id <= INT32_MAX)
             id = id * 10 + (p->s[p->i++] - '0');
-        if (p->i == b || id > INT32_MAX) return perr(p, REALM_E_FORMAT, "expected a token id in <[...]>");
-        if (p->n - p->i < 2 || p->s[p->i] != ']' || p->s[p->i + 1] != '>') return perr(p, REALM_E_FORMAT, "expected ]> after a token id");
+        if (p->i == b || id > INT32_MAX)
+            return perr(p, REALM_E_FORMAT, "expected a token id in <[...]>");
+        if (p->n - p->i < 2 || p->s[p->i] != ']' || p->s[p->i + 1] != '>')
+            return perr(p, REALM_E_FORMAT, "expected ]> after a token id");
         p->i += 2;
     } else {
         size_t b = p->i;
-        while (p->i < p->n && p->s[p->i] != '>' && p->s[p->i] != '\n') p->i++;
-        if (p->i >= p->n || p->s[p->i] != '>' || p->i == b) return perr(p, REALM_E_FORMAT, "expected <text> (a token's text)");
+        while (p->i < p->n && p->s[p->i] != '>' && p->s[p->i] != '\n')
+            p->i++;
+        if (p->i >= p->n || p->s[p->i] != '>' || p->i == b)
+            return perr(p, REALM_E_FORMAT, "expected <text> (a token's text)");
         if (!p->token_of) {
             p->i = b;
-            return perr(p, REALM_E_FORMAT, "token text needs a vocabulary (use <[id]> or rg_grammar_parse_ex)");
+            return perr(p, REALM_E_FORMAT,
+                        "token text needs a vocabulary (use <[id]> or rg_grammar_parse_ex)");
         }
         int32_t t = p->token_of(p->token_ctx, p->s + b - 1, p->i - b + 2); /* with its < > */
         if (t < 0) {
@@ -494,7 +539,8 @@ static int parse_sequence(struct gparser *p, uint32_t rule, bool nested) {
             last = here;
         } else if (is_word(c)) {
             size_t b = p->i;
-            while (p->i < p->n && is_word(p->s[p->i])) p->i++;
+            while (p->i < p->n && is_word(p->s[p->i]))
+                p->i++;
             uint32_t ref;
             if (rule_by_name(p, p->s + b, p->i - b, &ref) || emit(p, rule, EL_REF, ref)) return -1;
             last = here;
@@ -515,7 +561,8 @@ static int parse_sequence(struct gparser *p, uint32_t rule, bool nested) {
             if (parse_token_ref(p, rule)) return -1;
             last = here;
         } else if (c == '*' || c == '+' || c == '?' || c == '{') {
-            if (last == SIZE_MAX) return perr(p, REALM_E_FORMAT, "repetition operator without an item before it");
+            if (last == SIZE_MAX)
+                return perr(p, REALM_E_FORMAT, "repetition operator without an item before it");
             uint32_t min = 0, max = UINT32_MAX;
             if (c == '{') {
                 if (parse_braces(p, &min, &max)) return -1;
@@ -546,7 +593,8 @@ static int parse_alternatives(struct gparser *p, uint32_t rule, bool nested) {
 
 static int parse_rule(struct gparser *p) {
     size_t b = p->i;
-    while (p->i < p->n && is_word(p->s[p->i])) p->i++;
+    while (p->i < p->n && is_word(p->s[p->i]))
+        p->i++;
     if (p->i == b) return perr(p, REALM_E_FORMAT, "expected a rule name");
     uint32_t r;
     if (rule_by_name(p, p->s + b, p->i - b, &r)) return -1;
@@ -557,13 +605,15 @@ static int parse_rule(struct gparser *p) {
     p->rules[r].defined = true;
     p->cur_named = r;
     skip_space(p, false);
-    if (p->n - p->i < 3 || memcmp(p->s + p->i, "::=", 3) != 0) return perr(p, REALM_E_FORMAT, "expected ::=");
+    if (p->n - p->i < 3 || memcmp(p->s + p->i, "::=", 3) != 0)
+        return perr(p, REALM_E_FORMAT, "expected ::=");
     p->i += 3;
     skip_space(p, true);
     if (parse_alternatives(p, r, false)) return -1;
     if (p->i < p->n) {
         if (p->s[p->i] == '\r') p->i++;
-        if (p->i >= p->n || p->s[p->i] != '\n') return perr(p, REALM_E_FORMAT, "unexpected character (expected the end of the rule)");
+        if (p->i >= p->n || p->s[p->i] != '\n')
+            return perr(p, REALM_E_FORMAT, "unexpected character (expected the end of the rule)");
     }
     skip_space(p, true);
     return 0;
@@ -605,7 +655,8 @@ static int flatten(struct gparser *p, struct rg_grammar *g) {
     g->n_rules = (uint32_t)p->n_rules;
     g->cls = p->cls;
     g->n_cls = (uint32_t)p->n_cls;
-    if (!p->ranges && !(p->ranges = malloc(sizeof *p->ranges))) return nomem(p); /* never NULL: classes index it */
+    if (!p->ranges && !(p->ranges = malloc(sizeof *p->ranges)))
+        return nomem(p); /* never NULL: classes index it */
     g->ranges = p->ranges;
     g->n_ranges = (uint32_t)p->n_ranges;
     p->cls = NULL;
@@ -626,8 +677,10 @@ static void fixpoints(const struct rg_grammar *g, bool *nullable, bool *producti
                     bool ok = true;
                     for (uint32_t e = g->alt_start[a]; g->elems[e].type != EL_END && ok; e++) {
                         const struct elem *el = &g->elems[e];
-                        if (el->type >= EL_CHARS) ok = pass == 1;
-                        else ok = set[el->val];
+                        if (el->type >= EL_CHARS)
+                            ok = pass == 1;
+                        else
+                            ok = set[el->val];
                     }
                     if (ok) set[r] = changed = true;
                 }
@@ -638,7 +691,8 @@ static void fixpoints(const struct rg_grammar *g, bool *nullable, bool *producti
 
 /* Left recursion: a rule that can reach itself without consuming input would expand forever.
  * Iterative DFS over "r can start with s" edges (colours: 0 new, 1 on the path, 2 done). */
-static int check_left_recursion(struct gparser *p, const struct rg_grammar *g, const bool *nullable) {
+static int check_left_recursion(struct gparser *p, const struct rg_grammar *g,
+                                const bool *nullable) {
     uint8_t *colour = calloc(g->n_rules, 1);
     struct frame {
         uint32_t rule, alt, e;
@@ -670,7 +724,9 @@ static int check_left_recursion(struct gparser *p, const struct rg_grammar *g, c
             if (target == UINT32_MAX) continue;
             if (colour[target] == 1) {
                 char msg[160];
-                rg_fmt(msg, sizeof msg, "left recursion through rule '%s' (it can reach itself without consuming input)",
+                rg_fmt(msg, sizeof msg,
+                       "left recursion through rule '%s' (it can reach itself without consuming "
+                       "input)",
                        rule_label(p, target));
                 p->i = 0;
                 if (p->err && p->err_cap) rg_fmt(p->err, p->err_cap, "grammar: %s", msg);
@@ -678,7 +734,8 @@ static int check_left_recursion(struct gparser *p, const struct rg_grammar *g, c
                 rc = -1;
             } else if (colour[target] == 0) {
                 colour[target] = 1;
-                st[top++] = (struct frame){target, g->rule_alt[target], g->alt_start[g->rule_alt[target]]};
+                st[top++] =
+                    (struct frame){target, g->rule_alt[target], g->alt_start[g->rule_alt[target]]};
             }
         }
     }
@@ -688,7 +745,8 @@ static int check_left_recursion(struct gparser *p, const struct rg_grammar *g, c
 }
 
 static int check_grammar(struct gparser *p, struct rg_grammar *g) {
-    bool *nullable = calloc(g->n_rules, sizeof *nullable), *productive = calloc(g->n_rules, sizeof *productive);
+    bool *nullable = calloc(g->n_rules, sizeof *nullable),
+         *productive = calloc(g->n_rules, sizeof *productive);
     int rc = 0;
     if (!nullable || !productive) rc = nomem(p);
     if (rc == 0) {
@@ -697,7 +755,8 @@ static int check_grammar(struct gparser *p, struct rg_grammar *g) {
     }
     if (rc == 0 && !productive[g->root]) {
         if (p->err && p->err_cap)
-            rg_fmt(p->err, p->err_cap, "grammar: rule '%s' can never complete (every alternative recurses forever)",
+            rg_fmt(p->err, p->err_cap,
+                   "grammar: rule '%s' can never complete (every alternative recurses forever)",
                    rule_label(p, g->root));
         p->rc = REALM_E_FORMAT;
         rc = -1;
@@ -717,8 +776,8 @@ void rg_grammar_free(struct rg_grammar *g) {
     free(g);
 }
 
-int32_t rg_grammar_parse(const char *src, size_t len, const char *root, struct rg_grammar **out, char *err,
-                         size_t err_cap) {
+int32_t rg_grammar_parse(const char *src, size_t len, const char *root, struct rg_grammar **out,
+                         char *err, size_t err_cap) {
     return rg_grammar_parse_ex(src, len, root, NULL, NULL, out, err, err_cap);
 }
 
@@ -728,19 +787,22 @@ int32_t rg_grammar_parse_ex(const char *src, size_t len, const char *root,
     *out = NULL;
     if (err && err_cap) err[0] = 0;
     if (!root) root = "root";
-    struct gparser p = {.s = src, .n = len, .err = err, .err_cap = err_cap, .token_of = token_of, .token_ctx = ctx};
+    struct gparser p = {
+        .s = src, .n = len, .err = err, .err_cap = err_cap, .token_of = token_of, .token_ctx = ctx};
     if (len > RG_GRAMMAR_MAX_SOURCE) {
         perr(&p, REALM_E_LIMIT, "grammar text too large");
         return p.rc;
     }
     skip_space(&p, true);
     if (p.i >= p.n) perr(&p, REALM_E_FORMAT, "empty grammar");
-    while (p.rc == REALM_OK && p.i < p.n) parse_rule(&p);
+    while (p.rc == REALM_OK && p.i < p.n)
+        parse_rule(&p);
     uint32_t root_rule = UINT32_MAX;
     for (size_t k = 0; p.rc == REALM_OK && k < p.n_rules; k++) {
         struct rule_build *r = &p.rules[k];
         if (!r->defined) {
-            if (err && err_cap) rg_fmt(err, err_cap, "grammar: line %u: undefined rule '%s'", r->line, r->name);
+            if (err && err_cap)
+                rg_fmt(err, err_cap, "grammar: line %u: undefined rule '%s'", r->line, r->name);
             p.rc = REALM_E_FORMAT;
         } else if (r->name && !strcmp(r->name, root)) {
             root_rule = (uint32_t)k;
@@ -753,7 +815,8 @@ int32_t rg_grammar_parse_ex(const char *src, size_t len, const char *root,
     struct rg_grammar *g = NULL;
     if (p.rc == REALM_OK) {
         g = calloc(1, sizeof *g);
-        if (!g) nomem(&p);
+        if (!g)
+            nomem(&p);
         else {
             g->root = root_rule;
             if (flatten(&p, g) == 0) check_grammar(&p, g);
@@ -830,7 +893,8 @@ static uint32_t node_hash(uint32_t pos, uint32_t parent) {
 static int32_t rehash(struct rg_gmatch *m, uint32_t n_buckets) {
     uint32_t *b = malloc((size_t)n_buckets * sizeof *b);
     if (!b) return REALM_E_NOMEM;
-    for (uint32_t k = 0; k < n_buckets; k++) b[k] = UINT32_MAX;
+    for (uint32_t k = 0; k < n_buckets; k++)
+        b[k] = UINT32_MAX;
     for (uint32_t id = 1; id < m->n_nodes; id++) { /* in id order: newest at each chain's head */
         uint32_t h = node_hash(m->nodes[id].pos, m->nodes[id].parent) & (n_buckets - 1);
         m->next[id] = b[h];
@@ -888,7 +952,8 @@ static void rollback(struct rg_gmatch *m, uint32_t mark) {
 static int32_t ar_reserve(struct rg_gmatch *m, size_t extra) {
     if (m->ar_len + extra <= m->ar_cap) return REALM_OK;
     size_t cap = m->ar_cap ? m->ar_cap : 256;
-    while (cap < m->ar_len + extra) cap *= 2;
+    while (cap < m->ar_len + extra)
+        cap *= 2;
     uint32_t *a = realloc(m->ar, cap * sizeof *a);
     if (!a) return REALM_E_NOMEM;
     m->ar = a;
@@ -951,7 +1016,8 @@ static int32_t expand(struct rg_gmatch *m, size_t *count) {
             continue;
         }
         uint32_t cont = w.parent;
-        if (g->elems[w.pos + 1].type != EL_END && !(cont = intern(m, w.pos + 1, w.parent, &rc))) break;
+        if (g->elems[w.pos + 1].type != EL_END && !(cont = intern(m, w.pos + 1, w.parent, &rc)))
+            break;
         uint32_t r = el->val;
         for (uint32_t a = g->rule_alt[r + 1]; a-- > g->rule_alt[r];)
             if ((rc = push_work(m, g->alt_start[a], cont))) break;
@@ -969,8 +1035,10 @@ static bool class_has(const struct rg_grammar *g, uint32_t c, uint32_t cp) {
     uint32_t lo = 0, hi = k->r_n;
     while (lo < hi) { /* first range with r.hi >= cp */
         uint32_t mid = (lo + hi) / 2;
-        if (r[mid].hi < cp) lo = mid + 1;
-        else hi = mid;
+        if (r[mid].hi < cp)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     bool in = lo < k->r_n && r[lo].lo <= cp;
     return in != k->neg;
@@ -992,7 +1060,8 @@ static bool class_meets(const struct rg_grammar *g, uint32_t c, uint32_t lo, uin
 
 /* Advances the set in[0..n) by code point cp into a new set at ar[ar_len...]. `in` may point
  * into ar: it is read in full before anything is written. */
-static int32_t advance_cp(struct rg_gmatch *m, const uint32_t *in, size_t n, uint32_t cp, size_t *out_n) {
+static int32_t advance_cp(struct rg_gmatch *m, const uint32_t *in, size_t n, uint32_t cp,
+                          size_t *out_n) {
     const struct rg_grammar *g = m->g;
     for (size_t k = n; k-- > 0;) {
         uint32_t id = in[k];
@@ -1007,7 +1076,8 @@ static int32_t advance_cp(struct rg_gmatch *m, const uint32_t *in, size_t n, uin
 }
 
 /* Whether some stack of the set could take a code point in [lo, hi] (a partial UTF-8 sequence). */
-static bool set_meets(const struct rg_gmatch *m, const uint32_t *set, size_t n, uint32_t lo, uint32_t hi) {
+static bool set_meets(const struct rg_gmatch *m, const uint32_t *set, size_t n, uint32_t lo,
+                      uint32_t hi) {
     for (size_t k = 0; k < n; k++) {
         uint32_t id = set[k];
         const struct elem *el = id ? &m->g->elems[m->nodes[id].pos] : NULL;
@@ -1037,17 +1107,22 @@ static bool partial_range(const struct utf8st *u, uint32_t *lo, uint32_t *hi) {
 /* One byte from state (set at [*off, *off + *n), utf8 *u): on success the new set is at
  * [*off, *off + *n) (appended at ar_len when a code point completed; same set otherwise).
  * REALM_E_INVALID: rejected. */
-static int32_t step_byte(struct rg_gmatch *m, size_t *off, size_t *n, struct utf8st *u, unsigned char b) {
+static int32_t step_byte(struct rg_gmatch *m, size_t *off, size_t *n, struct utf8st *u,
+                         unsigned char b) {
     uint32_t cp;
     if (u->need == 0) {
         if (b < 0x80) {
             cp = b;
             goto full;
         }
-        if (b >= 0xC2 && b <= 0xDF) u->len = 2, u->cp = b & 0x1F;
-        else if (b >= 0xE0 && b <= 0xEF) u->len = 3, u->cp = b & 0x0F;
-        else if (b >= 0xF0 && b <= 0xF4) u->len = 4, u->cp = b & 0x07;
-        else return REALM_E_INVALID;
+        if (b >= 0xC2 && b <= 0xDF)
+            u->len = 2, u->cp = b & 0x1F;
+        else if (b >= 0xE0 && b <= 0xEF)
+            u->len = 3, u->cp = b & 0x0F;
+        else if (b >= 0xF0 && b <= 0xF4)
+            u->len = 4, u->cp = b & 0x07;
+        else
+            return REALM_E_INVALID;
         u->need = (uint8_t)(u->len - 1);
     } else {
         if ((b & 0xC0) != 0x80) return REALM_E_INVALID;
@@ -1055,13 +1130,15 @@ static int32_t step_byte(struct rg_gmatch *m, size_t *off, size_t *n, struct utf
         u->need--;
         if (u->need == 0) {
             cp = u->cp;
-            if (cp < utf8_min[u->len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return REALM_E_INVALID;
+            if (cp < utf8_min[u->len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+                return REALM_E_INVALID;
             goto full;
         }
     }
     {
         uint32_t lo, hi;
-        if (!partial_range(u, &lo, &hi) || !set_meets(m, m->ar + *off, *n, lo, hi)) return REALM_E_INVALID;
+        if (!partial_range(u, &lo, &hi) || !set_meets(m, m->ar + *off, *n, lo, hi))
+            return REALM_E_INVALID;
         return REALM_OK;
     }
 full : {
@@ -1079,7 +1156,8 @@ full : {
 /* Runs s[0..len) from the current state; on success (*off, *n, *u) hold the resulting state (a set
  * in the scratch part of ar, or the current set itself). ar_len and nodes grow (caller rolls
  * back or commits). */
-static int32_t run_bytes(struct rg_gmatch *m, const char *s, size_t len, size_t *off, size_t *n, struct utf8st *u) {
+static int32_t run_bytes(struct rg_gmatch *m, const char *s, size_t len, size_t *off, size_t *n,
+                         struct utf8st *u) {
     *off = 0;
     *n = m->n_cur;
     *u = m->u;
@@ -1330,7 +1408,8 @@ int32_t rg_vocab_build(struct rg_vocab *v) {
             int32_t a = v->sorted[k - 1], b = v->sorted[k];
             const char *pa = v->bytes + v->off[a], *pb = v->bytes + v->off[b];
             uint32_t lim = v->len[a] < v->len[b] ? v->len[a] : v->len[b];
-            while (l < lim && pa[l] == pb[l]) l++;
+            while (l < lim && pa[l] == pb[l])
+                l++;
         }
         v->lcp[k] = l;
     }
@@ -1338,7 +1417,8 @@ int32_t rg_vocab_build(struct rg_vocab *v) {
 }
 
 #ifdef __wasm__
-int32_t rg_vocab_load(int32_t model, int32_t n_vocab, const int32_t *eog, size_t n_eog, struct rg_vocab **out) {
+int32_t rg_vocab_load(int32_t model, int32_t n_vocab, const int32_t *eog, size_t n_eog,
+                      struct rg_vocab **out) {
     struct rg_vocab *v;
     int32_t rc = rg_vocab_new(n_vocab, &v);
     if (rc) return rc;
@@ -1368,7 +1448,8 @@ int32_t rg_vocab_load(int32_t model, int32_t n_vocab, const int32_t *eog, size_t
         rc = rg_vocab_set(v, t, src, (size_t)len);
     }
     free(big);
-    for (size_t k = 0; rc == REALM_OK && k < n_eog; k++) rc = rg_vocab_set_eog(v, eog[k]);
+    for (size_t k = 0; rc == REALM_OK && k < n_eog; k++)
+        rc = rg_vocab_set_eog(v, eog[k]);
     if (rc == REALM_OK) rc = rg_vocab_build(v);
     if (rc) {
         rg_vocab_free(v);
@@ -1383,7 +1464,8 @@ int32_t rg_vocab_load(int32_t model, int32_t n_vocab, const int32_t *eog, size_t
 /* ---- token operations ---- */
 
 static bool token_matches(const struct elem *el, int32_t token) {
-    return (el->type == EL_TOKEN && el->val == (uint32_t)token) || (el->type == EL_NTOKEN && el->val != (uint32_t)token);
+    return (el->type == EL_TOKEN && el->val == (uint32_t)token) ||
+           (el->type == EL_NTOKEN && el->val != (uint32_t)token);
 }
 
 /* The stacks of the current set whose top is a token element matching `token`, advanced past
@@ -1456,14 +1538,18 @@ static int32_t accept_token_union(struct rg_gmatch *m, const struct rg_vocab *v,
     size_t n = c_txt;
     for (size_t k = 0; k < c_txt; k++) {
         uint32_t id = m->ar[end + k];
-        if (id) m->stamp[id] = m->gen;
-        else empty = true;
+        if (id)
+            m->stamp[id] = m->gen;
+        else
+            empty = true;
     }
     for (size_t k = 0; k < c_tok; k++) {
         uint32_t id = m->ar[base + k];
         if (id ? m->stamp[id] == m->gen : empty) continue;
-        if (id) m->stamp[id] = m->gen;
-        else empty = true;
+        if (id)
+            m->stamp[id] = m->gen;
+        else
+            empty = true;
         m->ar[end + n++] = id;
     }
     if (n > RG_GRAMMAR_MAX_STACKS) {
@@ -1491,7 +1577,8 @@ static void mask_token_elems(const struct rg_gmatch *m, int32_t n_vocab, uint8_t
         const struct elem *el = id ? &m->g->elems[m->nodes[id].pos] : NULL;
         if (!el) continue;
         if (el->type == EL_TOKEN && el->val < (uint32_t)n_vocab) ok[el->val] = 1;
-        if (el->type == EL_NTOKEN) excluded = excluded == -1 || excluded == (int64_t)el->val ? (int64_t)el->val : -2;
+        if (el->type == EL_NTOKEN)
+            excluded = excluded == -1 || excluded == (int64_t)el->val ? (int64_t)el->val : -2;
     }
     if (excluded == -1) return;
     for (int32_t t = 0; t < n_vocab; t++)
@@ -1514,18 +1601,19 @@ struct masker {
     size_t n_sbuf, cap_sbuf;
     uint32_t *tbuf; /* 0 unknown, 1 dead, k + 2: set k */
     size_t n_tbuf, cap_tbuf;
-    uint32_t *table; /* open addressing: set id + 1, 0 empty */
-    size_t n_table;  /* power of two */
-    struct cp_trans {  /* transitions by non-ASCII code points: a small lossy cache */
+    uint32_t *table;            /* open addressing: set id + 1, 0 empty */
+    size_t n_table;             /* power of two */
+    struct cp_trans {           /* transitions by non-ASCII code points: a small lossy cache */
         uint32_t set, cp, next; /* next: 0 empty, 1 dead, k + 2: set k */
-    } *cpc;
+    } * cpc;
 };
 
 #define CP_CACHE 4096
 
 static uint32_t set_hash(const uint32_t *s, size_t n) {
     uint32_t h = 2166136261u;
-    for (size_t k = 0; k < n; k++) h = (h ^ s[k]) * 16777619u;
+    for (size_t k = 0; k < n; k++)
+        h = (h ^ s[k]) * 16777619u;
     return h;
 }
 
@@ -1534,7 +1622,8 @@ static int32_t mk_rehash(struct masker *k, size_t n_table) {
     if (!t) return REALM_E_NOMEM;
     for (size_t id = 0; id < k->n_sets; id++) {
         size_t h = set_hash(k->sbuf + k->sets[id].off, k->sets[id].n) & (n_table - 1);
-        while (t[h]) h = (h + 1) & (n_table - 1);
+        while (t[h])
+            h = (h + 1) & (n_table - 1);
         t[h] = (uint32_t)id + 1;
     }
     free(k->table);
@@ -1577,7 +1666,8 @@ static void mk_free(struct masker *k) {
 }
 
 /* Set `id` advanced by cp: *next is the new set, or UINT32_MAX when no stack survives. */
-static int32_t mk_advance(struct rg_gmatch *m, struct masker *k, uint32_t id, uint32_t cp, uint32_t *next) {
+static int32_t mk_advance(struct rg_gmatch *m, struct masker *k, uint32_t id, uint32_t cp,
+                          uint32_t *next) {
     size_t base = m->ar_len, cnt;
     int32_t rc = advance_cp(m, k->sbuf + k->sets[id].off, k->sets[id].n, cp, &cnt);
     if (rc) return rc;
@@ -1599,7 +1689,8 @@ static int32_t mk_step(struct rg_gmatch *m, struct masker *k, struct mstate *s, 
     if (s->u.need == 0 && b < 0x80) {
         struct mset *e = &k->sets[s->set];
         if (e->trans == UINT32_MAX) {
-            if (grow((void **)&k->tbuf, &k->cap_tbuf, k->n_tbuf + 128, sizeof *k->tbuf)) return REALM_E_NOMEM;
+            if (grow((void **)&k->tbuf, &k->cap_tbuf, k->n_tbuf + 128, sizeof *k->tbuf))
+                return REALM_E_NOMEM;
             memset(k->tbuf + k->n_tbuf, 0, 128 * sizeof *k->tbuf);
             e->trans = (uint32_t)k->n_tbuf;
             k->n_tbuf += 128;
@@ -1619,10 +1710,14 @@ static int32_t mk_step(struct rg_gmatch *m, struct masker *k, struct mstate *s, 
     }
     struct utf8st *u = &s->u;
     if (u->need == 0) {
-        if (b >= 0xC2 && b <= 0xDF) u->len = 2, u->cp = b & 0x1F;
-        else if (b >= 0xE0 && b <= 0xEF) u->len = 3, u->cp = b & 0x0F;
-        else if (b >= 0xF0 && b <= 0xF4) u->len = 4, u->cp = b & 0x07;
-        else return REALM_E_INVALID;
+        if (b >= 0xC2 && b <= 0xDF)
+            u->len = 2, u->cp = b & 0x1F;
+        else if (b >= 0xE0 && b <= 0xEF)
+            u->len = 3, u->cp = b & 0x0F;
+        else if (b >= 0xF0 && b <= 0xF4)
+            u->len = 4, u->cp = b & 0x07;
+        else
+            return REALM_E_INVALID;
         u->need = (uint8_t)(u->len - 1);
     } else {
         if ((b & 0xC0) != 0x80) return REALM_E_INVALID;
@@ -1632,10 +1727,13 @@ static int32_t mk_step(struct rg_gmatch *m, struct masker *k, struct mstate *s, 
     if (u->need) {
         uint32_t lo, hi;
         const struct mset *e = &k->sets[s->set];
-        return partial_range(u, &lo, &hi) && set_meets(m, k->sbuf + e->off, e->n, lo, hi) ? REALM_OK : REALM_E_INVALID;
+        return partial_range(u, &lo, &hi) && set_meets(m, k->sbuf + e->off, e->n, lo, hi)
+                   ? REALM_OK
+                   : REALM_E_INVALID;
     }
     cp = u->cp;
-    if (cp < utf8_min[u->len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return REALM_E_INVALID;
+    if (cp < utf8_min[u->len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return REALM_E_INVALID;
     if (!k->cpc && !(k->cpc = calloc(CP_CACHE, sizeof *k->cpc))) return REALM_E_NOMEM;
     struct cp_trans *c = &k->cpc[(s->set * 0x9E3779B1u ^ cp * 0x85EBCA77u) & (CP_CACHE - 1)];
     if (c->next && c->set == s->set && c->cp == cp) {
@@ -1659,7 +1757,8 @@ static bool same_utf8(struct utf8st a, struct utf8st b) {
 static struct mask_memo *memo_find(struct rg_gmatch *m, const struct rg_vocab *v) {
     for (int k = 0; k < MASK_MEMO; k++) {
         struct mask_memo *e = &m->memo[k];
-        if (e->v == v && e->n == m->n_cur && same_utf8(e->u, m->u) && !memcmp(e->set, m->ar, m->n_cur * sizeof *m->ar)) {
+        if (e->v == v && e->n == m->n_cur && same_utf8(e->u, m->u) &&
+            !memcmp(e->set, m->ar, m->n_cur * sizeof *m->ar)) {
             e->used = ++m->memo_clock;
             return e;
         }
@@ -1699,8 +1798,10 @@ int32_t rg_gmatch_mask(struct rg_gmatch *m, const struct rg_vocab *v, float *log
         bool complete = rg_gmatch_complete(m);
         int32_t allowed = 0;
         for (int32_t t = 0; t < v->n; t++) {
-            if ((hit->bits[t >> 3] >> (t & 7) & 1) || (v->eog[t] && complete)) allowed++;
-            else logits[t] = -INFINITY;
+            if ((hit->bits[t >> 3] >> (t & 7) & 1) || (v->eog[t] && complete))
+                allowed++;
+            else
+                logits[t] = -INFINITY;
         }
         return allowed ? allowed : REALM_E_INVALID;
     }
@@ -1741,7 +1842,8 @@ int32_t rg_gmatch_mask(struct rg_gmatch *m, const struct rg_vocab *v, float *log
             continue;
         }
         /* every following token with this dead prefix (d + 1 bytes) is rejected too */
-        while (i + 1 < v->n_sorted && v->lcp[i + 1] > d) i++;
+        while (i + 1 < v->n_sorted && v->lcp[i + 1] > d)
+            i++;
     }
     discard(m);
     mk_free(&k);
@@ -1751,8 +1853,10 @@ int32_t rg_gmatch_mask(struct rg_gmatch *m, const struct rg_vocab *v, float *log
         bool complete = rg_gmatch_complete(m);
         allowed = 0;
         for (int32_t t = 0; t < v->n; t++) {
-            if (ok[t] || (v->eog[t] && complete)) allowed++;
-            else logits[t] = -INFINITY;
+            if (ok[t] || (v->eog[t] && complete))
+                allowed++;
+            else
+                logits[t] = -INFINITY;
         }
         if (allowed == 0) rc = REALM_E_INVALID;
     }
@@ -1769,7 +1873,8 @@ static bool better(const float *l, int32_t a, int32_t b) {
 #define GREEDY_TRIES 64
 
 /* Greedy once `best` (the argmax) has been rejected. */
-static int32_t greedy_after(struct rg_gmatch *m, const struct rg_vocab *v, float *logits, int32_t best) {
+static int32_t greedy_after(struct rg_gmatch *m, const struct rg_vocab *v, float *logits,
+                            int32_t best) {
     int32_t n = v->n;
     if (memo_find(m, v)) { /* a remembered mask is cheaper than sorting candidates */
         int32_t rc = rg_gmatch_mask(m, v, logits);
@@ -1803,7 +1908,8 @@ int32_t rg_gmatch_pick_greedy(struct rg_gmatch *m, const struct rg_vocab *v, flo
     return rg_gmatch_allows(m, v, best) ? best : greedy_after(m, v, logits, best);
 }
 
-int32_t rg_sample_grammar(struct rg_sampler *s, struct rg_gmatch *m, const struct rg_vocab *v, float *logits) {
+int32_t rg_sample_grammar(struct rg_sampler *s, struct rg_gmatch *m, const struct rg_vocab *v,
+                          float *logits) {
     int32_t n = v->n < s->n_vocab ? v->n : s->n_vocab;
     bool greedy = s->p.temperature <= 0.0f;
     if (!greedy && m->n_copy < n) {

@@ -37,7 +37,9 @@ static void skip_ws(struct parser *p) {
 
 static void free_inner(struct rj_value *v) {
     switch (v->type) {
-    case RJ_STRING: free(v->str); break;
+    case RJ_STRING:
+        free(v->str);
+        break;
     case RJ_ARRAY:
     case RJ_OBJECT:
         for (size_t i = 0; i < v->n; i++) {
@@ -48,7 +50,8 @@ static void free_inner(struct rj_value *v) {
         free(v->keys);
         free(v->key_lens);
         break;
-    default: break;
+    default:
+        break;
     }
     memset(v, 0, sizeof *v);
 }
@@ -59,10 +62,14 @@ static int hex4(struct parser *p, uint32_t *out) {
     for (int k = 0; k < 4; k++) {
         char c = p->s[p->i++];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
-        else return fail(p, "bad \\u escape");
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
+        else
+            return fail(p, "bad \\u escape");
     }
     *out = v;
     return 0;
@@ -120,14 +127,30 @@ static int parse_string(struct parser *p, char **out, size_t *out_len) {
             char e = p->s[p->i++];
             char lit = 0;
             switch (e) {
-            case '"': lit = '"'; break;
-            case '\\': lit = '\\'; break;
-            case '/': lit = '/'; break;
-            case 'b': lit = '\b'; break;
-            case 'f': lit = '\f'; break;
-            case 'n': lit = '\n'; break;
-            case 'r': lit = '\r'; break;
-            case 't': lit = '\t'; break;
+            case '"':
+                lit = '"';
+                break;
+            case '\\':
+                lit = '\\';
+                break;
+            case '/':
+                lit = '/';
+                break;
+            case 'b':
+                lit = '\b';
+                break;
+            case 'f':
+                lit = '\f';
+                break;
+            case 'n':
+                lit = '\n';
+                break;
+            case 'r':
+                lit = '\r';
+                break;
+            case 't':
+                lit = '\t';
+                break;
             case 'u': {
                 uint32_t cp;
                 if (hex4(p, &cp)) {
@@ -162,7 +185,9 @@ static int parse_string(struct parser *p, char **out, size_t *out_len) {
                 }
                 continue;
             }
-            default: rg_buf_free(&b); return fail(p, "bad escape");
+            default:
+                rg_buf_free(&b);
+                return fail(p, "bad escape");
             }
             if (rg_buf_append(&b, &lit, 1) != REALM_OK) {
                 p->nomem = true;
@@ -222,21 +247,24 @@ static int parse_number(struct parser *p, double *out) {
     if (p->s[p->i] == '0') {
         p->i++;
     } else if (p->s[p->i] >= '1' && p->s[p->i] <= '9') {
-        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
+        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
+            p->i++;
     } else {
         return fail(p, "bad number");
     }
     if (p->i < p->n && p->s[p->i] == '.') {
         p->i++;
         size_t d = p->i;
-        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
+        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
+            p->i++;
         if (p->i == d) return fail(p, "bad fraction");
     }
     if (p->i < p->n && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
         p->i++;
         if (p->i < p->n && (p->s[p->i] == '+' || p->s[p->i] == '-')) p->i++;
         size_t d = p->i;
-        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
+        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
+            p->i++;
         if (p->i == d) return fail(p, "bad exponent");
     }
     size_t len = p->i - start;
@@ -360,15 +388,25 @@ static int parse_value(struct parser *p, struct rj_value *v, int depth) {
     int rc;
     char c = p->s[p->i];
     switch (c) {
-    case '{': rc = parse_object(p, v, depth); break;
-    case '[': rc = parse_array(p, v, depth); break;
+    case '{':
+        rc = parse_object(p, v, depth);
+        break;
+    case '[':
+        rc = parse_array(p, v, depth);
+        break;
     case '"':
         v->type = RJ_STRING;
         rc = parse_string(p, &v->str, &v->str_len);
         break;
-    case 't': rc = literal(p, "true", RJ_TRUE, v); break;
-    case 'f': rc = literal(p, "false", RJ_FALSE, v); break;
-    case 'n': rc = literal(p, "null", RJ_NULL, v); break;
+    case 't':
+        rc = literal(p, "true", RJ_TRUE, v);
+        break;
+    case 'f':
+        rc = literal(p, "false", RJ_FALSE, v);
+        break;
+    case 'n':
+        rc = literal(p, "null", RJ_NULL, v);
+        break;
     default:
         if (c == '-' || (c >= '0' && c <= '9')) {
             v->type = RJ_NUMBER;

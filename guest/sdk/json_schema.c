@@ -2,8 +2,8 @@
  * json_schema.c — JSON schema → GBNF for structured output. Each subschema becomes one rule
  * (r1, r2, ...) built from fixed primitive rules (string, number, integer, ws, value ...); every
  * value rule ends with optional whitespace, so a sequence needs no whitespace of its own after a
- * value. Whitespace is bounded (one newline and at most 64 blanks of indent at a time) so that a model cannot
- * run away in it.
+ * value. Whitespace is bounded (one newline and at most 64 blanks of indent at a time) so that a
+ * model cannot run away in it.
  *
  * Objects list properties in declared order; optional ones may be left out. Two rule chains do
  * the commas without ambiguity: F_i = "the members from property i on, none written yet" and
@@ -81,8 +81,8 @@ static int fail(struct conv *c, const char *path, const char *what, const char *
         size_t n = strlen(path); /* a deep path keeps its end, so that the reason still fits */
         const char *shown = n > 100 ? path + n - 100 : path;
         if (c->err && c->err_cap)
-            rg_fmt(c->err, c->err_cap, "json schema: %s%s: %s%s", n > 100 ? "..." : "", n ? shown : "/", what,
-                   arg ? arg : "");
+            rg_fmt(c->err, c->err_cap, "json schema: %s%s: %s%s", n > 100 ? "..." : "",
+                   n ? shown : "/", what, arg ? arg : "");
         c->rc = REALM_E_FORMAT;
     }
     return -1;
@@ -110,9 +110,13 @@ static int put_lit(struct conv *c, struct rg_buf *b, const char *s, size_t n) {
     for (size_t k = 0; k < n; k++) {
         unsigned char ch = (unsigned char)s[k];
         char tmp[8];
-        if (ch == '"' || ch == '\\') rg_fmt(tmp, sizeof tmp, "\\%c", ch);
-        else if (ch < 0x20 || ch == 0x7F) rg_fmt(tmp, sizeof tmp, "\\x%c%c", "0123456789ABCDEF"[ch >> 4], "0123456789ABCDEF"[ch & 15]);
-        else tmp[0] = (char)ch, tmp[1] = 0;
+        if (ch == '"' || ch == '\\')
+            rg_fmt(tmp, sizeof tmp, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7F)
+            rg_fmt(tmp, sizeof tmp, "\\x%c%c", "0123456789ABCDEF"[ch >> 4],
+                   "0123456789ABCDEF"[ch & 15]);
+        else
+            tmp[0] = (char)ch, tmp[1] = 0;
         if (put(c, b, tmp)) return -1;
     }
     return put(c, b, "\"");
@@ -124,12 +128,19 @@ static int json_str(struct conv *c, struct rg_buf *b, const char *s, size_t n) {
     for (size_t k = 0; k < n; k++) {
         unsigned char ch = (unsigned char)s[k];
         char tmp[8];
-        if (ch == '"' || ch == '\\') rg_fmt(tmp, sizeof tmp, "\\%c", ch);
-        else if (ch == '\n') memcpy(tmp, "\\n", 3);
-        else if (ch == '\t') memcpy(tmp, "\\t", 3);
-        else if (ch == '\r') memcpy(tmp, "\\r", 3);
-        else if (ch < 0x20) rg_fmt(tmp, sizeof tmp, "\\u00%c%c", "0123456789abcdef"[ch >> 4], "0123456789abcdef"[ch & 15]);
-        else tmp[0] = (char)ch, tmp[1] = 0;
+        if (ch == '"' || ch == '\\')
+            rg_fmt(tmp, sizeof tmp, "\\%c", ch);
+        else if (ch == '\n')
+            memcpy(tmp, "\\n", 3);
+        else if (ch == '\t')
+            memcpy(tmp, "\\t", 3);
+        else if (ch == '\r')
+            memcpy(tmp, "\\r", 3);
+        else if (ch < 0x20)
+            rg_fmt(tmp, sizeof tmp, "\\u00%c%c", "0123456789abcdef"[ch >> 4],
+                   "0123456789abcdef"[ch & 15]);
+        else
+            tmp[0] = (char)ch, tmp[1] = 0;
         if (put(c, b, tmp)) return -1;
     }
     return put(c, b, "\"");
@@ -139,17 +150,22 @@ static int json_str(struct conv *c, struct rg_buf *b, const char *s, size_t n) {
 static int json_text(struct conv *c, struct rg_buf *b, const struct rj_value *v) {
     char num[64];
     switch (v->type) {
-    case RJ_NULL: return put(c, b, "null");
-    case RJ_TRUE: return put(c, b, "true");
-    case RJ_FALSE: return put(c, b, "false");
-    case RJ_STRING: return json_str(c, b, v->str, v->str_len);
+    case RJ_NULL:
+        return put(c, b, "null");
+    case RJ_TRUE:
+        return put(c, b, "true");
+    case RJ_FALSE:
+        return put(c, b, "false");
+    case RJ_STRING:
+        return json_str(c, b, v->str, v->str_len);
     case RJ_NUMBER:
         if (v->num == floor(v->num) && fabs(v->num) < 9007199254740992.0) {
             rg_fmt(num, sizeof num, "%lld", (long long)v->num);
         } else {
             rg_fmt(num, sizeof num, "%f", v->num);
             size_t l = strlen(num);
-            while (l > 1 && num[l - 1] == '0' && strchr(num, '.')) num[--l] = 0;
+            while (l > 1 && num[l - 1] == '0' && strchr(num, '.'))
+                num[--l] = 0;
         }
         return put(c, b, num);
     case RJ_ARRAY:
@@ -160,8 +176,8 @@ static int json_text(struct conv *c, struct rg_buf *b, const struct rj_value *v)
     case RJ_OBJECT:
         if (put(c, b, "{")) return -1;
         for (size_t k = 0; k < v->n; k++)
-            if ((k && put(c, b, ",")) || json_str(c, b, v->keys[k], v->key_lens[k]) || put(c, b, ":") ||
-                json_text(c, b, &v->items[k]))
+            if ((k && put(c, b, ",")) || json_str(c, b, v->keys[k], v->key_lens[k]) ||
+                put(c, b, ":") || json_text(c, b, &v->items[k]))
                 return -1;
         return put(c, b, "}");
     }
@@ -207,10 +223,30 @@ static int sub_path(char *out, size_t cap, const char *path, const char *a, cons
 /* ---- keywords ---- */
 
 static const char *const UNSUPPORTED[] = {
-    "pattern", "allOf", "not", "if", "then", "else", "patternProperties", "dependentRequired", "dependentSchemas",
-    "dependencies", "propertyNames", "minProperties", "maxProperties", "uniqueItems", "contains", "minContains",
-    "maxContains", "multipleOf", "unevaluatedProperties", "unevaluatedItems", "maximum", "exclusiveMaximum",
-    "$dynamicRef", "$recursiveRef",
+    "pattern",
+    "allOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "patternProperties",
+    "dependentRequired",
+    "dependentSchemas",
+    "dependencies",
+    "propertyNames",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "multipleOf",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "maximum",
+    "exclusiveMaximum",
+    "$dynamicRef",
+    "$recursiveRef",
 };
 
 static int check_keywords(struct conv *c, const struct rj_value *s, const char *path) {
@@ -223,7 +259,8 @@ static int check_keywords(struct conv *c, const struct rj_value *s, const char *
     return 0;
 }
 
-static int resolve_ref(struct conv *c, const struct rj_value *ref, const char *path, char name[16]) {
+static int resolve_ref(struct conv *c, const struct rj_value *ref, const char *path,
+                       char name[16]) {
     const char *r = rj_string(ref, NULL);
     if (!r) return fail(c, path, "$ref must be a string", NULL);
     for (int k = 0; k < c->n_refs; k++)
@@ -232,10 +269,15 @@ static int resolve_ref(struct conv *c, const struct rj_value *ref, const char *p
             return 0;
         }
     const struct rj_value *target = NULL;
-    if (!strcmp(r, "#")) target = c->root;
-    else if (!strncmp(r, "#/$defs/", 8)) target = rj_get(rj_get(c->root, "$defs"), r + 8);
-    else if (!strncmp(r, "#/definitions/", 14)) target = rj_get(rj_get(c->root, "definitions"), r + 14);
-    else return fail(c, path, "only local $ref (#, #/$defs/..., #/definitions/...) is supported: ", r);
+    if (!strcmp(r, "#"))
+        target = c->root;
+    else if (!strncmp(r, "#/$defs/", 8))
+        target = rj_get(rj_get(c->root, "$defs"), r + 8);
+    else if (!strncmp(r, "#/definitions/", 14))
+        target = rj_get(rj_get(c->root, "definitions"), r + 14);
+    else
+        return fail(c, path,
+                    "only local $ref (#, #/$defs/..., #/definitions/...) is supported: ", r);
     if (!target) return fail(c, path, "$ref to a missing definition: ", r);
     if (c->n_refs == MAX_REFS) return fail(c, path, "too many $ref targets", NULL);
     c->refs[c->n_refs].ref = r;
@@ -246,9 +288,11 @@ static int resolve_ref(struct conv *c, const struct rj_value *ref, const char *p
 }
 
 /* "A"/"B"/... alternatives of subschemas (anyOf, oneOf). */
-static int gen_alts(struct conv *c, const struct rj_value *list, const char *path, const char *kw, struct rg_buf *body) {
+static int gen_alts(struct conv *c, const struct rj_value *list, const char *path, const char *kw,
+                    struct rg_buf *body) {
     char p[512];
-    if (!list || list->type != RJ_ARRAY || list->n == 0) return fail(c, path, kw, " must be a non-empty array");
+    if (!list || list->type != RJ_ARRAY || list->n == 0)
+        return fail(c, path, kw, " must be a non-empty array");
     for (size_t k = 0; k < list->n; k++) {
         char idx[24], name[16];
         rg_fmt(idx, sizeof idx, "%lu", (unsigned long)k);
@@ -259,53 +303,65 @@ static int gen_alts(struct conv *c, const struct rj_value *list, const char *pat
     return 0;
 }
 
-static int gen_string(struct conv *c, const struct rj_value *s, const char *path, struct rg_buf *body) {
+static int gen_string(struct conv *c, const struct rj_value *s, const char *path,
+                      struct rg_buf *body) {
     double lo = 0, hi = -1;
     const struct rj_value *mn = rj_get(s, "minLength"), *mx = rj_get(s, "maxLength");
     if (mn) {
-        if (!rj_is_int(mn, 0, RG_GRAMMAR_MAX_REPEAT)) return fail(c, path, "minLength must be an integer in [0, 1000]", NULL);
+        if (!rj_is_int(mn, 0, RG_GRAMMAR_MAX_REPEAT))
+            return fail(c, path, "minLength must be an integer in [0, 1000]", NULL);
         lo = mn->num;
     }
     if (mx) {
-        if (!rj_is_int(mx, lo, RG_GRAMMAR_MAX_REPEAT)) return fail(c, path, "maxLength must be an integer in [minLength, 1000]", NULL);
+        if (!rj_is_int(mx, lo, RG_GRAMMAR_MAX_REPEAT))
+            return fail(c, path, "maxLength must be an integer in [minLength, 1000]", NULL);
         hi = mx->num;
     }
     if (!mn && !mx) return put(c, body, "string");
     char rep[64];
-    if (hi < 0) rg_fmt(rep, sizeof rep, "\"\\\"\" char{%d,} \"\\\"\" ws", (int)lo);
-    else rg_fmt(rep, sizeof rep, "\"\\\"\" char{%d,%d} \"\\\"\" ws", (int)lo, (int)hi);
+    if (hi < 0)
+        rg_fmt(rep, sizeof rep, "\"\\\"\" char{%d,} \"\\\"\" ws", (int)lo);
+    else
+        rg_fmt(rep, sizeof rep, "\"\\\"\" char{%d,%d} \"\\\"\" ws", (int)lo, (int)hi);
     return put(c, body, rep);
 }
 
 /* integer/number with the one supported bound: a minimum of 0 (or exclusiveMinimum 0 / minimum 1
  * for integers). */
-static int gen_number(struct conv *c, const struct rj_value *s, const char *path, bool integer, struct rg_buf *body) {
+static int gen_number(struct conv *c, const struct rj_value *s, const char *path, bool integer,
+                      struct rg_buf *body) {
     const struct rj_value *mn = rj_get(s, "minimum"), *emn = rj_get(s, "exclusiveMinimum");
     if (!mn && !emn) return put(c, body, integer ? "integer" : "number");
-    if (mn && emn) return fail(c, path, "both minimum and exclusiveMinimum are not supported", NULL);
+    if (mn && emn)
+        return fail(c, path, "both minimum and exclusiveMinimum are not supported", NULL);
     double b = mn ? rj_number(mn, NAN) : rj_number(emn, NAN);
     bool strict = emn != NULL;
-    if (integer && ((!strict && b == 1) || (strict && b == 0))) return put(c, body, "[1-9] [0-9]{0,15} ws");
+    if (integer && ((!strict && b == 1) || (strict && b == 0)))
+        return put(c, body, "[1-9] [0-9]{0,15} ws");
     if (!strict && b == 0) return put(c, body, integer ? "uint ws" : "uint frac? exp? ws");
-    return fail(c, path, mn ? "'minimum'" : "'exclusiveMinimum'", " is only supported as 0 (or 1 for integers)");
+    return fail(c, path, mn ? "'minimum'" : "'exclusiveMinimum'",
+                " is only supported as 0 (or 1 for integers)");
 }
 
-static int gen_array(struct conv *c, const struct rj_value *s, const char *path, struct rg_buf *body) {
+static int gen_array(struct conv *c, const struct rj_value *s, const char *path,
+                     struct rg_buf *body) {
     char p[512];
     const struct rj_value *items = rj_get(s, "items"), *prefix = rj_get(s, "prefixItems");
     const struct rj_value *mn = rj_get(s, "minItems"), *mx = rj_get(s, "maxItems");
     double lo = 0, hi = -1;
     if (mn) {
-        if (!rj_is_int(mn, 0, RG_GRAMMAR_MAX_REPEAT)) return fail(c, path, "minItems must be an integer in [0, 1000]", NULL);
+        if (!rj_is_int(mn, 0, RG_GRAMMAR_MAX_REPEAT))
+            return fail(c, path, "minItems must be an integer in [0, 1000]", NULL);
         lo = mn->num;
     }
     if (mx) {
-        if (!rj_is_int(mx, 0, RG_GRAMMAR_MAX_REPEAT) || mx->num < lo) return fail(c, path, "maxItems must be an integer in [minItems, 1000]", NULL);
+        if (!rj_is_int(mx, 0, RG_GRAMMAR_MAX_REPEAT) || mx->num < lo)
+            return fail(c, path, "maxItems must be an integer in [minItems, 1000]", NULL);
         hi = mx->num;
     }
     /* the element rules: prefixItems first, then items (false: no more) */
     size_t n_prefix = 0;
-    char (*pnames)[16] = NULL;
+    char(*pnames)[16] = NULL;
     if (prefix) {
         if (prefix->type != RJ_ARRAY) return fail(c, path, "prefixItems must be an array", NULL);
         n_prefix = prefix->n;
@@ -323,7 +379,8 @@ static int gen_array(struct conv *c, const struct rj_value *s, const char *path,
     }
     char iname[16] = "value";
     bool more = true;
-    if (items && items->type == RJ_FALSE) more = false;
+    if (items && items->type == RJ_FALSE)
+        more = false;
     else if (items) {
         sub_path(p, sizeof p, path, "items", NULL);
         if (gen(c, items, p, iname)) {
@@ -362,8 +419,10 @@ static int gen_array(struct conv *c, const struct rj_value *s, const char *path,
                     rg_fmt(rep, sizeof rep, "( %s ", iname);
                     rc = put(c, body, rep);
                     if (rc == 0 && extra != 1) {
-                        if (extra < 0) rg_fmt(rep, sizeof rep, "( \",\" ws %s )* ", iname);
-                        else rg_fmt(rep, sizeof rep, "( \",\" ws %s ){0,%lld} ", iname, extra - 1);
+                        if (extra < 0)
+                            rg_fmt(rep, sizeof rep, "( \",\" ws %s )* ", iname);
+                        else
+                            rg_fmt(rep, sizeof rep, "( \",\" ws %s ){0,%lld} ", iname, extra - 1);
                         rc = put(c, body, rep);
                     }
                     if (rc == 0) rc = put(c, body, ")? ");
@@ -372,12 +431,15 @@ static int gen_array(struct conv *c, const struct rj_value *s, const char *path,
                 rg_fmt(rep, sizeof rep, "%s ", iname);
                 rc = put(c, body, rep);
                 if (rc == 0 && need > 1) {
-                    rg_fmt(rep, sizeof rep, "( \",\" ws %s ){%lu} ", iname, (unsigned long)(need - 1));
+                    rg_fmt(rep, sizeof rep, "( \",\" ws %s ){%lu} ", iname,
+                           (unsigned long)(need - 1));
                     rc = put(c, body, rep);
                 }
                 if (rc == 0 && extra != 0) {
-                    if (extra < 0) rg_fmt(rep, sizeof rep, "( \",\" ws %s )* ", iname);
-                    else rg_fmt(rep, sizeof rep, "( \",\" ws %s ){0,%lld} ", iname, extra);
+                    if (extra < 0)
+                        rg_fmt(rep, sizeof rep, "( \",\" ws %s )* ", iname);
+                    else
+                        rg_fmt(rep, sizeof rep, "( \",\" ws %s ){0,%lld} ", iname, extra);
                     rc = put(c, body, rep);
                 }
             }
@@ -387,13 +449,16 @@ static int gen_array(struct conv *c, const struct rj_value *s, const char *path,
                 rc = put(c, body, rep);
             }
             if (rc == 0 && extra != 0) {
-                if (extra < 0) rg_fmt(rep, sizeof rep, "( \",\" ws %s )* ", iname);
-                else rg_fmt(rep, sizeof rep, "( \",\" ws %s ){0,%lld} ", iname, extra);
+                if (extra < 0)
+                    rg_fmt(rep, sizeof rep, "( \",\" ws %s )* ", iname);
+                else
+                    rg_fmt(rep, sizeof rep, "( \",\" ws %s ){0,%lld} ", iname, extra);
                 rc = put(c, body, rep);
             }
         }
     }
-    for (size_t k = 0; rc == 0 && k < opened; k++) rc = put(c, body, ")? ");
+    for (size_t k = 0; rc == 0 && k < opened; k++)
+        rc = put(c, body, ")? ");
     if (rc == 0) rc = put(c, body, "\"]\" ws");
     free(pnames);
     return rc;
@@ -401,21 +466,26 @@ static int gen_array(struct conv *c, const struct rj_value *s, const char *path,
 
 static bool is_required(const struct rj_value *req, const char *key, size_t len) {
     for (size_t k = 0; req && req->type == RJ_ARRAY && k < req->n; k++)
-        if (req->items[k].type == RJ_STRING && req->items[k].str_len == len && !memcmp(req->items[k].str, key, len))
+        if (req->items[k].type == RJ_STRING && req->items[k].str_len == len &&
+            !memcmp(req->items[k].str, key, len))
             return true;
     return false;
 }
 
-static int gen_object(struct conv *c, const struct rj_value *s, const char *path, struct rg_buf *body) {
+static int gen_object(struct conv *c, const struct rj_value *s, const char *path,
+                      struct rg_buf *body) {
     char p[512];
     const struct rj_value *props = rj_get(s, "properties"), *req = rj_get(s, "required");
     const struct rj_value *ap = rj_get(s, "additionalProperties");
-    if (props && props->type != RJ_OBJECT) return fail(c, path, "properties must be an object", NULL);
+    if (props && props->type != RJ_OBJECT)
+        return fail(c, path, "properties must be an object", NULL);
     if (req && req->type != RJ_ARRAY) return fail(c, path, "required must be an array", NULL);
     for (size_t k = 0; req && k < req->n; k++)
-        if (req->items[k].type != RJ_STRING) return fail(c, path, "required must list strings", NULL);
+        if (req->items[k].type != RJ_STRING)
+            return fail(c, path, "required must list strings", NULL);
         else if (!props || !rj_get(props, req->items[k].str))
-            return fail(c, path, "a required property without a schema in properties: ", req->items[k].str);
+            return fail(c, path,
+                        "a required property without a schema in properties: ", req->items[k].str);
     /* extra members: only when additionalProperties says so (true or a schema), or when the schema
      * declares no properties at all (then it is a free-form object) */
     char aname[16] = "";
@@ -444,8 +514,11 @@ static int gen_object(struct conv *c, const struct rj_value *s, const char *path
     struct rg_buf b = {0};
     if (rc == 0) {
         char t[200];
-        if (aname[0]) rg_fmt(t, sizeof t, "( string \":\" ws %s ( \",\" ws string \":\" ws %s )* )?", aname, aname);
-        else t[0] = 0;
+        if (aname[0])
+            rg_fmt(t, sizeof t, "( string \":\" ws %s ( \",\" ws string \":\" ws %s )* )?", aname,
+                   aname);
+        else
+            t[0] = 0;
         rc = put(c, &b, t);
         if (rc == 0) rc = add_rule(c, fn[n], &b);
         b.len = 0;
@@ -487,7 +560,8 @@ static int gen_object(struct conv *c, const struct rj_value *s, const char *path
     return rc;
 }
 
-static int gen_type(struct conv *c, const struct rj_value *s, const char *path, const char *type, struct rg_buf *body) {
+static int gen_type(struct conv *c, const struct rj_value *s, const char *path, const char *type,
+                    struct rg_buf *body) {
     if (!strcmp(type, "string")) return gen_string(c, s, path, body);
     if (!strcmp(type, "number")) return gen_number(c, s, path, false, body);
     if (!strcmp(type, "integer")) return gen_number(c, s, path, true, body);
@@ -498,7 +572,8 @@ static int gen_type(struct conv *c, const struct rj_value *s, const char *path, 
     return fail(c, path, "unknown type: ", type);
 }
 
-static int gen_body(struct conv *c, const struct rj_value *s, const char *path, struct rg_buf *body) {
+static int gen_body(struct conv *c, const struct rj_value *s, const char *path,
+                    struct rg_buf *body) {
     if (s->type == RJ_TRUE) return put(c, body, "value");
     if (s->type == RJ_FALSE) return fail(c, path, "the schema false matches nothing", NULL);
     if (s->type != RJ_OBJECT) return fail(c, path, "a schema must be an object or a boolean", NULL);
@@ -511,7 +586,8 @@ static int gen_body(struct conv *c, const struct rj_value *s, const char *path, 
     }
     if ((v = rj_get(s, "const"))) return put_value_lit(c, body, v);
     if ((v = rj_get(s, "enum"))) {
-        if (v->type != RJ_ARRAY || v->n == 0) return fail(c, path, "enum must be a non-empty array", NULL);
+        if (v->type != RJ_ARRAY || v->n == 0)
+            return fail(c, path, "enum must be a non-empty array", NULL);
         for (size_t k = 0; k < v->n; k++)
             if ((k && put(c, body, " | ")) || put_value_lit(c, body, &v->items[k])) return -1;
         return 0;
@@ -524,20 +600,23 @@ static int gen_body(struct conv *c, const struct rj_value *s, const char *path, 
         if (t->n == 0) return fail(c, path, "type must not be an empty array", NULL);
         for (size_t k = 0; k < t->n; k++) {
             if (t->items[k].type != RJ_STRING) return fail(c, path, "type must list strings", NULL);
-            if ((k && put(c, body, " | ")) || put(c, body, "( ") || gen_type(c, s, path, t->items[k].str, body) ||
-                put(c, body, " )"))
+            if ((k && put(c, body, " | ")) || put(c, body, "( ") ||
+                gen_type(c, s, path, t->items[k].str, body) || put(c, body, " )"))
                 return -1;
         }
         return 0;
     }
     if (t) return fail(c, path, "type must be a string or an array", NULL);
-    if (rj_get(s, "properties") || rj_get(s, "additionalProperties")) return gen_object(c, s, path, body);
+    if (rj_get(s, "properties") || rj_get(s, "additionalProperties"))
+        return gen_object(c, s, path, body);
     if (rj_get(s, "items") || rj_get(s, "prefixItems")) return gen_array(c, s, path, body);
     return put(c, body, "value");
 }
 
 static int gen_into(struct conv *c, const struct rj_value *s, const char *path, const char *name) {
-    if (c->depth >= MAX_DEPTH) return fail(c, path, "schema nested too deeply (subschemas and $ref chains: 48 levels)", NULL);
+    if (c->depth >= MAX_DEPTH)
+        return fail(c, path, "schema nested too deeply (subschemas and $ref chains: 48 levels)",
+                    NULL);
     c->depth++;
     struct rg_buf body = {0};
     int rc = gen_body(c, s, path, &body);
@@ -547,7 +626,8 @@ static int gen_into(struct conv *c, const struct rj_value *s, const char *path, 
     return rc;
 }
 
-int32_t rg_json_schema_to_gbnf(const struct rj_value *schema, char **out, char *err, size_t err_cap) {
+int32_t rg_json_schema_to_gbnf(const struct rj_value *schema, char **out, char *err,
+                               size_t err_cap) {
     *out = NULL;
     if (err && err_cap) err[0] = 0;
     struct conv *c = calloc(1, sizeof *c);
@@ -561,11 +641,12 @@ int32_t rg_json_schema_to_gbnf(const struct rj_value *schema, char **out, char *
     if (rc == 0) {
         char head[48];
         rg_fmt(head, sizeof head, "root ::= ws %s\n", name);
-        rc = put(c, &all, head) || putn(c, &all, c->rules.data, c->rules.len) || put(c, &all, PRIMITIVES) ||
-             putn(c, &all, "", 1);
+        rc = put(c, &all, head) || putn(c, &all, c->rules.data, c->rules.len) ||
+             put(c, &all, PRIMITIVES) || putn(c, &all, "", 1);
     }
     int32_t status = c->rc != REALM_OK ? c->rc : (rc ? REALM_E_NOMEM : REALM_OK);
-    if (status == REALM_E_NOMEM && err && err_cap && !err[0]) rg_fmt(err, err_cap, "json schema: out of memory");
+    if (status == REALM_E_NOMEM && err && err_cap && !err[0])
+        rg_fmt(err, err_cap, "json schema: out of memory");
     rg_buf_free(&c->rules);
     free(c);
     if (status != REALM_OK) {
@@ -592,7 +673,8 @@ static int32_t copy_text(const char *s, size_t n, char **out) {
     return REALM_OK;
 }
 
-int32_t rg_grammar_from_request(const struct rj_value *req, char **gbnf, char *err, size_t err_cap) {
+int32_t rg_grammar_from_request(const struct rj_value *req, char **gbnf, char *err,
+                                size_t err_cap) {
     *gbnf = NULL;
     if (err && err_cap) err[0] = 0;
     const struct rj_value *rf = rj_get(req, "response_format"), *gr = rj_get(req, "grammar"),
@@ -602,17 +684,25 @@ int32_t rg_grammar_from_request(const struct rj_value *req, char **gbnf, char *e
     if (js && js->type == RJ_NULL) js = NULL;
     const char *rtype = NULL;
     if (rf) {
-        if (rf->type != RJ_OBJECT) return req_fail(err, err_cap, "response_format: expected an object");
+        if (rf->type != RJ_OBJECT)
+            return req_fail(err, err_cap, "response_format: expected an object");
         rtype = rj_string(rj_get(rf, "type"), NULL);
-        if (!rtype) return req_fail(err, err_cap, "response_format.type: expected \"text\", \"json_object\" or \"json_schema\"");
-        if (!strcmp(rtype, "text")) rtype = NULL;
+        if (!rtype)
+            return req_fail(
+                err, err_cap,
+                "response_format.type: expected \"text\", \"json_object\" or \"json_schema\"");
+        if (!strcmp(rtype, "text"))
+            rtype = NULL;
         else if (strcmp(rtype, "json_object") && strcmp(rtype, "json_schema"))
-            return req_fail(err, err_cap, "response_format.type: expected \"text\", \"json_object\" or \"json_schema\"");
+            return req_fail(
+                err, err_cap,
+                "response_format.type: expected \"text\", \"json_object\" or \"json_schema\"");
     }
     if ((rtype != NULL) + (gr != NULL) + (js != NULL) > 1)
         return req_fail(err, err_cap, "response_format, grammar and json_schema: give at most one");
     if (gr) {
-        if (gr->type != RJ_STRING) return req_fail(err, err_cap, "grammar: expected a string (GBNF)");
+        if (gr->type != RJ_STRING)
+            return req_fail(err, err_cap, "grammar: expected a string (GBNF)");
         return copy_text(gr->str, gr->str_len, gbnf);
     }
     const struct rj_value *schema = js;
@@ -625,7 +715,8 @@ int32_t rg_grammar_from_request(const struct rj_value *req, char **gbnf, char *e
         }
     } else if (rtype) {
         const struct rj_value *spec = rj_get(rf, "json_schema");
-        if (!spec || spec->type != RJ_OBJECT) return req_fail(err, err_cap, "response_format.json_schema: expected an object");
+        if (!spec || spec->type != RJ_OBJECT)
+            return req_fail(err, err_cap, "response_format.json_schema: expected an object");
         schema = rj_get(spec, "schema");
         if (!schema) return req_fail(err, err_cap, "response_format.json_schema.schema: missing");
     }

@@ -60,8 +60,7 @@ int32_t rg_sampler_init(struct rg_sampler *s, const struct rg_sampler_params *p,
         if (s->bias) memcpy(s->bias, p->bias, (size_t)p->n_bias * sizeof *s->bias);
     }
     s->p.bias = s->bias;
-    if (!s->idx || (p->penalty_last_n && (!s->hist || !s->win)) ||
-        (p->n_bias && !s->bias)) {
+    if (!s->idx || (p->penalty_last_n && (!s->hist || !s->win)) || (p->n_bias && !s->bias)) {
         rg_sampler_free(s);
         return REALM_E_NOMEM;
     }
@@ -100,7 +99,8 @@ static void apply_penalties(struct rg_sampler *s, float *logits) {
     qsort(s->win, (size_t)s->n_hist, sizeof *s->win, cmp_i32);
     for (int32_t i = 0; i < s->n_hist;) {
         int32_t tok = s->win[i], count = 0;
-        while (i < s->n_hist && s->win[i] == tok) i++, count++;
+        while (i < s->n_hist && s->win[i] == tok)
+            i++, count++;
         if (tok < 0 || tok >= s->n_vocab) continue;
         float l = logits[tok];
         l = l <= 0.0f ? l * p->repeat_penalty : l / p->repeat_penalty;
@@ -159,8 +159,9 @@ int32_t rg_argmax(const float *l, int32_t n) {
         v128_t m = wasm_f32x4_pmax(wasm_f32x4_pmax(m0, m1), wasm_f32x4_pmax(m2, m3));
         float best = wasm_f32x4_extract_lane(m, 0);
         for (int k = 1; k < 4; k++) {
-            float v = k == 1 ? wasm_f32x4_extract_lane(m, 1) : k == 2 ? wasm_f32x4_extract_lane(m, 2)
-                                                                      : wasm_f32x4_extract_lane(m, 3);
+            float v = k == 1   ? wasm_f32x4_extract_lane(m, 1)
+                      : k == 2 ? wasm_f32x4_extract_lane(m, 2)
+                               : wasm_f32x4_extract_lane(m, 3);
             if (best < v) best = v;
         }
         for (; i < n; i++)
@@ -195,11 +196,14 @@ static int32_t radix_sort(struct rg_sampler *s, const float *logits, int32_t n) 
     }
     uint32_t *key = s->rkey, *key2 = s->rkey + s->n_vocab;
     int32_t *idx = s->idx, *idx2 = s->ridx;
-    for (int32_t i = 0; i < n; i++) key[i] = ~float_key(logits[idx[i]]);
+    for (int32_t i = 0; i < n; i++)
+        key[i] = ~float_key(logits[idx[i]]);
     for (int shift = 0; shift < 32; shift += 8) {
         uint32_t count[257] = {0};
-        for (int32_t i = 0; i < n; i++) count[((key[i] >> shift) & 255) + 1]++;
-        for (int b = 0; b < 256; b++) count[b + 1] += count[b];
+        for (int32_t i = 0; i < n; i++)
+            count[((key[i] >> shift) & 255) + 1]++;
+        for (int b = 0; b < 256; b++)
+            count[b + 1] += count[b];
         for (int32_t i = 0; i < n; i++) {
             uint32_t d = (key[i] >> shift) & 255, at = count[d]++;
             key2[at] = key[i];
@@ -220,15 +224,18 @@ static int32_t radix_sort(struct rg_sampler *s, const float *logits, int32_t n) 
 static int32_t candidates(struct rg_sampler *s, const float *logits, int32_t k) {
     int32_t nv = s->n_vocab;
     if (k > 0 && k < nv) {
-        for (int32_t i = 0; i < k; i++) s->idx[i] = i;
-        for (int32_t i = k / 2 - 1; i >= 0; i--) sift_down(s->idx, logits, k, i);
+        for (int32_t i = 0; i < k; i++)
+            s->idx[i] = i;
+        for (int32_t i = k / 2 - 1; i >= 0; i--)
+            sift_down(s->idx, logits, k, i);
         int32_t i = k;
 #ifdef __wasm_simd128__
         /* most of the vocabulary is below the heap's minimum: skip it four at a time (the same
          * `logits[i] <= min` test, so the same heap) */
         for (; i + 4 <= nv; i += 4) {
             v128_t v = wasm_v128_load(logits + i);
-            if (!wasm_v128_any_true(wasm_f32x4_gt(v, wasm_f32x4_splat(logits[s->idx[0]])))) continue;
+            if (!wasm_v128_any_true(wasm_f32x4_gt(v, wasm_f32x4_splat(logits[s->idx[0]]))))
+                continue;
             for (int32_t j = i; j < i + 4; j++) {
                 if (logits[j] <= logits[s->idx[0]]) continue;
                 s->idx[0] = j;
@@ -245,7 +252,8 @@ static int32_t candidates(struct rg_sampler *s, const float *logits, int32_t k) 
         qsort(s->idx, (size_t)k, sizeof *s->idx, cmp_cand);
         return k;
     }
-    for (int32_t i = 0; i < nv; i++) s->idx[i] = i;
+    for (int32_t i = 0; i < nv; i++)
+        s->idx[i] = i;
     int32_t rc = radix_sort(s, logits, nv);
     return rc < 0 ? rc : nv;
 }
@@ -268,7 +276,8 @@ int32_t rg_sampler_sample(struct rg_sampler *s, float *logits) {
     /* top-p over the softmax at temperature 1 */
     if (p->top_p > 0.0f && p->top_p < 1.0f) {
         double sum = 0, cum = 0;
-        for (int32_t i = 0; i < n; i++) sum += exp((double)(logits[c[i]] - l0));
+        for (int32_t i = 0; i < n; i++)
+            sum += exp((double)(logits[c[i]] - l0));
         int32_t keep = n;
         for (int32_t i = 0; i < n; i++) {
             cum += exp((double)(logits[c[i]] - l0)) / sum;
@@ -283,12 +292,14 @@ int32_t rg_sampler_sample(struct rg_sampler *s, float *logits) {
     if (p->min_p > 0.0f) {
         float thr = l0 + logf(p->min_p);
         int32_t m = 1;
-        while (m < n && logits[c[m]] >= thr) m++;
+        while (m < n && logits[c[m]] >= thr)
+            m++;
         n = m;
     }
     /* temperature, then one draw over the sorted candidates */
     double sum = 0;
-    for (int32_t i = 0; i < n; i++) sum += exp((double)(logits[c[i]] - l0) / p->temperature);
+    for (int32_t i = 0; i < n; i++)
+        sum += exp((double)(logits[c[i]] - l0) / p->temperature);
     double u = rg_sampler_uniform(s) * sum, cum = 0;
     for (int32_t i = 0; i < n; i++) {
         cum += exp((double)(logits[c[i]] - l0) / p->temperature);
@@ -297,12 +308,15 @@ int32_t rg_sampler_sample(struct rg_sampler *s, float *logits) {
     return c[n - 1];
 }
 
-int32_t rg_logprobs(const float *logits, int32_t n, int32_t chosen, int32_t k, int32_t *ids, float *lps) {
-    if (n < 1 || chosen < 0 || chosen >= n || k < 0 || k > REALM_ABI_MAX_TOP_LOGPROBS) return REALM_E_INVALID;
+int32_t rg_logprobs(const float *logits, int32_t n, int32_t chosen, int32_t k, int32_t *ids,
+                    float *lps) {
+    if (n < 1 || chosen < 0 || chosen >= n || k < 0 || k > REALM_ABI_MAX_TOP_LOGPROBS)
+        return REALM_E_INVALID;
     float mx = logits[rg_argmax(logits, n)];
     if (!(mx > -INFINITY)) return REALM_E_INVALID; /* nothing has any probability */
     double sum = 0;
-    for (int32_t i = 0; i < n; i++) sum += exp((double)(logits[i] - mx));
+    for (int32_t i = 0; i < n; i++)
+        sum += exp((double)(logits[i] - mx));
     double lse = (double)mx + log(sum);
     /* the k best in ids[1..k], kept sorted: a candidate must beat the current last one */
     int32_t m = 0;

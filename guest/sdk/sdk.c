@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "realm_guest.h"
 #include "realm/utf8.h"
+#include "realm_guest.h"
 
 /* ---- exports ---- */
 
@@ -53,7 +53,8 @@ static void put_u64(struct out *o, uint64_t v, unsigned base, bool neg) {
         v /= base;
     } while (v);
     if (neg) tmp[n++] = '-';
-    for (int i = n - 1; i >= 0; i--) put(o, &tmp[i], 1);
+    for (int i = n - 1; i >= 0; i--)
+        put(o, &tmp[i], 1);
 }
 
 static void put_double(struct out *o, double d) {
@@ -78,7 +79,8 @@ static void put_double(struct out *o, double d) {
     put_u64(o, ip, 10, false);
     put(o, ".", 1);
     char f[6];
-    for (int i = 5; i >= 0; i--, frac /= 10) f[i] = (char)('0' + frac % 10);
+    for (int i = 5; i >= 0; i--, frac /= 10)
+        f[i] = (char)('0' + frac % 10);
     put(o, f, 6);
 }
 
@@ -95,19 +97,23 @@ static int vfmt(char *buf, size_t cap, const char *fmt, va_list ap) {
             prec = va_arg(ap, int);
             p += 2;
         }
-        while (*p == 'l') lng++, p++;
+        while (*p == 'l')
+            lng++, p++;
         switch (*p) {
         case 's': {
             const char *s = va_arg(ap, const char *);
             if (!s) s = "(null)";
             size_t n = 0;
-            while ((prec < 0 || n < (size_t)prec) && s[n]) n++;
+            while ((prec < 0 || n < (size_t)prec) && s[n])
+                n++;
             put(&o, s, n);
             break;
         }
         case 'd':
         case 'i': {
-            long long v = lng >= 2 ? va_arg(ap, long long) : lng ? va_arg(ap, long) : va_arg(ap, int);
+            long long v = lng >= 2 ? va_arg(ap, long long)
+                          : lng    ? va_arg(ap, long)
+                                   : va_arg(ap, int);
             put_u64(&o, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, 10, v < 0);
             break;
         }
@@ -124,10 +130,18 @@ static int vfmt(char *buf, size_t cap, const char *fmt, va_list ap) {
             put(&o, &c, 1);
             break;
         }
-        case 'f': put_double(&o, va_arg(ap, double)); break;
-        case '%': put(&o, "%", 1); break;
-        case 0: p--; break;
-        default: put(&o, p - 1, 2); break;
+        case 'f':
+            put_double(&o, va_arg(ap, double));
+            break;
+        case '%':
+            put(&o, "%", 1);
+            break;
+        case 0:
+            p--;
+            break;
+        default:
+            put(&o, p - 1, 2);
+            break;
         }
     }
     if (cap) buf[o.len < cap ? o.len : cap - 1] = 0;
@@ -159,7 +173,8 @@ int32_t rg_emit_str(const char *s) {
     return realm_emit(s, (int32_t)strlen(s));
 }
 
-/* ---- whole-buffer reads: call, and again with the exact size if the first buffer was short ---- */
+/* ---- whole-buffer reads: call, and again with the exact size if the first buffer was short ----
+ */
 
 typedef int32_t (*fill_fn)(void *ctx, char *buf, int32_t cap);
 

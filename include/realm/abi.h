@@ -26,8 +26,9 @@
 /* Size caps the host enforces on single calls (larger requests get REALM_E_LIMIT). The caps on
  * tokenize / chat_format input (bytes, and JSON values for chat_format) are host settings,
  * max_input_bytes [4 MiB] and max_json_values [65536] in struct realm_sbx_config. */
-#define REALM_ABI_MAX_NAME 256           /* model_open name bytes */
-#define REALM_ABI_MAX_LOG 1024           /* log bytes kept per line (longer lines are cut) */
-#define REALM_ABI_MAX_TOP_LOGPROBS 20    /* alternatives a logprobs() record may carry */
+#define REALM_ABI_MAX_NAME 256        /* model_open name bytes */
+#define REALM_ABI_MAX_LOG 1024        /* log bytes kept per line (longer lines are cut) */
+#define REALM_ABI_MAX_TOP_LOGPROBS 20 /* alternatives a logprobs() record may carry */
+#define REALM_ABI_MAX_CHOICES 64      /* choices (the request's "n") one request may have */
 
 #endif

@@ -18,9 +18,12 @@ struct realm_buf {
     size_t len, cap;
 };
 
+/* Append bytes / a NUL-terminated string / formatted text, growing b (realm_realloc); b->data is
+ * kept NUL-terminated. Return REALM_OK, or REALM_E_NOMEM with b unchanged. */
 int realm_buf_append(struct realm_buf *b, const void *p, size_t n);
 int realm_buf_puts(struct realm_buf *b, const char *s);
-int realm_buf_printf(struct realm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int realm_buf_printf(struct realm_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* s[0..n) as a JSON string literal, quotes included. Always valid JSON and valid UTF-8: each
  * byte of an invalid or cut-off UTF-8 sequence becomes U+FFFD; control characters and DEL are
  * escaped (\n \r \t, else \u00XX). */

@@ -50,13 +50,13 @@ enum realm_gguf_vtype {
 struct realm_gguf;
 
 struct realm_gguf_tensor {
-    const char *name;     /* NUL-terminated copy */
-    uint32_t n_dims;      /* 1..4 */
+    const char *name;                /* NUL-terminated copy */
+    uint32_t n_dims;                 /* 1..4 */
     int64_t ne[REALM_GGUF_MAX_DIMS]; /* ne[0] = row length (contiguous); unused dims are 1 */
-    uint32_t type;        /* enum realm_type */
-    uint64_t offset;      /* relative to the data section */
-    size_t size;          /* bytes */
-    const void *data;     /* points into the mapping */
+    uint32_t type;                   /* enum realm_type */
+    uint64_t offset;                 /* relative to the data section */
+    size_t size;                     /* bytes */
+    const void *data;                /* points into the mapping */
 };
 
 /* Opens and validates `path`. On success *out owns the mapping.
@@ -106,8 +106,8 @@ bool realm_gguf_get_str(const struct realm_gguf *g, const char *key, const char 
  * have element type REALM_GGUF_ARRAY). For arrays of fixed-size numbers, *data points at the
  * packed little-endian elements in the mapping (possibly unaligned: read with memcpy or the
  * helpers below). */
-bool realm_gguf_get_arr(const struct realm_gguf *g, const char *key, enum realm_gguf_vtype *elem_type,
-                        uint64_t *n, const void **data);
+bool realm_gguf_get_arr(const struct realm_gguf *g, const char *key,
+                        enum realm_gguf_vtype *elem_type, uint64_t *n, const void **data);
 /* Element i of a string array (bounds-checked; false if not a string array or i out of range). */
 bool realm_gguf_arr_str(const struct realm_gguf *g, const char *key, uint64_t i, const char **out,
                         size_t *len);
@@ -127,14 +127,15 @@ const char *realm_gguf_vtype_name(enum realm_gguf_vtype t);
  * the packed elements (string elements: realm_gguf_kv_arr_str). */
 bool realm_gguf_kv_scalar(const struct realm_gguf *g, int64_t i, const void **p);
 bool realm_gguf_kv_str(const struct realm_gguf *g, int64_t i, const char **out, size_t *len);
-bool realm_gguf_kv_arr(const struct realm_gguf *g, int64_t i, enum realm_gguf_vtype *elem_type, uint64_t *n,
-                       const void **data);
+bool realm_gguf_kv_arr(const struct realm_gguf *g, int64_t i, enum realm_gguf_vtype *elem_type,
+                       uint64_t *n, const void **data);
 
 /* ---- tensors ---- */
 int64_t realm_gguf_n_tensors(const struct realm_gguf *g);
 /* Tensor i in file order, or NULL when i is outside 0..n_tensors-1. Lifetime: g's. */
 const struct realm_gguf_tensor *realm_gguf_tensor(const struct realm_gguf *g, int64_t i);
 /* By name, or NULL. Lifetime: g's. */
-const struct realm_gguf_tensor *realm_gguf_find_tensor(const struct realm_gguf *g, const char *name);
+const struct realm_gguf_tensor *realm_gguf_find_tensor(const struct realm_gguf *g,
+                                                       const char *name);
 
 #endif

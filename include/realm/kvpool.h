@@ -45,8 +45,10 @@ struct realm_kv_pool_params {
 };
 
 /* Ownership: returns owned (*out; realm_kv_pool_free). Block memory is reserved, not touched: pages
- * cost RAM only once written. Errors: REALM_E_INVALID (params, fewer than 1 block), REALM_E_NOMEM. */
-int realm_kv_pool_new(const struct realm_kv_pool_params *p, struct realm_kv_pool **out, struct realm_err *err);
+ * cost RAM only once written. Errors: REALM_E_INVALID (params, fewer than 1 block), REALM_E_NOMEM.
+ */
+int realm_kv_pool_new(const struct realm_kv_pool_params *p, struct realm_kv_pool **out,
+                      struct realm_err *err);
 /* Every sequence must have been freed. NULL is a no-op. */
 void realm_kv_pool_free(struct realm_kv_pool *pool);
 
@@ -55,27 +57,32 @@ int realm_kv_pool_set_quota(struct realm_kv_pool *pool, uint32_t tenant, int32_t
 
 struct realm_kv_pool_stats {
     int32_t n_blocks;
-    int32_t used;         /* held by at least one sequence */
-    int32_t cached_idle;  /* cached, held by nobody (reclaimable) */
-    int32_t free;         /* neither */
-    int32_t touched;      /* blocks ever written (their pages are resident): the peak in use, as
-                             fresh blocks are used only when no written one is free or cached */
-    int64_t prefix_hits;  /* blocks attached from the prefix cache */
+    int32_t used;        /* held by at least one sequence */
+    int32_t cached_idle; /* cached, held by nobody (reclaimable) */
+    int32_t free;        /* neither */
+    int32_t touched;     /* blocks ever written (their pages are resident): the peak in use, as
+                            fresh blocks are used only when no written one is free or cached */
+    int64_t prefix_hits; /* blocks attached from the prefix cache */
     int64_t cow_copies;
     int64_t evictions;
-    int64_t kv_full;      /* reservations refused */
+    int64_t kv_full; /* reservations refused */
 };
+/* A consistent snapshot of the counters (taken under the pool's lock). Cannot fail. */
 void realm_kv_pool_get_stats(struct realm_kv_pool *pool, struct realm_kv_pool_stats *out);
 /* Blocks a tenant currently holds. */
 int32_t realm_kv_pool_tenant_used(struct realm_kv_pool *pool, uint32_t tenant);
+/* The pool's shape, fixed at creation: positions per block, bytes of one layer's K (or V) row
+ * of one position, layers. Cannot fail. */
 int32_t realm_kv_pool_block_tokens(const struct realm_kv_pool *pool);
 size_t realm_kv_pool_row_bytes(const struct realm_kv_pool *pool);
 int32_t realm_kv_pool_n_layer(const struct realm_kv_pool *pool);
 
 /* A sequence of up to n_ctx positions for a tenant. Holds no blocks until reserved.
  * Ownership: returns owned (*out; realm_kv_seq_free releases its blocks). */
-int realm_kv_seq_new(struct realm_kv_pool *pool, uint32_t tenant, int32_t n_ctx, struct realm_kv_seq **out,
-                     struct realm_err *err);
+int realm_kv_seq_new(struct realm_kv_pool *pool, uint32_t tenant, int32_t n_ctx,
+                     struct realm_kv_seq **out, struct realm_err *err);
+/* Gives the sequence's blocks back (full blocks stay cached for prefix reuse) and frees it.
+ * NULL is a no-op. */
 void realm_kv_seq_free(struct realm_kv_seq *seq);
 
 /* Tokens committed. */

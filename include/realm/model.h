@@ -24,6 +24,9 @@ enum realm_arch {
     REALM_ARCH_LLAMA = 0,
     REALM_ARCH_QWEN2 = 1,
     REALM_ARCH_GEMMA3 = 2,
+    REALM_ARCH_QWEN3 = 3,
+    REALM_ARCH_PHI3 = 4,
+    REALM_ARCH_GEMMA2 = 5,
 };
 
 /* The longest context a model gets: a file's context_length above it is capped to it (with a
@@ -32,10 +35,10 @@ enum realm_arch {
 
 struct realm_model_config {
     enum realm_arch arch;
-    const char *arch_name; /* "llama", "qwen2", "gemma3" */
+    const char *arch_name; /* "llama", "qwen2", "gemma3", "qwen3", "phi3", "gemma2" */
     int32_t n_vocab;
-    int32_t n_ctx_train;   /* the file's context_length, at most REALM_MODEL_MAX_CTX */
-    int32_t n_embd; /* dim */
+    int32_t n_ctx_train; /* the file's context_length, at most REALM_MODEL_MAX_CTX */
+    int32_t n_embd;      /* dim */
     int32_t n_layer;
     int32_t n_head;
     int32_t n_head_kv;
@@ -43,7 +46,7 @@ struct realm_model_config {
     int32_t n_ff;
     float norm_eps;
     float rope_freq_base;
-    float rope_freq_base_local; /* gemma3 sliding-window layers */
+    float rope_freq_base_local; /* gemma2 / gemma3 sliding-window layers */
     int32_t sliding_window;     /* 0: none */
 };
 
@@ -119,6 +122,7 @@ int realm_session_reserve(struct realm_session *s, int32_t n, struct realm_err *
  * (whole blocks, at most n - 1 tokens) and returns how many tokens the session now holds; the
  * caller runs the rest. 0 for a contiguous or non-empty session. */
 int32_t realm_session_attach_prefix(struct realm_session *s, const int32_t *tokens, int32_t n);
+/* Whether s keeps its cache in a KV pool (realm_session_new_paged). */
 bool realm_session_is_paged(const struct realm_session *s);
 
 /* Frees s and, for a paged session, gives its blocks back to the pool (blocks that hold a

@@ -42,14 +42,14 @@ struct realm_alloc_budget; /* realm/alloc.h */
 
 /* Host configuration. Zero fields take the defaults in brackets. */
 struct realm_sbx_config {
-    const char *cache_dir;       /* compiled-module cache [$REALM_CACHE or ~/.cache/realm, +/modules];
-                                    "" disables the disk cache */
-    uint64_t memory_limit;       /* bytes of linear memory per tenant [64 MiB] */
-    uint32_t max_instances;      /* pooling-allocator slots = tenants alive at once [1000] */
-    uint32_t tick_us;            /* epoch ticker period [1000] */
-    uint64_t init_budget_ms;     /* guest compute time for _initialize + realm_init [1000] */
-    uint64_t init_wall_ms;       /* wall time for _initialize + realm_abi_version + realm_init,
-                                    host calls included [10000] */
+    const char *cache_dir;   /* compiled-module cache [$REALM_CACHE or ~/.cache/realm, +/modules];
+                                "" disables the disk cache */
+    uint64_t memory_limit;   /* bytes of linear memory per tenant [64 MiB] */
+    uint32_t max_instances;  /* pooling-allocator slots = tenants alive at once [1000] */
+    uint32_t tick_us;        /* epoch ticker period [1000] */
+    uint64_t init_budget_ms; /* guest compute time for _initialize + realm_init [1000] */
+    uint64_t init_wall_ms;   /* wall time for _initialize + realm_abi_version + realm_init,
+                                host calls included [10000] */
     uint64_t generate_budget_ms; /* guest compute time per request, host calls excluded [30000] */
     uint64_t wall_limit_ms;      /* wall time per request, host calls included [0: none];
                                     a tenant's generate_wall_ms overrides it */
@@ -82,15 +82,15 @@ typedef int (*realm_sbx_decode_fn)(void *ctx, uint32_t tenant, struct realm_sess
                                    const atomic_bool *cancel, struct realm_err *err);
 
 struct realm_sbx_model_desc {
-    const char *name;                   /* what guests pass to model_open (≤ 256 bytes) */
-    const struct realm_model *model;    /* borrowed: must outlive the host */
-    const struct realm_tokenizer *tok;  /* borrowed: must outlive the host */
-    /* Decode path: either `decode` (+ decode_ctx), e.g. realm_sched_decode, or `engine` with
-     * its max_batch, run under a per-model mutex (one forward at a time). */
+    const char *name;                  /* what guests pass to model_open (≤ 256 bytes) */
+    const struct realm_model *model;   /* borrowed: must outlive the host */
+    const struct realm_tokenizer *tok; /* borrowed: must outlive the host */
+    /* Decode path: the model's batching scheduler (borrowed, must outlive the host) — every
+     * guest decode joins its steps. `decode` (+ decode_ctx), when set, replaces it: tests inject
+     * a backend with the scheduler's contract there. One of the two is required. */
+    struct realm_sched *sched;
     realm_sbx_decode_fn decode;
     void *decode_ctx;
-    struct realm_engine *engine;        /* borrowed */
-    int32_t max_batch;
     /* Paged KV (realm_model_kv_pool_new for this model; borrowed, must outlive the host): when
      * set, sessions keep their keys and values in this pool under the tenant's group, with the
      * pool's per-group block quota and prefix reuse; when NULL each session owns a contiguous
@@ -121,22 +121,22 @@ bool realm_sbx_module_cached(const struct realm_sbx_module *m);
 void realm_sbx_module_free(struct realm_sbx_module *m);
 
 struct realm_sbx_tenant_params {
-    const char *name;           /* for messages and logs ["tenant"] */
-    const char *default_model;  /* what model_open("") opens [the host's first model] */
-    const char *const *models;  /* names this tenant may open [NULL: every model] */
+    const char *name;          /* for messages and logs ["tenant"] */
+    const char *default_model; /* what model_open("") opens [the host's first model] */
+    const char *const *models; /* names this tenant may open [NULL: every model] */
     int n_models;
-    uint64_t memory_limit;      /* this tenant's linear-memory cap in bytes, at most the host's
-                                   memory_limit (the pooling slot size) [0: the host's] */
-    uint32_t group;             /* scheduling identity: instances with the same group share one
-                                   fairness slot in the scheduler (a server tenant running several
-                                   instances at once) [0: the instance's own id] */
+    uint64_t memory_limit; /* this tenant's linear-memory cap in bytes, at most the host's
+                              memory_limit (the pooling slot size) [0: the host's] */
+    uint32_t group;        /* scheduling identity: instances with the same group share one
+                              fairness slot in the scheduler (a server tenant running several
+                              instances at once) [0: the instance's own id] */
     /* Wall-clock limits, host work (decode, tokenize ...) included: past the deadline every
      * import that does work answers REALM_E_TIMEOUT, a decode blocked in the scheduler is
      * cancelled, and guest code is stopped at its next epoch check. */
-    uint64_t init_wall_ms;      /* _initialize + realm_abi_version + realm_init, also when the
-                                   instance is re-created before a request [0: the host's
-                                   init_wall_ms] */
-    uint64_t generate_wall_ms;  /* each realm_generate [0: the host's wall_limit_ms] */
+    uint64_t init_wall_ms;     /* _initialize + realm_abi_version + realm_init, also when the
+                                  instance is re-created before a request [0: the host's
+                                  init_wall_ms] */
+    uint64_t generate_wall_ms; /* each realm_generate [0: the host's wall_limit_ms] */
     /* Borrowed, only during realm_sbx_tenant_new (may be NULL): setting it from any thread
      * aborts an instance start that hangs, with REALM_E_CANCELLED. A re-instantiation inside
      * realm_sbx_tenant_generate uses the request's cancel flag instead. */
@@ -167,14 +167,16 @@ int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
 void realm_sbx_tenant_free(struct realm_sbx_tenant *t);
 
 struct realm_sbx_tenant_stats {
-    uint64_t memory_bytes;   /* current linear memory size */
-    int32_t sessions;        /* open sessions */
-    uint64_t kv_bytes;       /* their KV cache */
-    int64_t requests;        /* realm_generate calls */
-    int64_t restarts;        /* re-instantiations after a trap/timeout */
-    int64_t handle_errors;   /* REALM_E_BAD_HANDLE answers */
+    uint64_t memory_bytes; /* current linear memory size */
+    int32_t sessions;      /* open sessions */
+    uint64_t kv_bytes;     /* their KV cache */
+    int64_t requests;      /* realm_generate calls */
+    int64_t restarts;      /* re-instantiations after a trap/timeout */
+    int64_t handle_errors; /* REALM_E_BAD_HANDLE answers */
 };
-void realm_sbx_tenant_get_stats(const struct realm_sbx_tenant *t, struct realm_sbx_tenant_stats *out);
+/* The instance's figures now. Not while the tenant is running on another thread. */
+void realm_sbx_tenant_get_stats(const struct realm_sbx_tenant *t,
+                                struct realm_sbx_tenant_stats *out);
 /* Closes every session the guest left open (their handles become stale; model handles stay) and
  * returns how many there were: a server calls it between requests so that a guest that forgets
  * session_close cannot hold KV memory while idle. Not while the tenant is running. */
@@ -186,8 +188,13 @@ typedef int (*realm_sbx_emit_fn)(void *user, const char *text, size_t len);
  * ids[1..n) / lps[1..n) the alternatives best first (n - 1 <= REALM_ABI_MAX_TOP_LOGPROBS); ids
  * are in tok's vocabulary, lps are <= 0 (or -inf), never NaN. The arrays are only valid during
  * the call. Return 0, or a realm status the guest gets back (e.g. REALM_E_LIMIT). */
-typedef int (*realm_sbx_logprobs_fn)(void *user, const struct realm_tokenizer *tok, const int32_t *ids,
-                                     const float *lps, int32_t n);
+typedef int (*realm_sbx_logprobs_fn)(void *user, const struct realm_tokenizer *tok,
+                                     const int32_t *ids, const float *lps, int32_t n);
+/* The guest's tool_calls() report for the request (called at most once per request, from the
+ * thread running the tenant): `json` (len bytes, NUL-terminated) is a validated array of 1..128
+ * objects {"name": string, "arguments": string}, valid during the call. Return 0, or a realm
+ * status the guest gets back. */
+typedef int (*realm_sbx_tool_calls_fn)(void *user, const char *json, size_t len);
 
 /* What one realm_generate call used. The host charges what it measured: usage() is for display
  * and can never lower the charge. measured_completion_tokens is the number of successful
@@ -198,14 +205,18 @@ typedef int (*realm_sbx_logprobs_fn)(void *user, const struct realm_tokenizer *t
  * guest/default.c they equal what it reports with usage(). A guest that rewinds and decodes
  * again pays for every decode. Tokens an instance decoded in realm_init (at its start, or at a
  * restart) are added to measured_prompt_tokens of the first request it serves (or of the
- * request whose restart failed). */
+ * request whose restart failed).With several sessions
+ * (the choices of an n > 1 request) measured_prompt_tokens is summed per session, except that a
+ * paged session whose first decode repeats an earlier session's first decode of the same call is
+ * not charged those tokens again: the paged pool's prefix cache serves them (all but a partial
+ * last block), so n choices of one prompt pay for it once. */
 struct realm_sbx_usage {
     /* reported by the guest through usage(); -1 when it did not */
     int32_t prompt_tokens, completion_tokens, finish_reason;
     /* measured by the host */
     int64_t measured_prompt_tokens;
     int64_t measured_completion_tokens;
-    int64_t decoded_tokens;  /* tokens appended by decode */
+    int64_t decoded_tokens; /* tokens appended by decode */
     int64_t decode_calls;
     int64_t output_bytes;    /* emitted */
     uint64_t guest_ns;       /* running guest code */
@@ -218,15 +229,28 @@ struct realm_sbx_usage {
 };
 
 struct realm_sbx_request {
-    const char *json;   /* borrowed for the call */
+    const char *json; /* borrowed for the call */
     size_t json_len;
     realm_sbx_emit_fn emit;
     void *emit_user;
-    realm_sbx_logprobs_fn logprobs; /* NULL: logprobs() records are accepted and dropped */
+    realm_sbx_logprobs_fn logprobs;     /* NULL: logprobs() records are accepted and dropped */
+    realm_sbx_tool_calls_fn tool_calls; /* NULL: tool_calls() reports are checked and dropped */
+    bool tool_calls_seen; /* a tool_calls() report was made (the host's; at most one) */
+    /* choices (the request's "n"): 0 or 1 means one. The guest's choice() import sets `choice`
+     * (< n_choices) for the emit, logprobs and usage calls that follow; emit / logprobs callbacks
+     * read it here. usage() keeps per choice: completion_tokens is their sum, finish_reason the
+     * last call's, choice_finish[i] each choice's (-1: not reported). */
+    int32_t n_choices;
+    int32_t choice;
+    int32_t choice_completion[REALM_ABI_MAX_CHOICES];
+    int32_t choice_finish[REALM_ABI_MAX_CHOICES];
     atomic_bool cancel;
     struct realm_sbx_usage usage; /* out */
 };
 
+/* Prepares r for one realm_sbx_tenant_generate: json (borrowed, must outlive the call) is what
+ * the guest reads with request_read; emit (+ emit_user) receives its output; every other field is
+ * zeroed (set logprobs / tool_calls after). Cannot fail. */
 void realm_sbx_request_init(struct realm_sbx_request *r, const char *json, size_t json_len,
                             realm_sbx_emit_fn emit, void *emit_user);
 /* Cancels the request: the guest's next realm import returns REALM_E_CANCELLED, a decode

@@ -30,7 +30,8 @@ struct realm_sched;
  * still has; n_vocab the logits width. */
 struct realm_sched_backend {
     void *ctx;
-    int (*forward)(void *ctx, const struct realm_batch_row *rows, int32_t n_rows, struct realm_err *err);
+    int (*forward)(void *ctx, const struct realm_batch_row *rows, int32_t n_rows,
+                   struct realm_err *err);
     int32_t (*room)(void *ctx, const struct realm_session *s);
     int32_t n_vocab;
     /* Optional (NULL: not used). reserve: make room for k more tokens of s before they join a
@@ -48,7 +49,8 @@ struct realm_sched_backend {
 };
 
 /* The backend of an engine over model m (both borrowed; must outlive the scheduler). */
-struct realm_sched_backend realm_sched_backend_engine(struct realm_engine *e, const struct realm_model *m);
+struct realm_sched_backend realm_sched_backend_engine(struct realm_engine *e,
+                                                      const struct realm_model *m);
 
 struct realm_sched_params {
     int32_t max_batch_tokens; /* rows per step (≤ the engine's max_batch); default 64 */
@@ -67,8 +69,9 @@ struct realm_sched_params {
 
 /* Starts the scheduler thread. Ownership: returns owned (*out; realm_sched_free).
  * Errors: REALM_E_INVALID (bad params), REALM_E_NOMEM, REALM_E_INTERNAL (thread creation). */
-int realm_sched_new(const struct realm_sched_backend *backend, const struct realm_sched_params *params,
-                    struct realm_sched **out, struct realm_err *err);
+int realm_sched_new(const struct realm_sched_backend *backend,
+                    const struct realm_sched_params *params, struct realm_sched **out,
+                    struct realm_err *err);
 /* Stops the thread; queued requests fail with REALM_E_CANCELLED. NULL is a no-op. */
 void realm_sched_free(struct realm_sched *s);
 
@@ -89,7 +92,8 @@ int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_sess
                        struct realm_err *err);
 
 /* ---- observability ---- */
-#define REALM_SCHED_HIST_BUCKETS 10 /* batch rows: 1, 2, ≤4, ≤8, ≤16, ≤32, ≤64, ≤128, ≤256, more */
+/* batch rows: 1, 2, ≤4, ≤8, ≤16, ≤32, ≤64, ≤128, ≤256, more */
+#define REALM_SCHED_HIST_BUCKETS 10
 #define REALM_SCHED_MAX_TENANT_STATS 64
 
 struct realm_sched_tenant_stats {
@@ -101,7 +105,7 @@ struct realm_sched_tenant_stats {
 
 struct realm_sched_stats {
     int64_t steps;
-    int64_t rows;            /* total rows run */
+    int64_t rows; /* total rows run */
     int64_t decode_rows;
     int64_t prefill_rows;
     int64_t requests_done;
@@ -109,10 +113,10 @@ struct realm_sched_stats {
     int64_t requests_cancelled;
     int64_t requests_refused; /* refused room by the backend's reserve (KV full) */
     int64_t prefix_tokens;    /* tokens skipped because the backend had them cached */
-    int64_t queue_depth;     /* requests waiting now */
+    int64_t queue_depth;      /* requests waiting now */
     int64_t batch_hist[REALM_SCHED_HIST_BUCKETS];
-    double busy_seconds;     /* time inside forward */
-    int n_tenants;           /* entries used in tenants[] (the first REALM_SCHED_MAX_TENANT_STATS seen) */
+    double busy_seconds; /* time inside forward */
+    int n_tenants; /* entries used in tenants[] (the first REALM_SCHED_MAX_TENANT_STATS seen) */
     struct realm_sched_tenant_stats tenants[REALM_SCHED_MAX_TENANT_STATS];
 };
 

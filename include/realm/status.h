@@ -39,26 +39,46 @@ enum realm_status {
  * (rg_strerror) so that both sides say the same words; never NULL. */
 static inline const char *realm_status_text(int code) {
     switch (code) {
-    case REALM_OK: return "ok";
-    case REALM_E_INVALID: return "invalid argument";
-    case REALM_E_NOMEM: return "out of memory";
-    case REALM_E_FORMAT: return "malformed data";
-    case REALM_E_RANGE: return "out of range";
-    case REALM_E_LIMIT: return "limit exceeded";
-    case REALM_E_CANCELLED: return "cancelled";
-    case REALM_E_IO: return "I/O error";
-    case REALM_E_NOT_FOUND: return "not found";
-    case REALM_E_BAD_HANDLE: return "bad handle";
-    case REALM_E_KV_FULL: return "KV cache full";
-    case REALM_E_UNSUPPORTED: return "unsupported";
-    case REALM_E_CONTEXT_FULL: return "context length exceeded";
-    case REALM_E_BUSY: return "busy";
-    case REALM_E_TIMEOUT: return "timed out";
-    case REALM_E_TRAP: return "guest trapped";
-    case REALM_E_INTERNAL: return "internal error";
-    case REALM_E_PERMISSION: return "permission denied";
-    case REALM_E_TOO_SMALL: return "buffer too small";
-    case REALM_E_STATE: return "invalid state";
+    case REALM_OK:
+        return "ok";
+    case REALM_E_INVALID:
+        return "invalid argument";
+    case REALM_E_NOMEM:
+        return "out of memory";
+    case REALM_E_FORMAT:
+        return "malformed data";
+    case REALM_E_RANGE:
+        return "out of range";
+    case REALM_E_LIMIT:
+        return "limit exceeded";
+    case REALM_E_CANCELLED:
+        return "cancelled";
+    case REALM_E_IO:
+        return "I/O error";
+    case REALM_E_NOT_FOUND:
+        return "not found";
+    case REALM_E_BAD_HANDLE:
+        return "bad handle";
+    case REALM_E_KV_FULL:
+        return "KV cache full";
+    case REALM_E_UNSUPPORTED:
+        return "unsupported";
+    case REALM_E_CONTEXT_FULL:
+        return "context length exceeded";
+    case REALM_E_BUSY:
+        return "busy";
+    case REALM_E_TIMEOUT:
+        return "timed out";
+    case REALM_E_TRAP:
+        return "guest trapped";
+    case REALM_E_INTERNAL:
+        return "internal error";
+    case REALM_E_PERMISSION:
+        return "permission denied";
+    case REALM_E_TOO_SMALL:
+        return "buffer too small";
+    case REALM_E_STATE:
+        return "invalid state";
     }
     return "unknown error";
 }

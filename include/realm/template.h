@@ -38,10 +38,10 @@ struct realm_template;
 
 /* Hard limits of one render; a zero field takes the default in brackets. */
 struct realm_template_limits {
-    size_t max_output;    /* bytes of rendered text [4 MiB] */
-    uint64_t max_steps;   /* loop iterations + macro calls + output writes [1,000,000] */
-    uint32_t max_depth;   /* nesting of macro calls and expressions while rendering [64] */
-    size_t max_memory;    /* bytes of values built while rendering [64 MiB] */
+    size_t max_output;  /* bytes of rendered text [4 MiB] */
+    uint64_t max_steps; /* loop iterations + macro calls + output writes [1,000,000] */
+    uint32_t max_depth; /* nesting of macro calls and expressions while rendering [64] */
+    size_t max_memory;  /* bytes of values built while rendering [64 MiB] */
 };
 
 /* Parses `len` bytes of template source (need not be NUL-terminated; at most 1 MiB).
@@ -65,9 +65,9 @@ int realm_template_render(const struct realm_template *t, const struct cJSON *va
  * messages must be a JSON array, tools an array or NULL/null. The inputs are copied (the caller
  * keeps them); *out is owned by the caller (cJSON_Delete). REALM_E_INVALID on wrong types,
  * REALM_E_NOMEM. */
-int realm_template_chat_vars(const struct cJSON *messages, const struct cJSON *tools, bool add_generation_prompt,
-                             const char *bos, const char *eos, const struct cJSON *extra, struct cJSON **out,
-                             struct realm_err *err);
+int realm_template_chat_vars(const struct cJSON *messages, const struct cJSON *tools,
+                             bool add_generation_prompt, const char *bos, const char *eos,
+                             const struct cJSON *extra, struct cJSON **out, struct realm_err *err);
 
 /* Frees a template (NULL is a no-op). */
 void realm_template_free(struct realm_template *t);

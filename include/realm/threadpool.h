@@ -43,7 +43,7 @@ int realm_cpu_count(void);
 int realm_threadpool_new(int n_threads, struct realm_threadpool **out, struct realm_err *err);
 /* Stops and joins the workers. NULL is a no-op. Must not be called while a task runs. */
 void realm_threadpool_free(struct realm_threadpool *p);
-
+/* Threads a task runs on (the caller included). */
 int realm_threadpool_n_threads(const struct realm_threadpool *p);
 
 /* Runs fn(arg, ith, nth) on all threads of the pool (the caller is ith 0) and returns when every

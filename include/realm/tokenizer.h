@@ -39,12 +39,13 @@ enum realm_tokenize_flags {
  * realm_tokenizer_free). Nothing on failure.
  * Errors: REALM_E_NOT_FOUND (no tokenizer.ggml.model), REALM_E_UNSUPPORTED (model or pre-tokenizer
  * kind), REALM_E_FORMAT (missing or inconsistent arrays, BPE without merges), REALM_E_NOMEM. */
-int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **out, struct realm_err *err);
+int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **out,
+                         struct realm_err *err);
 void realm_tokenizer_free(struct realm_tokenizer *t);
 
 int32_t realm_tokenizer_n_vocab(const struct realm_tokenizer *t);
-int32_t realm_tokenizer_bos(const struct realm_tokenizer *t); /* -1 if none */
-int32_t realm_tokenizer_eos(const struct realm_tokenizer *t); /* -1 if none */
+int32_t realm_tokenizer_bos(const struct realm_tokenizer *t);  /* -1 if none */
+int32_t realm_tokenizer_eos(const struct realm_tokenizer *t);  /* -1 if none */
 bool realm_tokenizer_add_bos(const struct realm_tokenizer *t); /* the vocab's default */
 /* End-of-generation: EOS, EOT, <|im_end|>, <end_of_turn> ... */
 bool realm_tokenizer_is_eog(const struct realm_tokenizer *t, int32_t token);
@@ -84,10 +85,12 @@ struct realm_detok {
     const struct realm_tokenizer *t;
     unsigned char pending[8];
     int n_pending;
-    bool special;      /* emit control tokens' text */
-    bool strip_space;  /* SPM, WPM: drop the leading space of the first piece */
+    bool special;     /* emit control tokens' text */
+    bool strip_space; /* SPM, WPM: drop the leading space of the first piece */
     bool first;
 };
+/* Starts a detokenization stream over t (borrowed, must outlive d); `special`: control tokens'
+ * text is emitted too. d holds no allocation (nothing to free). */
 void realm_detok_init(struct realm_detok *d, const struct realm_tokenizer *t, bool special);
 /* Appends the text completed by `token` to out (at most cap bytes). Returns the byte count, or
  * REALM_E_TOO_SMALL (the completed text needs more than cap bytes; nothing consumed — at most
@@ -98,12 +101,44 @@ int64_t realm_detok_push(struct realm_detok *d, int32_t token, char *out, size_t
 int64_t realm_detok_flush(struct realm_detok *d, char *out, size_t cap);
 
 /* ---- chat templates ---- */
+struct cJSON;
+/* One chat message. role/content are what every renderer uses; the optional fields after them
+ * (zero: absent) reach only Jinja templates, as OpenAI spells them. Everything is borrowed. */
 struct realm_chat_msg {
     const char *role;
     size_t role_len;
     const char *content;
     size_t content_len;
+    const char *name;               /* NUL-terminated, or NULL */
+    const char *tool_call_id;       /* role "tool": the call it answers (NUL-terminated), or NULL */
+    const struct cJSON *tool_calls; /* role "assistant": OpenAI's array of tool calls, or NULL */
 };
+
+/* ---- the messages array of a request (one reader for the server and the chat imports) ---- */
+
+/* Strict OpenAI roles: system, developer (read as system), user, assistant, tool. Without it any
+ * role name passes here (the renderer checks it is an identifier). */
+#define REALM_CHAT_MSGS_OPENAI 1u
+
+/* Messages read from a JSON array (msgs[i] points into the array's strings or owned[i]). */
+struct realm_chat_messages {
+    struct realm_chat_msg *msgs;
+    size_t n;
+    char **owned; /* per message: content joined from text parts, or NULL */
+};
+
+/* Reads an OpenAI messages array: each element an object with a string "role"; "content" a
+ * string, null/absent (""; absent only for assistant messages in OPENAI mode), or an array of
+ * {"type": "text", "text": ...} parts (joined); optional "name" (string); "tool_calls" (assistant
+ * only: an array of {"id"?, "type"?: "function", "function": {"name": string, "arguments":
+ * string or object}}); "tool_call_id" (string; required for role tool in OPENAI mode). Other
+ * keys are ignored. An empty array is allowed (callers decide). *out borrows arr's strings:
+ * arr must outlive it. Free with realm_chat_messages_free (also after a failure: a no-op).
+ * Errors (the message names the element, e.g. "messages[2].content: ..."): REALM_E_INVALID,
+ * REALM_E_NOMEM. */
+int realm_chat_messages_read(const struct cJSON *arr, uint32_t flags,
+                             struct realm_chat_messages *out, struct realm_err *err);
+void realm_chat_messages_free(struct realm_chat_messages *m);
 /* Template family detected from tokenizer.chat_template by llama.cpp's heuristics
  * (llm_chat_detect_template) — "chatml", "llama2", "llama2-sys", "llama2-sys-bos",
  * "llama2-sys-strip", "mistral-v1", "mistral-v3", "mistral-v3-tekken", "mistral-v7",
@@ -114,16 +149,17 @@ struct realm_chat_msg {
  * (<start_of_turn> → gemma, <|im_start|> → chatml, <|start_header_id|> → llama3, ...).
  * NULL if none is recognised. Lifetime: a static string. */
 const char *realm_tokenizer_chat_template(const struct realm_tokenizer *t);
-/* Renders msgs with template `name` (NULL: the detected one), adding the assistant prefix if
- * add_generation_prompt, exactly as llama.cpp's llm_chat_apply_template (the Jinja source is not
- * interpreted: e.g. a default system prompt written in the template is not added). Writes
+/* Renders msgs with family `name` exactly as llama.cpp's llm_chat_apply_template, or with name
+ * NULL by the model's own template (the selection below: Jinja first), adding the assistant
+ * prefix if add_generation_prompt (realm_chat_render without tools). Writes
  * min(cap, length) bytes to out (out may be NULL with cap 0); returns the full length.
  * Renders into scratch memory (realm_malloc'd, freed before returning).
- * Errors: REALM_E_NOT_FOUND (no template / unknown name), REALM_E_INVALID (a role that is empty,
- * longer than 64 bytes or not [A-Za-z0-9_-]; NULL content with a length), REALM_E_NOMEM. */
+ * Errors: REALM_E_NOT_FOUND (unknown family name), REALM_E_FORMAT (the Jinja template failed),
+ * REALM_E_INVALID (a role that is empty, longer than 64 bytes or not [A-Za-z0-9_-]; NULL content
+ * with a length), REALM_E_NOMEM. */
 int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
-                          const struct realm_chat_msg *msgs, size_t n_msgs, bool add_generation_prompt,
-                          char *out, size_t cap);
+                          const struct realm_chat_msg *msgs, size_t n_msgs,
+                          bool add_generation_prompt, char *out, size_t cap);
 /* Renders msgs as realm_chat_format does and tokenizes the result so that only the template's
  * own markup can produce control tokens: the text of a control (or unknown) token that overlaps
  * a message's content stays ordinary text, as realm_tokenize without PARSE_SPECIAL treats it
@@ -139,11 +175,62 @@ int64_t realm_chat_format(const struct realm_tokenizer *t, const char *name,
  * written on failure except *n_out with REALM_E_TOO_SMALL.
  * Errors (with a message in err, which may be NULL): REALM_E_INVALID (NULL t or n_out, cap < 0,
  * NULL out with cap > 0, other flags, a role or content rejected by realm_chat_format),
- * REALM_E_NOT_FOUND (no template / unknown name), REALM_E_TOO_SMALL (*n_out = tokens needed),
- * REALM_E_LIMIT (rendered prompt > 512 MiB), REALM_E_NOMEM. */
+ * REALM_E_NOT_FOUND (unknown family name), REALM_E_FORMAT (template failed or unmappable),
+ * REALM_E_TOO_SMALL (*n_out = tokens needed), REALM_E_LIMIT (rendered prompt > 512 MiB),
+ * REALM_E_NOMEM. */
 int realm_chat_tokenize(const struct realm_tokenizer *t, const char *name,
                         const struct realm_chat_msg *msgs, size_t n_msgs,
                         bool add_generation_prompt, uint32_t flags, int32_t *out, int64_t cap,
                         int64_t *n_out, struct realm_err *err);
+
+/* ---- template selection (docs/server.md, "Chat templates") ----
+ * With name NULL a chat is rendered with, in order:
+ *   1. the Jinja template configured with realm_tokenizer_set_chat_template (a file), else the
+ *      GGUF's tokenizer.chat_template, interpreted by src/template as transformers does;
+ *   2. a family renderer: one configured by name, else the family detected from a template our
+ *      interpreter cannot parse, else one from the vocabulary's special tokens (gemma, chatml...);
+ *   3. ChatML, with a warning logged once per tokenizer.
+ * Jinja renderings get messages (with name, tool_calls — their "arguments" strings parsed into
+ * objects — and tool_call_id), tools, add_generation_prompt, bos_token, eos_token; a leading
+ * bos_token is dropped when the tokenizer adds BOS itself (as llama.cpp does). Templates that never
+ * mention `tools` get them as a system-prompt text (the Hermes <tools> format), and templates
+ * that never mention `tool_calls` get an assistant's calls as <tool_call> text in its content. */
+
+/* Replaces the chat template of t: `spec` is a family name ("chatml", "llama3", ...: that
+ * hand-written renderer) or the path of a Jinja file (at most 1 MiB). Call before t is shared.
+ * Errors: REALM_E_IO (cannot read), REALM_E_FORMAT (template syntax; the message says where),
+ * REALM_E_LIMIT, REALM_E_NOMEM, REALM_E_INVALID (NULL or empty spec). */
+int realm_tokenizer_set_chat_template(struct realm_tokenizer *t, const char *spec,
+                                      struct realm_err *err);
+
+/* How the template expects a model to write tool calls, from its source text as llama.cpp's chat
+ * parser decides: "llama3" (an ipython header: {"name": ..., "parameters": {...}}), otherwise
+ * "hermes" (<tool_call>{"name": ..., "arguments": {...}}</tool_call>; templates without tool
+ * support get this format's instructions). Lifetime: a static string. */
+const char *realm_tokenizer_tool_format(const struct realm_tokenizer *t);
+
+struct realm_chat_opts {
+    const char *name; /* a family name (forces that renderer); NULL: selection above */
+    bool add_generation_prompt;
+    const struct cJSON *tools; /* an OpenAI tools array for the template, or NULL */
+    const struct cJSON
+        *extra; /* more template variables (an object, e.g. enable_thinking), or NULL */
+};
+
+/* Renders msgs (selection above). On success *out (realm_malloc'd, NUL-terminated, owned by the
+ * caller) holds *out_len bytes. Errors (message in err): REALM_E_INVALID (bad role/content, see
+ * realm_chat_format), REALM_E_NOT_FOUND (unknown family name), REALM_E_FORMAT (the template
+ * failed: raise_exception, a type error), REALM_E_LIMIT, REALM_E_NOMEM. */
+int realm_chat_render(const struct realm_tokenizer *t, const struct realm_chat_msg *msgs,
+                      size_t n_msgs, const struct realm_chat_opts *opts, char **out,
+                      size_t *out_len, struct realm_err *err);
+
+/* realm_chat_tokenize with options. With a Jinja template the contents' places are found by
+ * rendering a second time with a sentinel in place of each content (tok_chat_map_spans); when the
+ * two renderings cannot be matched (a template that rewrites content beyond trimming it) this
+ * fails closed with REALM_E_FORMAT rather than tokenize content as markup. */
+int realm_chat_tokenize_ex(const struct realm_tokenizer *t, const struct realm_chat_msg *msgs,
+                           size_t n_msgs, const struct realm_chat_opts *opts, uint32_t flags,
+                           int32_t *out, int64_t cap, int64_t *n_out, struct realm_err *err);
 
 #endif

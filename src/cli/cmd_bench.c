@@ -17,6 +17,7 @@
 #include "realm/gguf.h"
 #include "realm/model.h"
 #include "realm/quant.h"
+#include "realm/served.h"
 #include "realm/threadpool.h"
 
 struct bench_opts {
@@ -35,10 +36,12 @@ static void bench_usage(FILE *f) {
         f,
         "usage: realm bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--reps 3] [-b|--batch 512]\n"
         "                   [--tokens-file FILE] [--kv f16|f32] [--prepack on|off] [--json]\n"
-        "       realm bench -m MODEL --tenants 1,4,16,64 [-p 32] [-n 64] [-t THREADS] [--reps 3] [--json]\n"
+        "       realm bench -m MODEL --tenants 1,4,16,64 [-p 32] [-n 64] [-t THREADS] [--reps 3] "
+        "[--json]\n"
         "Prefill P tokens, then decode N tokens, --reps times after a warm-up; prints the median\n"
         "tokens per second of each phase. Tokens: ids from FILE (cycled), or pseudo-random ids.\n"
-        "--tenants: for each count T, T tenants each prefill their own P-token prompt and then decode\n"
+        "--tenants: for each count T, T tenants each prefill their own P-token prompt and then "
+        "decode\n"
         "N tokens greedily at the same time through the batching scheduler (paged KV); prints the\n"
         "aggregate decode tok/s (median of reps), p50/p99 time per token and rows per step.\n"
         "--prepack: repack Q4_K/Q6_K weights at load for the batched kernels (default: on with\n"
@@ -99,7 +102,7 @@ static int bench_pass(struct realm_engine *e, struct realm_session *s, const int
                       struct realm_batch_row *rows, double *t_pre, double *t_dec) {
     struct realm_err err;
     realm_session_rewind(s, 0);
-    double t0 = cli_now();
+    double t0 = realm_now_s();
     for (int i = 0; i < n_prompt; i += batch) {
         int nb = n_prompt - i < batch ? n_prompt - i : batch;
         for (int j = 0; j < nb; j++)
@@ -110,7 +113,7 @@ static int bench_pass(struct realm_engine *e, struct realm_session *s, const int
             return 1;
         }
     }
-    double t1 = cli_now();
+    double t1 = realm_now_s();
     for (int i = 0; i < n_gen; i++) {
         struct realm_batch_row row = {s, toks[(n_prompt + i) % n_toks], logits};
         if (realm_engine_forward(e, &row, 1, &err)) {
@@ -119,7 +122,7 @@ static int bench_pass(struct realm_engine *e, struct realm_session *s, const int
         }
     }
     *t_pre = t1 - t0;
-    *t_dec = cli_now() - t1;
+    *t_dec = realm_now_s() - t1;
     return 0;
 }
 
@@ -172,7 +175,8 @@ static int parse(int argc, char **argv, struct bench_opts *o) {
         } else if (!strcmp(a, "--tenants")) {
             o->n_tenants = v ? cli_parse_tenant_counts(v, o->tenants, 16) : -1;
             if (o->n_tenants <= 0) {
-                cli_error("bench: --tenants: expected a list like 1,4,16,64 (each 1..1024, at most 16)");
+                cli_error(
+                    "bench: --tenants: expected a list like 1,4,16,64 (each 1..1024, at most 16)");
                 return 2;
             }
             i++;
@@ -237,7 +241,8 @@ int cmd_bench(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
 
     struct realm_gguf *g = NULL;
-    struct realm_model *m = NULL;
+    struct realm_model *m = NULL;   /* the engine benchmark */
+    struct realm_served *sv = NULL; /* --tenants */
     struct realm_engine *e = NULL;
     struct realm_session *s = NULL;
     int32_t *toks = NULL;
@@ -247,9 +252,20 @@ int cmd_bench(int argc, char **argv) {
     int status = 1, n_toks;
     struct realm_err err;
 
-    const struct realm_model_opts mo = {.prepack = o.prepack < 0 ? o.n_tenants > 0 : o.prepack == 1};
-    if (cli_model_open_opts(o.model, &mo, &g, &m)) return 1;
-    const struct realm_model_config *c = realm_model_config(m);
+    const bool prepack = o.prepack < 0 ? o.n_tenants > 0 : o.prepack == 1;
+    if (o.n_tenants > 0) { /* the server's decode path: a served model and its scheduler */
+        struct realm_served_params sp;
+        cli_bench_tenants_params(o.tenants, o.n_tenants, o.n_prompt, o.n_gen, o.threads, prepack,
+                                 &sp);
+        if (realm_gguf_open(o.model, &g, &err) || realm_served_new(g, &sp, &sv, &err)) {
+            cli_error("%s: %s", o.model, err.msg);
+            goto out;
+        }
+    } else {
+        const struct realm_model_opts mo = {.prepack = prepack};
+        if (cli_model_open_opts(o.model, &mo, &g, &m)) return 1;
+    }
+    const struct realm_model_config *c = realm_model_config(sv ? sv->model : m);
     if (o.tokens_file) {
         if ((n_toks = read_tokens_file(o.tokens_file, &toks)) < 0) goto out;
         for (int i = 0; i < n_toks; i++)
@@ -269,8 +285,8 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     if (o.n_tenants > 0) {
-        status = cli_bench_tenants(o.model, m, o.tenants, o.n_tenants, toks, n_toks, o.n_prompt, o.n_gen, o.threads,
-                                   o.reps, o.json);
+        status = cli_bench_tenants(o.model, sv, o.tenants, o.n_tenants, toks, n_toks, o.n_prompt,
+                                   o.n_gen, o.reps, o.json);
         goto out;
     }
     int64_t n_ctx = (int64_t)o.n_prompt + o.n_gen;
@@ -346,6 +362,7 @@ out:
     realm_session_free(s);
     realm_engine_free(e);
     realm_model_free(m);
+    realm_served_free(sv);
     realm_gguf_close(g);
     return status;
 }

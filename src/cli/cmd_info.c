@@ -14,13 +14,14 @@
 #include "realm/types.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: realm info MODEL.gguf [--json] [--tensors] [--metadata]\n\n"
-               "Validates a GGUF file and shows its architecture, hyper-parameters, tokenizer, chat\n"
-               "template, tensor count, bytes per tensor type and total size.\n\n"
-               "  --json       print one JSON object instead of text\n"
-               "  --tensors    also list every tensor (name, type, shape, offset, bytes)\n"
-               "  --metadata   also list every metadata key and value (long arrays abbreviated)\n"
-               "  -h, --help   this help\n");
+    fprintf(f,
+            "usage: realm info MODEL.gguf [--json] [--tensors] [--metadata]\n\n"
+            "Validates a GGUF file and shows its architecture, hyper-parameters, tokenizer, chat\n"
+            "template, tensor count, bytes per tensor type and total size.\n\n"
+            "  --json       print one JSON object instead of text\n"
+            "  --tensors    also list every tensor (name, type, shape, offset, bytes)\n"
+            "  --metadata   also list every metadata key and value (long arrays abbreviated)\n"
+            "  -h, --help   this help\n");
 }
 
 /* Hyper-parameters read as "<arch>.<suffix>". */
@@ -92,7 +93,8 @@ static cJSON *build_info(const struct realm_gguf *g, int tensors, int metadata) 
     if (pre) cJSON_AddItemToObject(tok, "pre", pre);
     uint64_t n_vocab = 0;
     enum realm_gguf_vtype et;
-    if (realm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n_vocab, NULL) && et == REALM_GGUF_STRING)
+    if (realm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n_vocab, NULL) &&
+        et == REALM_GGUF_STRING)
         cJSON_AddNumberToObject(tok, "n_vocab", (double)n_vocab);
     add_u32(tok, g, "tokenizer.ggml.bos_token_id", "bos");
     add_u32(tok, g, "tokenizer.ggml.eos_token_id", "eos");
@@ -100,12 +102,14 @@ static cJSON *build_info(const struct realm_gguf *g, int tensors, int metadata) 
     if (realm_gguf_get_arr(g, "tokenizer.ggml.merges", NULL, &n_merges, NULL))
         cJSON_AddNumberToObject(tok, "n_merges", (double)n_merges);
     cJSON_AddItemToObject(o, "tokenizer", tok);
-    cJSON_AddBoolToObject(o, "chat_template", realm_gguf_find_key(g, "tokenizer.chat_template") >= 0);
+    cJSON_AddBoolToObject(o, "chat_template",
+                          realm_gguf_find_key(g, "tokenizer.chat_template") >= 0);
 
     int64_t nt = realm_gguf_n_tensors(g);
     cJSON_AddNumberToObject(o, "n_tensors", (double)nt);
     cJSON_AddNumberToObject(o, "n_kv", (double)realm_gguf_n_kv(g));
-    uint64_t by_type[REALM_TYPE_COUNT] = {0}, count_type[REALM_TYPE_COUNT] = {0}, total = 0, n_params = 0;
+    uint64_t by_type[REALM_TYPE_COUNT] = {0}, count_type[REALM_TYPE_COUNT] = {0}, total = 0,
+             n_params = 0;
     for (int64_t i = 0; i < nt; i++) {
         const struct realm_gguf_tensor *t = realm_gguf_tensor(g, i);
         by_type[t->type] += t->size;
@@ -133,7 +137,8 @@ static cJSON *build_info(const struct realm_gguf *g, int tensors, int metadata) 
             cJSON_AddStringToObject(e, "name", t->name);
             cJSON_AddStringToObject(e, "type", realm_type_get(t->type)->name);
             cJSON *shape = cJSON_CreateArray();
-            for (uint32_t d = 0; d < t->n_dims; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->ne[d]));
+            for (uint32_t d = 0; d < t->n_dims; d++)
+                cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->ne[d]));
             cJSON_AddItemToObject(e, "shape", shape);
             cJSON_AddNumberToObject(e, "offset", (double)t->offset);
             cJSON_AddNumberToObject(e, "bytes", (double)t->size);
@@ -146,7 +151,8 @@ static cJSON *build_info(const struct realm_gguf *g, int tensors, int metadata) 
         for (int64_t i = 0; i < realm_gguf_n_kv(g); i++) {
             struct realm_buf b = {0};
             cJSON *v = cli_gguf_kv_json(&b, g, i, 16) || !b.data ? NULL : cJSON_Parse(b.data);
-            cJSON_AddItemToObject(md, realm_gguf_key(g, i), v ? v : cJSON_CreateString(b.data ? b.data : ""));
+            cJSON_AddItemToObject(md, realm_gguf_key(g, i),
+                                  v ? v : cJSON_CreateString(b.data ? b.data : ""));
             realm_buf_free(&b);
         }
         cJSON_AddItemToObject(o, "metadata", md);
@@ -164,9 +170,12 @@ static void print_text(const cJSON *o) {
     for (size_t i = 0; i < sizeof g_hparams / sizeof g_hparams[0]; i++) {
         it = cJSON_GetObjectItem(o, g_hparams[i].json_name);
         if (!it) continue;
-        if (cJSON_IsString(it)) printf("%-14s %s\n", g_hparams[i].json_name, it->valuestring);
-        else if (g_hparams[i].is_float) printf("%-14s %g\n", g_hparams[i].json_name, it->valuedouble);
-        else printf("%-14s %.0f\n", g_hparams[i].json_name, it->valuedouble);
+        if (cJSON_IsString(it))
+            printf("%-14s %s\n", g_hparams[i].json_name, it->valuestring);
+        else if (g_hparams[i].is_float)
+            printf("%-14s %g\n", g_hparams[i].json_name, it->valuedouble);
+        else
+            printf("%-14s %.0f\n", g_hparams[i].json_name, it->valuedouble);
     }
     const cJSON *tok = cJSON_GetObjectItem(o, "tokenizer");
     const cJSON *model = cJSON_GetObjectItem(tok, "model");
@@ -176,15 +185,19 @@ static void print_text(const cJSON *o) {
     if ((it = cJSON_GetObjectItem(tok, "bos"))) printf(", bos %.0f", it->valuedouble);
     if ((it = cJSON_GetObjectItem(tok, "eos"))) printf(", eos %.0f", it->valuedouble);
     printf("\n");
-    printf("chat template: %s\n", cJSON_IsTrue(cJSON_GetObjectItem(o, "chat_template")) ? "yes" : "no");
-    printf("tensors:       %.0f (%.0f parameters)\n", cJSON_GetObjectItem(o, "n_tensors")->valuedouble,
+    printf("chat template: %s\n",
+           cJSON_IsTrue(cJSON_GetObjectItem(o, "chat_template")) ? "yes" : "no");
+    printf("tensors:       %.0f (%.0f parameters)\n",
+           cJSON_GetObjectItem(o, "n_tensors")->valuedouble,
            cJSON_GetObjectItem(o, "n_params")->valuedouble);
     printf("metadata keys: %.0f\n", cJSON_GetObjectItem(o, "n_kv")->valuedouble);
     cJSON_ArrayForEach(it, cJSON_GetObjectItem(o, "types")) {
-        printf("  %-8s %5.0f tensors %14.0f bytes\n", it->string, cJSON_GetObjectItem(it, "tensors")->valuedouble,
+        printf("  %-8s %5.0f tensors %14.0f bytes\n", it->string,
+               cJSON_GetObjectItem(it, "tensors")->valuedouble,
                cJSON_GetObjectItem(it, "bytes")->valuedouble);
     }
-    printf("tensor bytes:  %.0f (%.1f MiB); file %.0f bytes\n", cJSON_GetObjectItem(o, "tensor_bytes")->valuedouble,
+    printf("tensor bytes:  %.0f (%.1f MiB); file %.0f bytes\n",
+           cJSON_GetObjectItem(o, "tensor_bytes")->valuedouble,
            cJSON_GetObjectItem(o, "tensor_bytes")->valuedouble / 1048576.0,
            cJSON_GetObjectItem(o, "file_size")->valuedouble);
     const cJSON *arr = cJSON_GetObjectItem(o, "tensors");
@@ -195,12 +208,13 @@ static void print_text(const cJSON *o) {
             const cJSON *d;
             size_t n = 0;
             cJSON_ArrayForEach(d, cJSON_GetObjectItem(it, "shape")) {
-                n += (size_t)snprintf(shape + n, n < sizeof shape ? sizeof shape - n : 0, "%s%.0f", n ? " x " : "",
-                                      d->valuedouble);
+                n += (size_t)snprintf(shape + n, n < sizeof shape ? sizeof shape - n : 0, "%s%.0f",
+                                      n ? " x " : "", d->valuedouble);
             }
             printf("%-40s %-8s %-24s %12.0f %12.0f\n", cJSON_GetObjectItem(it, "name")->valuestring,
                    cJSON_GetObjectItem(it, "type")->valuestring, shape,
-                   cJSON_GetObjectItem(it, "offset")->valuedouble, cJSON_GetObjectItem(it, "bytes")->valuedouble);
+                   cJSON_GetObjectItem(it, "offset")->valuedouble,
+                   cJSON_GetObjectItem(it, "bytes")->valuedouble);
         }
     }
     const cJSON *md = cJSON_GetObjectItem(o, "metadata");
@@ -218,9 +232,12 @@ int cmd_info(int argc, char **argv) {
     const char *path = NULL;
     int json = 0, tensors = 0, metadata = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--tensors")) tensors = 1;
-        else if (!strcmp(argv[i], "--metadata")) metadata = 1;
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--tensors"))
+            tensors = 1;
+        else if (!strcmp(argv[i], "--metadata"))
+            metadata = 1;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;

@@ -11,12 +11,13 @@
 #include "realm/server.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: realm key add TENANT [--config FILE.json]   (default FILE: realm.json)\n"
-               "       realm key hash KEY\n"
-               "\n"
-               "add   creates a new API key for TENANT, prints it once, and stores only its SHA-256\n"
-               "      hash in the config (creating the file or the tenant if needed)\n"
-               "hash  prints the SHA-256 hex a config stores for KEY\n");
+    fprintf(f,
+            "usage: realm key add TENANT [--config FILE.json]   (default FILE: realm.json)\n"
+            "       realm key hash KEY\n"
+            "\n"
+            "add   creates a new API key for TENANT, prints it once, and stores only its SHA-256\n"
+            "      hash in the config (creating the file or the tenant if needed)\n"
+            "hash  prints the SHA-256 hex a config stores for KEY\n");
 }
 
 int cmd_key(int argc, char **argv) {
@@ -36,8 +37,10 @@ int cmd_key(int argc, char **argv) {
     }
     const char *tenant = NULL, *config = "realm.json";
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--config") && i + 1 < argc) config = argv[++i];
-        else if (argv[i][0] != '-' && !tenant) tenant = argv[i];
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            config = argv[++i];
+        else if (argv[i][0] != '-' && !tenant)
+            tenant = argv[i];
         else {
             cli_error("key: unknown or incomplete option '%s' (see realm key --help)", argv[i]);
             return 2;
@@ -56,8 +59,10 @@ int cmd_key(int argc, char **argv) {
     }
     printf("%s\n", key);
     fflush(stdout);
-    fprintf(stderr, "realm: added a key to tenant \"%s\"%s in %s (only its hash is stored; this is the only time "
-                    "the key is shown)\n",
+    fprintf(stderr,
+            "realm: added a key to tenant \"%s\"%s in %s (only its hash is stored; this is the "
+            "only time "
+            "the key is shown)\n",
             tenant, created ? " (new tenant, all models)" : "", config);
     memset(key, 0, sizeof key);
     return 0;

@@ -20,12 +20,6 @@
 #include "realm/threadpool.h"
 #include "realm/tokenizer.h"
 
-double cli_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 int cli_model_open(const char *path, struct realm_gguf **g, struct realm_model **m) {
     return cli_model_open_opts(path, NULL, g, m);
 }
@@ -175,8 +169,16 @@ static int32_t sample(const float *logits, int32_t n_vocab, const struct cli_run
 
 /* ---- the native run ---- */
 
-static void emit_token(struct realm_tokenizer *tok, struct realm_detok *d, int32_t id) {
+/* Streams one generated token: its text, or its id when there is no tokenizer; with --print-ids
+ * (`ids`) the ids space-separated (n_before: tokens printed before this one). */
+static void emit_token(struct realm_tokenizer *tok, struct realm_detok *d, int32_t id, bool ids,
+                       int n_before) {
     char buf[1024];
+    if (ids) {
+        printf(n_before ? " %d" : "%d", id);
+        fflush(stdout);
+        return;
+    }
     if (!tok) {
         printf("%d ", id);
         fflush(stdout);
@@ -283,7 +285,7 @@ int cli_run_native(const struct cli_run_opts *o) {
     if (!logits || !cands || !rows) goto oom;
 
     /* 3. prefill in batches; logits for the last prompt row (or all of them for --logits-out) */
-    double t0 = cli_now();
+    double t0 = realm_now_s();
     for (int i = 0; i < n_prompt; i += batch) {
         int nb = n_prompt - i < batch ? n_prompt - i : batch;
         for (int j = 0; j < nb; j++) {
@@ -297,7 +299,7 @@ int cli_run_native(const struct cli_run_opts *o) {
             goto out;
         }
     }
-    double t_prefill = cli_now() - t0;
+    double t_prefill = realm_now_s() - t0;
     const float *last = o->logits_out ? logits + (size_t)(n_prompt - 1) * V : logits;
     if (o->logits_out) {
         lf = fopen(o->logits_out, "wb");
@@ -320,7 +322,7 @@ int cli_run_native(const struct cli_run_opts *o) {
     int n_gen = 0, n_fwd = 0;
     double t_decode = 0;
     const char *stop = NULL;
-    t0 = cli_now();
+    t0 = realm_now_s();
     while (n_gen < o->n_predict) {
         int32_t id = sample(last, c->n_vocab, o, cands, &rng);
         n_gen++;
@@ -328,7 +330,7 @@ int cli_run_native(const struct cli_run_opts *o) {
             stop = "end of generation";
             break;
         }
-        emit_token(tok, &d, id);
+        emit_token(tok, &d, id, o->print_ids, n_gen - 1);
         if (n_gen == o->n_predict) break;
         if (realm_session_len(s) >= realm_session_n_ctx(s)) {
             stop = "context full";
@@ -342,8 +344,8 @@ int cli_run_native(const struct cli_run_opts *o) {
         last = logits;
         n_fwd++;
     }
-    t_decode = cli_now() - t0;
-    if (tok) {
+    t_decode = realm_now_s() - t0;
+    if (tok && !o->print_ids) {
         char buf[64];
         int64_t nf = realm_detok_flush(&d, buf, sizeof buf);
         if (nf > 0) fwrite(buf, 1, (size_t)nf, stdout);
@@ -383,11 +385,13 @@ static void run_usage(FILE *f) {
         "FILE.wasm]\n"
         "                 [--temp T] [--top-k K] [--top-p P] [--seed S] [-t|--threads N]\n"
         "                 [-c|--ctx N] [-b|--batch N] [--no-bos] [--ignore-eos] [--kv f16|f32]\n"
-        "                 [--logits-out FILE]\n"
+        "                 [--logits-out FILE] [--print-ids]\n"
         "Generates N tokens (default 64) after the prompt and streams them to stdout; a summary\n"
         "line goes to stderr. Sampling defaults to llama.cpp's: --temp 0.8 --top-k 40 --top-p "
         "0.95\n"
-        "(--temp 0: greedy). --logits-out writes the f32 logits of every prompt position.\n");
+        "(--temp 0: greedy). --logits-out writes the f32 logits of every prompt position.\n"
+        "--print-ids prints the generated token ids, space-separated, instead of text (with\n"
+        "--native), to compare engines token by token.\n");
 }
 
 /* Parses a number option; returns 0 on success. */
@@ -466,6 +470,8 @@ int cli_run_parse(int argc, char **argv, struct cli_run_opts *o) {
         } else if (!strcmp(a, "--logits-out")) {
             VAL();
             o->logits_out = v, i++;
+        } else if (!strcmp(a, "--print-ids")) {
+            o->print_ids = true;
         } else if (!strcmp(a, "--no-bos")) {
             o->no_bos = true;
         } else if (!strcmp(a, "--ignore-eos")) {
@@ -492,6 +498,11 @@ int cli_run_parse(int argc, char **argv, struct cli_run_opts *o) {
     }
     if (o->native && o->guest) {
         cli_error("run: --native and --guest exclude each other");
+        return 2;
+    }
+    /* the sandboxed path streams the guest's text (docs/abi.md emit), not token ids */
+    if (o->print_ids && !o->native) {
+        cli_error("run: --print-ids needs --native");
         return 2;
     }
     return 0;

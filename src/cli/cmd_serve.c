@@ -16,6 +16,7 @@
 
 #include "cli/cli.h"
 #include "realm/log.h"
+#include "realm/registry.h"
 #include "realm/server.h"
 
 #define DEFAULT_MODEL_NAME "smollm2"
@@ -23,13 +24,18 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: realm serve [--config FILE.json] [--host ADDR] [--port N] [-m NAME=PATH ...]\n"
+            "usage: realm serve [--config FILE.json] [--state DIR|--registry URL] [--host ADDR] [--port N] [-m NAME=PATH ...]\n"
             "                   [--guest FILE.wasm] [--max-inflight N] [--kv-memory MB] [--verbose]\n"
             "\n"
             "Serves the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health,\n"
             "/metrics). Every request runs in its tenant's WebAssembly guest.\n"
             "\n"
             "  --config FILE   JSON configuration: models, tenants (API key hashes, limits, guests)\n"
+            "  --state DIR     tenants, keys, limits, guests and the usage ledger in DIR's registry,\n"
+            "                  changed at run time through the admin API (/admin/v1) or `realm admin`;\n"
+            "                  on an empty state an admin key is created and printed once\n"
+            "  --registry URL  the same with a shared registry: postgresql://user@host/db (PostgreSQL,\n"
+            "                  several nodes; guest modules cached in $REALM_REGISTRY_CACHE) or a DIR\n"
             "  --host ADDR     bind address (default 127.0.0.1, or the config's)\n"
             "  --port N        port (default 8080, or the config's; 0 picks a free one)\n"
             "  -m NAME=PATH    serve a GGUF model under NAME (repeatable; PATH alone: its file name)\n"
@@ -94,6 +100,27 @@ static int add_model_arg(struct realm_server_config *c, const char *arg) {
     return 0;
 }
 
+/* State mode: a state without any admin key gets one, printed once by the caller (out[0] stays
+ * '\0' when one exists). Returns 0, or 1 after printing the error. */
+static int ensure_admin_key(const char *dir, char *out, size_t cap) {
+    struct realm_registry *reg = NULL;
+    struct realm_reg_key *ks = NULL;
+    size_t n = 0;
+    struct realm_err err = {0};
+    int rc = realm_registry_open(dir, NULL, &reg, &err);
+    if (!rc) rc = realm_registry_admin_key_list(reg, &ks, &n, &err);
+    if (!rc && n == 0) rc = realm_registry_admin_key_add(reg, "initial", out, cap, &err);
+    if (rc == REALM_E_STATE && n == 0) { /* nodes of one shared registry starting together: */
+        rc = REALM_OK;                   /* another one made it (and printed it) first */
+        out[0] = '\0';
+    }
+    realm_reg_keys_free(ks, n);
+    realm_registry_close(reg);
+    char shown[512];
+    if (rc) cli_error("serve: state %s: %s", realm_registry_spec_display(dir, shown, sizeof shown), err.msg);
+    return rc ? 1 : 0;
+}
+
 static int parse_int(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
@@ -104,7 +131,7 @@ static int parse_int(const char *s, long lo, long hi, long *out) {
 }
 
 int cmd_serve(int argc, char **argv) {
-    const char *config = NULL, *host = NULL, *guest = NULL;
+    const char *config = NULL, *host = NULL, *guest = NULL, *state = NULL;
     long port = -1, inflight = -1, kv_mb = -1;
     bool verbose = false;
     const char **models = calloc((size_t)argc, sizeof *models);
@@ -123,6 +150,8 @@ int cmd_serve(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--config") && has_val) {
             config = argv[++i];
+        } else if ((!strcmp(a, "--state") || !strcmp(a, "--registry")) && has_val) {
+            state = argv[++i]; /* a directory (SQLite) or a postgres:// URL: realm_registry_open */
         } else if (!strcmp(a, "--host") && has_val) {
             host = argv[++i];
         } else if (!strcmp(a, "--port") && has_val) {
@@ -166,7 +195,9 @@ int cmd_serve(int argc, char **argv) {
         goto out;
     }
     struct realm_server *srv = NULL;
-    char key[REALM_KEY_LEN + 1] = "";
+    char key[REALM_KEY_LEN + 1] = "", admin_key[REALM_KEY_LEN + 1] = "";
+    if (state && (realm_server_config_set_state_dir(cfg, state) || ensure_admin_key(state, admin_key, sizeof admin_key)))
+        goto out_cfg;
     if (host && realm_server_config_set_host(cfg, host)) {
         cli_error("serve: out of memory");
         goto out_cfg;
@@ -205,7 +236,7 @@ int cmd_serve(int argc, char **argv) {
             goto out_cfg;
         }
     }
-    if (cfg->n_tenants == 0) {
+    if (cfg->n_tenants == 0 && !state) {
         struct realm_tenant_spec *t;
         char hex[REALM_KEY_HASH_HEX + 1];
         if (realm_key_generate(key, sizeof key) || realm_server_config_add_tenant(cfg, "default", &t, &err)) {
@@ -237,9 +268,18 @@ int cmd_serve(int argc, char **argv) {
            (unsigned)realm_server_port(srv));
     printf("  models:");
     for (size_t i = 0; i < cfg->n_models; i++) printf(" %s", cfg->models[i].name);
-    printf("\n  tenants:");
-    for (size_t i = 0; i < cfg->n_tenants; i++) printf(" %s", cfg->tenants[i].id);
-    printf("\n");
+    if (state) {
+        char reg_shown[512];
+        printf("\n  state: %s (tenants from its registry)\n", realm_registry_spec_display(state, reg_shown, sizeof reg_shown));
+    } else {
+        printf("  tenants:");
+        for (size_t i = 0; i < cfg->n_tenants; i++) printf(" %s", cfg->tenants[i].id);
+        printf("\n");
+    }
+    if (admin_key[0])
+        printf("  admin key (shown once; only its hash is kept): %s\n"
+               "  add a tenant: curl http://%s%s%s:%u/admin/v1/tenants -H 'Authorization: Bearer %s' -d '{\"id\": \"t1\"}'\n",
+               admin_key, v6 ? "[" : "", shown, v6 ? "]" : "", (unsigned)realm_server_port(srv), admin_key);
     if (key[0]) {
         printf("  API key for tenant \"default\" (shown once; only its hash is kept): %s\n", key);
         printf("  try: curl http://%s%s%s:%u/v1/chat/completions -H 'Authorization: Bearer %s' \\\n"

@@ -18,20 +18,23 @@
 #define MAX_INPUT ((size_t)64 << 20)
 
 static void template_usage(FILE *f) {
-    fprintf(f, "usage: realm template (-m MODEL | --template-file FILE) --messages FILE\n"
-               "                      [--tools FILE] [--vars FILE] [--bos S] [--eos S]\n"
-               "                      [--add-generation-prompt] [--name NAME]\n\n"
-               "Renders a Jinja chat template as transformers' apply_chat_template does and prints the\n"
-               "prompt to standard output, byte for byte (no newline is added).\n\n"
-               "  -m, --model MODEL      take tokenizer.chat_template from a GGUF file (vocab-only works)\n"
-               "  --name NAME            a named template of the GGUF: tokenizer.chat_template.NAME\n"
-               "  --template-file FILE   a Jinja template file\n"
-               "  --messages FILE        JSON array of messages ({\"role\": ..., \"content\": ...})\n"
-               "  --tools FILE           JSON array of tools (default: tools is none)\n"
-               "  --vars FILE            JSON object of extra variables (e.g. enable_thinking)\n"
-               "  --bos S, --eos S       bos_token / eos_token (default: the GGUF's tokens, else empty)\n"
-               "  --add-generation-prompt  end with the assistant prefix\n"
-               "  -h, --help             this help\n");
+    fprintf(
+        f,
+        "usage: realm template (-m MODEL | --template-file FILE) --messages FILE\n"
+        "                      [--tools FILE] [--vars FILE] [--bos S] [--eos S]\n"
+        "                      [--add-generation-prompt] [--name NAME]\n\n"
+        "Renders a Jinja chat template as transformers' apply_chat_template does and prints the\n"
+        "prompt to standard output, byte for byte (no newline is added).\n\n"
+        "  -m, --model MODEL      take tokenizer.chat_template from a GGUF file (vocab-only "
+        "works)\n"
+        "  --name NAME            a named template of the GGUF: tokenizer.chat_template.NAME\n"
+        "  --template-file FILE   a Jinja template file\n"
+        "  --messages FILE        JSON array of messages ({\"role\": ..., \"content\": ...})\n"
+        "  --tools FILE           JSON array of tools (default: tools is none)\n"
+        "  --vars FILE            JSON object of extra variables (e.g. enable_thinking)\n"
+        "  --bos S, --eos S       bos_token / eos_token (default: the GGUF's tokens, else empty)\n"
+        "  --add-generation-prompt  end with the assistant prefix\n"
+        "  -h, --help             this help\n");
 }
 
 /* Reads a whole file; NULL (message printed) on failure. */
@@ -88,7 +91,9 @@ static cJSON *read_json(const char *path, int want_type, const char *what) {
 static const char *gguf_token(const struct realm_gguf *g, const char *key, size_t *len) {
     uint32_t id;
     const char *s;
-    if (realm_gguf_get_u32(g, key, &id) && realm_gguf_arr_str(g, "tokenizer.ggml.tokens", id, &s, len)) return s;
+    if (realm_gguf_get_u32(g, key, &id) &&
+        realm_gguf_arr_str(g, "tokenizer.ggml.tokens", id, &s, len))
+        return s;
     *len = 0;
     return "";
 }
@@ -110,14 +115,22 @@ static int parse_opts(int argc, char **argv, struct template_opts *o) {
             o->gen = true;
             continue;
         }
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) dst = &o->model;
-        else if (!strcmp(a, "--template-file")) dst = &o->file;
-        else if (!strcmp(a, "--messages")) dst = &o->messages;
-        else if (!strcmp(a, "--tools")) dst = &o->tools;
-        else if (!strcmp(a, "--vars")) dst = &o->vars;
-        else if (!strcmp(a, "--bos")) dst = &o->bos;
-        else if (!strcmp(a, "--eos")) dst = &o->eos;
-        else if (!strcmp(a, "--name")) dst = &o->name;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+            dst = &o->model;
+        else if (!strcmp(a, "--template-file"))
+            dst = &o->file;
+        else if (!strcmp(a, "--messages"))
+            dst = &o->messages;
+        else if (!strcmp(a, "--tools"))
+            dst = &o->tools;
+        else if (!strcmp(a, "--vars"))
+            dst = &o->vars;
+        else if (!strcmp(a, "--bos"))
+            dst = &o->bos;
+        else if (!strcmp(a, "--eos"))
+            dst = &o->eos;
+        else if (!strcmp(a, "--name"))
+            dst = &o->name;
         if (!dst) {
             cli_error("template: unknown option '%s' (see realm template --help)", a);
             return 2;
@@ -144,7 +157,8 @@ static int parse_opts(int argc, char **argv, struct template_opts *o) {
 }
 
 /* Loads the template source and the default bos/eos; 0 or 1 (message printed). */
-static int load_source(const struct template_opts *o, char **src, size_t *len, char **bos, char **eos) {
+static int load_source(const struct template_opts *o, char **src, size_t *len, char **bos,
+                       char **eos) {
     if (o->file) {
         *src = slurp(o->file, len);
         *bos = realm_strndup("", 0);
@@ -158,7 +172,8 @@ static int load_source(const struct template_opts *o, char **src, size_t *len, c
         return 1;
     }
     char key[256];
-    snprintf(key, sizeof key, "tokenizer.chat_template%s%s", o->name ? "." : "", o->name ? o->name : "");
+    snprintf(key, sizeof key, "tokenizer.chat_template%s%s", o->name ? "." : "",
+             o->name ? o->name : "");
     const char *s;
     int rc = 0;
     if (!realm_gguf_get_str(g, key, &s, len)) {
@@ -198,8 +213,8 @@ int cmd_template(int argc, char **argv) {
     if (!(messages = read_json(o.messages, cJSON_Array, "array of messages"))) goto out;
     if (o.tools && !(tools = read_json(o.tools, cJSON_Array, "array of tools"))) goto out;
     if (o.vars && !(extra = read_json(o.vars, cJSON_Object, "object"))) goto out;
-    if (realm_template_chat_vars(messages, tools, o.gen, o.bos ? o.bos : bos, o.eos ? o.eos : eos, extra, &vars,
-                                 &err) != REALM_OK) {
+    if (realm_template_chat_vars(messages, tools, o.gen, o.bos ? o.bos : bos, o.eos ? o.eos : eos,
+                                 extra, &vars, &err) != REALM_OK) {
         cli_error("%s", err.msg);
         goto out;
     }

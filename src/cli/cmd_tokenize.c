@@ -17,24 +17,19 @@
 #include "realm/gguf.h"
 #include "realm/tokenizer.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void tokenize_usage(FILE *f) {
-    fprintf(f, "usage: realm tokenize -m MODEL [--no-bos] [--special] [--pieces] [--timing]\n"
-               "                      TEXT... | - | --file FILE\n\n"
-               "Prints the token ids of TEXT (several arguments are joined with spaces; '-' reads\n"
-               "standard input and --file a file, byte for byte) separated by spaces. Put -- before a\n"
-            "TEXT that starts with '-'.\n\n"
-               "  -m, --model MODEL  a GGUF file (vocab-only files work)\n"
-               "  --no-bos           do not add the BOS/EOS tokens the vocabulary asks for\n"
-               "  --special          parse special-token text such as <|im_start|> into its token\n"
-               "  --pieces           print one token per line: id, a tab, its text (escaped)\n"
-               "  --timing           report load and tokenization time on standard error\n"
-               "  -h, --help         this help\n");
+    fprintf(
+        f, "usage: realm tokenize -m MODEL [--no-bos] [--special] [--pieces] [--timing]\n"
+           "                      TEXT... | - | --file FILE\n\n"
+           "Prints the token ids of TEXT (several arguments are joined with spaces; '-' reads\n"
+           "standard input and --file a file, byte for byte) separated by spaces. Put -- before a\n"
+           "TEXT that starts with '-'.\n\n"
+           "  -m, --model MODEL  a GGUF file (vocab-only files work)\n"
+           "  --no-bos           do not add the BOS/EOS tokens the vocabulary asks for\n"
+           "  --special          parse special-token text such as <|im_start|> into its token\n"
+           "  --pieces           print one token per line: id, a tab, its text (escaped)\n"
+           "  --timing           report load and tokenization time on standard error\n"
+           "  -h, --help         this help\n");
 }
 
 static void detokenize_usage(FILE *f) {
@@ -214,13 +209,13 @@ int cmd_tokenize(int argc, char **argv) {
         if (!text) return 1;
     }
 
-    double t0 = now_s();
+    double t0 = realm_now_s();
     struct realm_tokenizer *t = open_tokenizer(model);
     if (!t) {
         realm_free(text);
         return 1;
     }
-    double t1 = now_s();
+    double t1 = realm_now_s();
     uint32_t flags =
         (no_bos ? 0 : REALM_TOKENIZE_ADD_BOS) | (special ? REALM_TOKENIZE_PARSE_SPECIAL : 0);
     int64_t cap = (int64_t)text_len + 8, n = 0;
@@ -232,7 +227,7 @@ int cmd_tokenize(int argc, char **argv) {
         ids = realm_malloc((size_t)cap * sizeof *ids);
         rc = ids ? realm_tokenize(t, text, text_len, flags, ids, cap, &n) : REALM_E_NOMEM;
     }
-    double t2 = now_s();
+    double t2 = realm_now_s();
     int status = 0;
     if (rc != REALM_OK) {
         cli_error("tokenize: %s", realm_strerror(rc));

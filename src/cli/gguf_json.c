@@ -33,18 +33,30 @@ static int scalar_json(struct realm_buf *b, enum realm_gguf_vtype t, const uint8
     if (!n || n > sizeof v) return REALM_OK;
     memcpy(&v, p, n);
     switch (t) {
-    case REALM_GGUF_UINT8: return realm_buf_printf(b, "%u", (unsigned)v.u8);
-    case REALM_GGUF_INT8: return realm_buf_printf(b, "%d", (int)v.i8);
-    case REALM_GGUF_UINT16: return realm_buf_printf(b, "%u", (unsigned)v.u16);
-    case REALM_GGUF_INT16: return realm_buf_printf(b, "%d", (int)v.i16);
-    case REALM_GGUF_UINT32: return realm_buf_printf(b, "%" PRIu32, v.u32);
-    case REALM_GGUF_INT32: return realm_buf_printf(b, "%" PRId32, v.i32);
-    case REALM_GGUF_UINT64: return realm_buf_printf(b, "%" PRIu64, v.u64);
-    case REALM_GGUF_INT64: return realm_buf_printf(b, "%" PRId64, v.i64);
-    case REALM_GGUF_FLOAT32: return float_json(b, (double)v.f32, 9);
-    case REALM_GGUF_FLOAT64: return float_json(b, v.f64, 17);
-    case REALM_GGUF_BOOL: return realm_buf_puts(b, v.u8 ? "true" : "false");
-    default: return REALM_OK;
+    case REALM_GGUF_UINT8:
+        return realm_buf_printf(b, "%u", (unsigned)v.u8);
+    case REALM_GGUF_INT8:
+        return realm_buf_printf(b, "%d", (int)v.i8);
+    case REALM_GGUF_UINT16:
+        return realm_buf_printf(b, "%u", (unsigned)v.u16);
+    case REALM_GGUF_INT16:
+        return realm_buf_printf(b, "%d", (int)v.i16);
+    case REALM_GGUF_UINT32:
+        return realm_buf_printf(b, "%" PRIu32, v.u32);
+    case REALM_GGUF_INT32:
+        return realm_buf_printf(b, "%" PRId32, v.i32);
+    case REALM_GGUF_UINT64:
+        return realm_buf_printf(b, "%" PRIu64, v.u64);
+    case REALM_GGUF_INT64:
+        return realm_buf_printf(b, "%" PRId64, v.i64);
+    case REALM_GGUF_FLOAT32:
+        return float_json(b, (double)v.f32, 9);
+    case REALM_GGUF_FLOAT64:
+        return float_json(b, v.f64, 17);
+    case REALM_GGUF_BOOL:
+        return realm_buf_puts(b, v.u8 ? "true" : "false");
+    default:
+        return REALM_OK;
     }
 }
 
@@ -62,7 +74,8 @@ static int array_json(struct realm_buf *b, const struct realm_gguf *g, int64_t i
         if (et == REALM_GGUF_STRING) {
             const char *s;
             size_t len;
-            if (!rc && realm_gguf_kv_arr_str(g, i, j, &s, &len)) rc = realm_buf_json_string(b, s, len);
+            if (!rc && realm_gguf_kv_arr_str(g, i, j, &s, &len))
+                rc = realm_buf_json_string(b, s, len);
         } else if (!rc) {
             rc = scalar_json(b, et, (const uint8_t *)data + j * es);
         }

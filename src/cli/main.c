@@ -20,8 +20,12 @@ static const struct command g_commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids (or pieces) of a text"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
     {"serve", cmd_serve, "serve the OpenAI API over HTTP, each tenant's requests in its own guest"},
-    {"template", cmd_template, "render a chat template (the GGUF's or a file) with messages and tools"},
+    {"template", cmd_template,
+     "render a chat template (the GGUF's or a file) with messages and tools"},
     {"key", cmd_key, "add an API key to a tenant in a server config (only its hash is stored)"},
+    {"admin", cmd_admin,
+     "manage tenants, keys, limits, guests and the usage ledger (a state directory, or a server "
+     "with --url)"},
 };
 
 void cli_error(const char *fmt, ...) {

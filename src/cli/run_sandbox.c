@@ -2,8 +2,9 @@
  * run_sandbox.c — `realm run` through the sandbox (the default path; --native bypasses it): the
  * model is loaded natively once, a guest orchestrator (the built-in default guest, or --guest
  * FILE.wasm) runs in its own Wasmtime store, receives the run options as a request JSON, and
- * streams text back through emit. Prints the native path's summary line plus the sandbox's own
- * time (guest code and host calls).
+ * streams text back through emit. The model is built as the server builds it (realm_served) and the
+ * guest decodes through the same scheduler. Prints the native path's summary line plus the
+ * sandbox's own time (guest code and host calls).
  *
  * The default guest (build/guest/default.wasm) is embedded in the binary at build time
  * (REALM_DEFAULT_GUEST, set by cmake/guests.cmake), so `realm run` works from any directory.
@@ -19,6 +20,7 @@
 #include "realm/gguf.h"
 #include "realm/model.h"
 #include "realm/sandbox.h"
+#include "realm/served.h"
 #include "realm/threadpool.h"
 #include "realm/tokenizer.h"
 
@@ -60,7 +62,8 @@ static char *build_request(const struct cli_run_opts *o) {
             return NULL;
         }
         cJSON *a = cJSON_AddArrayToObject(r, "tokens");
-        for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(toks[i]));
+        for (int i = 0; a && i < n; i++)
+            cJSON_AddItemToArray(a, cJSON_CreateNumber(toks[i]));
         free(toks);
     } else {
         cJSON_AddStringToObject(r, "prompt", o->prompt ? o->prompt : "");
@@ -89,9 +92,7 @@ static const char *base_name(const char *path) {
 
 int cli_run_sandbox(const struct cli_run_opts *o) {
     struct realm_gguf *g = NULL;
-    struct realm_model *m = NULL;
-    struct realm_tokenizer *tok = NULL;
-    struct realm_engine *e = NULL;
+    struct realm_served *sv = NULL;
     struct realm_sbx_host *host = NULL;
     struct realm_sbx_module *mod = NULL;
     struct realm_sbx_tenant *ten = NULL;
@@ -104,31 +105,37 @@ int cli_run_sandbox(const struct cli_run_opts *o) {
         return 2;
     }
     if (o->seed_set && o->seed >= (1ull << 53)) {
-        cli_error("--seed: %llu: the sandboxed path takes seeds below 2^53", (unsigned long long)o->seed);
+        cli_error("--seed: %llu: the sandboxed path takes seeds below 2^53",
+                  (unsigned long long)o->seed);
         return 2;
     }
     if (!(req_json = build_request(o))) return 2;
-    if (cli_model_open(o->model, &g, &m)) goto out;
-    if (realm_tokenizer_load(g, &tok, &err)) {
-        cli_error("%s: no usable tokenizer (%s); the sandboxed path needs one (or use --native)",
-                  o->model, err.msg);
-        goto out;
-    }
-    int32_t batch = o->batch > 0 ? o->batch : 512;
-    if (realm_engine_new(m, o->threads, batch, &e, &err)) {
+    if (realm_gguf_open(o->model, &g, &err)) {
         cli_error("%s", err.msg);
         goto out;
     }
+    /* the server's decode path (scheduler over engine and paged KV), with the prompt run in
+     * chunks of --batch rows as the native path does */
+    int32_t batch = o->batch > 0 ? o->batch : 512;
+    const struct realm_served_params sp = {
+        .threads = o->threads, .max_batch = batch, .prefill_chunk = batch};
+    if (realm_served_new(g, &sp, &sv, &err)) {
+        cli_error("%s: %s", o->model, err.msg);
+        goto out;
+    }
 
-    double t0 = cli_now();
+    double t0 = realm_now_s();
     /* one tenant: a small instance pool (each slot reserves address space for a memory) */
     struct realm_sbx_config sc = {.max_instances = 4};
     if (realm_sbx_host_new(&sc, &host, &err)) {
         cli_error("%s", err.msg);
         goto out;
     }
-    struct realm_sbx_model_desc md = {
-        .name = base_name(o->model), .model = m, .tok = tok, .engine = e, .max_batch = batch};
+    struct realm_sbx_model_desc md = {.name = base_name(o->model),
+                                      .model = sv->model,
+                                      .tok = sv->tok,
+                                      .sched = sv->sched,
+                                      .kv_pool = sv->kv};
     if (realm_sbx_host_add_model(host, &md, &err)) {
         cli_error("%s", err.msg);
         goto out;
@@ -155,7 +162,7 @@ int cli_run_sandbox(const struct cli_run_opts *o) {
         cli_error("%s", err.msg);
         goto out;
     }
-    double t_setup = cli_now() - t0;
+    double t_setup = realm_now_s() - t0;
 
     size_t emitted = 0;
     struct realm_sbx_request rq;
@@ -173,14 +180,17 @@ int cli_run_sandbox(const struct cli_run_opts *o) {
     double t_prefill = (double)u->prefill_ns * 1e-9;
     double t_decode = (double)(u->total_ns - u->prefill_end_ns) * 1e-9;
     const char *stop = NULL;
-    if (u->finish_reason == REALM_ABI_FINISH_STOP) stop = "end of generation";
-    else if (u->finish_reason == REALM_ABI_FINISH_LENGTH && n_gen < o->n_predict) stop = "context full";
+    if (u->finish_reason == REALM_ABI_FINISH_STOP)
+        stop = "end of generation";
+    else if (u->finish_reason == REALM_ABI_FINISH_LENGTH && n_gen < o->n_predict)
+        stop = "context full";
     if (n_prompt < 0 || n_gen < 0) { /* a guest that does not report usage: what the host saw */
         fprintf(stderr,
-                "realm: the guest reported no usage; %lld tokens decoded in %lld calls, sandbox: guest %.1f ms, "
+                "realm: the guest reported no usage; %lld tokens decoded in %lld calls, sandbox: "
+                "guest %.1f ms, "
                 "host calls %.1f ms, setup %.1f ms\n",
-                (long long)u->decoded_tokens, (long long)u->decode_calls, (double)u->guest_ns * 1e-6,
-                (double)u->host_ns * 1e-6, t_setup * 1e3);
+                (long long)u->decoded_tokens, (long long)u->decode_calls,
+                (double)u->guest_ns * 1e-6, (double)u->host_ns * 1e-6, t_setup * 1e3);
         status = 0;
         goto out;
     }
@@ -189,8 +199,8 @@ int cli_run_sandbox(const struct cli_run_opts *o) {
             "(%d threads%s%s), sandbox: guest %.1f ms, host calls %.1f ms, setup %.1f ms%s\n",
             n_prompt, n_gen, t_prefill > 0 ? n_prompt / t_prefill : 0.0,
             n_fwd > 0 && t_decode > 0 ? (double)n_fwd / t_decode : 0.0,
-            o->threads > 0 ? o->threads : realm_cpu_count(), stop ? ", stopped: " : "", stop ? stop : "",
-            (double)u->guest_ns * 1e-6, (double)u->host_ns * 1e-6, t_setup * 1e3,
+            o->threads > 0 ? o->threads : realm_cpu_count(), stop ? ", stopped: " : "",
+            stop ? stop : "", (double)u->guest_ns * 1e-6, (double)u->host_ns * 1e-6, t_setup * 1e3,
             realm_sbx_module_cached(mod) ? " (cached module)" : "");
     status = 0;
 out:
@@ -198,9 +208,7 @@ out:
     realm_sbx_module_free(mod);
     realm_sbx_host_free(host);
     cJSON_free(req_json);
-    realm_engine_free(e);
-    realm_tokenizer_free(tok);
-    realm_model_free(m);
+    realm_served_free(sv);
     realm_gguf_close(g);
     return status;
 }

@@ -24,28 +24,28 @@
 #include "realm/alloc.h"
 #include "realm/types.h"
 
-#define GGUF_MAGIC 0x46554747u   /* "GGUF" little-endian */
+#define GGUF_MAGIC 0x46554747u /* "GGUF" little-endian */
 #define GGUF_DEFAULT_ALIGNMENT 32
-#define MAX_KEY_LEN 65535        /* keys are short ASCII paths; a bigger one is garbage */
-#define MAX_NAME_LEN 1024        /* ggml's GGML_MAX_NAME is 64; be lenient but bounded */
-#define MAX_ARRAY_DEPTH 8        /* nested arrays deeper than this are rejected */
+#define MAX_KEY_LEN 65535 /* keys are short ASCII paths; a bigger one is garbage */
+#define MAX_NAME_LEN 1024 /* ggml's GGML_MAX_NAME is 64; be lenient but bounded */
+#define MAX_ARRAY_DEPTH 8 /* nested arrays deeper than this are rejected */
 
 struct kv {
-    const char *key;          /* NUL-terminated copy */
+    const char *key; /* NUL-terminated copy */
     enum realm_gguf_vtype type;
-    const uint8_t *val;       /* the value's bytes in the mapping (after the type field) */
+    const uint8_t *val; /* the value's bytes in the mapping (after the type field) */
     /* arrays only */
     enum realm_gguf_vtype arr_type;
     uint64_t arr_n;
-    const uint8_t *arr_data;  /* first element */
-    uint64_t *str_off;        /* string arrays: offset (from arr_data) of each element's length */
+    const uint8_t *arr_data; /* first element */
+    uint64_t *str_off;       /* string arrays: offset (from arr_data) of each element's length */
 };
 
 struct realm_gguf {
     char *path;
     const uint8_t *base;
     size_t size;
-    int mapped;               /* 1: munmap on close */
+    int mapped; /* 1: munmap on close */
     uint32_t version;
     uint64_t alignment;
     uint64_t data_offset;
@@ -70,12 +70,15 @@ struct cursor {
     struct realm_err *err;
 };
 
-static size_t remaining(const struct cursor *c) { return c->size - c->pos; }
+static size_t remaining(const struct cursor *c) {
+    return c->size - c->pos;
+}
 
 static int need(struct cursor *c, uint64_t n, const char *what) {
     if (n > remaining(c))
         return realm_err_set(c->err, REALM_E_FORMAT,
-                             "%s: %s at offset %zu needs %" PRIu64 " bytes, file has %zu left (truncated?)",
+                             "%s: %s at offset %zu needs %" PRIu64
+                             " bytes, file has %zu left (truncated?)",
                              c->name, what, c->pos, n, remaining(c));
     return REALM_OK;
 }
@@ -97,12 +100,14 @@ static int read_u64(struct cursor *c, uint64_t *out, const char *what) {
 }
 
 /* A GGUF string: u64 length + bytes. *s points into the file. */
-static int read_str(struct cursor *c, const char **s, uint64_t *len, uint64_t max_len, const char *what) {
+static int read_str(struct cursor *c, const char **s, uint64_t *len, uint64_t max_len,
+                    const char *what) {
     int rc = read_u64(c, len, what);
     if (rc) return rc;
     if (*len > max_len)
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: %s at offset %zu has length %" PRIu64 ", limit %" PRIu64,
-                             c->name, what, c->pos - 8, *len, max_len);
+        return realm_err_set(c->err, REALM_E_FORMAT,
+                             "%s: %s at offset %zu has length %" PRIu64 ", limit %" PRIu64, c->name,
+                             what, c->pos - 8, *len, max_len);
     if ((rc = need(c, *len, what))) return rc;
     *s = (const char *)c->base + c->pos;
     c->pos += *len;
@@ -113,35 +118,50 @@ static int read_str(struct cursor *c, const char **s, uint64_t *len, uint64_t ma
 
 size_t realm_gguf_vtype_size(enum realm_gguf_vtype t) {
     switch (t) {
-    case REALM_GGUF_UINT8: case REALM_GGUF_INT8: case REALM_GGUF_BOOL: return 1;
-    case REALM_GGUF_UINT16: case REALM_GGUF_INT16: return 2;
-    case REALM_GGUF_UINT32: case REALM_GGUF_INT32: case REALM_GGUF_FLOAT32: return 4;
-    case REALM_GGUF_UINT64: case REALM_GGUF_INT64: case REALM_GGUF_FLOAT64: return 8;
-    default: return 0;
+    case REALM_GGUF_UINT8:
+    case REALM_GGUF_INT8:
+    case REALM_GGUF_BOOL:
+        return 1;
+    case REALM_GGUF_UINT16:
+    case REALM_GGUF_INT16:
+        return 2;
+    case REALM_GGUF_UINT32:
+    case REALM_GGUF_INT32:
+    case REALM_GGUF_FLOAT32:
+        return 4;
+    case REALM_GGUF_UINT64:
+    case REALM_GGUF_INT64:
+    case REALM_GGUF_FLOAT64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
 const char *realm_gguf_vtype_name(enum realm_gguf_vtype t) {
-    static const char *names[REALM_GGUF_VTYPE_COUNT] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32",
-                                                        "bool", "str", "arr", "u64", "i64", "f64"};
+    static const char *names[REALM_GGUF_VTYPE_COUNT] = {
+        "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "str", "arr", "u64", "i64", "f64"};
     return (unsigned)t < REALM_GGUF_VTYPE_COUNT ? names[t] : "?";
 }
 
-static int valid_vtype(uint32_t t) { return t < REALM_GGUF_VTYPE_COUNT; }
+static int valid_vtype(uint32_t t) {
+    return t < REALM_GGUF_VTYPE_COUNT;
+}
 
 /* Skips over one value of type t (validating nested arrays); used for elements of nested arrays. */
 static int skip_value(struct cursor *c, uint32_t t, int depth, const char *key);
 
 static int skip_array_body(struct cursor *c, uint32_t et, uint64_t n, int depth, const char *key) {
     if (!valid_vtype(et))
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: key '%s': unknown array element type %u", c->name,
-                             key, et);
+        return realm_err_set(c->err, REALM_E_FORMAT, "%s: key '%s': unknown array element type %u",
+                             c->name, key, et);
     size_t es = realm_gguf_vtype_size(et);
     if (es) {
         uint64_t bytes;
         if (realm_mul_u64(n, es, &bytes))
-            return realm_err_set(c->err, REALM_E_FORMAT, "%s: key '%s': array of %" PRIu64 " elements overflows",
-                                 c->name, key, n);
+            return realm_err_set(c->err, REALM_E_FORMAT,
+                                 "%s: key '%s': array of %" PRIu64 " elements overflows", c->name,
+                                 key, n);
         int rc = need(c, bytes, "array data");
         if (rc) return rc;
         c->pos += bytes;
@@ -152,8 +172,8 @@ static int skip_array_body(struct cursor *c, uint32_t et, uint64_t n, int depth,
     uint64_t min = et == REALM_GGUF_STRING ? 8 : 12;
     if (n > remaining(c) / min)
         return realm_err_set(c->err, REALM_E_FORMAT,
-                             "%s: key '%s': array claims %" PRIu64 " elements, only %zu bytes left", c->name, key,
-                             n, remaining(c));
+                             "%s: key '%s': array claims %" PRIu64 " elements, only %zu bytes left",
+                             c->name, key, n, remaining(c));
     for (uint64_t i = 0; i < n; i++) {
         int rc = skip_value(c, et, depth, key);
         if (rc) return rc;
@@ -169,8 +189,9 @@ static int skip_value(struct cursor *c, uint32_t t, int depth, const char *key) 
     }
     if (t == REALM_GGUF_ARRAY) {
         if (depth >= MAX_ARRAY_DEPTH)
-            return realm_err_set(c->err, REALM_E_FORMAT, "%s: key '%s': arrays nested deeper than %d", c->name,
-                                 key, MAX_ARRAY_DEPTH);
+            return realm_err_set(c->err, REALM_E_FORMAT,
+                                 "%s: key '%s': arrays nested deeper than %d", c->name, key,
+                                 MAX_ARRAY_DEPTH);
         uint32_t et;
         uint64_t n;
         int rc = read_u32(c, &et, "array type");
@@ -189,13 +210,15 @@ static int skip_value(struct cursor *c, uint32_t t, int depth, const char *key) 
 
 static uint64_t hash_str(const char *s) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    while (*s) h = (h ^ (uint8_t)*s++) * 1099511628211ull;
+    while (*s)
+        h = (h ^ (uint8_t)*s++) * 1099511628211ull;
     return h;
 }
 
 static int64_t *index_new(int64_t n, uint64_t *cap_out) {
     uint64_t cap = 16;
-    while (cap < (uint64_t)n * 2) cap <<= 1;
+    while (cap < (uint64_t)n * 2)
+        cap <<= 1;
     int64_t *idx = realm_malloc(cap * sizeof *idx);
     if (!idx) return NULL;
     memset(idx, 0xff, cap * sizeof *idx); /* all -1 */
@@ -206,8 +229,8 @@ static int64_t *index_new(int64_t n, uint64_t *cap_out) {
 /* Looks up `name`; name_of(i) gives the name of entry i. Returns the entry or -1, and the slot. */
 typedef const char *(*name_fn)(const struct realm_gguf *g, int64_t i);
 
-static int64_t index_find(const struct realm_gguf *g, const int64_t *idx, uint64_t cap, name_fn name_of,
-                          const char *name, uint64_t *slot_out) {
+static int64_t index_find(const struct realm_gguf *g, const int64_t *idx, uint64_t cap,
+                          name_fn name_of, const char *name, uint64_t *slot_out) {
     uint64_t slot = hash_str(name) & (cap - 1);
     for (;;) {
         int64_t e = idx[slot];
@@ -219,8 +242,12 @@ static int64_t index_find(const struct realm_gguf *g, const int64_t *idx, uint64
     }
 }
 
-static const char *kv_name(const struct realm_gguf *g, int64_t i) { return g->kvs[i].key; }
-static const char *tensor_name(const struct realm_gguf *g, int64_t i) { return g->tensors[i].name; }
+static const char *kv_name(const struct realm_gguf *g, int64_t i) {
+    return g->kvs[i].key;
+}
+static const char *tensor_name(const struct realm_gguf *g, int64_t i) {
+    return g->tensors[i].name;
+}
 
 /* ---- parsing ---- */
 
@@ -230,10 +257,13 @@ static int parse_kv(struct realm_gguf *g, struct cursor *c, int64_t i) {
     uint64_t key_len;
     int rc = read_str(c, &key, &key_len, MAX_KEY_LEN, "key");
     if (rc) return rc;
-    if (key_len == 0) return realm_err_set(c->err, REALM_E_FORMAT, "%s: key %" PRId64 " is empty", c->name, i);
+    if (key_len == 0)
+        return realm_err_set(c->err, REALM_E_FORMAT, "%s: key %" PRId64 " is empty", c->name, i);
     if (memchr(key, 0, key_len))
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: key %" PRId64 " contains a NUL byte", c->name, i);
-    if (!(kv->key = realm_strndup(key, key_len))) return realm_err_set(c->err, REALM_E_NOMEM, "%s: out of memory", c->name);
+        return realm_err_set(c->err, REALM_E_FORMAT, "%s: key %" PRId64 " contains a NUL byte",
+                             c->name, i);
+    if (!(kv->key = realm_strndup(key, key_len)))
+        return realm_err_set(c->err, REALM_E_NOMEM, "%s: out of memory", c->name);
 
     uint64_t slot;
     if (index_find(g, g->key_index, g->key_index_cap, kv_name, kv->key, &slot) >= 0)
@@ -243,16 +273,18 @@ static int parse_kv(struct realm_gguf *g, struct cursor *c, int64_t i) {
     uint32_t t;
     if ((rc = read_u32(c, &t, "value type"))) return rc;
     if (!valid_vtype(t))
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: key '%s': unknown value type %u", c->name, kv->key, t);
+        return realm_err_set(c->err, REALM_E_FORMAT, "%s: key '%s': unknown value type %u", c->name,
+                             kv->key, t);
     kv->type = (enum realm_gguf_vtype)t;
     kv->val = c->base + c->pos;
     if (t != REALM_GGUF_ARRAY) return skip_value(c, t, 0, kv->key);
 
     uint32_t et;
-    if ((rc = read_u32(c, &et, "array type")) || (rc = read_u64(c, &kv->arr_n, "array length"))) return rc;
+    if ((rc = read_u32(c, &et, "array type")) || (rc = read_u64(c, &kv->arr_n, "array length")))
+        return rc;
     if (!valid_vtype(et))
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: key '%s': unknown array element type %u", c->name,
-                             kv->key, et);
+        return realm_err_set(c->err, REALM_E_FORMAT, "%s: key '%s': unknown array element type %u",
+                             c->name, kv->key, et);
     kv->arr_type = (enum realm_gguf_vtype)et;
     kv->arr_data = c->base + c->pos;
     if (et != REALM_GGUF_STRING) return skip_array_body(c, et, kv->arr_n, 1, kv->key);
@@ -260,8 +292,8 @@ static int parse_kv(struct realm_gguf *g, struct cursor *c, int64_t i) {
     /* string array: record each element's offset for random access */
     if (kv->arr_n > remaining(c) / 8)
         return realm_err_set(c->err, REALM_E_FORMAT,
-                             "%s: key '%s': array claims %" PRIu64 " strings, only %zu bytes left", c->name,
-                             kv->key, kv->arr_n, remaining(c));
+                             "%s: key '%s': array claims %" PRIu64 " strings, only %zu bytes left",
+                             c->name, kv->key, kv->arr_n, remaining(c));
     kv->str_off = realm_malloc((kv->arr_n ? kv->arr_n : 1) * sizeof *kv->str_off);
     if (!kv->str_off) return realm_err_set(c->err, REALM_E_NOMEM, "%s: out of memory", c->name);
     for (uint64_t j = 0; j < kv->arr_n; j++) {
@@ -278,13 +310,14 @@ static int parse_alignment(struct realm_gguf *g, struct cursor *c) {
     int64_t i = realm_gguf_find_key(g, "general.alignment");
     if (i < 0) return REALM_OK;
     if (g->kvs[i].type != REALM_GGUF_UINT32)
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: general.alignment has type %s, expected u32", c->name,
+        return realm_err_set(c->err, REALM_E_FORMAT,
+                             "%s: general.alignment has type %s, expected u32", c->name,
                              realm_gguf_vtype_name(g->kvs[i].type));
     uint32_t a;
     memcpy(&a, g->kvs[i].val, 4);
     if (a == 0 || (a & (a - 1)))
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: general.alignment is %u, expected a power of two",
-                             c->name, a);
+        return realm_err_set(c->err, REALM_E_FORMAT,
+                             "%s: general.alignment is %u, expected a power of two", c->name, a);
     g->alignment = a;
     return REALM_OK;
 }
@@ -296,44 +329,52 @@ static int parse_tensor_info(struct realm_gguf *g, struct cursor *c, int64_t i) 
     int rc = read_str(c, &name, &name_len, MAX_NAME_LEN, "tensor name");
     if (rc) return rc;
     if (memchr(name, 0, name_len))
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: tensor %" PRId64 " name contains a NUL byte", c->name, i);
-    if (!(t->name = realm_strndup(name, name_len))) return realm_err_set(c->err, REALM_E_NOMEM, "%s: out of memory", c->name);
+        return realm_err_set(c->err, REALM_E_FORMAT,
+                             "%s: tensor %" PRId64 " name contains a NUL byte", c->name, i);
+    if (!(t->name = realm_strndup(name, name_len)))
+        return realm_err_set(c->err, REALM_E_NOMEM, "%s: out of memory", c->name);
 
     uint64_t slot;
     if (index_find(g, g->tensor_index, g->tensor_index_cap, tensor_name, t->name, &slot) >= 0)
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: duplicate tensor name '%s'", c->name, t->name);
+        return realm_err_set(c->err, REALM_E_FORMAT, "%s: duplicate tensor name '%s'", c->name,
+                             t->name);
     g->tensor_index[slot] = i;
 
     if ((rc = read_u32(c, &t->n_dims, "tensor n_dims"))) return rc;
     if (t->n_dims < 1 || t->n_dims > REALM_GGUF_MAX_DIMS)
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: tensor '%s' has %u dimensions, expected 1..%d", c->name,
-                             t->name, t->n_dims, REALM_GGUF_MAX_DIMS);
+        return realm_err_set(c->err, REALM_E_FORMAT,
+                             "%s: tensor '%s' has %u dimensions, expected 1..%d", c->name, t->name,
+                             t->n_dims, REALM_GGUF_MAX_DIMS);
     uint64_t n_elem = 1;
     for (int d = 0; d < REALM_GGUF_MAX_DIMS; d++) {
         uint64_t ne = 1;
         if ((uint32_t)d < t->n_dims && (rc = read_u64(c, &ne, "tensor dimension"))) return rc;
-        if (ne > (uint64_t)INT64_MAX || realm_mul_u64(n_elem, ne, &n_elem) || n_elem > (uint64_t)INT64_MAX)
-            return realm_err_set(c->err, REALM_E_FORMAT, "%s: tensor '%s': element count overflows", c->name,
-                                 t->name);
+        if (ne > (uint64_t)INT64_MAX || realm_mul_u64(n_elem, ne, &n_elem) ||
+            n_elem > (uint64_t)INT64_MAX)
+            return realm_err_set(c->err, REALM_E_FORMAT, "%s: tensor '%s': element count overflows",
+                                 c->name, t->name);
         t->ne[d] = (int64_t)ne;
     }
     if ((rc = read_u32(c, &t->type, "tensor type"))) return rc;
     const struct realm_type_info *ti = realm_type_get(t->type);
     if (!ti)
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: tensor '%s' has unknown type %u", c->name, t->name,
-                             t->type);
+        return realm_err_set(c->err, REALM_E_FORMAT, "%s: tensor '%s' has unknown type %u", c->name,
+                             t->name, t->type);
     if (t->ne[0] % ti->block_size)
         return realm_err_set(c->err, REALM_E_FORMAT,
-                             "%s: tensor '%s': row length %" PRId64 " is not a multiple of the %s block size %" PRId64,
+                             "%s: tensor '%s': row length %" PRId64
+                             " is not a multiple of the %s block size %" PRId64,
                              c->name, t->name, t->ne[0], ti->name, ti->block_size);
     uint64_t size;
     if (realm_mul_u64(n_elem / (uint64_t)ti->block_size, ti->type_size, &size) || size > SIZE_MAX)
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: tensor '%s': byte size overflows", c->name, t->name);
+        return realm_err_set(c->err, REALM_E_FORMAT, "%s: tensor '%s': byte size overflows",
+                             c->name, t->name);
     t->size = (size_t)size;
     if ((rc = read_u64(c, &t->offset, "tensor offset"))) return rc;
     if (t->offset % g->alignment)
         return realm_err_set(c->err, REALM_E_FORMAT,
-                             "%s: tensor '%s': offset %" PRIu64 " is not a multiple of the alignment %" PRIu64,
+                             "%s: tensor '%s': offset %" PRIu64
+                             " is not a multiple of the alignment %" PRIu64,
                              c->name, t->name, t->offset, g->alignment);
     return REALM_OK;
 }
@@ -345,16 +386,18 @@ static int place_tensors(struct realm_gguf *g, struct cursor *c) {
     uint64_t pad = (g->alignment - start % g->alignment) % g->alignment;
     g->data_offset = start + pad;
     if (g->n_tensors > 0 && g->data_offset > c->size)
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: tensor data section starts at %" PRIu64
-                             " past end of file (%zu bytes)", c->name, g->data_offset, c->size);
+        return realm_err_set(c->err, REALM_E_FORMAT,
+                             "%s: tensor data section starts at %" PRIu64
+                             " past end of file (%zu bytes)",
+                             c->name, g->data_offset, c->size);
     for (int64_t i = 0; i < g->n_tensors; i++) {
         struct realm_gguf_tensor *t = &g->tensors[i];
         uint64_t begin, end;
-        if (realm_add_u64(g->data_offset, t->offset, &begin) || realm_add_u64(begin, t->size, &end) ||
-            end > c->size)
+        if (realm_add_u64(g->data_offset, t->offset, &begin) ||
+            realm_add_u64(begin, t->size, &end) || end > c->size)
             return realm_err_set(c->err, REALM_E_FORMAT,
-                                 "%s: tensor '%s' extends past end of file (offset %" PRIu64 " + %zu bytes, data at %"
-                                 PRIu64 ", file %zu bytes)",
+                                 "%s: tensor '%s' extends past end of file (offset %" PRIu64
+                                 " + %zu bytes, data at %" PRIu64 ", file %zu bytes)",
                                  c->name, t->name, t->offset, t->size, g->data_offset, c->size);
         t->data = c->base + begin;
     }
@@ -365,26 +408,30 @@ static int parse(struct realm_gguf *g, struct cursor *c) {
     uint32_t magic;
     int rc;
     if (c->size < 24)
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: file has %zu bytes, a GGUF header needs 24", c->name,
-                             c->size);
+        return realm_err_set(c->err, REALM_E_FORMAT,
+                             "%s: file has %zu bytes, a GGUF header needs 24", c->name, c->size);
     if ((rc = read_u32(c, &magic, "magic"))) return rc;
     if (magic != GGUF_MAGIC)
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: bad magic 0x%08x, expected 0x%08x (\"GGUF\")", c->name,
-                             magic, GGUF_MAGIC);
+        return realm_err_set(c->err, REALM_E_FORMAT,
+                             "%s: bad magic 0x%08x, expected 0x%08x (\"GGUF\")", c->name, magic,
+                             GGUF_MAGIC);
     if ((rc = read_u32(c, &g->version, "version"))) return rc;
     if (g->version != 2 && g->version != 3)
         return realm_err_set(c->err, g->version == 1 ? REALM_E_UNSUPPORTED : REALM_E_FORMAT,
                              "%s: GGUF version %u, expected 2 or 3", c->name, g->version);
     uint64_t n_tensors, n_kv;
-    if ((rc = read_u64(c, &n_tensors, "tensor count")) || (rc = read_u64(c, &n_kv, "kv count"))) return rc;
-    /* each kv takes at least 8 (key len) + 1 + 4 + 1 bytes, each tensor info at least 8 + 1 + 4 + 8 + 4 + 8 */
+    if ((rc = read_u64(c, &n_tensors, "tensor count")) || (rc = read_u64(c, &n_kv, "kv count")))
+        return rc;
+    /* each kv takes at least 8 (key len) + 1 + 4 + 1 bytes, each tensor info at least 8 + 1 + 4 + 8
+     * + 4 + 8 */
     if (n_kv > remaining(c) / 14)
-        return realm_err_set(c->err, REALM_E_FORMAT, "%s: kv count %" PRIu64 " is impossible for a %zu-byte file",
-                             c->name, n_kv, c->size);
+        return realm_err_set(c->err, REALM_E_FORMAT,
+                             "%s: kv count %" PRIu64 " is impossible for a %zu-byte file", c->name,
+                             n_kv, c->size);
     if (n_tensors > remaining(c) / 33)
         return realm_err_set(c->err, REALM_E_FORMAT,
-                             "%s: tensor count %" PRIu64 " is impossible for a %zu-byte file", c->name, n_tensors,
-                             c->size);
+                             "%s: tensor count %" PRIu64 " is impossible for a %zu-byte file",
+                             c->name, n_tensors, c->size);
     g->n_kv = (int64_t)n_kv;
     g->n_tensors = (int64_t)n_tensors;
     g->kvs = realm_calloc(n_kv ? n_kv : 1, sizeof *g->kvs);
@@ -447,12 +494,14 @@ int realm_gguf_open(const char *path, struct realm_gguf **out, struct realm_err 
     size_t size = (size_t)st.st_size;
     if (size < 24) {
         close(fd);
-        return realm_err_set(err, REALM_E_FORMAT, "%s: file has %zu bytes, a GGUF header needs 24", path, size);
+        return realm_err_set(err, REALM_E_FORMAT, "%s: file has %zu bytes, a GGUF header needs 24",
+                             path, size);
     }
     void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
     int e = errno;
     close(fd); /* the mapping keeps the file alive */
-    if (map == MAP_FAILED) return realm_err_set(err, REALM_E_IO, "%s: cannot mmap: %s", path, strerror(e));
+    if (map == MAP_FAILED)
+        return realm_err_set(err, REALM_E_IO, "%s: cannot mmap: %s", path, strerror(e));
     int rc = open_common(map, size, path, 1, out, err);
     if (rc) munmap(map, size);
     return rc;
@@ -466,7 +515,8 @@ void realm_gguf_close(struct realm_gguf *g) {
             realm_free(g->kvs[i].str_off);
         }
     if (g->tensors)
-        for (int64_t i = 0; i < g->n_tensors; i++) realm_free((void *)g->tensors[i].name);
+        for (int64_t i = 0; i < g->n_tensors; i++)
+            realm_free((void *)g->tensors[i].name);
     realm_free(g->kvs);
     realm_free(g->tensors);
     realm_free(g->key_index);
@@ -478,13 +528,27 @@ void realm_gguf_close(struct realm_gguf *g) {
 
 /* ---- accessors ---- */
 
-uint32_t realm_gguf_version(const struct realm_gguf *g) { return g->version; }
-size_t realm_gguf_file_size(const struct realm_gguf *g) { return g->size; }
-uint64_t realm_gguf_alignment(const struct realm_gguf *g) { return g->alignment; }
-uint64_t realm_gguf_data_offset(const struct realm_gguf *g) { return g->data_offset; }
-const char *realm_gguf_path(const struct realm_gguf *g) { return g->path; }
-int64_t realm_gguf_n_kv(const struct realm_gguf *g) { return g->n_kv; }
-int64_t realm_gguf_n_tensors(const struct realm_gguf *g) { return g->n_tensors; }
+uint32_t realm_gguf_version(const struct realm_gguf *g) {
+    return g->version;
+}
+size_t realm_gguf_file_size(const struct realm_gguf *g) {
+    return g->size;
+}
+uint64_t realm_gguf_alignment(const struct realm_gguf *g) {
+    return g->alignment;
+}
+uint64_t realm_gguf_data_offset(const struct realm_gguf *g) {
+    return g->data_offset;
+}
+const char *realm_gguf_path(const struct realm_gguf *g) {
+    return g->path;
+}
+int64_t realm_gguf_n_kv(const struct realm_gguf *g) {
+    return g->n_kv;
+}
+int64_t realm_gguf_n_tensors(const struct realm_gguf *g) {
+    return g->n_tensors;
+}
 
 int64_t realm_gguf_find_key(const struct realm_gguf *g, const char *name) {
     return index_find(g, g->key_index, g->key_index_cap, kv_name, name, NULL);
@@ -502,7 +566,8 @@ const struct realm_gguf_tensor *realm_gguf_tensor(const struct realm_gguf *g, in
     return (i >= 0 && i < g->n_tensors) ? &g->tensors[i] : NULL;
 }
 
-const struct realm_gguf_tensor *realm_gguf_find_tensor(const struct realm_gguf *g, const char *name) {
+const struct realm_gguf_tensor *realm_gguf_find_tensor(const struct realm_gguf *g,
+                                                       const char *name) {
     int64_t i = index_find(g, g->tensor_index, g->tensor_index_cap, tensor_name, name, NULL);
     return i >= 0 ? &g->tensors[i] : NULL;
 }
@@ -513,22 +578,54 @@ static const struct kv *find_kv(const struct realm_gguf *g, const char *key) {
 }
 
 /* Integer value of a scalar kv as signed/unsigned 64-bit; false if not an integer type. */
-static bool kv_int(enum realm_gguf_vtype t, const uint8_t *p, int64_t *s, uint64_t *u, bool *is_signed) {
-    union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32; uint64_t u64; int64_t i64; } v;
+static bool kv_int(enum realm_gguf_vtype t, const uint8_t *p, int64_t *s, uint64_t *u,
+                   bool *is_signed) {
+    union {
+        uint8_t u8;
+        int8_t i8;
+        uint16_t u16;
+        int16_t i16;
+        uint32_t u32;
+        int32_t i32;
+        uint64_t u64;
+        int64_t i64;
+    } v;
     size_t n = realm_gguf_vtype_size(t);
-    if (!n || t == REALM_GGUF_FLOAT32 || t == REALM_GGUF_FLOAT64 || t == REALM_GGUF_BOOL) return false;
+    if (!n || t == REALM_GGUF_FLOAT32 || t == REALM_GGUF_FLOAT64 || t == REALM_GGUF_BOOL)
+        return false;
     memcpy(&v, p, n);
     *is_signed = true;
     switch (t) {
-    case REALM_GGUF_UINT8: *u = v.u8; *is_signed = false; break;
-    case REALM_GGUF_UINT16: *u = v.u16; *is_signed = false; break;
-    case REALM_GGUF_UINT32: *u = v.u32; *is_signed = false; break;
-    case REALM_GGUF_UINT64: *u = v.u64; *is_signed = false; break;
-    case REALM_GGUF_INT8: *s = v.i8; break;
-    case REALM_GGUF_INT16: *s = v.i16; break;
-    case REALM_GGUF_INT32: *s = v.i32; break;
-    case REALM_GGUF_INT64: *s = v.i64; break;
-    default: return false;
+    case REALM_GGUF_UINT8:
+        *u = v.u8;
+        *is_signed = false;
+        break;
+    case REALM_GGUF_UINT16:
+        *u = v.u16;
+        *is_signed = false;
+        break;
+    case REALM_GGUF_UINT32:
+        *u = v.u32;
+        *is_signed = false;
+        break;
+    case REALM_GGUF_UINT64:
+        *u = v.u64;
+        *is_signed = false;
+        break;
+    case REALM_GGUF_INT8:
+        *s = v.i8;
+        break;
+    case REALM_GGUF_INT16:
+        *s = v.i16;
+        break;
+    case REALM_GGUF_INT32:
+        *s = v.i32;
+        break;
+    case REALM_GGUF_INT64:
+        *s = v.i64;
+        break;
+    default:
+        return false;
     }
     return true;
 }
@@ -593,15 +690,16 @@ static void str_at(const uint8_t *p, const char **out, size_t *len) {
     *out = (const char *)p + 8;
 }
 
-bool realm_gguf_get_str(const struct realm_gguf *g, const char *key, const char **out, size_t *len) {
+bool realm_gguf_get_str(const struct realm_gguf *g, const char *key, const char **out,
+                        size_t *len) {
     const struct kv *kv = find_kv(g, key);
     if (!kv || kv->type != REALM_GGUF_STRING) return false;
     str_at(kv->val, out, len);
     return true;
 }
 
-bool realm_gguf_get_arr(const struct realm_gguf *g, const char *key, enum realm_gguf_vtype *elem_type,
-                        uint64_t *n, const void **data) {
+bool realm_gguf_get_arr(const struct realm_gguf *g, const char *key,
+                        enum realm_gguf_vtype *elem_type, uint64_t *n, const void **data) {
     const struct kv *kv = find_kv(g, key);
     if (!kv || kv->type != REALM_GGUF_ARRAY) return false;
     if (elem_type) *elem_type = kv->arr_type;
@@ -610,15 +708,18 @@ bool realm_gguf_get_arr(const struct realm_gguf *g, const char *key, enum realm_
     return true;
 }
 
-bool realm_gguf_kv_arr_str(const struct realm_gguf *g, int64_t kvi, uint64_t i, const char **out, size_t *len) {
+bool realm_gguf_kv_arr_str(const struct realm_gguf *g, int64_t kvi, uint64_t i, const char **out,
+                           size_t *len) {
     if (kvi < 0 || kvi >= g->n_kv) return false;
     const struct kv *kv = &g->kvs[kvi];
-    if (kv->type != REALM_GGUF_ARRAY || kv->arr_type != REALM_GGUF_STRING || i >= kv->arr_n) return false;
+    if (kv->type != REALM_GGUF_ARRAY || kv->arr_type != REALM_GGUF_STRING || i >= kv->arr_n)
+        return false;
     str_at(kv->arr_data + kv->str_off[i], out, len);
     return true;
 }
 
-bool realm_gguf_arr_str(const struct realm_gguf *g, const char *key, uint64_t i, const char **out, size_t *len) {
+bool realm_gguf_arr_str(const struct realm_gguf *g, const char *key, uint64_t i, const char **out,
+                        size_t *len) {
     return realm_gguf_kv_arr_str(g, realm_gguf_find_key(g, key), i, out, len);
 }
 
@@ -627,7 +728,9 @@ bool realm_gguf_arr_str(const struct realm_gguf *g, const char *key, uint64_t i,
 bool realm_gguf_kv_scalar(const struct realm_gguf *g, int64_t i, const void **p) {
     if (i < 0 || i >= g->n_kv) return false;
     const struct kv *kv = &g->kvs[i];
-    if (kv->type == REALM_GGUF_STRING || kv->type == REALM_GGUF_ARRAY || !realm_gguf_vtype_size(kv->type)) return false;
+    if (kv->type == REALM_GGUF_STRING || kv->type == REALM_GGUF_ARRAY ||
+        !realm_gguf_vtype_size(kv->type))
+        return false;
     *p = kv->val;
     return true;
 }
@@ -638,8 +741,8 @@ bool realm_gguf_kv_str(const struct realm_gguf *g, int64_t i, const char **out, 
     return true;
 }
 
-bool realm_gguf_kv_arr(const struct realm_gguf *g, int64_t i, enum realm_gguf_vtype *elem_type, uint64_t *n,
-                       const void **data) {
+bool realm_gguf_kv_arr(const struct realm_gguf *g, int64_t i, enum realm_gguf_vtype *elem_type,
+                       uint64_t *n, const void **data) {
     if (i < 0 || i >= g->n_kv || g->kvs[i].type != REALM_GGUF_ARRAY) return false;
     const struct kv *kv = &g->kvs[i];
     if (elem_type) *elem_type = kv->arr_type;

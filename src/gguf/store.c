@@ -46,16 +46,19 @@ void realm_store_free(struct realm_store *s) {
     if (!s) return;
     for (struct entry *e = s->head, *next; e; e = next) {
         next = e->next;
-        realm_log(REALM_LOG_WARN, "store", "%s still has %d reference(s) at shutdown", realm_gguf_path(e->g), e->refs);
+        realm_log(REALM_LOG_WARN, "store", "%s still has %d reference(s) at shutdown",
+                  realm_gguf_path(e->g), e->refs);
         entry_close(e);
     }
     pthread_mutex_destroy(&s->mu);
     realm_free(s);
 }
 
-int realm_store_open(struct realm_store *s, const char *path, struct realm_gguf **out, struct realm_err *err) {
+int realm_store_open(struct realm_store *s, const char *path, struct realm_gguf **out,
+                     struct realm_err *err) {
     struct stat st;
-    if (stat(path, &st) != 0) return realm_err_set(err, REALM_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (stat(path, &st) != 0)
+        return realm_err_set(err, REALM_E_IO, "%s: cannot open: %s", path, strerror(errno));
     pthread_mutex_lock(&s->mu);
     for (struct entry *e = s->head; e; e = e->next) {
         if (e->dev == st.st_dev && e->ino == st.st_ino) {
@@ -68,7 +71,8 @@ int realm_store_open(struct realm_store *s, const char *path, struct realm_gguf 
     /* Opening under the lock keeps two first users from mapping the same file twice; opening
      * is an mmap and a metadata scan, milliseconds even for big models. */
     struct entry *e = realm_calloc(1, sizeof *e);
-    int rc = e ? realm_gguf_open(path, &e->g, err) : realm_err_set(err, REALM_E_NOMEM, "store: out of memory");
+    int rc = e ? realm_gguf_open(path, &e->g, err)
+               : realm_err_set(err, REALM_E_NOMEM, "store: out of memory");
     if (rc) {
         realm_free(e);
         pthread_mutex_unlock(&s->mu);
@@ -113,8 +117,9 @@ int realm_store_refcount(struct realm_store *s, const struct realm_gguf *g) {
     return refs;
 }
 
-int realm_store_attach(struct realm_store *s, const struct realm_gguf *g, realm_store_build_fn build,
-                       realm_store_destroy_fn destroy, void *ctx, void **out, struct realm_err *err) {
+int realm_store_attach(struct realm_store *s, const struct realm_gguf *g,
+                       realm_store_build_fn build, realm_store_destroy_fn destroy, void *ctx,
+                       void **out, struct realm_err *err) {
     pthread_mutex_lock(&s->mu);
     struct entry **link = find_link(s, g);
     int rc = REALM_OK;

@@ -8,12 +8,13 @@
  * inside a step is split by output rows of the weight matrices, so each weight byte is read once
  * per step for all n rows (realm_quant_matmul does the row × batch loop).
  *
- * Per layer (llama / qwen2 / gemma3):
+ * Per layer (llama / qwen2 / qwen3 / phi3 / gemma2 / gemma3; phi3's fused attn_qkv and ffn_up are
+ * row ranges of one tensor, model.c, so they run as separate weights here):
  *   xb = rmsnorm(x) * attn_norm                      (every thread, or rows split when n is large)
  *   q, k, v = xb Wq, xb Wk, xb Wv (+ bias)           split by heads; the same thread then applies
  *   [QK-norm], RoPE, q *= scale, K/V → cache (f16)   its heads' QK-norm, RoPE and cache writes
  *   ---- barrier
- *   att = softmax(q K^T * scale) V                   per (block of <= 8 rows of a session, head),
+ *   att = softmax([softcap](q K^T) * scale) V        per (block of <= 8 rows of a session, head),
  *                                                    units claimed from an atomic counter
  *   ---- barrier  (last layer: only the rows that want logits go on)
  *   x += [post_norm](att Wo)                         split by output rows
@@ -242,6 +243,14 @@ static void residual_proj(struct realm_engine *e, int ith, int nth, int32_t n,
     realm_threadpool_barrier(e->pool);
 }
 
+/* y = c * tanh(y / c), as ggml computes it: scale by 1/c, tanh, scale by c (gemma2 attention
+ * scores, gemma final logits). */
+static void softcap(float *y, int64_t n, float c) {
+    const float inv = 1.0f / c;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = tanhf(y[i] * inv) * c;
+}
+
 /* Attention of one unit: query head h of the rows [b0, b0 + nb) — consecutive positions of one
  * session — over the keys each row may see ([start, pos]: causal, sliding window on swa layers).
  *
@@ -303,6 +312,7 @@ static void attend(struct realm_engine *e, int il, bool swa, int32_t b0, int32_t
         const int32_t p = p0 + i, st = ROW_START(p);
         const int64_t n = p + 1 - st;
         float *sr = S + i * n_keys + (st - k0);
+        if (m->attn_softcap > 0) softcap(sr, n, m->attn_softcap); /* gemma2: before kq_scale */
         K->scale(sr, m->kq_scale, n);
         float mx = -INFINITY;
         for (int64_t j = 0; j < n; j++)
@@ -319,163 +329,219 @@ static void attend(struct realm_engine *e, int il, bool swa, int32_t b0, int32_t
 #undef ROW_START
 }
 
-static void softcap(float *y, int64_t n, float c) {
-    for (int64_t i = 0; i < n; i++)
-        y[i] = c * tanhf(y[i] / c);
-}
 
-/* ---- the forward pass (runs on every thread of the pool) ---- */
+/* ---- the forward pass (runs on every thread of the pool) ----
+ *
+ * Each step below is called by every thread with the same arguments and ends with the barrier
+ * its output needs (or says why it has none); the worker at the end reads as the recipe. */
 
-static void forward_worker(void *arg, int ith, int nth) {
-    struct realm_engine *e = arg;
+/* What one thread carries from step to step. */
+struct fw {
+    struct realm_engine *e;
+    int ith, nth;
+    int32_t n;      /* rows still computed: all, then in the last layer only those with logits */
+    int64_t u0, u1; /* this thread's q/k/v heads (step_qkv → step_rope_store) */
+    struct act a;   /* the activations of the current step */
+};
+
+/* 1. token embeddings (x[b] = tok_embd[token] * embd_scale) and the RoPE cos/sin of each row's
+ *    position (times rope.scaling.attn_factor, as ggml's mscale), computed in double once for all
+ *    layers; rows split. */
+static void step_embed(struct fw *f) {
+    struct realm_engine *e = f->e;
     const struct realm_model *m = e->m;
-    const struct realm_model_config *c = &m->cfg;
-    const struct model_kernels *K = e->kern;
-    int32_t n =
-        e->n_rows; /* rows still computed: all, then in the last layer only those with logits */
-    const int64_t E = c->n_embd, HD = c->head_dim, Q = m->q_dim, KV = m->kv_dim, F = c->n_ff;
-    const int64_t QKV = e->qkv_dim, HQ = c->n_head, HK = c->n_head_kv, half = m->n_rot / 2;
-    struct act a;
+    const int64_t E = m->cfg.n_embd, half = m->n_rot / 2;
     int64_t r0, r1;
-
-    /* 1. token embeddings (x[b] = tok_embd[token] * embd_scale) and the RoPE cos/sin of each
-     *    row's position, computed in double once for all layers; rows split */
-    realm_split(n, ith, nth, 1, &r0, &r1);
+    realm_split(f->n, f->ith, f->nth, 1, &r0, &r1);
     for (int64_t b = r0; b < r1; b++) {
         const int32_t tok = e->rows[b].token;
-        m->tok_embd.ops->dequantize_row(
-            (const char *)m->tok_embd.data + (size_t)tok * m->tok_embd.row_bytes, e->x + b * E, E);
-        if (m->embd_scale != 1.0f) K->scale(e->x + b * E, m->embd_scale, E);
+        m->tok_embd.ops->dequantize_row((const char *)m->tok_embd.data + (size_t)tok * m->tok_embd.row_bytes,
+                                        e->x + b * E, E);
+        if (m->embd_scale != 1.0f) e->kern->scale(e->x + b * E, m->embd_scale, E);
+        /* phi3 128k: sessions longer than the original context take the long factors */
+        const bool lng = m->rope_freq_long && e->rows[b].session->n_ctx > m->rope_long_ctx;
         for (int t = 0; t < m->n_rope_tables; t++) {
             float *cs = rope_row(e, b, t);
+            const double *fr = t == 0 && lng ? m->rope_freq_long : m->rope_freq[t];
             for (int64_t i = 0; i < half; i++) {
-                const double th = (double)e->pos[b] * m->rope_freq[t][i];
-                cs[2 * i] = (float)cos(th);
-                cs[2 * i + 1] = (float)sin(th);
+                const double th = (double)e->pos[b] * fr[i];
+                cs[2 * i] = (float)cos(th) * m->rope_attn_factor;
+                cs[2 * i + 1] = (float)sin(th) * m->rope_attn_factor;
             }
         }
     }
     realm_threadpool_barrier(e->pool);
+}
 
-    for (int il = 0; il < c->n_layer; il++) {
-        const struct model_layer *L = &m->layers[il];
-
-        /* 2. attention norm, activations for Wq, Wk, Wv */
-        const struct model_weight *wqkv[3] = {&L->wq, &L->wk, &L->wv};
-        prep(e, ith, nth, e->x, E, n, E, L->attn_norm, wqkv, 3, &a);
-
-        /* 3. q, k, v projections split by heads: unit u < HQ is query head u, then the HK key
-         *    heads, then the HK value heads (their rows sit in that order in qkv). */
-        int64_t u0, u1;
-        realm_split(HQ + 2 * HK, ith, nth, 1, &u0, &u1);
+/* 2. attention norm, then the q, k, v projections split by heads: unit u < HQ is query head u,
+ *    then the HK key heads, then the HK value heads (their rows sit in that order in qkv). No
+ *    barrier: the same thread finishes its heads in step_rope_store. */
+static void step_qkv(struct fw *f, const struct model_layer *L) {
+    struct realm_engine *e = f->e;
+    const struct realm_model *m = e->m;
+    const int64_t E = m->cfg.n_embd, HD = m->cfg.head_dim, HQ = m->cfg.n_head, HK = m->cfg.n_head_kv;
+    const int64_t Q = m->q_dim, KV = m->kv_dim, QKV = e->qkv_dim;
+    const struct model_weight *wqkv[3] = {&L->wq, &L->wk, &L->wv};
+    prep(e, f->ith, f->nth, e->x, E, f->n, E, L->attn_norm, wqkv, 3, &f->a);
+    realm_split(HQ + 2 * HK, f->ith, f->nth, 1, &f->u0, &f->u1);
+    const int64_t u0 = f->u0, u1 = f->u1;
 #define CLAMP(v, lo, hi) ((v) < (lo) ? (lo) : (v) > (hi) ? (hi) : (v))
-        matmul(&L->wq, CLAMP(u0, 0, HQ) * HD, CLAMP(u1, 0, HQ) * HD, &a, n, e->qkv, QKV);
-        matmul(&L->wk, CLAMP(u0 - HQ, 0, HK) * HD, CLAMP(u1 - HQ, 0, HK) * HD, &a, n, e->qkv + Q,
-               QKV);
-        matmul(&L->wv, CLAMP(u0 - HQ - HK, 0, HK) * HD, CLAMP(u1 - HQ - HK, 0, HK) * HD, &a, n,
-               e->qkv + Q + KV, QKV);
+    matmul(&L->wq, CLAMP(u0, 0, HQ) * HD, CLAMP(u1, 0, HQ) * HD, &f->a, f->n, e->qkv, QKV);
+    matmul(&L->wk, CLAMP(u0 - HQ, 0, HK) * HD, CLAMP(u1 - HQ, 0, HK) * HD, &f->a, f->n, e->qkv + Q, QKV);
+    matmul(&L->wv, CLAMP(u0 - HQ - HK, 0, HK) * HD, CLAMP(u1 - HQ - HK, 0, HK) * HD, &f->a, f->n,
+           e->qkv + Q + KV, QKV);
 #undef CLAMP
-        /* 3b. bias, QK-norm, RoPE, q scaling, and the new keys/values into the cache */
-        for (int64_t b = 0; b < n; b++) {
-            struct realm_session *s = e->rows[b].session;
-            const int32_t p = e->pos[b];
-            const float *cs = rope_row(e, b, L->rope_table);
-            for (int64_t u = u0; u < u1; u++) {
-                float *v = e->qkv + b * QKV + u * HD; /* (HD) this head of this row */
-                if (u < HQ) {
-                    if (L->bq) add_vec(v, L->bq + u * HD, HD);
-                    if (L->q_norm) model_rmsnorm(v, v, L->q_norm, HD, c->norm_eps);
-                    rope_apply(m, v, cs);
-                    if (m->q_scale != 1.0f) K->scale(v, m->q_scale, HD);
-                } else if (u < HQ + HK) {
-                    const int64_t h = u - HQ;
-                    if (L->bk) add_vec(v, L->bk + h * HD, HD);
-                    if (L->k_norm) model_rmsnorm(v, v, L->k_norm, HD, c->norm_eps);
-                    rope_apply(m, v, cs);
-                    kv_store(K, s, model_kv_k(s, il, p), h * HD, v, HD);
-                } else {
-                    const int64_t h = u - HQ - HK;
-                    if (L->bv) add_vec(v, L->bv + h * HD, HD);
-                    kv_store(K, s, model_kv_v(s, il, p), h * HD, v, HD);
-                }
+}
+
+/* 3. on this thread's heads: bias, QK-norm, RoPE, q scaling, and the new keys and values into
+ *    the cache. Barrier: attention reads every head of every row. */
+static void step_rope_store(struct fw *f, const struct model_layer *L, int il) {
+    struct realm_engine *e = f->e;
+    const struct realm_model *m = e->m;
+    const struct realm_model_config *c = &m->cfg;
+    const struct model_kernels *K = e->kern;
+    const int64_t HD = c->head_dim, HQ = c->n_head, HK = c->n_head_kv, QKV = e->qkv_dim;
+    for (int64_t b = 0; b < f->n; b++) {
+        struct realm_session *s = e->rows[b].session;
+        const int32_t p = e->pos[b];
+        const float *cs = rope_row(e, b, L->rope_table);
+        for (int64_t u = f->u0; u < f->u1; u++) {
+            float *v = e->qkv + b * QKV + u * HD; /* (HD) this head of this row */
+            if (u < HQ) {
+                if (L->bq) add_vec(v, L->bq + u * HD, HD);
+                if (L->q_norm) model_rmsnorm(v, v, L->q_norm, HD, c->norm_eps);
+                rope_apply(m, v, cs);
+                if (m->q_scale != 1.0f) K->scale(v, m->q_scale, HD);
+            } else if (u < HQ + HK) {
+                const int64_t h = u - HQ;
+                if (L->bk) add_vec(v, L->bk + h * HD, HD);
+                if (L->k_norm) model_rmsnorm(v, v, L->k_norm, HD, c->norm_eps);
+                rope_apply(m, v, cs);
+                kv_store(K, s, model_kv_k(s, il, p), h * HD, v, HD);
+            } else {
+                const int64_t h = u - HQ - HK;
+                if (L->bv) add_vec(v, L->bv + h * HD, HD);
+                kv_store(K, s, model_kv_v(s, il, p), h * HD, v, HD);
             }
         }
-        realm_threadpool_barrier(e->pool);
-
-        /* 4. attention per (block of rows, query head), units claimed dynamically: later rows of
-         *    a prefill attend to more keys, so a static split would be unbalanced */
-        for (;;) {
-            const int u = atomic_fetch_add_explicit(&e->attn_next[il], 1, memory_order_relaxed);
-            if (u >= e->n_blk * HQ) break;
-            const int32_t blk = u / (int32_t)HQ;
-            attend(e, il, L->swa, e->blk_b0[blk], e->blk_n[blk], u % (int32_t)HQ, &e->tb[ith]);
-        }
-        realm_threadpool_barrier(e->pool);
-
-        /* 4b. last layer: every key and value is in the cache now, and only the rows that want
-         *     logits go on (llama.cpp's inp_out_ids): move them to the front (row j <- out_rows[j],
-         *     increasing, so one thread can copy in place) */
-        if (il == c->n_layer - 1 && e->n_out < n) {
-            if (ith == 0)
-                for (int32_t j = 0; j < e->n_out; j++) {
-                    const int32_t src = e->out_rows[j];
-                    if (src == j) continue;
-                    memcpy(e->att + j * Q, e->att + (int64_t)src * Q, (size_t)Q * sizeof(float));
-                    memcpy(e->x + j * E, e->x + (int64_t)src * E, (size_t)E * sizeof(float));
-                }
-            n = e->n_out;
-            if (n == 0) return;
-            realm_threadpool_barrier(e->pool);
-        }
-
-        /* 5. output projection and residual: x += [post_attn_norm](att Wo + bo) */
-        const struct model_weight *wo[1] = {&L->wo};
-        prep(e, ith, nth, e->att, Q, n, Q, NULL, wo, 1, &a);
-        residual_proj(e, ith, nth, n, &L->wo, &a, L->bo, L->post_attn_norm);
-
-        /* 6. FFN: hb = act(xb Wgate) * (xb Wup), split by FFN rows; SiLU, or GELU for gemma3 */
-        const struct model_weight *wgu[2] = {&L->w_gate, &L->w_up};
-        prep(e, ith, nth, e->x, E, n, E, L->ffn_norm, wgu, 2, &a);
-        realm_split(F, ith, nth, 16, &r0, &r1);
-        matmul(&L->w_gate, r0, r1, &a, n, e->hb, F);
-        matmul(&L->w_up, r0, r1, &a, n, e->hb2, F);
-        for (int64_t b = 0; b < n && r1 > r0; b++) {
-            if (m->ffn_gelu)
-                K->gelu_mul(e->hb + b * F + r0, e->hb2 + b * F + r0, r1 - r0);
-            else
-                K->silu_mul(e->hb + b * F + r0, e->hb2 + b * F + r0, r1 - r0);
-        }
-        realm_threadpool_barrier(e->pool);
-
-        /* 7. down projection and residual: x += [post_ffn_norm](hb Wdown) */
-        const struct model_weight *wd[1] = {&L->w_down};
-        prep(e, ith, nth, e->hb, F, n, F, NULL, wd, 1, &a);
-        residual_proj(e, ith, nth, n, &L->w_down, &a, NULL, L->post_ffn_norm);
     }
+    realm_threadpool_barrier(e->pool);
+}
 
-    /* 8. final norm and classifier for the rows that want logits (now rows 0..n_out-1); split by
-     *    vocabulary rows */
+/* 4. attention per (block of rows, query head), units claimed dynamically: later rows of a
+ *    prefill attend to more keys, so a static split would be unbalanced. Barrier: the output
+ *    projection reads whole rows. */
+static void step_attention(struct fw *f, const struct model_layer *L, int il) {
+    struct realm_engine *e = f->e;
+    const int32_t HQ = (int32_t)e->m->cfg.n_head;
+    for (;;) {
+        const int u = atomic_fetch_add_explicit(&e->attn_next[il], 1, memory_order_relaxed);
+        if (u >= e->n_blk * HQ) break;
+        const int32_t blk = u / HQ;
+        attend(e, il, L->swa, e->blk_b0[blk], e->blk_n[blk], u % HQ, &e->tb[f->ith]);
+    }
+    realm_threadpool_barrier(e->pool);
+}
+
+/* 4b. last layer: every key and value is in the cache now, and only the rows that want logits go
+ *     on (llama.cpp's inp_out_ids): move them to the front (row j <- out_rows[j], increasing, so
+ *     one thread can copy in place). Returns false when no row wants logits (every thread sees the
+ *     same and stops: no barrier is left to meet). */
+static bool step_keep_logit_rows(struct fw *f) {
+    struct realm_engine *e = f->e;
+    const int64_t Q = e->m->q_dim, E = e->m->cfg.n_embd;
+    if (e->n_out == f->n) return true;
+    if (f->ith == 0)
+        for (int32_t j = 0; j < e->n_out; j++) {
+            const int32_t src = e->out_rows[j];
+            if (src == j) continue;
+            memcpy(e->att + j * Q, e->att + (int64_t)src * Q, (size_t)Q * sizeof(float));
+            memcpy(e->x + j * E, e->x + (int64_t)src * E, (size_t)E * sizeof(float));
+        }
+    f->n = e->n_out;
+    if (f->n == 0) return false;
+    realm_threadpool_barrier(e->pool);
+    return true;
+}
+
+/* 5. output projection and residual: x += [post_attn_norm](att Wo + bo); residual_proj ends with
+ *    the barrier. */
+static void step_attn_out(struct fw *f, const struct model_layer *L) {
+    struct realm_engine *e = f->e;
+    const int64_t Q = e->m->q_dim;
+    const struct model_weight *wo[1] = {&L->wo};
+    prep(e, f->ith, f->nth, e->att, Q, f->n, Q, NULL, wo, 1, &f->a);
+    residual_proj(e, f->ith, f->nth, f->n, &L->wo, &f->a, L->bo, L->post_attn_norm);
+}
+
+/* 6. FFN: hb = act(xb Wgate) * (xb Wup), split by FFN rows (SiLU, or GELU for gemma), barrier,
+ *    then x += [post_ffn_norm](hb Wdown) (residual_proj ends with the barrier). */
+static void step_ffn(struct fw *f, const struct model_layer *L) {
+    struct realm_engine *e = f->e;
+    const struct realm_model *m = e->m;
+    const int64_t E = m->cfg.n_embd, F = m->cfg.n_ff;
+    const struct model_weight *wgu[2] = {&L->w_gate, &L->w_up};
+    prep(e, f->ith, f->nth, e->x, E, f->n, E, L->ffn_norm, wgu, 2, &f->a);
+    int64_t r0, r1;
+    realm_split(F, f->ith, f->nth, 16, &r0, &r1);
+    matmul(&L->w_gate, r0, r1, &f->a, f->n, e->hb, F);
+    matmul(&L->w_up, r0, r1, &f->a, f->n, e->hb2, F);
+    for (int64_t b = 0; b < f->n && r1 > r0; b++) {
+        if (m->ffn_gelu)
+            e->kern->gelu_mul(e->hb + b * F + r0, e->hb2 + b * F + r0, r1 - r0);
+        else
+            e->kern->silu_mul(e->hb + b * F + r0, e->hb2 + b * F + r0, r1 - r0);
+    }
+    realm_threadpool_barrier(e->pool);
+    const struct model_weight *wd[1] = {&L->w_down};
+    prep(e, f->ith, f->nth, e->hb, F, f->n, F, NULL, wd, 1, &f->a);
+    residual_proj(e, f->ith, f->nth, f->n, &L->w_down, &f->a, NULL, L->post_ffn_norm);
+}
+
+/* 7. final norm and classifier for the rows that want logits (rows 0..n_out-1 by now), split by
+ *    vocabulary rows; one row writes straight into its logits, several go through a tile so each
+ *    weight row is read once for all of them. The last step: no barrier. */
+static void step_logits(struct fw *f) {
+    struct realm_engine *e = f->e;
+    const struct realm_model *m = e->m;
     const int32_t n_out = e->n_out;
     if (n_out == 0) return;
     const struct model_weight *wout[1] = {&m->output};
-    prep(e, ith, nth, e->x, E, n_out, E, m->output_norm, wout, 1, &a);
-    realm_split(c->n_vocab, ith, nth, 64, &r0, &r1);
+    prep(e, f->ith, f->nth, e->x, m->cfg.n_embd, n_out, m->cfg.n_embd, m->output_norm, wout, 1, &f->a);
+    int64_t r0, r1;
+    realm_split(m->cfg.n_vocab, f->ith, f->nth, 64, &r0, &r1);
     if (n_out == 1) {
         float *lg = e->rows[e->out_rows[0]].logits;
-        matmul(&m->output, r0, r1, &a, 1, lg, 0);
+        matmul(&m->output, r0, r1, &f->a, 1, lg, 0);
         if (m->final_softcap > 0) softcap(lg + r0, r1 - r0, m->final_softcap);
         return;
     }
-    float *tile = e->tb[ith].logits; /* (n_out, LOGIT_TILE) */
+    float *tile = e->tb[f->ith].logits; /* (n_out, LOGIT_TILE) */
     for (int64_t t0 = r0; t0 < r1; t0 += LOGIT_TILE) {
         const int64_t nt = r1 - t0 < LOGIT_TILE ? r1 - t0 : LOGIT_TILE;
-        matmul_rel(&m->output, t0, t0 + nt, &a, n_out, tile, LOGIT_TILE);
+        matmul_rel(&m->output, t0, t0 + nt, &f->a, n_out, tile, LOGIT_TILE);
         for (int32_t j = 0; j < n_out; j++) {
             float *lg = e->rows[e->out_rows[j]].logits + t0;
             memcpy(lg, tile + (int64_t)j * LOGIT_TILE, (size_t)nt * sizeof(float));
             if (m->final_softcap > 0) softcap(lg, nt, m->final_softcap);
         }
     }
+}
+
+static void forward_worker(void *arg, int ith, int nth) {
+    struct fw f = {.e = arg, .ith = ith, .nth = nth, .n = ((struct realm_engine *)arg)->n_rows};
+    const struct realm_model *m = f.e->m;
+    step_embed(&f);
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        const struct model_layer *L = &m->layers[il];
+        step_qkv(&f, L);
+        step_rope_store(&f, L, il);
+        step_attention(&f, L, il);
+        if (il == m->cfg.n_layer - 1 && !step_keep_logit_rows(&f)) return;
+        step_attn_out(&f, L);
+        step_ffn(&f, L);
+    }
+    step_logits(&f);
 }
 
 /* ---- engine ---- */

@@ -195,7 +195,7 @@ static int get_vec(const struct loader *L, const char *name, int64_t n, bool req
 
 /* freq[i] = freq_scale * base^(-2i/n_rot) / factor[i]: the angle per position of pair i (ggml_rope
  * with ext_factor 0: theta = freq_scale * pos * theta_scale^i, divided by the freq factor). */
-static int build_rope_table(struct realm_model *m, int t, float base, float scale,
+static int build_rope_table(struct realm_model *m, double **out, float base, float scale,
                             const float *factors, struct realm_err *err) {
     int64_t half = m->n_rot / 2;
     double *f = realm_malloc((size_t)half * sizeof(double));
@@ -205,33 +205,35 @@ static int build_rope_table(struct realm_model *m, int t, float base, float scal
         if (factors) v /= (double)factors[i];
         f[i] = v;
     }
-    m->rope_freq[t] = f;
+    *out = f;
     return REALM_OK;
 }
 
 /* ---- load ---- */
 
 static int parse_arch(struct loader *L, struct realm_model *m) {
+    static const struct {
+        const char *name;
+        enum realm_arch arch;
+    } known[] = {
+        {"llama", REALM_ARCH_LLAMA}, {"qwen2", REALM_ARCH_QWEN2}, {"gemma3", REALM_ARCH_GEMMA3},
+        {"qwen3", REALM_ARCH_QWEN3}, {"phi3", REALM_ARCH_PHI3},   {"gemma2", REALM_ARCH_GEMMA2},
+    };
     const char *s;
     size_t n;
     if (!realm_gguf_get_str(L->g, "general.architecture", &s, &n))
         return realm_err_set(L->err, REALM_E_FORMAT, "model: general.architecture: missing");
-    if (n == 5 && !memcmp(s, "llama", 5)) {
-        m->cfg.arch = REALM_ARCH_LLAMA;
-        m->cfg.arch_name = "llama";
-    } else if (n == 5 && !memcmp(s, "qwen2", 5)) {
-        m->cfg.arch = REALM_ARCH_QWEN2;
-        m->cfg.arch_name = "qwen2";
-    } else if (n == 6 && !memcmp(s, "gemma3", 6)) {
-        m->cfg.arch = REALM_ARCH_GEMMA3;
-        m->cfg.arch_name = "gemma3";
-    } else {
-        return realm_err_set(L->err, REALM_E_UNSUPPORTED,
-                             "model: architecture '%.*s', expected llama, qwen2 or gemma3",
-                             (int)(n > 64 ? 64 : n), s);
-    }
-    L->arch = m->cfg.arch_name;
-    return REALM_OK;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strlen(known[i].name) == n && !memcmp(s, known[i].name, n)) {
+            m->cfg.arch = known[i].arch;
+            m->cfg.arch_name = known[i].name;
+            L->arch = m->cfg.arch_name;
+            return REALM_OK;
+        }
+    return realm_err_set(L->err, REALM_E_UNSUPPORTED,
+                         "model: architecture '%.*s', expected llama, qwen2, qwen3, phi3, gemma2 "
+                         "or gemma3",
+                         (int)(n > 64 ? 64 : n), s);
 }
 
 /* Hyper-parameters (llama_model::load_hparams). */
@@ -308,8 +310,9 @@ static int load_hparams(struct loader *L, struct realm_model *m) {
                              "model: %s.rope.dimension_count: %u, expected even, <= %d", L->arch, u,
                              c->head_dim);
     m->n_rot = (int32_t)u;
-    if (c->arch == REALM_ARCH_LLAMA && m->n_rot != c->head_dim)
-        return realm_err_set(L->err, REALM_E_FORMAT, "model: llama: n_rot %d != head_dim %d",
+    /* llama.cpp asserts n_rot == head size for these graphs (phi3 may rotate part of a head) */
+    if ((c->arch == REALM_ARCH_LLAMA || c->arch == REALM_ARCH_QWEN3) && m->n_rot != c->head_dim)
+        return realm_err_set(L->err, REALM_E_FORMAT, "model: %s: n_rot %d != head_dim %d", L->arch,
                              m->n_rot, c->head_dim);
     uint32_t n_expert;
     if ((rc = get_u32(L, "expert_count", false, 0, &n_expert))) return rc;
@@ -322,7 +325,8 @@ static int load_hparams(struct loader *L, struct realm_model *m) {
 }
 
 /* RoPE scaling: none or linear (rope.scaling.type / rope.scaling.factor, or legacy
- * rope.scale_linear); freq_scale = 1 / factor as in llama.cpp. */
+ * rope.scale_linear); freq_scale = 1 / factor as in llama.cpp. "longrope" (phi3 128k) is plain
+ * RoPE with the per-pair rope_factors_long / _short, as ggml applies it (ext_factor 0). */
 static int rope_scale(struct loader *L, float *scale) {
     char key[160];
     const char *s = NULL;
@@ -332,7 +336,7 @@ static int rope_scale(struct loader *L, float *scale) {
     *scale = 1.0f;
     if (realm_gguf_get_str(L->g, akey(L, "rope.scaling.type", key, sizeof key), &s, &n)) {
         if (n == 4 && !memcmp(s, "none", 4)) return REALM_OK;
-        if (!(n == 6 && !memcmp(s, "linear", 6)))
+        if (!(n == 6 && !memcmp(s, "linear", 6)) && !(n == 8 && !memcmp(s, "longrope", 8)))
             return realm_err_set(L->err, REALM_E_UNSUPPORTED,
                                  "model: rope scaling '%.*s' not supported", (int)(n > 32 ? 32 : n),
                                  s);
@@ -348,44 +352,236 @@ static int rope_scale(struct loader *L, float *scale) {
     return REALM_OK;
 }
 
+/* Rows [r0, r0 + rows) of the weight `whole` as a weight of their own (a fused tensor's part). */
+static struct model_weight weight_rows(const struct model_weight *whole, int64_t r0, int64_t rows) {
+    struct model_weight w = *whole;
+    w.data = (const char *)whole->data + (size_t)r0 * whole->row_bytes;
+    w.rows = rows;
+    w.packed = NULL;
+    return w;
+}
+
+/* Q, K, V projections (llama_model_base::create_tensor_qkv): one fused attn_qkv (Q rows, then
+ * K, then V) with an optional fused bias, or separate tensors with optional biases (required
+ * for qwen2). */
+static int load_qkv(struct loader *L, struct realm_model *m, int il, struct model_layer *ly) {
+    const int64_t E = m->cfg.n_embd, Q = m->q_dim, KV = m->kv_dim;
+    const bool need_bias = m->cfg.arch == REALM_ARCH_QWEN2;
+    char n[96];
+    int rc;
+#define TN(suffix) (snprintf(n, sizeof n, "blk.%d." suffix, il), n)
+    if (find(L, TN("attn_qkv.weight"))) {
+        struct model_weight qkv;
+        if ((rc = get_weight(L, n, E, Q + 2 * KV, true, &qkv))) return rc;
+        ly->wq = weight_rows(&qkv, 0, Q);
+        ly->wk = weight_rows(&qkv, Q, KV);
+        ly->wv = weight_rows(&qkv, Q + KV, KV);
+        const float *b = NULL;
+        if ((rc = get_vec(L, TN("attn_qkv.bias"), Q + 2 * KV, need_bias, &b))) return rc;
+        if (b) {
+            ly->bq = b, ly->bk = b + Q, ly->bv = b + Q + KV;
+            return REALM_OK;
+        }
+    } else {
+        if ((rc = get_weight(L, TN("attn_q.weight"), E, Q, true, &ly->wq))) return rc;
+        if ((rc = get_weight(L, TN("attn_k.weight"), E, KV, true, &ly->wk))) return rc;
+        if ((rc = get_weight(L, TN("attn_v.weight"), E, KV, true, &ly->wv))) return rc;
+    }
+    if ((rc = get_vec(L, TN("attn_q.bias"), Q, need_bias, &ly->bq))) return rc;
+    if ((rc = get_vec(L, TN("attn_k.bias"), KV, need_bias, &ly->bk))) return rc;
+    if ((rc = get_vec(L, TN("attn_v.bias"), KV, need_bias, &ly->bv))) return rc;
+#undef TN
+    return REALM_OK;
+}
+
 static int load_layer(struct loader *L, struct realm_model *m, int il) {
     const struct realm_model_config *c = &m->cfg;
     struct model_layer *ly = &m->layers[il];
-    const int64_t E = c->n_embd, Q = m->q_dim, KV = m->kv_dim, F = c->n_ff, HD = c->head_dim;
-    const bool gemma = c->arch == REALM_ARCH_GEMMA3, qwen = c->arch == REALM_ARCH_QWEN2;
+    const int64_t E = c->n_embd, Q = m->q_dim, F = c->n_ff, HD = c->head_dim;
+    const enum realm_arch a = c->arch;
+    const bool qk_norm = a == REALM_ARCH_GEMMA3 || a == REALM_ARCH_QWEN3;
+    const bool post_norms = a == REALM_ARCH_GEMMA3 || a == REALM_ARCH_GEMMA2;
     char n[96];
     int rc;
 #define TN(suffix) (snprintf(n, sizeof n, "blk.%d." suffix, il), n)
     if ((rc = get_vec(L, TN("attn_norm.weight"), E, true, &ly->attn_norm))) return rc;
-    if ((rc = get_weight(L, TN("attn_q.weight"), E, Q, true, &ly->wq))) return rc;
-    if ((rc = get_weight(L, TN("attn_k.weight"), E, KV, true, &ly->wk))) return rc;
-    if ((rc = get_weight(L, TN("attn_v.weight"), E, KV, true, &ly->wv))) return rc;
+    if ((rc = load_qkv(L, m, il, ly))) return rc;
     if ((rc = get_weight(L, TN("attn_output.weight"), Q, E, true, &ly->wo))) return rc;
-    /* biases: required by qwen2, optional elsewhere (llama.cpp TENSOR_NOT_REQUIRED for llama) */
-    if ((rc = get_vec(L, TN("attn_q.bias"), Q, qwen, &ly->bq))) return rc;
-    if ((rc = get_vec(L, TN("attn_k.bias"), KV, qwen, &ly->bk))) return rc;
-    if ((rc = get_vec(L, TN("attn_v.bias"), KV, qwen, &ly->bv))) return rc;
-    if ((rc = get_vec(L, TN("attn_output.bias"), E, false, &ly->bo))) return rc;
-    if (gemma) {
+    /* llama.cpp TENSOR_NOT_REQUIRED for llama; gemma2 ignores it (no bias in its graph) */
+    if (a != REALM_ARCH_GEMMA2 && (rc = get_vec(L, TN("attn_output.bias"), E, false, &ly->bo)))
+        return rc;
+    if (qk_norm) {
         if ((rc = get_vec(L, TN("attn_q_norm.weight"), HD, true, &ly->q_norm))) return rc;
         if ((rc = get_vec(L, TN("attn_k_norm.weight"), HD, true, &ly->k_norm))) return rc;
+    }
+    if (post_norms) {
         if ((rc = get_vec(L, TN("post_attention_norm.weight"), E, true, &ly->post_attn_norm)))
             return rc;
         if ((rc = get_vec(L, TN("post_ffw_norm.weight"), E, true, &ly->post_ffn_norm))) return rc;
     }
     if ((rc = get_vec(L, TN("ffn_norm.weight"), E, true, &ly->ffn_norm))) return rc;
-    if ((rc = get_weight(L, TN("ffn_gate.weight"), E, F, true, &ly->w_gate))) return rc;
-    if ((rc = get_weight(L, TN("ffn_up.weight"), E, F, true, &ly->w_up))) return rc;
+    if (a == REALM_ARCH_PHI3) { /* ffn_up holds gate ‖ up (LLM_FFN_SWIGLU over one tensor) */
+        struct model_weight gu;
+        if ((rc = get_weight(L, TN("ffn_up.weight"), E, 2 * F, true, &gu))) return rc;
+        ly->w_gate = weight_rows(&gu, 0, F);
+        ly->w_up = weight_rows(&gu, F, F);
+    } else {
+        if ((rc = get_weight(L, TN("ffn_gate.weight"), E, F, true, &ly->w_gate))) return rc;
+        if ((rc = get_weight(L, TN("ffn_up.weight"), E, F, true, &ly->w_up))) return rc;
+    }
     if ((rc = get_weight(L, TN("ffn_down.weight"), F, E, true, &ly->w_down))) return rc;
 #undef TN
-    /* gemma3 (llama_hparams::set_swa_pattern(6)): layers with il % 6 < 5 use the sliding window
-     * and the local RoPE base; every 6th layer is global. */
-    ly->swa = gemma && c->sliding_window > 0 && (il % 6) < 5;
-    ly->rope_table = ly->swa ? 1 : 0;
+    ly->swa = m->swa_layers ? m->swa_layers[il] : false;
+    ly->rope_table = ly->swa && m->n_rope_tables > 1 ? 1 : 0;
     return REALM_OK;
 }
 
 static int prepack(const struct loader *L, struct realm_model *m);
+
+/* Which layers use the sliding window (llama_model_base::load_swa_pattern): the per-layer bool
+ * array attention.sliding_window_pattern, else a period n (that key as a number, or `def`) where
+ * layers with il % n < n - 1 are windowed (n = 0: all; n = 1: none). */
+static int load_swa_layers(struct loader *L, struct realm_model *m, uint32_t def) {
+    const int nl = m->cfg.n_layer;
+    char key[160];
+    akey(L, "attention.sliding_window_pattern", key, sizeof key);
+    m->swa_layers = realm_calloc((size_t)nl, sizeof *m->swa_layers);
+    if (!m->swa_layers) return realm_err_set(L->err, REALM_E_NOMEM, "model: out of memory");
+    enum realm_gguf_vtype et;
+    uint64_t n;
+    const void *data;
+    if (realm_gguf_get_arr(L->g, key, &et, &n, &data) && et == REALM_GGUF_BOOL) {
+        if (n < (uint64_t)nl)
+            return realm_err_set(L->err, REALM_E_FORMAT,
+                                 "model: %s: %" PRIu64 " values for %d layers", key, n, nl);
+        for (int il = 0; il < nl; il++)
+            m->swa_layers[il] = ((const unsigned char *)data)[il] != 0;
+        return REALM_OK;
+    }
+    uint32_t period;
+    int rc = get_u32(L, "attention.sliding_window_pattern", false, def, &period);
+    if (rc) return rc;
+    for (int il = 0; il < nl; il++)
+        m->swa_layers[il] = period == 0 || (uint32_t)il % period < period - 1;
+    return REALM_OK;
+}
+
+/* The sliding window size from attention.sliding_window (absent: def). */
+static int load_window(struct loader *L, uint32_t def, int32_t *out) {
+    uint32_t swa;
+    int rc = get_u32(L, "attention.sliding_window", false, def, &swa);
+    if (rc) return rc;
+    *out = (int32_t)(swa > INT32_MAX ? INT32_MAX : swa);
+    return REALM_OK;
+}
+
+/* The per-architecture rules of llama.cpp's load_arch_hparams and graph builders. `scale_local`
+ * is the RoPE frequency scale of sliding-window layers. */
+static int load_arch(struct loader *L, struct realm_model *m, float scale, float *scale_local) {
+    struct realm_model_config *c = &m->cfg;
+    int rc;
+    switch (c->arch) {
+    case REALM_ARCH_LLAMA:
+    case REALM_ARCH_QWEN2:
+    case REALM_ARCH_QWEN3: /* llm_build_qwen3: QK-norm, kq_scale 1/sqrt(head_dim) */
+        return REALM_OK;
+    case REALM_ARCH_PHI3: {
+        /* llama.cpp scales q by 1/sqrt(head_dim) before attention (kq_scale 1), and disables
+         * phi3's sliding window ("Phi SWA is currently disabled", llama_model_phi3::
+         * load_arch_hparams): a window in the metadata is logged and ignored for parity. */
+        m->q_scale = 1.0f / sqrtf((float)c->head_dim);
+        m->kq_scale = 1.0f;
+        int32_t w = 0;
+        if ((rc = load_window(L, 0, &w))) return rc;
+        if (w > 0)
+            realm_log(REALM_LOG_WARN, "model",
+                      "phi3: sliding window %d ignored, as llama.cpp does (full attention)", w);
+        return REALM_OK;
+    }
+    case REALM_ARCH_GEMMA2:
+        /* llm_build_gemma2: inputs scaled by sqrt(n_embd), GELU FFN, post-norms; q scaled by
+         * f_attention_scale (1/sqrt(head_dim), or 1/sqrt(n_embd/n_head) for the 27B with 46
+         * layers), kq_scale 1; attention scores and logits soft-capped (defaults 50 and 30);
+         * every other layer windowed (pattern 2, default window 4096), with rope.freq_base_swa
+         * (default: the global base) and the global frequency scale. */
+        if ((rc = load_window(L, 4096, &c->sliding_window))) return rc;
+        if ((rc = load_swa_layers(L, m, 2))) return rc;
+        if ((rc = get_f32(L, "rope.freq_base_swa", false, c->rope_freq_base,
+                          &c->rope_freq_base_local)))
+            return rc;
+        *scale_local = scale;
+        m->embd_scale = sqrtf((float)c->n_embd);
+        m->ffn_gelu = true;
+        m->q_scale = c->n_layer == 46 ? 1.0f / sqrtf((float)(c->n_embd / c->n_head))
+                                      : 1.0f / sqrtf((float)c->head_dim);
+        m->kq_scale = 1.0f;
+        if ((rc = get_f32(L, "attn_logit_softcapping", false, 50.0f, &m->attn_softcap))) return rc;
+        if ((rc = get_f32(L, "final_logit_softcapping", false, 30.0f, &m->final_softcap)))
+            return rc;
+        if (!(m->attn_softcap > 0) || !(m->final_softcap > 0))
+            return realm_err_set(L->err, REALM_E_FORMAT,
+                                 "model: gemma2: soft-capping %g / %g, expected > 0",
+                                 (double)m->attn_softcap, (double)m->final_softcap);
+        return REALM_OK;
+    case REALM_ARCH_GEMMA3:
+        /* llama.cpp llm_build_gemma3: inputs scaled by sqrt(n_embd), GELU-gated FFN, q scaled by
+         * f_attention_scale (1/sqrt(n_embd_head_k), 1/sqrt(n_embd/n_head) for the 27B with 62
+         * layers) and kq_scale 1; sliding window (when set) with pattern 6, local RoPE base
+         * rope.freq_base_swa (default 10000) and scale 1. */
+        if ((rc = load_window(L, 0, &c->sliding_window))) return rc;
+        if (c->sliding_window > 0) {
+            if ((rc = load_swa_layers(L, m, 6))) return rc;
+            if ((rc = get_f32(L, "rope.freq_base_swa", false, 10000.0f, &c->rope_freq_base_local)))
+                return rc;
+            *scale_local = 1.0f;
+        }
+        m->embd_scale = sqrtf((float)c->n_embd);
+        m->ffn_gelu = true;
+        m->q_scale = c->n_layer == 62 ? 1.0f / sqrtf((float)(c->n_embd / c->n_head))
+                                      : 1.0f / sqrtf((float)c->head_dim);
+        m->kq_scale = 1.0f;
+        if ((rc = get_f32(L, "final_logit_softcapping", false, 0.0f, &m->final_softcap))) return rc;
+        if (m->final_softcap < 0) m->final_softcap = 0;
+        return REALM_OK;
+    }
+    return realm_err_set(L->err, REALM_E_UNSUPPORTED, "model: architecture %d", (int)c->arch);
+}
+
+/* RoPE tables: the global one (with llama3's rope_freqs, or phi3's short factors), the local one
+ * of sliding-window layers when its base or scale differs, and phi3's long one. */
+static int load_rope(struct loader *L, struct realm_model *m, float scale, float scale_local) {
+    const struct realm_model_config *c = &m->cfg;
+    const int64_t half = m->n_rot / 2;
+    int rc;
+    const float *factors = NULL, *f_long = NULL, *f_short = NULL;
+    if ((rc = get_vec(L, "rope_freqs.weight", half, false, &factors))) return rc;
+    if ((rc = get_vec(L, "rope_factors_long.weight", half, false, &f_long))) return rc;
+    if ((rc = get_vec(L, "rope_factors_short.weight", half, false, &f_short))) return rc;
+    /* llama_model::get_rope_factors: rope_freqs wins; else long past n_ctx_orig_yarn, else short */
+    if (!factors && (f_long || f_short)) {
+        uint32_t orig;
+        if ((rc = get_u32(L, "rope.scaling.original_context_length", false,
+                          (uint32_t)c->n_ctx_train, &orig)))
+            return rc;
+        factors = f_short;
+        if (f_long) {
+            m->rope_long_ctx = (int32_t)(orig > INT32_MAX ? INT32_MAX : orig);
+            if ((rc = build_rope_table(m, &m->rope_freq_long, c->rope_freq_base, scale, f_long,
+                                       L->err)))
+                return rc;
+        }
+    }
+    if ((rc = get_f32(L, "rope.scaling.attn_factor", false, 1.0f, &m->rope_attn_factor))) return rc;
+    const bool local =
+        m->swa_layers && (c->rope_freq_base_local != c->rope_freq_base || scale_local != scale);
+    m->n_rope_tables = local ? 2 : 1;
+    if ((rc = build_rope_table(m, &m->rope_freq[0], c->rope_freq_base, scale, factors, L->err)))
+        return rc;
+    if (local && (rc = build_rope_table(m, &m->rope_freq[1], c->rope_freq_base_local, scale_local,
+                                        factors, L->err)))
+        return rc;
+    return REALM_OK;
+}
 
 static int load(struct loader *L, struct realm_model *m) {
     int rc;
@@ -400,31 +596,11 @@ static int load(struct loader *L, struct realm_model *m) {
     m->kq_scale = 1.0f / sqrtf((float)c->head_dim);
     m->ffn_gelu = false;
     m->final_softcap = 0.0f;
+    m->attn_softcap = 0.0f;
     float scale;
     if ((rc = rope_scale(L, &scale))) return rc;
     float scale_local = scale;
-
-    if (c->arch == REALM_ARCH_GEMMA3) {
-        /* llama.cpp llm_build_gemma3: inputs scaled by sqrt(n_embd), GELU-gated FFN, q scaled by
-         * f_attention_scale (1/sqrt(n_embd_head_k), 1/sqrt(n_embd/n_head) for the 27B with 62
-         * layers) and kq_scale 1; sliding window with pattern 6, local RoPE base 10000 and scale 1.
-         */
-        uint32_t swa = 0;
-        char key[160];
-        if (realm_gguf_find_key(L->g, akey(L, "attention.sliding_window", key, sizeof key)) >= 0 &&
-            (rc = get_u32(L, "attention.sliding_window", true, 0, &swa)))
-            return rc;
-        c->sliding_window = (int32_t)(swa > INT32_MAX ? INT32_MAX : swa);
-        c->rope_freq_base_local = c->sliding_window > 0 ? 10000.0f : c->rope_freq_base;
-        scale_local = c->sliding_window > 0 ? 1.0f : scale;
-        m->embd_scale = sqrtf((float)c->n_embd);
-        m->ffn_gelu = true;
-        m->q_scale = c->n_layer == 62 ? 1.0f / sqrtf((float)(c->n_embd / c->n_head))
-                                      : 1.0f / sqrtf((float)c->head_dim);
-        m->kq_scale = 1.0f;
-        if ((rc = get_f32(L, "final_logit_softcapping", false, 0.0f, &m->final_softcap))) return rc;
-        if (m->final_softcap < 0) m->final_softcap = 0;
-    }
+    if ((rc = load_arch(L, m, scale, &scale_local))) return rc;
 
     /* token embeddings: their row count is the vocabulary size */
     const struct realm_gguf_tensor *te = find(L, "token_embd.weight");
@@ -442,16 +618,13 @@ static int load(struct loader *L, struct realm_model *m) {
     if ((rc = get_weight(L, "token_embd.weight", c->n_embd, c->n_vocab, true, &m->tok_embd)))
         return rc;
     if ((rc = get_vec(L, "output_norm.weight", c->n_embd, true, &m->output_norm))) return rc;
-    if ((rc = get_weight(L, "output.weight", c->n_embd, c->n_vocab, false, &m->output))) return rc;
+    /* gemma2's graph always uses token_embd as the classifier (llama.cpp TENSOR_DUPLICATED) */
+    if (c->arch != REALM_ARCH_GEMMA2 &&
+        (rc = get_weight(L, "output.weight", c->n_embd, c->n_vocab, false, &m->output)))
+        return rc;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
 
-    const float *factors = NULL; /* llama3-style per-pair RoPE frequency factors */
-    if ((rc = get_vec(L, "rope_freqs.weight", m->n_rot / 2, false, &factors))) return rc;
-    m->n_rope_tables = c->arch == REALM_ARCH_GEMMA3 && c->sliding_window > 0 ? 2 : 1;
-    if ((rc = build_rope_table(m, 0, c->rope_freq_base, scale, factors, L->err))) return rc;
-    if (m->n_rope_tables > 1 &&
-        (rc = build_rope_table(m, 1, c->rope_freq_base_local, scale_local, factors, L->err)))
-        return rc;
+    if ((rc = load_rope(L, m, scale, scale_local))) return rc;
 
     m->layers = realm_calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) return realm_err_set(L->err, REALM_E_NOMEM, "model: out of memory");
@@ -582,6 +755,8 @@ void realm_model_free(struct realm_model *m) {
     realm_free(m->owned);
     for (int t = 0; t < MODEL_MAX_ROPE_TABLES; t++)
         realm_free(m->rope_freq[t]);
+    realm_free(m->rope_freq_long);
+    realm_free(m->swa_layers);
     realm_free(m->layers);
     realm_free(m);
 }

@@ -33,27 +33,31 @@ struct model_weight {
 
 enum model_rope_mode {
     MODEL_ROPE_NORM = 0, /* rotate adjacent pairs (x[2i], x[2i+1]) — llama */
-    MODEL_ROPE_NEOX = 1, /* rotate (x[i], x[i + n_rot/2]) — qwen2, gemma3 */
+    MODEL_ROPE_NEOX = 1, /* rotate (x[i], x[i + n_rot/2]) — qwen2, qwen3, phi3, gemma2, gemma3 */
 };
 
 struct model_layer {
     const float *attn_norm;      /* (n_embd) */
+    /* wq, wk, wv: separate tensors, or row ranges of one fused attn_qkv (phi3) — quantized rows
+     * are independent, so a row range is a complete weight of its own */
     struct model_weight wq;      /* (n_head * head_dim, n_embd) */
     struct model_weight wk;      /* (n_head_kv * head_dim, n_embd) */
     struct model_weight wv;      /* (n_head_kv * head_dim, n_embd) */
     struct model_weight wo;      /* (n_embd, n_head * head_dim) */
-    const float *bq;             /* (n_head * head_dim) or NULL — qwen2 */
+    const float *bq;             /* (n_head * head_dim) or NULL — qwen2, or from attn_qkv.bias */
     const float *bk;             /* (n_head_kv * head_dim) or NULL */
     const float *bv;             /* (n_head_kv * head_dim) or NULL */
     const float *bo;             /* (n_embd) or NULL */
-    const float *q_norm;         /* (head_dim) or NULL — gemma3 QK-norm */
+    const float *q_norm;         /* (head_dim) or NULL — gemma3 / qwen3 QK-norm */
     const float *k_norm;         /* (head_dim) or NULL */
-    const float *post_attn_norm; /* (n_embd) or NULL — gemma3 */
+    const float *post_attn_norm; /* (n_embd) or NULL — gemma2, gemma3 */
     const float *ffn_norm;       /* (n_embd) */
+    /* w_gate, w_up: separate tensors, or the two halves of phi3's ffn_up (2 n_ff rows: gate
+     * first, as ggml_swiglu activates the first half) */
     struct model_weight w_gate;  /* (n_ff, n_embd) */
     struct model_weight w_up;    /* (n_ff, n_embd) */
     struct model_weight w_down;  /* (n_embd, n_ff) */
-    const float *post_ffn_norm;  /* (n_embd) or NULL — gemma3 */
+    const float *post_ffn_norm;  /* (n_embd) or NULL — gemma2, gemma3 */
     bool swa;       /* sliding-window layer (attends to the last sliding_window keys) */
     int rope_table; /* 0: global RoPE base, 1: local (sliding-window) base */
 };
@@ -65,12 +69,20 @@ struct realm_model {
     const struct realm_gguf *g; /* borrowed */
     enum model_rope_mode rope_mode;
     int32_t n_rot;                            /* rotated dims per head (<= head_dim) */
-    int n_rope_tables;                        /* 1, or 2 for gemma3 (global + local base) */
+    int n_rope_tables; /* 1, or 2 when sliding-window layers have their own base or scale (gemma) */
     double *rope_freq[MODEL_MAX_ROPE_TABLES]; /* (n_rot/2) angle per position, owned */
-    float q_scale;       /* multiplies q before q·k (gemma3's f_attention_scale), or 1 */
-    float kq_scale;      /* multiplies q·k (1/sqrt(head_dim)), or 1 for gemma3 */
-    float embd_scale;    /* 1, or sqrt(n_embd) for gemma3 */
-    bool ffn_gelu;       /* GELU(tanh)-gated FFN (gemma3) instead of SwiGLU */
+    /* phi3 128k (rope_factors_long / _short): table 0 is built with the short factors, and a
+     * session with more than rope_long_ctx positions uses rope_freq_long instead (llama.cpp
+     * picks by n_ctx_seq > n_ctx_orig_yarn). NULL / 0 otherwise. */
+    double *rope_freq_long; /* (n_rot/2), owned, or NULL */
+    int32_t rope_long_ctx;
+    bool *swa_layers;       /* (n_layer) which layers use the sliding window, owned, or NULL */
+    float rope_attn_factor; /* rope.scaling.attn_factor: multiplies cos and sin (1 if absent) */
+    float attn_softcap; /* 0: none; else scores = c * tanh(scores / c) before softmax (gemma2) */
+    float q_scale;       /* multiplies q before q·k (gemma: f_attention_scale; phi3), or 1 */
+    float kq_scale;      /* multiplies q·k (1/sqrt(head_dim)), or 1 for gemma and phi3 */
+    float embd_scale;    /* 1, or sqrt(n_embd) for gemma */
+    bool ffn_gelu;       /* GELU(tanh)-gated FFN (gemma) instead of SwiGLU */
     float final_softcap; /* 0: none; else logits = c * tanh(logits / c) */
     int64_t q_dim;       /* n_head * head_dim */
     int64_t kv_dim;      /* n_head_kv * head_dim */

@@ -83,7 +83,8 @@ void quant_pack(uint32_t type, const void *W, size_t w_row_bytes, int64_t rows, 
                 pack_dwords(b + offsetof(block_q6_K, scales), w_row_bytes, nr, 4, p->sc);
                 for (int r = 0; r < QUANT_PACK_ROWS; r++) {
                     uint16_t d = 0;
-                    if (r < nr) memcpy(&d, b + (size_t)r * w_row_bytes + offsetof(block_q6_K, d), 2);
+                    if (r < nr)
+                        memcpy(&d, b + (size_t)r * w_row_bytes + offsetof(block_q6_K, d), 2);
                     p->d[r] = d;
                 }
             }
@@ -96,8 +97,7 @@ int realm_quant_prepack(const struct realm_quant_ops *ops, const void *W, size_t
     *out = NULL;
     if (!ops) return REALM_E_INVALID;
     if (!ops->matmul_packed) return REALM_OK; /* no packed layout in this table */
-    if (rows <= 0 || k <= 0 || k % QK_K || realm_type_row_size(ops->type, k) > w_row_bytes ||
-        !W)
+    if (rows <= 0 || k <= 0 || k % QK_K || realm_type_row_size(ops->type, k) > w_row_bytes || !W)
         return REALM_E_INVALID;
     const size_t bytes = quant_packed_size(ops->type, rows, k);
     if (bytes == 0) return REALM_E_INVALID;

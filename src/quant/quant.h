@@ -184,8 +184,7 @@ struct quant_pack_q6_K { /* read front to back: the scales first */
 /* Packs rows [0, rows) of W (q4_K or q6_K, k elements per row) into P (quant_packed_size bytes,
  * 64-byte aligned). */
 size_t quant_packed_size(uint32_t type, int64_t rows, int64_t k);
-void quant_pack(uint32_t type, const void *W, size_t w_row_bytes, int64_t rows, int64_t k,
-                void *P);
+void quant_pack(uint32_t type, const void *W, size_t w_row_bytes, int64_t rows, int64_t k, void *P);
 
 /* ---- ISA variants (kern_x86.c, compiled once per ISA) ----
  * Each overwrites, in tab (indexed by type), the entries for which it has kernels; returns how

@@ -60,16 +60,19 @@ static bool private_to_us(const struct stat *st) {
 }
 
 static void hex(const unsigned char *k, size_t n, char *out) {
-    for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", k[i]);
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", k[i]);
 }
 
 static void put_u64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 static uint64_t get_u64(const unsigned char *p) {
     uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
     return v;
 }
 
@@ -98,14 +101,16 @@ static wasmtime_module_t *load_entry(struct realm_sbx_host *h, const char *path,
         memcmp(buf + 16, key, 32) != 0 ||
         sha256_parts(buf + CW_HDR, (size_t)plen, NULL, 0, digest) != 0 ||
         memcmp(buf + 48, digest, 32) != 0) {
-        realm_log(REALM_LOG_WARN, "sandbox", "cache: %s: bad header or checksum, recompiling", path);
+        realm_log(REALM_LOG_WARN, "sandbox", "cache: %s: bad header or checksum, recompiling",
+                  path);
         goto done;
     }
     wasmtime_error_t *e = wasmtime_module_deserialize(h->engine, buf + CW_HDR, (size_t)plen, &mod);
     if (e) {
         char msg[256];
         sbx_error_text(e, msg, sizeof msg);
-        realm_log(REALM_LOG_INFO, "sandbox", "cache: %s: not loadable (%s), recompiling", path, msg);
+        realm_log(REALM_LOG_INFO, "sandbox", "cache: %s: not loadable (%s), recompiling", path,
+                  msg);
         mod = NULL;
     }
 done:
@@ -136,7 +141,7 @@ static void store_entry(const char *dir, const char *path, const unsigned char k
         goto done;
     }
     if (snprintf(tmp, sizeof tmp, "%s.tmp%ld.%llx", path, (long)getpid(),
-                 (unsigned long long)sbx_now_ns()) >= (int)sizeof tmp)
+                 (unsigned long long)realm_now_ns()) >= (int)sizeof tmp)
         goto done;
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) goto done;
@@ -176,7 +181,8 @@ int sbx_cache_module(struct realm_sbx_host *h, const void *wasm, size_t len, con
         snprintf(path, sizeof path, "%s/%s.cwasm", h->cache_dir, k);
         /* a directory others can write to could be fed a crafted file: skip the cache */
         if (stat(h->cache_dir, &st) == 0 && !private_to_us(&st)) {
-            realm_log(REALM_LOG_WARN, "sandbox", "cache: %s is writable by others; not used", h->cache_dir);
+            realm_log(REALM_LOG_WARN, "sandbox", "cache: %s is writable by others; not used",
+                      h->cache_dir);
             use_cache = false;
         }
     }

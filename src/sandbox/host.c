@@ -19,17 +19,12 @@
 
 #define MIB (1024ull * 1024ull)
 
-uint64_t sbx_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* One line from a Wasmtime message: the trailing NUL dropped (wasm_trap_message includes it),
  * "\n\nCaused by:\n    x" folded into ": x", runs of blanks into one. */
 static void vec_text(const wasm_byte_vec_t *v, char *buf, size_t cap) {
     size_t n = v->size, k = 0;
-    while (n > 0 && v->data[n - 1] == 0) n--;
+    while (n > 0 && v->data[n - 1] == 0)
+        n--;
     bool blank = false;
     for (size_t i = 0; i < n && k + 1 < cap; i++) {
         char c = v->data[i];
@@ -60,18 +55,30 @@ void sbx_error_text(wasmtime_error_t *e, char *buf, size_t cap) {
 
 static const char *trap_code_text(wasmtime_trap_code_t c) {
     switch (c) {
-    case WASMTIME_TRAP_CODE_STACK_OVERFLOW: return "call stack exhausted";
-    case WASMTIME_TRAP_CODE_MEMORY_OUT_OF_BOUNDS: return "out of bounds memory access";
-    case WASMTIME_TRAP_CODE_HEAP_MISALIGNED: return "misaligned memory access";
-    case WASMTIME_TRAP_CODE_TABLE_OUT_OF_BOUNDS: return "undefined table element";
-    case WASMTIME_TRAP_CODE_INDIRECT_CALL_TO_NULL: return "uninitialized table element";
-    case WASMTIME_TRAP_CODE_BAD_SIGNATURE: return "indirect call type mismatch";
-    case WASMTIME_TRAP_CODE_INTEGER_OVERFLOW: return "integer overflow";
-    case WASMTIME_TRAP_CODE_INTEGER_DIVISION_BY_ZERO: return "integer divide by zero";
-    case WASMTIME_TRAP_CODE_BAD_CONVERSION_TO_INTEGER: return "invalid conversion to integer";
-    case WASMTIME_TRAP_CODE_UNREACHABLE_CODE_REACHED: return "unreachable executed";
-    case WASMTIME_TRAP_CODE_INTERRUPT: return "interrupted";
-    default: return NULL;
+    case WASMTIME_TRAP_CODE_STACK_OVERFLOW:
+        return "call stack exhausted";
+    case WASMTIME_TRAP_CODE_MEMORY_OUT_OF_BOUNDS:
+        return "out of bounds memory access";
+    case WASMTIME_TRAP_CODE_HEAP_MISALIGNED:
+        return "misaligned memory access";
+    case WASMTIME_TRAP_CODE_TABLE_OUT_OF_BOUNDS:
+        return "undefined table element";
+    case WASMTIME_TRAP_CODE_INDIRECT_CALL_TO_NULL:
+        return "uninitialized table element";
+    case WASMTIME_TRAP_CODE_BAD_SIGNATURE:
+        return "indirect call type mismatch";
+    case WASMTIME_TRAP_CODE_INTEGER_OVERFLOW:
+        return "integer overflow";
+    case WASMTIME_TRAP_CODE_INTEGER_DIVISION_BY_ZERO:
+        return "integer divide by zero";
+    case WASMTIME_TRAP_CODE_BAD_CONVERSION_TO_INTEGER:
+        return "invalid conversion to integer";
+    case WASMTIME_TRAP_CODE_UNREACHABLE_CODE_REACHED:
+        return "unreachable executed";
+    case WASMTIME_TRAP_CODE_INTERRUPT:
+        return "interrupted";
+    default:
+        return NULL;
     }
 }
 
@@ -85,7 +92,8 @@ void sbx_trap_text(wasm_trap_t *t, char *buf, size_t cap) {
     wasm_trap_trace(t, &frames);
     if (frames.size > 0) {
         const wasm_name_t *n = wasmtime_frame_func_name(frames.data[0]);
-        if (n && n->size) snprintf(fn, sizeof fn, " in %.*s", (int)(n->size < 64 ? n->size : 64), n->data);
+        if (n && n->size)
+            snprintf(fn, sizeof fn, " in %.*s", (int)(n->size < 64 ? n->size : 64), n->data);
     }
     wasm_frame_vec_delete(&frames);
     if (what) {
@@ -95,11 +103,15 @@ void sbx_trap_text(wasm_trap_t *t, char *buf, size_t cap) {
         wasm_trap_message(t, &msg);
         /* keep the last line: the cause after the backtrace */
         size_t n = msg.size;
-        while (n > 0 && (msg.data[n - 1] == 0 || msg.data[n - 1] == '\n')) n--;
+        while (n > 0 && (msg.data[n - 1] == 0 || msg.data[n - 1] == '\n'))
+            n--;
         size_t start = n;
-        while (start > 0 && msg.data[start - 1] != '\n') start--;
-        while (start < n && msg.data[start] == ' ') start++;
-        snprintf(buf, cap, "%.*s%s", (int)(n - start < 200 ? n - start : 200), msg.data + start, fn);
+        while (start > 0 && msg.data[start - 1] != '\n')
+            start--;
+        while (start < n && msg.data[start] == ' ')
+            start++;
+        snprintf(buf, cap, "%.*s%s", (int)(n - start < 200 ? n - start : 200), msg.data + start,
+                 fn);
         wasm_byte_vec_delete(&msg);
     }
     wasm_trap_delete(t);
@@ -112,7 +124,8 @@ void sbx_trap_text(wasm_trap_t *t, char *buf, size_t cap) {
  * guest code runs and no epoch check happens) ends too. ---- */
 static void *ticker_main(void *arg) {
     struct realm_sbx_host *h = arg;
-    struct timespec ts = {(time_t)(h->cfg.tick_us / 1000000), (long)(h->cfg.tick_us % 1000000) * 1000};
+    struct timespec ts = {(time_t)(h->cfg.tick_us / 1000000),
+                          (long)(h->cfg.tick_us % 1000000) * 1000};
     while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
         nanosleep(&ts, NULL);
         wasmtime_engine_increment_epoch(h->engine);
@@ -146,7 +159,8 @@ int realm_sbx_host_new(const struct realm_sbx_config *cfg_in, struct realm_sbx_h
     if (!cfg.max_input_bytes) cfg.max_input_bytes = 4 * MIB;
     if (!cfg.max_json_values) cfg.max_json_values = 65536;
     if (!cfg.generate_budget_ms) cfg.generate_budget_ms = 30000;
-    if (!cfg.max_output_bytes) cfg.max_output_bytes = 4 * MIB; /* a 2^20-token answer at 4 bytes a token */
+    if (!cfg.max_output_bytes)
+        cfg.max_output_bytes = 4 * MIB; /* a 2^20-token answer at 4 bytes a token */
     if (!cfg.max_sessions) cfg.max_sessions = 8;
     if (!cfg.max_log_lines) cfg.max_log_lines = 32;
     if (!cfg.cancel_grace_ms) cfg.cancel_grace_ms = 100;
@@ -221,8 +235,6 @@ fail:
 
 static void model_entry_free(struct sbx_model *m) {
     if (!m) return;
-    if (m->engine && !m->decode) pthread_mutex_destroy(&m->mu);
-    realm_free(m->rows);
     realm_free(m->info);
     realm_free(m->name);
     realm_free(m);
@@ -237,7 +249,8 @@ void realm_sbx_host_free(struct realm_sbx_host *h) {
         atomic_store(&h->stop, true);
         pthread_join(h->ticker, NULL);
     }
-    for (int i = 0; i < h->n_models; i++) model_entry_free(h->models[i]);
+    for (int i = 0; i < h->n_models; i++)
+        model_entry_free(h->models[i]);
     realm_free(h->models);
     if (h->linker) wasmtime_linker_delete(h->linker);
     if (h->engine) wasm_engine_delete(h->engine);
@@ -256,19 +269,24 @@ static int json_str_or_null(struct realm_buf *b, const char *s) {
 static int build_info(struct sbx_model *m) {
     const struct realm_model_config *c = realm_model_config(m->model);
     struct realm_buf b = {0};
-    int rc = realm_buf_puts(&b, "{\"name\":") || json_str_or_null(&b, m->name) || realm_buf_puts(&b, ",\"arch\":") ||
-             json_str_or_null(&b, c->arch_name) ||
-             realm_buf_printf(&b, ",\"n_vocab\":%d,\"n_ctx_train\":%d,\"n_embd\":%d,\"n_layer\":%d", m->n_vocab,
-                              c->n_ctx_train, c->n_embd, c->n_layer) ||
-             realm_buf_printf(&b, ",\"bos\":%d,\"eos\":%d,\"add_bos\":%s", realm_tokenizer_bos(m->tok),
-                              realm_tokenizer_eos(m->tok), realm_tokenizer_add_bos(m->tok) ? "true" : "false");
+    int rc = realm_buf_puts(&b, "{\"name\":") || json_str_or_null(&b, m->name) ||
+             realm_buf_puts(&b, ",\"arch\":") || json_str_or_null(&b, c->arch_name) ||
+             realm_buf_printf(&b, ",\"n_vocab\":%d,\"n_ctx_train\":%d,\"n_embd\":%d,\"n_layer\":%d",
+                              m->n_vocab, c->n_ctx_train, c->n_embd, c->n_layer) ||
+             realm_buf_printf(&b, ",\"bos\":%d,\"eos\":%d,\"add_bos\":%s",
+                              realm_tokenizer_bos(m->tok), realm_tokenizer_eos(m->tok),
+                              realm_tokenizer_add_bos(m->tok) ? "true" : "false");
     /* SPM's space in front of the text (the native detokenizer strips it from the first piece) */
     struct realm_detok d;
     realm_detok_init(&d, m->tok, false);
     rc = rc || realm_buf_printf(&b, ",\"add_space_prefix\":%s", d.strip_space ? "true" : "false") ||
-         realm_buf_puts(&b, ",\"tokenizer\":") || json_str_or_null(&b, realm_tokenizer_kind(m->tok)) ||
-         realm_buf_puts(&b, ",\"pre\":") || json_str_or_null(&b, realm_tokenizer_pre(m->tok)) ||
-         realm_buf_puts(&b, ",\"chat_template\":") || json_str_or_null(&b, realm_tokenizer_chat_template(m->tok)) ||
+         realm_buf_puts(&b, ",\"tokenizer\":") ||
+         json_str_or_null(&b, realm_tokenizer_kind(m->tok)) || realm_buf_puts(&b, ",\"pre\":") ||
+         json_str_or_null(&b, realm_tokenizer_pre(m->tok)) ||
+         realm_buf_puts(&b, ",\"chat_template\":") ||
+         json_str_or_null(&b, realm_tokenizer_chat_template(m->tok)) ||
+         realm_buf_puts(&b, ",\"tool_format\":") ||
+         json_str_or_null(&b, realm_tokenizer_tool_format(m->tok)) ||
          realm_buf_puts(&b, ",\"eog\":[");
     int32_t n_tok = realm_tokenizer_n_vocab(m->tok);
     bool first = true;
@@ -289,20 +307,24 @@ static int build_info(struct sbx_model *m) {
 int realm_sbx_host_add_model(struct realm_sbx_host *h, const struct realm_sbx_model_desc *d,
                              struct realm_err *err) {
     if (!d || !d->name || !d->model || !d->tok)
-        return realm_err_set(err, REALM_E_INVALID, "sandbox: model: name, model and tokenizer are required");
+        return realm_err_set(err, REALM_E_INVALID,
+                             "sandbox: model: name, model and tokenizer are required");
     size_t nl = strlen(d->name);
     if (nl == 0 || nl > REALM_ABI_MAX_NAME)
-        return realm_err_set(err, REALM_E_INVALID, "sandbox: model: name length %zu, expected 1..%d",
-                             nl, REALM_ABI_MAX_NAME);
-    if (!d->decode && (!d->engine || d->max_batch < 1))
-        return realm_err_set(err, REALM_E_INVALID, "sandbox: model %s: no decode path", d->name);
+        return realm_err_set(err, REALM_E_INVALID,
+                             "sandbox: model: name length %zu, expected 1..%d", nl,
+                             REALM_ABI_MAX_NAME);
+    if (!d->decode && !d->sched)
+        return realm_err_set(err, REALM_E_INVALID, "sandbox: model %s: no decode path (scheduler)",
+                             d->name);
     for (int i = 0; i < h->n_models; i++)
         if (h->models[i]->name_len == nl && !memcmp(h->models[i]->name, d->name, nl))
             return realm_err_set(err, REALM_E_INVALID, "sandbox: model %s: added twice", d->name);
     const struct realm_model_config *c = realm_model_config(d->model);
     if (realm_tokenizer_n_vocab(d->tok) > c->n_vocab || c->n_vocab <= 0)
-        return realm_err_set(err, REALM_E_INVALID, "sandbox: model %s: tokenizer has %d tokens, model %d",
-                             d->name, realm_tokenizer_n_vocab(d->tok), c->n_vocab);
+        return realm_err_set(err, REALM_E_INVALID,
+                             "sandbox: model %s: tokenizer has %d tokens, model %d", d->name,
+                             realm_tokenizer_n_vocab(d->tok), c->n_vocab);
 
     if (h->n_models == h->cap_models) {
         int cap = h->cap_models ? h->cap_models * 2 : 4;
@@ -317,19 +339,15 @@ int realm_sbx_host_add_model(struct realm_sbx_host *h, const struct realm_sbx_mo
     m->name_len = nl;
     m->model = d->model;
     m->tok = d->tok;
+    m->sched = d->sched;
     m->decode = d->decode;
     m->decode_ctx = d->decode_ctx;
-    m->engine = d->engine;
-    m->max_batch = d->max_batch;
     m->kv_pool = d->kv_pool;
     m->n_vocab = c->n_vocab;
     m->n_ctx_train = c->n_ctx_train;
-    m->kv_bytes_per_pos = (uint64_t)c->n_layer * (uint64_t)c->n_head_kv * (uint64_t)c->head_dim * 2 * 2;
-    if (!m->decode) {
-        m->rows = realm_calloc((size_t)m->max_batch, sizeof *m->rows);
-        pthread_mutex_init(&m->mu, NULL);
-    }
-    if (!m->name || (!m->decode && !m->rows) || build_info(m) != REALM_OK) {
+    m->kv_bytes_per_pos =
+        (uint64_t)c->n_layer * (uint64_t)c->n_head_kv * (uint64_t)c->head_dim * 2 * 2;
+    if (!m->name || build_info(m) != REALM_OK) {
         model_entry_free(m);
         return realm_err_set(err, REALM_E_NOMEM, "sandbox: model: out of memory");
     }

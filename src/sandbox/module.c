@@ -21,31 +21,34 @@ struct want_export {
 };
 
 static const struct want_export g_exports[] = {
-    {"memory", NULL, true},
-    {"realm_abi_version", ":i", true},
-    {"realm_alloc", "i:i", true},
-    {"realm_free", "i:", true},
-    {"realm_init", ":i", true},
-    {"realm_generate", ":i", true},
+    {"memory", NULL, true},      {"realm_abi_version", ":i", true}, {"realm_alloc", "i:i", true},
+    {"realm_free", "i:", true},  {"realm_init", ":i", true},        {"realm_generate", ":i", true},
     {"_initialize", ":", false},
 };
 
 static char kind_char(wasm_valkind_t k) {
     switch (k) {
-    case WASM_I32: return 'i';
-    case WASM_I64: return 'I';
-    case WASM_F32: return 'f';
-    case WASM_F64: return 'F';
-    default: return '?';
+    case WASM_I32:
+        return 'i';
+    case WASM_I64:
+        return 'I';
+    case WASM_F32:
+        return 'f';
+    case WASM_F64:
+        return 'F';
+    default:
+        return '?';
     }
 }
 
 void sbx_functype_sig(const wasm_functype_t *ft, char *buf, size_t cap) {
     const wasm_valtype_vec_t *p = wasm_functype_params(ft), *r = wasm_functype_results(ft);
     size_t n = 0;
-    for (size_t i = 0; i < p->size && n + 2 < cap; i++) buf[n++] = kind_char(wasm_valtype_kind(p->data[i]));
+    for (size_t i = 0; i < p->size && n + 2 < cap; i++)
+        buf[n++] = kind_char(wasm_valtype_kind(p->data[i]));
     if (n + 1 < cap) buf[n++] = ':';
-    for (size_t i = 0; i < r->size && n + 2 < cap; i++) buf[n++] = kind_char(wasm_valtype_kind(r->data[i]));
+    for (size_t i = 0; i < r->size && n + 2 < cap; i++)
+        buf[n++] = kind_char(wasm_valtype_kind(r->data[i]));
     buf[n < cap ? n : cap - 1] = 0;
 }
 
@@ -67,15 +70,17 @@ static int check_exports(const wasmtime_module_t *m, const char *name, bool *has
                 if (wasm_externtype_kind(et) != WASM_EXTERN_MEMORY || !mt ||
                     wasmtime_memorytype_is64(mt) || wasmtime_memorytype_isshared(mt))
                     rc = realm_err_set(err, REALM_E_FORMAT,
-                                       "sandbox: %s: export memory: not a 32-bit unshared memory", name);
+                                       "sandbox: %s: export memory: not a 32-bit unshared memory",
+                                       name);
                 break;
             }
             char sig[32] = "?";
             if (wasm_externtype_kind(et) == WASM_EXTERN_FUNC)
                 sbx_functype_sig(wasm_externtype_as_functype_const(et), sig, sizeof sig);
             if (strcmp(sig, w->sig) != 0)
-                rc = realm_err_set(err, REALM_E_FORMAT, "sandbox: %s: export %s: type %s, expected %s",
-                                   name, w->name, sig, w->sig);
+                rc = realm_err_set(err, REALM_E_FORMAT,
+                                   "sandbox: %s: export %s: type %s, expected %s", name, w->name,
+                                   sig, w->sig);
             break;
         }
     }
@@ -123,7 +128,8 @@ int realm_sbx_module_load(struct realm_sbx_host *h, const char *path, struct rea
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
         st.st_size > (1 << 28)) {
         fclose(f);
-        return realm_err_set(err, REALM_E_IO, "sandbox: %s: not a regular file of 1 B..256 MiB", path);
+        return realm_err_set(err, REALM_E_IO, "sandbox: %s: not a regular file of 1 B..256 MiB",
+                             path);
     }
     unsigned char *buf = realm_malloc((size_t)st.st_size);
     if (!buf) {

@@ -17,57 +17,54 @@
 #include <stdatomic.h>
 #include <wasmtime.h>
 
+#include "realm/clock.h"
 #include "realm/sandbox.h"
 
-#define SBX_MAX_HANDLES 64      /* per instance: models + sessions */
-#define SBX_SERIAL_BITS 24      /* handle = slot << 24 | serial; serials count up per slot */
-#define SBX_SERIAL_MASK ((1u << SBX_SERIAL_BITS) - 1) /* the last serial: a slot that issued it
-                                                         is retired once freed */
-#define SBX_CHECK_TICKS 2       /* epoch ticks between budget checks while guest code runs */
+#define SBX_MAX_HANDLES 64 /* per instance: models + sessions */
+#define SBX_SERIAL_BITS 24 /* handle = slot << 24 | serial; serials count up per slot */
+/* the last serial: a slot that issued it is retired once freed */
+#define SBX_SERIAL_MASK ((1u << SBX_SERIAL_BITS) - 1)
+#define SBX_CHECK_TICKS 2 /* epoch ticks between budget checks while guest code runs */
 
-/* A model tenants can open by name. Immutable after realm_sbx_host_add_model except `mu` and
- * `rows` (the engine decode path). */
+/* A model tenants can open by name. Immutable after realm_sbx_host_add_model. */
 struct sbx_model {
     char *name;
     size_t name_len;
     const struct realm_model *model;
     const struct realm_tokenizer *tok;
+    struct realm_sched *sched; /* the decode path, unless `decode` replaces it */
     realm_sbx_decode_fn decode;
     void *decode_ctx;
-    struct realm_engine *engine;
-    int32_t max_batch;
     struct realm_kv_pool *kv_pool; /* NULL: contiguous sessions */
-    pthread_mutex_t mu;            /* engine path: one forward at a time */
-    struct realm_batch_row *rows;  /* engine path: max_batch rows, guarded by mu */
     int32_t n_vocab;
     int32_t n_ctx_train;
-    uint64_t kv_bytes_per_pos;     /* f16 K and V over every layer */
-    char *info;                    /* model_info JSON */
+    uint64_t kv_bytes_per_pos; /* f16 K and V over every layer */
+    char *info;                /* model_info JSON */
     size_t info_len;
 };
 
 struct realm_sbx_host {
-    struct realm_sbx_config cfg;   /* defaults filled in */
+    struct realm_sbx_config cfg; /* defaults filled in */
     wasm_engine_t *engine;
     wasmtime_linker_t *linker;
-    char *cache_dir;               /* NULL: no disk cache */
-    char config_key[256];          /* engine settings that change compiled code */
+    char *cache_dir;      /* NULL: no disk cache */
+    char config_key[256]; /* engine settings that change compiled code */
     pthread_t ticker;
     bool ticker_running;
     atomic_bool stop;
     struct sbx_model **models;
     int n_models, cap_models;
-    pthread_mutex_t active_mu;     /* guards `active` */
+    pthread_mutex_t active_mu; /* guards `active` */
     bool active_mu_init;
     struct realm_sbx_tenant *active; /* tenants inside a call (list through active_next) */
-    _Atomic uint32_t instances;    /* instances started: picks each one's first handle serial */
+    _Atomic uint32_t instances;      /* instances started: picks each one's first handle serial */
     _Atomic uint32_t next_tenant_id;
     _Atomic int64_t n_tenants;
 };
 
 struct realm_sbx_module {
     struct realm_sbx_host *host;
-    _Atomic int refs;              /* the owner's + one per tenant */
+    _Atomic int refs; /* the owner's + one per tenant */
     wasmtime_module_t *module;
     wasmtime_instance_pre_t *pre;
     bool cached;
@@ -78,16 +75,20 @@ struct realm_sbx_module {
 enum sbx_kind { SBX_SLOT_FREE = 0, SBX_SLOT_MODEL, SBX_SLOT_SESSION };
 
 struct sbx_slot {
-    uint32_t serial;               /* of the handle now (or last) in this slot, or the instance's
-                                      starting point. Kept when the slot is freed, so that a reuse
-                                      gets the next one; SBX_SERIAL_MASK: retired once freed */
+    uint32_t serial; /* of the handle now (or last) in this slot, or the instance's
+                        starting point. Kept when the slot is freed, so that a reuse
+                        gets the next one; SBX_SERIAL_MASK: retired once freed */
     uint8_t kind;
     struct sbx_model *model;
     struct realm_session *session; /* SBX_SLOT_SESSION */
     float *logits;                 /* SBX_SLOT_SESSION: n_vocab floats for unaligned guest buffers
                                       (allocated on first use) */
     uint64_t kv_bytes;
+    uint64_t sampled_call; /* SBX_SLOT_SESSION: the call_serial of the call in which it last
+                              began returning logits (counts it once per call) */
 };
+
+#define SBX_MAX_CALL_PROMPTS 16 /* first decodes per call remembered to spot a repeated prompt */
 
 enum sbx_kill { SBX_KILL_NONE = 0, SBX_KILL_BUDGET, SBX_KILL_WALL, SBX_KILL_CANCEL };
 
@@ -96,13 +97,14 @@ struct realm_sbx_tenant {
     struct realm_sbx_module *mod;
     char *name;
     uint32_t id;
-    uint32_t group;                /* what decode passes to the scheduler as the tenant */
-    struct realm_alloc_budget *host_budget; /* charged for the imports' allocations; borrowed, NULL: none */
-    uint64_t memory_limit;         /* linear-memory cap of this tenant's store */
+    uint32_t group; /* what decode passes to the scheduler as the tenant */
+    struct realm_alloc_budget
+        *host_budget;      /* charged for the imports' allocations; borrowed, NULL: none */
+    uint64_t memory_limit; /* linear-memory cap of this tenant's store */
     struct sbx_model *default_model;
-    bool *allowed;                 /* per host model; NULL: all */
+    bool *allowed; /* per host model; NULL: all */
 
-    wasmtime_store_t *store;       /* NULL while broken (re-instantiated on the next request) */
+    wasmtime_store_t *store; /* NULL while broken (re-instantiated on the next request) */
     wasmtime_context_t *cx;
     wasmtime_instance_t inst;
     wasmtime_memory_t mem;
@@ -111,36 +113,42 @@ struct realm_sbx_tenant {
     struct sbx_slot slots[SBX_MAX_HANDLES];
     int32_t n_sessions;
     uint64_t kv_bytes;
-    bool recycle;                  /* handle serials used up: a fresh store before the next request */
-    uint64_t init_wall_ms;         /* 0: none */
-    uint64_t generate_wall_ms;     /* 0: none */
+    bool recycle;              /* handle serials used up: a fresh store before the next request */
+    uint64_t init_wall_ms;     /* 0: none */
+    uint64_t generate_wall_ms; /* 0: none */
 
     /* ---- the current call ---- */
     struct realm_sbx_request *req; /* NULL outside realm_generate */
     uint64_t call_start_ns;
-    uint64_t call_host_ns;         /* time inside imports during this call */
-    uint64_t budget_ns;            /* guest compute time allowed */
-    uint64_t wall_deadline_ns;     /* 0: none */
-    uint64_t wall_ms;              /* the limit behind it, for messages */
+    uint64_t call_host_ns;          /* time inside imports during this call */
+    uint64_t budget_ns;             /* guest compute time allowed */
+    uint64_t wall_deadline_ns;      /* 0: none */
+    uint64_t wall_ms;               /* the limit behind it, for messages */
     const atomic_bool *call_cancel; /* the request's or the start's cancel flag (NULL: none) */
-    atomic_bool stop;              /* set by the ticker: deadline passed or call_cancel set; what
-                                      decode hands the scheduler as its cancel flag */
+    atomic_bool stop;               /* set by the ticker: deadline passed or call_cancel set; what
+                                       decode hands the scheduler as its cancel flag */
     struct realm_sbx_tenant *active_next; /* the host's active list */
-    bool active;                   /* on that list */
-    int64_t call_logit_decodes;    /* successful decodes that returned logits, this call */
-    uint64_t cancel_seen_ns;       /* when the epoch callback first saw the cancel flag (0: not) */
-    int kill;                      /* enum sbx_kill, set by the epoch callback */
+    bool active;                          /* on that list */
+    int64_t call_logit_decodes;           /* successful decodes that returned logits, this call */
+    uint64_t call_serial;                 /* counts calls (sessions' sampled_call refers to it) */
+    int64_t call_sampled_sessions;        /* sessions that returned logits, this call */
+    /* a paged session whose first decode repeats the first decode of an earlier session in this
+     * call (n choices of one prompt: the prefix cache serves it) is not charged that prompt
+     * again; call_prompts are FNV-1a hashes of those first decodes */
+    int64_t call_repeat_tokens;
+    uint64_t call_prompts[SBX_MAX_CALL_PROMPTS];
+    int32_t n_call_prompts;
+    uint64_t cancel_seen_ns; /* when the epoch callback first saw the cancel flag (0: not) */
+    int kill;                /* enum sbx_kill, set by the epoch callback */
     int log_lines;
     char last_msg[REALM_ABI_MAX_LOG + 1];
-    char host_msg[REALM_ERR_MSG_MAX]; /* why the last refused host call (decode) failed, this call */
+    char
+        host_msg[REALM_ERR_MSG_MAX]; /* why the last refused host call (decode) failed, this call */
 
-    int64_t unbilled_tokens;       /* decoded in realm_init, not yet charged to a request */
+    int64_t unbilled_tokens; /* decoded in realm_init, not yet charged to a request */
 
     struct realm_sbx_tenant_stats stats;
 };
-
-/* ---- host.c ---- */
-uint64_t sbx_now_ns(void);
 
 /* ---- module.c ---- */
 /* Writes a function type as "params:results" with i/I/f/F for i32/i64/f32/f64 (e.g. "ii:i"). */

@@ -43,7 +43,7 @@ static wasmtime_error_t *epoch_check(wasmtime_context_t *cx, void *data, uint64_
                                      wasmtime_update_deadline_kind_t *kind) {
     (void)cx;
     struct realm_sbx_tenant *t = data;
-    uint64_t now = sbx_now_ns();
+    uint64_t now = realm_now_ns();
     int64_t guest_ns = (int64_t)(now - t->call_start_ns) - (int64_t)t->call_host_ns;
     bool cancelled = t->call_cancel && atomic_load_explicit(t->call_cancel, memory_order_relaxed);
     if (cancelled && !t->cancel_seen_ns) t->cancel_seen_ns = now;
@@ -67,15 +67,20 @@ static void begin_call(struct realm_sbx_tenant *t, uint64_t budget_ms, uint64_t 
                        const atomic_bool *cancel) {
     /* limits of centuries are "none" in effect; capping them keeps the sums below from wrapping */
     const uint64_t max_ms = 1ull << 40;
-    t->call_start_ns = sbx_now_ns();
+    t->call_start_ns = realm_now_ns();
     t->call_host_ns = 0;
     t->budget_ns = (budget_ms < max_ms ? budget_ms : max_ms) * 1000000ull;
     t->wall_ms = wall_ms;
-    t->wall_deadline_ns = wall_ms ? t->call_start_ns + (wall_ms < max_ms ? wall_ms : max_ms) * 1000000ull : 0;
+    t->wall_deadline_ns =
+        wall_ms ? t->call_start_ns + (wall_ms < max_ms ? wall_ms : max_ms) * 1000000ull : 0;
     t->call_cancel = cancel;
     t->kill = SBX_KILL_NONE;
     t->cancel_seen_ns = 0;
     t->call_logit_decodes = 0;
+    t->call_serial++;
+    t->call_sampled_sessions = 0;
+    t->call_repeat_tokens = 0;
+    t->n_call_prompts = 0;
     atomic_store(&t->stop, false);
     struct realm_sbx_host *h = t->host;
     pthread_mutex_lock(&h->active_mu);
@@ -102,7 +107,7 @@ static void end_call(struct realm_sbx_tenant *t) {
 
 /* O(tenants inside a call) per tick, under a mutex taken only here and at call boundaries. */
 void sbx_tenants_tick(struct realm_sbx_host *h) {
-    uint64_t now = sbx_now_ns();
+    uint64_t now = realm_now_ns();
     pthread_mutex_lock(&h->active_mu);
     for (struct realm_sbx_tenant *t = h->active; t; t = t->active_next) {
         if (atomic_load_explicit(&t->stop, memory_order_relaxed)) continue;
@@ -114,7 +119,7 @@ void sbx_tenants_tick(struct realm_sbx_host *h) {
 }
 
 bool sbx_tenant_past_deadline(const struct realm_sbx_tenant *t) {
-    return t->wall_deadline_ns && sbx_now_ns() >= t->wall_deadline_ns;
+    return t->wall_deadline_ns && realm_now_ns() >= t->wall_deadline_ns;
 }
 
 static bool call_cancelled(const struct realm_sbx_tenant *t) {
@@ -122,8 +127,9 @@ static bool call_cancelled(const struct realm_sbx_tenant *t) {
 }
 
 static int wall_error(struct realm_sbx_tenant *t, const char *what, struct realm_err *err) {
-    return realm_err_set(err, REALM_E_TIMEOUT, "sandbox: %s: %s stopped: wall-clock limit of %llu ms",
-                         t->name, what, (unsigned long long)t->wall_ms);
+    return realm_err_set(err, REALM_E_TIMEOUT,
+                         "sandbox: %s: %s stopped: wall-clock limit of %llu ms", t->name, what,
+                         (unsigned long long)t->wall_ms);
 }
 
 static int kill_error(struct realm_sbx_tenant *t, const char *what, struct realm_err *err) {
@@ -134,8 +140,9 @@ static int kill_error(struct realm_sbx_tenant *t, const char *what, struct realm
     case SBX_KILL_WALL:
         return wall_error(t, what, err);
     default:
-        return realm_err_set(err, REALM_E_TIMEOUT, "sandbox: %s: %s stopped: compute budget of %llu ms used up",
-                             t->name, what, (unsigned long long)(t->budget_ns / 1000000ull));
+        return realm_err_set(err, REALM_E_TIMEOUT,
+                             "sandbox: %s: %s stopped: compute budget of %llu ms used up", t->name,
+                             what, (unsigned long long)(t->budget_ns / 1000000ull));
     }
 }
 
@@ -192,13 +199,15 @@ static int tenant_start_call(struct realm_sbx_tenant *t, struct realm_err *err);
 
 /* New store + instance; _initialize, realm_abi_version, realm_init, within the init budget and
  * wall-clock limit; cancel (may be NULL) aborts it. On failure the store is gone again. */
-static int tenant_start(struct realm_sbx_tenant *t, const atomic_bool *cancel, struct realm_err *err) {
+static int tenant_start(struct realm_sbx_tenant *t, const atomic_bool *cancel,
+                        struct realm_err *err) {
     /* a fresh instance has never seen a handle: every slot starts over, from a serial that
      * differs between instances (an odd multiplier permutes 2^23 values) so that one
      * instance's handle values mean nothing in another; at least 2^23 serials stay per slot */
     memset(t->slots, 0, sizeof t->slots);
     uint32_t base = (atomic_fetch_add(&t->host->instances, 1) * 40503u) & (SBX_SERIAL_MASK >> 1);
-    for (int i = 0; i < SBX_MAX_HANDLES; i++) t->slots[i].serial = base;
+    for (int i = 0; i < SBX_MAX_HANDLES; i++)
+        t->slots[i].serial = base;
     t->recycle = false;
     begin_call(t, t->host->cfg.init_budget_ms, t->init_wall_ms, cancel);
     int rc = tenant_start_call(t, err);
@@ -234,8 +243,10 @@ static int tenant_start_call(struct realm_sbx_tenant *t, struct realm_err *err) 
     wasmtime_context_set_epoch_deadline(t->cx, SBX_CHECK_TICKS);
     wasmtime_error_t *e = wasmtime_instance_pre_instantiate(t->mod->pre, t->cx, &t->inst, &trap);
     if (e || trap) {
-        if (e) sbx_error_text(e, msg, sizeof msg);
-        else sbx_trap_text(trap, msg, sizeof msg);
+        if (e)
+            sbx_error_text(e, msg, sizeof msg);
+        else
+            sbx_trap_text(trap, msg, sizeof msg);
         rc = realm_err_set(err, e ? REALM_E_LIMIT : REALM_E_TRAP, "sandbox: %s: instantiate: %s",
                            t->name, msg);
         goto fail;
@@ -252,13 +263,15 @@ static int tenant_start_call(struct realm_sbx_tenant *t, struct realm_err *err) 
     t->mem = mem.of.memory;
 
     /* reactor: C constructors and libc setup, before any other export */
-    if (t->mod->has_initialize && (rc = call_guest(t, &f_initialize, "_initialize", false, NULL, err)))
+    if (t->mod->has_initialize &&
+        (rc = call_guest(t, &f_initialize, "_initialize", false, NULL, err)))
         goto fail;
     int32_t v = 0;
     if ((rc = call_guest(t, &f_abi, "realm_abi_version", true, &v, err))) goto fail;
     if (v != REALM_ABI_VERSION) {
-        rc = realm_err_set(err, REALM_E_UNSUPPORTED, "sandbox: %s: guest ABI version %d, expected %d",
-                           t->name, v, REALM_ABI_VERSION);
+        rc = realm_err_set(err, REALM_E_UNSUPPORTED,
+                           "sandbox: %s: guest ABI version %d, expected %d", t->name, v,
+                           REALM_ABI_VERSION);
         goto fail;
     }
     int32_t st = 0;
@@ -268,8 +281,8 @@ static int tenant_start_call(struct realm_sbx_tenant *t, struct realm_err *err) 
      * check by a tick) or cancelled does not make a tenant either. */
     if (st != REALM_OK || call_cancelled(t) || sbx_tenant_past_deadline(t)) {
         if (call_cancelled(t))
-            rc = realm_err_set(err, REALM_E_CANCELLED, "sandbox: %s: realm_init stopped: start cancelled",
-                               t->name);
+            rc = realm_err_set(err, REALM_E_CANCELLED,
+                               "sandbox: %s: realm_init stopped: start cancelled", t->name);
         else if (sbx_tenant_past_deadline(t))
             rc = wall_error(t, "realm_init", err);
         /* the seed's failing constructor: report the guest's status and its last words */
@@ -277,8 +290,9 @@ static int tenant_start_call(struct realm_sbx_tenant *t, struct realm_err *err) 
             rc = realm_err_set(err, st, "guest init failed: %s%s%s", realm_strerror(st),
                                t->last_msg[0] ? ": " : "", t->last_msg);
         else
-            rc = realm_err_set(err, REALM_E_INVALID, "guest init failed: status %d (not a realm status)%s%s",
-                               st, t->last_msg[0] ? ": " : "", t->last_msg);
+            rc = realm_err_set(err, REALM_E_INVALID,
+                               "guest init failed: status %d (not a realm status)%s%s", st,
+                               t->last_msg[0] ? ": " : "", t->last_msg);
         goto fail;
     }
     return REALM_OK;
@@ -290,13 +304,16 @@ int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
                          const struct realm_sbx_tenant_params *params,
                          struct realm_sbx_tenant **out, struct realm_err *err) {
     if (m->host != h)
-        return realm_err_set(err, REALM_E_INVALID, "sandbox: tenant: the module belongs to another host");
+        return realm_err_set(err, REALM_E_INVALID,
+                             "sandbox: tenant: the module belongs to another host");
     struct realm_sbx_tenant_params p = {0};
     if (params) p = *params;
     if (!p.name) p.name = "tenant";
     if (p.memory_limit > h->cfg.memory_limit)
-        return realm_err_set(err, REALM_E_INVALID, "sandbox: tenant %s: memory limit %llu bytes exceeds the host's "
-                             "%llu", p.name, (unsigned long long)p.memory_limit,
+        return realm_err_set(err, REALM_E_INVALID,
+                             "sandbox: tenant %s: memory limit %llu bytes exceeds the host's "
+                             "%llu",
+                             p.name, (unsigned long long)p.memory_limit,
                              (unsigned long long)h->cfg.memory_limit);
     struct realm_sbx_tenant *t = realm_calloc(1, sizeof *t);
     if (!t) return realm_err_set(err, REALM_E_NOMEM, "sandbox: tenant: out of memory");
@@ -363,7 +380,8 @@ void realm_sbx_tenant_free(struct realm_sbx_tenant *t) {
     realm_free(t);
 }
 
-void realm_sbx_tenant_get_stats(const struct realm_sbx_tenant *t, struct realm_sbx_tenant_stats *out) {
+void realm_sbx_tenant_get_stats(const struct realm_sbx_tenant *t,
+                                struct realm_sbx_tenant_stats *out) {
     *out = t->stats;
     out->memory_bytes = t->store ? wasmtime_memory_data_size(t->cx, &t->mem) : 0;
     out->sessions = t->n_sessions;
@@ -373,7 +391,12 @@ void realm_sbx_tenant_get_stats(const struct realm_sbx_tenant *t, struct realm_s
 int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_request *r,
                               struct realm_err *err) {
     int rc;
-    r->usage = (struct realm_sbx_usage){.prompt_tokens = -1, .completion_tokens = -1, .finish_reason = -1};
+    r->usage =
+        (struct realm_sbx_usage){.prompt_tokens = -1, .completion_tokens = -1, .finish_reason = -1};
+    r->tool_calls_seen = false;
+    r->choice = 0;
+    for (int i = 0; i < REALM_ABI_MAX_CHOICES; i++)
+        r->choice_completion[i] = r->choice_finish[i] = -1;
     if (t->store && t->recycle) tenant_stop(t); /* handle serials used up */
     if (!t->store) {
         t->stats.restarts++;
@@ -393,14 +416,16 @@ int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_reque
     int32_t st = 0;
     rc = call_guest(t, &t->f_generate, "realm_generate", true, &st, err);
     end_call(t);
-    uint64_t total = sbx_now_ns() - t->call_start_ns;
+    uint64_t total = realm_now_ns() - t->call_start_ns;
     struct realm_sbx_usage *u = &r->usage;
     u->total_ns = total;
     u->guest_ns = total > t->call_host_ns ? total - t->call_host_ns : 0;
     /* the charge, whatever the outcome: see struct realm_sbx_usage */
     u->measured_completion_tokens = t->call_logit_decodes;
-    u->measured_prompt_tokens = t->call_logit_decodes >= 1 ? u->decoded_tokens - (t->call_logit_decodes - 1)
-                                                           : u->decoded_tokens;
+    /* per session: what it decoded minus the sampled tokens it fed back (all but its last) */
+    u->measured_prompt_tokens = u->decoded_tokens - t->call_logit_decodes +
+                                t->call_sampled_sessions - t->call_repeat_tokens;
+    if (u->measured_prompt_tokens < 0) u->measured_prompt_tokens = 0;
     /* tokens decoded outside any request (in realm_init, when this instance started) are charged
      * to the first request it serves: a guest cannot hide work in its initialisation */
     u->measured_prompt_tokens += t->unbilled_tokens;
@@ -417,6 +442,7 @@ int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_reque
     if (!status_is_known(st))
         return realm_err_set(err, REALM_E_INVALID, "guest: returned %d, not a realm status%s%s", st,
                              t->last_msg[0] ? ": " : "", t->last_msg);
-    return realm_err_set(err, st, "guest: %s%s%s%s%s%s", realm_strerror(st), t->last_msg[0] ? ": " : "",
-                         t->last_msg, t->host_msg[0] ? " (host: " : "", t->host_msg, t->host_msg[0] ? ")" : "");
+    return realm_err_set(err, st, "guest: %s%s%s%s%s%s", realm_strerror(st),
+                         t->last_msg[0] ? ": " : "", t->last_msg, t->host_msg[0] ? " (host: " : "",
+                         t->host_msg, t->host_msg[0] ? ")" : "");
 }

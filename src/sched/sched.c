@@ -22,8 +22,8 @@
  * token, but each needs a CPU for a moment first (sampling, waking up). Starting the next step
  * the instant any work exists would then run it with whoever was quickest and leave the rest for
  * the step after — on two cores that settles into half-full steps. So after a step the scheduler
- * waits until the sessions whose requests finished in it are queued again, or for at most a quarter of the
- * last step's time (capped at GATHER_MAX_S), whichever comes first.
+ * waits until the sessions whose requests finished in it are queued again, or for at most a quarter
+ * of the last step's time (capped at GATHER_MAX_S), whichever comes first.
  */
 #include "realm/sched.h"
 
@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "realm/alloc.h"
+#include "realm/clock.h"
 #include "realm/log.h"
 
 #define GATHER_MAX_S 0.005 /* longest wait for returning callers before a step */
@@ -42,9 +43,9 @@ struct req {
     struct realm_session *session;
     const int32_t *tokens;
     int32_t n;
-    int32_t done;    /* tokens already run */
-    int32_t taken;   /* rows in the current step (0 if not in it) */
-    bool refused;    /* the backend refused room in this step: finished after collect */
+    int32_t done;  /* tokens already run */
+    int32_t taken; /* rows in the current step (0 if not in it) */
+    bool refused;  /* the backend refused room in this step: finished after collect */
     float *logits;
     const atomic_bool *cancel;
     bool finished;
@@ -89,7 +90,7 @@ struct realm_sched {
     struct realm_session **returning; /* sessions of requests finished in the last step and not
                                          queued again yet (max_batch_tokens entries) */
     int32_t n_returning;
-    double last_step_s;  /* duration of the last forward */
+    double last_step_s; /* duration of the last forward */
 };
 
 /* ---- tenants ---- */
@@ -108,7 +109,8 @@ static int index_rebuild(struct realm_sched *s, uint32_t cap) {
     memset(idx, 0xff, cap * sizeof *idx);
     for (int32_t i = 0; i < s->n_tenants; i++) {
         uint32_t h = hash_u32(s->tenants[i].id) & (cap - 1);
-        while (idx[h] >= 0) h = (h + 1) & (cap - 1);
+        while (idx[h] >= 0)
+            h = (h + 1) & (cap - 1);
         idx[h] = i;
     }
     realm_free(s->index);
@@ -159,8 +161,10 @@ static struct tenant_q *tenant_get(struct realm_sched *s, uint32_t id) {
 
 static void enqueue(struct realm_sched *s, struct tenant_q *t, struct req *r) {
     r->next = NULL;
-    if (t->tail) t->tail->next = r;
-    else t->head = r;
+    if (t->tail)
+        t->tail->next = r;
+    else
+        t->head = r;
     t->tail = r;
     t->queued_requests++;
     t->queued_tokens += r->n;
@@ -189,8 +193,10 @@ static void compact_ring(struct realm_sched *s) {
     int32_t w = 0;
     for (int32_t i = 0; i < s->ring_len; i++) {
         struct tenant_q *t = &s->tenants[s->ring[i]];
-        if (t->head) s->ring[w++] = s->ring[i];
-        else t->in_ring = false;
+        if (t->head)
+            s->ring[w++] = s->ring[i];
+        else
+            t->in_ring = false;
     }
     s->ring_len = w;
     if (s->ring_start >= w) s->ring_start = 0;
@@ -200,9 +206,12 @@ static void finish(struct realm_sched *s, struct tenant_q *t, struct req *r, int
     unlink_req(s, t, r);
     r->finished = true;
     r->status = status;
-    if (status == REALM_OK) s->stats.requests_done++;
-    else if (status == REALM_E_CANCELLED) s->stats.requests_cancelled++;
-    else s->stats.requests_failed++;
+    if (status == REALM_OK)
+        s->stats.requests_done++;
+    else if (status == REALM_E_CANCELLED)
+        s->stats.requests_cancelled++;
+    else
+        s->stats.requests_failed++;
     pthread_cond_signal(&r->cv);
 }
 
@@ -257,8 +266,8 @@ static void drop_cancelled(struct realm_sched *s) {
         for (struct req *r = t->head, *next; r; r = next) {
             next = r->next;
             if (r->cancel && atomic_load(r->cancel)) {
-                realm_err_set(r->err, REALM_E_CANCELLED, "sched: request cancelled after %d of %d tokens", r->done,
-                              r->n);
+                realm_err_set(r->err, REALM_E_CANCELLED,
+                              "sched: request cancelled after %d of %d tokens", r->done, r->n);
                 finish(s, t, r, REALM_E_CANCELLED);
             }
         }
@@ -269,14 +278,16 @@ static void drop_cancelled(struct realm_sched *s) {
 static int32_t collect(struct realm_sched *s) {
     int32_t budget = s->p.max_batch_tokens, n_rows = 0;
     s->n_step_reqs = 0;
-    for (int32_t k = 0; k < s->ring_len; k++) s->tenants[s->ring[k]].in_step = 0;
+    for (int32_t k = 0; k < s->ring_len; k++)
+        s->tenants[s->ring[k]].in_step = 0;
     bool contended = s->ring_len > 1;
     int32_t share = contended && s->p.tenant_share > 0 ? s->p.tenant_share : INT32_MAX;
     for (int phase = 0; phase < 2; phase++) {
         bool decode = phase == 0;
         bool progress = true;
         int32_t limit = budget; /* this phase fills the step up to here */
-        if (!decode && contended && s->p.contended_prefill > 0 && n_rows + s->p.contended_prefill < budget)
+        if (!decode && contended && s->p.contended_prefill > 0 &&
+            n_rows + s->p.contended_prefill < budget)
             limit = n_rows + s->p.contended_prefill;
         while (progress && n_rows < limit) {
             progress = false;
@@ -301,17 +312,13 @@ static int32_t collect(struct realm_sched *s) {
 
 static int hist_bucket(int32_t n) {
     int b = 0;
-    for (int32_t lim = 1; b < REALM_SCHED_HIST_BUCKETS - 1 && n > lim; lim *= 2) b++;
+    for (int32_t lim = 1; b < REALM_SCHED_HIST_BUCKETS - 1 && n > lim; lim *= 2)
+        b++;
     return b;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void complete_step(struct realm_sched *s, int rc, const struct realm_err *step_err, int32_t n_rows) {
+static void complete_step(struct realm_sched *s, int rc, const struct realm_err *step_err,
+                          int32_t n_rows) {
     s->stats.steps++;
     s->stats.rows += n_rows;
     s->stats.batch_hist[hist_bucket(n_rows)]++;
@@ -327,8 +334,10 @@ static void complete_step(struct realm_sched *s, int rc, const struct realm_err 
             finish(s, t, r, rc);
             continue;
         }
-        if (r->n - r->done == 1) s->stats.decode_rows++;
-        else s->stats.prefill_rows += k;
+        if (r->n - r->done == 1)
+            s->stats.decode_rows++;
+        else
+            s->stats.prefill_rows += k;
         r->done += k;
         t->queued_tokens -= k;
         t->tokens_done += k;
@@ -350,10 +359,7 @@ static void gather(struct realm_sched *s) {
     double wait = s->last_step_s / 4;
     if (wait > GATHER_MAX_S) wait = GATHER_MAX_S;
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long long ns = ts.tv_nsec + (long long)(wait * 1e9);
-    ts.tv_sec += (time_t)(ns / 1000000000);
-    ts.tv_nsec = (long)(ns % 1000000000);
+    realm_deadline_after(&ts, wait);
     while (!s->stopping && s->n_returning > 0)
         if (pthread_cond_timedwait(&s->cv_work, &s->mu, &ts)) break; /* timed out */
 }
@@ -362,7 +368,8 @@ static void *sched_main(void *arg) {
     struct realm_sched *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->stopping && s->stats.queue_depth == 0) pthread_cond_wait(&s->cv_work, &s->mu);
+        while (!s->stopping && s->stats.queue_depth == 0)
+            pthread_cond_wait(&s->cv_work, &s->mu);
         if (s->stopping) break;
         gather(s);
         if (s->stopping) break;
@@ -376,9 +383,9 @@ static void *sched_main(void *arg) {
         pthread_mutex_unlock(&s->mu);
         /* the forward pass runs without the lock: callers keep enqueueing meanwhile */
         struct realm_err step_err = {0};
-        double t0 = now_s();
+        double t0 = realm_now_s();
         int rc = s->be.forward(s->be.ctx, s->rows, n_rows, &step_err);
-        double dt = now_s() - t0;
+        double dt = realm_now_s() - t0;
         pthread_mutex_lock(&s->mu);
         s->stats.busy_seconds += dt;
         s->last_step_s = dt;
@@ -411,8 +418,9 @@ static void free_state(struct realm_sched *s) {
     realm_free(s);
 }
 
-int realm_sched_new(const struct realm_sched_backend *backend, const struct realm_sched_params *params,
-                    struct realm_sched **out, struct realm_err *err) {
+int realm_sched_new(const struct realm_sched_backend *backend,
+                    const struct realm_sched_params *params, struct realm_sched **out,
+                    struct realm_err *err) {
     struct realm_sched_params p = {64, 32, 0, 0};
     if (params) {
         if (params->max_batch_tokens) p.max_batch_tokens = params->max_batch_tokens;
@@ -420,11 +428,14 @@ int realm_sched_new(const struct realm_sched_backend *backend, const struct real
         p.tenant_share = params->tenant_share;
         p.contended_prefill = params->contended_prefill;
     }
-    if (!backend || !backend->forward || !backend->room || backend->n_vocab < 1 || p.max_batch_tokens < 1 ||
-        p.prefill_chunk < 1 || p.tenant_share < 0 || p.contended_prefill < 0)
-        return realm_err_set(err, REALM_E_INVALID, "sched: invalid backend or parameters (max_batch_tokens %d, "
-                             "prefill_chunk %d, tenant_share %d, contended_prefill %d)", p.max_batch_tokens,
-                             p.prefill_chunk, p.tenant_share, p.contended_prefill);
+    if (!backend || !backend->forward || !backend->room || backend->n_vocab < 1 ||
+        p.max_batch_tokens < 1 || p.prefill_chunk < 1 || p.tenant_share < 0 ||
+        p.contended_prefill < 0)
+        return realm_err_set(err, REALM_E_INVALID,
+                             "sched: invalid backend or parameters (max_batch_tokens %d, "
+                             "prefill_chunk %d, tenant_share %d, contended_prefill %d)",
+                             p.max_batch_tokens, p.prefill_chunk, p.tenant_share,
+                             p.contended_prefill);
     struct realm_sched *s = realm_calloc(1, sizeof *s);
     if (!s) return realm_err_set(err, REALM_E_NOMEM, "sched: out of memory");
     s->be = *backend;
@@ -435,13 +446,11 @@ int realm_sched_new(const struct realm_sched_backend *backend, const struct real
     s->rows = realm_calloc((size_t)p.max_batch_tokens, sizeof *s->rows);
     s->step_reqs = realm_calloc((size_t)p.max_batch_tokens, sizeof *s->step_reqs);
     s->returning = realm_calloc((size_t)p.max_batch_tokens, sizeof *s->returning);
-    if (!s->tenants || !s->ring || !s->rows || !s->step_reqs || !s->returning || index_rebuild(s, 64)) goto fail;
+    if (!s->tenants || !s->ring || !s->rows || !s->step_reqs || !s->returning ||
+        index_rebuild(s, 64))
+        goto fail;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* gather's deadline */
-    pthread_cond_init(&s->cv_work, &ca);
-    pthread_condattr_destroy(&ca);
+    realm_cond_init_monotonic(&s->cv_work); /* gather's deadline */
     if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
         pthread_cond_destroy(&s->cv_work);
         pthread_mutex_destroy(&s->mu);
@@ -474,18 +483,20 @@ int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_sess
         return realm_err_set(err, REALM_E_INVALID, "sched: decode of %d tokens", n);
     for (int32_t i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= s->be.n_vocab)
-            return realm_err_set(err, REALM_E_INVALID, "sched: token %d at index %d is outside the vocabulary "
-                                 "(%d tokens)", tokens[i], i, s->be.n_vocab);
+            return realm_err_set(err, REALM_E_INVALID,
+                                 "sched: token %d at index %d is outside the vocabulary "
+                                 "(%d tokens)",
+                                 tokens[i], i, s->be.n_vocab);
     int32_t room = s->be.room(s->be.ctx, session);
     if (n > room)
-        return realm_err_set(err, REALM_E_CONTEXT_FULL, "sched: %d tokens do not fit, the session has room for %d",
-                             n, room);
+        return realm_err_set(err, REALM_E_CONTEXT_FULL,
+                             "sched: %d tokens do not fit, the session has room for %d", n, room);
     if (cancel && atomic_load(cancel))
         return realm_err_set(err, REALM_E_CANCELLED, "sched: request cancelled");
 
     /* where a failure rewinds to (before the prefix below is attached) */
     const bool undo = s->be.len && s->be.rewind;
-    const int32_t len0 = s->be.len ? s->be.len(s->be.ctx, session)
+    const int32_t len0 = s->be.len      ? s->be.len(s->be.ctx, session)
                          : s->be.attach ? realm_session_len(session) /* a fake session has no len */
                                         : -1;
     /* prefix reuse: tokens the backend already holds for this tenant are not run again */
@@ -493,8 +504,13 @@ int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_sess
     if (cached < 0 || cached >= n) cached = 0;
     tokens += cached;
     n -= cached;
-    struct req r = {.tenant = tenant, .session = session, .tokens = tokens, .n = n, .logits = logits,
-                    .cancel = cancel, .err = err};
+    struct req r = {.tenant = tenant,
+                    .session = session,
+                    .tokens = tokens,
+                    .n = n,
+                    .logits = logits,
+                    .cancel = cancel,
+                    .err = err};
     pthread_cond_init(&r.cv, NULL);
     pthread_mutex_lock(&s->mu);
     struct tenant_q *t = s->stopping ? NULL : tenant_get(s, tenant);
@@ -514,7 +530,8 @@ int realm_sched_decode(struct realm_sched *s, uint32_t tenant, struct realm_sess
         }
     enqueue(s, t, &r);
     pthread_cond_signal(&s->cv_work);
-    while (!r.finished) pthread_cond_wait(&r.cv, &s->mu);
+    while (!r.finished)
+        pthread_cond_wait(&r.cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
     pthread_cond_destroy(&r.cv);
     /* A finished request is in no step (finish happens between forwards), so the session is

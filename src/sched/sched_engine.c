@@ -4,7 +4,8 @@
  */
 #include "realm/sched.h"
 
-static int engine_forward(void *ctx, const struct realm_batch_row *rows, int32_t n_rows, struct realm_err *err) {
+static int engine_forward(void *ctx, const struct realm_batch_row *rows, int32_t n_rows,
+                          struct realm_err *err) {
     return realm_engine_forward(ctx, rows, n_rows, err);
 }
 
@@ -18,7 +19,8 @@ static int engine_reserve(void *ctx, struct realm_session *sess, int32_t k, stru
     return realm_session_reserve(sess, k, err);
 }
 
-static int32_t engine_attach(void *ctx, struct realm_session *sess, const int32_t *tokens, int32_t n) {
+static int32_t engine_attach(void *ctx, struct realm_session *sess, const int32_t *tokens,
+                             int32_t n) {
     (void)ctx;
     return realm_session_attach_prefix(sess, tokens, n);
 }
@@ -33,7 +35,8 @@ static int engine_rewind(void *ctx, struct realm_session *sess, int32_t n_keep) 
     return realm_session_rewind(sess, n_keep);
 }
 
-struct realm_sched_backend realm_sched_backend_engine(struct realm_engine *e, const struct realm_model *m) {
+struct realm_sched_backend realm_sched_backend_engine(struct realm_engine *e,
+                                                      const struct realm_model *m) {
     return (struct realm_sched_backend){.ctx = e,
                                         .forward = engine_forward,
                                         .room = engine_room,

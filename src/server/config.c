@@ -24,7 +24,9 @@
 
 #define MAX_CONFIG_BYTES (16u << 20)
 
-static char *dupstr(const char *s) { return realm_strndup(s, strlen(s)); }
+static char *dupstr(const char *s) {
+    return realm_strndup(s, strlen(s));
+}
 
 int realm_server_config_new(struct realm_server_config **out) {
     struct realm_server_config *c = realm_calloc(1, sizeof *c);
@@ -48,15 +50,20 @@ int realm_server_config_new(struct realm_server_config **out) {
     c->read_timeout_s = 30.0;
     c->stream_stall_s = 30.0;
     c->default_max_tokens = 2048;
+    c->max_choices = 8;
+    c->max_tenants = 1024;
+    c->max_guest_bytes = 16u << 20;
     *out = c;
     return REALM_OK;
 }
 
 static void tenant_clear(struct realm_tenant_spec *t) {
     realm_free(t->id);
-    for (size_t i = 0; i < t->n_keys; i++) realm_free(t->key_hashes[i]);
+    for (size_t i = 0; i < t->n_keys; i++)
+        realm_free(t->key_hashes[i]);
     realm_free(t->key_hashes);
-    for (size_t i = 0; i < t->n_models; i++) realm_free(t->models[i]);
+    for (size_t i = 0; i < t->n_models; i++)
+        realm_free(t->models[i]);
     realm_free(t->models);
     realm_free(t->guest);
 }
@@ -65,22 +72,29 @@ void realm_server_config_free(struct realm_server_config *c) {
     if (!c) return;
     realm_free(c->host);
     realm_free(c->default_guest);
-    for (size_t i = 0; i < c->n_admin_keys; i++) realm_free(c->admin_key_hashes[i]);
+    realm_free(c->state_dir);
+    for (size_t i = 0; i < c->n_admin_keys; i++)
+        realm_free(c->admin_key_hashes[i]);
     realm_free(c->admin_key_hashes);
     for (size_t i = 0; i < c->n_models; i++) {
         realm_free(c->models[i].name);
         realm_free(c->models[i].path);
+        realm_free(c->models[i].chat_template);
     }
     realm_free(c->models);
-    for (size_t i = 0; i < c->n_tenants; i++) tenant_clear(&c->tenants[i]);
+    for (size_t i = 0; i < c->n_tenants; i++)
+        tenant_clear(&c->tenants[i]);
     realm_free(c->tenants);
     realm_free(c);
 }
 
 int realm_server_config_add_model(struct realm_server_config *c, const char *name, const char *path,
                                   int32_t n_ctx, struct realm_err *err) {
-    if (!name[0] || !path[0]) return realm_err_set(err, REALM_E_INVALID, "config: model: empty name or path");
-    if (n_ctx < 0) return realm_err_set(err, REALM_E_INVALID, "config: model %s: n_ctx %d, expected >= 0", name, n_ctx);
+    if (!name[0] || !path[0])
+        return realm_err_set(err, REALM_E_INVALID, "config: model: empty name or path");
+    if (n_ctx < 0)
+        return realm_err_set(err, REALM_E_INVALID, "config: model %s: n_ctx %d, expected >= 0",
+                             name, n_ctx);
     for (size_t i = 0; i < c->n_models; i++)
         if (!strcmp(c->models[i].name, name))
             return realm_err_set(err, REALM_E_INVALID, "config: model %s: defined twice", name);
@@ -122,10 +136,16 @@ static int set_str(char **dst, const char *v) {
     return REALM_OK;
 }
 
-int realm_server_config_set_host(struct realm_server_config *c, const char *host) { return set_str(&c->host, host); }
+int realm_server_config_set_host(struct realm_server_config *c, const char *host) {
+    return set_str(&c->host, host);
+}
 
 int realm_server_config_set_default_guest(struct realm_server_config *c, const char *path) {
     return set_str(&c->default_guest, path);
+}
+
+int realm_server_config_set_state_dir(struct realm_server_config *c, const char *dir) {
+    return set_str(&c->state_dir, dir);
 }
 
 static bool is_hex64(const char *s) {
@@ -148,24 +168,42 @@ static int append_hash(char ***list, size_t *n, const char *hex, struct realm_er
 
 int realm_tenant_add_key_hash(struct realm_tenant_spec *t, const char *hex, struct realm_err *err) {
     if (!is_hex64(hex))
-        return realm_err_set(err, REALM_E_INVALID, "config: tenant %s: key hash '%.80s', expected 64 hex digits (SHA-256)",
-                             t->id, hex);
+        return realm_err_set(
+            err, REALM_E_INVALID,
+            "config: tenant %s: key hash '%.80s', expected 64 hex digits (SHA-256)", t->id, hex);
     return append_hash(&t->key_hashes, &t->n_keys, hex, err);
 }
 
 int realm_server_config_check(const struct realm_server_config *c, struct realm_err *err) {
     if (c->n_models == 0) return realm_err_set(err, REALM_E_INVALID, "config: no models");
+    if (c->state_dir) {
+        if (c->n_tenants)
+            return realm_err_set(
+                err, REALM_E_INVALID,
+                "config: with a state directory tenants live in its registry; import the config's "
+                "%zu tenant(s) with `realm admin import` and remove them from the config",
+                c->n_tenants);
+        if (c->n_admin_keys)
+            return realm_err_set(
+                err, REALM_E_INVALID,
+                "config: with a state directory admin keys live in its registry; add them with "
+                "`realm admin` and remove admin_key_hashes from the config");
+        return REALM_OK;
+    }
     if (c->n_tenants == 0) return realm_err_set(err, REALM_E_INVALID, "config: no tenants");
     for (size_t i = 0; i < c->n_tenants; i++) {
         const struct realm_tenant_spec *t = &c->tenants[i];
         if (t->n_keys == 0)
-            return realm_err_set(err, REALM_E_INVALID, "config: tenant %s: no API key (add one with `realm key add %s`)",
+            return realm_err_set(err, REALM_E_INVALID,
+                                 "config: tenant %s: no API key (add one with `realm key add %s`)",
                                  t->id, t->id);
         for (size_t j = 0; j < t->n_models; j++) {
             bool found = false;
-            for (size_t k = 0; k < c->n_models; k++) found |= !strcmp(c->models[k].name, t->models[j]);
+            for (size_t k = 0; k < c->n_models; k++)
+                found |= !strcmp(c->models[k].name, t->models[j]);
             if (!found)
-                return realm_err_set(err, REALM_E_INVALID, "config: tenant %s: model '%s' is not configured", t->id,
+                return realm_err_set(err, REALM_E_INVALID,
+                                     "config: tenant %s: model '%s' is not configured", t->id,
                                      t->models[j]);
         }
     }
@@ -202,69 +240,93 @@ static bool key_known(const char *k, const char *const *known) {
     return false;
 }
 
-static int check_keys(const cJSON *obj, const char *what, const char *const *known, struct realm_err *err) {
+static int check_keys(const cJSON *obj, const char *what, const char *const *known,
+                      struct realm_err *err) {
     for (const cJSON *it = obj->child; it; it = it->next)
         if (!key_known(it->string, known))
-            return realm_err_set(err, REALM_E_FORMAT, "config: %s: unknown field '%s'", what, it->string);
+            return realm_err_set(err, REALM_E_FORMAT, "config: %s: unknown field '%s'", what,
+                                 it->string);
     return REALM_OK;
 }
 
 /* Reads an integer field in [lo, hi] if present. */
-static int get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out, const char *what,
-                   struct realm_err *err) {
+static int get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                   const char *what, struct realm_err *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v) return REALM_OK;
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < (double)lo ||
-        v->valuedouble > (double)hi)
-        return realm_err_set(err, REALM_E_FORMAT, "config: %s.%s: expected an integer in [%lld, %lld]", what, key,
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+        v->valuedouble < (double)lo || v->valuedouble > (double)hi)
+        return realm_err_set(err, REALM_E_FORMAT,
+                             "config: %s.%s: expected an integer in [%lld, %lld]", what, key,
                              (long long)lo, (long long)hi);
     *out = (int64_t)v->valuedouble;
     return REALM_OK;
 }
 
-static int get_string(const cJSON *obj, const char *key, const char **out, const char *what, struct realm_err *err) {
+static int get_string(const cJSON *obj, const char *key, const char **out, const char *what,
+                      struct realm_err *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v) return REALM_OK;
     if (!cJSON_IsString(v) || !v->valuestring[0])
-        return realm_err_set(err, REALM_E_FORMAT, "config: %s.%s: expected a non-empty string", what, key);
+        return realm_err_set(err, REALM_E_FORMAT, "config: %s.%s: expected a non-empty string",
+                             what, key);
     *out = v->valuestring;
     return REALM_OK;
 }
 
 static int parse_models(struct realm_server_config *c, const cJSON *arr, struct jctx *x) {
-    static const char *const known[] = {"name", "path", "n_ctx", NULL};
-    if (!cJSON_IsArray(arr)) return realm_err_set(x->err, REALM_E_FORMAT, "config: models: expected an array");
+    static const char *const known[] = {"name", "path", "n_ctx", "chat_template", NULL};
+    if (!cJSON_IsArray(arr))
+        return realm_err_set(x->err, REALM_E_FORMAT, "config: models: expected an array");
     int i = 0;
     for (const cJSON *m = arr->child; m; m = m->next, i++) {
         char what[64];
         snprintf(what, sizeof what, "models[%d]", i);
-        if (!cJSON_IsObject(m)) return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: expected an object", what);
+        if (!cJSON_IsObject(m))
+            return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: expected an object", what);
         int rc = check_keys(m, what, known, x->err);
-        const char *name = NULL, *path = NULL;
+        const char *name = NULL, *path = NULL, *tpl = NULL;
         int64_t n_ctx = 0;
-        if (rc || (rc = get_string(m, "name", &name, what, x->err)) || (rc = get_string(m, "path", &path, what, x->err)) ||
-            (rc = get_int(m, "n_ctx", 0, INT32_MAX, &n_ctx, what, x->err)))
+        if (rc || (rc = get_string(m, "name", &name, what, x->err)) ||
+            (rc = get_string(m, "path", &path, what, x->err)) ||
+            (rc = get_int(m, "n_ctx", 0, INT32_MAX, &n_ctx, what, x->err)) ||
+            (rc = get_string(m, "chat_template", &tpl, what, x->err)))
             return rc;
-        if (!name || !path) return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: needs \"name\" and \"path\"", what);
+        if (!name || !path)
+            return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: needs \"name\" and \"path\"",
+                                 what);
         char *rp = resolve_path(path, x->base_dir);
         if (!rp) return realm_err_set(x->err, REALM_E_FORMAT, "config: %s.path: too long", what);
         rc = realm_server_config_add_model(c, name, rp, (int32_t)n_ctx, x->err);
         realm_free(rp);
         if (rc) return rc == REALM_E_INVALID ? REALM_E_FORMAT : rc;
+        if (tpl) {
+            /* a family name has neither '/' nor '.'; anything else is a file, resolved as paths are
+             */
+            char *t = strpbrk(tpl, "/.") ? resolve_path(tpl, x->base_dir) : dupstr(tpl);
+            if (!t)
+                return realm_err_set(x->err, REALM_E_FORMAT, "config: %s.chat_template: too long",
+                                     what);
+            c->models[c->n_models - 1].chat_template = t;
+        }
     }
     return REALM_OK;
 }
 
-static int parse_limits(struct realm_tenant_limits *l, const cJSON *o, const char *what, struct realm_err *err) {
-    static const char *const known[] = {"max_concurrent", "tokens_per_minute", "max_tokens_per_request",
-                                        "guest_memory_mb", "kv_blocks", "init_wall_ms", "generate_wall_ms",
-                                        "host_memory_mb", NULL};
-    if (!cJSON_IsObject(o)) return realm_err_set(err, REALM_E_FORMAT, "config: %s: expected an object", what);
+int srv_config_parse_limits(struct realm_tenant_limits *l, const cJSON *o, const char *what,
+                            struct realm_err *err) {
+    static const char *const known[] = {
+        "max_concurrent",   "tokens_per_minute", "max_tokens_per_request",
+        "guest_memory_mb",  "kv_blocks",         "init_wall_ms",
+        "generate_wall_ms", "host_memory_mb",    NULL};
+    if (!cJSON_IsObject(o))
+        return realm_err_set(err, REALM_E_FORMAT, "config: %s: expected an object", what);
     int64_t mc = l->max_concurrent, tpm = l->tokens_per_minute, mt = l->max_tokens_per_request,
-            mem = l->guest_memory_bytes >> 20, kv = l->kv_blocks, iw = l->init_wall_ms, gw = l->generate_wall_ms,
-            hm = l->host_memory_bytes >> 20;
+            mem = l->guest_memory_bytes >> 20, kv = l->kv_blocks, iw = l->init_wall_ms,
+            gw = l->generate_wall_ms, hm = l->host_memory_bytes >> 20;
     int rc;
-    if ((rc = check_keys(o, what, known, err)) || (rc = get_int(o, "max_concurrent", 0, 1 << 20, &mc, what, err)) ||
+    if ((rc = check_keys(o, what, known, err)) ||
+        (rc = get_int(o, "max_concurrent", 0, 1 << 20, &mc, what, err)) ||
         (rc = get_int(o, "tokens_per_minute", 0, INT64_C(1) << 40, &tpm, what, err)) ||
         (rc = get_int(o, "max_tokens_per_request", 0, INT32_MAX, &mt, what, err)) ||
         (rc = get_int(o, "guest_memory_mb", 0, 4096, &mem, what, err)) ||
@@ -286,27 +348,33 @@ static int parse_limits(struct realm_tenant_limits *l, const cJSON *o, const cha
 
 static int parse_tenants(struct realm_server_config *c, const cJSON *arr, struct jctx *x) {
     static const char *const known[] = {"id", "key_hashes", "models", "guest", "limits", NULL};
-    if (!cJSON_IsArray(arr)) return realm_err_set(x->err, REALM_E_FORMAT, "config: tenants: expected an array");
+    if (!cJSON_IsArray(arr))
+        return realm_err_set(x->err, REALM_E_FORMAT, "config: tenants: expected an array");
     int i = 0;
     for (const cJSON *o = arr->child; o; o = o->next, i++) {
         char what[96];
         snprintf(what, sizeof what, "tenants[%d]", i);
-        if (!cJSON_IsObject(o)) return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: expected an object", what);
+        if (!cJSON_IsObject(o))
+            return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: expected an object", what);
         int rc = check_keys(o, what, known, x->err);
         const char *id = NULL, *guest = NULL;
-        if (rc || (rc = get_string(o, "id", &id, what, x->err)) || (rc = get_string(o, "guest", &guest, what, x->err)))
+        if (rc || (rc = get_string(o, "id", &id, what, x->err)) ||
+            (rc = get_string(o, "guest", &guest, what, x->err)))
             return rc;
         if (!id) return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: needs an \"id\"", what);
         struct realm_tenant_spec *t;
-        if ((rc = realm_server_config_add_tenant(c, id, &t, x->err))) return rc == REALM_E_INVALID ? REALM_E_FORMAT : rc;
+        if ((rc = realm_server_config_add_tenant(c, id, &t, x->err)))
+            return rc == REALM_E_INVALID ? REALM_E_FORMAT : rc;
         snprintf(what, sizeof what, "tenant %s", id);
         const cJSON *keys = cJSON_GetObjectItemCaseSensitive(o, "key_hashes");
         if (keys) {
             if (!cJSON_IsArray(keys))
-                return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: key_hashes: expected an array of strings", what);
+                return realm_err_set(x->err, REALM_E_FORMAT,
+                                     "config: %s: key_hashes: expected an array of strings", what);
             for (const cJSON *k = keys->child; k; k = k->next) {
                 if (!cJSON_IsString(k))
-                    return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: key_hashes: expected strings", what);
+                    return realm_err_set(x->err, REALM_E_FORMAT,
+                                         "config: %s: key_hashes: expected strings", what);
                 if ((rc = realm_tenant_add_key_hash(t, k->valuestring, x->err)))
                     return rc == REALM_E_INVALID ? REALM_E_FORMAT : rc;
             }
@@ -314,14 +382,17 @@ static int parse_tenants(struct realm_server_config *c, const cJSON *arr, struct
         const cJSON *models = cJSON_GetObjectItemCaseSensitive(o, "models");
         if (models && !(cJSON_IsString(models) && !strcmp(models->valuestring, "*"))) {
             if (!cJSON_IsArray(models))
-                return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: models: expected \"*\" or an array of names", what);
+                return realm_err_set(x->err, REALM_E_FORMAT,
+                                     "config: %s: models: expected \"*\" or an array of names",
+                                     what);
             t->all_models = false;
             int n = cJSON_GetArraySize(models);
             if (n > 0 && !(t->models = realm_calloc((size_t)n, sizeof *t->models)))
                 return realm_err_set(x->err, REALM_E_NOMEM, "config: out of memory");
             for (const cJSON *m = models->child; m; m = m->next) {
                 if (!cJSON_IsString(m))
-                    return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: models: expected strings", what);
+                    return realm_err_set(x->err, REALM_E_FORMAT,
+                                         "config: %s: models: expected strings", what);
                 if (!strcmp(m->valuestring, "*")) {
                     t->all_models = true;
                     continue;
@@ -333,37 +404,45 @@ static int parse_tenants(struct realm_server_config *c, const cJSON *arr, struct
         }
         if (guest && strcmp(guest, "default")) {
             if (!(t->guest = resolve_path(guest, x->base_dir)))
-                return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: guest: path too long", what);
+                return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: guest: path too long",
+                                     what);
         }
         const cJSON *lim = cJSON_GetObjectItemCaseSensitive(o, "limits");
-        if (lim && (rc = parse_limits(&t->limits, lim, what, x->err))) return rc;
+        if (lim && (rc = srv_config_parse_limits(&t->limits, lim, what, x->err))) return rc;
     }
     return REALM_OK;
 }
 
 /* A number of seconds in [lo, hi] if present. */
-static int get_seconds(const cJSON *root, const char *key, double lo, double hi, double *out, struct realm_err *err) {
+static int get_seconds(const cJSON *root, const char *key, double lo, double hi, double *out,
+                       struct realm_err *err) {
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!g) return REALM_OK;
     if (!cJSON_IsNumber(g) || !(g->valuedouble >= lo && g->valuedouble <= hi))
-        return realm_err_set(err, REALM_E_FORMAT, "config: %s: expected a number of seconds in [%g, %g]", key, lo, hi);
+        return realm_err_set(err, REALM_E_FORMAT,
+                             "config: %s: expected a number of seconds in [%g, %g]", key, lo, hi);
     *out = g->valuedouble;
     return REALM_OK;
 }
 
-int realm_server_config_add_admin_key_hash(struct realm_server_config *c, const char *hex, struct realm_err *err) {
+int realm_server_config_add_admin_key_hash(struct realm_server_config *c, const char *hex,
+                                           struct realm_err *err) {
     if (!is_hex64(hex))
-        return realm_err_set(err, REALM_E_INVALID, "config: admin key hash '%.80s', expected 64 hex digits (SHA-256)",
+        return realm_err_set(err, REALM_E_INVALID,
+                             "config: admin key hash '%.80s', expected 64 hex digits (SHA-256)",
                              hex);
     return append_hash(&c->admin_key_hashes, &c->n_admin_keys, hex, err);
 }
 
-static int parse_admin_keys(struct realm_server_config *c, const cJSON *keys, struct realm_err *err) {
+static int parse_admin_keys(struct realm_server_config *c, const cJSON *keys,
+                            struct realm_err *err) {
     if (!keys) return REALM_OK;
     if (!cJSON_IsArray(keys))
-        return realm_err_set(err, REALM_E_FORMAT, "config: admin_key_hashes: expected an array of strings");
+        return realm_err_set(err, REALM_E_FORMAT,
+                             "config: admin_key_hashes: expected an array of strings");
     for (const cJSON *k = keys->child; k; k = k->next) {
-        if (!cJSON_IsString(k)) return realm_err_set(err, REALM_E_FORMAT, "config: admin_key_hashes: expected strings");
+        if (!cJSON_IsString(k))
+            return realm_err_set(err, REALM_E_FORMAT, "config: admin_key_hashes: expected strings");
         int rc = realm_server_config_add_admin_key_hash(c, k->valuestring, err);
         if (rc) return rc == REALM_E_INVALID ? REALM_E_FORMAT : rc;
     }
@@ -377,14 +456,31 @@ bool realm_tenant_may_use(const struct realm_tenant_spec *t, const char *name) {
     return false;
 }
 
-int realm_server_config_parse(const char *json, size_t len, const char *base_dir, struct realm_server_config **out,
-                              struct realm_err *err) {
-    static const char *const known[] = {"host", "port", "max_body_bytes", "max_inflight", "max_queue",
-                                        "max_connections", "shutdown_grace_s", "default_guest", "metrics_public",
-                                        "models", "tenants", "kv_memory_mb", "admin_key_hashes",
-                                        "max_connections_per_ip", "read_timeout_s", "stream_stall_s",
-                                        "default_max_tokens", "tenant_step_share",
-                                        "contended_prefill_rows", NULL};
+int realm_server_config_parse(const char *json, size_t len, const char *base_dir,
+                              struct realm_server_config **out, struct realm_err *err) {
+    static const char *const known[] = {"host",
+                                        "port",
+                                        "max_body_bytes",
+                                        "max_inflight",
+                                        "max_queue",
+                                        "max_connections",
+                                        "shutdown_grace_s",
+                                        "default_guest",
+                                        "metrics_public",
+                                        "models",
+                                        "tenants",
+                                        "kv_memory_mb",
+                                        "admin_key_hashes",
+                                        "max_connections_per_ip",
+                                        "read_timeout_s",
+                                        "stream_stall_s",
+                                        "default_max_tokens",
+                                        "tenant_step_share",
+                                        "contended_prefill_rows",
+                                        "max_tenants",
+                                        "max_guest_bytes",
+                                        "max_choices",
+                                        NULL};
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
@@ -404,9 +500,11 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
     }
     if ((rc = check_keys(root, "top level", known, err))) goto fail;
     const char *host = NULL, *dg = NULL;
-    int64_t port = c->port, body = (int64_t)c->max_body_bytes, infl = c->max_inflight, q = c->max_queue,
-            conns = c->max_connections, kvmb = c->kv_memory_bytes >> 20, per_ip = c->max_connections_per_ip,
-            dmt = c->default_max_tokens, share = c->tenant_step_share, cpre = c->contended_prefill_rows;
+    int64_t port = c->port, body = (int64_t)c->max_body_bytes, infl = c->max_inflight,
+            q = c->max_queue, conns = c->max_connections, kvmb = c->kv_memory_bytes >> 20,
+            per_ip = c->max_connections_per_ip, dmt = c->default_max_tokens,
+            share = c->tenant_step_share, cpre = c->contended_prefill_rows, mten = c->max_tenants,
+            mgb = (int64_t)c->max_guest_bytes, mch = c->max_choices;
     if ((rc = get_string(root, "host", &host, "top level", err)) ||
         (rc = get_string(root, "default_guest", &dg, "top level", err)) ||
         (rc = get_int(root, "port", 0, 65535, &port, "top level", err)) ||
@@ -417,8 +515,11 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
         (rc = get_int(root, "kv_memory_mb", 1, INT64_C(1) << 24, &kvmb, "top level", err)) ||
         (rc = get_int(root, "max_connections_per_ip", 1, 65536, &per_ip, "top level", err)) ||
         (rc = get_int(root, "default_max_tokens", 1, 1 << 30, &dmt, "top level", err)) ||
+        (rc = get_int(root, "max_choices", 1, REALM_ABI_MAX_CHOICES, &mch, "top level", err)) ||
         (rc = get_int(root, "tenant_step_share", 0, 4096, &share, "top level", err)) ||
         (rc = get_int(root, "contended_prefill_rows", 0, 4096, &cpre, "top level", err)) ||
+        (rc = get_int(root, "max_tenants", 1, 1 << 20, &mten, "top level", err)) ||
+        (rc = get_int(root, "max_guest_bytes", 1024, INT64_C(256) << 20, &mgb, "top level", err)) ||
         (rc = get_seconds(root, "read_timeout_s", 1, 3600, &c->read_timeout_s, err)) ||
         (rc = get_seconds(root, "stream_stall_s", 1, 3600, &c->stream_stall_s, err)) ||
         (rc = get_seconds(root, "shutdown_grace_s", 0, 3600, &c->shutdown_grace_s, err)) ||
@@ -426,8 +527,11 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
         goto fail;
     c->max_connections_per_ip = (int32_t)per_ip;
     c->default_max_tokens = (int32_t)dmt;
+    c->max_choices = (int32_t)mch;
     c->tenant_step_share = (int32_t)share;
     c->contended_prefill_rows = (int32_t)cpre;
+    c->max_tenants = (int32_t)mten;
+    c->max_guest_bytes = (size_t)mgb;
     c->kv_memory_bytes = kvmb << 20;
     c->port = (uint16_t)port;
     c->max_body_bytes = (size_t)body;
@@ -450,7 +554,8 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
     const cJSON *mp = cJSON_GetObjectItemCaseSensitive(root, "metrics_public");
     if (mp) {
         if (!cJSON_IsBool(mp)) {
-            rc = realm_err_set(err, REALM_E_FORMAT, "config: metrics_public: expected true or false");
+            rc = realm_err_set(err, REALM_E_FORMAT,
+                               "config: metrics_public: expected true or false");
             goto fail;
         }
         c->metrics_public = cJSON_IsTrue(mp);
@@ -471,14 +576,16 @@ fail:
 /* Reads a whole file (at most MAX_CONFIG_BYTES) into a realm_malloc'd buffer. */
 static int read_file(const char *path, char **out, size_t *len, struct realm_err *err) {
     FILE *f = fopen(path, "rb");
-    if (!f) return realm_err_set(err, REALM_E_IO, "config: %s: cannot open: %s", path, strerror(errno));
+    if (!f)
+        return realm_err_set(err, REALM_E_IO, "config: %s: cannot open: %s", path, strerror(errno));
     struct realm_buf b = {0};
     char chunk[65536];
     size_t n;
     int rc = REALM_OK;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
         if (b.len + n > MAX_CONFIG_BYTES) {
-            rc = realm_err_set(err, REALM_E_FORMAT, "config: %s: larger than %u bytes", path, MAX_CONFIG_BYTES);
+            rc = realm_err_set(err, REALM_E_FORMAT, "config: %s: larger than %u bytes", path,
+                               MAX_CONFIG_BYTES);
             break;
         }
         if (realm_buf_append(&b, chunk, n)) {
@@ -492,7 +599,8 @@ static int read_file(const char *path, char **out, size_t *len, struct realm_err
         realm_buf_free(&b);
         return rc;
     }
-    if (!b.data && realm_buf_append(&b, "", 0)) return realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
+    if (!b.data && realm_buf_append(&b, "", 0))
+        return realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
     *out = b.data;
     *len = b.len;
     return REALM_OK;
@@ -505,7 +613,8 @@ static char *dir_of(const char *path) {
     return realm_strndup(path, (size_t)(slash - path));
 }
 
-int realm_server_config_load(const char *path, struct realm_server_config **out, struct realm_err *err) {
+int realm_server_config_load(const char *path, struct realm_server_config **out,
+                             struct realm_err *err) {
     char *text;
     size_t len;
     int rc = read_file(path, &text, &len, err);
@@ -533,26 +642,35 @@ static int write_atomic(const char *path, const char *text, struct realm_err *er
     if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
         return realm_err_set(err, REALM_E_IO, "config: %s: path too long", path);
     int fd = mkstemp(tmp);
-    if (fd < 0) return realm_err_set(err, REALM_E_IO, "config: %s: cannot create a temporary file: %s", path, strerror(errno));
+    if (fd < 0)
+        return realm_err_set(err, REALM_E_IO, "config: %s: cannot create a temporary file: %s",
+                             path, strerror(errno));
     size_t len = strlen(text), off = 0;
     int rc = REALM_OK;
-    if (fchmod(fd, 0600) != 0) rc = realm_err_set(err, REALM_E_IO, "config: %s: chmod: %s", tmp, strerror(errno));
+    if (fchmod(fd, 0600) != 0)
+        rc = realm_err_set(err, REALM_E_IO, "config: %s: chmod: %s", tmp, strerror(errno));
     while (!rc && off < len) {
         ssize_t w = write(fd, text + off, len - off);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) rc = realm_err_set(err, REALM_E_IO, "config: %s: write: %s", tmp, strerror(errno));
-        else off += (size_t)w;
+        if (w <= 0)
+            rc = realm_err_set(err, REALM_E_IO, "config: %s: write: %s", tmp, strerror(errno));
+        else
+            off += (size_t)w;
     }
-    if (!rc && fsync(fd) != 0) rc = realm_err_set(err, REALM_E_IO, "config: %s: fsync: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && !rc) rc = realm_err_set(err, REALM_E_IO, "config: %s: close: %s", tmp, strerror(errno));
-    if (!rc && rename(tmp, path) != 0) rc = realm_err_set(err, REALM_E_IO, "config: %s: rename: %s", path, strerror(errno));
+    if (!rc && fsync(fd) != 0)
+        rc = realm_err_set(err, REALM_E_IO, "config: %s: fsync: %s", tmp, strerror(errno));
+    if (close(fd) != 0 && !rc)
+        rc = realm_err_set(err, REALM_E_IO, "config: %s: close: %s", tmp, strerror(errno));
+    if (!rc && rename(tmp, path) != 0)
+        rc = realm_err_set(err, REALM_E_IO, "config: %s: rename: %s", path, strerror(errno));
     if (rc) unlink(tmp);
     return rc;
 }
 
-int realm_config_add_key(const char *path, const char *tenant_id, char *key_out, size_t cap, bool *created,
-                         struct realm_err *err) {
-    if (cap <= REALM_KEY_LEN) return realm_err_set(err, REALM_E_TOO_SMALL, "key: output buffer too small");
+int realm_config_add_key(const char *path, const char *tenant_id, char *key_out, size_t cap,
+                         bool *created, struct realm_err *err) {
+    if (cap <= REALM_KEY_LEN)
+        return realm_err_set(err, REALM_E_TOO_SMALL, "key: output buffer too small");
     if (!tenant_id[0]) return realm_err_set(err, REALM_E_INVALID, "key: empty tenant id");
     char *text = NULL;
     size_t len = 0;
@@ -575,7 +693,8 @@ int realm_config_add_key(const char *path, const char *tenant_id, char *key_out,
     char *dir = dir_of(path);
     char *printed = cJSON_PrintUnformatted(root);
     struct realm_server_config *chk = NULL;
-    rc = dir && printed ? realm_server_config_parse(printed, strlen(printed), dir, &chk, err) : REALM_E_NOMEM;
+    rc = dir && printed ? realm_server_config_parse(printed, strlen(printed), dir, &chk, err)
+                        : REALM_E_NOMEM;
     realm_server_config_free(chk);
     cJSON_free(printed);
     realm_free(dir);
@@ -591,7 +710,8 @@ int realm_config_add_key(const char *path, const char *tenant_id, char *key_out,
     *created = t == NULL;
     if (!t) {
         t = cJSON_CreateObject();
-        if (!t || !cJSON_AddStringToObject(t, "id", tenant_id) || !cJSON_AddStringToObject(t, "models", "*") ||
+        if (!t || !cJSON_AddStringToObject(t, "id", tenant_id) ||
+            !cJSON_AddStringToObject(t, "models", "*") ||
             !cJSON_AddStringToObject(t, "guest", "default") || !cJSON_AddItemToArray(tenants, t)) {
             cJSON_Delete(t);
             rc = realm_err_set(err, REALM_E_NOMEM, "config: out of memory");
@@ -620,8 +740,10 @@ int realm_config_add_key(const char *path, const char *tenant_id, char *key_out,
     struct realm_buf b = {0};
     rc = realm_buf_puts(&b, out_text) || realm_buf_puts(&b, "\n") ? REALM_E_NOMEM : REALM_OK;
     cJSON_free(out_text);
-    if (!rc) rc = write_atomic(path, b.data, err);
-    else realm_err_set(err, rc, "config: out of memory");
+    if (!rc)
+        rc = write_atomic(path, b.data, err);
+    else
+        realm_err_set(err, rc, "config: out of memory");
     realm_buf_free(&b);
     if (!rc) memcpy(key_out, key, REALM_KEY_LEN + 1);
     memset(key, 0, sizeof key);

@@ -27,6 +27,7 @@
 
 #include "realm/alloc.h"
 #include "realm/log.h"
+#include "realm/registry.h"
 #include "realm/status.h"
 #include "server/srv.h"
 
@@ -36,7 +37,9 @@
 struct http_req {
     double t_begin;        /* headers complete (the body must arrive within read_timeout_s) */
     struct srv_tenant *tenant; /* authenticated from the headers, before any body byte is kept */
-    bool admin;            /* an operator key (full /metrics) */
+    bool admin;            /* an operator key (full /metrics; the admin API in state mode) */
+    char key_label[129];   /* state mode: the key's label (for the usage ledger) */
+    size_t body_max;       /* this route's body limit (max_body_bytes, or max_guest_bytes for uploads) */
     struct realm_buf body;
     bool too_large;        /* over max_body_bytes: the rest is read and dropped, then 413 */
     size_t drained;        /* bytes dropped so far */
@@ -132,7 +135,7 @@ static bool wait_job(struct srv_job *j, bool first_output) {
     for (;;) {
         if (j->done || (first_output && j->pending.len > 0)) break;
         struct timespec ts;
-        srv_deadline(&ts, POLL_PERIOD_S);
+        realm_deadline_after(&ts, POLL_PERIOD_S);
         if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT) {
             pthread_mutex_unlock(&j->mu);
             if (client_gone(j->fd)) {
@@ -236,9 +239,10 @@ static enum MHD_Result start_stream(struct realm_server *s, struct http_req *hr,
  * Every stored digest is compared, so the time taken tells neither whether the key is an admin's
  * nor which tenant's it is. Returns false with a 401 in *e. */
 static bool authenticate(struct realm_server *s, struct MHD_Connection *c, struct srv_tenant **tenant, bool *admin,
-                         struct srv_error *e) {
+                         char *label, size_t label_cap, struct srv_error *e) {
     *tenant = NULL;
     *admin = false;
+    label[0] = '\0';
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || !h[0]) {
         srv_error_set(e, 401, "invalid_request_error", "missing_api_key", NULL,
@@ -254,6 +258,7 @@ static bool authenticate(struct realm_server *s, struct MHD_Connection *c, struc
     while (*key == ' ') key++;
     size_t len = strlen(key);
     while (len && key[len - 1] == ' ') len--;
+    if (s->state) return srv_state_auth(s, key, len, tenant, admin, label, label_cap, e);
     unsigned char d[32];
     srv_sha256(key, len, d);
     *admin = srv_key_matches(d, (const unsigned char (*)[32])s->admin_keys, s->n_admin_keys);
@@ -289,8 +294,11 @@ static enum MHD_Result route_generate(struct realm_server *s, struct http_req *h
     const char *body = hr->body.data ? hr->body.data : "";
     if (srv_request_parse(s->cfg, t->spec, kind, body, hr->body.len, &req, &e)) return send_error(s, hr, c, &e);
     realm_buf_free(&hr->body); /* the guest request is a separate copy */
+    memcpy(req.key_label, hr->key_label, sizeof req.key_label);
     int64_t reserved = 0;
-    if (srv_tenant_admit(t, req.max_tokens, &reserved, &e)) {
+    /* n choices may each use max_tokens: the reservation covers them all */
+    const int64_t want = req.max_tokens > 0 ? (int64_t)req.max_tokens * (req.n > 0 ? req.n : 1) : req.max_tokens;
+    if (srv_tenant_admit(t, want, &reserved, &e)) {
         atomic_fetch_add(&t->st.rejected_limit, 1);
         srv_request_free(&req);
         return send_error(s, hr, c, &e);
@@ -342,7 +350,7 @@ static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr,
     if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
     struct srv_tenant *t = hr->tenant;
     struct realm_buf b = {0};
-    int64_t created = srv_unix_time() - (int64_t)(srv_now() - s->t_start);
+    int64_t created = srv_unix_time() - (int64_t)(realm_now_s() - s->t_start);
     int rc = 0;
     if (one) {
         for (size_t i = 0; i < s->cfg->n_models; i++) {
@@ -372,16 +380,25 @@ static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr,
     return send_buf(s, hr, c, 200, &b, "application/json");
 }
 
+/* Readiness for load balancers and Kubernetes probes: 503 while draining, without a model, or
+ * (state mode) while the registry cannot be read — a node that cannot check keys or see tenant
+ * changes should get no traffic. The registry check is one indexed read (the generation). */
 static enum MHD_Result route_health(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
     struct realm_buf b = {0};
     bool draining = atomic_load(&s->draining);
-    if (realm_buf_printf(&b, "{\"status\":\"%s\",\"uptime_s\":%.3f,\"active\":%lld,\"models\":", draining ? "draining" : "ok",
-                       srv_now() - s->t_start, (long long)atomic_load(&s->metrics.active)) ||
+    struct realm_registry *reg = srv_state_registry(s);
+    uint64_t gen = 0;
+    bool reg_ok = !reg || realm_registry_generation(reg, &gen, NULL) == REALM_OK;
+    bool ready = !draining && reg_ok && s->cfg->n_models > 0;
+    const char *status = draining ? "draining" : ready ? "ok" : "unavailable";
+    if (realm_buf_printf(&b, "{\"status\":\"%s\",\"ready\":%s,\"registry\":\"%s\",\"uptime_s\":%.3f,\"active\":%lld,\"models\":",
+                         status, ready ? "true" : "false", !reg ? "none" : reg_ok ? "ok" : "unreachable",
+                         realm_now_s() - s->t_start, (long long)atomic_load(&s->metrics.active)) ||
         realm_buf_printf(&b, "%zu,\"tenants\":%zu}\n", s->cfg->n_models, s->n_tenants)) {
         realm_buf_free(&b);
         return MHD_NO;
     }
-    return send_buf(s, hr, c, draining ? 503 : 200, &b, "application/json");
+    return send_buf(s, hr, c, ready ? 200 : 503, &b, "application/json");
 }
 
 static enum MHD_Result route_metrics(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
@@ -414,6 +431,35 @@ static enum MHD_Result route_tokenize(struct realm_server *s, struct http_req *h
     return send_buf(s, hr, c, 200, &b, "application/json");
 }
 
+/* The admin API and guest deployment (admin.c), state mode only. */
+static enum MHD_Result route_admin(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
+                                   const char *url, const char *method) {
+    struct srv_admin_args a = {
+        .tenant = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "tenant"),
+        .since = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since"),
+        .until = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "until"),
+        .format = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format")};
+    struct srv_error e;
+    struct realm_buf b = {0};
+    const char *ctype = "application/json";
+    const char *body = hr->body.data ? hr->body.data : "";
+    int status = srv_admin_route(s, method, url, hr->tenant, hr->admin, body, hr->body.len, &a, &b, &ctype, &e);
+    realm_buf_free(&hr->body);
+    if (status < 0) {
+        realm_buf_free(&b);
+        return send_error(s, hr, c, &e);
+    }
+    if (!b.data && realm_buf_puts(&b, "")) return MHD_NO;
+    return send_buf(s, hr, c, status, &b, ctype);
+}
+
+/* Guest uploads may be larger than any JSON body: they get max_guest_bytes. */
+static bool is_upload(const char *url, const char *method) {
+    if (strcmp(method, "PUT")) return false;
+    size_t n = strlen(url);
+    return !strcmp(url, "/v1/guest") || (!strncmp(url, "/admin/v1/tenants/", 18) && n > 6 && !strcmp(url + n - 6, "/guest"));
+}
+
 static enum srv_endpoint endpoint_of(const char *url) {
     if (!strcmp(url, "/v1/chat/completions")) return SRV_EP_CHAT;
     if (!strcmp(url, "/v1/completions")) return SRV_EP_COMPLETIONS;
@@ -422,6 +468,8 @@ static enum srv_endpoint endpoint_of(const char *url) {
     if (!strcmp(url, "/metrics")) return SRV_EP_METRICS;
     if (!strcmp(url, "/tokenize")) return SRV_EP_TOKENIZE;
     if (!strcmp(url, "/detokenize")) return SRV_EP_DETOKENIZE;
+    if (!strncmp(url, "/admin/", 7)) return SRV_EP_ADMIN;
+    if (!strcmp(url, "/v1/guest") || !strncmp(url, "/v1/guest/", 10)) return SRV_EP_GUEST;
     return SRV_EP_OTHER;
 }
 
@@ -454,6 +502,9 @@ static enum MHD_Result route(struct realm_server *s, struct http_req *hr, struct
     case SRV_EP_DETOKENIZE:
         if (!post) return method_not_allowed(s, hr, c, method, url);
         return route_tokenize(s, hr, c, hr->ep == SRV_EP_DETOKENIZE);
+    case SRV_EP_ADMIN:
+    case SRV_EP_GUEST:
+        return route_admin(s, hr, c, url, method);
     default: {
         struct srv_error e;
         srv_error_set(&e, 404, "invalid_request_error", "not_found", NULL, "Unknown request URL: %.16s %.200s.", method,
@@ -466,7 +517,7 @@ static enum MHD_Result route(struct realm_server *s, struct http_req *hr, struct
 static enum MHD_Result too_large(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
     struct srv_error e;
     srv_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
-                  "The request body is larger than this server's limit of %zu bytes.", s->cfg->max_body_bytes);
+                  "The request body is larger than this server's limit of %zu bytes.", hr->body_max);
     hr->responded = true;
     realm_buf_free(&hr->body);
     return send_error(s, hr, c, &e);
@@ -499,13 +550,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         hr = realm_calloc(1, sizeof *hr);
         if (!hr) return MHD_NO;
         hr->ep = endpoint_of(url);
-        hr->t_begin = srv_now();
+        hr->t_begin = realm_now_s();
+        hr->body_max = s->state && is_upload(url, method) ? s->cfg->max_guest_bytes : s->cfg->max_body_bytes;
         *con_cls = hr;
         /* the key is checked from the headers, before a single body byte is kept: a client without
          * a valid key cannot make the server buffer anything */
         if (needs_key(s, hr->ep)) {
             struct srv_error e;
-            if (!authenticate(s, c, &hr->tenant, &hr->admin, &e)) {
+            if (!authenticate(s, c, &hr->tenant, &hr->admin, hr->key_label, sizeof hr->key_label, &e)) {
                 hr->responded = true;
                 return send_error(s, hr, c, &e);
             }
@@ -515,7 +567,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             char *end;
             errno = 0;
             unsigned long long n = strtoull(cl, &end, 10);
-            if (errno || *end || n > s->cfg->max_body_bytes) {
+            if (errno || *end || n > hr->body_max) {
                 hr->too_large = true;
                 if (expects_continue(c) || errno || *end || n > DRAIN_MAX_BYTES) return too_large(s, hr, c);
             }
@@ -526,7 +578,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         size_t n = *upload_size;
         *upload_size = 0;
         if (hr->responded) return MHD_YES;
-        if (srv_now() - hr->t_begin > s->cfg->read_timeout_s) { /* a body trickled in too slowly */
+        if (realm_now_s() - hr->t_begin > s->cfg->read_timeout_s) { /* a body trickled in too slowly */
             struct srv_error e;
             srv_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
                           "The request body did not arrive within %.0f seconds.", s->cfg->read_timeout_s);
@@ -534,7 +586,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             realm_buf_free(&hr->body);
             return send_error(s, hr, c, &e);
         }
-        if (!hr->too_large && hr->body.len + n > s->cfg->max_body_bytes) {
+        if (!hr->too_large && hr->body.len + n > hr->body_max) {
             hr->too_large = true;
             realm_buf_free(&hr->body);
         }

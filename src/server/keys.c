@@ -73,6 +73,7 @@ int srv_hex_decode32(const char *hex, unsigned char out[32]) {
 
 bool srv_key_matches(const unsigned char digest[32], const unsigned char (*hashes)[32], size_t n) {
     int found = 0;
-    for (size_t i = 0; i < n; i++) found |= CRYPTO_memcmp(digest, hashes[i], 32) == 0;
+    for (size_t i = 0; i < n; i++)
+        found |= CRYPTO_memcmp(digest, hashes[i], 32) == 0;
     return found != 0;
 }

@@ -12,30 +12,40 @@
 #include "realm/status.h"
 #include "server/srv.h"
 
-int srv_tenants_init(struct srv_tenant **out, const struct realm_server_config *cfg, struct realm_err *err) {
-    struct srv_tenant *ts = realm_calloc(cfg->n_tenants ? cfg->n_tenants : 1, sizeof *ts);
+void srv_tenant_slot_init(struct srv_tenant *t, size_t index,
+                          const struct realm_tenant_spec *spec) {
+    memset(t, 0, sizeof *t);
+    atomic_store(&t->spec, spec);
+    t->index = index;
+    pthread_mutex_init(&t->mu, NULL);
+}
+
+int srv_tenants_init(struct srv_tenant **out, const struct realm_server_config *cfg,
+                     struct realm_err *err) {
+    /* state mode: every slot a tenant may ever take, so that slots never move (connections and
+     * jobs hold pointers to them) */
+    size_t cap = cfg->state_dir ? (size_t)cfg->max_tenants : cfg->n_tenants;
+    struct srv_tenant *ts = realm_calloc(cap ? cap : 1, sizeof *ts);
     if (!ts) return realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
     size_t i;
     for (i = 0; i < cfg->n_tenants; i++) {
         struct srv_tenant *t = &ts[i];
         const struct realm_tenant_spec *sp = &cfg->tenants[i];
-        t->spec = sp;
-        t->index = i;
+        srv_tenant_slot_init(t, i, sp);
         t->n_keys = sp->n_keys;
         t->keys = realm_calloc(sp->n_keys ? sp->n_keys : 1, sizeof *t->keys);
         if (!t->keys) goto nomem;
         for (size_t k = 0; k < sp->n_keys; k++)
             if (srv_hex_decode32(sp->key_hashes[k], t->keys[k])) {
-                realm_free(t->keys);
-                srv_tenants_free(ts, i);
-                return realm_err_set(err, REALM_E_INVALID, "server: tenant %s: malformed key hash", sp->id);
+                srv_tenants_free(ts, i + 1);
+                return realm_err_set(err, REALM_E_INVALID, "server: tenant %s: malformed key hash",
+                                     sp->id);
             }
-        pthread_mutex_init(&t->mu, NULL);
     }
     *out = ts;
     return REALM_OK;
 nomem:
-    srv_tenants_free(ts, i);
+    srv_tenants_free(ts, i + 1);
     return realm_err_set(err, REALM_E_NOMEM, "server: out of memory");
 }
 
@@ -48,20 +58,20 @@ void srv_tenants_free(struct srv_tenant *ts, size_t n) {
     realm_free(ts);
 }
 
-struct srv_tenant *srv_tenant_auth(struct srv_tenant *ts, size_t n, const char *key, size_t key_len) {
+struct srv_tenant *srv_tenant_auth(struct srv_tenant *ts, size_t n, const char *key,
+                                   size_t key_len) {
     unsigned char d[32];
     srv_sha256(key, key_len, d);
     struct srv_tenant *found = NULL;
     /* every tenant is checked, so the time taken does not tell which tenant (if any) matched */
     for (size_t i = 0; i < n; i++)
-        if (srv_key_matches(d, (const unsigned char (*)[32])ts[i].keys, ts[i].n_keys) && !found) found = &ts[i];
+        if (srv_key_matches(d, (const unsigned char(*)[32])ts[i].keys, ts[i].n_keys) && !found)
+            found = &ts[i];
     return found;
 }
 
 static int64_t now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec;
+    return (int64_t)realm_now_s();
 }
 
 /* Tokens charged in the last 60 seconds, and in *oldest_age_out the age of the oldest
@@ -101,8 +111,10 @@ int srv_tenant_admit(struct srv_tenant *t, int64_t want, int64_t *reserved, stru
             int64_t in_flight = t->reserved;
             pthread_mutex_unlock(&t->mu);
             srv_error_set(e, 429, "tokens", "rate_limit_exceeded", NULL,
-                          "This API key used %lld tokens in the last minute and has %lld reserved by requests in "
-                          "flight; this request's max_tokens (%lld) would exceed its limit of %lld per minute.",
+                          "This API key used %lld tokens in the last minute and has %lld reserved "
+                          "by requests in "
+                          "flight; this request's max_tokens (%lld) would exceed its limit of %lld "
+                          "per minute.",
                           (long long)used, (long long)in_flight, (long long)reserve,
                           (long long)l->tokens_per_minute);
             e->retry_after = (int)(used == 0 || expire_in < 1 ? 1 : expire_in);

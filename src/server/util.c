@@ -14,32 +14,12 @@
 #include "realm/utf8.h"
 #include "server/srv.h"
 
-double srv_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+int64_t srv_unix_time(void) {
+    return (int64_t)time(NULL);
 }
 
-int64_t srv_unix_time(void) { return (int64_t)time(NULL); }
-
-void srv_cond_init(pthread_cond_t *cv) {
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
-void srv_deadline(struct timespec *ts, double seconds) {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    if (seconds > 1e6) seconds = 1e6;
-    long long ns = (long long)ts->tv_nsec + (long long)(seconds * 1e9);
-    ts->tv_sec += (time_t)(ns / 1000000000LL);
-    ts->tv_nsec = (long)(ns % 1000000000LL);
-}
-
-int srv_error_set(struct srv_error *e, int http, const char *type, const char *code, const char *param,
-                  const char *fmt, ...) {
+int srv_error_set(struct srv_error *e, int http, const char *type, const char *code,
+                  const char *param, const char *fmt, ...) {
     e->http = http;
     e->type = type;
     e->code = code;
@@ -60,9 +40,11 @@ char *srv_error_json(const struct srv_error *e, size_t *len) {
     rc |= realm_buf_puts(&b, ",\"type\":");
     rc |= realm_buf_json_string(&b, e->type, strlen(e->type));
     rc |= realm_buf_puts(&b, ",\"param\":");
-    rc |= e->param[0] ? realm_buf_json_string(&b, e->param, strlen(e->param)) : realm_buf_puts(&b, "null");
+    rc |= e->param[0] ? realm_buf_json_string(&b, e->param, strlen(e->param))
+                      : realm_buf_puts(&b, "null");
     rc |= realm_buf_puts(&b, ",\"code\":");
-    rc |= e->code ? realm_buf_json_string(&b, e->code, strlen(e->code)) : realm_buf_puts(&b, "null");
+    rc |=
+        e->code ? realm_buf_json_string(&b, e->code, strlen(e->code)) : realm_buf_puts(&b, "null");
     rc |= realm_buf_puts(&b, "}}");
     if (rc) {
         realm_buf_free(&b);

@@ -15,8 +15,19 @@
 #define TPL_MAX_SRC (1u << 20)
 #define TPL_MAX_PARSE_DEPTH 200
 
-enum tk { TK_EOF, TK_TEXT, TK_VBEGIN, TK_VEND, TK_BBEGIN, TK_BEND, TK_NAME, TK_STR, TK_INT,
-          TK_FLOAT, TK_OP };
+enum tk {
+    TK_EOF,
+    TK_TEXT,
+    TK_VBEGIN,
+    TK_VEND,
+    TK_BBEGIN,
+    TK_BEND,
+    TK_NAME,
+    TK_STR,
+    TK_INT,
+    TK_FLOAT,
+    TK_OP
+};
 
 struct tok {
     enum tk k;
@@ -32,7 +43,7 @@ struct parser {
     struct realm_err *err;
     const char *src;
     size_t len, pos;
-    int line, col;       /* of pos */
+    int line, col;         /* of pos */
     int end_line, end_col; /* of the last tag end lexed */
     struct tok *toks;
     size_t n_toks, cap_toks, at;
@@ -70,8 +81,11 @@ static char *pstrdup(struct parser *p, const char *s, size_t n) {
 
 static void advance(struct parser *p, size_t n) {
     for (size_t i = 0; i < n && p->pos < p->len; i++, p->pos++) {
-        if (p->src[p->pos] == '\n') { p->line++; p->col = 1; }
-        else p->col++;
+        if (p->src[p->pos] == '\n') {
+            p->line++;
+            p->col = 1;
+        } else
+            p->col++;
     }
 }
 
@@ -91,19 +105,31 @@ static struct tok *push_tok(struct parser *p, enum tk k, int line, int col) {
     return t;
 }
 
-static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-static bool is_name0(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static bool is_ws(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+static bool is_name0(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+static bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
 
 static void put_utf8(char *o, size_t *n, uint32_t cp) {
-    if (cp < 0x80) o[(*n)++] = (char)cp;
-    else if (cp < 0x800) { o[(*n)++] = (char)(0xC0 | (cp >> 6)); o[(*n)++] = (char)(0x80 | (cp & 0x3F)); }
-    else if (cp < 0x10000) {
-        o[(*n)++] = (char)(0xE0 | (cp >> 12)); o[(*n)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    if (cp < 0x80)
+        o[(*n)++] = (char)cp;
+    else if (cp < 0x800) {
+        o[(*n)++] = (char)(0xC0 | (cp >> 6));
+        o[(*n)++] = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        o[(*n)++] = (char)(0xE0 | (cp >> 12));
+        o[(*n)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
         o[(*n)++] = (char)(0x80 | (cp & 0x3F));
     } else {
-        o[(*n)++] = (char)(0xF0 | (cp >> 18)); o[(*n)++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        o[(*n)++] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[(*n)++] = (char)(0x80 | (cp & 0x3F));
+        o[(*n)++] = (char)(0xF0 | (cp >> 18));
+        o[(*n)++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        o[(*n)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[(*n)++] = (char)(0x80 | (cp & 0x3F));
     }
 }
 
@@ -129,24 +155,57 @@ static void lex_string(struct parser *p) {
     char *o = palloc(p, raw_n + 1);
     size_t n = 0;
     for (size_t j = 0; j < raw_n; j++) {
-        if (r[j] != '\\' || j + 1 >= raw_n) { o[n++] = r[j]; continue; }
+        if (r[j] != '\\' || j + 1 >= raw_n) {
+            o[n++] = r[j];
+            continue;
+        }
         char e = r[++j];
         int digits = 0;
         switch (e) {
-        case 'n': o[n++] = '\n'; break;
-        case 't': o[n++] = '\t'; break;
-        case 'r': o[n++] = '\r'; break;
-        case 'b': o[n++] = '\b'; break;
-        case 'f': o[n++] = '\f'; break;
-        case 'v': o[n++] = '\v'; break;
-        case 'a': o[n++] = '\a'; break;
-        case '0': o[n++] = '\0'; break;
-        case '\\': case '\'': case '"': o[n++] = e; break;
-        case '\n': break;
-        case 'x': digits = 2; break;
-        case 'u': digits = 4; break;
-        case 'U': digits = 8; break;
-        default: o[n++] = '\\'; o[n++] = e; break;
+        case 'n':
+            o[n++] = '\n';
+            break;
+        case 't':
+            o[n++] = '\t';
+            break;
+        case 'r':
+            o[n++] = '\r';
+            break;
+        case 'b':
+            o[n++] = '\b';
+            break;
+        case 'f':
+            o[n++] = '\f';
+            break;
+        case 'v':
+            o[n++] = '\v';
+            break;
+        case 'a':
+            o[n++] = '\a';
+            break;
+        case '0':
+            o[n++] = '\0';
+            break;
+        case '\\':
+        case '\'':
+        case '"':
+            o[n++] = e;
+            break;
+        case '\n':
+            break;
+        case 'x':
+            digits = 2;
+            break;
+        case 'u':
+            digits = 4;
+            break;
+        case 'U':
+            digits = 8;
+            break;
+        default:
+            o[n++] = '\\';
+            o[n++] = e;
+            break;
         }
         if (digits) {
             uint32_t cp = 0;
@@ -194,7 +253,8 @@ static void lex_number(struct parser *p) {
         if (j < p->len && (p->src[j] == '+' || p->src[j] == '-')) j++;
         if (j < p->len && is_digit(p->src[j])) {
             is_float = true;
-            while (i < j && bn < sizeof buf - 1) buf[bn++] = p->src[i++];
+            while (i < j && bn < sizeof buf - 1)
+                buf[bn++] = p->src[i++];
             while (i < p->len && is_digit(p->src[i])) {
                 if (bn < sizeof buf - 1) buf[bn++] = p->src[i];
                 i++;
@@ -204,7 +264,8 @@ static void lex_number(struct parser *p) {
     buf[bn] = 0;
     if (bn >= sizeof buf - 1) perr(p, line, col, REALM_E_FORMAT, "number literal too long");
     struct tok *t = push_tok(p, is_float ? TK_FLOAT : TK_INT, line, col);
-    if (is_float) t->f = strtod(buf, NULL);
+    if (is_float)
+        t->f = strtod(buf, NULL);
     else {
         unsigned long long v = strtoull(buf, NULL, 10);
         if (bn > 19) v = ULLONG_MAX;
@@ -223,26 +284,38 @@ static char lex_tag(struct parser *p, bool block) {
     const char *end = block ? "%}" : "}}";
     int nest = 0; /* brackets: a '}' inside {{ {..} }} does not end the tag */
     for (;;) {
-        while (p->pos < p->len && is_ws(p->src[p->pos])) advance(p, 1);
+        while (p->pos < p->len && is_ws(p->src[p->pos]))
+            advance(p, 1);
         if (p->pos >= p->len)
-            perr(p, p->line, p->col, REALM_E_FORMAT, "unexpected end of template, expected '%s'", end);
+            perr(p, p->line, p->col, REALM_E_FORMAT, "unexpected end of template, expected '%s'",
+                 end);
         const char *s = p->src + p->pos;
         size_t left = p->len - p->pos;
         p->end_line = p->line;
         p->end_col = p->col;
         if (nest == 0) {
-            if (left >= 2 && !memcmp(s, end, 2)) { advance(p, 2); return 0; }
+            if (left >= 2 && !memcmp(s, end, 2)) {
+                advance(p, 2);
+                return 0;
+            }
             if (left >= 3 && (s[0] == '-' || s[0] == '+') && !memcmp(s + 1, end, 2)) {
                 advance(p, 3);
                 return s[0];
             }
         }
         char c = s[0];
-        if (c == '\'' || c == '"') { lex_string(p); continue; }
-        if (is_digit(c)) { lex_number(p); continue; }
+        if (c == '\'' || c == '"') {
+            lex_string(p);
+            continue;
+        }
+        if (is_digit(c)) {
+            lex_number(p);
+            continue;
+        }
         if (is_name0(c)) {
             size_t n = 1;
-            while (n < left && (is_name0(s[n]) || is_digit(s[n]))) n++;
+            while (n < left && (is_name0(s[n]) || is_digit(s[n])))
+                n++;
             struct tok *t = push_tok(p, TK_NAME, p->line, p->col);
             t->s = pstrdup(p, s, n);
             t->n = n;
@@ -292,9 +365,18 @@ static void lex(struct parser *p) {
         for (; i + 1 < p->len; i++) {
             if (p->src[i] != '{') continue;
             char c = p->src[i + 1];
-            if (c == '{') { kind = 1; break; }
-            if (c == '%') { kind = 2; break; }
-            if (c == '#') { kind = 3; break; }
+            if (c == '{') {
+                kind = 1;
+                break;
+            }
+            if (c == '%') {
+                kind = 2;
+                break;
+            }
+            if (c == '#') {
+                kind = 3;
+                break;
+            }
         }
         if (!kind) i = p->len;
         char sign = (kind && i + 2 < p->len) ? p->src[i + 2] : 0;
@@ -303,11 +385,13 @@ static void lex(struct parser *p) {
         /* the text before it, with whitespace control */
         size_t t0 = p->pos, t1 = i;
         if (sign == '-') {
-            while (t1 > t0 && is_ws(p->src[t1 - 1])) t1--;
+            while (t1 > t0 && is_ws(p->src[t1 - 1]))
+                t1--;
         } else if (kind >= 2 && sign != '+') {
             size_t l = t1;
-            while (l > t0 && (p->src[l - 1] == ' ' || p->src[l - 1] == '\t' || p->src[l - 1] == '\f' ||
-                              p->src[l - 1] == '\v' || p->src[l - 1] == '\r'))
+            while (l > t0 &&
+                   (p->src[l - 1] == ' ' || p->src[l - 1] == '\t' || p->src[l - 1] == '\f' ||
+                    p->src[l - 1] == '\v' || p->src[l - 1] == '\r'))
                 l--;
             if ((l > t0 && p->src[l - 1] == '\n') || (l == t0 && line_starting)) t1 = l;
         }
@@ -322,9 +406,11 @@ static void lex(struct parser *p) {
         advance(p, sign ? 3 : 2);
         if (kind == 3) {
             size_t j = p->pos;
-            while (j + 1 < p->len && !(p->src[j] == '#' && p->src[j + 1] == '}')) j++;
+            while (j + 1 < p->len && !(p->src[j] == '#' && p->src[j + 1] == '}'))
+                j++;
             if (j + 1 >= p->len) perr(p, line, col, REALM_E_FORMAT, "unterminated comment");
-            char esign = (j > p->pos && (p->src[j - 1] == '-' || p->src[j - 1] == '+')) ? p->src[j - 1] : 0;
+            char esign =
+                (j > p->pos && (p->src[j - 1] == '-' || p->src[j - 1] == '+')) ? p->src[j - 1] : 0;
             advance(p, j + 2 - p->pos);
             line_starting = after_block_end(p, esign);
             continue;
@@ -332,12 +418,14 @@ static void lex(struct parser *p) {
         push_tok(p, kind == 1 ? TK_VBEGIN : TK_BBEGIN, line, col);
         char esign = lex_tag(p, kind == 2);
         push_tok(p, kind == 1 ? TK_VEND : TK_BEND, p->end_line, p->end_col);
-        if (kind == 2) line_starting = after_block_end(p, esign);
-        else line_starting = esign == '-' ? skip_ws_after(p, false) : false;
+        if (kind == 2)
+            line_starting = after_block_end(p, esign);
+        else
+            line_starting = esign == '-' ? skip_ws_after(p, false) : false;
         /* {% raw %}: the text up to {% endraw %} is literal */
         size_t nt = p->n_toks;
-        if (kind == 2 && nt >= 3 && p->toks[nt - 2].k == TK_NAME && !strcmp(p->toks[nt - 2].s, "raw") &&
-            p->toks[nt - 3].k == TK_BBEGIN) {
+        if (kind == 2 && nt >= 3 && p->toks[nt - 2].k == TK_NAME &&
+            !strcmp(p->toks[nt - 2].s, "raw") && p->toks[nt - 3].k == TK_BBEGIN) {
             p->n_toks -= 3;
             size_t j = p->pos;
             for (;; j++) {
@@ -345,12 +433,14 @@ static void lex(struct parser *p) {
                 if (p->src[j] != '{' || p->src[j + 1] != '%') continue;
                 size_t k = j + 2;
                 if (k < p->len && (p->src[k] == '-' || p->src[k] == '+')) k++;
-                while (k < p->len && is_ws(p->src[k])) k++;
+                while (k < p->len && is_ws(p->src[k]))
+                    k++;
                 if (k + 6 <= p->len && !memcmp(p->src + k, "endraw", 6)) break;
             }
             size_t r1 = j;
             if (j + 2 < p->len && p->src[j + 2] == '-')
-                while (r1 > p->pos && is_ws(p->src[r1 - 1])) r1--;
+                while (r1 > p->pos && is_ws(p->src[r1 - 1]))
+                    r1--;
             if (r1 > p->pos) {
                 struct tok *t = push_tok(p, TK_TEXT, p->line, p->col);
                 t->s = pstrdup(p, p->src + p->pos, r1 - p->pos);
@@ -361,7 +451,8 @@ static void lex(struct parser *p) {
             advance(p, p->src[j + 2] == '-' || p->src[j + 2] == '+' ? 3 : 2);
             size_t before = p->n_toks;
             char s2 = lex_tag(p, true);
-            if (p->n_toks != before + 1) perr(p, l2, c2, REALM_E_FORMAT, "malformed {%% endraw %%}");
+            if (p->n_toks != before + 1)
+                perr(p, l2, c2, REALM_E_FORMAT, "malformed {%% endraw %%}");
             p->n_toks = before;
             line_starting = after_block_end(p, s2);
         }
@@ -371,42 +462,62 @@ static void lex(struct parser *p) {
 
 /* --------------------------------------------------------------- parser ---- */
 
-static struct tok *peek(struct parser *p) { return &p->toks[p->at]; }
+static struct tok *peek(struct parser *p) {
+    return &p->toks[p->at];
+}
 static struct tok *next(struct parser *p) {
     struct tok *t = &p->toks[p->at];
     if (t->k != TK_EOF) p->at++;
     return t;
 }
-static bool is_op(const struct tok *t, const char *op) { return t->k == TK_OP && !strcmp(t->s, op); }
-static bool is_name(const struct tok *t, const char *nm) { return t->k == TK_NAME && !strcmp(t->s, nm); }
+static bool is_op(const struct tok *t, const char *op) {
+    return t->k == TK_OP && !strcmp(t->s, op);
+}
+static bool is_name(const struct tok *t, const char *nm) {
+    return t->k == TK_NAME && !strcmp(t->s, nm);
+}
 
 static const char *tok_desc(const struct tok *t) {
     switch (t->k) {
-    case TK_EOF: return "end of template";
-    case TK_TEXT: return "text";
-    case TK_VBEGIN: return "'{{'";
-    case TK_VEND: return "'}}'";
-    case TK_BBEGIN: return "'{%'";
-    case TK_BEND: return "'%}'";
-    case TK_STR: return "string";
-    case TK_INT: case TK_FLOAT: return "number";
-    case TK_NAME: case TK_OP: return t->s;
+    case TK_EOF:
+        return "end of template";
+    case TK_TEXT:
+        return "text";
+    case TK_VBEGIN:
+        return "'{{'";
+    case TK_VEND:
+        return "'}}'";
+    case TK_BBEGIN:
+        return "'{%'";
+    case TK_BEND:
+        return "'%}'";
+    case TK_STR:
+        return "string";
+    case TK_INT:
+    case TK_FLOAT:
+        return "number";
+    case TK_NAME:
+    case TK_OP:
+        return t->s;
     }
     return "?";
 }
 
 static void expect_op(struct parser *p, const char *op) {
     struct tok *t = next(p);
-    if (!is_op(t, op)) perr(p, t->line, t->col, REALM_E_FORMAT, "expected '%s', found %s", op, tok_desc(t));
+    if (!is_op(t, op))
+        perr(p, t->line, t->col, REALM_E_FORMAT, "expected '%s', found %s", op, tok_desc(t));
 }
 static const char *expect_name(struct parser *p) {
     struct tok *t = next(p);
-    if (t->k != TK_NAME) perr(p, t->line, t->col, REALM_E_FORMAT, "expected a name, found %s", tok_desc(t));
+    if (t->k != TK_NAME)
+        perr(p, t->line, t->col, REALM_E_FORMAT, "expected a name, found %s", tok_desc(t));
     return t->s;
 }
 static void expect_kind(struct parser *p, enum tk k, const char *what) {
     struct tok *t = next(p);
-    if (t->k != k) perr(p, t->line, t->col, REALM_E_FORMAT, "expected %s, found %s", what, tok_desc(t));
+    if (t->k != k)
+        perr(p, t->line, t->col, REALM_E_FORMAT, "expected %s, found %s", what, tok_desc(t));
 }
 
 static struct tpl_node *mk(struct parser *p, enum tpl_nk k, const struct tok *at) {
@@ -418,7 +529,10 @@ static struct tpl_node *mk(struct parser *p, enum tpl_nk k, const struct tok *at
 }
 
 /* A growable node array in the arena. */
-struct nvec { struct tpl_node **v; size_t n, cap; };
+struct nvec {
+    struct tpl_node **v;
+    size_t n, cap;
+};
 static void nvec_push(struct parser *p, struct nvec *v, struct tpl_node *x) {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 4;
@@ -429,7 +543,10 @@ static void nvec_push(struct parser *p, struct nvec *v, struct tpl_node *x) {
     }
     v->v[v->n++] = x;
 }
-struct svec { const char **v; size_t n, cap; };
+struct svec {
+    const char **v;
+    size_t n, cap;
+};
 static void svec_push(struct parser *p, struct svec *v, const char *x) {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 4;
@@ -465,7 +582,9 @@ static void parse_call_args(struct parser *p, struct tpl_node *n) {
             svec_push(p, &kn, t->s);
             nvec_push(p, &kv, parse_expr(p));
         } else {
-            if (kv.n) perr(p, t->line, t->col, REALM_E_FORMAT, "positional argument after keyword argument");
+            if (kv.n)
+                perr(p, t->line, t->col, REALM_E_FORMAT,
+                     "positional argument after keyword argument");
             nvec_push(p, &pos, parse_expr(p));
         }
     }
@@ -508,9 +627,19 @@ static struct tpl_node *parse_primary(struct parser *p) {
         return n;
     case TK_NAME:
         n = mk(p, N_LIT, t);
-        if (!strcmp(t->s, "true") || !strcmp(t->s, "True")) { n->lit.k = TV_BOOL; n->lit.u.b = true; return n; }
-        if (!strcmp(t->s, "false") || !strcmp(t->s, "False")) { n->lit.k = TV_BOOL; return n; }
-        if (!strcmp(t->s, "none") || !strcmp(t->s, "None")) { n->lit.k = TV_NONE; return n; }
+        if (!strcmp(t->s, "true") || !strcmp(t->s, "True")) {
+            n->lit.k = TV_BOOL;
+            n->lit.u.b = true;
+            return n;
+        }
+        if (!strcmp(t->s, "false") || !strcmp(t->s, "False")) {
+            n->lit.k = TV_BOOL;
+            return n;
+        }
+        if (!strcmp(t->s, "none") || !strcmp(t->s, "None")) {
+            n->lit.k = TV_NONE;
+            return n;
+        }
         n->k = N_NAME;
         n->name = t->s;
         return n;
@@ -573,7 +702,8 @@ static struct tpl_node *parse_primary(struct parser *p) {
             return n;
         }
         break;
-    default: break;
+    default:
+        break;
     }
     perr(p, t->line, t->col, REALM_E_FORMAT, "unexpected %s in expression", tok_desc(t));
 }
@@ -590,7 +720,8 @@ static struct tpl_node *parse_subscript(struct parser *p, struct tpl_node *obj, 
             next(p);
             continue;
         }
-        if (parts[colons]) perr(p, t->line, t->col, REALM_E_FORMAT, "expected ']' or ':', found %s", tok_desc(t));
+        if (parts[colons])
+            perr(p, t->line, t->col, REALM_E_FORMAT, "expected ']' or ':', found %s", tok_desc(t));
         parts[colons] = parse_expr(p);
     }
     expect_op(p, "]");
@@ -624,7 +755,8 @@ static struct tpl_node *parse_postfix(struct parser *p, struct tpl_node *n) {
                 a->b->lit.k = TV_INT;
                 a->b->lit.u.i = nt->i;
             } else {
-                perr(p, nt->line, nt->col, REALM_E_FORMAT, "expected an attribute name, found %s", tok_desc(nt));
+                perr(p, nt->line, nt->col, REALM_E_FORMAT, "expected an attribute name, found %s",
+                     tok_desc(nt));
             }
             a->a = n;
             n = a;
@@ -676,14 +808,23 @@ static struct tpl_node *parse_filter_expr(struct parser *p, struct tpl_node *n) 
                 f->op = 1;
             }
             struct tok *nt = next(p);
-            if (nt->k == TK_NAME) f->name = nt->s;
-            else if (is_op(nt, "==")) f->name = "eq";
-            else if (is_op(nt, "!=")) f->name = "ne";
-            else if (is_op(nt, "<")) f->name = "lt";
-            else if (is_op(nt, "<=")) f->name = "le";
-            else if (is_op(nt, ">")) f->name = "gt";
-            else if (is_op(nt, ">=")) f->name = "ge";
-            else perr(p, nt->line, nt->col, REALM_E_FORMAT, "expected a test name, found %s", tok_desc(nt));
+            if (nt->k == TK_NAME)
+                f->name = nt->s;
+            else if (is_op(nt, "=="))
+                f->name = "eq";
+            else if (is_op(nt, "!="))
+                f->name = "ne";
+            else if (is_op(nt, "<"))
+                f->name = "lt";
+            else if (is_op(nt, "<="))
+                f->name = "le";
+            else if (is_op(nt, ">"))
+                f->name = "gt";
+            else if (is_op(nt, ">="))
+                f->name = "ge";
+            else
+                perr(p, nt->line, nt->col, REALM_E_FORMAT, "expected a test name, found %s",
+                     tok_desc(nt));
             f->a = n;
             struct tok *a = peek(p);
             if (is_op(a, "(")) {
@@ -692,8 +833,9 @@ static struct tpl_node *parse_filter_expr(struct parser *p, struct tpl_node *n) 
                 parse_call_args(p, f);
                 p->depth--;
             } else if (a->k == TK_STR || a->k == TK_INT || a->k == TK_FLOAT ||
-                       (a->k == TK_NAME && !is_name(a, "and") && !is_name(a, "or") && !is_name(a, "else") &&
-                        !is_name(a, "if") && !is_name(a, "in") && !is_name(a, "is") && !is_name(a, "not"))) {
+                       (a->k == TK_NAME && !is_name(a, "and") && !is_name(a, "or") &&
+                        !is_name(a, "else") && !is_name(a, "if") && !is_name(a, "in") &&
+                        !is_name(a, "is") && !is_name(a, "not"))) {
                 /* `x is divisibleby 3`, `x is sameas none`: one argument without parentheses */
                 struct tpl_node **k = palloc(p, sizeof *k);
                 enter(p);
@@ -726,9 +868,12 @@ static struct tpl_node *parse_unary_f(struct parser *p, bool with_filter) {
     p->depth--;
     return n;
 }
-static struct tpl_node *parse_unary(struct parser *p) { return parse_unary_f(p, true); }
+static struct tpl_node *parse_unary(struct parser *p) {
+    return parse_unary_f(p, true);
+}
 
-static struct tpl_node *bin(struct parser *p, struct tok *t, int op, struct tpl_node *a, struct tpl_node *b) {
+static struct tpl_node *bin(struct parser *p, struct tok *t, int op, struct tpl_node *a,
+                            struct tpl_node *b) {
     struct tpl_node *n = mk(p, N_BIN, t);
     n->op = op;
     n->a = a;
@@ -748,8 +893,11 @@ static struct tpl_node *parse_math2(struct parser *p) {
     struct tpl_node *n = parse_pow(p);
     for (;;) {
         struct tok *t = peek(p);
-        int op = is_op(t, "*") ? T_MUL : is_op(t, "/") ? T_DIV : is_op(t, "//") ? T_FLOORDIV
-               : is_op(t, "%") ? T_MOD : 0;
+        int op = is_op(t, "*")    ? T_MUL
+                 : is_op(t, "/")  ? T_DIV
+                 : is_op(t, "//") ? T_FLOORDIV
+                 : is_op(t, "%")  ? T_MOD
+                                  : 0;
         if (!op) return n;
         next(p);
         n = bin(p, t, op, n, parse_pow(p));
@@ -778,8 +926,14 @@ static struct tpl_node *parse_compare(struct parser *p) {
     struct tpl_node *result = NULL;
     for (;;) {
         struct tok *t = peek(p);
-        int op = is_op(t, "==") ? T_EQ : is_op(t, "!=") ? T_NE : is_op(t, "<") ? T_LT : is_op(t, "<=") ? T_LE
-               : is_op(t, ">") ? T_GT : is_op(t, ">=") ? T_GE : is_name(t, "in") ? T_IN : 0;
+        int op = is_op(t, "==")     ? T_EQ
+                 : is_op(t, "!=")   ? T_NE
+                 : is_op(t, "<")    ? T_LT
+                 : is_op(t, "<=")   ? T_LE
+                 : is_op(t, ">")    ? T_GT
+                 : is_op(t, ">=")   ? T_GE
+                 : is_name(t, "in") ? T_IN
+                                    : 0;
         if (!op && is_name(t, "not") && is_name(&p->toks[p->at + 1], "in")) {
             next(p);
             op = T_NOTIN;
@@ -857,7 +1011,9 @@ static struct tpl_node *parse_expr(struct parser *p) {
 
 static struct tpl_node *parse_body(struct parser *p, const char *const *ends, const char **found);
 
-static void end_block(struct parser *p) { expect_kind(p, TK_BEND, "'%}'"); }
+static void end_block(struct parser *p) {
+    expect_kind(p, TK_BEND, "'%}'");
+}
 
 /* Consumes `{% name %}` where name is the end tag found by parse_body. */
 static void parse_end_tag(struct parser *p) {
@@ -901,7 +1057,8 @@ static struct tpl_node *parse_for(struct parser *p, struct tok *at) {
     n->targets = tg.v;
     n->n_targets = tg.n;
     struct tok *t = next(p);
-    if (!is_name(t, "in")) perr(p, t->line, t->col, REALM_E_FORMAT, "expected 'in', found %s", tok_desc(t));
+    if (!is_name(t, "in"))
+        perr(p, t->line, t->col, REALM_E_FORMAT, "expected 'in', found %s", tok_desc(t));
     n->a = parse_or(p); /* not parse_expr: a trailing `if` is the loop filter */
     if (is_name(peek(p), "if")) {
         next(p);
@@ -1001,7 +1158,8 @@ static struct tpl_node *parse_macro(struct parser *p, struct tok *at) {
 static struct tpl_node *parse_stmt(struct parser *p) {
     struct tok *begin = next(p); /* TK_BBEGIN */
     struct tok *t = next(p);
-    if (t->k != TK_NAME) perr(p, t->line, t->col, REALM_E_FORMAT, "expected a statement, found %s", tok_desc(t));
+    if (t->k != TK_NAME)
+        perr(p, t->line, t->col, REALM_E_FORMAT, "expected a statement, found %s", tok_desc(t));
     const char *kw = t->s;
     (void)begin;
     if (!strcmp(kw, "if")) return parse_if(p, t);
@@ -1037,9 +1195,10 @@ static struct tpl_node *parse_body(struct parser *p, const char *const *ends, co
         if (t->k == TK_EOF) {
             if (ends) {
                 size_t last = 0;
-                while (ends[last + 1]) last++;
-                perr(p, t->line, t->col, REALM_E_FORMAT, "unexpected end of template, expected {%% %s %%}",
-                     ends[last]);
+                while (ends[last + 1])
+                    last++;
+                perr(p, t->line, t->col, REALM_E_FORMAT,
+                     "unexpected end of template, expected {%% %s %%}", ends[last]);
             }
             break;
         }
@@ -1070,7 +1229,8 @@ static struct tpl_node *parse_body(struct parser *p, const char *const *ends, co
                         goto done;
                     }
             }
-            if (nm->k == TK_NAME && (!strncmp(nm->s, "end", 3) || !strcmp(nm->s, "elif") || !strcmp(nm->s, "else")))
+            if (nm->k == TK_NAME &&
+                (!strncmp(nm->s, "end", 3) || !strcmp(nm->s, "elif") || !strcmp(nm->s, "else")))
                 perr(p, nm->line, nm->col, REALM_E_FORMAT, "unexpected {%% %s %%}", nm->s);
             nvec_push(p, &v, parse_stmt(p));
             continue;
@@ -1086,7 +1246,8 @@ done:
 
 int tpl_parse(struct realm_template *t, const char *src, size_t len, struct realm_err *err) {
     if (len > TPL_MAX_SRC)
-        return realm_err_set(err, REALM_E_LIMIT, "template: %zu bytes, expected at most %u", len, TPL_MAX_SRC);
+        return realm_err_set(err, REALM_E_LIMIT, "template: %zu bytes, expected at most %u", len,
+                             TPL_MAX_SRC);
     struct parser *p = realm_calloc(1, sizeof *p);
     if (!p) return realm_err_set(err, REALM_E_NOMEM, "template: out of memory");
     p->t = t;

@@ -40,16 +40,20 @@ struct rctx {
 
 /* ------------------------------------------------------------- errors ---- */
 
-static _Noreturn void rerr(struct rctx *c, const struct tpl_node *at, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static _Noreturn void rerr(struct rctx *c, const struct tpl_node *at, int code, const char *fmt, ...) {
+static _Noreturn void rerr(struct rctx *c, const struct tpl_node *at, int code, const char *fmt,
+                           ...) __attribute__((format(printf, 4, 5)));
+static _Noreturn void rerr(struct rctx *c, const struct tpl_node *at, int code, const char *fmt,
+                           ...) {
     char msg[220];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (at) realm_err_set(c->err, code, "template: %d:%d: %s", at->line, at->col, msg);
-    else realm_err_set(c->err, code, "template: variables: %s", msg); /* while converting the input */
+    if (at)
+        realm_err_set(c->err, code, "template: %d:%d: %s", at->line, at->col, msg);
+    else
+        realm_err_set(c->err, code, "template: variables: %s",
+                      msg); /* while converting the input */
     longjmp(c->jb, 1);
 }
 
@@ -85,10 +89,24 @@ static struct tv v_undef(const char *hint) {
     v.u.s.s = hint;
     return v;
 }
-static struct tv v_none(void) { return (struct tv){.k = TV_NONE}; }
-static struct tv v_bool(bool b) { struct tv v = {.k = TV_BOOL}; v.u.b = b; return v; }
-static struct tv v_int(int64_t i) { struct tv v = {.k = TV_INT}; v.u.i = i; return v; }
-static struct tv v_float(double f) { struct tv v = {.k = TV_FLOAT}; v.u.f = f; return v; }
+static struct tv v_none(void) {
+    return (struct tv){.k = TV_NONE};
+}
+static struct tv v_bool(bool b) {
+    struct tv v = {.k = TV_BOOL};
+    v.u.b = b;
+    return v;
+}
+static struct tv v_int(int64_t i) {
+    struct tv v = {.k = TV_INT};
+    v.u.i = i;
+    return v;
+}
+static struct tv v_float(double f) {
+    struct tv v = {.k = TV_FLOAT};
+    v.u.f = f;
+    return v;
+}
 static struct tv v_strn(const char *s, size_t n) {
     struct tv v = {.k = TV_STR};
     v.u.s.s = s;
@@ -139,7 +157,8 @@ static struct tv *dict_find_s(const struct tv_dict *d, const char *key) {
             return &d->vals[i];
     return NULL;
 }
-static void dict_set(struct rctx *c, const struct tpl_node *at, struct tv_dict *d, struct tv key, struct tv val) {
+static void dict_set(struct rctx *c, const struct tpl_node *at, struct tv_dict *d, struct tv key,
+                     struct tv val) {
     struct tv *e = dict_find(d, &key);
     if (e) {
         *e = val;
@@ -160,7 +179,8 @@ static void dict_set(struct rctx *c, const struct tpl_node *at, struct tv_dict *
     d->vals[d->n] = val;
     d->n++;
 }
-static void dict_set_s(struct rctx *c, const struct tpl_node *at, struct tv_dict *d, const char *key, struct tv val) {
+static void dict_set_s(struct rctx *c, const struct tpl_node *at, struct tv_dict *d,
+                       const char *key, struct tv val) {
     dict_set(c, at, d, v_strn(key, strlen(key)), val);
 }
 
@@ -175,7 +195,8 @@ static struct tv from_json(struct rctx *c, const cJSON *j) {
     if (cJSON_IsString(j)) return v_strn(j->valuestring, strlen(j->valuestring));
     if (cJSON_IsArray(j)) {
         struct tv l = v_list(c, NULL, (size_t)cJSON_GetArraySize(j));
-        for (const cJSON *e = j->child; e; e = e->next) list_push(c, NULL, l.u.l, from_json(c, e));
+        for (const cJSON *e = j->child; e; e = e->next)
+            list_push(c, NULL, l.u.l, from_json(c, e));
         return l;
     }
     if (cJSON_IsObject(j)) {
@@ -215,21 +236,23 @@ static size_t cp_at(const char *s, size_t n, size_t i, uint32_t *cp) {
     size_t len = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 1;
     if (i + len > n) len = 1;
     uint32_t v = len == 1 ? b : len == 2 ? (b & 0x1Fu) : len == 3 ? (b & 0x0Fu) : (b & 0x07u);
-    for (size_t k = 1; k < len; k++) v = (v << 6) | ((unsigned char)s[i + k] & 0x3Fu);
+    for (size_t k = 1; k < len; k++)
+        v = (v << 6) | ((unsigned char)s[i + k] & 0x3Fu);
     *cp = v;
     return len;
 }
 /* Start of the code point that ends at s[i-1]. */
 static size_t cp_start_before(const char *s, size_t i) {
     size_t j = i - 1;
-    while (j > 0 && ((unsigned char)s[j] & 0xC0) == 0x80 && i - j < 4) j--;
+    while (j > 0 && ((unsigned char)s[j] & 0xC0) == 0x80 && i - j < 4)
+        j--;
     return j;
 }
 /* Python's str.isspace() for one code point. */
 static bool cp_space(uint32_t c) {
     return c == ' ' || (c >= 9 && c <= 13) || (c >= 0x1c && c <= 0x1f) || c == 0x85 || c == 0xa0 ||
-           c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f ||
-           c == 0x205f || c == 0x3000;
+           c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
+           c == 0x202f || c == 0x205f || c == 0x3000;
 }
 static bool cp_in(uint32_t cp, const struct tv *chars) {
     for (size_t i = 0; i < chars->u.s.n;) {
@@ -263,13 +286,16 @@ static struct tv str_strip(const struct tv *s, const struct tv *chars, int which
     return v_strn(p + a, b - a);
 }
 
-static bool is_ws_char(char ch) { return ch == ' ' || (ch >= 9 && ch <= 13); }
+static bool is_ws_char(char ch) {
+    return ch == ' ' || (ch >= 9 && ch <= 13);
+}
 
 static bool str_starts(const struct tv *s, const struct tv *pre) {
     return pre->u.s.n <= s->u.s.n && !memcmp(s->u.s.s, pre->u.s.s, pre->u.s.n);
 }
 static bool str_ends(const struct tv *s, const struct tv *suf) {
-    return suf->u.s.n <= s->u.s.n && !memcmp(s->u.s.s + s->u.s.n - suf->u.s.n, suf->u.s.s, suf->u.s.n);
+    return suf->u.s.n <= s->u.s.n &&
+           !memcmp(s->u.s.s + s->u.s.n - suf->u.s.n, suf->u.s.s, suf->u.s.n);
 }
 static const char *str_find(const char *h, size_t hn, const char *nd, size_t nn) {
     if (nn == 0) return h;
@@ -278,7 +304,8 @@ static const char *str_find(const char *h, size_t hn, const char *nd, size_t nn)
 
 /* Python's str.lower()/upper() for non-ASCII text: ICU's full case mapping in the root locale
  * (ß → SS, final sigma). false (caller keeps the ASCII mapping) on invalid UTF-8. */
-static bool icu_map_case(struct rctx *c, const struct tpl_node *at, const struct tv *s, bool upper, struct tv *out) {
+static bool icu_map_case(struct rctx *c, const struct tpl_node *at, const struct tv *s, bool upper,
+                         struct tv *out) {
     if (s->u.s.n > (size_t)INT32_MAX / 4) return false;
     int32_t cap = (int32_t)s->u.s.n + 1, n16 = 0, subs = 0;
     UChar *u = ralloc(c, at, (size_t)cap * sizeof *u);
@@ -297,10 +324,12 @@ static bool icu_map_case(struct rctx *c, const struct tpl_node *at, const struct
     return true;
 }
 
-static struct tv str_map_case(struct rctx *c, const struct tpl_node *at, const struct tv *s, int mode) {
+static struct tv str_map_case(struct rctx *c, const struct tpl_node *at, const struct tv *s,
+                              int mode) {
     if (mode <= 1) {
         bool ascii = true;
-        for (size_t i = 0; ascii && i < s->u.s.n; i++) ascii = (unsigned char)s->u.s.s[i] < 0x80;
+        for (size_t i = 0; ascii && i < s->u.s.n; i++)
+            ascii = (unsigned char)s->u.s.s[i] < 0x80;
         struct tv r;
         if (!ascii && icu_map_case(c, at, s, mode == 1, &r)) return r;
     }
@@ -313,9 +342,12 @@ static struct tv str_map_case(struct rctx *c, const struct tpl_node *at, const s
         char ch = s->u.s.s[i];
         bool lower = ch >= 'a' && ch <= 'z', upper = ch >= 'A' && ch <= 'Z';
         bool up = mode == 1 || (mode == 2 && i == 0) || (mode == 3 && !prev_alpha) ||
-                  (mode == 4 && (i == 0 || (s->u.s.s[i - 1] && strchr("-({[< \t\n\r\f\v", s->u.s.s[i - 1]))));
-        if (up && lower) ch = (char)(ch - 32);
-        else if (!up && upper) ch = (char)(ch + 32);
+                  (mode == 4 &&
+                   (i == 0 || (s->u.s.s[i - 1] && strchr("-({[< \t\n\r\f\v", s->u.s.s[i - 1]))));
+        if (up && lower)
+            ch = (char)(ch - 32);
+        else if (!up && upper)
+            ch = (char)(ch + 32);
         prev_alpha = lower || upper || ((unsigned char)ch >= 0x80 && mode == 3 && prev_alpha);
         p[i] = ch;
     }
@@ -323,8 +355,8 @@ static struct tv str_map_case(struct rctx *c, const struct tpl_node *at, const s
     return v_strn(p, s->u.s.n);
 }
 
-static struct tv str_replace(struct rctx *c, const struct tpl_node *at, const struct tv *s, const struct tv *old,
-                             const struct tv *new_, int64_t count) {
+static struct tv str_replace(struct rctx *c, const struct tpl_node *at, const struct tv *s,
+                             const struct tv *old, const struct tv *new_, int64_t count) {
     struct tpl_buf b = {.max = c->max_output, .a = &c->arena};
     size_t i = 0;
     int64_t done = 0;
@@ -333,7 +365,10 @@ static struct tv str_replace(struct rctx *c, const struct tpl_node *at, const st
         while (ok && i <= s->u.s.n && (count < 0 || done < count)) {
             ok = tb_put(&b, new_->u.s.s, new_->u.s.n);
             done++;
-            if (i == s->u.s.n) { i++; break; }
+            if (i == s->u.s.n) {
+                i++;
+                break;
+            }
             uint32_t cp;
             size_t l = cp_at(s->u.s.s, s->u.s.n, i, &cp);
             ok = ok && tb_put(&b, s->u.s.s + i, l);
@@ -344,7 +379,8 @@ static struct tv str_replace(struct rctx *c, const struct tpl_node *at, const st
     } else {
         while (ok) {
             const char *f = (count < 0 || done < count)
-                                ? str_find(s->u.s.s + i, s->u.s.n - i, old->u.s.s, old->u.s.n) : NULL;
+                                ? str_find(s->u.s.s + i, s->u.s.n - i, old->u.s.s, old->u.s.n)
+                                : NULL;
             if (!f) {
                 ok = tb_put(&b, s->u.s.s + i, s->u.s.n - i);
                 break;
@@ -359,8 +395,8 @@ static struct tv str_replace(struct rctx *c, const struct tpl_node *at, const st
     return v_strn(b.p ? b.p : "", b.n);
 }
 
-static struct tv str_split(struct rctx *c, const struct tpl_node *at, const struct tv *s, const struct tv *sep,
-                           int64_t maxsplit) {
+static struct tv str_split(struct rctx *c, const struct tpl_node *at, const struct tv *s,
+                           const struct tv *sep, int64_t maxsplit) {
     struct tv l = v_list(c, at, 0);
     const char *p = s->u.s.s;
     size_t n = s->u.s.n, i = 0;
@@ -368,15 +404,18 @@ static struct tv str_split(struct rctx *c, const struct tpl_node *at, const stru
         while (i < n) {
             uint32_t cp;
             size_t len;
-            while (i < n && (len = cp_at(p, n, i, &cp), cp_space(cp))) i += len;
+            while (i < n && (len = cp_at(p, n, i, &cp), cp_space(cp)))
+                i += len;
             if (i >= n) break;
             if (maxsplit >= 0 && (int64_t)l.u.l->n >= maxsplit) {
-                struct tv rest = str_strip(&(struct tv){.k = TV_STR, .u.s = {p + i, n - i}}, NULL, 2);
+                struct tv rest =
+                    str_strip(&(struct tv){.k = TV_STR, .u.s = {p + i, n - i}}, NULL, 2);
                 list_push(c, at, l.u.l, rest);
                 break;
             }
             size_t st = i;
-            while (i < n && (len = cp_at(p, n, i, &cp), !cp_space(cp))) i += len;
+            while (i < n && (len = cp_at(p, n, i, &cp), !cp_space(cp)))
+                i += len;
             list_push(c, at, l.u.l, v_strn(p + st, i - st));
         }
         return l;
@@ -385,7 +424,8 @@ static struct tv str_split(struct rctx *c, const struct tpl_node *at, const stru
     if (sep->u.s.n == 0) rerr(c, at, REALM_E_FORMAT, "split: empty separator");
     for (;;) {
         const char *f = (maxsplit < 0 || (int64_t)l.u.l->n < maxsplit)
-                            ? str_find(p + i, n - i, sep->u.s.s, sep->u.s.n) : NULL;
+                            ? str_find(p + i, n - i, sep->u.s.s, sep->u.s.n)
+                            : NULL;
         if (!f) {
             list_push(c, at, l.u.l, v_strn(p + i, n - i));
             return l;
@@ -407,12 +447,18 @@ static struct tv lookup(struct rctx *c, struct frame *f, const char *name) {
     struct tv *v = dict_find_s(&c->globals, name);
     if (v) return *v;
     struct tv fn = {.k = TV_FUNC};
-    if (!strcmp(name, "range")) fn.u.func = TF_RANGE;
-    else if (!strcmp(name, "namespace")) fn.u.func = TF_NAMESPACE;
-    else if (!strcmp(name, "raise_exception")) fn.u.func = TF_RAISE;
-    else if (!strcmp(name, "strftime_now")) fn.u.func = TF_STRFTIME;
-    else if (!strcmp(name, "dict")) fn.u.func = TF_DICT;
-    else return v_undef(name);
+    if (!strcmp(name, "range"))
+        fn.u.func = TF_RANGE;
+    else if (!strcmp(name, "namespace"))
+        fn.u.func = TF_NAMESPACE;
+    else if (!strcmp(name, "raise_exception"))
+        fn.u.func = TF_RAISE;
+    else if (!strcmp(name, "strftime_now"))
+        fn.u.func = TF_STRFTIME;
+    else if (!strcmp(name, "dict"))
+        fn.u.func = TF_DICT;
+    else
+        return v_undef(name);
     return fn;
 }
 
@@ -429,10 +475,12 @@ struct args {
 static struct tv eval(struct rctx *c, struct frame *f, const struct tpl_node *n);
 static int exec(struct rctx *c, struct frame *f, const struct tpl_node *n);
 
-static void eval_args(struct rctx *c, struct frame *f, const struct tpl_node *n, struct args *a, size_t skip) {
+static void eval_args(struct rctx *c, struct frame *f, const struct tpl_node *n, struct args *a,
+                      size_t skip) {
     memset(a, 0, sizeof *a);
     if (n->n_kids + skip > 8 || n->n_kw > 8) rerr(c, n, REALM_E_UNSUPPORTED, "too many arguments");
-    for (size_t i = 0; i < n->n_kids; i++) a->pos[skip + i] = eval(c, f, n->kids[i]);
+    for (size_t i = 0; i < n->n_kids; i++)
+        a->pos[skip + i] = eval(c, f, n->kids[i]);
     a->n_pos = n->n_kids + skip;
     for (size_t i = 0; i < n->n_kw; i++) {
         a->kw_names[i] = n->kw_names[i];
@@ -455,17 +503,21 @@ static const struct tv *kwarg(const struct args *a, const char *name) {
     return NULL;
 }
 
-static int64_t want_int(struct rctx *c, const struct tpl_node *at, const struct tv *v, const char *what) {
+static int64_t want_int(struct rctx *c, const struct tpl_node *at, const struct tv *v,
+                        const char *what) {
     if (v->k == TV_INT) return v->u.i;
     if (v->k == TV_BOOL) return v->u.b;
     rerr(c, at, REALM_E_FORMAT, "%s: expected an integer, got %s", what, tv_type_name(v));
 }
-static const struct tv *want_str(struct rctx *c, const struct tpl_node *at, const struct tv *v, const char *what) {
-    if (v->k != TV_STR) rerr(c, at, REALM_E_FORMAT, "%s: expected a string, got %s", what, tv_type_name(v));
+static const struct tv *want_str(struct rctx *c, const struct tpl_node *at, const struct tv *v,
+                                 const char *what) {
+    if (v->k != TV_STR)
+        rerr(c, at, REALM_E_FORMAT, "%s: expected a string, got %s", what, tv_type_name(v));
     return v;
 }
 
-static struct tv method_value(struct rctx *c, const struct tpl_node *at, struct tv obj, const char *name) {
+static struct tv method_value(struct rctx *c, const struct tpl_node *at, struct tv obj,
+                              const char *name) {
     struct tv m = {.k = TV_METHOD};
     m.u.m.self = ralloc(c, at, sizeof *m.u.m.self);
     *m.u.m.self = obj;
@@ -474,9 +526,10 @@ static struct tv method_value(struct rctx *c, const struct tpl_node *at, struct 
 }
 
 static bool is_str_method(const char *n) {
-    static const char *const m[] = {"startswith", "endswith", "split", "rsplit", "strip", "lstrip", "rstrip",
-                                    "upper", "lower", "title", "capitalize", "replace", "find", "count",
-                                    "join", "splitlines", "isdigit", "isspace", "isalpha", "isalnum", NULL};
+    static const char *const m[] = {
+        "startswith", "endswith",   "split",   "rsplit",     "strip",   "lstrip",  "rstrip",
+        "upper",      "lower",      "title",   "capitalize", "replace", "find",    "count",
+        "join",       "splitlines", "isdigit", "isspace",    "isalpha", "isalnum", NULL};
     for (size_t i = 0; m[i]; i++)
         if (!strcmp(n, m[i])) return true;
     return false;
@@ -485,14 +538,17 @@ static bool is_dict_method(const char *n) {
     return !strcmp(n, "items") || !strcmp(n, "keys") || !strcmp(n, "values") || !strcmp(n, "get");
 }
 
-static _Noreturn void undefined_error(struct rctx *c, const struct tpl_node *at, const struct tv *u, const char *what) {
+static _Noreturn void undefined_error(struct rctx *c, const struct tpl_node *at, const struct tv *u,
+                                      const char *what) {
     if (u->u.s.s) rerr(c, at, REALM_E_FORMAT, "'%s' is undefined (%s)", u->u.s.s, what);
     rerr(c, at, REALM_E_FORMAT, "undefined value (%s)", what);
 }
 
-static struct tv get_attr(struct rctx *c, const struct tpl_node *at, struct tv obj, const char *name) {
+static struct tv get_attr(struct rctx *c, const struct tpl_node *at, struct tv obj,
+                          const char *name) {
     switch (obj.k) {
-    case TV_UNDEF: undefined_error(c, at, &obj, "attribute access");
+    case TV_UNDEF:
+        undefined_error(c, at, &obj, "attribute access");
     case TV_DICT: {
         struct tv *v = dict_find_s(obj.u.d, name);
         if (v) return *v;
@@ -506,19 +562,25 @@ static struct tv get_attr(struct rctx *c, const struct tpl_node *at, struct tv o
     case TV_STR:
         if (is_str_method(name)) return method_value(c, at, obj, name);
         return v_undef(name);
-    default: return v_undef(name);
+    default:
+        return v_undef(name);
     }
 }
 
-static int64_t norm_index(int64_t i, size_t n) { return i < 0 ? i + (int64_t)n : i; }
+static int64_t norm_index(int64_t i, size_t n) {
+    return i < 0 ? i + (int64_t)n : i;
+}
 
 static struct tv get_item(struct rctx *c, const struct tpl_node *at, struct tv obj, struct tv key) {
     switch (obj.k) {
-    case TV_UNDEF: undefined_error(c, at, &obj, "subscript");
-    case TV_DICT: case TV_NS: {
+    case TV_UNDEF:
+        undefined_error(c, at, &obj, "subscript");
+    case TV_DICT:
+    case TV_NS: {
         struct tv *v = dict_find(obj.u.d, &key);
         if (v) return *v;
-        if (key.k == TV_STR && obj.k == TV_DICT && is_dict_method(key.u.s.s)) return method_value(c, at, obj, key.u.s.s);
+        if (key.k == TV_STR && obj.k == TV_DICT && is_dict_method(key.u.s.s))
+            return method_value(c, at, obj, key.u.s.s);
         return v_undef(NULL);
     }
     case TV_LIST:
@@ -540,26 +602,29 @@ static struct tv get_item(struct rctx *c, const struct tpl_node *at, struct tv o
         }
         if (key.k == TV_STR) return get_attr(c, at, obj, key.u.s.s);
         return v_undef(NULL);
-    default: return v_undef(NULL);
+    default:
+        return v_undef(NULL);
     }
 }
 
 /* Python slice semantics over n elements. */
-static void slice_bounds(struct rctx *c, const struct tpl_node *at, const struct tv *sv, size_t n, int64_t *start,
-                         int64_t *stop, int64_t *stepv) {
+static void slice_bounds(struct rctx *c, const struct tpl_node *at, const struct tv *sv, size_t n,
+                         int64_t *start, int64_t *stop, int64_t *stepv) {
     int64_t st = 1;
     if (sv[2].k != TV_NONE) st = want_int(c, at, &sv[2], "slice step");
     if (st == 0) rerr(c, at, REALM_E_FORMAT, "slice step cannot be zero");
     int64_t len = (int64_t)n;
     int64_t a, b;
-    if (sv[0].k == TV_NONE) a = st < 0 ? len - 1 : 0;
+    if (sv[0].k == TV_NONE)
+        a = st < 0 ? len - 1 : 0;
     else {
         a = want_int(c, at, &sv[0], "slice start");
         if (a < 0) a += len;
         if (a < 0) a = st < 0 ? -1 : 0;
         if (a >= len) a = st < 0 ? len - 1 : len;
     }
-    if (sv[1].k == TV_NONE) b = st < 0 ? -1 : len;
+    if (sv[1].k == TV_NONE)
+        b = st < 0 ? -1 : len;
     else {
         b = want_int(c, at, &sv[1], "slice stop");
         if (b < 0) b += len;
@@ -574,12 +639,14 @@ static void slice_bounds(struct rctx *c, const struct tpl_node *at, const struct
 static struct tv eval_slice(struct rctx *c, struct frame *f, const struct tpl_node *n) {
     struct tv obj = eval(c, f, n->a);
     struct tv sv[3];
-    for (int i = 0; i < 3; i++) sv[i] = n->kids[i] ? eval(c, f, n->kids[i]) : v_none();
+    for (int i = 0; i < 3; i++)
+        sv[i] = n->kids[i] ? eval(c, f, n->kids[i]) : v_none();
     int64_t a, b, st;
     if (obj.k == TV_LIST) {
         slice_bounds(c, n, sv, obj.u.l->n, &a, &b, &st);
         struct tv l = v_list(c, n, 0);
-        for (int64_t i = a; st > 0 ? i < b : i > b; i += st) list_push(c, n, l.u.l, obj.u.l->v[i]);
+        for (int64_t i = a; st > 0 ? i < b : i > b; i += st)
+            list_push(c, n, l.u.l, obj.u.l->v[i]);
         return l;
     }
     if (obj.k == TV_STR) {
@@ -610,11 +677,14 @@ static struct tv eval_slice(struct rctx *c, struct frame *f, const struct tpl_no
 /* The items a for loop or filter iterates over: list items, dict keys, string characters. */
 static struct tv_list *iter_list(struct rctx *c, const struct tpl_node *at, struct tv v) {
     switch (v.k) {
-    case TV_LIST: return v.u.l;
-    case TV_UNDEF: return v_list(c, at, 0).u.l;
+    case TV_LIST:
+        return v.u.l;
+    case TV_UNDEF:
+        return v_list(c, at, 0).u.l;
     case TV_DICT: {
         struct tv l = v_list(c, at, v.u.d->n);
-        for (size_t i = 0; i < v.u.d->n; i++) list_push(c, at, l.u.l, v.u.d->keys[i]);
+        for (size_t i = 0; i < v.u.d->n; i++)
+            list_push(c, at, l.u.l, v.u.d->keys[i]);
         return l.u.l;
     }
     case TV_STR: {
@@ -627,33 +697,49 @@ static struct tv_list *iter_list(struct rctx *c, const struct tpl_node *at, stru
         }
         return l.u.l;
     }
-    default: rerr(c, at, REALM_E_FORMAT, "'%s' value is not iterable", tv_type_name(&v));
+    default:
+        rerr(c, at, REALM_E_FORMAT, "'%s' value is not iterable", tv_type_name(&v));
     }
 }
 
 static bool contains(struct rctx *c, const struct tpl_node *at, struct tv needle, struct tv hay) {
     switch (hay.k) {
     case TV_STR:
-        if (needle.k != TV_STR) rerr(c, at, REALM_E_FORMAT, "'in <string>' requires a string, got %s", tv_type_name(&needle));
+        if (needle.k != TV_STR)
+            rerr(c, at, REALM_E_FORMAT, "'in <string>' requires a string, got %s",
+                 tv_type_name(&needle));
         work(c, at, hay.u.s.n);
         return str_find(hay.u.s.s, hay.u.s.n, needle.u.s.s, needle.u.s.n) != NULL;
     case TV_LIST:
         for (size_t i = 0; i < hay.u.l->n; i++)
             if (tv_equal(&needle, &hay.u.l->v[i])) return true;
         return false;
-    case TV_DICT: case TV_NS: return dict_find(hay.u.d, &needle) != NULL;
-    case TV_UNDEF: return false;
-    default: rerr(c, at, REALM_E_FORMAT, "'in' needs a string, list or mapping, got %s", tv_type_name(&hay));
+    case TV_DICT:
+    case TV_NS:
+        return dict_find(hay.u.d, &needle) != NULL;
+    case TV_UNDEF:
+        return false;
+    default:
+        rerr(c, at, REALM_E_FORMAT, "'in' needs a string, list or mapping, got %s",
+             tv_type_name(&hay));
     }
 }
 
-static bool is_numv(const struct tv *v) { return v->k == TV_INT || v->k == TV_FLOAT || v->k == TV_BOOL; }
-static double as_f(const struct tv *v) {
-    return v->k == TV_FLOAT ? v->u.f : v->k == TV_INT ? (double)v->u.i : v->k == TV_BOOL ? v->u.b : 0;
+static bool is_numv(const struct tv *v) {
+    return v->k == TV_INT || v->k == TV_FLOAT || v->k == TV_BOOL;
 }
-static int64_t as_i(const struct tv *v) { return v->k == TV_INT ? v->u.i : v->k == TV_BOOL ? v->u.b : 0; }
+static double as_f(const struct tv *v) {
+    return v->k == TV_FLOAT  ? v->u.f
+           : v->k == TV_INT  ? (double)v->u.i
+           : v->k == TV_BOOL ? v->u.b
+                             : 0;
+}
+static int64_t as_i(const struct tv *v) {
+    return v->k == TV_INT ? v->u.i : v->k == TV_BOOL ? v->u.b : 0;
+}
 
-static int compare(struct rctx *c, const struct tpl_node *at, const struct tv *a, const struct tv *b, const char *op) {
+static int compare(struct rctx *c, const struct tpl_node *at, const struct tv *a,
+                   const struct tv *b, const char *op) {
     if (is_numv(a) && is_numv(b)) {
         if (a->k != TV_FLOAT && b->k != TV_FLOAT) return as_i(a) < as_i(b) ? -1 : as_i(a) > as_i(b);
         double x = as_f(a), y = as_f(b);
@@ -674,11 +760,12 @@ static int compare(struct rctx *c, const struct tpl_node *at, const struct tv *a
     }
     if (a->k == TV_UNDEF) undefined_error(c, at, a, op);
     if (b->k == TV_UNDEF) undefined_error(c, at, b, op);
-    rerr(c, at, REALM_E_FORMAT, "'%s' not supported between %s and %s", op, tv_type_name(a), tv_type_name(b));
+    rerr(c, at, REALM_E_FORMAT, "'%s' not supported between %s and %s", op, tv_type_name(a),
+         tv_type_name(b));
 }
 
 static const char *op_name(int op) {
-    static const char *const names[] = {"?", "+", "-", "*", "/", "//", "%", "**", "~",
+    static const char *const names[] = {"?",  "+",  "-", "*",  "/", "//", "%",  "**",    "~",
                                         "==", "!=", "<", "<=", ">", ">=", "in", "not in"};
     return op >= 0 && op <= T_NOTIN ? names[op] : "?";
 }
@@ -690,7 +777,8 @@ static struct tv repeat(struct rctx *c, const struct tpl_node *at, struct tv seq
         if (realm_mul_size(seq.u.s.n, (size_t)times, &total) || total > c->max_output)
             rerr(c, at, REALM_E_LIMIT, "string repetition longer than the output limit");
         char *p = ralloc(c, at, total + 1);
-        for (int64_t i = 0; i < times; i++) memcpy(p + (size_t)i * seq.u.s.n, seq.u.s.s, seq.u.s.n);
+        for (int64_t i = 0; i < times; i++)
+            memcpy(p + (size_t)i * seq.u.s.n, seq.u.s.s, seq.u.s.n);
         p[total] = 0;
         return v_strn(p, total);
     }
@@ -699,11 +787,13 @@ static struct tv repeat(struct rctx *c, const struct tpl_node *at, struct tv seq
         rerr(c, at, REALM_E_LIMIT, "list repetition too large");
     struct tv l = v_list(c, at, total);
     for (int64_t i = 0; i < times; i++)
-        for (size_t k = 0; k < seq.u.l->n; k++) list_push(c, at, l.u.l, seq.u.l->v[k]);
+        for (size_t k = 0; k < seq.u.l->n; k++)
+            list_push(c, at, l.u.l, seq.u.l->v[k]);
     return l;
 }
 
-static struct tv arith(struct rctx *c, const struct tpl_node *at, int op, struct tv a, struct tv b) {
+static struct tv arith(struct rctx *c, const struct tpl_node *at, int op, struct tv a,
+                       struct tv b) {
     if (op == T_TILDE) return concat(c, at, to_str(c, at, &a), to_str(c, at, &b));
     if (a.k == TV_UNDEF) undefined_error(c, at, &a, op_name(op));
     if (b.k == TV_UNDEF) undefined_error(c, at, &b, op_name(op));
@@ -711,18 +801,22 @@ static struct tv arith(struct rctx *c, const struct tpl_node *at, int op, struct
         if (a.k == TV_STR && b.k == TV_STR) return concat(c, at, a, b);
         if (a.k == TV_LIST && b.k == TV_LIST) {
             struct tv l = v_list(c, at, a.u.l->n + b.u.l->n);
-            for (size_t i = 0; i < a.u.l->n; i++) list_push(c, at, l.u.l, a.u.l->v[i]);
-            for (size_t i = 0; i < b.u.l->n; i++) list_push(c, at, l.u.l, b.u.l->v[i]);
+            for (size_t i = 0; i < a.u.l->n; i++)
+                list_push(c, at, l.u.l, a.u.l->v[i]);
+            for (size_t i = 0; i < b.u.l->n; i++)
+                list_push(c, at, l.u.l, b.u.l->v[i]);
             return l;
         }
     }
     if (op == T_MUL) {
-        if ((a.k == TV_STR || a.k == TV_LIST) && (b.k == TV_INT || b.k == TV_BOOL)) return repeat(c, at, a, as_i(&b));
-        if ((b.k == TV_STR || b.k == TV_LIST) && (a.k == TV_INT || a.k == TV_BOOL)) return repeat(c, at, b, as_i(&a));
+        if ((a.k == TV_STR || a.k == TV_LIST) && (b.k == TV_INT || b.k == TV_BOOL))
+            return repeat(c, at, a, as_i(&b));
+        if ((b.k == TV_STR || b.k == TV_LIST) && (a.k == TV_INT || a.k == TV_BOOL))
+            return repeat(c, at, b, as_i(&a));
     }
     if (!is_numv(&a) || !is_numv(&b))
-        rerr(c, at, REALM_E_FORMAT, "unsupported operand types for %s: %s and %s", op_name(op), tv_type_name(&a),
-             tv_type_name(&b));
+        rerr(c, at, REALM_E_FORMAT, "unsupported operand types for %s: %s and %s", op_name(op),
+             tv_type_name(&a), tv_type_name(&b));
     bool ints = a.k != TV_FLOAT && b.k != TV_FLOAT;
     int64_t x = as_i(&a), y = as_i(&b), r;
     double fx = as_f(&a), fy = as_f(&b);
@@ -742,7 +836,8 @@ static struct tv arith(struct rctx *c, const struct tpl_node *at, int op, struct
     case T_DIV:
         if (fy == 0) rerr(c, at, REALM_E_FORMAT, "division by zero");
         return v_float(fx / fy);
-    case T_FLOORDIV: case T_MOD:
+    case T_FLOORDIV:
+    case T_MOD:
         if (ints) {
             if (y == 0) rerr(c, at, REALM_E_FORMAT, "division by zero");
             if (x == INT64_MIN && y == -1) {
@@ -767,9 +862,13 @@ static struct tv arith(struct rctx *c, const struct tpl_node *at, int op, struct
         if (ints && y >= 0) {
             int64_t acc = 1;
             for (int64_t i = 0; i < y; i++) {
-                if (__builtin_mul_overflow(acc, x, &acc)) rerr(c, at, REALM_E_RANGE, "integer overflow");
+                if (__builtin_mul_overflow(acc, x, &acc))
+                    rerr(c, at, REALM_E_RANGE, "integer overflow");
                 if (acc == 0 || acc == 1) break;
-                if (i > 64 && (acc == -1)) { acc = (y % 2) ? -1 : 1; break; }
+                if (i > 64 && (acc == -1)) {
+                    acc = (y % 2) ? -1 : 1;
+                    break;
+                }
             }
             return v_int(acc);
         }
@@ -780,14 +879,16 @@ static struct tv arith(struct rctx *c, const struct tpl_node *at, int op, struct
 
 /* ------------------------------------------------------------- tests ---- */
 
-static bool run_test(struct rctx *c, const struct tpl_node *at, const char *name, struct tv v, const struct args *a) {
+static bool run_test(struct rctx *c, const struct tpl_node *at, const char *name, struct tv v,
+                     const struct args *a) {
     const struct tv *x = arg(a, 1, NULL);
     if (!strcmp(name, "defined")) return v.k != TV_UNDEF;
     if (!strcmp(name, "undefined")) return v.k == TV_UNDEF;
     if (!strcmp(name, "none")) return v.k == TV_NONE;
     if (!strcmp(name, "string")) return v.k == TV_STR;
     if (!strcmp(name, "mapping")) return v.k == TV_DICT;
-    if (!strcmp(name, "iterable")) return v.k == TV_STR || v.k == TV_LIST || v.k == TV_DICT || v.k == TV_UNDEF;
+    if (!strcmp(name, "iterable"))
+        return v.k == TV_STR || v.k == TV_LIST || v.k == TV_DICT || v.k == TV_UNDEF;
     if (!strcmp(name, "sequence")) return v.k == TV_STR || v.k == TV_LIST || v.k == TV_DICT;
     if (!strcmp(name, "number")) return is_numv(&v) && v.k != TV_BOOL ? true : v.k == TV_BOOL;
     if (!strcmp(name, "integer")) return v.k == TV_INT;
@@ -811,7 +912,8 @@ static bool run_test(struct rctx *c, const struct tpl_node *at, const char *name
         if (d == 0) rerr(c, at, REALM_E_FORMAT, "divisibleby 0");
         return want_int(c, at, &v, name) % d == 0;
     }
-    if (!strcmp(name, "eq") || !strcmp(name, "equalto") || !strcmp(name, "==")) return tv_equal(&v, x);
+    if (!strcmp(name, "eq") || !strcmp(name, "equalto") || !strcmp(name, "=="))
+        return tv_equal(&v, x);
     if (!strcmp(name, "ne") || !strcmp(name, "!=")) return !tv_equal(&v, x);
     if (!strcmp(name, "sameas")) return tv_equal(&v, x) && v.k == x->k;
     if (!strcmp(name, "in")) return contains(c, at, v, *x);
@@ -824,10 +926,11 @@ static bool run_test(struct rctx *c, const struct tpl_node *at, const char *name
 
 /* ----------------------------------------------------------- filters ---- */
 
-static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_node *at, const char *name,
-                              struct tv v, const struct args *a);
+static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_node *at,
+                              const char *name, struct tv v, const struct args *a);
 
-static struct tv attr_path(struct rctx *c, const struct tpl_node *at, struct tv v, const struct tv *attr) {
+static struct tv attr_path(struct rctx *c, const struct tpl_node *at, struct tv v,
+                           const struct tv *attr) {
     if (attr->k == TV_INT) return get_item(c, at, v, *attr);
     want_str(c, at, attr, "attribute");
     /* "a.b" walks nested attributes, as jinja2's make_attrgetter does */
@@ -843,28 +946,32 @@ static struct tv attr_path(struct rctx *c, const struct tpl_node *at, struct tv 
     return v;
 }
 
-static struct tv f_select(struct rctx *c, const struct tpl_node *at, struct tv v, const struct args *a, bool by_attr,
-                          bool keep) {
+static struct tv f_select(struct rctx *c, const struct tpl_node *at, struct tv v,
+                          const struct args *a, bool by_attr, bool keep) {
     struct tv_list *in = iter_list(c, at, v);
     struct tv out = v_list(c, at, 0);
     size_t ti = by_attr ? 2 : 1;
     const struct tv *test = arg(a, ti, NULL);
-    if (test && test->k != TV_STR) rerr(c, at, REALM_E_FORMAT, "select: test name must be a string");
+    if (test && test->k != TV_STR)
+        rerr(c, at, REALM_E_FORMAT, "select: test name must be a string");
     struct args ta = {0};
-    for (size_t k = ti + 1; k < a->n_pos && ta.n_pos + 1 < 8; k++) ta.pos[++ta.n_pos] = a->pos[k];
+    for (size_t k = ti + 1; k < a->n_pos && ta.n_pos + 1 < 8; k++)
+        ta.pos[++ta.n_pos] = a->pos[k];
     if (a->n_pos > ti + 1) ta.n_pos++;
     for (size_t i = 0; i < in->n; i++) {
         step(c, at);
-        struct tv x = by_attr ? attr_path(c, at, in->v[i], arg(a, 1, NULL) ? arg(a, 1, NULL) : &(struct tv){.k = TV_NONE})
-                              : in->v[i];
+        struct tv x =
+            by_attr ? attr_path(c, at, in->v[i],
+                                arg(a, 1, NULL) ? arg(a, 1, NULL) : &(struct tv){.k = TV_NONE})
+                    : in->v[i];
         bool r = test ? run_test(c, at, test->u.s.s, x, &ta) : tv_truthy(&x);
         if (r == keep) list_push(c, at, out.u.l, in->v[i]);
     }
     return out;
 }
 
-static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_node *at, const char *name,
-                              struct tv v, const struct args *a) {
+static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_node *at,
+                              const char *name, struct tv v, const struct args *a) {
     (void)f;
     const struct tv *a1 = arg(a, 1, NULL);
     if (v.k == TV_STR) work(c, at, v.u.s.n);
@@ -875,10 +982,12 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         return use ? (dv ? *dv : v_strn("", 0)) : v;
     }
     if (!strcmp(name, "tojson")) {
-        /* transformers' tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) */
+        /* transformers' tojson(x, ensure_ascii=False, indent=None, separators=None,
+         * sort_keys=False) */
         const struct tv *asc = arg(a, 1, "ensure_ascii"), *ind = arg(a, 2, "indent");
         const struct tv *seps = arg(a, 3, "separators"), *sk = arg(a, 4, "sort_keys");
-        if (asc && tv_truthy(asc)) rerr(c, at, REALM_E_UNSUPPORTED, "tojson: ensure_ascii=True is not supported");
+        if (asc && tv_truthy(asc))
+            rerr(c, at, REALM_E_UNSUPPORTED, "tojson: ensure_ascii=True is not supported");
         int indent = -1;
         if (ind && ind->k != TV_NONE) {
             int64_t i = want_int(c, at, ind, "tojson indent");
@@ -887,24 +996,33 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         }
         const char *item_sep = indent >= 0 ? "," : ", ", *key_sep = ": ";
         if (seps && seps->k != TV_NONE) {
-            if (seps->k != TV_LIST || seps->u.l->n != 2 || seps->u.l->v[0].k != TV_STR || seps->u.l->v[1].k != TV_STR)
+            if (seps->k != TV_LIST || seps->u.l->n != 2 || seps->u.l->v[0].k != TV_STR ||
+                seps->u.l->v[1].k != TV_STR)
                 rerr(c, at, REALM_E_FORMAT, "tojson: separators must be two strings");
             item_sep = v_str_copy(c, at, seps->u.l->v[0].u.s.s, seps->u.l->v[0].u.s.n).u.s.s;
             key_sep = v_str_copy(c, at, seps->u.l->v[1].u.s.s, seps->u.l->v[1].u.s.n).u.s.s;
         }
         struct tpl_buf b = {.max = c->max_output, .a = &c->arena};
         if (!tv_json(&b, &v, indent, item_sep, key_sep, 0, sk && tv_truthy(sk)))
-            rerr(c, at, REALM_E_FORMAT, "tojson: value not serializable (%s), nested too deeply or too large",
+            rerr(c, at, REALM_E_FORMAT,
+                 "tojson: value not serializable (%s), nested too deeply or too large",
                  tv_type_name(&v));
         return v_strn(b.p ? b.p : "", b.n);
     }
     if (!strcmp(name, "length") || !strcmp(name, "count")) {
         switch (v.k) {
-        case TV_STR: work(c, at, v.u.s.n); return v_int((int64_t)tv_utf8_len(v.u.s.s, v.u.s.n));
-        case TV_LIST: return v_int((int64_t)v.u.l->n);
-        case TV_DICT: case TV_NS: return v_int((int64_t)v.u.d->n);
-        case TV_UNDEF: return v_int(0);
-        default: rerr(c, at, REALM_E_FORMAT, "length: %s has no length", tv_type_name(&v));
+        case TV_STR:
+            work(c, at, v.u.s.n);
+            return v_int((int64_t)tv_utf8_len(v.u.s.s, v.u.s.n));
+        case TV_LIST:
+            return v_int((int64_t)v.u.l->n);
+        case TV_DICT:
+        case TV_NS:
+            return v_int((int64_t)v.u.d->n);
+        case TV_UNDEF:
+            return v_int(0);
+        default:
+            rerr(c, at, REALM_E_FORMAT, "length: %s has no length", tv_type_name(&v));
         }
     }
     if (!strcmp(name, "string")) return to_str(c, at, &v);
@@ -915,8 +1033,12 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         bool ok = true;
         for (size_t i = 0; ok && i < s.u.s.n; i++) {
             char ch = s.u.s.s[i];
-            const char *e = ch == '&' ? "&amp;" : ch == '<' ? "&lt;" : ch == '>' ? "&gt;" : ch == '"' ? "&#34;"
-                          : ch == '\'' ? "&#39;" : NULL;
+            const char *e = ch == '&'    ? "&amp;"
+                            : ch == '<'  ? "&lt;"
+                            : ch == '>'  ? "&gt;"
+                            : ch == '"'  ? "&#34;"
+                            : ch == '\'' ? "&#39;"
+                                         : NULL;
             ok = e ? tb_put(&b, e, strlen(e)) : tb_putc(&b, ch);
         }
         if (!ok) oom(c, at);
@@ -926,7 +1048,8 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         struct tv s = to_str(c, at, &v);
         return str_strip(&s, a1, 3);
     }
-    if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize") || !strcmp(name, "title")) {
+    if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize") ||
+        !strcmp(name, "title")) {
         struct tv s = to_str(c, at, &v);
         int mode = name[0] == 'l' ? 0 : name[0] == 'u' ? 1 : name[0] == 'c' ? 2 : 4;
         return str_map_case(c, at, &s, mode);
@@ -936,7 +1059,8 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         if (!old || !nw) rerr(c, at, REALM_E_FORMAT, "replace: needs two arguments");
         struct tv s = to_str(c, at, &v);
         struct tv o = to_str(c, at, old), n2 = to_str(c, at, nw);
-        return str_replace(c, at, &s, &o, &n2, cnt && cnt->k != TV_NONE ? want_int(c, at, cnt, "replace count") : -1);
+        return str_replace(c, at, &s, &o, &n2,
+                           cnt && cnt->k != TV_NONE ? want_int(c, at, cnt, "replace count") : -1);
     }
     if (!strcmp(name, "join")) {
         const struct tv *sep = arg(a, 1, "d"), *attr = arg(a, 2, "attribute");
@@ -963,7 +1087,8 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
     }
     if (!strcmp(name, "items") || !strcmp(name, "dictsort")) {
         if (v.k == TV_UNDEF) return v_list(c, at, 0);
-        if (v.k != TV_DICT) rerr(c, at, REALM_E_FORMAT, "%s: expected a mapping, got %s", name, tv_type_name(&v));
+        if (v.k != TV_DICT)
+            rerr(c, at, REALM_E_FORMAT, "%s: expected a mapping, got %s", name, tv_type_name(&v));
         struct tv l = v_list(c, at, v.u.d->n);
         for (size_t i = 0; i < v.u.d->n; i++) {
             struct tv p = v_list(c, at, 2);
@@ -996,7 +1121,8 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         if (!attr && !a1) rerr(c, at, REALM_E_FORMAT, "map: needs a filter name or attribute=");
         if (!attr) want_str(c, at, a1, "map filter");
         struct args fa = {0};
-        for (size_t k = 2; k < a->n_pos; k++) fa.pos[fa.n_pos = k - 1] = a->pos[k];
+        for (size_t k = 2; k < a->n_pos; k++)
+            fa.pos[fa.n_pos = k - 1] = a->pos[k];
         if (a->n_pos > 2) fa.n_pos = a->n_pos - 1;
         for (size_t i = 0; i < in->n; i++) {
             step(c, at);
@@ -1014,7 +1140,8 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
     if (!strcmp(name, "list")) {
         struct tv_list *in = iter_list(c, at, v);
         struct tv out = v_list(c, at, in->n);
-        for (size_t i = 0; i < in->n; i++) list_push(c, at, out.u.l, in->v[i]);
+        for (size_t i = 0; i < in->n; i++)
+            list_push(c, at, out.u.l, in->v[i]);
         return out;
     }
     if (!strcmp(name, "reverse")) {
@@ -1027,7 +1154,8 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         }
         struct tv_list *in = iter_list(c, at, v);
         struct tv out = v_list(c, at, in->n);
-        for (size_t i = in->n; i > 0; i--) list_push(c, at, out.u.l, in->v[i - 1]);
+        for (size_t i = in->n; i > 0; i--)
+            list_push(c, at, out.u.l, in->v[i - 1]);
         return out;
     }
     if (!strcmp(name, "unique")) {
@@ -1043,7 +1171,8 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         const struct tv *rev = arg(a, 1, "reverse"), *attr = arg(a, 3, "attribute");
         struct tv_list *in = iter_list(c, at, v);
         struct tv out = v_list(c, at, in->n);
-        for (size_t i = 0; i < in->n; i++) list_push(c, at, out.u.l, in->v[i]);
+        for (size_t i = 0; i < in->n; i++)
+            list_push(c, at, out.u.l, in->v[i]);
         bool r = rev && tv_truthy(rev);
         struct tv_list *l = out.u.l;
         for (size_t i = 1; i < l->n; i++) {
@@ -1068,7 +1197,8 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         struct tv acc = start ? *start : v_int(0);
         for (size_t i = 0; i < in->n; i++) {
             step(c, at);
-            acc = arith(c, at, T_ADD, acc, attr && attr->k != TV_NONE ? attr_path(c, at, in->v[i], attr) : in->v[i]);
+            acc = arith(c, at, T_ADD, acc,
+                        attr && attr->k != TV_NONE ? attr_path(c, at, in->v[i], attr) : in->v[i]);
         }
         return acc;
     }
@@ -1095,11 +1225,13 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         struct tv d = dv ? *dv : v_int(0);
         if (v.k == TV_INT) return v;
         if (v.k == TV_BOOL) return v_int(v.u.b);
-        if (v.k == TV_FLOAT) return isfinite(v.u.f) && fabs(v.u.f) < 9.2e18 ? v_int((int64_t)v.u.f) : d;
+        if (v.k == TV_FLOAT)
+            return isfinite(v.u.f) && fabs(v.u.f) < 9.2e18 ? v_int((int64_t)v.u.f) : d;
         if (v.k == TV_STR) {
             struct tv s = str_strip(&v, NULL, 3);
             char buf[64];
-            if (!s.u.s.n || s.u.s.n >= sizeof buf || memchr(s.u.s.s, 'x', s.u.s.n) || memchr(s.u.s.s, 'X', s.u.s.n))
+            if (!s.u.s.n || s.u.s.n >= sizeof buf || memchr(s.u.s.s, 'x', s.u.s.n) ||
+                memchr(s.u.s.s, 'X', s.u.s.n))
                 return d; /* int(s, 10) then float(s): no hexadecimal */
             memcpy(buf, s.u.s.s, s.u.s.n);
             buf[s.u.s.n] = 0;
@@ -1139,12 +1271,14 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         const struct tv *pr = arg(a, 1, "precision");
         int64_t p = pr ? want_int(c, at, pr, "round precision") : 0;
         if (p < 0 || p > 15) rerr(c, at, REALM_E_FORMAT, "round: precision out of range");
-        if (!is_numv(&v)) rerr(c, at, REALM_E_FORMAT, "round: expected a number, got %s", tv_type_name(&v));
+        if (!is_numv(&v))
+            rerr(c, at, REALM_E_FORMAT, "round: expected a number, got %s", tv_type_name(&v));
         double m = pow(10, (double)p);
         return v_float(nearbyint(as_f(&v) * m) / m); /* half to even, as Python round() */
     }
     if (!strcmp(name, "indent")) {
-        const struct tv *w = arg(a, 1, "width"), *first = arg(a, 2, "first"), *blank = arg(a, 3, "blank");
+        const struct tv *w = arg(a, 1, "width"), *first = arg(a, 2, "first"),
+                        *blank = arg(a, 3, "blank");
         struct tv pad = w && w->k == TV_STR ? *w : v_strn("    ", w ? (size_t)0 : 4);
         if (w && w->k != TV_STR) {
             int64_t n = want_int(c, at, w, "indent width");
@@ -1159,7 +1293,8 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
         for (size_t i = 0; ok && i < s.u.s.n; i++) {
             if (line_start) {
                 bool empty = s.u.s.s[i] == '\n';
-                if ((!is_first || (first && tv_truthy(first))) && (!empty || (blank && tv_truthy(blank))))
+                if ((!is_first || (first && tv_truthy(first))) &&
+                    (!empty || (blank && tv_truthy(blank))))
                     ok = tb_put(&b, pad.u.s.s, pad.u.s.n);
                 is_first = false;
             }
@@ -1174,8 +1309,8 @@ static struct tv apply_filter(struct rctx *c, struct frame *f, const struct tpl_
 
 /* ------------------------------------------------------------ methods ---- */
 
-static struct tv call_method(struct rctx *c, const struct tpl_node *at, struct tv self, const char *name,
-                             const struct args *a) {
+static struct tv call_method(struct rctx *c, const struct tpl_node *at, struct tv self,
+                             const char *name, const struct args *a) {
     const struct tv *a0 = arg(a, 0, NULL), *a1 = arg(a, 1, NULL);
     if (self.k == TV_DICT) {
         if (!strcmp(name, "cycle")) { /* loop.cycle(a, b, ...) */
@@ -1188,7 +1323,8 @@ static struct tv call_method(struct rctx *c, const struct tpl_node *at, struct t
             struct tv *v = dict_find(self.u.d, a0);
             return v ? *v : a1 ? *a1 : v_none();
         }
-        if (!strcmp(name, "items")) return apply_filter(c, NULL, at, "items", self, &(struct args){0});
+        if (!strcmp(name, "items"))
+            return apply_filter(c, NULL, at, "items", self, &(struct args){0});
         struct tv l = v_list(c, at, self.u.d->n);
         for (size_t i = 0; i < self.u.d->n; i++)
             list_push(c, at, l.u.l, name[0] == 'k' ? self.u.d->keys[i] : self.u.d->vals[i]);
@@ -1212,7 +1348,8 @@ static struct tv call_method(struct rctx *c, const struct tpl_node *at, struct t
     if (!strcmp(name, "split") || !strcmp(name, "rsplit")) {
         const struct tv *sep = arg(a, 0, "sep"), *mx = arg(a, 1, "maxsplit");
         int64_t m = mx ? want_int(c, at, mx, "maxsplit") : -1;
-        if (name[0] == 'r' && m >= 0) rerr(c, at, REALM_E_UNSUPPORTED, "rsplit with maxsplit is not supported");
+        if (name[0] == 'r' && m >= 0)
+            rerr(c, at, REALM_E_UNSUPPORTED, "rsplit with maxsplit is not supported");
         return str_split(c, at, &self, sep, m);
     }
     if (!strcmp(name, "splitlines")) {
@@ -1220,7 +1357,8 @@ static struct tv call_method(struct rctx *c, const struct tpl_node *at, struct t
         size_t i = 0, n = self.u.s.n;
         while (i < n) {
             size_t st = i;
-            while (i < n && self.u.s.s[i] != '\n' && self.u.s.s[i] != '\r') i++;
+            while (i < n && self.u.s.s[i] != '\n' && self.u.s.s[i] != '\r')
+                i++;
             list_push(c, at, l.u.l, v_strn(self.u.s.s + st, i - st));
             if (i < n && self.u.s.s[i] == '\r' && i + 1 < n && self.u.s.s[i + 1] == '\n') i++;
             if (i < n) i++;
@@ -1262,16 +1400,20 @@ static struct tv call_method(struct rctx *c, const struct tpl_node *at, struct t
         struct args ja = {.n_pos = 2};
         ja.pos[1] = self;
         struct tv_list *l = iter_list(c, at, *a0);
-        for (size_t i = 0; i < l->n; i++) want_str(c, at, &l->v[i], "join");
+        for (size_t i = 0; i < l->n; i++)
+            want_str(c, at, &l->v[i], "join");
         return apply_filter(c, NULL, at, "join", *a0, &ja);
     }
     if (!strncmp(name, "is", 2)) {
         bool all = self.u.s.n > 0;
         for (size_t i = 0; i < self.u.s.n; i++) {
             char ch = self.u.s.s[i];
-            bool d = ch >= '0' && ch <= '9', al = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-            bool ok = !strcmp(name, "isdigit") ? d : !strcmp(name, "isalpha") ? al : !strcmp(name, "isalnum") ? d || al
-                    : is_ws_char(ch);
+            bool d = ch >= '0' && ch <= '9',
+                 al = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+            bool ok = !strcmp(name, "isdigit")   ? d
+                      : !strcmp(name, "isalpha") ? al
+                      : !strcmp(name, "isalnum") ? d || al
+                                                 : is_ws_char(ch);
             if (!ok) all = false;
         }
         return v_bool(all);
@@ -1292,11 +1434,13 @@ static bool has_namespace(const struct tv *v, int depth) {
     return false;
 }
 
-static struct tv call_func(struct rctx *c, const struct tpl_node *at, int fn, const struct args *a) {
+static struct tv call_func(struct rctx *c, const struct tpl_node *at, int fn,
+                           const struct args *a) {
     switch (fn) {
     case TF_RANGE: {
         int64_t start = 0, stop, st = 1;
-        if (a->n_pos == 1) stop = want_int(c, at, &a->pos[0], "range");
+        if (a->n_pos == 1)
+            stop = want_int(c, at, &a->pos[0], "range");
         else if (a->n_pos == 2 || a->n_pos == 3) {
             start = want_int(c, at, &a->pos[0], "range");
             stop = want_int(c, at, &a->pos[1], "range");
@@ -1313,11 +1457,13 @@ static struct tv call_func(struct rctx *c, const struct tpl_node *at, int fn, co
         }
         return l;
     }
-    case TF_NAMESPACE: case TF_DICT: {
+    case TF_NAMESPACE:
+    case TF_DICT: {
         struct tv d = v_dict(c, at);
         if (a->n_pos > 1) rerr(c, at, REALM_E_FORMAT, "namespace: at most one positional argument");
         if (a->n_pos == 1) {
-            if (a->pos[0].k != TV_DICT) rerr(c, at, REALM_E_FORMAT, "namespace: the argument must be a mapping");
+            if (a->pos[0].k != TV_DICT)
+                rerr(c, at, REALM_E_FORMAT, "namespace: the argument must be a mapping");
             for (size_t i = 0; i < a->pos[0].u.d->n; i++)
                 dict_set(c, at, d.u.d, a->pos[0].u.d->keys[i], a->pos[0].u.d->vals[i]);
         }
@@ -1331,7 +1477,8 @@ static struct tv call_func(struct rctx *c, const struct tpl_node *at, int fn, co
     }
     case TF_RAISE: {
         struct tv m = a->n_pos ? to_str(c, at, &a->pos[0]) : v_strn("", 0);
-        rerr(c, at, REALM_E_FORMAT, "raise_exception: %.*s", (int)(m.u.s.n > 180 ? 180 : m.u.s.n), m.u.s.s);
+        rerr(c, at, REALM_E_FORMAT, "raise_exception: %.*s", (int)(m.u.s.n > 180 ? 180 : m.u.s.n),
+             m.u.s.s);
     }
     case TF_STRFTIME: {
         if (a->n_pos != 1) rerr(c, at, REALM_E_FORMAT, "strftime_now: expected a format string");
@@ -1353,24 +1500,31 @@ static struct tv call_func(struct rctx *c, const struct tpl_node *at, int fn, co
     rerr(c, at, REALM_E_INTERNAL, "bad function");
 }
 
-static struct tv call_macro(struct rctx *c, const struct tpl_node *at, struct tv m, const struct args *a) {
+static struct tv call_macro(struct rctx *c, const struct tpl_node *at, struct tv m,
+                            const struct args *a) {
     const struct tpl_node *mn = m.u.mac.n;
     if (++c->depth > c->max_depth)
         rerr(c, at, REALM_E_LIMIT, "recursion depth limit of %u exceeded", c->max_depth);
     step(c, at);
     if (a->n_pos > mn->n_kids)
-        rerr(c, at, REALM_E_FORMAT, "macro '%s' takes %zu argument(s), got %zu", mn->name, mn->n_kids, a->n_pos);
+        rerr(c, at, REALM_E_FORMAT, "macro '%s' takes %zu argument(s), got %zu", mn->name,
+             mn->n_kids, a->n_pos);
     struct frame *fr = ralloc(c, at, sizeof *fr);
     memset(fr, 0, sizeof *fr);
     fr->parent = m.u.mac.env;
     for (size_t i = 0; i < a->n_kw; i++) {
         size_t k = 0;
-        while (k < mn->n_kids && strcmp(mn->kids[k]->name, a->kw_names[i])) k++;
-        if (k == mn->n_kids) rerr(c, at, REALM_E_FORMAT, "macro '%s' has no argument '%s'", mn->name, a->kw_names[i]);
+        while (k < mn->n_kids && strcmp(mn->kids[k]->name, a->kw_names[i]))
+            k++;
+        if (k == mn->n_kids)
+            rerr(c, at, REALM_E_FORMAT, "macro '%s' has no argument '%s'", mn->name,
+                 a->kw_names[i]);
     }
     for (size_t i = 0; i < mn->n_kids; i++) {
         const struct tv *v = arg(a, i, mn->kids[i]->name);
-        struct tv val = v ? *v : mn->kids[i]->a ? eval(c, fr, mn->kids[i]->a) : v_undef(mn->kids[i]->name);
+        struct tv val = v                ? *v
+                        : mn->kids[i]->a ? eval(c, fr, mn->kids[i]->a)
+                                         : v_undef(mn->kids[i]->name);
         dict_set_s(c, at, &fr->vars, mn->kids[i]->name, val);
     }
     struct tpl_buf buf = {.max = c->max_output, .a = &c->arena};
@@ -1382,7 +1536,8 @@ static struct tv call_macro(struct rctx *c, const struct tpl_node *at, struct tv
     return v_strn(buf.p ? buf.p : "", buf.n);
 }
 
-static __attribute__((noinline)) struct tv eval_call(struct rctx *c, struct frame *f, const struct tpl_node *n) {
+static __attribute__((noinline)) struct tv eval_call(struct rctx *c, struct frame *f,
+                                                     const struct tpl_node *n) {
     struct args a;
     if (n->a->k == N_ATTR) {
         struct tv obj = eval(c, f, n->a->a);
@@ -1400,11 +1555,16 @@ static __attribute__((noinline)) struct tv eval_call(struct rctx *c, struct fram
     struct tv callee = eval(c, f, n->a);
     eval_args(c, f, n, &a, 0);
     switch (callee.k) {
-    case TV_MACRO: return call_macro(c, n, callee, &a);
-    case TV_FUNC: return call_func(c, n, callee.u.func, &a);
-    case TV_METHOD: return call_method(c, n, *callee.u.m.self, callee.u.m.name, &a);
-    case TV_UNDEF: undefined_error(c, n, &callee, "call");
-    default: rerr(c, n, REALM_E_FORMAT, "%s is not callable", tv_type_name(&callee));
+    case TV_MACRO:
+        return call_macro(c, n, callee, &a);
+    case TV_FUNC:
+        return call_func(c, n, callee.u.func, &a);
+    case TV_METHOD:
+        return call_method(c, n, *callee.u.m.self, callee.u.m.name, &a);
+    case TV_UNDEF:
+        undefined_error(c, n, &callee, "call");
+    default:
+        rerr(c, n, REALM_E_FORMAT, "%s is not callable", tv_type_name(&callee));
     }
 }
 
@@ -1422,12 +1582,16 @@ static __attribute__((noinline)) struct tv eval_filter_or_test(struct rctx *c, s
 static struct tv eval_node(struct rctx *c, struct frame *f, const struct tpl_node *n) {
     struct tv a, b;
     switch (n->k) {
-    case N_LIT: return n->lit;
-    case N_NAME: return lookup(c, f, n->name);
-    case N_LIST: case N_TUPLE: {
+    case N_LIT:
+        return n->lit;
+    case N_NAME:
+        return lookup(c, f, n->name);
+    case N_LIST:
+    case N_TUPLE: {
         struct tv l = v_list(c, n, n->n_kids);
         l.u.l->tuple = n->k == N_TUPLE;
-        for (size_t i = 0; i < n->n_kids; i++) list_push(c, n, l.u.l, eval(c, f, n->kids[i]));
+        for (size_t i = 0; i < n->n_kids; i++)
+            list_push(c, n, l.u.l, eval(c, f, n->kids[i]));
         return l;
     }
     case N_DICT: {
@@ -1438,17 +1602,23 @@ static struct tv eval_node(struct rctx *c, struct frame *f, const struct tpl_nod
         }
         return d;
     }
-    case N_ATTR: return get_attr(c, n, eval(c, f, n->a), n->name);
+    case N_ATTR:
+        return get_attr(c, n, eval(c, f, n->a), n->name);
     case N_ITEM:
         a = eval(c, f, n->a);
         return get_item(c, n, a, eval(c, f, n->b));
-    case N_SLICE: return eval_slice(c, f, n);
-    case N_CALL: return eval_call(c, f, n);
-    case N_FILTER: case N_TEST: return eval_filter_or_test(c, f, n);
+    case N_SLICE:
+        return eval_slice(c, f, n);
+    case N_CALL:
+        return eval_call(c, f, n);
+    case N_FILTER:
+    case N_TEST:
+        return eval_filter_or_test(c, f, n);
     case N_UNARY:
         a = eval(c, f, n->a);
         if (n->op == T_ADD) {
-            if (!is_numv(&a)) rerr(c, n, REALM_E_FORMAT, "bad operand for unary +: %s", tv_type_name(&a));
+            if (!is_numv(&a))
+                rerr(c, n, REALM_E_FORMAT, "bad operand for unary +: %s", tv_type_name(&a));
             return a;
         }
         if (a.k == TV_FLOAT) return v_float(-a.u.f);
@@ -1461,15 +1631,24 @@ static struct tv eval_node(struct rctx *c, struct frame *f, const struct tpl_nod
         a = eval(c, f, n->a);
         b = eval(c, f, n->b);
         switch (n->op) {
-        case T_EQ: return v_bool(tv_equal(&a, &b));
-        case T_NE: return v_bool(!tv_equal(&a, &b));
-        case T_LT: return v_bool(compare(c, n, &a, &b, "<") < 0);
-        case T_LE: return v_bool(compare(c, n, &a, &b, "<=") <= 0);
-        case T_GT: return v_bool(compare(c, n, &a, &b, ">") > 0);
-        case T_GE: return v_bool(compare(c, n, &a, &b, ">=") >= 0);
-        case T_IN: return v_bool(contains(c, n, a, b));
-        case T_NOTIN: return v_bool(!contains(c, n, a, b));
-        default: return arith(c, n, n->op, a, b);
+        case T_EQ:
+            return v_bool(tv_equal(&a, &b));
+        case T_NE:
+            return v_bool(!tv_equal(&a, &b));
+        case T_LT:
+            return v_bool(compare(c, n, &a, &b, "<") < 0);
+        case T_LE:
+            return v_bool(compare(c, n, &a, &b, "<=") <= 0);
+        case T_GT:
+            return v_bool(compare(c, n, &a, &b, ">") > 0);
+        case T_GE:
+            return v_bool(compare(c, n, &a, &b, ">=") >= 0);
+        case T_IN:
+            return v_bool(contains(c, n, a, b));
+        case T_NOTIN:
+            return v_bool(!contains(c, n, a, b));
+        default:
+            return arith(c, n, n->op, a, b);
         }
     case N_AND:
         a = eval(c, f, n->a);
@@ -1484,7 +1663,8 @@ static struct tv eval_node(struct rctx *c, struct frame *f, const struct tpl_nod
         a = eval(c, f, n->a);
         if (tv_truthy(&a)) return eval(c, f, n->b);
         return n->c ? eval(c, f, n->c) : v_undef(NULL);
-    default: break;
+    default:
+        break;
     }
     rerr(c, n, REALM_E_INTERNAL, "not an expression");
 }
@@ -1502,8 +1682,8 @@ static void emit(struct rctx *c, const struct tpl_node *at, const char *s, size_
     }
 }
 
-static void assign_targets(struct rctx *c, const struct tpl_node *at, struct frame *f, const char **names, size_t n,
-                           struct tv v) {
+static void assign_targets(struct rctx *c, const struct tpl_node *at, struct frame *f,
+                           const char **names, size_t n, struct tv v) {
     if (n == 1) {
         dict_set_s(c, at, &f->vars, names[0], v);
         return;
@@ -1512,7 +1692,8 @@ static void assign_targets(struct rctx *c, const struct tpl_node *at, struct fra
         rerr(c, at, REALM_E_FORMAT, "cannot unpack a %s into %zu names", tv_type_name(&v), n);
     struct tv_list *l = iter_list(c, at, v);
     if (l->n != n) rerr(c, at, REALM_E_FORMAT, "cannot unpack %zu values into %zu names", l->n, n);
-    for (size_t i = 0; i < n; i++) dict_set_s(c, at, &f->vars, names[i], l->v[i]);
+    for (size_t i = 0; i < n; i++)
+        dict_set_s(c, at, &f->vars, names[i], l->v[i]);
 }
 
 static void exec_for(struct rctx *c, struct frame *f, const struct tpl_node *n) {
@@ -1521,7 +1702,8 @@ static void exec_for(struct rctx *c, struct frame *f, const struct tpl_node *n) 
     struct frame *fr = ralloc(c, n, sizeof *fr);
     memset(fr, 0, sizeof *fr);
     fr->parent = f;
-    if (n->n_kw) { /* {% for x in xs if cond %}: filtered first, so loop.length counts the kept items */
+    if (n->n_kw) { /* {% for x in xs if cond %}: filtered first, so loop.length counts the kept
+                      items */
         struct tv kept = v_list(c, n, 0);
         for (size_t i = 0; i < items->n; i++) {
             step(c, n);
@@ -1591,10 +1773,13 @@ static int exec_node(struct rctx *c, struct frame *f, const struct tpl_node *n) 
             if (r != FLOW_NEXT) return r;
         }
         return FLOW_NEXT;
-    case N_TEXT: emit(c, n, n->lit.u.s.s, n->lit.u.s.n); return FLOW_NEXT;
+    case N_TEXT:
+        emit(c, n, n->lit.u.s.s, n->lit.u.s.n);
+        return FLOW_NEXT;
     case N_OUT: {
         struct tv v = eval(c, f, n->a);
-        if (v.k == TV_STR) emit(c, n, v.u.s.s, v.u.s.n);
+        if (v.k == TV_STR)
+            emit(c, n, v.u.s.s, v.u.s.n);
         else {
             struct tv s = to_str(c, n, &v);
             emit(c, n, s.u.s.s, s.u.s.n);
@@ -1606,14 +1791,18 @@ static int exec_node(struct rctx *c, struct frame *f, const struct tpl_node *n) 
         if (tv_truthy(&cond)) return exec(c, f, n->b);
         return n->c ? exec(c, f, n->c) : FLOW_NEXT;
     }
-    case N_FOR: exec_for(c, f, n); return FLOW_NEXT;
+    case N_FOR:
+        exec_for(c, f, n);
+        return FLOW_NEXT;
     case N_SET: {
         struct tv v = eval(c, f, n->a);
         if (n->name2) {
             struct tv ns = lookup(c, f, n->name);
-            if (ns.k != TV_NS) rerr(c, n, REALM_E_FORMAT, "cannot set attribute '%s' of %s (not a namespace)",
-                                    n->name2, tv_type_name(&ns));
-            if (has_namespace(&v, 0)) rerr(c, n, REALM_E_UNSUPPORTED, "a namespace cannot hold a namespace");
+            if (ns.k != TV_NS)
+                rerr(c, n, REALM_E_FORMAT, "cannot set attribute '%s' of %s (not a namespace)",
+                     n->name2, tv_type_name(&ns));
+            if (has_namespace(&v, 0))
+                rerr(c, n, REALM_E_UNSUPPORTED, "a namespace cannot hold a namespace");
             dict_set_s(c, n, ns.u.d, n->name2, v);
         } else if (n->targets) {
             assign_targets(c, n, f, n->targets, n->n_targets, v);
@@ -1638,22 +1827,28 @@ static int exec_node(struct rctx *c, struct frame *f, const struct tpl_node *n) 
         dict_set_s(c, n, &f->vars, n->name, m);
         return FLOW_NEXT;
     }
-    case N_BREAK: return FLOW_BREAK;
-    case N_CONTINUE: return FLOW_CONTINUE;
-    default: break;
+    case N_BREAK:
+        return FLOW_BREAK;
+    case N_CONTINUE:
+        return FLOW_CONTINUE;
+    default:
+        break;
     }
     rerr(c, n, REALM_E_INTERNAL, "not a statement");
 }
 
 /* ------------------------------------------------------------- entry ---- */
 
-int realm_template_render(const struct realm_template *t, const cJSON *vars, const struct realm_template_limits *lim,
-                          char **out, size_t *out_len, struct realm_err *err) {
+int realm_template_render(const struct realm_template *t, const cJSON *vars,
+                          const struct realm_template_limits *lim, char **out, size_t *out_len,
+                          struct realm_err *err) {
     if (out) *out = NULL;
     if (out_len) *out_len = 0;
-    if (!t || !out || !t->root) return realm_err_set(err, REALM_E_INVALID, "template: render: NULL argument");
+    if (!t || !out || !t->root)
+        return realm_err_set(err, REALM_E_INVALID, "template: render: NULL argument");
     if (vars && !cJSON_IsObject(vars))
-        return realm_err_set(err, REALM_E_INVALID, "template: render: variables must be a JSON object");
+        return realm_err_set(err, REALM_E_INVALID,
+                             "template: render: variables must be a JSON object");
     struct rctx *c = realm_calloc(1, sizeof *c);
     if (!c) return realm_err_set(err, REALM_E_NOMEM, "template: out of memory");
     c->err = err;

@@ -8,9 +8,11 @@
 #include "realm/template.h"
 #include "template/tpl.h"
 
-int realm_template_parse(const char *src, size_t len, struct realm_template **out, struct realm_err *err) {
+int realm_template_parse(const char *src, size_t len, struct realm_template **out,
+                         struct realm_err *err) {
     if (out) *out = NULL;
-    if (!out || (!src && len)) return realm_err_set(err, REALM_E_INVALID, "template: parse: NULL argument");
+    if (!out || (!src && len))
+        return realm_err_set(err, REALM_E_INVALID, "template: parse: NULL argument");
     struct realm_template *t = realm_calloc(1, sizeof *t);
     if (!t) return realm_err_set(err, REALM_E_NOMEM, "template: out of memory");
     int rc = tpl_parse(t, src ? src : "", len, err);
@@ -38,15 +40,17 @@ static bool add(cJSON *obj, const char *key, cJSON *item) {
     return true;
 }
 
-int realm_template_chat_vars(const cJSON *messages, const cJSON *tools, bool add_generation_prompt, const char *bos,
-                             const char *eos, const cJSON *extra, cJSON **out, struct realm_err *err) {
+int realm_template_chat_vars(const cJSON *messages, const cJSON *tools, bool add_generation_prompt,
+                             const char *bos, const char *eos, const cJSON *extra, cJSON **out,
+                             struct realm_err *err) {
     if (out) *out = NULL;
     if (!out || !cJSON_IsArray(messages))
         return realm_err_set(err, REALM_E_INVALID, "template: messages must be a JSON array");
     if (tools && !cJSON_IsNull(tools) && !cJSON_IsArray(tools))
         return realm_err_set(err, REALM_E_INVALID, "template: tools must be a JSON array");
     if (extra && !cJSON_IsObject(extra))
-        return realm_err_set(err, REALM_E_INVALID, "template: extra variables must be a JSON object");
+        return realm_err_set(err, REALM_E_INVALID,
+                             "template: extra variables must be a JSON object");
     cJSON *v = cJSON_CreateObject();
     bool ok = v && add(v, "messages", cJSON_Duplicate(messages, true)) &&
               add(v, "tools", tools ? cJSON_Duplicate(tools, true) : cJSON_CreateNull()) &&

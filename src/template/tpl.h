@@ -29,7 +29,14 @@ void tpl_arena_free(struct tpl_arena *a);
 
 /* ---- values ---- */
 enum tv_kind {
-    TV_UNDEF, TV_NONE, TV_BOOL, TV_INT, TV_FLOAT, TV_STR, TV_LIST, TV_DICT,
+    TV_UNDEF,
+    TV_NONE,
+    TV_BOOL,
+    TV_INT,
+    TV_FLOAT,
+    TV_STR,
+    TV_LIST,
+    TV_DICT,
     TV_NS,    /* namespace(): a mutable dict reached through attributes */
     TV_MACRO, /* a {% macro %} */
     TV_FUNC,  /* a global function (range, namespace, raise_exception, strftime_now, ...) */
@@ -44,26 +51,66 @@ struct tv {
         bool b;
         int64_t i;
         double f;
-        struct { const char *s; size_t n; } s;
+        struct {
+            const char *s;
+            size_t n;
+        } s;
         struct tv_list *l;
         struct tv_dict *d; /* TV_DICT and TV_NS */
-        struct { const struct tpl_node *n; void *env; } mac;
-        int func;          /* TV_FUNC: a TF_* id */
-        struct { struct tv *self; const char *name; } m;
+        struct {
+            const struct tpl_node *n;
+            void *env;
+        } mac;
+        int func; /* TV_FUNC: a TF_* id */
+        struct {
+            struct tv *self;
+            const char *name;
+        } m;
     } u;
 };
-struct tv_list { struct tv *v; size_t n, cap; bool tuple; /* repr as (a, b) */ };
+struct tv_list {
+    struct tv *v;
+    size_t n, cap;
+    bool tuple; /* repr as (a, b) */
+};
 /* Nesting past this makes repr/equality/json give up (lists built in a loop can nest deeply). */
 #define TV_MAX_NEST 1000
-struct tv_dict { struct tv *keys, *vals; size_t n, cap; };
+struct tv_dict {
+    struct tv *keys, *vals;
+    size_t n, cap;
+};
 
 /* ---- syntax tree ---- */
 enum tpl_nk {
     /* statements */
-    N_TEXT, N_OUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_MACRO, N_BREAK, N_CONTINUE, N_BODY,
+    N_TEXT,
+    N_OUT,
+    N_IF,
+    N_FOR,
+    N_SET,
+    N_SETBLOCK,
+    N_MACRO,
+    N_BREAK,
+    N_CONTINUE,
+    N_BODY,
     /* expressions */
-    N_LIT, N_NAME, N_LIST, N_DICT, N_ATTR, N_ITEM, N_SLICE, N_CALL, N_FILTER, N_TEST,
-    N_UNARY, N_BIN, N_AND, N_OR, N_NOT, N_COND, N_TUPLE
+    N_LIT,
+    N_NAME,
+    N_LIST,
+    N_DICT,
+    N_ATTR,
+    N_ITEM,
+    N_SLICE,
+    N_CALL,
+    N_FILTER,
+    N_TEST,
+    N_UNARY,
+    N_BIN,
+    N_AND,
+    N_OR,
+    N_NOT,
+    N_COND,
+    N_TUPLE
 };
 struct tpl_node {
     enum tpl_nk k;
@@ -77,17 +124,31 @@ struct tpl_node {
     struct tpl_node **kids;     /* N_BODY statements, N_LIST/N_TUPLE items, N_DICT k,v pairs,
                                    N_CALL/N_FILTER/N_TEST positional args, N_MACRO params */
     size_t n_kids;
-    const char **kw_names;      /* keyword args (N_CALL/N_FILTER/N_TEST) or N_MACRO defaults */
+    const char **kw_names; /* keyword args (N_CALL/N_FILTER/N_TEST) or N_MACRO defaults */
     struct tpl_node **kw_vals;
     size_t n_kw;
-    const char **targets;       /* N_SET tuple unpack / N_FOR more than two targets */
+    const char **targets; /* N_SET tuple unpack / N_FOR more than two targets */
     size_t n_targets;
 };
 
 /* Token ids used as operators. */
 enum {
-    T_ADD = 1, T_SUB, T_MUL, T_DIV, T_FLOORDIV, T_MOD, T_POW, T_TILDE,
-    T_EQ, T_NE, T_LT, T_LE, T_GT, T_GE, T_IN, T_NOTIN
+    T_ADD = 1,
+    T_SUB,
+    T_MUL,
+    T_DIV,
+    T_FLOORDIV,
+    T_MOD,
+    T_POW,
+    T_TILDE,
+    T_EQ,
+    T_NE,
+    T_LT,
+    T_LE,
+    T_GT,
+    T_GE,
+    T_IN,
+    T_NOTIN
 };
 
 struct realm_template {
@@ -99,7 +160,12 @@ struct realm_template {
 int tpl_parse(struct realm_template *t, const char *src, size_t len, struct realm_err *err);
 
 /* ---- value helpers (value.c) used by the renderer ---- */
-struct tpl_buf { char *p; size_t n, cap; size_t max; struct tpl_arena *a; };
+struct tpl_buf {
+    char *p;
+    size_t n, cap;
+    size_t max;
+    struct tpl_arena *a;
+};
 /* false when the buffer would exceed max or memory runs out. */
 bool tb_put(struct tpl_buf *b, const char *s, size_t n);
 bool tb_putc(struct tpl_buf *b, char c);

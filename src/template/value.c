@@ -56,7 +56,8 @@ bool tb_put(struct tpl_buf *b, const char *s, size_t n) {
     if (n > b->max || b->n > b->max - n) return false;
     if (b->cap - b->n < n + 1) {
         size_t cap = b->cap ? b->cap : 64;
-        while (cap - b->n < n + 1) cap *= 2;
+        while (cap - b->n < n + 1)
+            cap *= 2;
         char *np;
         if (b->a) {
             np = tpl_alloc(b->a, cap);
@@ -75,9 +76,13 @@ bool tb_put(struct tpl_buf *b, const char *s, size_t n) {
     return true;
 }
 
-bool tb_putc(struct tpl_buf *b, char c) { return tb_put(b, &c, 1); }
+bool tb_putc(struct tpl_buf *b, char c) {
+    return tb_put(b, &c, 1);
+}
 
-static bool tb_puts(struct tpl_buf *b, const char *s) { return tb_put(b, s, strlen(s)); }
+static bool tb_puts(struct tpl_buf *b, const char *s) {
+    return tb_put(b, s, strlen(s));
+}
 
 /* ---- utf-8 ---- */
 size_t tv_utf8_len(const char *s, size_t n) {
@@ -101,36 +106,59 @@ size_t tv_utf8_off(const char *s, size_t n, size_t idx) {
 /* ---- semantics ---- */
 const char *tv_type_name(const struct tv *v) {
     switch (v->k) {
-    case TV_UNDEF: return "undefined";
-    case TV_NONE: return "none";
-    case TV_BOOL: return "bool";
-    case TV_INT: return "int";
-    case TV_FLOAT: return "float";
-    case TV_STR: return "string";
-    case TV_LIST: return "list";
-    case TV_DICT: return "dict";
-    case TV_NS: return "namespace";
-    case TV_MACRO: return "macro";
-    case TV_FUNC: return "function";
-    case TV_METHOD: return "method";
+    case TV_UNDEF:
+        return "undefined";
+    case TV_NONE:
+        return "none";
+    case TV_BOOL:
+        return "bool";
+    case TV_INT:
+        return "int";
+    case TV_FLOAT:
+        return "float";
+    case TV_STR:
+        return "string";
+    case TV_LIST:
+        return "list";
+    case TV_DICT:
+        return "dict";
+    case TV_NS:
+        return "namespace";
+    case TV_MACRO:
+        return "macro";
+    case TV_FUNC:
+        return "function";
+    case TV_METHOD:
+        return "method";
     }
     return "?";
 }
 
 bool tv_truthy(const struct tv *v) {
     switch (v->k) {
-    case TV_UNDEF: case TV_NONE: return false;
-    case TV_BOOL: return v->u.b;
-    case TV_INT: return v->u.i != 0;
-    case TV_FLOAT: return v->u.f != 0.0;
-    case TV_STR: return v->u.s.n > 0;
-    case TV_LIST: return v->u.l->n > 0;
-    case TV_DICT: return v->u.d->n > 0;
-    default: return true;
+    case TV_UNDEF:
+    case TV_NONE:
+        return false;
+    case TV_BOOL:
+        return v->u.b;
+    case TV_INT:
+        return v->u.i != 0;
+    case TV_FLOAT:
+        return v->u.f != 0.0;
+    case TV_STR:
+        return v->u.s.n > 0;
+    case TV_LIST:
+        return v->u.l->n > 0;
+    case TV_DICT:
+        return v->u.d->n > 0;
+    default:
+        return true;
     }
 }
 
-static bool is_num(const struct tv *v) { return v->k == TV_INT || v->k == TV_FLOAT || v->k == TV_BOOL; }
+static bool is_num(const struct tv *v) {
+    return v->k == TV_INT || v->k == TV_FLOAT || v->k == TV_BOOL;
+}
 static double num_f(const struct tv *v) {
     return v->k == TV_FLOAT ? v->u.f : v->k == TV_INT ? (double)v->u.i : (double)v->u.b;
 }
@@ -146,8 +174,11 @@ static bool equal_d(const struct tv *a, const struct tv *b, int depth) {
     }
     if (a->k != b->k) return false;
     switch (a->k) {
-    case TV_UNDEF: case TV_NONE: return true;
-    case TV_STR: return a->u.s.n == b->u.s.n && !memcmp(a->u.s.s, b->u.s.s, a->u.s.n);
+    case TV_UNDEF:
+    case TV_NONE:
+        return true;
+    case TV_STR:
+        return a->u.s.n == b->u.s.n && !memcmp(a->u.s.s, b->u.s.s, a->u.s.n);
     case TV_LIST:
         if (a->u.l->n != b->u.l->n) return false;
         for (size_t i = 0; i < a->u.l->n; i++)
@@ -158,24 +189,37 @@ static bool equal_d(const struct tv *a, const struct tv *b, int depth) {
         if (x->n != y->n) return false;
         for (size_t i = 0; i < x->n; i++) {
             size_t j = 0;
-            while (j < y->n && !equal_d(&x->keys[i], &y->keys[j], depth + 1)) j++;
+            while (j < y->n && !equal_d(&x->keys[i], &y->keys[j], depth + 1))
+                j++;
             if (j == y->n || !equal_d(&x->vals[i], &y->vals[j], depth + 1)) return false;
         }
         return true;
     }
-    case TV_NS: return a->u.d == b->u.d;
-    case TV_MACRO: return a->u.mac.n == b->u.mac.n;
-    case TV_FUNC: return a->u.func == b->u.func;
-    default: return false;
+    case TV_NS:
+        return a->u.d == b->u.d;
+    case TV_MACRO:
+        return a->u.mac.n == b->u.mac.n;
+    case TV_FUNC:
+        return a->u.func == b->u.func;
+    default:
+        return false;
     }
 }
 
-bool tv_equal(const struct tv *a, const struct tv *b) { return equal_d(a, b, 0); }
+bool tv_equal(const struct tv *a, const struct tv *b) {
+    return equal_d(a, b, 0);
+}
 
 /* Python's repr(float): the shortest digits that read back to the same double. */
 void tv_float_repr(char *out, size_t cap, double f) {
-    if (isnan(f)) { snprintf(out, cap, "nan"); return; }
-    if (isinf(f)) { snprintf(out, cap, f < 0 ? "-inf" : "inf"); return; }
+    if (isnan(f)) {
+        snprintf(out, cap, "nan");
+        return;
+    }
+    if (isinf(f)) {
+        snprintf(out, cap, f < 0 ? "-inf" : "inf");
+        return;
+    }
     char e[40];
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(e, sizeof e, "%.*e", prec - 1, f);
@@ -189,7 +233,8 @@ void tv_float_repr(char *out, size_t cap, double f) {
     size_t nd = 0;
     for (; *s && *s != 'e'; s++)
         if (*s != '.') digits[nd++] = *s;
-    while (nd > 1 && digits[nd - 1] == '0') nd--;
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
     digits[nd] = 0;
     int ex = atoi(s + 1);
     size_t o = 0;
@@ -197,22 +242,29 @@ void tv_float_repr(char *out, size_t cap, double f) {
     if (neg) buf[o++] = '-';
     if (ex >= -4 && ex < 16) {
         if (ex >= 0) {
-            for (int i = 0; i <= ex; i++) buf[o++] = (size_t)i < nd ? digits[i] : '0';
+            for (int i = 0; i <= ex; i++)
+                buf[o++] = (size_t)i < nd ? digits[i] : '0';
             buf[o++] = '.';
-            if ((size_t)ex + 1 < nd) for (size_t i = (size_t)ex + 1; i < nd; i++) buf[o++] = digits[i];
-            else buf[o++] = '0';
+            if ((size_t)ex + 1 < nd)
+                for (size_t i = (size_t)ex + 1; i < nd; i++)
+                    buf[o++] = digits[i];
+            else
+                buf[o++] = '0';
         } else {
             buf[o++] = '0';
             buf[o++] = '.';
-            for (int i = 0; i < -ex - 1; i++) buf[o++] = '0';
-            for (size_t i = 0; i < nd; i++) buf[o++] = digits[i];
+            for (int i = 0; i < -ex - 1; i++)
+                buf[o++] = '0';
+            for (size_t i = 0; i < nd; i++)
+                buf[o++] = digits[i];
         }
         buf[o] = 0;
     } else {
         buf[o++] = digits[0];
         if (nd > 1) {
             buf[o++] = '.';
-            for (size_t i = 1; i < nd; i++) buf[o++] = digits[i];
+            for (size_t i = 1; i < nd; i++)
+                buf[o++] = digits[i];
         }
         snprintf(buf + o, sizeof buf - o, "e%c%02d", ex < 0 ? '-' : '+', ex < 0 ? -ex : ex);
     }
@@ -233,11 +285,16 @@ static bool repr_str(struct tpl_buf *b, const char *s, size_t n) {
         unsigned char c = (unsigned char)s[i];
         char t[8];
         const char *e = NULL;
-        if (c == '\\') e = "\\\\";
-        else if (c == (unsigned char)q) e = q == '\'' ? "\\'" : "\\\"";
-        else if (c == '\n') e = "\\n";
-        else if (c == '\r') e = "\\r";
-        else if (c == '\t') e = "\\t";
+        if (c == '\\')
+            e = "\\\\";
+        else if (c == (unsigned char)q)
+            e = q == '\'' ? "\\'" : "\\\"";
+        else if (c == '\n')
+            e = "\\n";
+        else if (c == '\r')
+            e = "\\r";
+        else if (c == '\t')
+            e = "\\t";
         else if (c < 0x20 || c == 0x7f) {
             snprintf(t, sizeof t, "\\x%02x", c);
             e = t;
@@ -252,7 +309,8 @@ static bool str_d(struct tpl_buf *b, const struct tv *v, int depth);
 static bool repr_d(struct tpl_buf *b, const struct tv *v, int depth) {
     if (depth > TV_MAX_NEST) return false;
     switch (v->k) {
-    case TV_STR: return repr_str(b, v->u.s.s, v->u.s.n);
+    case TV_STR:
+        return repr_str(b, v->u.s.s, v->u.s.n);
     case TV_LIST:
         if (!tb_putc(b, v->u.l->tuple ? '(' : '[')) return false;
         for (size_t i = 0; i < v->u.l->n; i++)
@@ -262,35 +320,52 @@ static bool repr_d(struct tpl_buf *b, const struct tv *v, int depth) {
     case TV_DICT:
         if (!tb_putc(b, '{')) return false;
         for (size_t i = 0; i < v->u.d->n; i++)
-            if ((i && !tb_puts(b, ", ")) || !repr_d(b, &v->u.d->keys[i], depth + 1) || !tb_puts(b, ": ") ||
-                !repr_d(b, &v->u.d->vals[i], depth + 1))
+            if ((i && !tb_puts(b, ", ")) || !repr_d(b, &v->u.d->keys[i], depth + 1) ||
+                !tb_puts(b, ": ") || !repr_d(b, &v->u.d->vals[i], depth + 1))
                 return false;
         return tb_putc(b, '}');
-    default: return str_d(b, v, depth);
+    default:
+        return str_d(b, v, depth);
     }
 }
 
-bool tv_repr(struct tpl_buf *b, const struct tv *v) { return repr_d(b, v, 0); }
-bool tv_str(struct tpl_buf *b, const struct tv *v) { return str_d(b, v, 0); }
+bool tv_repr(struct tpl_buf *b, const struct tv *v) {
+    return repr_d(b, v, 0);
+}
+bool tv_str(struct tpl_buf *b, const struct tv *v) {
+    return str_d(b, v, 0);
+}
 
 static bool str_d(struct tpl_buf *b, const struct tv *v, int depth) {
     char t[64];
     switch (v->k) {
-    case TV_UNDEF: return true;
-    case TV_NONE: return tb_puts(b, "None");
-    case TV_BOOL: return tb_puts(b, v->u.b ? "True" : "False");
-    case TV_INT: return put_int(b, v->u.i);
-    case TV_FLOAT: tv_float_repr(t, sizeof t, v->u.f); return tb_puts(b, t);
-    case TV_STR: return tb_put(b, v->u.s.s, v->u.s.n);
-    case TV_LIST: case TV_DICT: return repr_d(b, v, depth);
+    case TV_UNDEF:
+        return true;
+    case TV_NONE:
+        return tb_puts(b, "None");
+    case TV_BOOL:
+        return tb_puts(b, v->u.b ? "True" : "False");
+    case TV_INT:
+        return put_int(b, v->u.i);
+    case TV_FLOAT:
+        tv_float_repr(t, sizeof t, v->u.f);
+        return tb_puts(b, t);
+    case TV_STR:
+        return tb_put(b, v->u.s.s, v->u.s.n);
+    case TV_LIST:
+    case TV_DICT:
+        return repr_d(b, v, depth);
     case TV_NS: {
         struct tv d = *v;
         d.k = TV_DICT;
         return tb_puts(b, "<Namespace ") && repr_d(b, &d, depth + 1) && tb_putc(b, '>');
     }
-    case TV_MACRO: return tb_puts(b, "<Macro>");
-    case TV_FUNC: return tb_puts(b, "<function>");
-    case TV_METHOD: return tb_puts(b, "<method>");
+    case TV_MACRO:
+        return tb_puts(b, "<Macro>");
+    case TV_FUNC:
+        return tb_puts(b, "<function>");
+    case TV_METHOD:
+        return tb_puts(b, "<method>");
     }
     return true;
 }
@@ -302,13 +377,20 @@ static bool json_str(struct tpl_buf *b, const char *s, size_t n) {
         unsigned char c = (unsigned char)s[i];
         const char *e = NULL;
         char t[8];
-        if (c == '"') e = "\\\"";
-        else if (c == '\\') e = "\\\\";
-        else if (c == '\n') e = "\\n";
-        else if (c == '\r') e = "\\r";
-        else if (c == '\t') e = "\\t";
-        else if (c == '\b') e = "\\b";
-        else if (c == '\f') e = "\\f";
+        if (c == '"')
+            e = "\\\"";
+        else if (c == '\\')
+            e = "\\\\";
+        else if (c == '\n')
+            e = "\\n";
+        else if (c == '\r')
+            e = "\\r";
+        else if (c == '\t')
+            e = "\\t";
+        else if (c == '\b')
+            e = "\\b";
+        else if (c == '\f')
+            e = "\\f";
         else if (c < 0x20) {
             snprintf(t, sizeof t, "\\u%04x", c);
             e = t;
@@ -332,12 +414,22 @@ static bool json_indent(struct tpl_buf *b, int indent, int depth) {
 static bool json_key(struct tpl_buf *b, const struct tv *k) {
     char t[64];
     switch (k->k) {
-    case TV_STR: return json_str(b, k->u.s.s, k->u.s.n);
-    case TV_INT: snprintf(t, sizeof t, "\"%lld\"", (long long)k->u.i); return tb_puts(b, t);
-    case TV_BOOL: return tb_puts(b, k->u.b ? "\"true\"" : "\"false\"");
-    case TV_NONE: return tb_puts(b, "\"null\"");
-    case TV_FLOAT: tv_float_repr(t + 1, sizeof t - 2, k->u.f); t[0] = '"'; strcat(t, "\""); return tb_puts(b, t);
-    default: return false;
+    case TV_STR:
+        return json_str(b, k->u.s.s, k->u.s.n);
+    case TV_INT:
+        snprintf(t, sizeof t, "\"%lld\"", (long long)k->u.i);
+        return tb_puts(b, t);
+    case TV_BOOL:
+        return tb_puts(b, k->u.b ? "\"true\"" : "\"false\"");
+    case TV_NONE:
+        return tb_puts(b, "\"null\"");
+    case TV_FLOAT:
+        tv_float_repr(t + 1, sizeof t - 2, k->u.f);
+        t[0] = '"';
+        strcat(t, "\"");
+        return tb_puts(b, t);
+    default:
+        return false;
     }
 }
 
@@ -352,20 +444,24 @@ static int key_cmp(const struct tv *a, const struct tv *b) {
     return x < y ? -1 : x > y;
 }
 
-bool tv_json(struct tpl_buf *b, const struct tv *v, int indent, const char *item_sep, const char *key_sep,
-             int depth, bool sort_keys) {
+bool tv_json(struct tpl_buf *b, const struct tv *v, int indent, const char *item_sep,
+             const char *key_sep, int depth, bool sort_keys) {
     char t[64];
     if (depth > TV_MAX_NEST) return false;
     switch (v->k) {
-    case TV_NONE: return tb_puts(b, "null");
-    case TV_BOOL: return tb_puts(b, v->u.b ? "true" : "false");
-    case TV_INT: return put_int(b, v->u.i);
+    case TV_NONE:
+        return tb_puts(b, "null");
+    case TV_BOOL:
+        return tb_puts(b, v->u.b ? "true" : "false");
+    case TV_INT:
+        return put_int(b, v->u.i);
     case TV_FLOAT:
         if (isnan(v->u.f)) return tb_puts(b, "NaN");
         if (isinf(v->u.f)) return tb_puts(b, v->u.f < 0 ? "-Infinity" : "Infinity");
         tv_float_repr(t, sizeof t, v->u.f);
         return tb_puts(b, t);
-    case TV_STR: return json_str(b, v->u.s.s, v->u.s.n);
+    case TV_STR:
+        return json_str(b, v->u.s.s, v->u.s.n);
     case TV_LIST: {
         const struct tv_list *l = v->u.l;
         if (!l->n) return tb_puts(b, "[]");
@@ -373,11 +469,13 @@ bool tv_json(struct tpl_buf *b, const struct tv *v, int indent, const char *item
         for (size_t i = 0; i < l->n; i++) {
             if (i && !tb_puts(b, item_sep)) return false;
             if (!json_indent(b, indent, depth + 1)) return false;
-            if (!tv_json(b, &l->v[i], indent, item_sep, key_sep, depth + 1, sort_keys)) return false;
+            if (!tv_json(b, &l->v[i], indent, item_sep, key_sep, depth + 1, sort_keys))
+                return false;
         }
         return json_indent(b, indent, depth) && tb_putc(b, ']');
     }
-    case TV_DICT: case TV_NS: {
+    case TV_DICT:
+    case TV_NS: {
         const struct tv_dict *d = v->u.d;
         if (!d->n) return tb_puts(b, "{}");
         if (!tb_putc(b, '{')) return false;
@@ -387,10 +485,12 @@ bool tv_json(struct tpl_buf *b, const struct tv *v, int indent, const char *item
             order = realm_malloc(d->n * sizeof *order);
             if (!order) return false;
         }
-        for (size_t i = 0; i < d->n; i++) order[i] = i;
+        for (size_t i = 0; i < d->n; i++)
+            order[i] = i;
         if (sort_keys) /* insertion sort: stable, dicts here are small */
             for (size_t i = 1; i < d->n; i++)
-                for (size_t j = i; j > 0 && key_cmp(&d->keys[order[j - 1]], &d->keys[order[j]]) > 0; j--) {
+                for (size_t j = i; j > 0 && key_cmp(&d->keys[order[j - 1]], &d->keys[order[j]]) > 0;
+                     j--) {
                     size_t x = order[j];
                     order[j] = order[j - 1];
                     order[j - 1] = x;
@@ -398,12 +498,14 @@ bool tv_json(struct tpl_buf *b, const struct tv *v, int indent, const char *item
         bool ok = true;
         for (size_t k = 0; ok && k < d->n; k++) {
             size_t i = order[k];
-            ok = (!k || tb_puts(b, item_sep)) && json_indent(b, indent, depth + 1) && json_key(b, &d->keys[i]) &&
-                 tb_puts(b, key_sep) && tv_json(b, &d->vals[i], indent, item_sep, key_sep, depth + 1, sort_keys);
+            ok = (!k || tb_puts(b, item_sep)) && json_indent(b, indent, depth + 1) &&
+                 json_key(b, &d->keys[i]) && tb_puts(b, key_sep) &&
+                 tv_json(b, &d->vals[i], indent, item_sep, key_sep, depth + 1, sort_keys);
         }
         if (order != order_small) realm_free(order);
         return ok && json_indent(b, indent, depth) && tb_putc(b, '}');
     }
-    default: return false;
+    default:
+        return false;
     }
 }

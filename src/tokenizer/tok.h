@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "realm/template.h"
 #include "realm/tokenizer.h"
 #include "realm/utf8.h"
 
@@ -112,9 +113,12 @@ struct realm_tokenizer {
     void *gctx;                 /* pcre2_general_context_8 * (realm_malloc) */
 
     /* chat template */
-    char *chat_template;
+    char *chat_template; /* the Jinja source in use (the GGUF's or a configured file's), or NULL */
     size_t chat_template_len;
-    const char *chat_family; /* static name or NULL */
+    const char *chat_family;    /* static name or NULL */
+    struct realm_template *tpl; /* chat_template parsed; NULL: render with a family (chat_family) */
+    bool family_forced;         /* a configured family name replaces the file's template */
+    _Atomic bool warned_chatml; /* the ChatML fallback has been logged */
 };
 
 /* A growable int32 array, the output of the segmenters. */
@@ -220,6 +224,25 @@ int tok_tokenize(const struct realm_tokenizer *t, const char *text, size_t len, 
 /* ---- chat.c ---- */
 const char *tok_chat_detect(const char *tmpl, size_t len);
 const char *tok_chat_detect_vocab(const struct realm_tokenizer *t);
+/* Parses src as t's Jinja chat template (replacing any earlier one; the source is copied).
+ * Errors: as realm_template_parse. */
+int tok_chat_set_template(struct realm_tokenizer *t, const char *src, size_t len,
+                          struct realm_err *err);
+
+/* Content-span mapping of a Jinja rendering (chat.c; exposed for tests). `sent` is the template
+ * rendered with every content slot replaced by opener + decimal slot index + closer; `real` the
+ * same rendering with the real slot texts. Finds where each slot's text landed in `real`: the
+ * bytes between sentinels must equal the real text exactly, and a slot's text may appear as is
+ * or with leading/trailing whitespace (or only newlines) stripped, as templates' trim/strip do.
+ * On success *spans (realm_malloc'd, sorted, disjoint, non-empty, touching ones merged) and
+ * *n_spans. REALM_E_FORMAT if the renderings cannot be mapped (fail closed), REALM_E_NOMEM. */
+struct tok_slot {
+    const char *text;
+    size_t len;
+};
+int tok_chat_map_spans(const char *sent, size_t sent_len, const char *real, size_t real_len,
+                       const char *opener, const char *closer, const struct tok_slot *slots,
+                       size_t n_slots, struct tok_span **spans, size_t *n_spans);
 
 /* ---- UTF-8 helpers ---- */
 /* llama.cpp's unicode_len_utf8: the sequence length announced by a lead byte (1 for others). */
@@ -227,6 +250,5 @@ static inline size_t tok_utf8_len(unsigned char c) {
     static const uint8_t lut[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
     return lut[c >> 4];
 }
-
 
 #endif

@@ -376,6 +376,7 @@ void realm_tokenizer_free(struct realm_tokenizer *t) {
     realm_free(t->eog);
     realm_free(t->special);
     realm_free(t->chat_template);
+    realm_template_free(t->tpl);
     realm_free(t);
 }
 
@@ -525,6 +526,19 @@ int realm_tokenizer_load(const struct realm_gguf *g, struct realm_tokenizer **ou
             }
             t->chat_template_len = n;
             t->chat_family = tok_chat_detect(s, n);
+            /* the template itself renders chats; one our interpreter cannot parse leaves the
+             * family renderer detected from its text (or ChatML) in its place */
+            struct realm_err te;
+            realm_err_clear(&te);
+            int trc = realm_template_parse(s, n, &t->tpl, &te);
+            if (trc == REALM_E_NOMEM) {
+                rc = realm_err_set(err, trc, "tokenizer: out of memory");
+                goto fail;
+            }
+            if (trc)
+                realm_log(REALM_LOG_WARN, "tokenizer",
+                          "tokenizer.chat_template: %s; chats use the %s renderer", te.msg,
+                          t->chat_family ? t->chat_family : "ChatML");
         } else {
             t->chat_family = tok_chat_detect_vocab(t);
         }

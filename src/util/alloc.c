@@ -32,9 +32,13 @@ static int injected_failure(void) {
     return 0;
 }
 
-void realm_alloc_fail_after(int64_t n_ok) { atomic_store(&g_fail_after, n_ok < 0 ? -1 : n_ok); }
+void realm_alloc_fail_after(int64_t n_ok) {
+    atomic_store(&g_fail_after, n_ok < 0 ? -1 : n_ok);
+}
 
-int64_t realm_alloc_bytes_in_use(void) { return atomic_load(&g_in_use); }
+int64_t realm_alloc_bytes_in_use(void) {
+    return atomic_load(&g_in_use);
+}
 
 /* ---- budgets ---- */
 
@@ -44,11 +48,17 @@ struct realm_alloc_budget *realm_alloc_budget_enter(struct realm_alloc_budget *b
     return prev;
 }
 
-void realm_alloc_budget_leave(struct realm_alloc_budget *prev) { t_budget = prev; }
+void realm_alloc_budget_leave(struct realm_alloc_budget *prev) {
+    t_budget = prev;
+}
 
-struct realm_alloc_budget *realm_alloc_budget_current(void) { return t_budget; }
+struct realm_alloc_budget *realm_alloc_budget_current(void) {
+    return t_budget;
+}
 
-int64_t realm_alloc_thread_failures(void) { return t_failures; }
+int64_t realm_alloc_thread_failures(void) {
+    return t_failures;
+}
 
 /* Every NULL a public allocator returns passes through here. */
 static void *failed(void) {
@@ -186,7 +196,9 @@ void realm_free_aligned(void *p) {
 
 /* ---- cJSON ---- */
 
-static void *cjson_malloc(size_t size) { return realm_malloc(size); }
+static void *cjson_malloc(size_t size) {
+    return realm_malloc(size);
+}
 
 void realm_alloc_install_cjson_hooks(void) {
     static atomic_flag done = ATOMIC_FLAG_INIT;
@@ -198,7 +210,9 @@ void realm_alloc_install_cjson_hooks(void) {
 /* Before main and before any thread: no cJSON buffer can exist yet that was made with malloc and
  * would later reach realm_free (see alloc.h). alloc.c is linked into every program that uses
  * realm_malloc, so every such program gets the hooks. */
-__attribute__((constructor)) static void install_hooks_at_start(void) { realm_alloc_install_cjson_hooks(); }
+__attribute__((constructor)) static void install_hooks_at_start(void) {
+    realm_alloc_install_cjson_hooks();
+}
 
 char *realm_strndup(const char *s, size_t n) {
     char *d = realm_malloc(n + 1);

@@ -12,7 +12,8 @@
 
 static int reserve(struct realm_buf *b, size_t extra) {
     size_t need;
-    if (realm_add_size(b->len, extra, &need) || realm_add_size(need, 1, &need)) return REALM_E_NOMEM;
+    if (realm_add_size(b->len, extra, &need) || realm_add_size(need, 1, &need))
+        return REALM_E_NOMEM;
     if (need <= b->cap) return REALM_OK;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need) {
@@ -34,7 +35,9 @@ int realm_buf_append(struct realm_buf *b, const void *p, size_t n) {
     return REALM_OK;
 }
 
-int realm_buf_puts(struct realm_buf *b, const char *s) { return realm_buf_append(b, s, strlen(s)); }
+int realm_buf_puts(struct realm_buf *b, const char *s) {
+    return realm_buf_append(b, s, strlen(s));
+}
 
 int realm_buf_printf(struct realm_buf *b, const char *fmt, ...) {
     va_list ap;
@@ -73,11 +76,26 @@ int realm_buf_json_string(struct realm_buf *b, const char *s, size_t n) {
             continue;
         }
         switch (c) {
-        case '"': *o++ = '\\'; *o++ = '"'; break;
-        case '\\': *o++ = '\\'; *o++ = '\\'; break;
-        case '\n': *o++ = '\\'; *o++ = 'n'; break;
-        case '\r': *o++ = '\\'; *o++ = 'r'; break;
-        case '\t': *o++ = '\\'; *o++ = 't'; break;
+        case '"':
+            *o++ = '\\';
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            *o++ = '\\';
+            break;
+        case '\n':
+            *o++ = '\\';
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = '\\';
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = '\\';
+            *o++ = 't';
+            break;
         default:
             if (c < 0x20 || c == 0x7F) {
                 memcpy(o, "\\u00", 4);

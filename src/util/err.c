@@ -7,7 +7,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-const char *realm_strerror(int code) { return realm_status_text(code); }
+const char *realm_strerror(int code) {
+    return realm_status_text(code);
+}
 
 int realm_err_set(struct realm_err *err, int code, const char *fmt, ...) {
     if (err) {

@@ -10,8 +10,10 @@ uint64_t realm_json_values_bound(const void *text, size_t n, uint64_t max) {
     for (size_t i = 0; i < n && count <= max; i++) {
         uint8_t c = p[i];
         if (in_str) {
-            if (c == '\\') i++;
-            else if (c == '"') in_str = false;
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
         } else if (c == '"') {
             in_str = true;
         } else if (c == ',' || c == '[' || c == '{') {

@@ -28,10 +28,13 @@ void realm_log_set_sink(realm_log_sink sink, void *user) {
     g_sink_user = user;
 }
 
-void realm_log_set_level(int level) { g_level = level; }
+void realm_log_set_level(int level) {
+    g_level = level;
+}
 
 void realm_log(int level, const char *module, const char *fmt, ...) {
-    if (g_level < 0) g_level = level_from_env(); /* benign race: every thread writes the same value */
+    if (g_level < 0)
+        g_level = level_from_env(); /* benign race: every thread writes the same value */
     if (level < g_level) return;
     char msg[1024];
     va_list ap;

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "realm/alloc.h"
+#include "realm/clock.h"
 
 #define MAX_THREADS 512
 #define CACHE_LINE 64
@@ -85,12 +86,6 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void futex_wait(_Atomic uint32_t *addr, uint32_t val) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
 }
@@ -113,12 +108,12 @@ int realm_cpu_count(void) {
 static uint32_t wait_for_work(struct realm_threadpool *p, uint32_t seen) {
     uint32_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
     if (g != seen) return g;
-    int64_t deadline = now_ns() + p->spin_ns;
+    int64_t deadline = (int64_t)realm_now_ns() + p->spin_ns;
     for (unsigned i = 1;; i++) {
         cpu_relax();
         g = atomic_load_explicit(&p->gen, memory_order_acquire);
         if (g != seen) return g;
-        if ((i & 255) == 0 && now_ns() > deadline) break;
+        if ((i & 255) == 0 && (int64_t)realm_now_ns() > deadline) break;
     }
     for (;;) {
         atomic_fetch_add(&p->n_sleeping, 1);

@@ -47,14 +47,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         (void)realm_gguf_get_bool(g, key, &b);
         if (realm_gguf_get_str(g, key, &str, &len) && len) g_sink = (unsigned char)str[len - 1];
         if (realm_gguf_get_arr(g, key, &et, &n, NULL) && et == REALM_GGUF_STRING)
-            for (uint64_t j = 0; j < n && j < 64; j++) (void)realm_gguf_kv_arr_str(g, i, j, &str, &len);
+            for (uint64_t j = 0; j < n && j < 64; j++)
+                (void)realm_gguf_kv_arr_str(g, i, j, &str, &len);
     }
     for (int64_t i = 0; i < realm_gguf_n_tensors(g); i++) {
         const struct realm_gguf_tensor *t = realm_gguf_tensor(g, i);
         const uint8_t *p = t->data;
         if (p < data || p + t->size > data + size) abort();
         if (realm_gguf_find_tensor(g, t->name) != t) abort();
-        volatile uint8_t sink = t->size ? p[t->size - 1] : 0; /* touch the last byte: ASan checks it */
+        volatile uint8_t sink =
+            t->size ? p[t->size - 1] : 0; /* touch the last byte: ASan checks it */
         (void)sink;
     }
     realm_gguf_close(g);

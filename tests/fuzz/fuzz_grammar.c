@@ -12,19 +12,22 @@
 #include <string.h>
 
 #include "realm_grammar.h"
+#include "realm_tools.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* the imports sdk.c references are stubbed in tests/sdk_native_stubs.c */
 
-static const char *const PIECES[] = {"a", "b", "ab", "\"", "{", "}", " ", "\n", "1", "12", "é", "\xc3", "\xa9",
-                                     "日", "x y", "[", "]", ",", ":", "true", "-", "\\", ""};
+static const char *const PIECES[] = {"a", "b",  "ab", "\"",   "{",    "}",  " ",   "\n",
+                                     "1", "12", "é",  "\xc3", "\xa9", "日", "x y", "[",
+                                     "]", ",",  ":",  "true", "-",    "\\", ""};
 #define N_PIECES (int32_t)(sizeof PIECES / sizeof *PIECES)
 static struct rg_vocab *g_vocab;
 
 static void check_tokens(struct rg_gmatch *m) {
     float logits[N_PIECES + 1];
-    for (int32_t t = 0; t <= N_PIECES; t++) logits[t] = 0;
+    for (int32_t t = 0; t <= N_PIECES; t++)
+        logits[t] = 0;
     int32_t allowed = rg_gmatch_mask(m, g_vocab, logits), count = 0;
     if (allowed == REALM_E_LIMIT) return;
     for (int32_t t = 0; t <= N_PIECES; t++) {
@@ -78,7 +81,9 @@ static void run_schema(const uint8_t *data, size_t size) {
     if (rg_json_schema_to_gbnf(s, &gbnf, err, sizeof err) == REALM_OK) {
         struct rg_grammar *g;
         int32_t rc = rg_grammar_parse(gbnf, strlen(gbnf), NULL, &g, err, sizeof err);
-        if (rc == REALM_E_FORMAT && !strstr(err, "left recursion") && !strstr(err, "never complete")) abort();
+        if (rc == REALM_E_FORMAT && !strstr(err, "left recursion") &&
+            !strstr(err, "never complete"))
+            abort();
         rg_grammar_free(g);
     } else if (strncmp(err, "json schema: ", 13) != 0) {
         abort();
@@ -87,10 +92,32 @@ static void run_schema(const uint8_t *data, size_t size) {
     rj_free(s);
 }
 
+/* The tool-call parser on any text, in both formats: a report is always a JSON array. */
+static void run_tool_calls(const char *text, size_t n) {
+    static const char *const formats[] = {"hermes", "llama3"};
+    for (int f = 0; f < 2; f++) {
+        char *report = NULL;
+        size_t calls = 0;
+        int32_t rc = rg_tool_calls_parse(text, n, formats[f], &report, &calls);
+        if (rc == REALM_OK) {
+            struct rj_value *v = NULL;
+            if (!report || calls == 0 ||
+                rj_parse(report, strlen(report), &v, NULL, 0) != REALM_OK || v->type != RJ_ARRAY ||
+                v->n != calls)
+                abort();
+            rj_free(v);
+        } else if (report || (rc != REALM_E_NOT_FOUND && rc != REALM_E_NOMEM)) {
+            abort();
+        }
+        free(report);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!g_vocab) {
         if (rg_vocab_new(N_PIECES + 1, &g_vocab) != REALM_OK) abort();
-        for (int32_t t = 0; t < N_PIECES; t++) rg_vocab_set(g_vocab, t, PIECES[t], strlen(PIECES[t]));
+        for (int32_t t = 0; t < N_PIECES; t++)
+            rg_vocab_set(g_vocab, t, PIECES[t], strlen(PIECES[t]));
         rg_vocab_set_eog(g_vocab, N_PIECES);
         if (rg_vocab_build(g_vocab) != REALM_OK) abort();
     }
@@ -99,5 +126,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t glen = nul ? (size_t)(nul - data) : size;
     run_grammar((const char *)data, glen, nul ? nul + 1 : data + size, nul ? size - glen - 1 : 0);
     run_schema(data, size);
+    run_tool_calls((const char *)data, size);
     return 0;
 }

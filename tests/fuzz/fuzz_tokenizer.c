@@ -267,10 +267,13 @@ static void check(const struct realm_tokenizer *t, const char *text, size_t n, u
 }
 
 /* chat_tokenize of two messages (text split at its first 0x01 byte, or in half). */
-static void check_chat_tokenize(const struct realm_tokenizer *t, const char *text, size_t n, bool bos) {
+static void check_chat_tokenize(const struct realm_tokenizer *t, const char *text, size_t n,
+                                bool bos) {
     const char *cut = memchr(text, 1, n);
     size_t n0 = cut ? (size_t)(cut - text) : n / 2, n1 = cut ? n - n0 - 1 : n - n0;
-    struct realm_chat_msg msgs[2] = {{"system", 6, text, n0}, {"user", 4, text + n - n1, n1}};
+    struct realm_chat_msg msgs[2] = {
+        {.role = "system", .role_len = 6, .content = text, .content_len = n0},
+        {.role = "user", .role_len = 4, .content = text + n - n1, .content_len = n1}};
     bool plain = memchr(text, '<', n) == NULL;
     const char *names[] = {NULL, "chatml", "llama2-sys", "gemma", "llama3", "phi3"};
     uint32_t flags = bos ? REALM_TOKENIZE_ADD_BOS : 0;
@@ -278,11 +281,16 @@ static void check_chat_tokenize(const struct realm_tokenizer *t, const char *tex
         int64_t need = -1;
         int rc = realm_chat_tokenize(t, names[i], msgs, 2, true, flags, NULL, 0, &need, NULL);
         if (rc == REALM_E_NOT_FOUND) continue;
+        /* the model's own Jinja template may refuse (raise_exception) or not be mappable: fail
+         * closed */
+        if (rc == REALM_E_FORMAT && !names[i]) continue;
         if (rc == REALM_OK && need != 0) abort();
         if (rc != REALM_OK && rc != REALM_E_TOO_SMALL) abort();
         int32_t *ids = malloc((size_t)(need > 0 ? need : 1) * sizeof *ids);
         int64_t got = -1;
-        if (realm_chat_tokenize(t, names[i], msgs, 2, true, flags, ids, need, &got, NULL) != REALM_OK || got != need)
+        if (realm_chat_tokenize(t, names[i], msgs, 2, true, flags, ids, need, &got, NULL) !=
+                REALM_OK ||
+            got != need)
             abort();
         for (int64_t k = 0; k < got; k++)
             if (ids[k] < 0 || ids[k] >= realm_tokenizer_n_vocab(t)) abort();
@@ -290,11 +298,14 @@ static void check_chat_tokenize(const struct realm_tokenizer *t, const char *tex
             int64_t len = realm_chat_format(t, names[i], msgs, 2, true, NULL, 0);
             if (len < 0) abort();
             char *prompt = malloc((size_t)len + 1);
-            if (realm_chat_format(t, names[i], msgs, 2, true, prompt, (size_t)len + 1) != len) abort();
+            if (realm_chat_format(t, names[i], msgs, 2, true, prompt, (size_t)len + 1) != len)
+                abort();
             int64_t m = -1;
-            realm_tokenize(t, prompt, (size_t)len, flags | REALM_TOKENIZE_PARSE_SPECIAL, NULL, 0, &m);
+            realm_tokenize(t, prompt, (size_t)len, flags | REALM_TOKENIZE_PARSE_SPECIAL, NULL, 0,
+                           &m);
             int32_t *ref = malloc((size_t)(m > 0 ? m : 1) * sizeof *ref);
-            if (realm_tokenize(t, prompt, (size_t)len, flags | REALM_TOKENIZE_PARSE_SPECIAL, ref, m, &m) != REALM_OK)
+            if (realm_tokenize(t, prompt, (size_t)len, flags | REALM_TOKENIZE_PARSE_SPECIAL, ref, m,
+                               &m) != REALM_OK)
                 abort();
             if (m != got || memcmp(ref, ids, (size_t)got * sizeof *ids) != 0) abort();
             free(ref);
@@ -312,7 +323,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = size - 1;
     check(g_spm, text, n, flags, g_spm_special, 3, true);
     check(g_bpe, text, n, flags, g_bpe_special, 2, false);
-    struct realm_chat_msg msg = {"user", 4, text, n};
+    struct realm_chat_msg msg = {.role = "user", .role_len = 4, .content = text, .content_len = n};
     char buf[256];
     const char *names[] = {NULL, "chatml", "llama2-sys", "gemma", "llama3", "mistral-v3"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

@@ -92,7 +92,8 @@ static int32_t big_chat_format(void) {
         return REALM_E_NOMEM;
     }
     msgs[0] = '[';
-    for (size_t i = 1; i + 1 < n; i++) msgs[i] = (i & 1) ? '1' : ',';
+    for (size_t i = 1; i + 1 < n; i++)
+        msgs[i] = (i & 1) ? '1' : ',';
     msgs[n - 1] = ']';
     int32_t m = realm_model_open("", 0);
     int32_t rc = m < 0 ? m : realm_chat_format(m, msgs, (int32_t)n, out, sizeof out);
@@ -114,7 +115,8 @@ static int32_t forge(void) {
     }
     int32_t tok = 1;
     char buf[8];
-    int32_t forged[] = {0, -1, INT32_MIN, INT32_MAX, s + 1, s - 1, s ^ (1 << 24), s | (63 << 24), m + 1};
+    int32_t forged[] = {0,    -1, INT32_MIN, INT32_MAX, s + 1, s - 1, s ^ (1 << 24), s | (63 << 24),
+                        m + 1};
     for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++) {
         if (forged[i] == s || forged[i] == m) continue;
         EXPECT(realm_decode(forged[i], &tok, 1, NULL, 0), REALM_E_BAD_HANDLE);
@@ -137,7 +139,8 @@ static int32_t forge(void) {
 static void command(const struct rj_value *req, char *out, size_t cap) {
     const char *text = req_str(req, "prompt");
     const struct rj_value *msgs = rj_get(req, "messages");
-    if (msgs && msgs->type == RJ_ARRAY && msgs->n > 0) text = req_str(&msgs->items[msgs->n - 1], "content");
+    if (msgs && msgs->type == RJ_ARRAY && msgs->n > 0)
+        text = req_str(&msgs->items[msgs->n - 1], "content");
     rg_fmt(out, cap, "%s", text);
 }
 

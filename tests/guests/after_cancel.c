@@ -30,7 +30,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     }
     if (rude) {
         volatile uint32_t n = 0;
-        for (;;) n++;
+        for (;;)
+            n++;
     }
     char buf[8];
     EXPECT(realm_emit("x", 1), REALM_E_CANCELLED);

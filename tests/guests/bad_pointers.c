@@ -20,9 +20,9 @@ RG_EXPORT(realm_init) int32_t realm_init(void) {
 
 RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     const uint32_t end = mem_bytes();
-    char *past = (char *)(uintptr_t)end;            /* first byte after memory */
-    char *last = (char *)(uintptr_t)(end - 1);      /* last byte of memory */
-    char *wrap = (char *)(uintptr_t)0xFFFFFFF0u;    /* + 0x20 wraps in 32 bits */
+    char *past = (char *)(uintptr_t)end;         /* first byte after memory */
+    char *last = (char *)(uintptr_t)(end - 1);   /* last byte of memory */
+    char *wrap = (char *)(uintptr_t)0xFFFFFFF0u; /* + 0x20 wraps in 32 bits */
     char ok[64] = "x";
     int32_t toks[4] = {1, 1, 1, 1};
 
@@ -87,7 +87,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     CHECK_RC(realm_chat_format(m, "[]", 2, ok, -1), REALM_E_RANGE);
     CHECK_RC(realm_chat_format(m, ok, -1, ok, 4), REALM_E_RANGE);
 
-    /* logprobs: two int32/float spans of n, n in [1, 21], ids in the vocabulary, lps <= 0, no NaN */
+    /* logprobs: two int32/float spans of n, n in [1, 21], ids in the vocabulary, lps <= 0, no NaN
+     */
     int32_t lid[22] = {1, 2};
     float lpv[22] = {-0.5f, -1.0f};
     CHECK_RC(realm_logprobs(m, lid, lpv, 2), REALM_OK);

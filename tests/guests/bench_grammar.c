@@ -27,9 +27,11 @@ static void report(struct rg_buf *out, const char *what, int64_t *v, int n) {
     if (n <= 0) return;
     qsort(v, (size_t)n, sizeof *v, cmp_i64);
     int64_t sum = 0;
-    for (int k = 0; k < n; k++) sum += v[k];
+    for (int k = 0; k < n; k++)
+        sum += v[k];
     char line[200];
-    int len = rg_fmt(line, sizeof line, "%s: p50 %lld us, p99 %lld us, mean %lld us, max %lld us (n=%d)\n", what,
+    int len = rg_fmt(line, sizeof line,
+                     "%s: p50 %lld us, p99 %lld us, mean %lld us, max %lld us (n=%d)\n", what,
                      (long long)(v[n / 2] / 1000), (long long)(v[(n * 99) / 100] / 1000),
                      (long long)(sum / n / 1000), (long long)(v[n - 1] / 1000), n);
     rg_buf_append(out, line, (size_t)len);
@@ -68,7 +70,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
 
     int64_t t0 = realm_now_ns();
     struct rg_vocab *v;
-    if ((rc = rg_vocab_load(model, n_vocab, eog, n_eog, &v))) FAIL(rc, "vocab: %s", rg_strerror(rc));
+    if ((rc = rg_vocab_load(model, n_vocab, eog, n_eog, &v)))
+        FAIL(rc, "vocab: %s", rg_strerror(rc));
     int64_t t_vocab = realm_now_ns() - t0;
     char err[256];
     struct rg_grammar *g;
@@ -80,14 +83,19 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     if ((rc = rg_gmatch_new(g, &m))) FAIL(rc, "matcher: %s", rg_strerror(rc));
 
     int32_t *toks, n_toks;
-    if ((rc = rg_tokenize_all(model, prompt, strlen(prompt), REALM_ABI_TOKENIZE_ADD_BOS, &toks, &n_toks))) return rc;
+    if ((rc = rg_tokenize_all(model, prompt, strlen(prompt), REALM_ABI_TOKENIZE_ADD_BOS, &toks,
+                              &n_toks)))
+        return rc;
     int32_t session = realm_session_open(model, n_toks + max_tokens + 1);
     if (session < 0) FAIL(session, "session_open: %s", rg_strerror(session));
-    float *logits = malloc((size_t)n_vocab * sizeof *logits), *copy = malloc((size_t)n_vocab * sizeof *copy);
-    int64_t *t_plain = malloc((size_t)max_tokens * sizeof(int64_t)), *t_gr = malloc((size_t)max_tokens * sizeof(int64_t)),
+    float *logits = malloc((size_t)n_vocab * sizeof *logits),
+          *copy = malloc((size_t)n_vocab * sizeof *copy);
+    int64_t *t_plain = malloc((size_t)max_tokens * sizeof(int64_t)),
+            *t_gr = malloc((size_t)max_tokens * sizeof(int64_t)),
             *t_mask = malloc((size_t)max_tokens * sizeof(int64_t));
     if (!logits || !copy || !t_plain || !t_gr || !t_mask) return REALM_E_NOMEM;
-    if ((rc = realm_decode(session, toks, n_toks, logits, n_vocab))) FAIL(rc, "decode: %s", rg_strerror(rc));
+    if ((rc = realm_decode(session, toks, n_toks, logits, n_vocab)))
+        FAIL(rc, "decode: %s", rg_strerror(rc));
 
     struct rg_sampler_params sp;
     rg_sampler_params_default(&sp);
@@ -96,7 +104,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     sp.top_p = (float)rj_number(rj_get(req, "top_p"), 0.95);
     sp.seed = 1234;
     struct rg_sampler plain, gs;
-    if (rg_sampler_init(&plain, &sp, n_vocab) || rg_sampler_init(&gs, &sp, n_vocab)) return REALM_E_NOMEM;
+    if (rg_sampler_init(&plain, &sp, n_vocab) || rg_sampler_init(&gs, &sp, n_vocab))
+        return REALM_E_NOMEM;
     struct rg_buf text = {0};
     int steps = 0;
     bool complete = false;
@@ -114,7 +123,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
         t_gr[steps] = realm_now_ns() - t0;
         if (tok < 0) FAIL(tok, "grammar: no token allowed at step %d", steps);
         bool is_eog = false;
-        for (size_t k = 0; k < n_eog; k++) is_eog |= eog[k] == tok;
+        for (size_t k = 0; k < n_eog; k++)
+            is_eog |= eog[k] == tok;
         if (is_eog) {
             complete = true;
             steps++;
@@ -129,17 +139,21 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
             steps++;
             break;
         }
-        if ((rc = realm_decode(session, &tok, 1, logits, n_vocab))) FAIL(rc, "decode: %s", rg_strerror(rc));
+        if ((rc = realm_decode(session, &tok, 1, logits, n_vocab)))
+            FAIL(rc, "decode: %s", rg_strerror(rc));
     }
     struct rg_buf out = {0};
     char line[256];
-    int len = rg_fmt(line, sizeof line, "vocab %d tokens loaded through token_piece in %lld ms; grammar parsed in %lld us\n",
-                     n_vocab, (long long)(t_vocab / 1000000), (long long)(t_parse / 1000));
+    int len =
+        rg_fmt(line, sizeof line,
+               "vocab %d tokens loaded through token_piece in %lld ms; grammar parsed in %lld us\n",
+               n_vocab, (long long)(t_vocab / 1000000), (long long)(t_parse / 1000));
     rg_buf_append(&out, line, (size_t)len);
     report(&out, "plain sampling", t_plain, steps);
     report(&out, "grammar sampling", t_gr, steps);
     report(&out, "full mask", t_mask, steps);
-    len = rg_fmt(line, sizeof line, "%s after %d tokens: ", complete ? "complete" : "incomplete", steps);
+    len = rg_fmt(line, sizeof line, "%s after %d tokens: ", complete ? "complete" : "incomplete",
+                 steps);
     rg_buf_append(&out, line, (size_t)len);
     rg_buf_append(&out, text.data ? text.data : "", text.len);
     rg_buf_append(&out, "\n", 1);
@@ -152,7 +166,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     rg_gmatch_free(m);
     rg_grammar_free(g);
     rg_vocab_free(v);
-    free(logits), free(copy), free(t_plain), free(t_gr), free(t_mask), free(toks), free(info), free(req_text);
+    free(logits), free(copy), free(t_plain), free(t_gr), free(t_mask), free(toks), free(info),
+        free(req_text);
     rj_free(req);
     rj_free(mi);
     realm_session_close(session);

@@ -41,7 +41,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
 
     /* over the byte cap: refused before anything is parsed */
     int32_t n = ones_array(buf, max / 2);
-    while (n <= max) buf[n++] = ' ';
+    while (n <= max)
+        buf[n++] = ' ';
     int32_t big = realm_chat_format(m, buf, n, out, sizeof out);
     if (return_big) return big;
     /* the root plus max_values - 1 numbers is exactly the cap: parsed (and no messages) */
@@ -70,7 +71,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     int32_t tok_at_rc = tok_at ? realm_tokenize(m, buf, max, 0, toks, 16) : 0;
     free(buf);
     char msg[256];
-    int len = rg_fmt(msg, sizeof msg, "big=%d values_at=%d values_over=%d strings=%d small=%d tok_over=%d tok_at=%d",
+    int len = rg_fmt(msg, sizeof msg,
+                     "big=%d values_at=%d values_over=%d strings=%d small=%d tok_over=%d tok_at=%d",
                      big, values_at, values_over, strings, small, tok_over, tok_at_rc);
     return realm_emit(msg, len);
 }

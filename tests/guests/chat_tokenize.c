@@ -27,7 +27,8 @@ static int32_t op_ids(int32_t m, const char *json, const struct rj_value *req) {
     static int32_t buf[MAX_CAP + GUARD];
     for (int32_t i = 0; i < MAX_CAP + GUARD; i++)
         buf[i] = SENTINEL;
-    int32_t r = realm_chat_tokenize(m, json + msgs->src_off, (int32_t)msgs->src_len, flags, buf, cap);
+    int32_t r =
+        realm_chat_tokenize(m, json + msgs->src_off, (int32_t)msgs->src_len, flags, buf, cap);
     struct rg_buf out = {0};
     char num[16];
     int32_t k = r < 0 ? 0 : r < cap ? r : cap;
@@ -66,16 +67,21 @@ static int op_abuse(int32_t m, const struct rj_value *req) {
     CHECK_RC(realm_chat_tokenize(m, ok, -1, 0, toks, 8), REALM_E_RANGE);
     CHECK_RC(realm_chat_tokenize(m, ok, INT32_MAX, 0, toks, 8), REALM_E_LIMIT);
     CHECK_RC(realm_chat_tokenize(m, ok, ok_len, 0, (int32_t *)(uintptr_t)end, 1), REALM_E_RANGE);
-    CHECK_RC(realm_chat_tokenize(m, ok, ok_len, 0, (int32_t *)(uintptr_t)(end - 4), 2), REALM_E_RANGE);
-    CHECK_RC(realm_chat_tokenize(m, ok, ok_len, 0, toks, 0x40000000), REALM_E_RANGE); /* 4 GiB wraps */
+    CHECK_RC(realm_chat_tokenize(m, ok, ok_len, 0, (int32_t *)(uintptr_t)(end - 4), 2),
+             REALM_E_RANGE);
+    CHECK_RC(realm_chat_tokenize(m, ok, ok_len, 0, toks, 0x40000000),
+             REALM_E_RANGE); /* 4 GiB wraps */
     CHECK_RC(realm_chat_tokenize(m, ok, ok_len, 0, toks, -1), REALM_E_RANGE);
-    CHECK_RC(realm_chat_tokenize(m, ok, ok_len, REALM_ABI_TOKENIZE_PARSE_SPECIAL, toks, 8), REALM_E_INVALID);
+    CHECK_RC(realm_chat_tokenize(m, ok, ok_len, REALM_ABI_TOKENIZE_PARSE_SPECIAL, toks, 8),
+             REALM_E_INVALID);
     CHECK_RC(realm_chat_tokenize(m, ok, ok_len, 0x100, toks, 8), REALM_E_INVALID);
     CHECK_RC(realm_chat_tokenize(m, "[{", 2, 0, toks, 8), REALM_E_INVALID);
     CHECK_RC(realm_chat_tokenize(m, "{}", 2, 0, toks, 8), REALM_E_INVALID);
     CHECK_RC(realm_chat_tokenize(m, "[{\"content\":\"x\"}]", 17, 0, toks, 8), REALM_E_INVALID);
-    CHECK_RC(realm_chat_tokenize(m, "[{\"role\":\"a b\",\"content\":\"x\"}]", 30, 0, toks, 8), REALM_E_INVALID);
-    CHECK_RC(realm_chat_tokenize(m, "[{\"role\":\"user\",\"content\":7}]", 29, 0, toks, 8), REALM_E_INVALID);
+    CHECK_RC(realm_chat_tokenize(m, "[{\"role\":\"a b\",\"content\":\"x\"}]", 30, 0, toks, 8),
+             REALM_E_INVALID);
+    CHECK_RC(realm_chat_tokenize(m, "[{\"role\":\"user\",\"content\":7}]", 29, 0, toks, 8),
+             REALM_E_INVALID);
     CHECK_RC(realm_chat_tokenize(m ^ 0x5a5a, ok, ok_len, 0, toks, 8), REALM_E_BAD_HANDLE);
     /* an empty list is the generation prompt alone; a sizing call with cap 0 */
     CHECK_RC(realm_chat_tokenize(m, "[]", 2, 0, NULL, 0), rj_number(rj_get(req, "n_empty"), -1));

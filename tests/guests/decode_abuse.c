@@ -15,13 +15,15 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     char info[4096];
     int32_t il = realm_model_info(m, info, sizeof info);
     struct rj_value *mi = NULL;
-    if (il < 0 || il > (int32_t)sizeof info || rj_parse(info, (size_t)il, &mi, NULL, 0)) return REALM_E_INTERNAL;
+    if (il < 0 || il > (int32_t)sizeof info || rj_parse(info, (size_t)il, &mi, NULL, 0))
+        return REALM_E_INTERNAL;
     int32_t n_vocab = (int32_t)rj_number(rj_get(mi, "n_vocab"), 0);
     int32_t n_ctx_train = (int32_t)rj_number(rj_get(mi, "n_ctx_train"), 0);
     rj_free(mi);
     float *logits = malloc((size_t)n_vocab * sizeof *logits);
     int32_t toks[32];
-    for (int i = 0; i < 32; i++) toks[i] = 1;
+    for (int i = 0; i < 32; i++)
+        toks[i] = 1;
     int32_t s = realm_session_open(m, 16);
     if (!logits || s <= 0) return REALM_E_INTERNAL;
 
@@ -68,7 +70,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     }
     EXPECT(n_open, 4);
     if (n_open < 8) EXPECT(open[n_open], REALM_E_LIMIT);
-    for (int i = 0; i < n_open; i++) EXPECT(realm_session_close(open[i]), REALM_OK);
+    for (int i = 0; i < n_open; i++)
+        EXPECT(realm_session_close(open[i]), REALM_OK);
     free(logits);
     return g_fail ? REALM_E_INTERNAL : rg_emit_str("ok");
 }

@@ -20,8 +20,9 @@ static int32_t forge(void) {
     }
     int32_t tok = 1;
     char buf[8];
-    int32_t forged[] = {0, -1, INT32_MIN, INT32_MAX, s + 1, s - 1, s ^ (1 << 24), s ^ (1 << 29),
-                        s | (63 << 24), m + 1};
+    int32_t forged[] = {
+        0,    -1, INT32_MIN, INT32_MAX, s + 1, s - 1, s ^ (1 << 24), s ^ (1 << 29), s | (63 << 24),
+        m + 1};
     for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++) {
         if (forged[i] == s || forged[i] == m) continue;
         EXPECT(realm_decode(forged[i], &tok, 1, NULL, 0), REALM_E_BAD_HANDLE);

@@ -21,7 +21,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     g_served++;
     if (spin) {
         volatile uint32_t n = 0;
-        for (;;) n++;
+        for (;;)
+            n++;
     }
     if (decode) {
         int32_t model = realm_model_open("", 0);

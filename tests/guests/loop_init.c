@@ -5,7 +5,8 @@
 
 RG_EXPORT(realm_init) int32_t realm_init(void) {
     volatile uint32_t n = 0;
-    for (;;) n++;
+    for (;;)
+        n++;
     return REALM_OK;
 }
 

@@ -24,7 +24,8 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
             n++;
         }
     } else {
-        while (__builtin_wasm_memory_grow(0, 1) != (size_t)-1) n++;
+        while (__builtin_wasm_memory_grow(0, 1) != (size_t)-1)
+            n++;
     }
     char buf[64];
     int len = rg_fmt(buf, sizeof buf, "%u %u", n, mem_bytes());

@@ -16,7 +16,8 @@ static int32_t rewind_rounds(int64_t n) {
     char info[4096];
     int32_t il = realm_model_info(model, info, sizeof info);
     struct rj_value *mi = NULL;
-    if (il < 0 || il > (int32_t)sizeof info || rj_parse(info, (size_t)il, &mi, NULL, 0)) return REALM_E_INTERNAL;
+    if (il < 0 || il > (int32_t)sizeof info || rj_parse(info, (size_t)il, &mi, NULL, 0))
+        return REALM_E_INTERNAL;
     int32_t n_vocab = (int32_t)rj_number(rj_get(mi, "n_vocab"), 0);
     rj_free(mi);
     float *logits = malloc((size_t)n_vocab * sizeof *logits);

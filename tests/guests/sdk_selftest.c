@@ -1,7 +1,8 @@
 /*
  * sdk_selftest.c — unit tests of the guest SDK run inside the sandbox: the strict JSON parser
  * (accepts and rejects), UTF-8 helpers, rg_fmt, and the sampler (greedy, top-k 1, logit_bias,
- * penalties, determinism per seed) and rg_logprobs. Emits "ok <checks>" or fails with the first mismatch logged.
+ * penalties, determinism per seed) and rg_logprobs. Emits "ok <checks>" or fails with the first
+ * mismatch logged.
  */
 #include <math.h>
 
@@ -23,15 +24,51 @@ static int32_t parse(const char *s, struct rj_value **v) {
 
 static void json_tests(void) {
     static const char *good[] = {
-        "{}", "[]", "0", "-0", "1.5e3", "-12.25E-2", "true", "false", "null", "\"\"",
+        "{}",
+        "[]",
+        "0",
+        "-0",
+        "1.5e3",
+        "-12.25E-2",
+        "true",
+        "false",
+        "null",
+        "\"\"",
         " {\"a\" : [1, 2, {\"b\": null}], \"c\": \"\\u00e9\\ud83d\\ude00\\n\"} ",
-        "\"caf\xc3\xa9\"", "[[[[[]]]]]", "1e308",
+        "\"caf\xc3\xa9\"",
+        "[[[[[]]]]]",
+        "1e308",
     };
     static const char *bad[] = {
-        "", " ", "{", "[1,]", "{\"a\":1,}", "01", "+1", ".5", "1.", "1e", "-", "tru", "nul",
-        "\"abc", "\"\\x\"", "\"\\u12\"", "\"\\ud800\"", "\"\\udc00\"", "\"a\x01\"",
-        "\"\xc3\"", "\"\xff\"", "\"\xed\xa0\x80\"", "{\"a\":1,\"a\":2}", "[1] 2", "{1:2}",
-        "1e999", "[1 2]", "'a'", "NaN",
+        "",
+        " ",
+        "{",
+        "[1,]",
+        "{\"a\":1,}",
+        "01",
+        "+1",
+        ".5",
+        "1.",
+        "1e",
+        "-",
+        "tru",
+        "nul",
+        "\"abc",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"a\x01\"",
+        "\"\xc3\"",
+        "\"\xff\"",
+        "\"\xed\xa0\x80\"",
+        "{\"a\":1,\"a\":2}",
+        "[1] 2",
+        "{1:2}",
+        "1e999",
+        "[1 2]",
+        "'a'",
+        "NaN",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         struct rj_value *v = NULL;
@@ -47,7 +84,8 @@ static void json_tests(void) {
     }
     /* depth cap */
     char deep[200];
-    for (int i = 0; i < 100; i++) deep[i] = '[', deep[199 - i] = ']';
+    for (int i = 0; i < 100; i++)
+        deep[i] = '[', deep[199 - i] = ']';
     struct rj_value *v = NULL;
     T(rj_parse(deep, sizeof deep, &v, NULL, 0) == REALM_E_FORMAT);
     /* values and source spans */
@@ -70,12 +108,30 @@ static void utf8_tests(void) {
     T(rg_utf8_complete_prefix("ab\xc3", 3) == 2);
     T(rg_utf8_complete_prefix("ab\xc3\xa9", 4) == 4);
     T(rg_utf8_complete_prefix("\xf0\x9f\x98", 3) == 0);
-    T(rg_utf8_complete_prefix("\xff" "a", 2) == 2); /* invalid bytes are not waited for */
+    T(rg_utf8_complete_prefix("\xff"
+                              "a",
+                              2) == 2); /* invalid bytes are not waited for */
     struct rg_buf b = {0};
-    T(rg_utf8_sanitize(&b, "a\xff" "b", 3) == REALM_OK && b.len == 5 && !memcmp(b.data, "a\xef\xbf\xbd" "b", 5));
+    T(rg_utf8_sanitize(&b,
+                       "a\xff"
+                       "b",
+                       3) == REALM_OK &&
+      b.len == 5 &&
+      !memcmp(b.data,
+              "a\xef\xbf\xbd"
+              "b",
+              5));
     b.len = 0;
     /* E2 82 41: one U+FFFD for the maximal subpart E2 82, then 'A' */
-    T(rg_utf8_sanitize(&b, "\xe2\x82" "A", 3) == REALM_OK && b.len == 4 && !memcmp(b.data, "\xef\xbf\xbd" "A", 4));
+    T(rg_utf8_sanitize(&b,
+                       "\xe2\x82"
+                       "A",
+                       3) == REALM_OK &&
+      b.len == 4 &&
+      !memcmp(b.data,
+              "\xef\xbf\xbd"
+              "A",
+              4));
     rg_buf_free(&b);
 }
 
@@ -95,7 +151,8 @@ static int32_t sample_seq(const struct rg_sampler_params *p, int32_t n_vocab, in
     if (rg_sampler_init(&s, p, n_vocab)) return -1;
     float *l = malloc((size_t)n_vocab * sizeof *l);
     for (int i = 0; i < n; i++) {
-        for (int32_t k = 0; k < n_vocab; k++) l[k] = (float)((k * 37 + i * 11) % 101) / 25.0f;
+        for (int32_t k = 0; k < n_vocab; k++)
+            l[k] = (float)((k * 37 + i * 11) % 101) / 25.0f;
         out[i] = rg_sampler_sample(&s, l);
         rg_sampler_accept(&s, out[i]);
     }
@@ -115,7 +172,8 @@ static void logprobs_tests(void) {
     T(fabs(lps[0] - (0.0 - lse)) < 1e-5 && fabs(lps[1] - (3.0 - lse)) < 1e-5 && lps[1] == lps[2]);
     T(lps[3] < lps[2] && lps[3] <= 0);
     T(rg_logprobs(l, 6, 3, 0, ids, lps) == 1 && ids[0] == 3 && isinf(lps[0]) && lps[0] < 0);
-    T(rg_logprobs(l, 6, 1, 20, ids, lps) == 7 && ids[6] == 3); /* k past the vocabulary: all of it */
+    T(rg_logprobs(l, 6, 1, 20, ids, lps) == 7 &&
+      ids[6] == 3); /* k past the vocabulary: all of it */
     T(rg_logprobs(l, 6, 6, 1, ids, lps) == REALM_E_INVALID);
     T(rg_logprobs(l, 6, 0, 21, ids, lps) == REALM_E_INVALID);
     float dead[2] = {-INFINITY, -INFINITY};
@@ -159,7 +217,8 @@ static void sampler_tests(void) {
     T(sample_seq(&p, V, a, 9) == 0);
     int dup = 0;
     for (int i = 0; i < 9; i++)
-        for (int j = i + 1; j < 9 && j - i <= 8; j++) dup += a[i] == a[j];
+        for (int j = i + 1; j < 9 && j - i <= 8; j++)
+            dup += a[i] == a[j];
     T(dup == 0);
     /* bad parameters */
     struct rg_sampler s;

@@ -10,7 +10,9 @@
 
 #include "realm_guest.h"
 
-RG_EXPORT(realm_init) int32_t realm_init(void) { return REALM_OK; }
+RG_EXPORT(realm_init) int32_t realm_init(void) {
+    return REALM_OK;
+}
 
 static int32_t fail(int32_t rc, const char *what) {
     rg_logf(REALM_ABI_LOG_ERROR, "upper: %s: %s", what, rg_strerror(rc));
@@ -57,10 +59,12 @@ static int32_t run(const char *json, const struct rj_value *req) {
             fail(rc, "chat_format");
             goto done;
         }
-        rc = rg_tokenize_all(model, text, text_len, REALM_ABI_TOKENIZE_ADD_BOS | REALM_ABI_TOKENIZE_PARSE_SPECIAL,
-                             &toks, &n_prompt);
+        rc = rg_tokenize_all(model, text, text_len,
+                             REALM_ABI_TOKENIZE_ADD_BOS | REALM_ABI_TOKENIZE_PARSE_SPECIAL, &toks,
+                             &n_prompt);
     } else if (prompt && prompt->type == RJ_STRING) {
-        rc = rg_tokenize_all(model, prompt->str, prompt->str_len, REALM_ABI_TOKENIZE_ADD_BOS, &toks, &n_prompt);
+        rc = rg_tokenize_all(model, prompt->str, prompt->str_len, REALM_ABI_TOKENIZE_ADD_BOS, &toks,
+                             &n_prompt);
     } else {
         rg_log(REALM_ABI_LOG_ERROR, "upper: request: expected messages or prompt");
         rc = REALM_E_INVALID;
@@ -136,8 +140,10 @@ RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     if (rc) return rc;
     struct rj_value *req = NULL;
     rc = rj_parse(json, len, &req, NULL, 0);
-    if (rc == REALM_OK) rc = run(json, req);
-    else rc = REALM_E_INVALID;
+    if (rc == REALM_OK)
+        rc = run(json, req);
+    else
+        rc = REALM_E_INVALID;
     rj_free(req);
     free(json);
     return rc;

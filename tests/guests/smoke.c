@@ -29,7 +29,8 @@ __attribute__((export_name("smoke_oob"))) int32_t smoke_oob(int32_t off) {
 /* Never returns on its own: the host's epoch deadline must interrupt it. */
 __attribute__((export_name("smoke_spin"))) int32_t smoke_spin(void) {
     volatile uint32_t n = 0;
-    for (;;) n++;
+    for (;;)
+        n++;
     return (int32_t)n;
 }
 

@@ -29,13 +29,21 @@ TEXT = (
 # (file, where): real models live in MODELS_DIR, synthetic ones in MODELS_DIR/synthetic
 REAL = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
 SYNTH_TYPES = ["Q4_K_M", "Q6_K", "Q8_0", "Q5_K", "Q3_K", "Q2_K", "Q4_0", "Q4_1"]
-SYNTH = [("tiny", t) for t in SYNTH_TYPES] + [("tiny-qwen2", "Q4_K_M")]
+# qwen3 / phi3 / gemma2 (issue 19): F16, Q8_0, Q4_K_M and the legacy Q4_0 each
+NEW_ARCH_SHAPES = ["tiny-qwen3", "tiny-phi3", "tiny-gemma2"]
+NEW_ARCH_TYPES = ["F16", "Q8_0", "Q4_K_M", "Q4_0"]
+SYNTH = ([("tiny", t) for t in SYNTH_TYPES] + [("tiny-qwen2", "Q4_K_M")]
+         + [(s, t) for s in NEW_ARCH_SHAPES for t in NEW_ARCH_TYPES])
 
 
-def model_list(make_synthetic=True, log=print):
-    """[(name, path)] of the models present (synthetic ones are generated if missing)."""
+def model_list(make_synthetic=True, log=print, only=None):
+    """[(name, path)] of the models present (synthetic ones are generated if missing); `only`: a
+    list of substrings, keeping the models whose file name contains one of them."""
     out = []
+    want = (lambda name: any(o in name for o in only)) if only else (lambda name: True)
     for f in REAL:
+        if not want(f):
+            continue
         p = MODELS_DIR / f
         if p.exists():
             out.append((f, p))
@@ -43,6 +51,8 @@ def model_list(make_synthetic=True, log=print):
             log(f"skip {f}: not in {MODELS_DIR}")
     for shape, q in SYNTH:
         p = gen_synthetic.model_path(shape, q, MODELS_DIR / "synthetic")
+        if not want(p.name):
+            continue
         if not p.exists() and make_synthetic:
             gen_synthetic.ensure(shape, [q], MODELS_DIR / "synthetic", log=log)
         if p.exists():

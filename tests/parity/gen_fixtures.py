@@ -12,7 +12,9 @@ For each model present (see common.model_list) it writes tests/parity/fixtures/<
 The C check applies the same two criteria as run_parity.py on the stored subset. Each fixture is
 about 15 KB. Regenerate after upgrading llama-cpp-python or regenerating the synthetic models:
 
-    ~/.cache/realm/venv/bin/python tests/parity/gen_fixtures.py
+    ~/.cache/realm/venv/bin/python tests/parity/gen_fixtures.py [NAME-SUBSTRING ...]
+
+(with arguments, only the models whose file name contains one of them, e.g. tiny-gemma2-)
 """
 import json
 import sys
@@ -31,7 +33,7 @@ def main():
     import llama_cpp
 
     common.FIXTURES.mkdir(parents=True, exist_ok=True)
-    for name, path in common.model_list():
+    for name, path in common.model_list(only=[a for a in sys.argv[1:] if not a.startswith('--')]):
         llm = common.llama(path)
         toks = common.tokens_for(name, llm)
         lg = common.llama_logits(llm, toks)

@@ -1,5 +1,5 @@
 """reference.py — an independent float64 forward pass (numpy) over a GGUF's dequantized weights,
-for llama, qwen2 and gemma3: the "exact" answer both realm and llama.cpp approximate.
+for llama, qwen2, qwen3, phi3, gemma2 and gemma3: the "exact" answer both realm and llama.cpp approximate.
 
 It exists because logits parity between two quantized engines has a noise floor: every projection
 quantizes its input activations to 8 bits (Q8_0 / Q8_1 / Q8_K), so a last-bit difference anywhere
@@ -39,8 +39,26 @@ class Reference:
         self.eps = float(_field(r, f"{a}.attention.layer_norm_rms_epsilon"))
         self.base = float(_field(r, f"{a}.rope.freq_base", 10000.0))
         self.n_rot = int(_field(r, f"{a}.rope.dimension_count", self.HD))
-        self.swa = int(_field(r, f"{a}.attention.sliding_window", 0) or 0) if a == "gemma3" else 0
+        # phi3's window is ignored, as llama.cpp does; gemma2 defaults to 4096 every other layer
+        self.swa = 0
+        self.swa_period = 6 if a == "gemma3" else 2
+        if a == "gemma3":
+            self.swa = int(_field(r, f"{a}.attention.sliding_window", 0) or 0)
+        elif a == "gemma2":
+            self.swa = int(_field(r, f"{a}.attention.sliding_window", 4096))
+        self.swa_period = int(_field(r, f"{a}.attention.sliding_window_pattern", self.swa_period))
+        self.base_swa = float(_field(r, f"{a}.rope.freq_base_swa", 10000.0 if a == "gemma3" else self.base))
+        self.attn_cap = float(_field(r, f"{a}.attn_logit_softcapping", 50.0)) if a == "gemma2" else 0.0
+        default_cap = 30.0 if a == "gemma2" else 0.0
+        self.final_cap = float(_field(r, f"{a}.final_logit_softcapping", default_cap) or 0.0) if a.startswith("gemma") else 0.0
+        self.rope_mscale = float(_field(r, f"{a}.rope.scaling.attn_factor", 1.0))
         self.T = {t.name: t for t in r.tensors}
+        # phi3 128k: the short factors below the original context (the fixed sequences are short)
+        self.factors = None
+        for name in ("rope_freqs.weight", "rope_factors_short.weight"):
+            if name in self.T:
+                self.factors = self.w(name).reshape(-1)
+                break
 
     def w(self, name):
         t = self.T[name]
@@ -58,8 +76,11 @@ class Reference:
         """x: (n, heads, HD); llama rotates adjacent pairs, qwen2/gemma3 the two halves (NEOX)."""
         half = self.n_rot // 2
         inv = base ** (-np.arange(half) * 2.0 / self.n_rot)
+        if self.factors is not None:
+            inv = inv / self.factors
         ang = pos[:, None] * inv[None, :]
-        c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        c = self.rope_mscale * np.cos(ang)[:, None, :]
+        s = self.rope_mscale * np.sin(ang)[:, None, :]
         out = x.copy()
         if self.arch == "llama":
             x0, x1 = x[..., 0:self.n_rot:2], x[..., 1:self.n_rot:2]
@@ -75,7 +96,9 @@ class Reference:
         """Logits of every position, or only of `positions` (the output projection of a 262k
         vocabulary for hundreds of positions would not fit in memory in float64)."""
         E, H, HK, HD = self.E, self.H, self.HK, self.HD
-        gemma = self.arch == "gemma3"
+        a = self.arch
+        gemma = a in ("gemma2", "gemma3")
+        qk_norm = a in ("gemma3", "qwen3")
         n = len(tokens)
         pos = np.arange(n, dtype=np.float64)
         emb = self.w("token_embd.weight")
@@ -85,28 +108,37 @@ class Reference:
         causal = np.triu(np.full((n, n), -np.inf), 1)
         for il in range(self.L):
             p = f"blk.{il}."
-            swa = gemma and self.swa > 0 and il % 6 < 5
-            base = 10000.0 if swa else self.base
+            per = self.swa_period
+            swa = gemma and self.swa > 0 and (per == 0 or il % per < per - 1)
+            base = self.base_swa if swa else self.base
             xb = self._rms(x, self.w(p + "attn_norm.weight"))
-            q = xb @ self.w(p + "attn_q.weight").T
-            k = xb @ self.w(p + "attn_k.weight").T
-            v = xb @ self.w(p + "attn_v.weight").T
+            if self.has(p + "attn_qkv.weight"):  # fused: Q rows, then K, then V
+                qkv = xb @ self.w(p + "attn_qkv.weight").T
+                q, k, v = qkv[:, :H * HD], qkv[:, H * HD:(H + HK) * HD], qkv[:, (H + HK) * HD:]
+            else:
+                q = xb @ self.w(p + "attn_q.weight").T
+                k = xb @ self.w(p + "attn_k.weight").T
+                v = xb @ self.w(p + "attn_v.weight").T
             for t, name in ((q, "attn_q.bias"), (k, "attn_k.bias"), (v, "attn_v.bias")):
                 if self.has(p + name):
                     t += self.w(p + name)
             q, k, v = q.reshape(n, H, HD), k.reshape(n, HK, HD), v.reshape(n, HK, HD)
-            if gemma:
+            if qk_norm:
                 q = self._rms(q, self.w(p + "attn_q_norm.weight"))
                 k = self._rms(k, self.w(p + "attn_k_norm.weight"))
             q, k = self._rope(q, pos, base), self._rope(k, pos, base)
-            scale = 1.0 / np.sqrt(HD) if not (gemma and self.L == 62) else 1.0 / np.sqrt(E / H)
+            big = (a == "gemma3" and self.L == 62) or (a == "gemma2" and self.L == 46)
+            scale = 1.0 / np.sqrt(HD) if not big else 1.0 / np.sqrt(E // H)
             mask = causal.copy()
             if swa:
                 mask += np.tril(np.full((n, n), -np.inf), -self.swa)
             att = np.zeros((n, H, HD))
             for h in range(H):
                 g = h // (H // HK)
-                sc = q[:, h, :] @ k[:, g, :].T * scale + mask
+                sc = q[:, h, :] @ k[:, g, :].T * scale
+                if self.attn_cap > 0:
+                    sc = self.attn_cap * np.tanh(sc / self.attn_cap)
+                sc = sc + mask
                 sc -= sc.max(axis=1, keepdims=True)
                 pr = np.exp(sc)
                 pr /= pr.sum(axis=1, keepdims=True)
@@ -118,8 +150,12 @@ class Reference:
                 o = self._rms(o, self.w(p + "post_attention_norm.weight"))
             x = x + o
             xb = self._rms(x, self.w(p + "ffn_norm.weight"))
-            g = xb @ self.w(p + "ffn_gate.weight").T
-            u = xb @ self.w(p + "ffn_up.weight").T
+            if self.has(p + "ffn_gate.weight"):
+                g = xb @ self.w(p + "ffn_gate.weight").T
+                u = xb @ self.w(p + "ffn_up.weight").T
+            else:  # phi3: ffn_up = gate ‖ up
+                gu = xb @ self.w(p + "ffn_up.weight").T
+                g, u = gu[:, :gu.shape[1] // 2], gu[:, gu.shape[1] // 2:]
             if gemma:
                 act = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)))
             else:
@@ -131,9 +167,9 @@ class Reference:
         if positions is not None:
             x = x[np.asarray(positions)]
         xb = self._rms(x, self.w("output_norm.weight"))
-        out = self.w("output.weight") if self.has("output.weight") else emb
+        out = self.w("output.weight") if self.has("output.weight") and a != "gemma2" else emb
         lg = xb @ out.T
-        cap = float(_field(self.r, f"{self.arch}.final_logit_softcapping", 0.0) or 0.0) if gemma else 0.0
+        cap = self.final_cap
         if cap > 0:
             lg = cap * np.tanh(lg / cap)
         return lg

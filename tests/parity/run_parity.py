@@ -2,8 +2,8 @@
 """run_parity.py — live logits parity of realm against llama.cpp (`make parity`).
 
 For every model present (SmolLM2-135M Q4_1 and gemma-3-270m Q4_K_M from ~/.cache/realm/models;
-the tiny synthetic llama in Q4_K_M/Q6_K/Q8_0/Q5_K/Q3_K/Q2_K/Q4_0/Q4_1 and a tiny synthetic qwen2,
-made by scripts/gen_synthetic.py when missing) the fixed 64-token sequence goes through
+the tiny synthetic llama in Q4_K_M/Q6_K/Q8_0/Q5_K/Q3_K/Q2_K/Q4_0/Q4_1, a tiny synthetic qwen2, and
+tiny qwen3 / phi3 / gemma2 in F16/Q8_0/Q4_K_M/Q4_0, made by scripts/gen_synthetic.py when missing) the fixed 64-token sequence goes through
   - llama.cpp (llama-cpp-python, logits_all, default non-flash attention, f16 KV cache),
   - realm (`realm run --native --tokens ... -n 0 --logits-out FILE`),
   - an independent float64 numpy forward pass over the dequantized weights (reference.py).
@@ -15,7 +15,8 @@ Then gemma3 runs 700 tokens and positions 512..699 are compared the same way, to
 sliding window (512) the 64-token sequence never reaches.
 
 The realm binary: $REALM_BIN, else $REALM_BUILD/realm, else build/realm. --no-ref skips the float64
-pass (literal criterion only); --json prints the table as JSON.
+pass (literal criterion only); --json prints the table as JSON; other arguments keep only the models
+whose file name contains one of them (e.g. `run_parity.py tiny-phi3`).
 """
 import json
 import sys
@@ -69,7 +70,7 @@ def long_context_check(use_ref):
 def main():
     use_ref = "--no-ref" not in sys.argv
     rows, ok = [], True
-    for name, path in common.model_list():
+    for name, path in common.model_list(only=[a for a in sys.argv[1:] if not a.startswith('--')]):
         t = time.time()
         llm = common.llama(path)
         toks = common.tokens_for(name, llm)
@@ -95,7 +96,8 @@ def main():
         rows.append(row)
         how = "literal" if row["literal_pass"] else ("noise-aware" if good else "")
         print(f"{'PASS' if good else 'FAIL'} {how:11s} {line}  [{time.time() - t:.0f} s]", flush=True)
-    long = long_context_check(use_ref)
+    only = [a for a in sys.argv[1:] if not a.startswith('--')]
+    long = long_context_check(use_ref) if not only or any(o in "gemma-3-270m-q4_k_m.gguf" for o in only) else None
     if long is not None:
         rows.append(long)
         ok &= long["pass"]

@@ -112,20 +112,11 @@ class RealmServer:
         return self.proc.returncode
 
 
-def start_server(realm_bin, workdir, config, args=(), keys=None, timeout=120):
-    """Writes `config` to workdir/realm.json and starts `realm serve --config ... --port 0`. Unless
-    the config names its own, an operator key is added (RealmServer.admin_key) for /metrics."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    admin_key = None
-    if "admin_key_hashes" not in config:
-        admin_key, h = new_key()
-        config = dict(config, admin_key_hashes=[h])
-    cfg = workdir / "realm.json"
-    cfg.write_text(json.dumps(config, indent=2))
-    log_path = workdir / "serve.log"
+def launch_serve(realm_bin, args, log_path, timeout=120, settle=0.2):
+    """Starts `realm serve ARGS` (stderr to log_path) and waits for its "listening on" line.
+    Returns (proc, url, stdout text so far: what it printed up to `settle` s after that line)."""
     logf = open(log_path, "wb")
-    proc = subprocess.Popen([realm_bin, "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=logf, text=True)
+    proc = subprocess.Popen([realm_bin, "serve", *args], stdout=subprocess.PIPE, stderr=logf, text=True)
     logf.close()
     lines, found = [], threading.Event()
 
@@ -138,12 +129,30 @@ def start_server(realm_bin, workdir, config, args=(), keys=None, timeout=120):
 
     threading.Thread(target=reader, daemon=True).start()
     found.wait(timeout)
-    m = next((re.search(r"listening on (http://\S+)", ln) for ln in lines if "listening on" in ln), None)
+    time.sleep(settle)
+    out = "".join(lines)
+    m = re.search(r"listening on (http://\S+)", out)
     if not m:
         proc.kill()
         proc.wait()
         raise AssertionError(f"realm serve did not start: exit {proc.returncode}\n{log_path.read_text()}")
-    return RealmServer(proc, m.group(1), dict(keys or {}), log_path, admin_key)
+    return proc, m.group(1), out
+
+
+def start_server(realm_bin, workdir, config, args=(), keys=None, timeout=120):
+    """Writes `config` to workdir/realm.json and starts `realm serve --config ... --port 0`. Unless
+    the config names its own, an operator key is added (RealmServer.admin_key) for /metrics."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    admin_key = None
+    if "admin_key_hashes" not in config:
+        admin_key, h = new_key()
+        config = dict(config, admin_key_hashes=[h])
+    cfg = workdir / "realm.json"
+    cfg.write_text(json.dumps(config, indent=2))
+    log_path = workdir / "serve.log"
+    proc, url, _ = launch_serve(realm_bin, ["--config", str(cfg), "--host", "127.0.0.1", "--port", "0", *args],
+                                log_path, timeout, settle=0)
+    return RealmServer(proc, url, dict(keys or {}), log_path, admin_key)
 
 
 @pytest.fixture

@@ -200,7 +200,7 @@ def test_bad_input(srv):
                 [{"role": "user"}], ["x"], [{"role": "user", "content": [{"type": "image_url"}]}]]:
         assert_error(post(srv, "/chat/completions", {**ok, "messages": bad}, k), 400, param="messages")
     for field, value in [("temperature", "hot"), ("temperature", 3), ("top_p", -1), ("max_tokens", 0),
-                         ("max_tokens", "x"), ("max_tokens", 1.5), ("n", 2), ("stream", "yes"), ("seed", 1.5),
+                         ("max_tokens", "x"), ("max_tokens", 1.5), ("n", 0), ("n", 9), ("stream", "yes"), ("seed", 1.5),
                          ("stop", 5), ("stop", ["x"] * 17), ("logit_bias", {"abc": 1}), ("logit_bias", {"1": 500}),
                          ("presence_penalty", 9), ("top_k", -1), ("stream_options", 3), ("logprobs", "yes"),
                          ("top_logprobs", 2)]:
@@ -209,9 +209,12 @@ def test_bad_input(srv):
     # null (and an empty tools list) count as absent, "user" has no effect on what is generated
     e = assert_error(post(srv, "/chat/completions", {**ok, "frobnicate": {"x": [1, 2]}}, k), 400, param="frobnicate")
     assert "Unrecognized" in e["message"]
-    for field, value in [("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "auto")]:
+    for field, value in [("functions", [{"name": "f"}]), ("function_call", "auto")]:
         e = assert_error(post(srv, "/chat/completions", {**ok, field: value}, k), 400, param=field)
         assert "not supported" in e["message"], e
+    e = assert_error(post(srv, "/completions", {"model": "smollm2", "prompt": "x", "tools": [{"type": "function"}]}, k),
+                     400, param="tools")
+    assert "chat completions only" in e["message"], e
     assert_error(post(srv, "/chat/completions", {**ok, "prompt": "x"}, k), 400, param="prompt")
     assert_error(post(srv, "/completions", {"model": "smollm2", "prompt": "x", "messages": PROMPT}, k), 400,
                  param="messages")
@@ -803,8 +806,9 @@ def test_structured_output(srv):
         jsonschema.validate(json.loads(text), schema)
     # (prompts whose greedy answer ends: a 135M model may also ramble on inside an object until
     # max_tokens, which a grammar cannot prevent)
-    for prompt in ["Give me a JSON object with your name.", "JSON: a point with x and y.",
-                   "Give the capital of France as JSON."]:
+    # (SmolLM2's own template, with its default system prompt, renders these chats since issue 13)
+    for prompt in ["Give me a JSON object with your name and age.", "JSON: a point with x and y.",
+                   "Give the capital of Italy as JSON."]:
         r = c.chat.completions.create(model="smollm2", max_tokens=400, temperature=0,
                                       messages=[{"role": "user", "content": prompt}],
                                       response_format={"type": "json_object"})
