@@ -272,8 +272,7 @@ static void test_keys(void) {
     CHECK_EQ_INT(realm_registry_key_add(r, "a", "main", k1, sizeof k1, &err), REALM_OK);
     CHECK_EQ_INT(realm_registry_key_add(r, "a", "main", k2, sizeof k2, &err), REALM_E_STATE);
     CHECK_EQ_INT(realm_registry_key_add(r, "a", NULL, k2, sizeof k2, &err), REALM_OK);
-    CHECK_EQ_INT(realm_registry_key_add(r, "ghost", NULL, k2, sizeof k2, &err),
-                 REALM_E_NOT_FOUND);
+    CHECK_EQ_INT(realm_registry_key_add(r, "ghost", NULL, k2, sizeof k2, &err), REALM_E_NOT_FOUND);
     CHECK_EQ_INT(realm_registry_admin_key_add(r, "ops", ka, sizeof ka, &err), REALM_OK);
 
     struct realm_reg_key k;
@@ -300,7 +299,8 @@ static void test_keys(void) {
     CHECK_EQ_INT(realm_registry_key_add_hash(r, "b", NULL, "xyz", &err), REALM_E_INVALID);
     char hx[REALM_KEY_HASH_HEX + 1];
     realm_key_hash("imported", 8, hx);
-    for (char *p = hx; *p; p++) *p = (char)toupper((unsigned char)*p);
+    for (char *p = hx; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
     CHECK_EQ_INT(realm_registry_key_add_hash(r, "b", NULL, hx, &err), REALM_OK);
     CHECK_EQ_INT(realm_registry_key_lookup(r, "imported", 8, &k, &err), REALM_OK);
     CHECK(k.tenant && !strcmp(k.tenant, "b") && k.prefix == NULL && !strncmp(k.label, "hash-", 5));
@@ -362,7 +362,8 @@ static void test_guests(void) {
     CHECK_EQ_INT(realm_registry_tenant_create(r, &t, &err), REALM_OK);
     static const unsigned char m1[] = {0, 'a', 's', 'm', 1, 0, 0, 0, 0xff, 0x00, 0x7f};
     unsigned char m2[70000];
-    for (size_t i = 0; i < sizeof m2; i++) m2[i] = (unsigned char)(i * 7 + 3);
+    for (size_t i = 0; i < sizeof m2; i++)
+        m2[i] = (unsigned char)(i * 7 + 3);
     struct realm_reg_guest g1, g2, g;
     CHECK_EQ_INT(realm_registry_guest_add(r, "nobody", m1, sizeof m1, true, &g1, &err),
                  REALM_E_NOT_FOUND);
@@ -456,8 +457,9 @@ static void test_usage(void) {
     CHECK_EQ_INT(realm_registry_usage_query(r, "odd", 0, 0, &us, &n, &err), REALM_OK);
     CHECK_EQ_INT(n, 5);
     if (n == 5)
-        CHECK(us[0].finished_at == 2001 && us[4].finished_at == 2009 && !strcmp(us[1].key_label, "") &&
-              us[1].completion_tokens == 30 && !strcmp(us[0].outcome, "ok"));
+        CHECK(us[0].finished_at == 2001 && us[4].finished_at == 2009 &&
+              !strcmp(us[1].key_label, "") && us[1].completion_tokens == 30 &&
+              !strcmp(us[0].outcome, "ok"));
     realm_reg_usages_free(us, n);
     CHECK_EQ_INT(realm_registry_usage_query(r, NULL, 2002, 2005, &us, &n, &err), REALM_OK);
     CHECK_EQ_INT(n, 3);
@@ -558,8 +560,10 @@ static void test_concurrent(void) {
     CHECK_EQ_INT(realm_registry_tenant_create(r, &s, &err), REALM_OK);
     struct worker w[4] = {{.r = r}, {.r = r}, {.r = r2}, {.r = r2}};
     pthread_t th[4];
-    for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, create_same, &w[i]);
-    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, create_same, &w[i]);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
     int ok = 0, taken = 0, other = 0;
     for (int i = 0; i < 4; i++) {
         ok += w[i].ok;
@@ -652,8 +656,9 @@ static void test_open_dispatch(void) {
     CHECK(!realm_registry_spec_is_postgres("/var/lib/realm"));
     CHECK(!realm_registry_spec_is_postgres("postgres"));
     char shown[128];
-    CHECK(!strcmp(realm_registry_spec_display("postgresql://u:s3cret@h:5432/db", shown, sizeof shown),
-                  "postgresql://u:***@h:5432/db"));
+    CHECK(
+        !strcmp(realm_registry_spec_display("postgresql://u:s3cret@h:5432/db", shown, sizeof shown),
+                "postgresql://u:***@h:5432/db"));
     CHECK(!strcmp(realm_registry_spec_display("postgres://u:p@h/db?sslmode=require&password=x&a=b",
                                               shown, sizeof shown),
                   "postgres://u:***@h/db?sslmode=require&password=***&a=b"));

@@ -23,32 +23,37 @@
 #define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: realm serve [--config FILE.json] [--state DIR|--registry URL] [--host ADDR] [--port N] [-m NAME=PATH ...]\n"
-            "                   [--guest FILE.wasm] [--max-inflight N] [--kv-memory MB] [--verbose]\n"
-            "\n"
-            "Serves the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health,\n"
-            "/metrics). Every request runs in its tenant's WebAssembly guest.\n"
-            "\n"
-            "  --config FILE   JSON configuration: models, tenants (API key hashes, limits, guests)\n"
-            "  --state DIR     tenants, keys, limits, guests and the usage ledger in DIR's registry,\n"
-            "                  changed at run time through the admin API (/admin/v1) or `realm admin`;\n"
-            "                  on an empty state an admin key is created and printed once\n"
-            "  --registry URL  the same with a shared registry: postgresql://user@host/db (PostgreSQL,\n"
-            "                  several nodes; guest modules cached in $REALM_REGISTRY_CACHE) or a DIR\n"
-            "  --host ADDR     bind address (default 127.0.0.1, or the config's)\n"
-            "  --port N        port (default 8080, or the config's; 0 picks a free one)\n"
-            "  -m NAME=PATH    serve a GGUF model under NAME (repeatable; PATH alone: its file name)\n"
-            "  --guest FILE    the default orchestrator guest (default: guest/default.wasm next to\n"
-            "                  this executable)\n"
-            "  --max-inflight N  requests generating at once (default 64)\n"
-            "  --kv-memory MB  paged KV cache pool per model, shared by all tenants (default 1024)\n"
-            "  --verbose       log requests and server events to stderr\n"
-            "\n"
-            "Without a config (or one with no tenants) a tenant \"default\" is created with a fresh API\n"
-            "key, printed once. Without models the default model (~/.cache/realm/models/%s)\n"
-            "is served as \"%s\". `realm key add TENANT --config FILE` adds keys to a config.\n",
-            DEFAULT_MODEL_FILE, DEFAULT_MODEL_NAME);
+    fprintf(
+        f,
+        "usage: realm serve [--config FILE.json] [--state DIR|--registry URL] [--host ADDR] "
+        "[--port N] [-m NAME=PATH ...]\n"
+        "                   [--guest FILE.wasm] [--max-inflight N] [--kv-memory MB] [--verbose]\n"
+        "\n"
+        "Serves the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health,\n"
+        "/metrics). Every request runs in its tenant's WebAssembly guest.\n"
+        "\n"
+        "  --config FILE   JSON configuration: models, tenants (API key hashes, limits, guests)\n"
+        "  --state DIR     tenants, keys, limits, guests and the usage ledger in DIR's registry,\n"
+        "                  changed at run time through the admin API (/admin/v1) or `realm "
+        "admin`;\n"
+        "                  on an empty state an admin key is created and printed once\n"
+        "  --registry URL  the same with a shared registry: postgresql://user@host/db "
+        "(PostgreSQL,\n"
+        "                  several nodes; guest modules cached in $REALM_REGISTRY_CACHE) or a DIR\n"
+        "  --host ADDR     bind address (default 127.0.0.1, or the config's)\n"
+        "  --port N        port (default 8080, or the config's; 0 picks a free one)\n"
+        "  -m NAME=PATH    serve a GGUF model under NAME (repeatable; PATH alone: its file name)\n"
+        "  --guest FILE    the default orchestrator guest (default: guest/default.wasm next to\n"
+        "                  this executable)\n"
+        "  --max-inflight N  requests generating at once (default 64)\n"
+        "  --kv-memory MB  paged KV cache pool per model, shared by all tenants (default 1024)\n"
+        "  --verbose       log requests and server events to stderr\n"
+        "\n"
+        "Without a config (or one with no tenants) a tenant \"default\" is created with a fresh "
+        "API\n"
+        "key, printed once. Without models the default model (~/.cache/realm/models/%s)\n"
+        "is served as \"%s\". `realm key add TENANT --config FILE` adds keys to a config.\n",
+        DEFAULT_MODEL_FILE, DEFAULT_MODEL_NAME);
 }
 
 /* guest/default.wasm beside the executable (build/realm → build/guest/default.wasm). */
@@ -117,7 +122,9 @@ static int ensure_admin_key(const char *dir, char *out, size_t cap) {
     realm_reg_keys_free(ks, n);
     realm_registry_close(reg);
     char shown[512];
-    if (rc) cli_error("serve: state %s: %s", realm_registry_spec_display(dir, shown, sizeof shown), err.msg);
+    if (rc)
+        cli_error("serve: state %s: %s", realm_registry_spec_display(dir, shown, sizeof shown),
+                  err.msg);
     return rc ? 1 : 0;
 }
 
@@ -196,7 +203,8 @@ int cmd_serve(int argc, char **argv) {
     }
     struct realm_server *srv = NULL;
     char key[REALM_KEY_LEN + 1] = "", admin_key[REALM_KEY_LEN + 1] = "";
-    if (state && (realm_server_config_set_state_dir(cfg, state) || ensure_admin_key(state, admin_key, sizeof admin_key)))
+    if (state && (realm_server_config_set_state_dir(cfg, state) ||
+                  ensure_admin_key(state, admin_key, sizeof admin_key)))
         goto out_cfg;
     if (host && realm_server_config_set_host(cfg, host)) {
         cli_error("serve: out of memory");
@@ -211,9 +219,11 @@ int cmd_serve(int argc, char **argv) {
     if (cfg->n_models == 0) {
         const char *home = getenv("HOME");
         char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/.cache/realm/models/%s", home ? home : "", DEFAULT_MODEL_FILE);
+        snprintf(path, sizeof path, "%s/.cache/realm/models/%s", home ? home : "",
+                 DEFAULT_MODEL_FILE);
         if (access(path, R_OK) != 0) {
-            cli_error("serve: no model given and the default model %s is missing (run scripts/fetch-models.sh "
+            cli_error("serve: no model given and the default model %s is missing (run "
+                      "scripts/fetch-models.sh "
                       "smollm2, or pass -m NAME=PATH)",
                       path);
             goto out_cfg;
@@ -227,8 +237,9 @@ int cmd_serve(int argc, char **argv) {
         char path[PATH_MAX];
         if (!guest && default_guest_path(path, sizeof path) == 0) guest = path;
         if (!guest || access(guest, R_OK) != 0) {
-            cli_error("serve: default guest %s not found (build it with make, or pass --guest FILE.wasm)",
-                      guest ? guest : "guest/default.wasm");
+            cli_error(
+                "serve: default guest %s not found (build it with make, or pass --guest FILE.wasm)",
+                guest ? guest : "guest/default.wasm");
             goto out_cfg;
         }
         if (realm_server_config_set_default_guest(cfg, guest)) {
@@ -239,7 +250,8 @@ int cmd_serve(int argc, char **argv) {
     if (cfg->n_tenants == 0 && !state) {
         struct realm_tenant_spec *t;
         char hex[REALM_KEY_HASH_HEX + 1];
-        if (realm_key_generate(key, sizeof key) || realm_server_config_add_tenant(cfg, "default", &t, &err)) {
+        if (realm_key_generate(key, sizeof key) ||
+            realm_server_config_add_tenant(cfg, "default", &t, &err)) {
             cli_error("serve: cannot create the default tenant");
             goto out_cfg;
         }
@@ -267,32 +279,40 @@ int cmd_serve(int argc, char **argv) {
     printf("realm serve: listening on http://%s%s%s:%u\n", v6 ? "[" : "", shown, v6 ? "]" : "",
            (unsigned)realm_server_port(srv));
     printf("  models:");
-    for (size_t i = 0; i < cfg->n_models; i++) printf(" %s", cfg->models[i].name);
+    for (size_t i = 0; i < cfg->n_models; i++)
+        printf(" %s", cfg->models[i].name);
     if (state) {
         char reg_shown[512];
-        printf("\n  state: %s (tenants from its registry)\n", realm_registry_spec_display(state, reg_shown, sizeof reg_shown));
+        printf("\n  state: %s (tenants from its registry)\n",
+               realm_registry_spec_display(state, reg_shown, sizeof reg_shown));
     } else {
         printf("  tenants:");
-        for (size_t i = 0; i < cfg->n_tenants; i++) printf(" %s", cfg->tenants[i].id);
+        for (size_t i = 0; i < cfg->n_tenants; i++)
+            printf(" %s", cfg->tenants[i].id);
         printf("\n");
     }
     if (admin_key[0])
         printf("  admin key (shown once; only its hash is kept): %s\n"
-               "  add a tenant: curl http://%s%s%s:%u/admin/v1/tenants -H 'Authorization: Bearer %s' -d '{\"id\": \"t1\"}'\n",
-               admin_key, v6 ? "[" : "", shown, v6 ? "]" : "", (unsigned)realm_server_port(srv), admin_key);
+               "  add a tenant: curl http://%s%s%s:%u/admin/v1/tenants -H 'Authorization: Bearer "
+               "%s' -d '{\"id\": \"t1\"}'\n",
+               admin_key, v6 ? "[" : "", shown, v6 ? "]" : "", (unsigned)realm_server_port(srv),
+               admin_key);
     if (key[0]) {
         printf("  API key for tenant \"default\" (shown once; only its hash is kept): %s\n", key);
         printf("  try: curl http://%s%s%s:%u/v1/chat/completions -H 'Authorization: Bearer %s' \\\n"
                "         -H 'Content-Type: application/json' \\\n"
-               "         -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'\n",
-               v6 ? "[" : "", shown, v6 ? "]" : "", (unsigned)realm_server_port(srv), key, cfg->models[0].name);
+               "         -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": "
+               "\"Hello!\"}]}'\n",
+               v6 ? "[" : "", shown, v6 ? "]" : "", (unsigned)realm_server_port(srv), key,
+               cfg->models[0].name);
     }
     fflush(stdout);
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {
     }
-    fprintf(stderr, "realm serve: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    fprintf(stderr, "realm serve: %s received, shutting down\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM");
     realm_server_free(srv);
     fprintf(stderr, "realm serve: stopped\n");
     rc = 0;

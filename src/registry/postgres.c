@@ -321,8 +321,7 @@ static int tx_end(struct pg_registry *r, int rc, struct realm_err *err) {
     if (r->depth == 0) {
         if (rc == REALM_OK) {
             rc = exec_sql(r, "COMMIT", err);
-            if (rc && PQtransactionStatus(r->conn) != PQTRANS_IDLE)
-                exec_sql(r, "ROLLBACK", NULL);
+            if (rc && PQtransactionStatus(r->conn) != PQTRANS_IDLE) exec_sql(r, "ROLLBACK", NULL);
         } else if (PQtransactionStatus(r->conn) != PQTRANS_IDLE) {
             exec_sql(r, "ROLLBACK", NULL);
         }
@@ -389,8 +388,8 @@ static int setup_schema(struct pg_registry *r, struct realm_err *err) {
     /* nodes starting together: one creates, the others wait and then see the tables */
     rc = exec_sql(r, "SELECT pg_advisory_xact_lock(" SCHEMA_LOCK ")", err);
     if (!rc)
-        rc = scalar(r, &exists, NULL, err,
-                    "SELECT (to_regclass('realm_meta') IS NOT NULL)::int", "");
+        rc = scalar(r, &exists, NULL, err, "SELECT (to_regclass('realm_meta') IS NOT NULL)::int",
+                    "");
     if (!rc && exists) {
         rc = scalar(r, &ver, &found, err, "SELECT v FROM realm_meta WHERE k = 'schema'", "");
         if (!rc && (!found || ver > SCHEMA_VERSION))
@@ -543,13 +542,13 @@ static int pg_tenant_create(struct realm_registry *base, const struct realm_reg_
     if (rc == REALM_OK)
         rc = realm_err_set(err, REALM_E_STATE, "registry: tenant %s exists", t->id);
     else if (rc == REALM_E_NOT_FOUND)
-        rc = run(r, NULL, err,
-                 "INSERT INTO realm_tenants(id, created_at, all_models, max_concurrent,"
-                 " tokens_per_minute, max_tokens_per_request, guest_memory_bytes, kv_blocks,"
-                 " init_wall_ms, generate_wall_ms, host_memory_bytes)"
-                 " VALUES($1, $2, $3 <> 0, $4, $5, $6, $7, $8, $9, $10, $11)",
-                 "tiiiiiiiiii", t->id, reg_now_ms(), (int64_t)t->all_models,
-                 LIMIT_ARGS(&t->limits));
+        rc =
+            run(r, NULL, err,
+                "INSERT INTO realm_tenants(id, created_at, all_models, max_concurrent,"
+                " tokens_per_minute, max_tokens_per_request, guest_memory_bytes, kv_blocks,"
+                " init_wall_ms, generate_wall_ms, host_memory_bytes)"
+                " VALUES($1, $2, $3 <> 0, $4, $5, $6, $7, $8, $9, $10, $11)",
+                "tiiiiiiiiii", t->id, reg_now_ms(), (int64_t)t->all_models, LIMIT_ARGS(&t->limits));
     if (!rc) rc = put_models(r, t, err);
     if (!rc) rc = bump_generation(r, err);
     return tx_end(r, rc, err);
@@ -748,12 +747,12 @@ static int insert_key(struct pg_registry *r, const char *tenant, const char *lab
             rc = realm_err_set(err, REALM_E_STATE, "registry: that key is already stored");
     }
     if (!rc) {
-        rc = run(r, NULL, err, q->insert, "ttttti", tenant, hash, head, label, prefix,
-                 reg_now_ms());
+        rc =
+            run(r, NULL, err, q->insert, "ttttti", tenant, hash, head, label, prefix, reg_now_ms());
         if (rc == REALM_E_STATE)
-            rc = realm_err_set(err, REALM_E_STATE,
-                               "registry: %s: the label '%s' or that key exists", who(tenant),
-                               label);
+            rc =
+                realm_err_set(err, REALM_E_STATE, "registry: %s: the label '%s' or that key exists",
+                              who(tenant), label);
     }
     if (!rc) rc = bump_generation(r, err);
     return tx_end(r, rc, err);
@@ -977,8 +976,9 @@ static int get_guest(struct pg_registry *r, const char *tenant, int64_t version,
 /* Makes `version` (0: none) the only active version of tenant. */
 static int set_active(struct pg_registry *r, const char *tenant, int64_t version,
                       struct realm_err *err) {
-    int rc = run(r, NULL, err,
-                 "UPDATE realm_guests SET active = false WHERE tenant = $1 AND active", "t", tenant);
+    int rc =
+        run(r, NULL, err, "UPDATE realm_guests SET active = false WHERE tenant = $1 AND active",
+            "t", tenant);
     if (!rc && version)
         rc = run(r, NULL, err,
                  "UPDATE realm_guests SET active = true WHERE tenant = $1 AND version = $2", "ti",
@@ -1064,8 +1064,8 @@ static int pg_guest_rollback(struct realm_registry *base, const char *tenant,
                            "registry: tenant %s has no active guest to roll back from", tenant);
     if (!rc)
         rc = scalar(r, &prev, &found, err,
-                    "SELECT max(version) FROM realm_guests WHERE tenant = $1 AND version < $2", "ti",
-                    tenant, cur.version);
+                    "SELECT max(version) FROM realm_guests WHERE tenant = $1 AND version < $2",
+                    "ti", tenant, cur.version);
     if (!rc && !found)
         rc = realm_err_set(err, REALM_E_NOT_FOUND,
                            "registry: tenant %s has no version older than %lld", tenant,
@@ -1150,9 +1150,9 @@ static int fetch_guest(struct pg_registry *r, const char *sha, struct realm_err 
         size_t len = (size_t)PQgetlength(res, 0, 0);
         rc = reg_guest_store(r->base.dir, data, len, got, err);
         if (!rc && strcmp(got, h))
-            rc = realm_err_set(err, REALM_E_FORMAT,
-                               "registry: guest module %.16s…: stored bytes hash to %.16s…", h,
-                               got);
+            rc =
+                realm_err_set(err, REALM_E_FORMAT,
+                              "registry: guest module %.16s…: stored bytes hash to %.16s…", h, got);
     }
     PQclear(res);
     return rc;
@@ -1182,11 +1182,12 @@ static int pg_usage_append(struct realm_registry *base, const struct realm_reg_u
         return realm_err_set(err, REALM_E_INVALID, "registry: usage row: negative count");
     int rc = tx_begin(r, TX_APPEND, err);
     if (rc) return rc;
-    rc = run(r, NULL, err,
-             "INSERT INTO realm_usage(tenant, model, key_label, prompt_tokens, completion_tokens,"
-             " host_ms, outcome, started_at, finished_at) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-             "tttiiitii", u->tenant, u->model, u->key_label ? u->key_label : "", u->prompt_tokens,
-             u->completion_tokens, u->host_ms, u->outcome, u->started_at, u->finished_at);
+    rc = run(
+        r, NULL, err,
+        "INSERT INTO realm_usage(tenant, model, key_label, prompt_tokens, completion_tokens,"
+        " host_ms, outcome, started_at, finished_at) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "tttiiitii", u->tenant, u->model, u->key_label ? u->key_label : "", u->prompt_tokens,
+        u->completion_tokens, u->host_ms, u->outcome, u->started_at, u->finished_at);
     return tx_end(r, rc, err);
 }
 

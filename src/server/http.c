@@ -35,17 +35,17 @@
 
 /* Per-connection request state (MHD's con_cls). */
 struct http_req {
-    double t_begin;        /* headers complete (the body must arrive within read_timeout_s) */
+    double t_begin;            /* headers complete (the body must arrive within read_timeout_s) */
     struct srv_tenant *tenant; /* authenticated from the headers, before any body byte is kept */
-    bool admin;            /* an operator key (full /metrics; the admin API in state mode) */
-    char key_label[129];   /* state mode: the key's label (for the usage ledger) */
-    size_t body_max;       /* this route's body limit (max_body_bytes, or max_guest_bytes for uploads) */
+    bool admin;                /* an operator key (full /metrics; the admin API in state mode) */
+    char key_label[129];       /* state mode: the key's label (for the usage ledger) */
+    size_t body_max; /* this route's body limit (max_body_bytes, or max_guest_bytes for uploads) */
     struct realm_buf body;
-    bool too_large;        /* over max_body_bytes: the rest is read and dropped, then 413 */
-    size_t drained;        /* bytes dropped so far */
-    bool responded;        /* a response was queued before the body ended (413) */
+    bool too_large; /* over max_body_bytes: the rest is read and dropped, then 413 */
+    size_t drained; /* bytes dropped so far */
+    bool responded; /* a response was queued before the body ended (413) */
     enum srv_endpoint ep;
-    struct srv_job *job;   /* this request's reference, if a job was admitted */
+    struct srv_job *job; /* this request's reference, if a job was admitted */
 };
 
 /* MHD's per-connection inactivity limit: while headers or a body are read, and between requests
@@ -59,7 +59,8 @@ static unsigned read_timeout(const struct realm_server *s) {
 
 static enum MHD_Result queue_body(struct MHD_Connection *c, int status, char *body, size_t len,
                                   const char *content_type, int retry_after) {
-    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, body, realm_free);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer_with_free_callback(len, body, realm_free);
     if (!r) {
         realm_free(body);
         return MHD_NO;
@@ -80,8 +81,9 @@ static enum MHD_Result queue_body(struct MHD_Connection *c, int status, char *bo
     return ok;
 }
 
-static enum MHD_Result send_buf(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c, int status,
-                                struct realm_buf *b, const char *content_type) {
+static enum MHD_Result send_buf(struct realm_server *s, struct http_req *hr,
+                                struct MHD_Connection *c, int status, struct realm_buf *b,
+                                const char *content_type) {
     srv_metrics_http(&s->metrics, hr->ep, status);
     char *data = b->data;
     size_t len = b->len;
@@ -95,8 +97,8 @@ static enum MHD_Result send_buf(struct realm_server *s, struct http_req *hr, str
     return queue_body(c, status, data, len, content_type, 0);
 }
 
-static enum MHD_Result send_error(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
-                                  const struct srv_error *e) {
+static enum MHD_Result send_error(struct realm_server *s, struct http_req *hr,
+                                  struct MHD_Connection *c, const struct srv_error *e) {
     srv_metrics_http(&s->metrics, hr->ep, e->http);
     size_t len;
     char *body = srv_error_json(e, &len);
@@ -107,7 +109,8 @@ static enum MHD_Result send_error(struct realm_server *s, struct http_req *hr, s
 /* ---- client liveness ---- */
 
 static int conn_fd(struct MHD_Connection *c) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     return ci ? ci->connect_fd : -1;
 }
 
@@ -120,7 +123,9 @@ static bool client_gone(int fd) {
     return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
-static void job_cancel(struct srv_job *j) { realm_sbx_request_cancel(&j->sreq); }
+static void job_cancel(struct srv_job *j) {
+    realm_sbx_request_cancel(&j->sreq);
+}
 
 /* The client went away before its response ended: cancel, and count it once. */
 static void client_left(struct srv_job *j) {
@@ -194,7 +199,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
             rc = srv_openai_chunk(&j->sse, j, j->pending.data, j->pending.len, NULL, false);
             realm_buf_reset(&j->pending);
             pthread_cond_broadcast(&j->cv); /* wakes an emit waiting on back-pressure */
-        } else { /* done */
+        } else {                            /* done */
             rc = srv_openai_trailer(&j->sse, j);
             j->sse_phase = 3;
         }
@@ -213,13 +218,14 @@ static void sse_free(void *cls) {
     srv_job_unref(j);
 }
 
-static enum MHD_Result start_stream(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
-                                    struct srv_job *j) {
+static enum MHD_Result start_stream(struct realm_server *s, struct http_req *hr,
+                                    struct MHD_Connection *c, struct srv_job *j) {
     atomic_fetch_add(&j->refs, 1); /* the reader's */
     atomic_fetch_add(&s->metrics.streams_open, 1);
     j->conn = c;
     arm_stall_timer(j);
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, j, sse_free);
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, j, sse_free);
     if (!r) {
         sse_free(j);
         return MHD_NO;
@@ -238,15 +244,17 @@ static enum MHD_Result start_stream(struct realm_server *s, struct http_req *hr,
 /* Who is calling, from the Authorization header: a tenant (*tenant) or an operator (*admin).
  * Every stored digest is compared, so the time taken tells neither whether the key is an admin's
  * nor which tenant's it is. Returns false with a 401 in *e. */
-static bool authenticate(struct realm_server *s, struct MHD_Connection *c, struct srv_tenant **tenant, bool *admin,
-                         char *label, size_t label_cap, struct srv_error *e) {
+static bool authenticate(struct realm_server *s, struct MHD_Connection *c,
+                         struct srv_tenant **tenant, bool *admin, char *label, size_t label_cap,
+                         struct srv_error *e) {
     *tenant = NULL;
     *admin = false;
     label[0] = '\0';
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || !h[0]) {
         srv_error_set(e, 401, "invalid_request_error", "missing_api_key", NULL,
-                      "You didn't provide an API key. Send it in an Authorization header: \"Authorization: Bearer KEY\".");
+                      "You didn't provide an API key. Send it in an Authorization header: "
+                      "\"Authorization: Bearer KEY\".");
         return false;
     }
     if (strncasecmp(h, "Bearer ", 7) != 0) {
@@ -255,16 +263,19 @@ static bool authenticate(struct realm_server *s, struct MHD_Connection *c, struc
         return false;
     }
     const char *key = h + 7;
-    while (*key == ' ') key++;
+    while (*key == ' ')
+        key++;
     size_t len = strlen(key);
-    while (len && key[len - 1] == ' ') len--;
+    while (len && key[len - 1] == ' ')
+        len--;
     if (s->state) return srv_state_auth(s, key, len, tenant, admin, label, label_cap, e);
     unsigned char d[32];
     srv_sha256(key, len, d);
-    *admin = srv_key_matches(d, (const unsigned char (*)[32])s->admin_keys, s->n_admin_keys);
+    *admin = srv_key_matches(d, (const unsigned char(*)[32])s->admin_keys, s->n_admin_keys);
     *tenant = srv_tenant_auth(s->tenants, s->n_tenants, key, len);
     if (!*tenant && !*admin) {
-        srv_error_set(e, 401, "invalid_request_error", "invalid_api_key", NULL, "Incorrect API key provided.");
+        srv_error_set(e, 401, "invalid_request_error", "invalid_api_key", NULL,
+                      "Incorrect API key provided.");
         return false;
     }
     return true;
@@ -280,24 +291,27 @@ static bool need_tenant(const struct http_req *hr, struct srv_error *e) {
 
 /* ---- routes ---- */
 
-static enum MHD_Result route_generate(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
-                                      enum srv_kind kind) {
+static enum MHD_Result route_generate(struct realm_server *s, struct http_req *hr,
+                                      struct MHD_Connection *c, enum srv_kind kind) {
     struct srv_error e;
     if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
     struct srv_tenant *t = hr->tenant;
     if (atomic_load(&s->draining)) {
-        srv_error_set(&e, 503, "server_error", "server_shutting_down", NULL, "The server is shutting down.");
+        srv_error_set(&e, 503, "server_error", "server_shutting_down", NULL,
+                      "The server is shutting down.");
         e.retry_after = 1;
         return send_error(s, hr, c, &e);
     }
     struct srv_request req;
     const char *body = hr->body.data ? hr->body.data : "";
-    if (srv_request_parse(s->cfg, t->spec, kind, body, hr->body.len, &req, &e)) return send_error(s, hr, c, &e);
+    if (srv_request_parse(s->cfg, t->spec, kind, body, hr->body.len, &req, &e))
+        return send_error(s, hr, c, &e);
     realm_buf_free(&hr->body); /* the guest request is a separate copy */
     memcpy(req.key_label, hr->key_label, sizeof req.key_label);
     int64_t reserved = 0;
     /* n choices may each use max_tokens: the reservation covers them all */
-    const int64_t want = req.max_tokens > 0 ? (int64_t)req.max_tokens * (req.n > 0 ? req.n : 1) : req.max_tokens;
+    const int64_t want =
+        req.max_tokens > 0 ? (int64_t)req.max_tokens * (req.n > 0 ? req.n : 1) : req.max_tokens;
     if (srv_tenant_admit(t, want, &reserved, &e)) {
         atomic_fetch_add(&t->st.rejected_limit, 1);
         srv_request_free(&req);
@@ -323,13 +337,13 @@ static enum MHD_Result route_generate(struct realm_server *s, struct http_req *h
     pthread_mutex_lock(&j->mu);
     bool failed_early = j->done && !j->any_output && j->result.status != REALM_OK;
     pthread_mutex_unlock(&j->mu);
-    if (!j->req.stream) MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, read_timeout(s));
+    if (!j->req.stream)
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, read_timeout(s));
     if (failed_early) { /* nothing was produced: a proper HTTP error */
         srv_openai_error(j, &e);
         return send_error(s, hr, c, &e);
     }
     if (j->req.stream) return start_stream(s, hr, c, j);
-
 
     /* non-streamed: the job is done */
     if (j->result.status != REALM_OK && j->result.status != REALM_E_CONTEXT_FULL) {
@@ -344,8 +358,8 @@ static enum MHD_Result route_generate(struct realm_server *s, struct http_req *h
     return send_buf(s, hr, c, 200, &b, "application/json");
 }
 
-static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
-                                    const char *one) {
+static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr,
+                                    struct MHD_Connection *c, const char *one) {
     struct srv_error e;
     if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
     struct srv_tenant *t = hr->tenant;
@@ -361,8 +375,8 @@ static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr,
             }
         }
         realm_buf_free(&b);
-        srv_error_set(&e, 404, "invalid_request_error", "model_not_found", "model", "The model '%.200s' does not exist.",
-                      one);
+        srv_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+                      "The model '%.200s' does not exist.", one);
         return send_error(s, hr, c, &e);
     }
     rc = realm_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
@@ -383,7 +397,8 @@ static enum MHD_Result route_models(struct realm_server *s, struct http_req *hr,
 /* Readiness for load balancers and Kubernetes probes: 503 while draining, without a model, or
  * (state mode) while the registry cannot be read — a node that cannot check keys or see tenant
  * changes should get no traffic. The registry check is one indexed read (the generation). */
-static enum MHD_Result route_health(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
+static enum MHD_Result route_health(struct realm_server *s, struct http_req *hr,
+                                    struct MHD_Connection *c) {
     struct realm_buf b = {0};
     bool draining = atomic_load(&s->draining);
     struct realm_registry *reg = srv_state_registry(s);
@@ -391,8 +406,13 @@ static enum MHD_Result route_health(struct realm_server *s, struct http_req *hr,
     bool reg_ok = !reg || realm_registry_generation(reg, &gen, NULL) == REALM_OK;
     bool ready = !draining && reg_ok && s->cfg->n_models > 0;
     const char *status = draining ? "draining" : ready ? "ok" : "unavailable";
-    if (realm_buf_printf(&b, "{\"status\":\"%s\",\"ready\":%s,\"registry\":\"%s\",\"uptime_s\":%.3f,\"active\":%lld,\"models\":",
-                         status, ready ? "true" : "false", !reg ? "none" : reg_ok ? "ok" : "unreachable",
+    if (realm_buf_printf(&b,
+                         "{\"status\":\"%s\",\"ready\":%s,\"registry\":\"%s\",\"uptime_s\":%.3f,"
+                         "\"active\":%lld,\"models\":",
+                         status, ready ? "true" : "false",
+                         !reg     ? "none"
+                         : reg_ok ? "ok"
+                                  : "unreachable",
                          realm_now_s() - s->t_start, (long long)atomic_load(&s->metrics.active)) ||
         realm_buf_printf(&b, "%zu,\"tenants\":%zu}\n", s->cfg->n_models, s->n_tenants)) {
         realm_buf_free(&b);
@@ -401,7 +421,8 @@ static enum MHD_Result route_health(struct realm_server *s, struct http_req *hr,
     return send_buf(s, hr, c, ready ? 200 : 503, &b, "application/json");
 }
 
-static enum MHD_Result route_metrics(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
+static enum MHD_Result route_metrics(struct realm_server *s, struct http_req *hr,
+                                     struct MHD_Connection *c) {
     /* public (if configured) or an operator key: everything; a tenant key: its own series only */
     const struct srv_tenant *only = s->cfg->metrics_public || hr->admin ? NULL : hr->tenant;
     struct realm_buf b = {0};
@@ -418,13 +439,14 @@ static const struct realm_tokenizer *tokenizer_of(void *ctx, size_t model) {
 
 /* POST /tokenize, /detokenize: host work on the connection's thread, bounded by max_body_bytes
  * (no tokens are generated, so nothing is charged against tokens_per_minute). */
-static enum MHD_Result route_tokenize(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
-                                      bool detokenize) {
+static enum MHD_Result route_tokenize(struct realm_server *s, struct http_req *hr,
+                                      struct MHD_Connection *c, bool detokenize) {
     struct srv_error e;
     if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
     struct realm_buf b = {0};
     const char *body = hr->body.data ? hr->body.data : "";
-    if (srv_tokenize(s->cfg, hr->tenant->spec, tokenizer_of, s->backend, detokenize, body, hr->body.len, &b, &e)) {
+    if (srv_tokenize(s->cfg, hr->tenant->spec, tokenizer_of, s->backend, detokenize, body,
+                     hr->body.len, &b, &e)) {
         realm_buf_free(&b);
         return send_error(s, hr, c, &e);
     }
@@ -432,8 +454,8 @@ static enum MHD_Result route_tokenize(struct realm_server *s, struct http_req *h
 }
 
 /* The admin API and guest deployment (admin.c), state mode only. */
-static enum MHD_Result route_admin(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
-                                   const char *url, const char *method) {
+static enum MHD_Result route_admin(struct realm_server *s, struct http_req *hr,
+                                   struct MHD_Connection *c, const char *url, const char *method) {
     struct srv_admin_args a = {
         .tenant = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "tenant"),
         .since = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since"),
@@ -443,7 +465,8 @@ static enum MHD_Result route_admin(struct realm_server *s, struct http_req *hr, 
     struct realm_buf b = {0};
     const char *ctype = "application/json";
     const char *body = hr->body.data ? hr->body.data : "";
-    int status = srv_admin_route(s, method, url, hr->tenant, hr->admin, body, hr->body.len, &a, &b, &ctype, &e);
+    int status = srv_admin_route(s, method, url, hr->tenant, hr->admin, body, hr->body.len, &a, &b,
+                                 &ctype, &e);
     realm_buf_free(&hr->body);
     if (status < 0) {
         realm_buf_free(&b);
@@ -457,7 +480,8 @@ static enum MHD_Result route_admin(struct realm_server *s, struct http_req *hr, 
 static bool is_upload(const char *url, const char *method) {
     if (strcmp(method, "PUT")) return false;
     size_t n = strlen(url);
-    return !strcmp(url, "/v1/guest") || (!strncmp(url, "/admin/v1/tenants/", 18) && n > 6 && !strcmp(url + n - 6, "/guest"));
+    return !strcmp(url, "/v1/guest") ||
+           (!strncmp(url, "/admin/v1/tenants/", 18) && n > 6 && !strcmp(url + n - 6, "/guest"));
 }
 
 static enum srv_endpoint endpoint_of(const char *url) {
@@ -473,16 +497,17 @@ static enum srv_endpoint endpoint_of(const char *url) {
     return SRV_EP_OTHER;
 }
 
-static enum MHD_Result method_not_allowed(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
-                                          const char *method, const char *url) {
+static enum MHD_Result method_not_allowed(struct realm_server *s, struct http_req *hr,
+                                          struct MHD_Connection *c, const char *method,
+                                          const char *url) {
     struct srv_error e;
-    srv_error_set(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%.16s is not allowed on %.200s.", method,
-                  url);
+    srv_error_set(&e, 405, "invalid_request_error", "method_not_allowed", NULL,
+                  "%.16s is not allowed on %.200s.", method, url);
     return send_error(s, hr, c, &e);
 }
 
-static enum MHD_Result route(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c, const char *url,
-                             const char *method) {
+static enum MHD_Result route(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c,
+                             const char *url, const char *method) {
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
     switch (hr->ep) {
     case SRV_EP_CHAT:
@@ -507,17 +532,19 @@ static enum MHD_Result route(struct realm_server *s, struct http_req *hr, struct
         return route_admin(s, hr, c, url, method);
     default: {
         struct srv_error e;
-        srv_error_set(&e, 404, "invalid_request_error", "not_found", NULL, "Unknown request URL: %.16s %.200s.", method,
-                      url);
+        srv_error_set(&e, 404, "invalid_request_error", "not_found", NULL,
+                      "Unknown request URL: %.16s %.200s.", method, url);
         return send_error(s, hr, c, &e);
     }
     }
 }
 
-static enum MHD_Result too_large(struct realm_server *s, struct http_req *hr, struct MHD_Connection *c) {
+static enum MHD_Result too_large(struct realm_server *s, struct http_req *hr,
+                                 struct MHD_Connection *c) {
     struct srv_error e;
     srv_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
-                  "The request body is larger than this server's limit of %zu bytes.", hr->body_max);
+                  "The request body is larger than this server's limit of %zu bytes.",
+                  hr->body_max);
     hr->responded = true;
     realm_buf_free(&hr->body);
     return send_error(s, hr, c, &e);
@@ -541,8 +568,9 @@ static bool needs_key(const struct realm_server *s, enum srv_endpoint ep) {
     return true;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls) {
     (void)version;
     struct realm_server *s = cls;
     struct http_req *hr = *con_cls;
@@ -551,25 +579,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!hr) return MHD_NO;
         hr->ep = endpoint_of(url);
         hr->t_begin = realm_now_s();
-        hr->body_max = s->state && is_upload(url, method) ? s->cfg->max_guest_bytes : s->cfg->max_body_bytes;
+        hr->body_max =
+            s->state && is_upload(url, method) ? s->cfg->max_guest_bytes : s->cfg->max_body_bytes;
         *con_cls = hr;
         /* the key is checked from the headers, before a single body byte is kept: a client without
          * a valid key cannot make the server buffer anything */
         if (needs_key(s, hr->ep)) {
             struct srv_error e;
-            if (!authenticate(s, c, &hr->tenant, &hr->admin, hr->key_label, sizeof hr->key_label, &e)) {
+            if (!authenticate(s, c, &hr->tenant, &hr->admin, hr->key_label, sizeof hr->key_label,
+                              &e)) {
                 hr->responded = true;
                 return send_error(s, hr, c, &e);
             }
         }
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
             char *end;
             errno = 0;
             unsigned long long n = strtoull(cl, &end, 10);
             if (errno || *end || n > hr->body_max) {
                 hr->too_large = true;
-                if (expects_continue(c) || errno || *end || n > DRAIN_MAX_BYTES) return too_large(s, hr, c);
+                if (expects_continue(c) || errno || *end || n > DRAIN_MAX_BYTES)
+                    return too_large(s, hr, c);
             }
         }
         return MHD_YES;
@@ -578,10 +610,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         size_t n = *upload_size;
         *upload_size = 0;
         if (hr->responded) return MHD_YES;
-        if (realm_now_s() - hr->t_begin > s->cfg->read_timeout_s) { /* a body trickled in too slowly */
+        if (realm_now_s() - hr->t_begin >
+            s->cfg->read_timeout_s) { /* a body trickled in too slowly */
             struct srv_error e;
             srv_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
-                          "The request body did not arrive within %.0f seconds.", s->cfg->read_timeout_s);
+                          "The request body did not arrive within %.0f seconds.",
+                          s->cfg->read_timeout_s);
             hr->responded = true;
             realm_buf_free(&hr->body);
             return send_error(s, hr, c, &e);
@@ -602,12 +636,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return route(s, hr, c, url, method);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
     struct realm_server *s = cls;
     struct http_req *hr = *con_cls;
     if (!hr) return;
     if (hr->job) {
-        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) { /* back to the idle limit between requests */
+        if (toe ==
+            MHD_REQUEST_TERMINATED_COMPLETED_OK) { /* back to the idle limit between requests */
             MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
             MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, read_timeout(s));
         }
@@ -617,9 +653,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         pthread_mutex_unlock(&j->mu);
         /* MHD's timer ran out while a stream was being written: the reader stopped taking it for
          * stream_stall_s (arm_stall_timer), which is a stall whichever side noticed it first */
-        if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && j->req.stream && j->sse_phase != 0) srv_job_count_stall(j);
-        if (toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN) job_cancel(j);
-        else if (!done || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) client_left(j);
+        if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && j->req.stream && j->sse_phase != 0)
+            srv_job_count_stall(j);
+        if (toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+            job_cancel(j);
+        else if (!done || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            client_left(j);
         srv_reply_done(j->srv);
         srv_job_unref(j);
     }
@@ -634,19 +673,24 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
-    while (n && msg[n - 1] == '\n') msg[--n] = '\0';
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = '\0';
     realm_log(REALM_LOG_INFO, "http", "%s", msg);
 }
 
 /* ---- start / stop ---- */
 
 static int open_listener(struct realm_server *s, struct realm_err *err) {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char port[8];
     snprintf(port, sizeof port, "%u", (unsigned)s->cfg->port);
     int g = getaddrinfo(s->cfg->host, port, &hints, &res);
-    if (g) return realm_err_set(err, REALM_E_IO, "server: cannot resolve host '%s': %s", s->cfg->host, gai_strerror(g));
+    if (g)
+        return realm_err_set(err, REALM_E_IO, "server: cannot resolve host '%s': %s", s->cfg->host,
+                             gai_strerror(g));
     int fd = -1, e = 0;
     for (struct addrinfo *a = res; a; a = a->ai_next) {
         fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
@@ -668,8 +712,8 @@ static int open_listener(struct realm_server *s, struct realm_err *err) {
     }
     freeaddrinfo(res);
     if (fd < 0)
-        return realm_err_set(err, REALM_E_IO, "server: cannot listen on %s:%u: %s", s->cfg->host, (unsigned)s->cfg->port,
-                             strerror(e));
+        return realm_err_set(err, REALM_E_IO, "server: cannot listen on %s:%u: %s", s->cfg->host,
+                             (unsigned)s->cfg->port, strerror(e));
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
@@ -682,18 +726,20 @@ static int open_listener(struct realm_server *s, struct realm_err *err) {
 int http_start(struct realm_server *s, struct realm_err *err) {
     int rc = open_listener(s, err);
     if (rc) return rc;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG;
-    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                              MHD_OPTION_LISTEN_SOCKET, (MHD_socket)s->listen_fd, MHD_OPTION_CONNECTION_LIMIT,
-                              (unsigned)s->cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                              (unsigned)s->cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, read_timeout(s),
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                              (size_t)(64 * 1024), MHD_OPTION_END);
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    s->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)s->listen_fd, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)s->cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)s->cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, read_timeout(s),
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 * 1024), MHD_OPTION_END);
     if (!s->mhd) {
         close(s->listen_fd);
         s->listen_fd = -1;
-        return realm_err_set(err, REALM_E_INTERNAL, "server: libmicrohttpd failed to start on %s:%u", s->cfg->host,
+        return realm_err_set(err, REALM_E_INTERNAL,
+                             "server: libmicrohttpd failed to start on %s:%u", s->cfg->host,
                              (unsigned)s->port);
     }
     realm_log(REALM_LOG_INFO, "server", "listening on %s:%u", s->cfg->host, (unsigned)s->port);

@@ -27,10 +27,10 @@
 
 struct srv_state {
     struct realm_registry *reg;
-    pthread_mutex_t mu;    /* one sync at a time */
-    _Atomic uint64_t gen;  /* the registry generation the slots reflect */
-    bool loaded;           /* gen is meaningful */
-    bool shared;           /* a registry other nodes share (PostgreSQL): quotas cluster-wide */
+    pthread_mutex_t mu;   /* one sync at a time */
+    _Atomic uint64_t gen; /* the registry generation the slots reflect */
+    bool loaded;          /* gen is meaningful */
+    bool shared;          /* a registry other nodes share (PostgreSQL): quotas cluster-wide */
     struct realm_tenant_spec **specs; /* every spec made (current and retired), freed at the end */
     size_t n_specs, cap_specs;
 };
@@ -38,14 +38,16 @@ struct srv_state {
 static void spec_free(struct realm_tenant_spec *sp) {
     if (!sp) return;
     realm_free(sp->id);
-    for (size_t i = 0; i < sp->n_models; i++) realm_free(sp->models[i]);
+    for (size_t i = 0; i < sp->n_models; i++)
+        realm_free(sp->models[i]);
     realm_free(sp->models);
     realm_free(sp->guest);
     realm_free(sp);
 }
 
 /* A spec for registry tenant t whose active guest is at guest_path (NULL: the default one). */
-static struct realm_tenant_spec *spec_from(const struct realm_reg_tenant *t, const char *guest_path) {
+static struct realm_tenant_spec *spec_from(const struct realm_reg_tenant *t,
+                                           const char *guest_path) {
     struct realm_tenant_spec *sp = realm_calloc(1, sizeof *sp);
     if (!sp) return NULL;
     sp->id = realm_strndup(t->id, strlen(t->id));
@@ -66,7 +68,9 @@ static struct realm_tenant_spec *spec_from(const struct realm_reg_tenant *t, con
     return sp;
 }
 
-static bool same_str(const char *a, const char *b) { return (!a && !b) || (a && b && !strcmp(a, b)); }
+static bool same_str(const char *a, const char *b) {
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
 
 static bool same_spec(const struct realm_tenant_spec *a, const struct realm_tenant_spec *b) {
     if (memcmp(&a->limits, &b->limits, sizeof a->limits) || a->all_models != b->all_models ||
@@ -98,7 +102,8 @@ static struct srv_tenant *slot_of(struct realm_server *s, const char *id) {
 }
 
 /* The file of tenant id's active guest version into path[cap] (""): the default guest. */
-static int active_guest_path(struct srv_state *st, const char *id, char *path, size_t cap, struct realm_err *err) {
+static int active_guest_path(struct srv_state *st, const char *id, char *path, size_t cap,
+                             struct realm_err *err) {
     struct realm_reg_guest g;
     path[0] = '\0';
     int rc = realm_registry_guest_active(st->reg, id, &g, err);
@@ -113,8 +118,8 @@ static int active_guest_path(struct srv_state *st, const char *id, char *path, s
 }
 
 /* Brings one registry tenant's slot up to date (making it if new). Caller holds st->mu. */
-static int sync_tenant(struct realm_server *s, struct srv_state *st, const struct realm_reg_tenant *t,
-                       struct realm_err *err) {
+static int sync_tenant(struct realm_server *s, struct srv_state *st,
+                       const struct realm_reg_tenant *t, struct realm_err *err) {
     char path[4096];
     int rc = active_guest_path(st, t->id, path, sizeof path, err);
     if (rc) return rc;
@@ -127,7 +132,8 @@ static int sync_tenant(struct realm_server *s, struct srv_state *st, const struc
     if (!slot) {
         size_t i = atomic_load(&s->n_tenants);
         if (i >= s->cap_tenants)
-            return realm_err_set(err, REALM_E_LIMIT, "state: tenant %s: the server holds %zu tenants, its max_tenants",
+            return realm_err_set(err, REALM_E_LIMIT,
+                                 "state: tenant %s: the server holds %zu tenants, its max_tenants",
                                  t->id, s->cap_tenants);
         srv_tenant_slot_init(&s->tenants[i], i, sp);
         rc = srv_backend_tenant_add(s->backend, i, sp, sp->guest, err);
@@ -152,7 +158,8 @@ static int sync_tenant(struct realm_server *s, struct srv_state *st, const struc
             if (!ready) atomic_store(&slot->removed, true); /* still nothing to run */
             return rc;
         }
-        realm_log(REALM_LOG_INFO, "server", "tenant %s: now runs %s", t->id, sp->guest ? sp->guest : "the default guest");
+        realm_log(REALM_LOG_INFO, "server", "tenant %s: now runs %s", t->id,
+                  sp->guest ? sp->guest : "the default guest");
     }
     atomic_store(&slot->removed, !srv_backend_tenant_ready(s->backend, slot->index));
     return REALM_OK;
@@ -187,7 +194,8 @@ int srv_state_sync(struct realm_server *s, struct realm_err *err) {
         for (size_t k = 0; k < nt; k++) {
             const char *id = atomic_load(&s->tenants[k].spec)->id;
             bool present = false;
-            for (size_t i = 0; i < n && !present; i++) present = !strcmp(ts[i].id, id);
+            for (size_t i = 0; i < n && !present; i++)
+                present = !strcmp(ts[i].id, id);
             if (!present && !atomic_exchange(&s->tenants[k].removed, true))
                 realm_log(REALM_LOG_INFO, "server", "tenant %s: removed", id);
         }
@@ -220,7 +228,8 @@ int srv_state_open(struct realm_server *s, struct realm_err *err) {
     if (rc != REALM_E_NOMEM && rc != REALM_E_IO && rc != REALM_E_BUSY && rc != REALM_E_FORMAT) {
         char shown[512];
         realm_log(REALM_LOG_ERROR, "server", "state %s: %s",
-                  realm_registry_spec_display(s->cfg->state_dir, shown, sizeof shown), err ? err->msg : "");
+                  realm_registry_spec_display(s->cfg->state_dir, shown, sizeof shown),
+                  err ? err->msg : "");
         realm_err_clear(err);
         return REALM_OK;
     }
@@ -230,13 +239,16 @@ int srv_state_open(struct realm_server *s, struct realm_err *err) {
 void srv_state_free(struct srv_state *st) {
     if (!st) return;
     realm_registry_close(st->reg);
-    for (size_t i = 0; i < st->n_specs; i++) spec_free(st->specs[i]);
+    for (size_t i = 0; i < st->n_specs; i++)
+        spec_free(st->specs[i]);
     realm_free(st->specs);
     pthread_mutex_destroy(&st->mu);
     realm_free(st);
 }
 
-struct realm_registry *srv_state_registry(struct realm_server *s) { return s->state ? s->state->reg : NULL; }
+struct realm_registry *srv_state_registry(struct realm_server *s) {
+    return s->state ? s->state->reg : NULL;
+}
 
 static int64_t unix_ms(void);
 
@@ -249,7 +261,8 @@ static int64_t unix_ms(void);
  * of max_tokens (clamped to the quota) plus their prompts — with nginx's key affinity a tenant
  * runs on one node, where srv_tenant_admit already counts them, so in steady state the bound is
  * the local one. */
-static bool cluster_quota_ok(struct realm_server *s, const struct srv_tenant *t, struct srv_error *e) {
+static bool cluster_quota_ok(struct realm_server *s, const struct srv_tenant *t,
+                             struct srv_error *e) {
     const struct realm_tenant_spec *sp = atomic_load(&t->spec);
     int64_t limit = sp->limits.tokens_per_minute;
     if (limit <= 0 || !s->state->shared) return true;
@@ -257,23 +270,24 @@ static bool cluster_quota_ok(struct realm_server *s, const struct srv_tenant *t,
     struct realm_err err;
     realm_err_clear(&err);
     if (realm_registry_usage_sum(s->state->reg, sp->id, unix_ms() - 60000, 0, &sum, &err)) {
-        srv_error_set(e, 503, "server_error", "registry_unavailable", NULL, "The tenant registry is unavailable: %s",
-                      err.msg);
+        srv_error_set(e, 503, "server_error", "registry_unavailable", NULL,
+                      "The tenant registry is unavailable: %s", err.msg);
         e->retry_after = 1;
         return false;
     }
     int64_t used = sum.prompt_tokens + sum.completion_tokens;
     if (used < limit) return true;
     srv_error_set(e, 429, "tokens", "rate_limit_exceeded", NULL,
-                  "This API key's tenant used %lld tokens in the last minute on all nodes together; its limit is "
+                  "This API key's tenant used %lld tokens in the last minute on all nodes "
+                  "together; its limit is "
                   "%lld per minute.",
                   (long long)used, (long long)limit);
     e->retry_after = 5;
     return false;
 }
 
-bool srv_state_auth(struct realm_server *s, const char *key, size_t len, struct srv_tenant **tenant, bool *admin,
-                    char *label, size_t cap, struct srv_error *e) {
+bool srv_state_auth(struct realm_server *s, const char *key, size_t len, struct srv_tenant **tenant,
+                    bool *admin, char *label, size_t cap, struct srv_error *e) {
     struct realm_err err;
     realm_err_clear(&err);
     *tenant = NULL;
@@ -281,10 +295,11 @@ bool srv_state_auth(struct realm_server *s, const char *key, size_t len, struct 
     label[0] = '\0';
     bool failed = false; /* e is set */
     int rc = srv_state_sync(s, &err);
-    if (rc && rc != REALM_E_NOMEM && rc != REALM_E_IO && rc != REALM_E_BUSY) rc = REALM_OK; /* one tenant's guest */
+    if (rc && rc != REALM_E_NOMEM && rc != REALM_E_IO && rc != REALM_E_BUSY)
+        rc = REALM_OK; /* one tenant's guest */
     if (rc) {
-        srv_error_set(e, 503, "server_error", "registry_unavailable", NULL, "The tenant registry is unavailable: %s",
-                      err.msg);
+        srv_error_set(e, 503, "server_error", "registry_unavailable", NULL,
+                      "The tenant registry is unavailable: %s", err.msg);
         e->retry_after = 1;
         return false;
     }
@@ -295,8 +310,8 @@ bool srv_state_auth(struct realm_server *s, const char *key, size_t len, struct 
     bool ok = false;
     if ((ra && ra != REALM_E_NOT_FOUND) || (rt && rt != REALM_E_NOT_FOUND)) {
         failed = true;
-        srv_error_set(e, 503, "server_error", "registry_unavailable", NULL, "The tenant registry is unavailable: %s",
-                      err.msg);
+        srv_error_set(e, 503, "server_error", "registry_unavailable", NULL,
+                      "The tenant registry is unavailable: %s", err.msg);
         e->retry_after = 1;
     } else if (ra == REALM_OK) {
         *admin = ok = true;
@@ -312,7 +327,8 @@ bool srv_state_auth(struct realm_server *s, const char *key, size_t len, struct 
         }
     }
     if (!ok && !failed)
-        srv_error_set(e, 401, "invalid_request_error", "invalid_api_key", NULL, "Incorrect API key provided.");
+        srv_error_set(e, 401, "invalid_request_error", "invalid_api_key", NULL,
+                      "Incorrect API key provided.");
     realm_reg_key_clear(&ka);
     realm_reg_key_clear(&kt);
     return ok;
@@ -332,30 +348,36 @@ static const char *outcome_of(int status, const struct srv_job *j) {
     case REALM_E_CANCELLED:
         if (atomic_load(&j->stalled)) return "stalled";
         return atomic_load(&j->client_gone) ? "client_gone" : "cancelled";
-    case REALM_E_TIMEOUT: return "timeout";
-    case REALM_E_LIMIT: return "limit";
-    case REALM_E_KV_FULL: return "kv_full";
-    case REALM_E_BUSY: return "busy";
-    default: return "error";
+    case REALM_E_TIMEOUT:
+        return "timeout";
+    case REALM_E_LIMIT:
+        return "limit";
+    case REALM_E_KV_FULL:
+        return "kv_full";
+    case REALM_E_BUSY:
+        return "busy";
+    default:
+        return "error";
     }
 }
 
-void srv_state_record(struct realm_server *s, const struct srv_job *j, int status, int64_t prompt_tokens,
-                      int64_t completion_tokens, double host_s) {
+void srv_state_record(struct realm_server *s, const struct srv_job *j, int status,
+                      int64_t prompt_tokens, int64_t completion_tokens, double host_s) {
     const int64_t now = unix_ms();
-    const struct realm_reg_usage u = {
-        .tenant = atomic_load(&j->tenant->spec)->id,
-        .model = s->cfg->models[j->req.model].name,
-        .key_label = (char *)j->req.key_label,
-        .prompt_tokens = prompt_tokens,
-        .completion_tokens = completion_tokens,
-        .host_ms = (int64_t)(host_s * 1000.0 + 0.5),
-        .outcome = (char *)outcome_of(status, j),
-        .started_at = now - (int64_t)((realm_now_s() - j->t_admit) * 1000.0),
-        .finished_at = now};
+    const struct realm_reg_usage u = {.tenant = atomic_load(&j->tenant->spec)->id,
+                                      .model = s->cfg->models[j->req.model].name,
+                                      .key_label = (char *)j->req.key_label,
+                                      .prompt_tokens = prompt_tokens,
+                                      .completion_tokens = completion_tokens,
+                                      .host_ms = (int64_t)(host_s * 1000.0 + 0.5),
+                                      .outcome = (char *)outcome_of(status, j),
+                                      .started_at =
+                                          now - (int64_t)((realm_now_s() - j->t_admit) * 1000.0),
+                                      .finished_at = now};
     struct realm_err err;
     realm_err_clear(&err);
     if (realm_registry_usage_append(s->state->reg, &u, &err))
-        realm_log(REALM_LOG_ERROR, "server", "usage ledger: request %s of tenant %s not recorded: %s", j->id, u.tenant,
+        realm_log(REALM_LOG_ERROR, "server",
+                  "usage ledger: request %s of tenant %s not recorded: %s", j->id, u.tenant,
                   err.msg);
 }
