@@ -47,7 +47,7 @@ step_wasmtime() {
 
 # The Python tools for tests and benchmarks. llama-cpp-python compiles llama.cpp from source, so
 # its wheel is built once and kept in the cache.
-PY_REQS=(pytest numpy gguf openai requests Jinja2 jsonschema PyYAML)
+PY_REQS=(pytest numpy gguf==0.19.0 openai requests Jinja2 jsonschema PyYAML)
 LLAMA_CPP_PY=llama-cpp-python==0.3.36
 step_venv() {
     local venv="$cache/venv"

@@ -280,8 +280,8 @@ out:
 /* ---- paged KV sessions ---- */
 
 /* Runs tokens[0..n) through s in chunks of `chunk` rows; logits of the last row into `last`. */
-static int run_chunks(struct realm_engine *e, struct realm_session *s, const int32_t *tokens,
-                      int n, int chunk, float *last, struct realm_err *err) {
+static int run_chunks(struct realm_engine *e, struct realm_session *s, const int32_t *tokens, int n,
+                      int chunk, float *last, struct realm_err *err) {
     struct realm_batch_row rows[16];
     for (int i = 0; i < n; i += chunk) {
         int k = n - i < chunk ? n - i : chunk;
@@ -315,7 +315,8 @@ static void test_paged(struct loaded *L, int n_threads, const char *name, int n_
     CHECK_EQ_INT(realm_engine_new(L->m, n_threads, CHUNK, &e, NULL), REALM_OK);
     const int32_t n_blocks = 4 * ((n_ctx + BT - 1) / BT) + 8;
     CHECK_EQ_INT(realm_model_kv_pool_new(L->m, REALM_KV_F16,
-                                         (size_t)n_blocks * realm_model_kv_block_bytes(L->m, REALM_KV_F16, BT),
+                                         (size_t)n_blocks *
+                                             realm_model_kv_block_bytes(L->m, REALM_KV_F16, BT),
                                          BT, 0, &pool, &err),
                  REALM_OK);
     if (!tok || !ref || !got || !e || !pool) goto out;
@@ -330,7 +331,8 @@ static void test_paged(struct loaded *L, int n_threads, const char *name, int n_
     CHECK_EQ_INT(realm_session_new_paged(L->m, pool, 1, n_ctx, &a, &err), REALM_OK);
     CHECK(realm_session_is_paged(a));
     CHECK_EQ_INT(run_chunks(e, a, tok, n_prompt, CHUNK, got, &err), REALM_OK);
-    CHECKF(memcmp(got, ref, sizeof(float) * (size_t)V) == 0, "%s: paged prefill logits differ", name);
+    CHECKF(memcmp(got, ref, sizeof(float) * (size_t)V) == 0, "%s: paged prefill logits differ",
+           name);
     CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 1), (n_prompt + BT - 1) / BT);
 
     /* same tenant, same prompt: the full blocks are attached, the rest computed, same bits */
@@ -380,8 +382,8 @@ static void test_paged(struct loaded *L, int n_threads, const char *name, int n_
     CHECK_EQ_INT(realm_engine_forward(e, mix, 2, &err), REALM_E_KV_FULL);
     CHECK_EQ_INT(realm_session_len(o), 0);
     CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 2), 0);
-    tu_log("%s paged KV (%d threads, %d-token prompt): bit-identical, prefix %d tokens reused", name,
-           n_threads, n_prompt, att);
+    tu_log("%s paged KV (%d threads, %d-token prompt): bit-identical, prefix %d tokens reused",
+           name, n_threads, n_prompt, att);
 out:
     realm_session_free(cs);
     realm_session_free(a);
@@ -418,7 +420,8 @@ static void test_prepack_same_bits(const char *path) {
     CHECK_EQ_INT(realm_session_new(P.m, 64, &sp, NULL), REALM_OK);
     int32_t tok[NP + ND];
     tu_rng rng = {4242};
-    for (int i = 0; i < NP + ND; i++) tok[i] = (int32_t)(tu_rand_u64(&rng) % (uint64_t)V);
+    for (int i = 0; i < NP + ND; i++)
+        tok[i] = (int32_t)(tu_rand_u64(&rng) % (uint64_t)V);
     struct realm_err err;
     if (la && lp && ea && ep && sa && sp) {
         CHECK_EQ_INT(run_chunks(ea, sa, tok, NP, 16, la, &err), REALM_OK);
@@ -427,7 +430,8 @@ static void test_prepack_same_bits(const char *path) {
         for (int d = 0; d < ND; d++) {
             CHECK_EQ_INT(step(ea, sa, tok[NP + d], la), REALM_OK);
             CHECK_EQ_INT(step(ep, sp, tok[NP + d], lp), REALM_OK);
-            CHECKF(!memcmp(la, lp, sizeof(float) * (size_t)V), "prepacked decode step %d differs", d);
+            CHECKF(!memcmp(la, lp, sizeof(float) * (size_t)V), "prepacked decode step %d differs",
+                   d);
         }
     }
     tu_log("prepacked weights: same bits as the mapped ones (%s)", path);
@@ -516,7 +520,8 @@ static void test_served_alloc_failures(struct loaded *L, bool prepack) {
     }
     realm_session_free(s);
     realm_engine_free(e);
-    const struct realm_served_params sp = {.prepack = prepack, .threads = 1, .max_batch = 4, .kv_positions = 64};
+    const struct realm_served_params sp = {
+        .prepack = prepack, .threads = 1, .max_batch = 4, .kv_positions = 64};
     const int64_t before = realm_alloc_bytes_in_use();
     int n_nomem = 0, ok = 0;
     for (int64_t f = 0; f < 20000 && !ok; f++) {
@@ -527,13 +532,14 @@ static void test_served_alloc_failures(struct loaded *L, bool prepack) {
         realm_alloc_fail_after(f);
         const int rc = realm_served_new(L->g, &sp, &sv, &err);
         realm_alloc_fail_after(-1);
-        CHECKF(rc == REALM_OK || rc == REALM_E_NOMEM, "fail after %lld: rc %d (%s)", (long long)f, rc, err.msg);
+        CHECKF(rc == REALM_OK || rc == REALM_E_NOMEM, "fail after %lld: rc %d (%s)", (long long)f,
+               rc, err.msg);
         if (rc != REALM_OK) {
             n_nomem += rc == REALM_E_NOMEM;
             CHECKF(err.msg[0] != 0, "fail after %lld: no message", (long long)f);
             CHECKF(sv == sentinel, "fail after %lld: *out written on failure", (long long)f);
-            CHECKF(realm_alloc_bytes_in_use() == before, "fail after %lld: %lld bytes leaked", (long long)f,
-                   (long long)(realm_alloc_bytes_in_use() - before));
+            CHECKF(realm_alloc_bytes_in_use() == before, "fail after %lld: %lld bytes leaked",
+                   (long long)f, (long long)(realm_alloc_bytes_in_use() - before));
             if (rc != REALM_E_NOMEM) break;
             continue;
         }
@@ -547,7 +553,8 @@ static void test_served_alloc_failures(struct loaded *L, bool prepack) {
     }
     CHECK(ok);
     CHECKF(n_nomem >= 20, "only %d allocation failures seen", n_nomem);
-    tu_log("served_new%s: %d injected failures before success", prepack ? " (prepack)" : "", n_nomem);
+    tu_log("served_new%s: %d injected failures before success", prepack ? " (prepack)" : "",
+           n_nomem);
     free(want);
     free(got);
 }
@@ -674,17 +681,20 @@ static void test_huge_context(const char *path, struct loaded *orig) {
     int rc = load_with_ctx(path, UINT32_MAX, &H, &buf, &err);
     realm_log_set_sink(NULL, NULL);
     CHECKF(rc == REALM_OK, "%s", err.msg);
-    CHECKF(strstr(g_last_log, "context_length: 4294967295, capped to 1048576") != NULL, "log: %s", g_last_log);
+    CHECKF(strstr(g_last_log, "context_length: 4294967295, capped to 1048576") != NULL, "log: %s",
+           g_last_log);
     if (rc == REALM_OK) {
         const int32_t nv = realm_model_config(H.m)->n_vocab;
         CHECK_EQ_INT(realm_model_config(H.m)->n_ctx_train, REALM_MODEL_MAX_CTX);
         struct realm_session *s = NULL, *o = NULL;
         CHECK_EQ_INT(realm_session_new(H.m, REALM_MODEL_MAX_CTX + 1, &s, &err), REALM_E_INVALID);
         struct realm_kv_pool *pool = NULL;
-        CHECK_EQ_INT(realm_model_kv_pool_new(H.m, REALM_KV_F16, 4 * realm_model_kv_block_bytes(H.m, REALM_KV_F16, 16),
+        CHECK_EQ_INT(realm_model_kv_pool_new(H.m, REALM_KV_F16,
+                                             4 * realm_model_kv_block_bytes(H.m, REALM_KV_F16, 16),
                                              16, 0, &pool, &err),
                      REALM_OK);
-        CHECK_EQ_INT(realm_session_new_paged(H.m, pool, 1, 0, &s, &err), REALM_OK); /* n_ctx_train positions */
+        CHECK_EQ_INT(realm_session_new_paged(H.m, pool, 1, 0, &s, &err),
+                     REALM_OK); /* n_ctx_train positions */
         CHECK_EQ_INT(realm_session_n_ctx(s), REALM_MODEL_MAX_CTX);
         CHECK_EQ_INT(realm_session_new(orig->m, 16, &o, &err), REALM_OK);
         struct realm_engine *eh = NULL, *eo = NULL;
@@ -695,7 +705,8 @@ static void test_huge_context(const char *path, struct loaded *orig) {
         for (int i = 0; s && o && eh && eo && i < 5; i++) {
             CHECK_EQ_INT(step(eh, s, toks[i], a), REALM_OK);
             CHECK_EQ_INT(step(eo, o, toks[i], b), REALM_OK);
-            CHECKF(!memcmp(a, b, (size_t)nv * sizeof *a), "token %d: logits differ from the original model's", i);
+            CHECKF(!memcmp(a, b, (size_t)nv * sizeof *a),
+                   "token %d: logits differ from the original model's", i);
         }
         free(a);
         free(b);
@@ -1026,7 +1037,8 @@ static void test_parity_fixtures(void) {
     closedir(d);
     tu_log("parity fixtures checked: %d of %d", n_checked, n_fixtures);
     /* fixtures whose models are all absent or different would make this check pass vacuously */
-    CHECKF(n_fixtures == 0 || n_checked > 0, "%d parity fixtures in %s but none could be checked", n_fixtures, dir);
+    CHECKF(n_fixtures == 0 || n_checked > 0, "%d parity fixtures in %s but none could be checked",
+           n_fixtures, dir);
 }
 
 int main(int argc, char **argv) {

@@ -24,8 +24,8 @@ int cli_model_open(const char *path, struct realm_gguf **g, struct realm_model *
     return cli_model_open_opts(path, NULL, g, m);
 }
 
-int cli_model_open_opts(const char *path, const struct realm_model_opts *opts, struct realm_gguf **g,
-                        struct realm_model **m) {
+int cli_model_open_opts(const char *path, const struct realm_model_opts *opts,
+                        struct realm_gguf **g, struct realm_model **m) {
     struct realm_err err;
     *g = NULL;
     *m = NULL;
@@ -128,7 +128,8 @@ static int32_t sample(const float *logits, int32_t n_vocab, const struct cli_run
         /* keep the k largest: a min-heap of size k over the vocabulary */
         for (int32_t i = 0; i < k; i++)
             c[i] = (struct cand){logits[i], i};
-        for (int32_t i = k / 2 - 1; i >= 0; i--) sift_down(c, k, i); /* heapify (min at root) */
+        for (int32_t i = k / 2 - 1; i >= 0; i--)
+            sift_down(c, k, i); /* heapify (min at root) */
         for (int32_t i = k; i < n_vocab; i++) {
             if (logits[i] <= c[0].logit) continue;
             c[0] = (struct cand){logits[i], i};

@@ -194,9 +194,8 @@ static void matmul_rel(const struct model_weight *w, int64_t r0, int64_t r1, con
         realm_quant_matmul_packed(w->ops, w->packed, w->k, r0, r1, a->data[j], a->row_bytes[j], n,
                                   out, out_stride);
     else
-        realm_quant_matmul(w->ops, (const char *)w->data + (size_t)r0 * w->row_bytes,
-                           w->row_bytes, w->k, 0, r1 - r0, a->data[j], a->row_bytes[j], n, out,
-                           out_stride);
+        realm_quant_matmul(w->ops, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes,
+                           w->k, 0, r1 - r0, a->data[j], a->row_bytes[j], n, out, out_stride);
 }
 
 /* out[b * out_stride + r] = W row r · activation row b, for r in [r0, r1), b in [0, n). */
@@ -273,7 +272,7 @@ static void attend(struct realm_engine *e, int il, bool swa, int32_t b0, int32_t
     const struct realm_session *s = e->rows[b0].session;
     const bool f16 = s->kv_type == REALM_KV_F16;
     const int32_t window = swa ? m->cfg.sliding_window : 0;
-#define ROW_START(p) (window > 0 && (p) >= window ? (p) - window + 1 : 0) /* p - j < n_swa */
+#define ROW_START(p) (window > 0 && (p) >= window ? (p)-window + 1 : 0) /* p - j < n_swa */
     const int32_t p0 = e->pos[b0], p_last = e->pos[b0 + nb - 1], k0 = ROW_START(p0);
     const int64_t n_keys = p_last + 1 - k0;
     float *q = tb->q;
@@ -329,7 +328,6 @@ static void attend(struct realm_engine *e, int il, bool swa, int32_t b0, int32_t
 #undef ROW_START
 }
 
-
 /* ---- the forward pass (runs on every thread of the pool) ----
  *
  * Each step below is called by every thread with the same arguments and ends with the barrier
@@ -355,8 +353,8 @@ static void step_embed(struct fw *f) {
     realm_split(f->n, f->ith, f->nth, 1, &r0, &r1);
     for (int64_t b = r0; b < r1; b++) {
         const int32_t tok = e->rows[b].token;
-        m->tok_embd.ops->dequantize_row((const char *)m->tok_embd.data + (size_t)tok * m->tok_embd.row_bytes,
-                                        e->x + b * E, E);
+        m->tok_embd.ops->dequantize_row(
+            (const char *)m->tok_embd.data + (size_t)tok * m->tok_embd.row_bytes, e->x + b * E, E);
         if (m->embd_scale != 1.0f) e->kern->scale(e->x + b * E, m->embd_scale, E);
         /* phi3 128k: sessions longer than the original context take the long factors */
         const bool lng = m->rope_freq_long && e->rows[b].session->n_ctx > m->rope_long_ctx;
@@ -379,7 +377,8 @@ static void step_embed(struct fw *f) {
 static void step_qkv(struct fw *f, const struct model_layer *L) {
     struct realm_engine *e = f->e;
     const struct realm_model *m = e->m;
-    const int64_t E = m->cfg.n_embd, HD = m->cfg.head_dim, HQ = m->cfg.n_head, HK = m->cfg.n_head_kv;
+    const int64_t E = m->cfg.n_embd, HD = m->cfg.head_dim, HQ = m->cfg.n_head,
+                  HK = m->cfg.n_head_kv;
     const int64_t Q = m->q_dim, KV = m->kv_dim, QKV = e->qkv_dim;
     const struct model_weight *wqkv[3] = {&L->wq, &L->wk, &L->wv};
     prep(e, f->ith, f->nth, e->x, E, f->n, E, L->attn_norm, wqkv, 3, &f->a);
@@ -387,7 +386,8 @@ static void step_qkv(struct fw *f, const struct model_layer *L) {
     const int64_t u0 = f->u0, u1 = f->u1;
 #define CLAMP(v, lo, hi) ((v) < (lo) ? (lo) : (v) > (hi) ? (hi) : (v))
     matmul(&L->wq, CLAMP(u0, 0, HQ) * HD, CLAMP(u1, 0, HQ) * HD, &f->a, f->n, e->qkv, QKV);
-    matmul(&L->wk, CLAMP(u0 - HQ, 0, HK) * HD, CLAMP(u1 - HQ, 0, HK) * HD, &f->a, f->n, e->qkv + Q, QKV);
+    matmul(&L->wk, CLAMP(u0 - HQ, 0, HK) * HD, CLAMP(u1 - HQ, 0, HK) * HD, &f->a, f->n, e->qkv + Q,
+           QKV);
     matmul(&L->wv, CLAMP(u0 - HQ - HK, 0, HK) * HD, CLAMP(u1 - HQ - HK, 0, HK) * HD, &f->a, f->n,
            e->qkv + Q + KV, QKV);
 #undef CLAMP
@@ -507,7 +507,8 @@ static void step_logits(struct fw *f) {
     const int32_t n_out = e->n_out;
     if (n_out == 0) return;
     const struct model_weight *wout[1] = {&m->output};
-    prep(e, f->ith, f->nth, e->x, m->cfg.n_embd, n_out, m->cfg.n_embd, m->output_norm, wout, 1, &f->a);
+    prep(e, f->ith, f->nth, e->x, m->cfg.n_embd, n_out, m->cfg.n_embd, m->output_norm, wout, 1,
+         &f->a);
     int64_t r0, r1;
     realm_split(m->cfg.n_vocab, f->ith, f->nth, 64, &r0, &r1);
     if (n_out == 1) {
@@ -721,7 +722,8 @@ int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *r
         int rc = realm_session_reserve(s, r - i, err);
         if (rc) {
             for (int32_t j = 0; j < i; j++)
-                if (rows[j].session->seq) realm_kv_seq_rewind(rows[j].session->seq, rows[j].session->len);
+                if (rows[j].session->seq)
+                    realm_kv_seq_rewind(rows[j].session->seq, rows[j].session->len);
             return rc;
         }
     }

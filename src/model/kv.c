@@ -71,8 +71,8 @@ int realm_model_kv_pool_new(const struct realm_model *m, enum realm_kv_type kv_t
                             struct realm_kv_pool **out, struct realm_err *err) {
     if (!m || !out) return realm_err_set(err, REALM_E_INVALID, "kv pool: NULL argument");
     if (kv_type != REALM_KV_F16 && kv_type != REALM_KV_F32)
-        return realm_err_set(err, REALM_E_INVALID, "kv pool: kv_type %d, expected f16 (0) or f32 (1)",
-                             (int)kv_type);
+        return realm_err_set(err, REALM_E_INVALID,
+                             "kv pool: kv_type %d, expected f16 (0) or f32 (1)", (int)kv_type);
     const struct realm_kv_pool_params p = {
         .n_layer = m->cfg.n_layer,
         .row_bytes = (size_t)m->kv_dim * kv_elt(kv_type),
@@ -103,7 +103,8 @@ int realm_session_new_paged(const struct realm_model *m, struct realm_kv_pool *p
                              "session: the KV pool's rows are %zu bytes, this model's %lld values",
                              row, (long long)m->kv_dim);
     if (realm_kv_pool_n_layer(pool) != m->cfg.n_layer)
-        return realm_err_set(err, REALM_E_INVALID, "session: the KV pool has %d layers, the model %d",
+        return realm_err_set(err, REALM_E_INVALID,
+                             "session: the KV pool has %d layers, the model %d",
                              realm_kv_pool_n_layer(pool), m->cfg.n_layer);
     struct realm_session *s = realm_calloc(1, sizeof *s);
     if (!s) return realm_err_set(err, REALM_E_NOMEM, "session: out of memory");

@@ -21,7 +21,7 @@
 struct block_meta {
     int32_t refs;
     bool cached;
-    uint32_t tenant;     /* owner while used or cached */
+    uint32_t tenant; /* owner while used or cached */
     uint64_t key, parent;
     int32_t lru_prev, lru_next; /* idle cached list, -1 terminated */
     int32_t hash_next;          /* cached blocks in the same bucket */
@@ -41,7 +41,7 @@ struct realm_kv_pool {
     unsigned char *mem;
     size_t mem_bytes;
     struct block_meta *meta;
-    int32_t *tok;        /* (n_blocks, B): the tokens each block holds */
+    int32_t *tok; /* (n_blocks, B): the tokens each block holds */
     int32_t *free_stack;
     int32_t n_free;
     int32_t lru_head, lru_tail, n_idle; /* head = least recently released */
@@ -59,10 +59,10 @@ struct realm_kv_seq {
     uint32_t tenant;
     int32_t n_ctx;
     int32_t len;
-    int32_t reserved;   /* positions past len made writable by the last reserve */
-    int32_t *table;     /* (ceil(n_ctx / B)) block ids */
-    uint64_t *keys;     /* chain key of each full block */
-    int32_t n_table;    /* blocks held */
+    int32_t reserved; /* positions past len made writable by the last reserve */
+    int32_t *table;   /* (ceil(n_ctx / B)) block ids */
+    uint64_t *keys;   /* chain key of each full block */
+    int32_t n_table;  /* blocks held */
 };
 
 /* ---- hashing ---- */
@@ -75,11 +75,14 @@ static uint64_t mix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-static uint64_t root_key(uint32_t tenant) { return mix64(0x5265616c6d4b5621ull ^ tenant); }
+static uint64_t root_key(uint32_t tenant) {
+    return mix64(0x5265616c6d4b5621ull ^ tenant);
+}
 
 static uint64_t chain_key(uint64_t parent, const int32_t *tokens, int32_t n) {
     uint64_t h = mix64(parent);
-    for (int32_t i = 0; i < n; i++) h = mix64(h ^ (uint32_t)tokens[i]);
+    for (int32_t i = 0; i < n; i++)
+        h = mix64(h ^ (uint32_t)tokens[i]);
     return h;
 }
 
@@ -108,7 +111,8 @@ static struct tenant_ent *tenant_find(struct realm_kv_pool *p, uint32_t id, bool
     for (uint32_t i = 0; i < p->tenants_cap; i++) {
         if (!p->tenants[i].present) continue;
         uint32_t h2 = (uint32_t)mix64(p->tenants[i].id) & (cap - 1);
-        while (t[h2].present) h2 = (h2 + 1) & (cap - 1);
+        while (t[h2].present)
+            h2 = (h2 + 1) & (cap - 1);
         t[h2] = p->tenants[i];
     }
     realm_free(p->tenants);
@@ -126,10 +130,14 @@ static int32_t quota_of(const struct realm_kv_pool *p, const struct tenant_ent *
 
 static void lru_remove(struct realm_kv_pool *p, int32_t b) {
     struct block_meta *m = &p->meta[b];
-    if (m->lru_prev >= 0) p->meta[m->lru_prev].lru_next = m->lru_next;
-    else p->lru_head = m->lru_next;
-    if (m->lru_next >= 0) p->meta[m->lru_next].lru_prev = m->lru_prev;
-    else p->lru_tail = m->lru_prev;
+    if (m->lru_prev >= 0)
+        p->meta[m->lru_prev].lru_next = m->lru_next;
+    else
+        p->lru_head = m->lru_next;
+    if (m->lru_next >= 0)
+        p->meta[m->lru_next].lru_prev = m->lru_prev;
+    else
+        p->lru_tail = m->lru_prev;
     m->lru_prev = m->lru_next = -1;
     p->n_idle--;
 }
@@ -138,8 +146,10 @@ static void lru_push(struct realm_kv_pool *p, int32_t b) {
     struct block_meta *m = &p->meta[b];
     m->lru_prev = p->lru_tail;
     m->lru_next = -1;
-    if (p->lru_tail >= 0) p->meta[p->lru_tail].lru_next = b;
-    else p->lru_head = b;
+    if (p->lru_tail >= 0)
+        p->meta[p->lru_tail].lru_next = b;
+    else
+        p->lru_head = b;
     p->lru_tail = b;
     p->n_idle++;
 }
@@ -167,7 +177,8 @@ static void hash_remove(struct realm_kv_pool *p, int32_t b) {
  * that a 64-bit collision can never hand out another prefix's cache. */
 static int32_t hash_lookup(struct realm_kv_pool *p, uint32_t tenant, uint64_t parent, uint64_t key,
                            const int32_t *tokens) {
-    for (int32_t b = p->buckets[(uint32_t)key & (p->n_buckets - 1)]; b >= 0; b = p->meta[b].hash_next) {
+    for (int32_t b = p->buckets[(uint32_t)key & (p->n_buckets - 1)]; b >= 0;
+         b = p->meta[b].hash_next) {
         const struct block_meta *m = &p->meta[b];
         if (m->key == key && m->parent == parent && m->tenant == tenant &&
             !memcmp(&p->tok[(size_t)b * p->B], tokens, (size_t)p->B * sizeof *tokens))
@@ -206,8 +217,10 @@ static void release_block(struct realm_kv_pool *p, int32_t b) {
     if (--m->refs > 0) return;
     struct tenant_ent *t = tenant_find(p, m->tenant, false);
     if (t) t->used--;
-    if (m->cached) lru_push(p, b);
-    else p->free_stack[p->n_free++] = b;
+    if (m->cached)
+        lru_push(p, b);
+    else
+        p->free_stack[p->n_free++] = b;
 }
 
 static unsigned char *block_mem(const struct realm_kv_pool *p, int32_t b) {
@@ -216,17 +229,21 @@ static unsigned char *block_mem(const struct realm_kv_pool *p, int32_t b) {
 
 /* ---- pool ---- */
 
-int realm_kv_pool_new(const struct realm_kv_pool_params *prm, struct realm_kv_pool **out, struct realm_err *err) {
+int realm_kv_pool_new(const struct realm_kv_pool_params *prm, struct realm_kv_pool **out,
+                      struct realm_err *err) {
     int32_t B = prm->block_tokens ? prm->block_tokens : 16;
     if (prm->n_layer < 1 || prm->row_bytes == 0 || B < 1 || prm->default_quota < 0)
-        return realm_err_set(err, REALM_E_INVALID, "kvpool: invalid parameters (n_layer %d, row_bytes %zu, "
-                             "block_tokens %d)", prm->n_layer, prm->row_bytes, B);
+        return realm_err_set(err, REALM_E_INVALID,
+                             "kvpool: invalid parameters (n_layer %d, row_bytes %zu, "
+                             "block_tokens %d)",
+                             prm->n_layer, prm->row_bytes, B);
     size_t block_bytes;
     if (realm_mul_size(prm->row_bytes, (size_t)prm->n_layer * (size_t)B * 2, &block_bytes))
         return realm_err_set(err, REALM_E_INVALID, "kvpool: block size overflows");
     size_t n = prm->memory_bytes / block_bytes;
     if (n < 1 || n > INT32_MAX / 2)
-        return realm_err_set(err, REALM_E_INVALID, "kvpool: %zu bytes hold %zu blocks of %zu bytes; need at least 1",
+        return realm_err_set(err, REALM_E_INVALID,
+                             "kvpool: %zu bytes hold %zu blocks of %zu bytes; need at least 1",
                              prm->memory_bytes, n, block_bytes);
     struct realm_kv_pool *p = realm_calloc(1, sizeof *p);
     if (!p) return realm_err_set(err, REALM_E_NOMEM, "kvpool: out of memory");
@@ -238,18 +255,21 @@ int realm_kv_pool_new(const struct realm_kv_pool_params *prm, struct realm_kv_po
     p->default_quota = prm->default_quota;
     p->mem_bytes = n * block_bytes;
     p->n_buckets = 64;
-    while (p->n_buckets < (uint32_t)n) p->n_buckets <<= 1;
+    while (p->n_buckets < (uint32_t)n)
+        p->n_buckets <<= 1;
     p->tenants_cap = 16;
     p->meta = realm_calloc(n, sizeof *p->meta);
     p->tok = realm_calloc(n * (size_t)B, sizeof *p->tok);
     p->free_stack = realm_calloc(n, sizeof *p->free_stack);
     p->buckets = realm_malloc(p->n_buckets * sizeof *p->buckets);
     p->tenants = realm_calloc(p->tenants_cap, sizeof *p->tenants);
-    p->mem = mmap(NULL, p->mem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    p->mem = mmap(NULL, p->mem_bytes, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p->mem == MAP_FAILED) p->mem = NULL;
     if (!p->meta || !p->tok || !p->free_stack || !p->buckets || !p->tenants || !p->mem) {
         realm_kv_pool_free(p);
-        return realm_err_set(err, REALM_E_NOMEM, "kvpool: cannot reserve %zu bytes for %zu blocks", n * block_bytes, n);
+        return realm_err_set(err, REALM_E_NOMEM, "kvpool: cannot reserve %zu bytes for %zu blocks",
+                             n * block_bytes, n);
     }
     memset(p->buckets, 0xff, p->n_buckets * sizeof *p->buckets);
     for (int32_t b = 0; b < p->n_blocks; b++) {
@@ -304,14 +324,20 @@ int32_t realm_kv_pool_tenant_used(struct realm_kv_pool *p, uint32_t tenant) {
     return used;
 }
 
-int32_t realm_kv_pool_block_tokens(const struct realm_kv_pool *p) { return p->B; }
-size_t realm_kv_pool_row_bytes(const struct realm_kv_pool *p) { return p->row_bytes; }
-int32_t realm_kv_pool_n_layer(const struct realm_kv_pool *p) { return p->n_layer; }
+int32_t realm_kv_pool_block_tokens(const struct realm_kv_pool *p) {
+    return p->B;
+}
+size_t realm_kv_pool_row_bytes(const struct realm_kv_pool *p) {
+    return p->row_bytes;
+}
+int32_t realm_kv_pool_n_layer(const struct realm_kv_pool *p) {
+    return p->n_layer;
+}
 
 /* ---- sequences ---- */
 
-int realm_kv_seq_new(struct realm_kv_pool *p, uint32_t tenant, int32_t n_ctx, struct realm_kv_seq **out,
-                     struct realm_err *err) {
+int realm_kv_seq_new(struct realm_kv_pool *p, uint32_t tenant, int32_t n_ctx,
+                     struct realm_kv_seq **out, struct realm_err *err) {
     if (n_ctx < 1) return realm_err_set(err, REALM_E_INVALID, "kvpool: n_ctx %d", n_ctx);
     /* 64-bit: n_ctx + B - 1 overflows int32 for an n_ctx near INT32_MAX */
     int32_t max_blocks = (int32_t)(((int64_t)n_ctx + p->B - 1) / p->B);
@@ -343,7 +369,8 @@ int realm_kv_seq_new(struct realm_kv_pool *p, uint32_t tenant, int32_t n_ctx, st
 }
 
 static void release_from(struct realm_kv_seq *s, int32_t first_block) {
-    for (int32_t i = first_block; i < s->n_table; i++) release_block(s->pool, s->table[i]);
+    for (int32_t i = first_block; i < s->n_table; i++)
+        release_block(s->pool, s->table[i]);
     if (s->n_table > first_block) s->n_table = first_block;
 }
 
@@ -359,7 +386,9 @@ void realm_kv_seq_free(struct realm_kv_seq *s) {
     realm_free(s);
 }
 
-int32_t realm_kv_seq_len(const struct realm_kv_seq *s) { return s->len; }
+int32_t realm_kv_seq_len(const struct realm_kv_seq *s) {
+    return s->len;
+}
 
 static uint64_t key_before(const struct realm_kv_seq *s, int32_t block) {
     return block > 0 ? s->keys[block - 1] : root_key(s->tenant);
@@ -398,8 +427,9 @@ int32_t realm_kv_seq_attach_prefix(struct realm_kv_seq *s, const int32_t *tokens
 int realm_kv_seq_reserve(struct realm_kv_seq *s, int32_t n, struct realm_err *err) {
     struct realm_kv_pool *p = s->pool;
     if (n < 0 || (int64_t)s->len + n > s->n_ctx)
-        return realm_err_set(err, REALM_E_CONTEXT_FULL, "kvpool: %d + %d positions exceed the context of %d", s->len,
-                             n, s->n_ctx);
+        return realm_err_set(err, REALM_E_CONTEXT_FULL,
+                             "kvpool: %d + %d positions exceed the context of %d", s->len, n,
+                             s->n_ctx);
     if (n == 0) {
         s->reserved = 0;
         return REALM_OK;
@@ -418,12 +448,14 @@ int realm_kv_seq_reserve(struct realm_kv_seq *s, int32_t n, struct realm_err *er
     } else if (quota_of(p, t) < p->n_blocks && t->used + need > quota_of(p, t)) {
         /* a quota of the whole pool is no tenant limit: running out of it is the pool's (below) */
         p->st.kv_full++;
-        rc = realm_err_set(err, REALM_E_KV_FULL, "kvpool: tenant %u needs %d more KV blocks, quota %d, holds %d",
+        rc = realm_err_set(err, REALM_E_KV_FULL,
+                           "kvpool: tenant %u needs %d more KV blocks, quota %d, holds %d",
                            s->tenant, need, quota_of(p, t), t->used);
     } else if (need > p->n_free + p->n_idle) {
         p->st.kv_full++;
-        rc = realm_err_set(err, REALM_E_KV_FULL, "kvpool: pool exhausted: %d KV blocks needed, %d available of %d",
-                           need, p->n_free + p->n_idle, p->n_blocks);
+        rc = realm_err_set(err, REALM_E_KV_FULL,
+                           "kvpool: pool exhausted: %d KV blocks needed, %d available of %d", need,
+                           p->n_free + p->n_idle, p->n_blocks);
     }
     if (rc) {
         pthread_mutex_unlock(&p->mu);
@@ -432,9 +464,10 @@ int realm_kv_seq_reserve(struct realm_kv_seq *s, int32_t n, struct realm_err *er
     if (cow) {
         int32_t old = s->table[first], b = take_block(p);
         memcpy(block_mem(p, b), block_mem(p, old), p->block_bytes);
-        memcpy(&p->tok[(size_t)b * p->B], &p->tok[(size_t)old * p->B], (size_t)p->B * sizeof *p->tok);
-        p->meta[b] = (struct block_meta){.refs = 1, .tenant = s->tenant, .lru_prev = -1, .lru_next = -1,
-                                         .hash_next = -1};
+        memcpy(&p->tok[(size_t)b * p->B], &p->tok[(size_t)old * p->B],
+               (size_t)p->B * sizeof *p->tok);
+        p->meta[b] = (struct block_meta){
+            .refs = 1, .tenant = s->tenant, .lru_prev = -1, .lru_next = -1, .hash_next = -1};
         p->meta[old].refs--; /* others still hold it, so it stays used and charged */
         t->used++;
         s->table[first] = b;
@@ -445,8 +478,8 @@ int realm_kv_seq_reserve(struct realm_kv_seq *s, int32_t n, struct realm_err *er
     }
     while (s->n_table <= last) {
         int32_t b = take_block(p);
-        p->meta[b] = (struct block_meta){.refs = 1, .tenant = s->tenant, .lru_prev = -1, .lru_next = -1,
-                                         .hash_next = -1};
+        p->meta[b] = (struct block_meta){
+            .refs = 1, .tenant = s->tenant, .lru_prev = -1, .lru_next = -1, .hash_next = -1};
         t->used++;
         s->table[s->n_table++] = b;
     }
@@ -470,7 +503,8 @@ int realm_kv_seq_commit(struct realm_kv_seq *s, const int32_t *tokens, int32_t n
         s->keys[bi] = key;
         p->meta[b].key = key;
         p->meta[b].parent = parent;
-        if (hash_lookup(p, s->tenant, parent, key, &p->tok[(size_t)b * p->B]) < 0) hash_insert(p, b);
+        if (hash_lookup(p, s->tenant, parent, key, &p->tok[(size_t)b * p->B]) < 0)
+            hash_insert(p, b);
     }
     s->reserved -= n;
     pthread_mutex_unlock(&p->mu);
@@ -490,7 +524,8 @@ int realm_kv_seq_rewind(struct realm_kv_seq *s, int32_t n_keep) {
 
 void *realm_kv_seq_k(const struct realm_kv_seq *s, int32_t layer, int32_t pos) {
     const struct realm_kv_pool *p = s->pool;
-    return block_mem(p, s->table[pos / p->B]) + ((size_t)layer * p->B + (size_t)(pos % p->B)) * p->row_bytes;
+    return block_mem(p, s->table[pos / p->B]) +
+           ((size_t)layer * p->B + (size_t)(pos % p->B)) * p->row_bytes;
 }
 
 void *realm_kv_seq_v(const struct realm_kv_seq *s, int32_t layer, int32_t pos) {

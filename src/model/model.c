@@ -246,8 +246,8 @@ static int load_hparams(struct loader *L, struct realm_model *m) {
      * positions and a session defaults to that many, so an absurd value is capped (positions then
      * stay far below int32 range, whatever they are multiplied by). */
     if (u > REALM_MODEL_MAX_CTX) {
-        realm_log(REALM_LOG_WARN, "model", "%s.context_length: %u, capped to %d positions", L->arch, u,
-                  REALM_MODEL_MAX_CTX);
+        realm_log(REALM_LOG_WARN, "model", "%s.context_length: %u, capped to %d positions", L->arch,
+                  u, REALM_MODEL_MAX_CTX);
         u = REALM_MODEL_MAX_CTX;
     }
     c->n_ctx_train = (int32_t)u;
@@ -639,7 +639,7 @@ static int model_weights(struct realm_model *m, struct model_weight **ws) {
     int n = 0;
     for (int il = 0; m->layers && il < m->cfg.n_layer; il++) {
         struct model_layer *ly = &m->layers[il];
-        struct model_weight *l[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo,
+        struct model_weight *l[] = {&ly->wq,     &ly->wk,   &ly->wv,    &ly->wo,
                                     &ly->w_gate, &ly->w_up, &ly->w_down};
         for (size_t j = 0; j < sizeof l / sizeof l[0]; j++)
             ws[n++] = l[j];
@@ -680,8 +680,9 @@ static int prepack(const struct loader *L, struct realm_model *m) {
         if (!w->data) continue;
         rc = realm_quant_prepack(w->ops, w->data, w->row_bytes, w->rows, w->k, &w->packed);
         if (rc) {
-            rc = realm_err_set(L->err, rc, "model: prepacking a %" PRId64 " x %" PRId64
-                               " weight: %s", w->rows, w->k, realm_status_text(rc));
+            rc = realm_err_set(L->err, rc,
+                               "model: prepacking a %" PRId64 " x %" PRId64 " weight: %s", w->rows,
+                               w->k, realm_status_text(rc));
         } else if (w->packed) {
             np++;
             bytes += (size_t)w->rows * w->row_bytes;

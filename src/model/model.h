@@ -37,7 +37,7 @@ enum model_rope_mode {
 };
 
 struct model_layer {
-    const float *attn_norm;      /* (n_embd) */
+    const float *attn_norm; /* (n_embd) */
     /* wq, wk, wv: separate tensors, or row ranges of one fused attn_qkv (phi3) — quantized rows
      * are independent, so a row range is a complete weight of its own */
     struct model_weight wq;      /* (n_head * head_dim, n_embd) */
@@ -54,12 +54,12 @@ struct model_layer {
     const float *ffn_norm;       /* (n_embd) */
     /* w_gate, w_up: separate tensors, or the two halves of phi3's ffn_up (2 n_ff rows: gate
      * first, as ggml_swiglu activates the first half) */
-    struct model_weight w_gate;  /* (n_ff, n_embd) */
-    struct model_weight w_up;    /* (n_ff, n_embd) */
-    struct model_weight w_down;  /* (n_embd, n_ff) */
-    const float *post_ffn_norm;  /* (n_embd) or NULL — gemma2, gemma3 */
-    bool swa;       /* sliding-window layer (attends to the last sliding_window keys) */
-    int rope_table; /* 0: global RoPE base, 1: local (sliding-window) base */
+    struct model_weight w_gate; /* (n_ff, n_embd) */
+    struct model_weight w_up;   /* (n_ff, n_embd) */
+    struct model_weight w_down; /* (n_embd, n_ff) */
+    const float *post_ffn_norm; /* (n_embd) or NULL — gemma2, gemma3 */
+    bool swa;                   /* sliding-window layer (attends to the last sliding_window keys) */
+    int rope_table;             /* 0: global RoPE base, 1: local (sliding-window) base */
 };
 
 #define MODEL_MAX_ROPE_TABLES 2
@@ -68,7 +68,7 @@ struct realm_model {
     struct realm_model_config cfg;
     const struct realm_gguf *g; /* borrowed */
     enum model_rope_mode rope_mode;
-    int32_t n_rot;                            /* rotated dims per head (<= head_dim) */
+    int32_t n_rot;     /* rotated dims per head (<= head_dim) */
     int n_rope_tables; /* 1, or 2 when sliding-window layers have their own base or scale (gemma) */
     double *rope_freq[MODEL_MAX_ROPE_TABLES]; /* (n_rot/2) angle per position, owned */
     /* phi3 128k (rope_factors_long / _short): table 0 is built with the short factors, and a
@@ -78,7 +78,7 @@ struct realm_model {
     int32_t rope_long_ctx;
     bool *swa_layers;       /* (n_layer) which layers use the sliding window, owned, or NULL */
     float rope_attn_factor; /* rope.scaling.attn_factor: multiplies cos and sin (1 if absent) */
-    float attn_softcap; /* 0: none; else scores = c * tanh(scores / c) before softmax (gemma2) */
+    float attn_softcap;  /* 0: none; else scores = c * tanh(scores / c) before softmax (gemma2) */
     float q_scale;       /* multiplies q before q·k (gemma: f_attention_scale; phi3), or 1 */
     float kq_scale;      /* multiplies q·k (1/sqrt(head_dim)), or 1 for gemma and phi3 */
     float embd_scale;    /* 1, or sqrt(n_embd) for gemma */

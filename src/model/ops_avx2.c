@@ -93,7 +93,7 @@ static void dot_many_avx2(const float *x, const void *rows, int64_t stride, bool
  * time. Each column is one chain of fused multiply-adds in ascending j starting from 0 (or from
  * o), so summing rows in several calls with acc gives the same bits as one call. */
 #define WSUM_ROWS(NAME, LOAD, ELT, T)                                                              \
-    static void NAME(float *o, const float *p, const T *rows, int64_t stride, int ny, int64_t n,  \
+    static void NAME(float *o, const float *p, const T *rows, int64_t stride, int ny, int64_t n,   \
                      bool acc) {                                                                   \
         const int64_t nc = n & ~(int64_t)7;                                                        \
         int64_t d0 = 0;                                                                            \
