@@ -5,15 +5,20 @@ For each model (SmolLM2-135M Q4_1, gemma-3-270m Q4_K_M, the synthetic TinyLlama-
 by scripts/gen_synthetic.py if missing) the two engines run alternately, --reps times each:
   realm:     `realm bench -m MODEL -p P -n N -t T --reps 1 --json --tokens-file F` (a fresh process
              per repetition; its untimed warm-up pages the weights in)
-  llama.cpp: llama-cpp-python's low-level API (llama_decode on a llama_batch, no Python-side logits
-             copies), one context for all repetitions, memory cleared before each
+  llama.cpp: by default the native `llama-bench` built by `scripts/setup.sh peers`
+             (~/.cache/realm/peers/bin; `-p P -n N -t T -r 1` per repetition: prefill P tokens in one
+             batch, then N single-token decodes, its own random token ids); with --peer python,
+             llama-cpp-python's low-level API (llama_decode on a llama_batch, the same token ids as
+             realm, one context for all repetitions, memory cleared before each) — the binding is the
+             correctness oracle, the native tool the speed peer.
 Both do the same thing: prefill P tokens in one batch with logits for the last row, then decode N
-tokens one at a time with logits, feeding the same token ids. Throughput is tokens per second of
+tokens one at a time with logits. Throughput is tokens per second of
 each phase; the script reports the median of each engine and the ratio realm / llama.cpp, and
 writes everything, with the CPU model, to bench/results/vs_llamacpp-<date>.json.
 
     ~/.cache/realm/venv/bin/python bench/vs_llamacpp.py [--threads 2] [--reps 5] [-p 512] [-n 128]
         [--models smollm2,gemma3,tinyllama,qwen3-0.6b,phi3-mini,gemma2-2b] [--realm build/realm]
+        [--peer native|python]
 """
 import argparse
 import ctypes
@@ -118,6 +123,39 @@ class LlamaCpp:
         self.L.llama_model_free(self.model)
 
 
+PEER_BENCH = Path(os.environ.get("REALM_CACHE", Path.home() / ".cache" / "realm")) / "peers" / "bin" / "llama-bench"
+
+
+class NativeBench:
+    """llama.cpp's own llama-bench (native, the speed peer), one process per repetition."""
+
+    def __init__(self, path, threads, realm):
+        if not PEER_BENCH.exists():
+            raise SystemExit(f"vs_llamacpp: {PEER_BENCH} missing: run scripts/setup.sh peers (or --peer python)")
+        self.path, self.threads = path, threads
+        info = json.loads(subprocess.run([realm, "info", str(path), "--json"], capture_output=True, text=True,
+                                         check=True).stdout)
+        self.n_vocab = info["tokenizer"]["n_vocab"]
+        self.flash_attn_type = "llama-bench default"
+
+    def run(self, toks, n_prompt, n_gen):
+        cmd = [str(PEER_BENCH), "-m", str(self.path), "-p", str(n_prompt), "-n", str(n_gen), "-t", str(self.threads),
+               "-r", "1", "-o", "json"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()[-500:]}")
+        pp = tg = 0.0
+        for e in json.loads(r.stdout):
+            if e["n_prompt"] > 0:
+                pp = e["avg_ts"]
+            elif e["n_gen"] > 0:
+                tg = e["avg_ts"]
+        return pp, tg
+
+    def close(self):
+        pass
+
+
 def realm_run(realm, path, tokfile, n_prompt, n_gen, threads):
     cmd = [realm, "bench", "-m", str(path), "-p", str(n_prompt), "-n", str(n_gen), "-t", str(threads),
            "--reps", "1", "--json", "--tokens-file", tokfile]
@@ -138,6 +176,7 @@ def main():
     ap.add_argument("--realm", default=os.environ.get("REALM_BIN",
                                                       str(Path(os.environ.get("REALM_BUILD", ROOT / "build")) / "realm")))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--peer", choices=("native", "python"), default="native")
     a = ap.parse_args()
 
     import llama_cpp
@@ -151,12 +190,16 @@ def main():
         if not path.exists():
             print(f"skip {key}: {path} missing", file=sys.stderr)
             continue
-        llm = LlamaCpp(path, a.n_prompt + a.n_gen + 16, a.n_prompt, a.threads)
+        if a.peer == "native":
+            llm = NativeBench(path, a.threads, a.realm)
+        else:
+            llm = LlamaCpp(path, a.n_prompt + a.n_gen + 16, a.n_prompt, a.threads)
         toks = prompt_tokens(llm.n_vocab, a.n_prompt + a.n_gen)
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
             f.write(" ".join(map(str, toks)))
             tokfile = f.name
-        llm.run(toks, min(32, a.n_prompt), min(4, a.n_gen))  # warm-up
+        if a.peer == "python":
+            llm.run(toks, min(32, a.n_prompt), min(4, a.n_gen))  # warm-up (llama-bench warms up itself)
         rp, rd, lp, ld = [], [], [], []
         realm_info = None
         for rep in range(a.reps):
@@ -192,6 +235,7 @@ def main():
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "cpu": cpu_model(), "n_cpus": os.cpu_count(), "threads": a.threads,
         "llama_cpp_python": llama_cpp.__version__, "realm": a.realm,
+        "peer": str(PEER_BENCH) if a.peer == "native" else "llama-cpp-python",
         "load_average": os.getloadavg(),
         "results": results,
     }
