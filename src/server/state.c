@@ -29,7 +29,7 @@ struct srv_state {
     struct realm_registry *reg;
     pthread_mutex_t mu;   /* one sync at a time */
     _Atomic uint64_t gen; /* the registry generation the slots reflect */
-    bool loaded;          /* gen is meaningful */
+    atomic_bool loaded;   /* gen is meaningful */
     bool shared;          /* a registry other nodes share (PostgreSQL): quotas cluster-wide */
     struct realm_tenant_spec **specs; /* every spec made (current and retired), freed at the end */
     size_t n_specs, cap_specs;
@@ -170,9 +170,9 @@ int srv_state_sync(struct realm_server *s, struct realm_err *err) {
     uint64_t gen;
     int rc = realm_registry_generation(st->reg, &gen, err);
     if (rc) return rc;
-    if (st->loaded && gen == atomic_load(&st->gen)) return REALM_OK;
+    if (atomic_load(&st->loaded) && gen == atomic_load(&st->gen)) return REALM_OK;
     pthread_mutex_lock(&st->mu);
-    if (st->loaded && gen == atomic_load(&st->gen)) {
+    if (atomic_load(&st->loaded) && gen == atomic_load(&st->gen)) {
         pthread_mutex_unlock(&st->mu);
         return REALM_OK;
     }
@@ -201,7 +201,7 @@ int srv_state_sync(struct realm_server *s, struct realm_err *err) {
         }
         /* a failed tenant is retried at the next change, not at every request */
         atomic_store(&st->gen, gen);
-        st->loaded = true;
+        atomic_store(&st->loaded, true);
     }
     realm_reg_tenants_free(ts, n);
     pthread_mutex_unlock(&st->mu);
