@@ -70,7 +70,7 @@ static void test_config(void) {
         CHECK(c->read_timeout_s == 30.0 && c->stream_stall_s == 30.0 &&
               c->default_max_tokens == 2048);
         CHECK(c->tenant_step_share == 1 &&
-              c->contended_prefill_rows == 0); /* fair steps, prompts uncapped */
+              c->contended_prefill_rows == 8); /* fair steps, prompts capped under contention */
         CHECK(c->max_choices == 8);
         struct realm_err err = {0};
         CHECK(realm_server_config_check(c, &err) == REALM_OK);

@@ -100,7 +100,7 @@ struct realm_server_config {
                                   default 1 */
     int32_t contended_prefill_rows; /* while several tenants have work, the prompt rows a batched
                                        step carries in all (realm_sched_params.contended_prefill);
-                                       0: no cap (the default: see docs/server.md) */
+                                       0: no cap; default 8 (see docs/server.md) */
     int64_t kv_memory_bytes;        /* paged KV pool per model (blocks shared by every tenant's
                                        sessions); default 1 GiB */
     struct realm_model_spec *models;

@@ -46,7 +46,7 @@ int realm_server_config_new(struct realm_server_config **out) {
     c->metrics_public = false;
     c->max_connections_per_ip = 32;
     c->tenant_step_share = 1;
-    c->contended_prefill_rows = 0;
+    c->contended_prefill_rows = 8;
     c->read_timeout_s = 30.0;
     c->stream_stall_s = 30.0;
     c->default_max_tokens = 2048;
