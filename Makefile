@@ -41,8 +41,12 @@ test: deps-test all $(ASAN_BUILD)/build.ninja
 	  ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz|sandbox'
 	$(MAKE) test-py
 
+# The abuse suite first, on a quiet machine: its latency bounds (a victim tenant's p99 under
+# attack within 2x its solo p99) are measured against the host's state, and the fsync- and
+# process-heavy tests of tests/py (registry, multi-node) left it noisier for minutes after.
 test-py:
-	REALM_BUILD=$(abspath $(BUILD)) $(VENV)/bin/python -m pytest -q tests/py tests/abuse
+	REALM_BUILD=$(abspath $(BUILD)) $(VENV)/bin/python -m pytest -q tests/abuse
+	REALM_BUILD=$(abspath $(BUILD)) $(VENV)/bin/python -m pytest -q tests/py
 
 parity: deps-test all
 	REALM_BUILD=$(abspath $(BUILD)) $(VENV)/bin/python tests/parity/run_parity.py
