@@ -47,7 +47,7 @@ INIT_GEN_WALL_MS = 4000  # a-init's "hold" request
 TPM = 400
 PER_IP = 32
 SOLO_SETS = 5       # B's solo baseline: 60 requests (fewer made its p99, the yardstick, swing 113-139 ms between runs)
-ATTACK_SETS = 4     # B's sets during a short attack (48 requests: with 24 the "p99" was simply the slowest one); long attacks run more
+ATTACK_SETS = 8     # B's sets during a short attack (96 requests: with 48 the "p99" was the slowest one, and one scheduling hiccup of the 2-core host failed it); long attacks run more
 B_MAX_TOKENS = 16
 B_PROMPTS = ["What is the capital of France?", "Name a primary color.", "What is 2 + 2?",
              "Say hello in Spanish.", "What is the largest planet?", "Give me a synonym for happy.",
