@@ -36,16 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("REALM_CACHE", Path.home() / ".cache" / "realm"))
 PEER = CACHE / "peers" / "bin" / "llama-server"
-PROMPTS = [
-    "Write a short story about a robot who learns to paint.",
-    "Explain why the sky is blue in two sentences.",
-    "List three uses of a paperclip.",
-    "What is the capital of France? Answer briefly.",
-    "Describe a sunset over the ocean.",
-    "Give me a recipe idea with tomatoes.",
-    "Why do cats purr?",
-    "Summarize the plot of a heist movie you invent.",
-]
+sys.path.insert(0, str(ROOT / "bench"))
+from load import PROMPTS  # noqa: E402 — the same prompts as the load test
 
 
 def free_port():
