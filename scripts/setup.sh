@@ -15,7 +15,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 APT_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32 libclang-rt-14-dev cmake ninja-build
   pkg-config make gcc clang-format libmicrohttpd-dev libcjson-dev libpcre2-dev libicu-dev libssl-dev libsqlite3-dev libcurl4-openssl-dev python3-venv wabt unzip curl
-  libpq-dev postgresql nginx)
+  libpq-dev postgresql nginx
+  rustc libstd-rust-dev-wasm32) # Debian's rustc 1.63 + its wasm32 std: the Rust guest SDK (cmake/rust_guest.cmake)
 
 step_apt() {
     local missing=()

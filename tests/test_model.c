@@ -85,7 +85,7 @@ static int argmax(const float *x, int n) {
 
 /* Forwards one token with logits. */
 static int step(struct realm_engine *e, struct realm_session *s, int32_t tok, float *logits) {
-    struct realm_batch_row row = {s, tok, logits};
+    struct realm_batch_row row = {s, tok, logits, NULL};
     struct realm_err err;
     int rc = realm_engine_forward(e, &row, 1, &err);
     if (rc) fprintf(stderr, "forward: %s\n", err.msg);
@@ -236,7 +236,7 @@ static double test_batching(struct loaded *L, int n_threads, const char *name) {
         for (int i = 0; i < plen[k]; i++) {
             want[k][i] = i == plen[k] - 1 || i == 1;
             rows[n++] = (struct realm_batch_row){
-                s[k], prompt[k][i], want[k][i] ? got + ((size_t)k * total + i) * V : NULL};
+                s[k], prompt[k][i], want[k][i] ? got + ((size_t)k * total + i) * V : NULL, NULL};
         }
         for (int i = plen[k]; i < MAXP + NDEC; i++)
             want[k][i] = true;
@@ -250,8 +250,8 @@ static double test_batching(struct loaded *L, int n_threads, const char *name) {
         for (int j = 0; j < K; j++) {
             int k = (j + d) % K;
             int i = plen[k] + d;
-            rows[j] =
-                (struct realm_batch_row){s[k], prompt[k][i], got + ((size_t)k * total + i) * V};
+            rows[j] = (struct realm_batch_row){s[k], prompt[k][i],
+                                               got + ((size_t)k * total + i) * V, NULL};
         }
         CHECK_EQ_INT(realm_engine_forward(e, rows, K, &err), REALM_OK);
     }
@@ -286,7 +286,8 @@ static int run_chunks(struct realm_engine *e, struct realm_session *s, const int
     for (int i = 0; i < n; i += chunk) {
         int k = n - i < chunk ? n - i : chunk;
         for (int j = 0; j < k; j++)
-            rows[j] = (struct realm_batch_row){s, tokens[i + j], i + j == n - 1 ? last : NULL};
+            rows[j] =
+                (struct realm_batch_row){s, tokens[i + j], i + j == n - 1 ? last : NULL, NULL};
         int rc = realm_engine_forward(e, rows, k, err);
         if (rc) return rc;
     }
@@ -378,7 +379,7 @@ static void test_paged(struct loaded *L, int n_threads, const char *name, int n_
     CHECK_EQ_INT(run_chunks(e, q, tok, 2 * BT, CHUNK, NULL, &err), REALM_OK);
     CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 3), 2);
     /* a batch mixing a session that fits with one that does not changes neither */
-    struct realm_batch_row mix[2] = {{o, tok[0], NULL}, {q, tok[0], NULL}};
+    struct realm_batch_row mix[2] = {{o, tok[0], NULL, NULL}, {q, tok[0], NULL, NULL}};
     CHECK_EQ_INT(realm_engine_forward(e, mix, 2, &err), REALM_E_KV_FULL);
     CHECK_EQ_INT(realm_session_len(o), 0);
     CHECK_EQ_INT(realm_kv_pool_tenant_used(pool, 2), 0);
@@ -460,7 +461,7 @@ static void test_engine_alloc_failures(struct loaded *L) {
     struct realm_session *s = NULL;
     CHECK_EQ_INT(realm_engine_new(L->m, 2, 4, &e, &err), REALM_OK);
     CHECK_EQ_INT(realm_session_new(L->m, 8, &s, &err), REALM_OK);
-    struct realm_batch_row row = {s, 1, want};
+    struct realm_batch_row row = {s, 1, want, NULL};
     CHECK_EQ_INT(realm_engine_forward(e, &row, 1, &err), REALM_OK);
     realm_engine_free(e);
     const int64_t before = realm_alloc_bytes_in_use();
@@ -515,7 +516,7 @@ static void test_served_alloc_failures(struct loaded *L, bool prepack) {
     CHECK_EQ_INT(realm_engine_new(L->m, 1, 4, &e, &err), REALM_OK);
     CHECK_EQ_INT(realm_session_new(L->m, 8, &s, &err), REALM_OK);
     for (int i = 0; i < 3; i++) {
-        struct realm_batch_row row = {s, toks[i], i == 2 ? want : NULL};
+        struct realm_batch_row row = {s, toks[i], i == 2 ? want : NULL, NULL};
         CHECK_EQ_INT(realm_engine_forward(e, &row, 1, &err), REALM_OK);
     }
     realm_session_free(s);
@@ -579,16 +580,16 @@ static void test_errors(struct loaded *L) {
     float *lg = malloc(sizeof(float) * (size_t)c->n_vocab);
     float *lg2 = malloc(sizeof(float) * (size_t)c->n_vocab);
 
-    struct realm_batch_row bad[3] = {{s, c->n_vocab, NULL}};
+    struct realm_batch_row bad[3] = {{s, c->n_vocab, NULL, NULL}};
     CHECK_EQ_INT(realm_engine_forward(e, bad, 1, &err), REALM_E_INVALID);
-    bad[0] = (struct realm_batch_row){s, -1, NULL};
+    bad[0] = (struct realm_batch_row){s, -1, NULL, NULL};
     CHECK_EQ_INT(realm_engine_forward(e, bad, 1, &err), REALM_E_INVALID);
-    bad[0] = (struct realm_batch_row){NULL, 1, NULL};
+    bad[0] = (struct realm_batch_row){NULL, 1, NULL, NULL};
     CHECK_EQ_INT(realm_engine_forward(e, bad, 1, &err), REALM_E_INVALID);
     /* s, t, s: not consecutive */
-    bad[0] = (struct realm_batch_row){s, 1, NULL};
-    bad[1] = (struct realm_batch_row){t, 1, NULL};
-    bad[2] = (struct realm_batch_row){s, 1, NULL};
+    bad[0] = (struct realm_batch_row){s, 1, NULL, NULL};
+    bad[1] = (struct realm_batch_row){t, 1, NULL, NULL};
+    bad[2] = (struct realm_batch_row){s, 1, NULL, NULL};
     CHECK_EQ_INT(realm_engine_forward(e, bad, 3, &err), REALM_E_INVALID);
     CHECK_EQ_INT(realm_engine_forward(e, bad, 5, &err), REALM_E_INVALID); /* above max_batch */
     CHECK_EQ_INT(realm_engine_forward(e, bad, 0, &err), REALM_OK);
@@ -596,13 +597,14 @@ static void test_errors(struct loaded *L) {
     CHECK_EQ_INT(realm_session_len(t), 0);
 
     /* fill s to its context of 4, then one more fails as a whole (t is not advanced either) */
-    struct realm_batch_row r4[4] = {{s, 1, NULL}, {s, 2, NULL}, {s, 3, NULL}, {s, 4, lg}};
+    struct realm_batch_row r4[4] = {
+        {s, 1, NULL, NULL}, {s, 2, NULL, NULL}, {s, 3, NULL, NULL}, {s, 4, lg, NULL}};
     CHECK_EQ_INT(realm_engine_forward(e, r4, 3, &err), REALM_OK);
     CHECK_EQ_INT(realm_session_len(s), 3);
-    struct realm_batch_row two[2] = {{t, 5, NULL}, {s, 4, NULL}};
+    struct realm_batch_row two[2] = {{t, 5, NULL, NULL}, {s, 4, NULL, NULL}};
     CHECK_EQ_INT(realm_engine_forward(e, two, 2, &err), REALM_OK);
     CHECK_EQ_INT(realm_session_len(s), 4);
-    two[1] = (struct realm_batch_row){s, 5, NULL};
+    two[1] = (struct realm_batch_row){s, 5, NULL, NULL};
     CHECK_EQ_INT(realm_engine_forward(e, two, 2, &err), REALM_E_CONTEXT_FULL);
     CHECK(strstr(err.msg, "context") != NULL);
     CHECK_EQ_INT(realm_session_len(s), 4);
@@ -868,6 +870,38 @@ static int test_new_archs(void) {
     return ran;
 }
 
+/* The legacy 32-element formats (their 16-row batched kernels, issue 20), on the tiny synthetic
+ * llama files: batched == solo bit for bit, mapped and prepacked, and prepacked == mapped.
+ * Q4_0, Q4_1, Q8_0 come with scripts/setup.sh models; Q5_0 / Q5_1 when generated
+ * (scripts/gen_synthetic.py --shape tiny --types Q5_0,Q5_1). */
+static int test_legacy_types(void) {
+    static const char *const types[] = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"};
+    int ran = 0;
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        char rel[256], path[4096], name[128];
+        snprintf(name, sizeof name, "synthetic-tiny-%s.gguf", types[t]);
+        snprintf(rel, sizeof rel, "synthetic/%s", name);
+        const char *p = tu_model_path(rel);
+        if (!p) {
+            tu_log("%s: absent (scripts/gen_synthetic.py --shape tiny --types %s makes it)", name,
+                   types[t]);
+            continue;
+        }
+        snprintf(path, sizeof path, "%s", p);
+        for (int packed = 0; packed < 2; packed++) {
+            struct loaded L;
+            CHECK_EQ_INT(load_opts(path, &L, packed), REALM_OK);
+            if (!L.m) continue;
+            CHECKF(test_batching(&L, 2, name) == 0, "%s%s: batched logits not bit-identical", name,
+                   packed ? " (prepacked)" : "");
+            unload(&L);
+        }
+        test_prepack_same_bits(path);
+        ran++;
+    }
+    return ran;
+}
+
 /* ---- parity fixtures ---- */
 
 /* FNV-1a 64 over the file size, the first and the last MiB: a cheap identity check that the cached
@@ -964,7 +998,7 @@ static int check_fixture(const char *fpath, int *n_checked) {
     CHECK_EQ_INT(realm_engine_new(L.m, 0, n, &e, NULL), REALM_OK);
     CHECK_EQ_INT(realm_session_new(L.m, n, &s, NULL), REALM_OK);
     for (int i = 0; i < n; i++)
-        rows[i] = (struct realm_batch_row){s, (int32_t)num_at(jt, i), lg + (size_t)i * V};
+        rows[i] = (struct realm_batch_row){s, (int32_t)num_at(jt, i), lg + (size_t)i * V, NULL};
     struct realm_err err;
     CHECK_EQ_INT(realm_engine_forward(e, rows, n, &err), REALM_OK);
     int agree_llama = 0, agree_ref = 0;
@@ -1104,6 +1138,7 @@ int main(int argc, char **argv) {
         ran++;
     }
     ran += test_new_archs();
+    ran += test_legacy_types();
     test_parity_fixtures();
     if (!ran)
         tu_skip("no model: ../shared/models/stories260K.gguf and the cached models are absent");

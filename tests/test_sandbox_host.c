@@ -268,6 +268,51 @@ static void test_cache(void) {
     CHECK(system(cmd) == 0);
 }
 
+/* A pool too large for 4 GiB slots (issue 20: 100,000 tenants) sizes each slot by the memory
+ * cap: the caps still hold to the byte, and accesses past the memory, inside the slot or past
+ * it, still trap. */
+static void test_dense_pool(void) {
+    struct realm_sbx_config c = ts_config();
+    c.max_instances = 100000;
+    struct realm_sbx_host *h = new_host(c);
+    struct realm_sbx_module *m = ts_module(h, "memory_bomb");
+    struct ts_capture out = {0};
+    struct realm_err err;
+    unsigned n = 0, bytes = 0;
+    struct realm_sbx_tenant *t = ts_tenant(h, m, "dense");
+    CHECK_EQ_INT(ts_run(t, "{\"how\":\"grow\"}", &out, NULL, &err), REALM_E_NOMEM);
+    CHECK(sscanf(out.buf, "%u %u", &n, &bytes) == 2 && bytes == TS_MEMORY_LIMIT);
+    /* past the end of a full memory: the guard page after the slot, then far beyond it */
+    const char *pokes[] = {"{\"how\":\"poke\",\"past\":0}", "{\"how\":\"poke\",\"past\":70000}",
+                           "{\"how\":\"poke\",\"past\":1000000000}"};
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(ts_run(t, pokes[i], &out, NULL, &err), REALM_E_TRAP);
+        CHECKF(strstr(err.msg, "out of bounds memory access") != NULL, "%s", err.msg);
+    }
+    realm_sbx_tenant_free(t);
+    /* a fresh instance (small memory): past its end but inside the slot traps too */
+    t = ts_tenant(h, m, "dense2");
+    CHECK_EQ_INT(ts_run(t, pokes[0], &out, NULL, &err), REALM_E_TRAP);
+    CHECKF(strstr(err.msg, "out of bounds memory access") != NULL, "%s", err.msg);
+    realm_sbx_tenant_free(t);
+    struct realm_sbx_tenant_params tp = {.name = "small", .memory_limit = TS_MEMORY_LIMIT / 4};
+    CHECK_EQ_INT(realm_sbx_tenant_new(h, m, &tp, &t, &err), REALM_OK);
+    if (t) {
+        CHECK_EQ_INT(ts_run(t, "{\"how\":\"grow\"}", &out, NULL, &err), REALM_E_NOMEM);
+        CHECK(sscanf(out.buf, "%u %u", &n, &bytes) == 2 && bytes == TS_MEMORY_LIMIT / 4);
+        realm_sbx_tenant_free(t);
+    }
+    free(out.buf);
+    realm_sbx_module_free(m);
+    realm_sbx_host_free(h);
+    /* slots that cannot fit in the address space are refused plainly */
+    c.memory_limit = 4096ull << 20;
+    c.max_instances = 1000000;
+    struct realm_sbx_host *big = NULL;
+    CHECK_EQ_INT(realm_sbx_host_new(&c, &big, &err), REALM_E_INVALID);
+    CHECKF(strstr(err.msg, "address space") != NULL, "%s", err.msg);
+}
+
 static void test_pool_limit(void) {
     struct realm_sbx_config c = ts_config();
     c.max_instances = 2;
@@ -397,6 +442,7 @@ int main(int argc, char **argv) {
     realm_sbx_host_free(h);
     test_cache();
     test_pool_limit();
+    test_dense_pool();
     test_init_wall();
     return tu_finish("test_sandbox_host");
 }

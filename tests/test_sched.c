@@ -6,6 +6,11 @@
  * contended step (tenant_share); cancellation while a step runs (deterministic: the backend holds
  * until the flag is set); context limit;
  * backend failure confined to its step; counters back to zero at the end.
+ * Latency targets (steps counted by the fake backend, never wall time): with 64 long decodes
+ * running, a new prompt's logits arrive within the bound stated in sched.h; weights 3:1 give a
+ * 3:1 token share (±10%) while both tenants saturate; the admission queue admits in arrival order
+ * within a tenant and interleaves tenants by weight, reserves nothing for a waiting request, and
+ * frees a slot on release, cancellation or lease expiry.
  */
 #include "testutil.h"
 
@@ -50,6 +55,7 @@ struct fake {
     int hold_id;
     const atomic_bool *hold_until;
     atomic_bool holding;
+    atomic_long steps; /* forward calls: the tests' clock */
 };
 
 static uint64_t mix(uint64_t h, int32_t tok) {
@@ -100,6 +106,7 @@ static int fake_forward(void *ctx, const struct realm_batch_row *rows, int32_t n
         if (a_rows && b_rows > f->share_b_max_with_a) f->share_b_max_with_a = b_rows;
     }
     if (f->trip && atomic_fetch_sub(&f->trip_steps, 1) == 1) atomic_store(f->trip, true);
+    atomic_fetch_add(&f->steps, 1);
     bool hold = false;
     for (int32_t i = 0; i < n && f->hold_until; i++)
         hold |= ((struct fake_sess *)rows[i].session)->id == f->hold_id;
@@ -312,6 +319,247 @@ static void test_tenant_share(const struct realm_sched_backend *be) {
     g_s = saved;
 }
 
+/* Waits (polling) until the fake backend has run `n` more steps than `from`. */
+static void wait_steps(long from, long n) {
+    while (atomic_load(&g_fake.steps) < from + n)
+        usleep(500);
+}
+
+static long ceil_div(long a, long b) {
+    return (a + b - 1) / b;
+}
+
+/* 64 sessions of 4 tenants decode without end in steps of 64 rows (so decode alone could fill
+ * every step); a new 40-token prompt — of a fifth tenant, then of one of the decoding tenants —
+ * must get its logits within sched.h's bound: ceil((Q + P) / R) + ceil(P / c) steps, plus one for
+ * a step already running when it is queued (Q = 0 here, R = the default reserve min(c, 64 / 2)). */
+static void test_ttft_bound(const struct realm_sched_backend *be) {
+    enum { NDEC = 64, B = 64, C = 8, P = 40 };
+    struct realm_sched_params p = {.max_batch_tokens = B, .prefill_chunk = C};
+    struct realm_sched *saved = g_s;
+    struct realm_err err;
+    CHECK(realm_sched_new(be, &p, &g_s, &err) == REALM_OK);
+    static struct worker w[NDEC];
+    pthread_t th[NDEC];
+    atomic_bool stop = false;
+    for (int i = 0; i < NDEC; i++) {
+        w[i] = (struct worker){.tenant = 500 + (uint32_t)(i % 4),
+                               .sess = {.id = 300 + i, .n_ctx = 1 << 20},
+                               .prompt = 1,
+                               .stop = &stop};
+        pthread_create(&th[i], NULL, worker_main, &w[i]);
+    }
+    wait_steps(atomic_load(&g_fake.steps), 50); /* every decoder is running */
+    const long R = C < B / 2 ? C : B / 2;
+    const long bound = ceil_div(P, R) + ceil_div(P, C) + 1;
+    int32_t toks[P];
+    for (int i = 0; i < P; i++)
+        toks[i] = (i * 3 + 1) % NV;
+    uint64_t h = 0;
+    for (int i = 0; i < P; i++)
+        h = mix(h, toks[i]);
+    float logits[NV], expect[NV];
+    fill_logits(h, expect);
+    const uint32_t tenants[2] = {600, 501};
+    for (int k = 0; k < 2; k++) {
+        struct fake_sess ps = {.id = 380 + k, .n_ctx = 1000};
+        struct realm_sched_stats st0, st1;
+        realm_sched_get_stats(g_s, &st0);
+        long s0 = atomic_load(&g_fake.steps);
+        CHECK(realm_sched_decode(g_s, tenants[k], (struct realm_session *)&ps, toks, P, logits,
+                                 NULL, &err) == REALM_OK);
+        long took = atomic_load(&g_fake.steps) - s0;
+        realm_sched_get_stats(g_s, &st1);
+        CHECK(!memcmp(logits, expect, sizeof expect));
+        tu_log("ttft: %d-token prompt of tenant %u beside %d decodes: %ld steps (bound %ld), %lld "
+               "decode rows meanwhile",
+               P, tenants[k], NDEC, took, bound, (long long)(st1.decode_rows - st0.decode_rows));
+        CHECKF(took <= bound, "first logits after %ld steps, bound %ld", took, bound);
+        CHECK(st1.decode_rows - st0.decode_rows >= took - 1); /* decode went on meanwhile */
+        CHECK(st1.prompts_done == st0.prompts_done + 1);
+        CHECK(st1.prompt_steps_max <= bound);
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < NDEC; i++) {
+        pthread_join(th[i], NULL);
+        CHECKF(w[i].ok, "decoder %d saw wrong logits", i);
+    }
+    realm_sched_free(g_s);
+    g_s = saved;
+}
+
+static const struct realm_sched_tenant_stats *tenant_stats(const struct realm_sched_stats *st,
+                                                           uint32_t id) {
+    for (int i = 0; i < st->n_tenants; i++)
+        if (st->tenants[i].tenant == id) return &st->tenants[i];
+    return NULL;
+}
+
+/* Two tenants of 32 decoding sessions each, weights 3 and 1, in steps of 16 rows: both always
+ * have more requests queued than their share of a step, so their tokens must split 3:1 (±10%). */
+static void test_weights(const struct realm_sched_backend *be) {
+    enum { N = 32 };
+    struct realm_sched_params p = {.max_batch_tokens = MAXB, .prefill_chunk = CHUNK};
+    struct realm_sched *saved = g_s;
+    struct realm_err err;
+    CHECK(realm_sched_new(be, &p, &g_s, &err) == REALM_OK);
+    CHECK(realm_sched_set_tenant_weight(g_s, 700, 3) == REALM_OK);
+    CHECK(realm_sched_set_tenant_weight(g_s, 701, 1) == REALM_OK);
+    CHECK(realm_sched_set_tenant_weight(g_s, 702, 0) == REALM_E_INVALID);
+    CHECK(realm_sched_set_tenant_weight(g_s, 702, REALM_SCHED_MAX_WEIGHT + 1) == REALM_E_INVALID);
+    static struct worker w[2 * N];
+    pthread_t th[2 * N];
+    atomic_bool stop = false;
+    for (int i = 0; i < 2 * N; i++) {
+        w[i] = (struct worker){.tenant = i < N ? 700 : 701,
+                               .sess = {.id = 500 + i, .n_ctx = 1 << 20},
+                               .prompt = 1,
+                               .stop = &stop};
+        pthread_create(&th[i], NULL, worker_main, &w[i]);
+    }
+    wait_steps(atomic_load(&g_fake.steps), 50);
+    struct realm_sched_stats st0, st1;
+    realm_sched_get_stats(g_s, &st0);
+    wait_steps(atomic_load(&g_fake.steps), 400);
+    realm_sched_get_stats(g_s, &st1);
+    atomic_store(&stop, true);
+    for (int i = 0; i < 2 * N; i++) {
+        pthread_join(th[i], NULL);
+        CHECKF(w[i].ok, "worker %d saw wrong logits", i);
+    }
+    const struct realm_sched_tenant_stats *a0 = tenant_stats(&st0, 700),
+                                          *a1 = tenant_stats(&st1, 700),
+                                          *b0 = tenant_stats(&st0, 701),
+                                          *b1 = tenant_stats(&st1, 701);
+    CHECK(a0 && a1 && b0 && b1);
+    if (a0 && a1 && b0 && b1) {
+        CHECK(a1->weight == 3 && b1->weight == 1);
+        double a = (double)(a1->tokens_done - a0->tokens_done);
+        double b = (double)(b1->tokens_done - b0->tokens_done);
+        tu_log("weights 3:1: %.0f vs %.0f tokens over %lld steps (%.2f:1)", a, b,
+               (long long)(st1.steps - st0.steps), b > 0 ? a / b : 0.0);
+        CHECKF(b > 0 && a / b >= 2.7 && a / b <= 3.3, "token share %.0f:%.0f, not 3:1 (+-10%%)", a,
+               b);
+    }
+    realm_sched_free(g_s);
+    g_s = saved;
+}
+
+struct adm_arg {
+    uint32_t tenant;
+    struct fake_sess sess;
+    atomic_bool cancel;
+    atomic_int *order; /* next completion index */
+    int done_at;       /* this request's completion index */
+    int rc;
+};
+
+static void *adm_main(void *arg) {
+    struct adm_arg *a = arg;
+    int32_t toks[3] = {1, 2, 3};
+    float logits[NV];
+    struct realm_err err;
+    a->rc = realm_sched_decode(g_s, a->tenant, (struct realm_session *)&a->sess, toks, 3, logits,
+                               &a->cancel, &err);
+    if (a->order) a->done_at = atomic_fetch_add(a->order, 1);
+    realm_sched_release(g_s, (struct realm_session *)&a->sess); /* the sequence ends */
+    return NULL;
+}
+
+static int64_t admission_waiting(void) {
+    struct realm_sched_stats st;
+    realm_sched_get_stats(g_s, &st);
+    return st.admission_waiting;
+}
+
+/* max_active 1: one running sequence holds the slot; five new ones (A1 A2 A3 of tenant A, then
+ * B1 B2 of tenant B, equal weights) queue in that order without anything reserved for them; a
+ * sixth is cancelled while it waits. Released, the slot goes to A1, B1, A2, B2, A3 — arrival
+ * order within a tenant, alternating between tenants. A sequence that is never released frees its
+ * slot after REALM_SCHED_LEASE_S without requests. */
+static void test_admission(const struct realm_sched_backend *base) {
+    struct realm_sched_backend be = *base;
+    be.reserve = fake_reserve;
+    be.len = fake_len;
+    struct realm_sched_params p = {
+        .max_batch_tokens = MAXB, .prefill_chunk = CHUNK, .max_active = 1};
+    struct realm_sched *saved = g_s;
+    struct realm_err err;
+    CHECK(realm_sched_new(&be, &p, &g_s, &err) == REALM_OK);
+    struct fake_sess holder = {.id = 600, .n_ctx = 100};
+    int32_t toks[3] = {1, 2, 3};
+    float logits[NV];
+    CHECK(realm_sched_decode(g_s, 900, (struct realm_session *)&holder, toks, 3, logits, NULL,
+                             &err) == REALM_OK);
+    /* a running sequence's next request does not queue */
+    CHECK(realm_sched_decode(g_s, 900, (struct realm_session *)&holder, toks, 1, logits, NULL,
+                             &err) == REALM_OK);
+    enum { N = 5 };
+    static const uint32_t tenant_of[N] = {901, 901, 901, 902, 902};
+    static const int expect_order[N] = {0, 2, 4, 1, 3}; /* A1 B1 A2 B2 A3 → done_at per arrival */
+    static struct adm_arg a[N + 1];
+    pthread_t th[N + 1];
+    atomic_int order = 0;
+    for (int i = 0; i < N; i++) {
+        a[i] = (struct adm_arg){
+            .tenant = tenant_of[i], .sess = {.id = 610 + i, .n_ctx = 100}, .order = &order};
+        atomic_store(&a[i].cancel, false);
+        pthread_create(&th[i], NULL, adm_main, &a[i]);
+        while (admission_waiting() < i + 1) /* queued: the next one arrives after it */
+            usleep(200);
+    }
+    a[N] = (struct adm_arg){.tenant = 901, .sess = {.id = 620, .n_ctx = 100}};
+    atomic_store(&a[N].cancel, false);
+    pthread_create(&th[N], NULL, adm_main, &a[N]);
+    while (admission_waiting() < N + 1)
+        usleep(200);
+    struct realm_sched_stats st;
+    realm_sched_get_stats(g_s, &st);
+    CHECK_EQ_INT(st.active_sequences, 1);
+    for (int i = 0; i <= N; i++) /* nothing ran or was reserved for a waiting request */
+        CHECK(a[i].sess.len == 0 && a[i].sess.held == 0);
+    atomic_store(&a[N].cancel, true);
+    pthread_join(th[N], NULL);
+    CHECK_EQ_INT(a[N].rc, REALM_E_CANCELLED);
+    CHECK_EQ_INT(admission_waiting(), N);
+    realm_sched_release(g_s, (struct realm_session *)&holder);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(a[i].rc, REALM_OK);
+        CHECKF(a[i].done_at == expect_order[i], "request %d (tenant %u) admitted as #%d, not #%d",
+               i, tenant_of[i], a[i].done_at, expect_order[i]);
+        CHECK_EQ_INT(a[i].sess.len, 3);
+    }
+    realm_sched_get_stats(g_s, &st);
+    CHECK_EQ_INT(st.admission_waiting, 0);
+    CHECK_EQ_INT(st.active_sequences, 0);
+    CHECK(st.admitted >= N + 1 && st.admission_wait_max_s > 0);
+
+    /* a sequence that is never released: its slot frees once it has been idle for the lease */
+    struct fake_sess idle = {.id = 630, .n_ctx = 100};
+    CHECK(realm_sched_decode(g_s, 900, (struct realm_session *)&idle, toks, 3, logits, NULL,
+                             &err) == REALM_OK);
+    a[0] = (struct adm_arg){.tenant = 901, .sess = {.id = 631, .n_ctx = 100}};
+    atomic_store(&a[0].cancel, false);
+    pthread_create(&th[0], NULL, adm_main, &a[0]);
+    pthread_join(th[0], NULL); /* returns only once the lease has run out */
+    CHECK_EQ_INT(a[0].rc, REALM_OK);
+    realm_sched_free(g_s);
+
+    /* parameters */
+    p.max_active = -1;
+    CHECK(realm_sched_new(&be, &p, &g_s, &err) == REALM_E_INVALID);
+    p.max_active = 0;
+    p.prefill_reserve = MAXB;
+    CHECK(realm_sched_new(&be, &p, &g_s, &err) == REALM_E_INVALID);
+    p.prefill_reserve = -2;
+    CHECK(realm_sched_new(&be, &p, &g_s, &err) == REALM_E_INVALID);
+    p.prefill_reserve = -1; /* no reserve: valid */
+    CHECK(realm_sched_new(&be, &p, &g_s, &err) == REALM_OK);
+    realm_sched_free(g_s);
+    g_s = saved;
+}
+
 struct cancel_arg {
     struct fake_sess sess;
     atomic_bool cancel;
@@ -499,6 +747,9 @@ int main(int argc, char **argv) {
     test_concurrent();
     test_fairness();
     test_tenant_share(&be);
+    test_ttft_bound(&be);
+    test_weights(&be);
+    test_admission(&be);
     test_errors();
     struct realm_sched_stats st;
     realm_sched_get_stats(g_s, &st);

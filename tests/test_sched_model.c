@@ -310,9 +310,9 @@ static void failed_decodes(struct loaded *L) {
     CHECK_EQ_INT(realm_kv_pool_set_quota(pool, 51, 1), REALM_OK);
     struct realm_batch_row rows[40];
     for (int32_t i = 0; i < 20; i++)
-        rows[i] = (struct realm_batch_row){a, toks[i], NULL};
+        rows[i] = (struct realm_batch_row){a, toks[i], NULL, NULL};
     for (int32_t i = 0; i < 20; i++)
-        rows[20 + i] = (struct realm_batch_row){b, toks[i], i == 19 ? lg : NULL};
+        rows[20 + i] = (struct realm_batch_row){b, toks[i], i == 19 ? lg : NULL, NULL};
     const int32_t used2 = pool_used(pool);
     CHECK(realm_engine_forward(L->e, rows, 40, &err) == REALM_E_KV_FULL);
     CHECK(realm_session_len(a) == 0 && realm_session_len(b) == 0);

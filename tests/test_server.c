@@ -37,7 +37,7 @@ static void test_config(void) {
               " \"models\": [{\"name\": \"m\", \"path\": \"models/m.gguf\", \"n_ctx\": 512}, "
               "{\"name\": \"n\", \"path\": \"/abs.gguf\"}],"
               " \"tenants\": [{\"id\": \"a\", \"key_hashes\": [\"" HASH_A
-              "\"], \"models\": [\"m\"], \"guest\": \"g.wasm\","
+              "\"], \"models\": [\"m\"], \"guest\": \"g.wasm\", \"weight\": 3,"
               "   \"limits\": {\"max_concurrent\": 2, \"tokens_per_minute\": 1000, "
               "\"max_tokens_per_request\": 64,"
               "   \"guest_memory_mb\": 32, \"kv_blocks\": 10, \"init_wall_ms\": 500, "
@@ -64,6 +64,8 @@ static void test_config(void) {
         /* 0 in the limits: the server's defaults apply */
         CHECK(c->tenants[1].limits.init_wall_ms == 0 && c->tenants[1].limits.generate_wall_ms == 0);
         CHECK(c->tenants[1].all_models && c->tenants[1].guest == NULL);
+        CHECK(a->weight == 3 && c->tenants[1].weight == 1); /* step share; default 1 */
+        CHECK(c->prefill_reserve_rows == 0 && c->max_active_sequences == 0); /* the defaults */
         /* secure defaults: /metrics needs a key, per-IP and read limits on, max_tokens never
          * unbounded */
         CHECK(!c->metrics_public && c->n_admin_keys == 0 && c->max_connections_per_ip == 32);
@@ -92,6 +94,10 @@ static void test_config(void) {
     parse("{\"max_choices\": 0}", REALM_E_FORMAT, "max_choices");
     parse("{\"max_choices\": 65}", REALM_E_FORMAT, "max_choices");
     parse("{\"contended_prefill_rows\": 5000}", REALM_E_FORMAT, "contended_prefill_rows");
+    parse("{\"prefill_reserve_rows\": -2}", REALM_E_FORMAT, "prefill_reserve_rows");
+    parse("{\"max_active_sequences\": -1}", REALM_E_FORMAT, "max_active_sequences");
+    parse("{\"tenants\": [{\"id\": \"a\", \"weight\": 0}]}", REALM_E_FORMAT, "weight");
+    parse("{\"tenants\": [{\"id\": \"a\", \"weight\": 10001}]}", REALM_E_FORMAT, "weight");
     parse("{\"admin_key_hashes\": [\"abc\"]}", REALM_E_FORMAT, "64 hex");
     parse("{\"admin_key_hashes\": \"" HASH_A "\"}", REALM_E_FORMAT, "admin_key_hashes");
     parse("{\"tenants\": [{\"id\": \"a\", \"limits\": {\"generate_wall_ms\": -1}}]}",

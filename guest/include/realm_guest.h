@@ -183,11 +183,9 @@ struct rg_sampler {
     uint64_t rng;  /* splitmix64 state (starts at the seed) */
     int32_t *hist; /* ring of the last penalty_last_n tokens */
     int32_t n_hist, hist_pos;
-    int32_t *idx; /* scratch: candidate ids, sorted best first (n_vocab) */
-    int32_t *win; /* scratch: sorted window (penalty_last_n) */
+    void *scratch; /* the selection core's (realm/sample.h), allocated on first use */
+    int32_t *win;  /* scratch: sorted window (penalty_last_n) */
     struct rg_bias *bias;
-    uint32_t *rkey; /* radix-sort scratch, allocated on first use (2 * n_vocab) */
-    int32_t *ridx;  /* ditto (n_vocab) */
 };
 
 /* Defaults: temperature 1, top_k 0, top_p 1, min_p 0, penalties off (repeat 1, window 64). */
@@ -198,7 +196,7 @@ void rg_sampler_free(struct rg_sampler *s);
 /* Records a token (prompt or generated) in the penalty window. */
 void rg_sampler_accept(struct rg_sampler *s, int32_t token);
 /* Picks the next token from logits[0..n_vocab) (modified in place); REALM_E_NOMEM if the
- * scratch for a full-vocabulary sort cannot be allocated. */
+ * sampler's scratch (about 21 bytes per vocabulary entry) cannot be allocated. */
 int32_t rg_sampler_sample(struct rg_sampler *s, float *logits);
 /* Index of the largest of l[0..n) (lowest index on ties), as a scalar `>` scan would pick. */
 int32_t rg_argmax(const float *l, int32_t n);

@@ -148,11 +148,15 @@ int realm_engine_n_threads(const struct realm_engine *e);
 
 /* One row of a batched forward: the token is appended to its session at the session's current
  * length; rows of the same session must be consecutive and in order. If logits is not NULL,
- * n_vocab floats of this row's output are written there. */
+ * n_vocab floats of this row's output are written there. If embd is not NULL, the row's hidden
+ * state after the final norm (n_embd floats, the classifier's input) is written there. A row with
+ * neither skips the last layer's output half and the classifier; a row with only embd skips the
+ * classifier. Both outputs of a row are bit-identical whatever else is in the batch. */
 struct realm_batch_row {
     struct realm_session *session;
     int32_t token;
     float *logits;
+    float *embd;
 };
 
 /* Runs the rows (any mix of sessions) through the model in one batched pass and advances each

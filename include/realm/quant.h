@@ -13,8 +13,10 @@
  *
  * Numerics across ISAs: dequantize_row is exact (bit-identical in every variant); vec_dot of a
  * SIMD variant differs from the scalar reference by float summation order only (integer block
- * sums are exact). Within one ISA, realm_quant_matmul gives results bit-identical to
- * ops->vec_dot for every n_b (each (row, batch) dot uses the same operation sequence).
+ * sums are exact); the AVX-512 kernels of Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (vec_dot, matmul and
+ * matmul_packed) take the scalar reference's float steps and equal it bit for bit. Within one
+ * ISA, realm_quant_matmul gives results bit-identical to ops->vec_dot for every n_b (each
+ * (row, batch) dot uses the same operation sequence).
  *
  * Implemented types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K as weights;
  * Q8_0, Q8_1, Q8_K (and F32 / F16 / BF16) as activations. quantize_row is NULL for the
@@ -109,9 +111,10 @@ void realm_quant_matmul(const struct realm_quant_ops *ops, const void *W, size_t
 
 /*
  * Prepacked weights: a copy of a whole weight matrix in a layout made for the batched kernel of
- * the ISA in use (today: the AVX-512 table, Q4_K and Q6_K: 16 rows interleaved by dwords, the
- * same byte count as the original, rounded up to 16 rows), made once at load so that no call
- * repacks. Decode (n_b = 1, 2) runs from it too, so the original rows need not be read again.
+ * the ISA in use (today: the AVX-512 table, Q4_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: 16 rows
+ * interleaved by dwords, the same byte count as the original, rounded up to 16 rows and for the
+ * 32-element formats to 64 bytes per 16 rows), made once at load so that no call repacks. Decode
+ * (n_b = 1, 2) runs from it too, so the original rows need not be read again.
  *
  * realm_quant_prepack: *out = a new packed copy of rows [0, rows) of W (k elements each,
  * `w_row_bytes` apart), or NULL when ops has no packed layout (other types and ISAs: not an

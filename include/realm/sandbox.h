@@ -45,7 +45,12 @@ struct realm_sbx_config {
     const char *cache_dir;   /* compiled-module cache [$REALM_CACHE or ~/.cache/realm, +/modules];
                                 "" disables the disk cache */
     uint64_t memory_limit;   /* bytes of linear memory per tenant [64 MiB] */
-    uint32_t max_instances;  /* pooling-allocator slots = tenants alive at once [1000] */
+    uint32_t max_instances;  /* pooling-allocator slots = tenants alive at once [1000], at most
+                                1,000,000; each reserves (not commits) address space: 4 GiB + 32
+                                MiB while max_instances * that fits in 32 TiB (no bounds checks
+                                in guest code), else memory_limit + 64 KiB (bounds-checked).
+                                A live tenant also holds 4 kernel memory maps: 100,000 need
+                                vm.max_map_count >= 450000 (Linux's default is 65530) */
     uint32_t tick_us;        /* epoch ticker period [1000] */
     uint64_t init_budget_ms; /* guest compute time for _initialize + realm_init [1000] */
     uint64_t init_wall_ms;   /* wall time for _initialize + realm_abi_version + realm_init,
@@ -106,7 +111,9 @@ int realm_sbx_host_add_model(struct realm_sbx_host *h, const struct realm_sbx_mo
 
 /* Compiles a guest (or loads it from the disk cache, keyed by SHA-256 of the bytes and the
  * engine configuration; a cache file is checked against its own hash before Wasmtime sees it)
- * and checks its imports and exports against ABI v1. `name` is used in messages.
+ * and checks its imports and exports against ABI v1, or, for a module that exports `_start` and
+ * not realm_generate, against the WASI command kind (realm_sbx_module_is_command). `name` is used
+ * in messages.
  * Ownership: returns owned (*out; realm_sbx_module_free); wasm is borrowed for the call.
  * Errors: REALM_E_FORMAT (not wasm, or imports/exports do not match ABI v1, named in the
  * message), REALM_E_NOMEM, REALM_E_INTERNAL. */
@@ -117,6 +124,11 @@ int realm_sbx_module_load(struct realm_sbx_host *h, const char *path, struct rea
                           struct realm_err *err);
 /* True if the last realm_sbx_module_new/_load of this module came from the disk cache. */
 bool realm_sbx_module_cached(const struct realm_sbx_module *m);
+/* True if the module is a WASI command guest (docs/wasi-nn.md): it exports `_start` instead of
+ * the realm ABI, imports only wasi_snapshot_preview1 and wasi_ephemeral_nn, and runs once per
+ * request in a fresh instance with the request on stdin (realm_sbx_request.stdin_data, else its
+ * JSON) and its stdout as the emitted text. */
+bool realm_sbx_module_is_command(const struct realm_sbx_module *m);
 /* Frees the module (tenants keep their own reference to the code). NULL is a no-op. */
 void realm_sbx_module_free(struct realm_sbx_module *m);
 
@@ -231,6 +243,10 @@ struct realm_sbx_usage {
 struct realm_sbx_request {
     const char *json; /* borrowed for the call */
     size_t json_len;
+    /* a command guest's stdin (borrowed for the call; NULL: the JSON above). The JSON still sets
+     * its wasi-nn defaults and caps (max_tokens, temperature, seed ...) */
+    const char *stdin_data;
+    size_t stdin_len;
     realm_sbx_emit_fn emit;
     void *emit_user;
     realm_sbx_logprobs_fn logprobs;     /* NULL: logprobs() records are accepted and dropped */

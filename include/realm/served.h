@@ -39,6 +39,8 @@ struct realm_served_params {
         tokenizer_optional; /* a file without a usable tokenizer is served without one (tok NULL) */
     int32_t tenant_share;   /* realm_sched_params.tenant_share */
     int32_t contended_prefill; /* realm_sched_params.contended_prefill */
+    int32_t prefill_reserve;   /* realm_sched_params.prefill_reserve */
+    int32_t max_active;        /* realm_sched_params.max_active */
 };
 
 struct realm_served {

@@ -32,6 +32,8 @@ struct realm_model_spec {
     char *chat_template; /* NULL: the GGUF's; else a family name ("chatml", "llama3", ...) or the
                             path of a Jinja file (resolved like path) —
                             realm_tokenizer_set_chat_template */
+    int32_t pooling;     /* how /v1/embeddings and /embed pool token states: an enum realm_pooling
+                            (include/realm/sched.h), 0 = mean (the default), 1 = last token */
 };
 
 struct realm_tenant_limits {
@@ -65,6 +67,9 @@ struct realm_tenant_spec {
     bool all_models;
     char *guest; /* path of the tenant's .wasm; NULL: the default orchestrator */
     struct realm_tenant_limits limits;
+    int32_t weight; /* share of the batched steps against other busy tenants (deficit round robin
+                       by tokens, realm_sched_set_tenant_weight); 0: 1. Config mode only: the
+                       registry (state mode) has no column for it, its tenants weigh 1 */
 };
 
 /* Whether tenant t may use the configured model `name` — the one place this is decided (the
@@ -101,8 +106,18 @@ struct realm_server_config {
     int32_t contended_prefill_rows; /* while several tenants have work, the prompt rows a batched
                                        step carries in all (realm_sched_params.contended_prefill);
                                        0: no cap; default 8 (see docs/server.md) */
+    int32_t prefill_reserve_rows;   /* rows of each batched step prompt chunks take before decode
+                                       rows while a prompt waits (realm_sched_params.
+                                       prefill_reserve); 0: the scheduler's default, -1: none */
+    int32_t max_active_sequences;   /* sequences (sessions) decoding at once per model; new ones
+                                       beyond wait in the scheduler's admission queue
+                                       (realm_sched_params.max_active); 0 (default): no limit */
     int64_t kv_memory_bytes;        /* paged KV pool per model (blocks shared by every tenant's
                                        sessions); default 1 GiB */
+    int32_t embed_max_inputs;       /* inputs one /v1/embeddings or /embed request may carry (more:
+                                       400); default 64 */
+    int32_t embed_max_tokens;       /* tokens one embedding input may have (more: 400; never more
+                                       than the model's context); default 512 */
     struct realm_model_spec *models;
     size_t n_models;
     struct realm_tenant_spec *tenants;

@@ -722,8 +722,12 @@ static int import_cmd(struct realm_registry *r, int argc, char **argv) {
     /* one batch: the whole file is imported or nothing is */
     bool began = false;
     if (!rc) began = (rc = realm_registry_batch_begin(r, &err)) == REALM_OK;
-    for (size_t i = 0; !rc && i < c->n_tenants; i++)
+    for (size_t i = 0; !rc && i < c->n_tenants; i++) {
         rc = import_tenant(r, &c->tenants[i], &g[i], &err);
+        if (!rc && c->tenants[i].weight > 1) /* the registry has no field for it */
+            fprintf(stderr, "realm: tenant %s: weight %d not imported (state mode weighs 1)\n",
+                    c->tenants[i].id, c->tenants[i].weight);
+    }
     for (size_t i = 0; !rc && i < c->n_admin_keys; i++) {
         rc = realm_registry_admin_key_add_hash(r, NULL, c->admin_key_hashes[i], &err);
         if (rc == REALM_E_STATE) rc = REALM_OK; /* already there */

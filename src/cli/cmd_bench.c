@@ -107,7 +107,7 @@ static int bench_pass(struct realm_engine *e, struct realm_session *s, const int
         int nb = n_prompt - i < batch ? n_prompt - i : batch;
         for (int j = 0; j < nb; j++)
             rows[j] = (struct realm_batch_row){s, toks[(i + j) % n_toks],
-                                               i + j == n_prompt - 1 ? logits : NULL};
+                                               i + j == n_prompt - 1 ? logits : NULL, NULL};
         if (realm_engine_forward(e, rows, nb, &err)) {
             cli_error("%s", err.msg);
             return 1;
@@ -115,7 +115,7 @@ static int bench_pass(struct realm_engine *e, struct realm_session *s, const int
     }
     double t1 = realm_now_s();
     for (int i = 0; i < n_gen; i++) {
-        struct realm_batch_row row = {s, toks[(n_prompt + i) % n_toks], logits};
+        struct realm_batch_row row = {s, toks[(n_prompt + i) % n_toks], logits, NULL};
         if (realm_engine_forward(e, &row, 1, &err)) {
             cli_error("%s", err.msg);
             return 1;

@@ -17,6 +17,7 @@
 #include "cli/cli.h"
 #include "realm/gguf.h"
 #include "realm/model.h"
+#include "realm/sample.h"
 #include "realm/threadpool.h"
 #include "realm/tokenizer.h"
 
@@ -80,30 +81,6 @@ int cli_parse_tokens(const char *s, int32_t **out) {
 
 /* ---- sampling (llama.cpp's default chain order: top-k, top-p, temperature, draw) ---- */
 
-struct cand {
-    float logit;
-    int32_t id;
-};
-
-/* Restores the min-heap property of c[0..k) below node j (smallest logit at the root). */
-static void sift_down(struct cand *c, int32_t k, int32_t j) {
-    for (;;) {
-        int32_t l = 2 * j + 1, r = l + 1, m = j;
-        if (l < k && c[l].logit < c[m].logit) m = l;
-        if (r < k && c[r].logit < c[m].logit) m = r;
-        if (m == j) return;
-        struct cand t = c[j];
-        c[j] = c[m];
-        c[m] = t;
-        j = m;
-    }
-}
-
-static int cand_desc(const void *a, const void *b) {
-    const struct cand *x = a, *y = b;
-    return x->logit < y->logit ? 1 : x->logit > y->logit ? -1 : (x->id > y->id) - (x->id < y->id);
-}
-
 static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
     uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -118,54 +95,15 @@ static int32_t argmax(const float *x, int32_t n) {
     return best;
 }
 
-/* Draws a token; `c` is scratch for n_vocab candidates. */
+/* Draws a token with the selection core the guest SDK uses (realm/sample.h), so that a seed
+ * gives the same tokens natively and through the default guest; `scratch` holds
+ * realm_sample_scratch_bytes(n_vocab). */
 static int32_t sample(const float *logits, int32_t n_vocab, const struct cli_run_opts *o,
-                      struct cand *c, uint64_t *rng) {
+                      void *scratch, uint64_t *rng) {
     if (o->temp <= 0.0f) return argmax(logits, n_vocab);
-    int32_t n = n_vocab;
-    int32_t k = o->top_k > 0 && o->top_k < n_vocab ? o->top_k : n_vocab;
-    if (k < n_vocab) {
-        /* keep the k largest: a min-heap of size k over the vocabulary */
-        for (int32_t i = 0; i < k; i++)
-            c[i] = (struct cand){logits[i], i};
-        for (int32_t i = k / 2 - 1; i >= 0; i--)
-            sift_down(c, k, i); /* heapify (min at root) */
-        for (int32_t i = k; i < n_vocab; i++) {
-            if (logits[i] <= c[0].logit) continue;
-            c[0] = (struct cand){logits[i], i};
-            sift_down(c, k, 0);
-        }
-        n = k;
-    } else {
-        for (int32_t i = 0; i < n_vocab; i++)
-            c[i] = (struct cand){logits[i], i};
-    }
-    qsort(c, (size_t)n, sizeof *c, cand_desc);
-    /* top-p over the softmax at temperature 1 */
-    if (o->top_p > 0.0f && o->top_p < 1.0f) {
-        double sum = 0, cum = 0;
-        for (int32_t i = 0; i < n; i++)
-            sum += exp((double)(c[i].logit - c[0].logit));
-        int32_t keep = n;
-        for (int32_t i = 0; i < n; i++) {
-            cum += exp((double)(c[i].logit - c[0].logit)) / sum;
-            if (cum >= o->top_p) {
-                keep = i + 1;
-                break;
-            }
-        }
-        n = keep;
-    }
-    /* temperature, then draw */
-    double sum = 0;
-    for (int32_t i = 0; i < n; i++)
-        sum += exp((double)(c[i].logit - c[0].logit) / o->temp);
-    double u = (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0) * sum, cum = 0;
-    for (int32_t i = 0; i < n; i++) {
-        cum += exp((double)(c[i].logit - c[0].logit) / o->temp);
-        if (u < cum) return c[i].id;
-    }
-    return c[n - 1].id;
+    struct realm_sample_params p = {o->temp, o->top_k, o->top_p, 0.0f};
+    double u = (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+    return realm_sample_pick(logits, n_vocab, &p, u, scratch);
 }
 
 /* ---- the native run ---- */
@@ -200,7 +138,7 @@ int cli_run_native(const struct cli_run_opts *o) {
     struct realm_session *s = NULL;
     int32_t *toks = NULL;
     float *logits = NULL;
-    struct cand *cands = NULL;
+    void *cands = NULL; /* the sampler's scratch */
     struct realm_batch_row *rows = NULL;
     FILE *lf = NULL;
     int status = 1, n_prompt = 0;
@@ -281,7 +219,7 @@ int cli_run_native(const struct cli_run_opts *o) {
     }
     const size_t V = (size_t)c->n_vocab;
     logits = malloc(sizeof(float) * V * (o->logits_out ? (size_t)n_prompt : 1));
-    cands = malloc(sizeof(*cands) * V);
+    cands = malloc(realm_sample_scratch_bytes(V));
     rows = malloc(sizeof(*rows) * (size_t)batch);
     if (!logits || !cands || !rows) goto oom;
 
@@ -293,7 +231,7 @@ int cli_run_native(const struct cli_run_opts *o) {
             int p = i + j;
             float *lg =
                 o->logits_out ? logits + (size_t)p * V : (p == n_prompt - 1 ? logits : NULL);
-            rows[j] = (struct realm_batch_row){s, toks[p], lg};
+            rows[j] = (struct realm_batch_row){s, toks[p], lg, NULL};
         }
         if (realm_engine_forward(e, rows, nb, &err)) {
             cli_error("%s", err.msg);
@@ -337,7 +275,7 @@ int cli_run_native(const struct cli_run_opts *o) {
             stop = "context full";
             break;
         }
-        struct realm_batch_row row = {s, id, logits};
+        struct realm_batch_row row = {s, id, logits, NULL};
         if (realm_engine_forward(e, &row, 1, &err)) {
             cli_error("%s", err.msg);
             goto out;

@@ -2,8 +2,10 @@
  * run_sandbox.c — `realm run` through the sandbox (the default path; --native bypasses it): the
  * model is loaded natively once, a guest orchestrator (the built-in default guest, or --guest
  * FILE.wasm) runs in its own Wasmtime store, receives the run options as a request JSON, and
- * streams text back through emit. The model is built as the server builds it (realm_served) and the
- * guest decodes through the same scheduler. Prints the native path's summary line plus the
+ * streams text back through emit. A WASI command guest (a wasi-nn app, docs/wasi-nn.md) gets the
+ * prompt on stdin instead, and its stdout is the output; the options still set its defaults.
+ * The model is built as the server builds it (realm_served) and the guest decodes through the
+ * same scheduler. Prints the native path's summary line plus the
  * sandbox's own time (guest code and host calls).
  *
  * The default guest (build/guest/default.wasm) is embedded in the binary at build time
@@ -167,6 +169,10 @@ int cli_run_sandbox(const struct cli_run_opts *o) {
     size_t emitted = 0;
     struct realm_sbx_request rq;
     realm_sbx_request_init(&rq, req_json, strlen(req_json), emit_stdout, &emitted);
+    if (realm_sbx_module_is_command(mod)) { /* a WASI command (wasi-nn app) reads the prompt */
+        rq.stdin_data = o->prompt ? o->prompt : "";
+        rq.stdin_len = strlen(rq.stdin_data);
+    }
     int rc = realm_sbx_tenant_generate(ten, &rq, &err);
     if (emitted > 0 || rq.usage.completion_tokens > 0) putchar('\n');
     fflush(stdout);

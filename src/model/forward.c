@@ -16,14 +16,15 @@
  *   ---- barrier
  *   att = softmax([softcap](q K^T) * scale) V        per (block of <= 8 rows of a session, head),
  *                                                    units claimed from an atomic counter
- *   ---- barrier  (last layer: only the rows that want logits go on)
+ *   ---- barrier  (last layer: only the rows that want logits or embd go on)
  *   x += [post_norm](att Wo)                         split by output rows
  *   ---- barrier
  *   xb = rmsnorm(x) * ffn_norm; h = act(xb Wgate) * (xb Wup)      split by FFN rows
  *   ---- barrier
  *   x += [post_norm](h Wdown)                        split by output rows
  *   ---- barrier
- * then logits = rmsnorm(x) Wout for the rows that asked for them, split by vocabulary rows.
+ * then h = rmsnorm(x) * output_norm (copied out for the rows that asked for their hidden state)
+ * and logits = h Wout for the rows that asked for them, split by vocabulary rows.
  *
  * Activations are quantized once per step into the weight's vec_dot_type (Q8_0 / Q8_K, or used
  * as f32). With few rows (decode) every thread prepares them itself into private buffers, which
@@ -74,19 +75,20 @@ struct realm_engine {
     int64_t qkv_dim;    /* q_dim + 2 kv_dim */
     size_t act_row_max; /* bytes of the widest quantized activation row */
 
-    float *x;                    /* (max_batch, n_embd) residual stream */
-    float *xb;                   /* (max_batch, max_k) normalised rows, shared preparation */
-    float *qkv;                  /* (max_batch, q_dim + 2 kv_dim) q | k | v per row */
-    float *att;                  /* (max_batch, q_dim) attention output */
-    float *tmp;                  /* (max_batch, n_embd) projection output before the residual add */
-    float *hb;                   /* (max_batch, n_ff) FFN gate, then the gated activation */
-    float *hb2;                  /* (max_batch, n_ff) FFN up */
-    void *act[ACT_SLOTS];        /* (max_batch, act_row_max) quantized rows, shared preparation */
-    float *rope;                 /* (max_batch, n_rope_tables, n_rot/2, 2) cos, sin per row */
-    int32_t *pos;                /* (max_batch) position of each row in its session */
-    int32_t *out_rows;           /* (max_batch) indices of the rows that want logits */
-    int32_t *blk_b0;             /* (max_batch) attention blocks: first row ... */
-    int32_t *blk_n;              /* (max_batch) ... and row count (<= ATT_BLOCK, one session) */
+    float *x;             /* (max_batch, n_embd) residual stream */
+    float *xb;            /* (max_batch, max_k) normalised rows, shared preparation */
+    float *qkv;           /* (max_batch, q_dim + 2 kv_dim) q | k | v per row */
+    float *att;           /* (max_batch, q_dim) attention output */
+    float *tmp;           /* (max_batch, n_embd) projection output before the residual add */
+    float *hb;            /* (max_batch, n_ff) FFN gate, then the gated activation */
+    float *hb2;           /* (max_batch, n_ff) FFN up */
+    void *act[ACT_SLOTS]; /* (max_batch, act_row_max) quantized rows, shared preparation */
+    float *rope;          /* (max_batch, n_rope_tables, n_rot/2, 2) cos, sin per row */
+    int32_t *pos;         /* (max_batch) position of each row in its session */
+    int32_t *out_rows;    /* (max_batch) indices of the rows that want logits or embd */
+    int32_t *lg_rows;     /* (max_batch) positions in out_rows of the rows that want logits */
+    int32_t *blk_b0;      /* (max_batch) attention blocks: first row ... */
+    int32_t *blk_n;       /* (max_batch) ... and row count (<= ATT_BLOCK, one session) */
     struct realm_session **runs; /* (max_batch) sessions seen, for validation */
     struct thread_buf *tb;       /* (nth) */
     _Atomic int *attn_next;      /* (n_layer) next attention unit to claim */
@@ -95,6 +97,8 @@ struct realm_engine {
     const struct realm_batch_row *rows;
     int32_t n_rows;
     int32_t n_out;
+    int32_t n_lg;        /* rows that want logits (a subset of the n_out output rows) */
+    int32_t n_embd_rows; /* rows that want their hidden state */
     int32_t n_blk;
 };
 
@@ -443,10 +447,10 @@ static void step_attention(struct fw *f, const struct model_layer *L, int il) {
     realm_threadpool_barrier(e->pool);
 }
 
-/* 4b. last layer: every key and value is in the cache now, and only the rows that want logits go
- *     on (llama.cpp's inp_out_ids): move them to the front (row j <- out_rows[j], increasing, so
- *     one thread can copy in place). Returns false when no row wants logits (every thread sees the
- *     same and stops: no barrier is left to meet). */
+/* 4b. last layer: every key and value is in the cache now, and only the rows that want logits or
+ *     their hidden state go on (llama.cpp's inp_out_ids): move them to the front (row j <-
+ *     out_rows[j], increasing, so one thread can copy in place). Returns false when no row wants
+ *     either (every thread sees the same and stops: no barrier is left to meet). */
 static bool step_keep_logit_rows(struct fw *f) {
     struct realm_engine *e = f->e;
     const int64_t Q = e->m->q_dim, E = e->m->cfg.n_embd;
@@ -498,35 +502,73 @@ static void step_ffn(struct fw *f, const struct model_layer *L) {
     residual_proj(e, f->ith, f->nth, f->n, &L->w_down, &f->a, NULL, L->post_ffn_norm);
 }
 
-/* 7. final norm and classifier for the rows that want logits (rows 0..n_out-1 by now), split by
- *    vocabulary rows; one row writes straight into its logits, several go through a tile so each
- *    weight row is read once for all of them. The last step: no barrier. */
+/* 7a. the hidden states after the final norm (rows 0..n_out-1, normalised into xb by prep: the
+ *     thread's own copy of every row when prep ran privately, else the shared one after its
+ *     barrier) to the rows that asked for them, rows split. */
+static void copy_hidden(struct fw *f, const float *xb) {
+    struct realm_engine *e = f->e;
+    const int64_t E = e->m->cfg.n_embd;
+    int64_t r0, r1;
+    realm_split(e->n_out, f->ith, f->nth, 1, &r0, &r1);
+    for (int64_t j = r0; j < r1; j++) {
+        float *dst = e->rows[e->out_rows[j]].embd;
+        if (dst) memcpy(dst, xb + j * E, (size_t)E * sizeof(float));
+    }
+}
+
+/* 7b. rows that want only their hidden state are dropped before the classifier: the prepared
+ *     activation rows of the logit rows move to the front (lg_rows increasing, so in place). The
+ *     shared buffers are rewritten by one thread between barriers (the first also ends
+ *     copy_hidden's reads); private ones by each thread alone. */
+static void keep_logit_acts(struct fw *f, bool priv) {
+    struct realm_engine *e = f->e;
+    if (!priv) realm_threadpool_barrier(e->pool);
+    if (priv || f->ith == 0)
+        for (int s = 0; s < f->a.n; s++) {
+            char *base = (char *)(uintptr_t)f->a.data[s];
+            const size_t rb = f->a.row_bytes[s];
+            for (int32_t j = 0; j < e->n_lg; j++)
+                if (e->lg_rows[j] != j)
+                    memmove(base + (size_t)j * rb, base + (size_t)e->lg_rows[j] * rb, rb);
+        }
+    if (!priv) realm_threadpool_barrier(e->pool);
+}
+
+/* 7. final norm, the hidden states out, then the classifier for the rows that want logits, split
+ *    by vocabulary rows; one row writes straight into its logits, several go through a tile so
+ *    each weight row is read once for all of them. The last step: no barrier at the end. */
 static void step_logits(struct fw *f) {
     struct realm_engine *e = f->e;
     const struct realm_model *m = e->m;
-    const int32_t n_out = e->n_out;
+    const int32_t n_out = e->n_out, n_lg = e->n_lg;
     if (n_out == 0) return;
     const struct model_weight *wout[1] = {&m->output};
     prep(e, f->ith, f->nth, e->x, m->cfg.n_embd, n_out, m->cfg.n_embd, m->output_norm, wout, 1,
          &f->a);
+    const bool priv = n_out <= PRIVATE_ROWS; /* as prep decided */
+    if (e->n_embd_rows > 0) copy_hidden(f, priv ? e->tb[f->ith].xb : e->xb);
+    if (n_lg == 0) return;
+    if (n_lg < n_out) keep_logit_acts(f, priv); /* some rows want only their hidden state */
+#define LOGITS_OF(j) (e->rows[e->out_rows[e->lg_rows[j]]].logits)
     int64_t r0, r1;
     realm_split(m->cfg.n_vocab, f->ith, f->nth, 64, &r0, &r1);
-    if (n_out == 1) {
-        float *lg = e->rows[e->out_rows[0]].logits;
+    if (n_lg == 1) {
+        float *lg = LOGITS_OF(0);
         matmul(&m->output, r0, r1, &f->a, 1, lg, 0);
         if (m->final_softcap > 0) softcap(lg + r0, r1 - r0, m->final_softcap);
         return;
     }
-    float *tile = e->tb[f->ith].logits; /* (n_out, LOGIT_TILE) */
+    float *tile = e->tb[f->ith].logits; /* (n_lg, LOGIT_TILE) */
     for (int64_t t0 = r0; t0 < r1; t0 += LOGIT_TILE) {
         const int64_t nt = r1 - t0 < LOGIT_TILE ? r1 - t0 : LOGIT_TILE;
-        matmul_rel(&m->output, t0, t0 + nt, &f->a, n_out, tile, LOGIT_TILE);
-        for (int32_t j = 0; j < n_out; j++) {
-            float *lg = e->rows[e->out_rows[j]].logits + t0;
+        matmul_rel(&m->output, t0, t0 + nt, &f->a, n_lg, tile, LOGIT_TILE);
+        for (int32_t j = 0; j < n_lg; j++) {
+            float *lg = LOGITS_OF(j) + t0;
             memcpy(lg, tile + (int64_t)j * LOGIT_TILE, (size_t)nt * sizeof(float));
             if (m->final_softcap > 0) softcap(lg, nt, m->final_softcap);
         }
     }
+#undef LOGITS_OF
 }
 
 static void forward_worker(void *arg, int ith, int nth) {
@@ -605,12 +647,14 @@ int realm_engine_new(const struct realm_model *m, int n_threads, int32_t max_bat
     e->rope = alloc_f((size_t)(B * m->n_rope_tables * m->n_rot), &fail);
     e->pos = realm_malloc((size_t)B * sizeof(int32_t));
     e->out_rows = realm_malloc((size_t)B * sizeof(int32_t));
+    e->lg_rows = realm_malloc((size_t)B * sizeof(int32_t));
     e->blk_b0 = realm_malloc((size_t)B * sizeof(int32_t));
     e->blk_n = realm_malloc((size_t)B * sizeof(int32_t));
     e->runs = realm_malloc((size_t)B * sizeof(*e->runs));
     e->attn_next = realm_malloc((size_t)c->n_layer * sizeof(*e->attn_next));
     e->tb = realm_calloc((size_t)e->nth, sizeof *e->tb);
-    if (!e->pos || !e->out_rows || !e->blk_b0 || !e->blk_n || !e->runs || !e->attn_next || !e->tb)
+    if (!e->pos || !e->out_rows || !e->lg_rows || !e->blk_b0 || !e->blk_n || !e->runs ||
+        !e->attn_next || !e->tb)
         fail = 1;
     for (int t = 0; !fail && t < e->nth; t++) {
         struct thread_buf *tb = &e->tb[t];
@@ -659,6 +703,7 @@ void realm_engine_free(struct realm_engine *e) {
     realm_free_aligned(e->rope);
     realm_free(e->pos);
     realm_free(e->out_rows);
+    realm_free(e->lg_rows);
     realm_free(e->blk_b0);
     realm_free(e->blk_n);
     realm_free(e->runs);
@@ -679,7 +724,7 @@ int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *r
                              e->max_batch);
 
     /* Validate everything before touching any session: the call fails as a whole. */
-    int32_t n_runs = 0, n_out = 0, run_start = 0, n_blk = 0;
+    int32_t n_runs = 0, n_out = 0, n_lg = 0, n_embd_rows = 0, run_start = 0, n_blk = 0;
     for (int32_t i = 0; i < n_rows; i++) {
         struct realm_session *s = rows[i].session;
         if (!s || s->m != m)
@@ -710,7 +755,9 @@ int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *r
                 "context of %d",
                 i, s->len, i - run_start + 1, s->n_ctx);
         e->pos[i] = (int32_t)p;
-        if (rows[i].logits) e->out_rows[n_out++] = i;
+        if (rows[i].logits) e->lg_rows[n_lg++] = n_out;
+        if (rows[i].embd) n_embd_rows++;
+        if (rows[i].logits || rows[i].embd) e->out_rows[n_out++] = i;
     }
 
     /* Paged sessions: make their new positions writable (blocks, copy-on-write) before any is
@@ -731,6 +778,8 @@ int realm_engine_forward(struct realm_engine *e, const struct realm_batch_row *r
     e->rows = rows;
     e->n_rows = n_rows;
     e->n_out = n_out;
+    e->n_lg = n_lg;
+    e->n_embd_rows = n_embd_rows;
     e->n_blk = n_blk;
     for (int il = 0; il < m->cfg.n_layer; il++)
         atomic_store_explicit(&e->attn_next[il], 0, memory_order_relaxed);

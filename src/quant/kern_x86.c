@@ -26,6 +26,11 @@
  * included: same integer sums and kx_k_fin float steps, so again bit-identical to vec_dot.
  * The vectorized quantize_row_q8_K is bit-identical to the scalar reference in both builds.
  *
+ * AVX-512 build, the 32-element formats (q4_0 .. q8_0): the float steps are the scalar
+ * reference's, per block (kx_step32_exact), and so are those of their 16-row kernels
+ * (lanes_avx512.c: from n_b >= KX_L32_NB_MIN on over the original rows, and for every n_b over a
+ * prepacked copy): vec_dot, every matmul path and the scalar reference agree bit for bit.
+ *
  * Thread rule: pure functions.
  */
 #include "quant/quant.h"
@@ -396,11 +401,64 @@ KX_INLINE void kx_step32(const int f, const int two, const int R, const int B, c
     }
 }
 
+/*
+ * AVX-512 build: the float steps of the scalar reference (ref_q4.c, ref_q5.c, ref_q8.c), per
+ * (row, activation) pair and block: sumf += (float)isum * (d_w * d_a) [+ m_w * s_a], in block
+ * order, with the exact int32 block sum isum. The 16-row kernels of lanes_avx512.c do the same
+ * per lane, so vec_dot, every matmul path and the scalar reference agree bit for bit. Here the
+ * lanes of acc4[b] are the tile's rows: the integer dots of the 4 rows are reduced together
+ * (hadd: block i in lanes 0-3, block i+1 in 4-7) and both blocks are added in order.
+ */
+KX_INLINE void kx_step32_exact(const int f, const int two, const int R, const int B, const char *W,
+                               size_t wrb, const char *A, size_t arb, int64_t i, const char *pf,
+                               __m128 acc4[KX_MAXB]) {
+    const int q81 = f == KX_Q4_1 || f == KX_Q5_1;
+    struct kx_w2 w[KX_MAXR];
+    if (pf) kx_prefetch(pf + (size_t)i * R * kx_bsize32(f), (size_t)2 * R * kx_bsize32(f));
+    KX_UNROLL for (int r = 0; r < R; r++) kx_w32(f, two, W + r * wrb, i, &w[r]);
+    /* [d_r | d'_r] and [m_r | m'_r] over rows r = 0..3: a transpose of the h = [d, m, d', m'] */
+    __m128 h0 = w[0].h, h1 = R > 1 ? w[1].h : _mm_setzero_ps(),
+           h2 = R > 2 ? w[2].h : _mm_setzero_ps(), h3 = R > 3 ? w[3].h : _mm_setzero_ps();
+    _MM_TRANSPOSE4_PS(h0, h1, h2, h3);
+    const __m256 dw = _mm256_set_m128(h2, h0), mw = _mm256_set_m128(h3, h1);
+    KX_UNROLL for (int b = 0; b < B; b++) {
+        struct kx_a2 a;
+        kx_a32(f, two, A + b * arb, i, &a);
+        __m256i dv[4];
+        KX_UNROLL for (int r = 0; r < 4; r++) dv[r] =
+            r < R ? kx_dot_u8s8(kx_dot_u8s8(a.corr, w[r].a, a.a), w[r].b, a.b)
+                  : _mm256_setzero_si256();
+        const __m256i x =
+            _mm256_hadd_epi32(_mm256_hadd_epi32(dv[0], dv[1]), _mm256_hadd_epi32(dv[2], dv[3]));
+        __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(x), _mm256_mul_ps(dw, a.d));
+        if (q81) /* [s x4 | s' x4] */
+            t = _mm256_add_ps(t, _mm256_mul_ps(mw, _mm256_permutevar8x32_ps(
+                                                       _mm256_castps128_ps256(a.h),
+                                                       _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3))));
+        acc4[b] = _mm_add_ps(acc4[b], _mm256_castps256_ps128(t));
+        if (two) acc4[b] = _mm_add_ps(acc4[b], _mm256_extractf128_ps(t, 1));
+    }
+}
+
 /* pf: start of the next tile's weight rows (prefetched along), or NULL. */
 KX_INLINE void kx_tile_32(const int f, const int R, const int B, int64_t n, const char *W,
                           size_t wrb, const char *A, size_t arb, float *out, int64_t os,
                           const char *pf) {
     const int64_t nb = n / 32;
+    if (KX_VNNI) {
+        __m128 acc4[KX_MAXB];
+        KX_UNROLL for (int b = 0; b < B; b++) acc4[b] = _mm_setzero_ps();
+        int64_t i = 0;
+        for (; i + 2 <= nb; i += 2)
+            kx_step32_exact(f, 1, R, B, W, wrb, A, arb, i, pf, acc4);
+        if (i < nb) kx_step32_exact(f, 0, R, B, W, wrb, A, arb, i, pf, acc4);
+        KX_UNROLL for (int b = 0; b < B; b++) {
+            float t[4];
+            _mm_storeu_ps(t, acc4[b]);
+            KX_UNROLL for (int r = 0; r < R; r++) out[b * os + r] = t[r];
+        }
+        return;
+    }
     __m256 acc[KX_MAXR][KX_MAXB];
     __m128 accm[KX_MAXR][KX_MAXB];
     KX_UNROLL for (int r = 0; r < R; r++) KX_UNROLL for (int b = 0; b < B; b++) {
@@ -431,11 +489,39 @@ KX_VEC_DOT(KX(vec_dot_q4_1_q8_1), KX_TILE_Q4_1)
 KX_VEC_DOT(KX(vec_dot_q5_0_q8_0), KX_TILE_Q5_0)
 KX_VEC_DOT(KX(vec_dot_q5_1_q8_1), KX_TILE_Q5_1)
 KX_VEC_DOT(KX(vec_dot_q8_0_q8_0), KX_TILE_Q8_0)
+#if KX_VNNI
+KX_DRIVER(KX(matmul_q4_0_tiled), KX_TILE_Q4_0, KX_TR, KX_TB)
+KX_DRIVER(KX(matmul_q4_1_tiled), KX_TILE_Q4_1, KX_TR, KX_TB)
+KX_DRIVER(KX(matmul_q5_0_tiled), KX_TILE_Q5_0, KX_TR, KX_TB)
+KX_DRIVER(KX(matmul_q5_1_tiled), KX_TILE_Q5_1, KX_TR, KX_TB)
+KX_DRIVER(KX(matmul_q8_0_tiled), KX_TILE_Q8_0, KX_TR, KX_TB)
+/* With several activation rows: 16 weight rows per 512-bit vector (lanes_avx512.c), slices of
+ * the rows repacked on the fly; the repacking is paid once for all n_b rows, so few rows stay
+ * on the tiles (same results either way). */
+#define KX_L32_NB_MIN 4
+#define KX_L32MATMUL(NAME, TYPE, TILED)                                                            \
+    static void NAME(const struct realm_quant_ops *ops, const void *W, size_t wrb, int64_t k,      \
+                     int64_t r0, int64_t r1, const void *act, size_t arb, int64_t n_b, float *out, \
+                     int64_t os) {                                                                 \
+        if (n_b < KX_L32_NB_MIN || k < 32) {                                                       \
+            TILED(ops, W, wrb, k, r0, r1, act, arb, n_b, out, os);                                 \
+            return;                                                                                \
+        }                                                                                          \
+        quant_matmul_lanes32_avx512(TYPE, k, (const char *)W + (size_t)r0 * wrb, wrb, r1 - r0,     \
+                                    act, arb, n_b, out + r0, os);                                  \
+    }
+KX_L32MATMUL(KX(matmul_q4_0), REALM_TYPE_Q4_0, KX(matmul_q4_0_tiled))
+KX_L32MATMUL(KX(matmul_q4_1), REALM_TYPE_Q4_1, KX(matmul_q4_1_tiled))
+KX_L32MATMUL(KX(matmul_q5_0), REALM_TYPE_Q5_0, KX(matmul_q5_0_tiled))
+KX_L32MATMUL(KX(matmul_q5_1), REALM_TYPE_Q5_1, KX(matmul_q5_1_tiled))
+KX_L32MATMUL(KX(matmul_q8_0), REALM_TYPE_Q8_0, KX(matmul_q8_0_tiled))
+#else
 KX_DRIVER(KX(matmul_q4_0), KX_TILE_Q4_0, KX_TR, KX_TB)
 KX_DRIVER(KX(matmul_q4_1), KX_TILE_Q4_1, KX_TR, KX_TB)
 KX_DRIVER(KX(matmul_q5_0), KX_TILE_Q5_0, KX_TR, KX_TB)
 KX_DRIVER(KX(matmul_q5_1), KX_TILE_Q5_1, KX_TR, KX_TB)
 KX_DRIVER(KX(matmul_q8_0), KX_TILE_Q8_0, KX_TR, KX_TB)
+#endif
 
 /* =============================== K-quants x Q8_K activations =============================== */
 /*
@@ -913,6 +999,11 @@ int KX(quant_fill_ops)(struct realm_quant_ops tab[REALM_TYPE_COUNT]) {
 #if KX_VNNI
     tab[REALM_TYPE_Q4_K].matmul_packed = quant_matmul_packed_q4_K_avx512;
     tab[REALM_TYPE_Q6_K].matmul_packed = quant_matmul_packed_q6_K_avx512;
+    tab[REALM_TYPE_Q4_0].matmul_packed = quant_matmul_packed_q4_0_avx512;
+    tab[REALM_TYPE_Q4_1].matmul_packed = quant_matmul_packed_q4_1_avx512;
+    tab[REALM_TYPE_Q5_0].matmul_packed = quant_matmul_packed_q5_0_avx512;
+    tab[REALM_TYPE_Q5_1].matmul_packed = quant_matmul_packed_q5_1_avx512;
+    tab[REALM_TYPE_Q8_0].matmul_packed = quant_matmul_packed_q8_0_avx512;
 #endif
     return n + 1;
 }

@@ -1,5 +1,6 @@
 /*
- * lanes_avx512.c — the AVX-512-only q4_K / q6_K x q8_K kernels that put 16 weight rows in the
+ * lanes_avx512.c — the AVX-512-only q4_K / q6_K x q8_K kernels (and those of the 32-element
+ * formats q4_0 .. q8_0, section below) that put 16 weight rows in the
  * int32 lanes of a 512-bit vector: the batched kernel that repacks the rows on the fly
  * (quant_matmul_lanes_*_avx512, called by the AVX-512 build of kern_x86.c from n_b >= 3 on) and
  * the kernels over the copy prepacked at load (quant_matmul_packed_*_avx512, the matmul_packed
@@ -547,6 +548,282 @@ KX_INLINE void kx_pmatmul(const int f, const int64_t k, const void *P, int64_t r
         }
     }
 }
+
+/* ============ q4_0 .. q8_0 x q8_0 / q8_1: 16 weight rows in the lanes of a zmm ============ */
+/*
+ * The 32-element formats in the layout of quant.h (struct quant_pack32_geom): one 512-bit vector
+ * holds the same 4 quants of 16 rows, so per block and activation row 8 vpdpbusd (each against 4
+ * activation bytes broadcast) give the 16 exact integer dots sum q a over the unsigned quants;
+ * the offsets of q4_0 / q5_0 (8, 16) and of q8_0 stored + 128 come off as offset * sum a. The
+ * float steps are the scalar reference's, per lane:
+ *     acc = acc + (float)isum * (d_w * d_a)   (_1 formats: + ((float)isum * (d_w * d_a) + m_w *
+ * s_a)) in block order, so every result equals the scalar vec_dot (and the AVX-512 one) bit for
+ * bit. What depends on the activation block only (offset * sum a, d_a, s_a) is computed once per
+ * call for a chunk of activation rows (struct kx_lpre, on the stack) instead of once per 16 rows.
+ * Packed copies are read in place; the unpacked path (realm_quant_matmul with several
+ * activation rows) repacks slices of KX_LNS blocks of 16 rows into a stack buffer first.
+ */
+#define KX_LNS 16    /* blocks per slice: its weights (<= 8.5 KB) stay in L1 for every tile */
+#define KX_LPRE 8192 /* (activation row, block) entries precomputed at a time (64 KB) */
+#define KX_LBC 64    /* at most this many activation rows per chunk */
+
+struct kx_l32 {            /* the planes of one slice (block 0 = the slice's first) */
+    const uint32_t *qs;    /* nq x 16 dwords per block */
+    const uint64_t *qh;    /* 8 masks per block (q5 formats) */
+    const uint16_t *d, *m; /* 16 halves per block */
+};
+
+/* Per (activation row, block) of a chunk, at [row * kc + block - k0]: offset * sum of the quants
+ * (the _0 formats) or s_a as a float (the _1 formats), and d_a as a float. */
+struct kx_lpre {
+    union {
+        int32_t corr;
+        float s;
+    } x[KX_LPRE];
+    float d[KX_LPRE];
+};
+
+/* The sum of the 32 activation quants at q. */
+KX_INLINE int32_t kx_asum32(const int8_t *q) {
+    const __m256i v = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1),
+                                          _mm256_loadu_si256((const __m256i *)q));
+    __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4E));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xB1));
+    return _mm_cvtsi128_si32(x);
+}
+
+KX_INLINE float kx_h2f(const void *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* Fills pre for activation rows [0, nbc) at a and blocks [k0, k0 + kc). */
+KX_INLINE void kx_lprep(const uint32_t t, const char *a, size_t arb, int64_t nbc, int64_t k0,
+                        int64_t kc, struct kx_lpre *pre) {
+    const int q81 = t == REALM_TYPE_Q4_1 || t == REALM_TYPE_Q5_1;
+    const int oshift = t == REALM_TYPE_Q4_0 ? 3 : t == REALM_TYPE_Q5_0 ? 4 : 7;
+    const size_t abs_ = q81 ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    for (int64_t b = 0; b < nbc; b++)
+        for (int64_t i = 0; i < kc; i++) {
+            const char *y = a + b * arb + (size_t)(k0 + i) * abs_;
+            const int64_t e = b * kc + i;
+            pre->d[e] = kx_h2f(y);
+            if (q81)
+                pre->x[e].s = kx_h2f(y + 2);
+            else
+                pre->x[e].corr = (int32_t)((uint32_t)kx_asum32((const int8_t *)(y + 2)) << oshift);
+        }
+}
+
+/* TB activation rows at A against the ns blocks of slice S (= blocks i0.., entry pi of pre for
+ * the first row, rows kc entries apart); lanes under mask m of out, accumulating onto out unless
+ * first; pf: the next slice's weights to prefetch (or NULL), pfn bytes. */
+KX_INLINE void kx_ltile(const uint32_t t, const int TB, const struct kx_l32 *S, int ns,
+                        const char *A, size_t arb, int64_t i0, const struct kx_lpre *pre,
+                        int64_t pi, int64_t kc, float *out, int64_t os, __mmask16 m, int first,
+                        const char *pf, size_t pfn) {
+    const int q81 = t == REALM_TYPE_Q4_1 || t == REALM_TYPE_Q5_1;
+    const int q5 = t == REALM_TYPE_Q5_0 || t == REALM_TYPE_Q5_1;
+    const int nq = t == REALM_TYPE_Q8_0 ? 8 : 4;
+    const size_t abs_ = q81 ? sizeof(block_q8_1) : sizeof(block_q8_0), aqs = q81 ? 4 : 2;
+    if (pf) kx_prefetch(pf, pfn);
+    __m512 acc[KX_GTB];
+    KX_UNROLL for (int b = 0; b < TB; b++) acc[b] =
+        first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, out + b * os);
+    const __m512i m0F = _mm512_set1_epi8(0x0F), x10 = _mm512_set1_epi8(0x10);
+    for (int u = 0; u < ns; u++) {
+        const uint32_t *qs = S->qs + (size_t)u * (size_t)nq * 16;
+        const char *y[KX_GTB];
+        KX_UNROLL for (int b = 0; b < TB; b++) y[b] = A + b * arb + (size_t)(i0 + u) * abs_ + aqs;
+        __m512i p[KX_GTB];
+        KX_UNROLL for (int b = 0; b < TB; b++) p[b] = _mm512_setzero_si512();
+        KX_UNROLL for (int s = 0; s < 8; s++) { /* elements 4s .. 4s + 3 */
+            __m512i w;
+            if (t == REALM_TYPE_Q8_0) {
+                w = _mm512_load_si512(qs + 16 * s);
+            } else {
+                const __m512i v = _mm512_load_si512(qs + 16 * (s % 4));
+                w = _mm512_and_si512(s < 4 ? v : _mm512_srli_epi32(v, 4), m0F);
+                if (q5) w = _mm512_mask_add_epi8(w, (__mmask64)S->qh[8 * u + s], w, x10);
+            }
+            KX_UNROLL for (int b = 0; b < TB; b++) p[b] =
+                _mm512_dpbusd_epi32(p[b], w, kx_bcast32(y[b] + 4 * s));
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(S->d + 16 * u)));
+        const __m512 mw = q81 ? _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(S->m + 16 * u)))
+                              : _mm512_setzero_ps();
+        KX_UNROLL for (int b = 0; b < TB; b++) {
+            const int64_t e = pi + b * kc + u;
+            const __m512i isum =
+                q81 ? p[b] : _mm512_sub_epi32(p[b], _mm512_set1_epi32(pre->x[e].corr));
+            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(isum),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(pre->d[e])));
+            if (q81) v = _mm512_add_ps(v, _mm512_mul_ps(mw, _mm512_set1_ps(pre->x[e].s)));
+            acc[b] = _mm512_add_ps(acc[b], v);
+        }
+    }
+    KX_UNROLL for (int b = 0; b < TB; b++) _mm512_mask_storeu_ps(out + b * os, m, acc[b]);
+}
+
+/* Every activation row of the chunk (nbc of them) against slice S: whole tiles of KX_GTB rows,
+ * then one tile of the 1 .. KX_GTB-1 left (a constant TB per case). */
+KX_INLINE void kx_ltile_rows(const uint32_t t, const struct kx_l32 *S, int ns, const char *a,
+                             size_t arb, int64_t nbc, int64_t i0, const struct kx_lpre *pre,
+                             int64_t pi, int64_t kc, float *o, int64_t os, __mmask16 m, int first,
+                             const char *pf, size_t pfn) {
+    int64_t b = 0;
+    for (; b + KX_GTB <= nbc; b += KX_GTB, pf = NULL)
+        kx_ltile(t, KX_GTB, S, ns, a + b * arb, arb, i0, pre, pi + b * kc, kc, o + b * os, os, m,
+                 first, pf, pfn);
+    switch (nbc - b) {
+#define KX_LCASE(n)                                                                                \
+    case n:                                                                                        \
+        if (n < KX_GTB)                                                                            \
+            kx_ltile(t, n < KX_GTB ? n : 1, S, ns, a + b * arb, arb, i0, pre, pi + b * kc, kc,     \
+                     o + b * os, os, m, first, pf, pfn);                                           \
+        break;
+        KX_LCASE(1)
+        KX_LCASE(2)
+        KX_LCASE(3)
+        KX_LCASE(4)
+        KX_LCASE(5)
+        KX_LCASE(6)
+        KX_LCASE(7)
+#undef KX_LCASE
+    default:
+        break;
+    }
+}
+
+/* The chunks: activation rows [b0, b0 + nbc) x blocks [k0, k0 + kc) fit struct kx_lpre; all
+ * blocks at once unless k is so long that fewer than KX_GTB rows would fit. */
+KX_INLINE void kx_lchunk(int64_t n_b, int64_t nb, int64_t *nbc, int64_t *kc) {
+    *kc = nb;
+    *nbc = KX_LPRE / nb < KX_LBC ? KX_LPRE / nb : KX_LBC;
+    if (*nbc < KX_GTB) {
+        *nbc = KX_GTB;
+        *kc = KX_LPRE / KX_GTB / KX_LNS * KX_LNS;
+    }
+    if (*nbc > n_b) *nbc = n_b;
+}
+
+/* Over the packed copy P (quant.h): rows [r0, r1), out relative to r0. */
+KX_INLINE void kx_lmatmul_packed(const uint32_t t, const int64_t k, const void *P, int64_t r0,
+                                 int64_t r1, const char *a, size_t arb, int64_t n_b, float *out,
+                                 int64_t os) {
+    const int64_t nb = k / 32;
+    struct quant_pack32_geom G;
+    quant_pack32_geom(t, nb, &G);
+    const size_t bq = (size_t)G.nq * 64; /* qs bytes per block */
+    if (nb == 0) {                       /* k = 0: empty dots */
+        for (int64_t b = 0; b < n_b; b++)
+            for (int64_t r = r0; r < r1; r++)
+                out[b * os + (r - r0)] = 0.0f;
+        return;
+    }
+    struct kx_lpre pre;
+    int64_t nbc0, kc0;
+    kx_lchunk(n_b, nb, &nbc0, &kc0);
+    for (int64_t b0 = 0; b0 < n_b; b0 += nbc0) {
+        const int64_t nbc = n_b - b0 < nbc0 ? n_b - b0 : nbc0;
+        const char *ab = a + b0 * arb;
+        for (int64_t k0 = 0; k0 < nb; k0 += kc0) {
+            const int64_t kc = nb - k0 < kc0 ? nb - k0 : kc0;
+            kx_lprep(t, ab, arb, nbc, k0, kc, &pre);
+            for (int64_t g = r0 / KX_G; g * KX_G < r1; g++) {
+                const int64_t g0 = g * KX_G;
+                const int lo = r0 > g0 ? (int)(r0 - g0) : 0;
+                const int hi = r1 - g0 < KX_G ? (int)(r1 - g0) : KX_G;
+                const __mmask16 m = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+                const char *base = (const char *)P + (size_t)g * G.group;
+                float *o = out + b0 * os + (g0 - r0); /* lanes below lo are masked off */
+                for (int64_t i0 = k0; i0 < k0 + kc; i0 += KX_LNS) {
+                    const int ns = k0 + kc - i0 < KX_LNS ? (int)(k0 + kc - i0) : KX_LNS;
+                    const struct kx_l32 S = {
+                        .qs = (const uint32_t *)(base + G.qs + (size_t)i0 * bq),
+                        .qh = (const uint64_t *)(base + G.qh) + i0 * 8,
+                        .d = (const uint16_t *)(base + G.d) + i0 * 16,
+                        .m = (const uint16_t *)(base + G.m) + i0 * 16,
+                    };
+                    /* the next slice's quants (or the next group's first), fetched along */
+                    const char *pf =
+                        i0 + KX_LNS < nb ? (const char *)S.qs + (size_t)ns * bq : base + G.group;
+                    kx_ltile_rows(t, &S, ns, ab, arb, nbc, i0, &pre, i0 - k0, kc, o, os, m, i0 == 0,
+                                  pf, (size_t)KX_LNS * bq);
+                }
+            }
+        }
+    }
+}
+
+/* Over the original rows: each slice of 16 rows x KX_LNS blocks repacked (scalar, the portable
+ * quant_pack32_slice) once per chunk of activation rows. */
+KX_INLINE void kx_lmatmul(const uint32_t t, const int64_t k, const char *w, size_t wrb, int64_t n_r,
+                          const char *a, size_t arb, int64_t n_b, float *out, int64_t os) {
+    const int64_t nb = k / 32;
+    uint32_t qs[KX_LNS * 8 * 16] __attribute__((aligned(64)));
+    uint64_t qh[KX_LNS * 8] __attribute__((aligned(64)));
+    uint16_t d[KX_LNS * 16] __attribute__((aligned(64))),
+        mm[KX_LNS * 16] __attribute__((aligned(64)));
+    const struct kx_l32 S = {.qs = qs, .qh = qh, .d = d, .m = mm};
+    struct kx_lpre pre;
+    int64_t nbc0, kc0;
+    kx_lchunk(n_b, nb, &nbc0, &kc0);
+    for (int64_t b0 = 0; b0 < n_b; b0 += nbc0) {
+        const int64_t nbc = n_b - b0 < nbc0 ? n_b - b0 : nbc0;
+        const char *ab = a + b0 * arb;
+        for (int64_t k0 = 0; k0 < nb; k0 += kc0) {
+            const int64_t kc = nb - k0 < kc0 ? nb - k0 : kc0;
+            kx_lprep(t, ab, arb, nbc, k0, kc, &pre);
+            for (int64_t r0 = 0; r0 < n_r; r0 += KX_G) {
+                const int nr = n_r - r0 < KX_G ? (int)(n_r - r0) : KX_G;
+                const __mmask16 m = (__mmask16)((1u << nr) - 1u);
+                for (int64_t i0 = k0; i0 < k0 + kc; i0 += KX_LNS) {
+                    const int ns = k0 + kc - i0 < KX_LNS ? (int)(k0 + kc - i0) : KX_LNS;
+                    quant_pack32_slice(t, w + r0 * wrb, wrb, nr, i0, ns, qs, qh, d, mm);
+                    kx_ltile_rows(t, &S, ns, ab, arb, nbc, i0, &pre, i0 - k0, kc,
+                                  out + b0 * os + r0, os, m, i0 == 0, NULL, 0);
+                }
+            }
+        }
+    }
+}
+
+void quant_matmul_lanes32_avx512(uint32_t type, int64_t k, const void *W, size_t wrb, int64_t n_r,
+                                 const void *act, size_t arb, int64_t n_b, float *out, int64_t os) {
+    const char *w = W, *a = act;
+    switch (type) {
+    case REALM_TYPE_Q4_0:
+        kx_lmatmul(REALM_TYPE_Q4_0, k, w, wrb, n_r, a, arb, n_b, out, os);
+        break;
+    case REALM_TYPE_Q4_1:
+        kx_lmatmul(REALM_TYPE_Q4_1, k, w, wrb, n_r, a, arb, n_b, out, os);
+        break;
+    case REALM_TYPE_Q5_0:
+        kx_lmatmul(REALM_TYPE_Q5_0, k, w, wrb, n_r, a, arb, n_b, out, os);
+        break;
+    case REALM_TYPE_Q5_1:
+        kx_lmatmul(REALM_TYPE_Q5_1, k, w, wrb, n_r, a, arb, n_b, out, os);
+        break;
+    default:
+        kx_lmatmul(REALM_TYPE_Q8_0, k, w, wrb, n_r, a, arb, n_b, out, os);
+        break;
+    }
+}
+
+#define KX_LPACKED(NAME, TYPE)                                                                     \
+    void NAME(const struct realm_quant_ops *ops, const void *P, int64_t k, int64_t r0, int64_t r1, \
+              const void *act, size_t arb, int64_t n_b, float *out, int64_t os) {                  \
+        (void)ops;                                                                                 \
+        kx_lmatmul_packed(TYPE, k, P, r0, r1, (const char *)act, arb, n_b, out, os);               \
+    }
+KX_LPACKED(quant_matmul_packed_q4_0_avx512, REALM_TYPE_Q4_0)
+KX_LPACKED(quant_matmul_packed_q4_1_avx512, REALM_TYPE_Q4_1)
+KX_LPACKED(quant_matmul_packed_q5_0_avx512, REALM_TYPE_Q5_0)
+KX_LPACKED(quant_matmul_packed_q5_1_avx512, REALM_TYPE_Q5_1)
+KX_LPACKED(quant_matmul_packed_q8_0_avx512, REALM_TYPE_Q8_0)
 
 /* ---- entry points (declared in quant.h) ---- */
 

@@ -181,8 +181,32 @@ struct quant_pack_q6_K { /* read front to back: the scales first */
     uint32_t qh[16][16]; /* qh[64] */
 };
 
-/* Packs rows [0, rows) of W (q4_K or q6_K, k elements per row) into P (quant_packed_size bytes,
- * 64-byte aligned). */
+/* ---- the prepacked 32-element formats (q4_0, q4_1, q5_0, q5_1, q8_0; AVX-512 table only) ----
+ * Rows are taken 16 at a time as above; a group holds its nb = k / 32 blocks as planes (so that
+ * every 512-bit load is aligned and holds one int32 lane per row), the group padded to a
+ * multiple of 64 bytes (quant_pack32_geom):
+ *   qs  nb x nq x 16 dwords: [i][c][r] = dword c of the quants of row r in block i; nq = 4 for
+ *       the 4- and 5-bit formats (nibbles as stored), 8 for q8_0 (stored as q ^ 0x80, i.e. the
+ *       quant + 128 as an unsigned byte, the operand vpdpbusd takes);
+ *   qh  (q5_0, q5_1) nb x 8 uint64: bit 4r + j of [i][s] = bit 4s + j of row r's qh, the 5th bit
+ *       of the quant that step s of the kernel (elements 4s .. 4s + 3) meets in lane r;
+ *   d   nb x 16 halves: d of row r;  m  (q4_1, q5_1) nb x 16 halves: m of row r.
+ * The same bytes as the original blocks, rearranged (plus the padding). */
+struct quant_pack32_geom {
+    int nq;              /* dwords of quants per row and block: 4 or 8 */
+    size_t qs, qh, d, m; /* byte offsets of the planes in a group (qh, m: 0 when absent) */
+    size_t group;        /* bytes per group of 16 rows */
+    int has_qh, has_m;   /* q5_0 / q5_1; q4_1 / q5_1 */
+};
+void quant_pack32_geom(uint32_t type, int64_t nb, struct quant_pack32_geom *g);
+/* Blocks [i0, i0 + ns) of rows 0 .. nr-1 (nr <= 16, w_row_bytes apart) of W, a 32-element
+ * format, into planes of ns blocks: qs (ns * nq * 64 bytes), qh (ns * 8, q5 only), d, m
+ * (ns * 16 halves; m only for the _1 formats); rows nr .. 15 are zero. */
+void quant_pack32_slice(uint32_t type, const void *W, size_t w_row_bytes, int nr, int64_t i0,
+                        int64_t ns, uint32_t *qs, uint64_t *qh, uint16_t *d, uint16_t *m);
+
+/* Packs rows [0, rows) of W (q4_K or q6_K, or a 32-element format, k elements per row) into P
+ * (quant_packed_size bytes, 64-byte aligned). */
 size_t quant_packed_size(uint32_t type, int64_t rows, int64_t k);
 void quant_pack(uint32_t type, const void *W, size_t w_row_bytes, int64_t rows, int64_t k, void *P);
 
@@ -205,5 +229,18 @@ void quant_matmul_lanes_q6_K_avx512(int64_t k, const void *W, size_t wrb, int64_
                                     int64_t os);
 realm_quant_matmul_packed_fn quant_matmul_packed_q4_K_avx512;
 realm_quant_matmul_packed_fn quant_matmul_packed_q6_K_avx512;
+
+/* ---- AVX-512 only: the 32-element formats, 16 weight rows per 512-bit vector (lanes_avx512.c)
+ * quant_matmul_lanes32_avx512: as quant_matmul_lanes_* for q4_0 .. q8_0 (`type`), repacking
+ * slices of the rows on the fly (k a multiple of 32, at least one block);
+ * quant_matmul_packed_<t>_avx512: the matmul_packed entries over the layout above. Both equal
+ * the scalar reference's vec_dot bit for bit (the AVX-512 vec_dot of these formats does too). */
+void quant_matmul_lanes32_avx512(uint32_t type, int64_t k, const void *W, size_t wrb, int64_t n_r,
+                                 const void *act, size_t arb, int64_t n_b, float *out, int64_t os);
+realm_quant_matmul_packed_fn quant_matmul_packed_q4_0_avx512;
+realm_quant_matmul_packed_fn quant_matmul_packed_q4_1_avx512;
+realm_quant_matmul_packed_fn quant_matmul_packed_q5_0_avx512;
+realm_quant_matmul_packed_fn quant_matmul_packed_q5_1_avx512;
+realm_quant_matmul_packed_fn quant_matmul_packed_q8_0_avx512;
 
 #endif

@@ -16,6 +16,7 @@
 #include "realm/buf.h"
 #include "realm/log.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/wasi_nn.h"
 
 #define MIB (1024ull * 1024ull)
 
@@ -147,6 +148,36 @@ static char *default_cache_dir(void) {
     return realm_strndup(buf, strlen(buf));
 }
 
+/* Address space the pooling allocator may reserve for linear memories: a quarter of x86-64's
+ * 128 TiB user space, leaving the rest to the models' mappings, the heap and thread stacks. */
+#define POOL_ADDRESS_BUDGET (32ull << 40)
+/* Wasmtime's default slot on 64-bit hosts: a 4 GiB reservation and a 32 MiB guard, which lets
+ * Cranelift drop every bounds check of a 32-bit memory (the guard pages do the checking). */
+#define FULL_SLOT_RESERVATION (4096 * MIB)
+#define FULL_SLOT_GUARD (32 * MIB)
+/* The dense slot's guard: one Wasm page, so an access at offset + size past the reservation
+ * still faults in the guard instead of touching the next tenant's slot. */
+#define DENSE_SLOT_GUARD (64 * 1024ull)
+
+/* Picks the linear-memory slot of the pooling allocator. Every tenant gets one slot of
+ * reservation + guard bytes of address space (reserved, not committed). With the full slot
+ * (4 GiB + 32 MiB) no bounds check is compiled, but 100,000 such slots would need 400 TiB;
+ * past the budget each slot is sized by the memory cap instead (rounded up to whole Wasm
+ * pages), memory never moves, and Cranelift compares each address with that fixed size (a
+ * compare against a constant; pages between the current size and the cap stay inaccessible, so
+ * growth is still refused exactly at the tenant's cap by the store limiter). */
+static void pool_layout(const struct realm_sbx_config *cfg, uint64_t *reservation,
+                        uint64_t *guard) {
+    uint64_t full = FULL_SLOT_RESERVATION + FULL_SLOT_GUARD;
+    if ((uint64_t)cfg->max_instances * full <= POOL_ADDRESS_BUDGET) {
+        *reservation = FULL_SLOT_RESERVATION;
+        *guard = FULL_SLOT_GUARD;
+        return;
+    }
+    *reservation = (cfg->memory_limit + 65535) & ~65535ull;
+    *guard = DENSE_SLOT_GUARD;
+}
+
 int realm_sbx_host_new(const struct realm_sbx_config *cfg_in, struct realm_sbx_host **out,
                        struct realm_err *err) {
     struct realm_sbx_config cfg = {0};
@@ -166,8 +197,16 @@ int realm_sbx_host_new(const struct realm_sbx_config *cfg_in, struct realm_sbx_h
     if (!cfg.cancel_grace_ms) cfg.cancel_grace_ms = 100;
     if (cfg.memory_limit < 64 * 1024 || cfg.memory_limit > 4096 * MIB || cfg.max_sessions < 0 ||
         cfg.max_sessions > SBX_MAX_HANDLES / 2 || cfg.max_ctx < 0 || cfg.max_log_lines < 0 ||
-        cfg.tick_us > 1000000 || cfg.max_instances > 100000 || cfg.max_input_bytes > INT32_MAX)
+        cfg.tick_us > 1000000 || cfg.max_instances > SBX_MAX_INSTANCES ||
+        cfg.max_input_bytes > INT32_MAX)
         return realm_err_set(err, REALM_E_INVALID, "sandbox: config: out of range");
+    uint64_t reservation, guard;
+    pool_layout(&cfg, &reservation, &guard);
+    if ((uint64_t)cfg.max_instances * (reservation + guard) > POOL_ADDRESS_BUDGET)
+        return realm_err_set(err, REALM_E_INVALID,
+                             "sandbox: config: %u instances of %llu MiB memory do not fit in the "
+                             "address space; lower max_instances or memory_limit",
+                             cfg.max_instances, (unsigned long long)(cfg.memory_limit / MIB));
 
     struct realm_sbx_host *h = realm_calloc(1, sizeof *h);
     if (!h) return realm_err_set(err, REALM_E_NOMEM, "sandbox: host: out of memory");
@@ -190,6 +229,10 @@ int realm_sbx_host_new(const struct realm_sbx_config *cfg_in, struct realm_sbx_h
      * than fuel (wasmtime config.rs docs). */
     wasmtime_config_epoch_interruption_set(wc, true);
     wasmtime_config_cranelift_opt_level_set(wc, WASMTIME_OPT_LEVEL_SPEED);
+    wasmtime_config_memory_reservation_set(wc, reservation);
+    wasmtime_config_memory_guard_size_set(wc, guard);
+    wasmtime_config_memory_reservation_for_growth_set(wc, 0);
+    wasmtime_config_memory_may_move_set(wc, false);
     wasmtime_pooling_allocation_config_t *pool = wasmtime_pooling_allocation_config_new();
     if (!pool) {
         wasm_config_delete(wc);
@@ -211,12 +254,22 @@ int realm_sbx_host_new(const struct realm_sbx_config *cfg_in, struct realm_sbx_h
         goto fail;
     }
     snprintf(h->config_key, sizeof h->config_key,
-             "wasmtime-48;cranelift-speed;epoch;pool-mem=%llu;abi=%d",
-             (unsigned long long)cfg.memory_limit, REALM_ABI_VERSION);
+             "wasmtime-48;cranelift-speed;epoch;pool-mem=%llu;slot=%llu+%llu;abi=%d",
+             (unsigned long long)cfg.memory_limit, (unsigned long long)reservation,
+             (unsigned long long)guard, REALM_ABI_VERSION);
 
     h->linker = wasmtime_linker_new(h->engine);
     if (!h->linker) goto nomem;
-    if (sbx_define_imports(h, err)) goto fail;
+    if (sbx_define_imports(h, err) || sbx_nn_define_imports(h, err)) goto fail;
+    /* WASI preview 1 for command guests; each store gets its own context (command.c) with no
+     * files, sockets, env or inherited stdio. Realm ABI guests may not import it. */
+    wasmtime_error_t *we = wasmtime_linker_define_wasi(h->linker);
+    if (we) {
+        char msg[256];
+        sbx_error_text(we, msg, sizeof msg);
+        realm_err_set(err, REALM_E_INTERNAL, "sandbox: define WASI: %s", msg);
+        goto fail;
+    }
 
     if (pthread_create(&h->ticker, NULL, ticker_main, h) != 0) {
         realm_err_set(err, REALM_E_INTERNAL, "sandbox: ticker: cannot start thread");

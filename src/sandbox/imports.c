@@ -22,6 +22,7 @@
 #include "realm/alloc.h"
 #include "realm/json.h"
 #include "realm/log.h"
+#include "realm/sched.h"
 #include "sandbox/sandbox.h"
 
 _Static_assert(REALM_ABI_TOKENIZE_ADD_BOS == REALM_TOKENIZE_ADD_BOS, "ABI flag mismatch");
@@ -400,6 +401,12 @@ static int64_t imp_session_open(struct realm_sbx_tenant *t, const wasmtime_val_t
     return hd;
 }
 
+/* The session's sequence is over: its scheduler admission slot goes to the next waiting one now
+ * rather than when its lease runs out. */
+static void sbx_session_end(struct sbx_slot *s) {
+    if (s->model && s->model->sched) realm_sched_release(s->model->sched, s->session);
+}
+
 void sbx_tenant_close_handles(struct realm_sbx_tenant *t) {
     realm_sbx_tenant_close_sessions(t);
     for (int i = 0; i < SBX_MAX_HANDLES; i++) {
@@ -415,6 +422,7 @@ int32_t realm_sbx_tenant_close_sessions(struct realm_sbx_tenant *t) {
     for (int i = 0; i < SBX_MAX_HANDLES; i++) {
         struct sbx_slot *s = &t->slots[i];
         if (s->kind != SBX_SLOT_SESSION) continue;
+        sbx_session_end(s);
         realm_session_free(s->session);
         realm_free(s->logits);
         uint32_t serial = s->serial;
@@ -430,6 +438,7 @@ int32_t realm_sbx_tenant_close_sessions(struct realm_sbx_tenant *t) {
 static int64_t imp_session_close(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
     struct sbx_slot *s = lookup(t, a[0].of.i32, SBX_SLOT_SESSION);
     if (!s) return BAD_HANDLE(t);
+    sbx_session_end(s);
     realm_session_free(s->session);
     realm_free(s->logits);
     t->kv_bytes -= s->kv_bytes;

@@ -13,6 +13,7 @@
 
 #include "realm/alloc.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/wasi_nn.h"
 
 struct want_export {
     const char *name;
@@ -103,8 +104,11 @@ int realm_sbx_module_new(struct realm_sbx_host *h, const void *wasm, size_t len,
     snprintf(m->name, sizeof m->name, "%s", name);
     int rc = sbx_cache_module(h, wasm, len, m->name, &m->module, &m->cached, err);
     if (rc) goto fail;
-    if ((rc = sbx_check_imports(m->module, m->name, err)) ||
-        (rc = check_exports(m->module, m->name, &m->has_initialize, err)))
+    /* the guest kind: a WASI command (wasi-nn apps) or a realm ABI guest */
+    m->command = sbx_command_detect(m->module);
+    if (m->command ? (rc = sbx_command_check(m->module, m->name, err)) != REALM_OK
+                   : ((rc = sbx_check_imports(m->module, m->name, err)) ||
+                      (rc = check_exports(m->module, m->name, &m->has_initialize, err))))
         goto fail;
     wasmtime_error_t *e = wasmtime_linker_instantiate_pre(h->linker, m->module, &m->pre);
     if (e) {
@@ -150,6 +154,10 @@ int realm_sbx_module_load(struct realm_sbx_host *h, const char *path, struct rea
 
 bool realm_sbx_module_cached(const struct realm_sbx_module *m) {
     return m->cached;
+}
+
+bool realm_sbx_module_is_command(const struct realm_sbx_module *m) {
+    return m->command;
 }
 
 void realm_sbx_module_free(struct realm_sbx_module *m) {

@@ -26,6 +26,9 @@
 #define SBX_SERIAL_MASK ((1u << SBX_SERIAL_BITS) - 1)
 #define SBX_CHECK_TICKS 2 /* epoch ticks between budget checks while guest code runs */
 
+/* tenants alive at once, at most (realm_sbx_config.max_instances) */
+#define SBX_MAX_INSTANCES 1000000u
+
 /* A model tenants can open by name. Immutable after realm_sbx_host_add_model. */
 struct sbx_model {
     char *name;
@@ -69,6 +72,7 @@ struct realm_sbx_module {
     wasmtime_instance_pre_t *pre;
     bool cached;
     bool has_initialize;
+    bool command; /* a WASI command (`_start`, wasi-nn): one fresh store per request (command.c) */
     char name[64];
 };
 
@@ -146,6 +150,7 @@ struct realm_sbx_tenant {
         host_msg[REALM_ERR_MSG_MAX]; /* why the last refused host call (decode) failed, this call */
 
     int64_t unbilled_tokens; /* decoded in realm_init, not yet charged to a request */
+    struct sbx_nn *nn;       /* a command's wasi-nn graphs and contexts (wasi_nn.c), or NULL */
 
     struct realm_sbx_tenant_stats stats;
 };
@@ -175,6 +180,18 @@ void sbx_tenant_close_handles(struct realm_sbx_tenant *t);
 bool sbx_tenant_past_deadline(const struct realm_sbx_tenant *t);
 /* The ticker's pass over the tenants inside a call (host.c calls it every tick). */
 void sbx_tenants_tick(struct realm_sbx_host *h);
+
+/* ---- tenant.c, for command.c ---- */
+/* A new store for t (instance slot counted, memory cap, epoch callback); on failure none. */
+int sbx_tenant_store_new(struct realm_sbx_tenant *t, struct realm_err *err);
+/* Drops the store and everything of the instance (sessions, handles, wasi-nn state). */
+void sbx_tenant_store_drop(struct realm_sbx_tenant *t);
+/* Starts / ends a call's accounting and its place on the ticker's list. */
+void sbx_call_begin(struct realm_sbx_tenant *t, uint64_t budget_ms, uint64_t wall_ms,
+                    const atomic_bool *cancel);
+void sbx_call_end(struct realm_sbx_tenant *t);
+/* The error for a call the epoch callback stopped (t->kill set). */
+int sbx_call_kill_error(struct realm_sbx_tenant *t, const char *what, struct realm_err *err);
 
 /* ---- imports.c ---- */
 /* Tests only: makes handle slot `slot` of t look as if it had last issued `serial` (the slot

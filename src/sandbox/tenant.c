@@ -22,6 +22,7 @@
 #include "realm/alloc.h"
 #include "realm/log.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/wasi_nn.h"
 
 void realm_sbx_request_init(struct realm_sbx_request *r, const char *json, size_t json_len,
                             realm_sbx_emit_fn emit, void *emit_user) {
@@ -182,6 +183,7 @@ static bool get_func(struct realm_sbx_tenant *t, const char *name, wasmtime_func
 
 /* Throws the instance away: sessions closed, store deleted (its pool slot returns). */
 static void tenant_stop(struct realm_sbx_tenant *t) {
+    sbx_nn_free(t);
     sbx_tenant_close_handles(t);
     if (t->store) {
         wasmtime_store_delete(t->store);
@@ -216,7 +218,7 @@ static int tenant_start(struct realm_sbx_tenant *t, const atomic_bool *cancel,
     return rc;
 }
 
-static int tenant_start_call(struct realm_sbx_tenant *t, struct realm_err *err) {
+int sbx_tenant_store_new(struct realm_sbx_tenant *t, struct realm_err *err) {
     struct realm_sbx_host *h = t->host;
     /* the pool has max_instances slots; say so plainly instead of Wasmtime's message */
     if (atomic_fetch_add(&h->n_tenants, 1) >= (int64_t)h->cfg.max_instances) {
@@ -233,11 +235,16 @@ static int tenant_start_call(struct realm_sbx_tenant *t, struct realm_err *err) 
     wasmtime_store_limiter(t->store, (int64_t)t->memory_limit, -1, 1, 1, 1);
     wasmtime_store_epoch_deadline_callback(t->store, epoch_check, t, NULL);
     t->cx = wasmtime_store_context(t->store);
+    return REALM_OK;
+}
+
+static int tenant_start_call(struct realm_sbx_tenant *t, struct realm_err *err) {
+    int rc = sbx_tenant_store_new(t, err);
+    if (rc) return rc;
     t->log_lines = 0;
     t->last_msg[0] = 0;
     t->host_msg[0] = 0;
 
-    int rc;
     char msg[300];
     wasm_trap_t *trap = NULL;
     wasmtime_context_set_epoch_deadline(t->cx, SBX_CHECK_TICKS);
@@ -363,7 +370,8 @@ int realm_sbx_tenant_new(struct realm_sbx_host *h, struct realm_sbx_module *m,
         for (int i = 0; i < h->n_models; i++)
             if (h->models[i] == t->default_model && !t->allowed[i]) t->default_model = NULL;
     }
-    if ((rc = tenant_start(t, p.cancel, err))) goto fail;
+    /* a command guest gets a fresh instance per request (command.c): nothing to start now */
+    if (!m->command && (rc = tenant_start(t, p.cancel, err))) goto fail;
     *out = t;
     return REALM_OK;
 fail:
@@ -390,6 +398,7 @@ void realm_sbx_tenant_get_stats(const struct realm_sbx_tenant *t,
 
 int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_request *r,
                               struct realm_err *err) {
+    if (t->mod->command) return sbx_command_generate(t, r, err);
     int rc;
     r->usage =
         (struct realm_sbx_usage){.prompt_tokens = -1, .completion_tokens = -1, .finish_reason = -1};
@@ -445,4 +454,23 @@ int realm_sbx_tenant_generate(struct realm_sbx_tenant *t, struct realm_sbx_reque
     return realm_err_set(err, st, "guest: %s%s%s%s%s%s", realm_strerror(st),
                          t->last_msg[0] ? ": " : "", t->last_msg, t->host_msg[0] ? " (host: " : "",
                          t->host_msg, t->host_msg[0] ? ")" : "");
+}
+
+/* ---- for command.c (a WASI command's run is one call in a fresh store) ---- */
+
+void sbx_tenant_store_drop(struct realm_sbx_tenant *t) {
+    tenant_stop(t);
+}
+
+void sbx_call_begin(struct realm_sbx_tenant *t, uint64_t budget_ms, uint64_t wall_ms,
+                    const atomic_bool *cancel) {
+    begin_call(t, budget_ms, wall_ms, cancel);
+}
+
+void sbx_call_end(struct realm_sbx_tenant *t) {
+    end_call(t);
+}
+
+int sbx_call_kill_error(struct realm_sbx_tenant *t, const char *what, struct realm_err *err) {
+    return kill_error(t, what, err);
 }

@@ -55,7 +55,9 @@ int realm_served_new(const struct realm_gguf *g, const struct realm_served_param
         .max_batch_tokens = s->max_batch,
         .prefill_chunk = p->prefill_chunk ? p->prefill_chunk : REALM_SERVED_PREFILL_CHUNK,
         .tenant_share = p->tenant_share,
-        .contended_prefill = p->contended_prefill};
+        .contended_prefill = p->contended_prefill,
+        .prefill_reserve = p->prefill_reserve,
+        .max_active = p->max_active};
     if ((rc = realm_sched_new(&sb, &sp, &s->sched, err))) goto fail;
     *out = s;
     return REALM_OK;

@@ -95,7 +95,9 @@ static int load_model(struct srv_backend *b, size_t i, struct realm_err *err) {
     const struct realm_served_params sp = {.prepack = true,
                                            .kv_bytes = (size_t)b->cfg->kv_memory_bytes,
                                            .tenant_share = b->cfg->tenant_step_share,
-                                           .contended_prefill = b->cfg->contended_prefill_rows};
+                                           .contended_prefill = b->cfg->contended_prefill_rows,
+                                           .prefill_reserve = b->cfg->prefill_reserve_rows,
+                                           .max_active = b->cfg->max_active_sequences};
     if ((rc = realm_served_new(m->gguf, &sp, &m->sv, err))) return rc;
     /* the config's chat_template (a family name or a Jinja file) replaces the file's own */
     if (spec->chat_template &&
@@ -193,6 +195,14 @@ static void apply_kv_quota(struct srv_backend *b, size_t i, const struct realm_t
                                 sp->limits.kv_blocks > 0 ? sp->limits.kv_blocks : 0);
 }
 
+/* The tenant's weight in every model's scheduler (the same identity: index + 1). */
+static void apply_sched_weight(struct srv_backend *b, size_t i,
+                               const struct realm_tenant_spec *sp) {
+    for (size_t k = 0; k < b->n_models; k++) /* weights are range-checked by the config */
+        (void)realm_sched_set_tenant_weight(b->models[k].sv->sched, (uint32_t)i + 1,
+                                            sp->weight > 0 ? sp->weight : 1);
+}
+
 /* Makes pool i ready for tenant spec sp running the guest at guest_path (NULL: the default one)
  * and starts one instance, so that a guest whose realm_init fails is reported now. */
 static int pool_init(struct srv_backend *b, size_t i, const struct realm_tenant_spec *sp,
@@ -205,6 +215,7 @@ static int pool_init(struct srv_backend *b, size_t i, const struct realm_tenant_
     int rc = module_for(b, guest_path, &p->module, err);
     if (rc) return tenant_err(err, rc, sp->id);
     apply_kv_quota(b, i, sp);
+    apply_sched_weight(b, i, sp);
     p->host_budget.limit = sp->limits.host_memory_bytes > 0 ? sp->limits.host_memory_bytes
                                                             : REALM_DEFAULT_HOST_MEMORY_BYTES;
     struct realm_sbx_tenant_params tp = instance_params(b, p, NULL);
@@ -291,6 +302,7 @@ void srv_backend_tenant_update(struct srv_backend *b, size_t tenant,
     struct be_pool *p = &b->pools[tenant];
     atomic_store(&p->spec, spec);
     apply_kv_quota(b, tenant, spec);
+    apply_sched_weight(b, tenant, spec);
     p->host_budget.limit = spec->limits.host_memory_bytes > 0 ? spec->limits.host_memory_bytes
                                                               : REALM_DEFAULT_HOST_MEMORY_BYTES;
 }
@@ -506,6 +518,26 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
     return rc;
 }
 
+int srv_backend_embed(struct srv_backend *b, size_t tenant, size_t model, const int32_t *tokens,
+                      int32_t n, float *states, const atomic_bool *cancel, struct realm_err *err) {
+    struct realm_served *sv = b->models[model].sv;
+    const uint32_t group = (uint32_t)tenant + 1; /* the tenant's KV quota and scheduler identity */
+    struct realm_session *sess = NULL;
+    int rc = realm_served_session(sv, group, n, &sess, err);
+    if (rc) return rc;
+    rc = realm_sched_embed(sv->sched, group, sess, tokens, n, states, cancel, err);
+    realm_session_free(sess); /* its blocks go back (full ones stay cached for the tenant) */
+    return rc;
+}
+
+int32_t srv_backend_n_embd(struct srv_backend *b, size_t model) {
+    return realm_model_config(b->models[model].sv->model)->n_embd;
+}
+
+int32_t srv_backend_n_ctx_train(struct srv_backend *b, size_t model) {
+    return realm_model_config(b->models[model].sv->model)->n_ctx_train;
+}
+
 const struct realm_tokenizer *srv_backend_tokenizer(struct srv_backend *b, size_t model) {
     return b->models[model].sv->tok;
 }
@@ -554,6 +586,17 @@ void srv_backend_stats_get(struct srv_backend *b, struct srv_backend_stats *out)
             out->batch_hist[k] += st.batch_hist[k];
         out->prefix_tokens += st.prefix_tokens;
         out->kv_refused += st.requests_refused;
+        out->admission_waiting += st.admission_waiting;
+        out->active_sequences += st.active_sequences;
+        out->admitted += st.admitted;
+        out->admission_wait_seconds += st.admission_wait_seconds;
+        if (st.admission_wait_max_s > out->admission_wait_max_s)
+            out->admission_wait_max_s = st.admission_wait_max_s;
+        out->prompts_done += st.prompts_done;
+        out->prompt_steps_total += st.prompt_steps_total;
+        if (st.prompt_steps_max > out->prompt_steps_max)
+            out->prompt_steps_max = st.prompt_steps_max;
+        out->prompt_seconds_total += st.prompt_seconds_total;
     }
     for (size_t i = 0; i < b->n_models; i++) {
         if (!b->models[i].sv) continue;
@@ -587,6 +630,21 @@ void srv_backend_tenant_host_memory(struct srv_backend *b, size_t tenant, int64_
                                     int64_t *refused) {
     *bytes = atomic_load(&b->pools[tenant].host_budget.used);
     *refused = atomic_load(&b->pools[tenant].host_budget.refused);
+}
+
+void srv_backend_tenant_sched(struct srv_backend *b, size_t tenant, int64_t *decode_tokens,
+                              int64_t *prefill_tokens, int32_t *weight) {
+    *decode_tokens = *prefill_tokens = 0;
+    *weight = 1;
+    for (size_t i = 0; i < b->n_models; i++) {
+        if (!b->models[i].sv) continue;
+        struct realm_sched_tenant_stats ts;
+        if (!realm_sched_tenant_get_stats(b->models[i].sv->sched, (uint32_t)tenant + 1, &ts))
+            continue;
+        *decode_tokens += ts.decode_tokens;
+        *prefill_tokens += ts.prefill_tokens;
+        *weight = ts.weight;
+    }
 }
 
 int32_t srv_backend_tenant_kv_blocks(struct srv_backend *b, size_t tenant) {

@@ -44,7 +44,12 @@ struct srv_backend_stats {
     int64_t idle_kv_bytes;  /* their KV cache bytes */
     int64_t prefix_tokens;  /* prompt tokens served from cached KV blocks (prefix reuse) */
     int64_t kv_refused;     /* decode calls refused KV blocks (tenant quota or pool full) */
-    bool have_kv;           /* the KV pool fields below are valid */
+    /* the schedulers' admission queue and time to first logits (realm_sched_stats) */
+    int64_t admission_waiting, active_sequences, admitted;
+    double admission_wait_seconds, admission_wait_max_s;
+    int64_t prompts_done, prompt_steps_total, prompt_steps_max;
+    double prompt_seconds_total;
+    bool have_kv;                                   /* the KV pool fields below are valid */
     int64_t kv_blocks, kv_used, kv_cached, kv_free; /* blocks: all, held, cached idle, free */
     int64_t kv_prefix_hits, kv_cow, kv_evictions;
     int64_t kv_touched;        /* blocks ever written: their pages are resident */
@@ -101,6 +106,18 @@ int srv_backend_generate(struct srv_backend *b, size_t tenant, struct realm_sbx_
  * Any thread; cheap when there is nothing to free. Returns how many were freed. */
 int32_t srv_backend_trim_idle(struct srv_backend *b);
 
+/* Embeddings (host-only: no guest runs): the hidden state after the final norm of every token of
+ * tokens[0..n) of cfg->models[model], into states (n x srv_backend_n_embd floats), through the
+ * model's scheduler as tenant `tenant` (its fair share of batched steps) in a paged session of that
+ * tenant, so its KV block quota applies; the session is freed before returning. Blocks until done;
+ * `cancel` (may be NULL) stops it. Any thread. Errors: realm_sched_embed's (REALM_E_KV_FULL when
+ * the tenant's quota or the pool has no room, REALM_E_CONTEXT_FULL past the model's context). */
+int srv_backend_embed(struct srv_backend *b, size_t tenant, size_t model, const int32_t *tokens,
+                      int32_t n, float *states, const atomic_bool *cancel, struct realm_err *err);
+/* The width of cfg->models[model]'s hidden state (n_embd) and its training context. */
+int32_t srv_backend_n_embd(struct srv_backend *b, size_t model);
+int32_t srv_backend_n_ctx_train(struct srv_backend *b, size_t model);
+
 /* The tokenizer of cfg->models[model] (borrowed; lives as long as the backend). Any thread. */
 const struct realm_tokenizer *srv_backend_tokenizer(struct srv_backend *b, size_t model);
 
@@ -112,5 +129,9 @@ void srv_backend_tenant_host_memory(struct srv_backend *b, size_t tenant, int64_
                                     int64_t *refused);
 /* KV blocks tenant cfg->tenants[tenant]'s sessions hold now, over every model. */
 int32_t srv_backend_tenant_kv_blocks(struct srv_backend *b, size_t tenant);
+/* Tokens the schedulers ran for tenant slot `tenant` (decode and prompt rows, over every model),
+ * and its step weight. */
+void srv_backend_tenant_sched(struct srv_backend *b, size_t tenant, int64_t *decode_tokens,
+                              int64_t *prefill_tokens, int32_t *weight);
 
 #endif

@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "realm/alloc.h"
+#include "realm/sched.h" /* REALM_SCHED_MAX_WEIGHT */
 #include "realm/server.h"
 #include "realm/status.h"
 #include "server/srv.h"
@@ -51,6 +52,8 @@ int realm_server_config_new(struct realm_server_config **out) {
     c->stream_stall_s = 30.0;
     c->default_max_tokens = 2048;
     c->max_choices = 8;
+    c->embed_max_inputs = 64;
+    c->embed_max_tokens = 512;
     c->max_tenants = 1024;
     c->max_guest_bytes = 16u << 20;
     *out = c;
@@ -275,7 +278,7 @@ static int get_string(const cJSON *obj, const char *key, const char **out, const
 }
 
 static int parse_models(struct realm_server_config *c, const cJSON *arr, struct jctx *x) {
-    static const char *const known[] = {"name", "path", "n_ctx", "chat_template", NULL};
+    static const char *const known[] = {"name", "path", "n_ctx", "chat_template", "pooling", NULL};
     if (!cJSON_IsArray(arr))
         return realm_err_set(x->err, REALM_E_FORMAT, "config: models: expected an array");
     int i = 0;
@@ -285,13 +288,18 @@ static int parse_models(struct realm_server_config *c, const cJSON *arr, struct 
         if (!cJSON_IsObject(m))
             return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: expected an object", what);
         int rc = check_keys(m, what, known, x->err);
-        const char *name = NULL, *path = NULL, *tpl = NULL;
+        const char *name = NULL, *path = NULL, *tpl = NULL, *pool = NULL;
         int64_t n_ctx = 0;
         if (rc || (rc = get_string(m, "name", &name, what, x->err)) ||
             (rc = get_string(m, "path", &path, what, x->err)) ||
             (rc = get_int(m, "n_ctx", 0, INT32_MAX, &n_ctx, what, x->err)) ||
-            (rc = get_string(m, "chat_template", &tpl, what, x->err)))
+            (rc = get_string(m, "chat_template", &tpl, what, x->err)) ||
+            (rc = get_string(m, "pooling", &pool, what, x->err)))
             return rc;
+        if (pool && strcmp(pool, "mean") && strcmp(pool, "last"))
+            return realm_err_set(x->err, REALM_E_FORMAT,
+                                 "config: %s.pooling: \"%.32s\", expected \"mean\" or \"last\"",
+                                 what, pool);
         if (!name || !path)
             return realm_err_set(x->err, REALM_E_FORMAT, "config: %s: needs \"name\" and \"path\"",
                                  what);
@@ -300,6 +308,7 @@ static int parse_models(struct realm_server_config *c, const cJSON *arr, struct 
         rc = realm_server_config_add_model(c, name, rp, (int32_t)n_ctx, x->err);
         realm_free(rp);
         if (rc) return rc == REALM_E_INVALID ? REALM_E_FORMAT : rc;
+        c->models[c->n_models - 1].pooling = pool && !strcmp(pool, "last") ? 1 : 0;
         if (tpl) {
             /* a family name has neither '/' nor '.'; anything else is a file, resolved as paths are
              */
@@ -347,7 +356,8 @@ int srv_config_parse_limits(struct realm_tenant_limits *l, const cJSON *o, const
 }
 
 static int parse_tenants(struct realm_server_config *c, const cJSON *arr, struct jctx *x) {
-    static const char *const known[] = {"id", "key_hashes", "models", "guest", "limits", NULL};
+    static const char *const known[] = {"id",     "key_hashes", "models", "guest",
+                                        "limits", "weight",     NULL};
     if (!cJSON_IsArray(arr))
         return realm_err_set(x->err, REALM_E_FORMAT, "config: tenants: expected an array");
     int i = 0;
@@ -409,6 +419,10 @@ static int parse_tenants(struct realm_server_config *c, const cJSON *arr, struct
         }
         const cJSON *lim = cJSON_GetObjectItemCaseSensitive(o, "limits");
         if (lim && (rc = srv_config_parse_limits(&t->limits, lim, what, x->err))) return rc;
+        int64_t weight = 1;
+        if ((rc = get_int(o, "weight", 1, REALM_SCHED_MAX_WEIGHT, &weight, what, x->err)))
+            return rc;
+        t->weight = (int32_t)weight;
     }
     return REALM_OK;
 }
@@ -477,9 +491,13 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
                                         "default_max_tokens",
                                         "tenant_step_share",
                                         "contended_prefill_rows",
+                                        "prefill_reserve_rows",
+                                        "max_active_sequences",
                                         "max_tenants",
                                         "max_guest_bytes",
                                         "max_choices",
+                                        "embedding_max_inputs",
+                                        "embedding_max_tokens",
                                         NULL};
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
@@ -504,7 +522,9 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
             q = c->max_queue, conns = c->max_connections, kvmb = c->kv_memory_bytes >> 20,
             per_ip = c->max_connections_per_ip, dmt = c->default_max_tokens,
             share = c->tenant_step_share, cpre = c->contended_prefill_rows, mten = c->max_tenants,
-            mgb = (int64_t)c->max_guest_bytes, mch = c->max_choices;
+            pres = c->prefill_reserve_rows, mact = c->max_active_sequences,
+            mgb = (int64_t)c->max_guest_bytes, mch = c->max_choices, emi = c->embed_max_inputs,
+            emt = c->embed_max_tokens;
     if ((rc = get_string(root, "host", &host, "top level", err)) ||
         (rc = get_string(root, "default_guest", &dg, "top level", err)) ||
         (rc = get_int(root, "port", 0, 65535, &port, "top level", err)) ||
@@ -516,8 +536,12 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
         (rc = get_int(root, "max_connections_per_ip", 1, 65536, &per_ip, "top level", err)) ||
         (rc = get_int(root, "default_max_tokens", 1, 1 << 30, &dmt, "top level", err)) ||
         (rc = get_int(root, "max_choices", 1, REALM_ABI_MAX_CHOICES, &mch, "top level", err)) ||
+        (rc = get_int(root, "embedding_max_inputs", 1, 1 << 16, &emi, "top level", err)) ||
+        (rc = get_int(root, "embedding_max_tokens", 1, 1 << 20, &emt, "top level", err)) ||
         (rc = get_int(root, "tenant_step_share", 0, 4096, &share, "top level", err)) ||
         (rc = get_int(root, "contended_prefill_rows", 0, 4096, &cpre, "top level", err)) ||
+        (rc = get_int(root, "prefill_reserve_rows", -1, 4096, &pres, "top level", err)) ||
+        (rc = get_int(root, "max_active_sequences", 0, 1 << 20, &mact, "top level", err)) ||
         (rc = get_int(root, "max_tenants", 1, 1 << 20, &mten, "top level", err)) ||
         (rc = get_int(root, "max_guest_bytes", 1024, INT64_C(256) << 20, &mgb, "top level", err)) ||
         (rc = get_seconds(root, "read_timeout_s", 1, 3600, &c->read_timeout_s, err)) ||
@@ -528,8 +552,12 @@ int realm_server_config_parse(const char *json, size_t len, const char *base_dir
     c->max_connections_per_ip = (int32_t)per_ip;
     c->default_max_tokens = (int32_t)dmt;
     c->max_choices = (int32_t)mch;
+    c->embed_max_inputs = (int32_t)emi;
+    c->embed_max_tokens = (int32_t)emt;
     c->tenant_step_share = (int32_t)share;
     c->contended_prefill_rows = (int32_t)cpre;
+    c->prefill_reserve_rows = (int32_t)pres;
+    c->max_active_sequences = (int32_t)mact;
     c->max_tenants = (int32_t)mten;
     c->max_guest_bytes = (size_t)mgb;
     c->kv_memory_bytes = kvmb << 20;

@@ -29,6 +29,7 @@
 #include "realm/log.h"
 #include "realm/registry.h"
 #include "realm/status.h"
+#include "server/embed.h"
 #include "server/srv.h"
 
 #define POLL_PERIOD_S 0.05
@@ -351,9 +352,41 @@ static enum MHD_Result route_generate(struct realm_server *s, struct http_req *h
         return send_error(s, hr, c, &e);
     }
     struct realm_buf b = {0};
-    if (srv_openai_response(&b, j)) {
+    if (hr->ep == SRV_EP_INFER ? srv_spin_infer_response(&b, j) : srv_openai_response(&b, j)) {
         realm_buf_free(&b);
         return MHD_NO;
+    }
+    return send_buf(s, hr, c, 200, &b, "application/json");
+}
+
+/* POST /infer (Spin's remote LLM protocol): the body becomes the completion request it means and
+ * runs as one, through the tenant's guest; route_generate answers in Spin's shape. */
+static enum MHD_Result route_infer(struct realm_server *s, struct http_req *hr,
+                                   struct MHD_Connection *c) {
+    struct srv_error e;
+    if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
+    struct realm_buf body = {0};
+    if (srv_spin_infer_body(hr->body.data ? hr->body.data : "", hr->body.len, &body, &e)) {
+        realm_buf_free(&body);
+        return send_error(s, hr, c, &e);
+    }
+    realm_buf_free(&hr->body);
+    hr->body = body;
+    return route_generate(s, hr, c, SRV_COMPLETION);
+}
+
+/* POST /v1/embeddings, /embed: host work on the connection's thread (embed.c). */
+static enum MHD_Result route_embed(struct realm_server *s, struct http_req *hr,
+                                   struct MHD_Connection *c, enum srv_embed_shape shape) {
+    struct srv_error e;
+    if (!need_tenant(hr, &e)) return send_error(s, hr, c, &e);
+    struct realm_buf b = {0};
+    const char *body = hr->body.data ? hr->body.data : "";
+    int rc = srv_embed_handle(s, hr->tenant, hr->key_label, shape, body, hr->body.len, &b, &e);
+    realm_buf_free(&hr->body);
+    if (rc) {
+        realm_buf_free(&b);
+        return send_error(s, hr, c, &e);
     }
     return send_buf(s, hr, c, 200, &b, "application/json");
 }
@@ -494,6 +527,9 @@ static enum srv_endpoint endpoint_of(const char *url) {
     if (!strcmp(url, "/detokenize")) return SRV_EP_DETOKENIZE;
     if (!strncmp(url, "/admin/", 7)) return SRV_EP_ADMIN;
     if (!strcmp(url, "/v1/guest") || !strncmp(url, "/v1/guest/", 10)) return SRV_EP_GUEST;
+    if (!strcmp(url, "/v1/embeddings")) return SRV_EP_EMBEDDINGS;
+    if (!strcmp(url, "/infer")) return SRV_EP_INFER;
+    if (!strcmp(url, "/embed")) return SRV_EP_EMBED;
     return SRV_EP_OTHER;
 }
 
@@ -530,6 +566,13 @@ static enum MHD_Result route(struct realm_server *s, struct http_req *hr, struct
     case SRV_EP_ADMIN:
     case SRV_EP_GUEST:
         return route_admin(s, hr, c, url, method);
+    case SRV_EP_EMBEDDINGS:
+    case SRV_EP_EMBED:
+        if (!post) return method_not_allowed(s, hr, c, method, url);
+        return route_embed(s, hr, c, hr->ep == SRV_EP_EMBED ? SRV_EMBED_SPIN : SRV_EMBED_OPENAI);
+    case SRV_EP_INFER:
+        if (!post) return method_not_allowed(s, hr, c, method, url);
+        return route_infer(s, hr, c);
     default: {
         struct srv_error e;
         srv_error_set(&e, 404, "invalid_request_error", "not_found", NULL,

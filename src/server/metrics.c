@@ -29,9 +29,19 @@ void srv_hist_observe(struct srv_hist *h, double s) {
 }
 
 static const int g_codes[SRV_CODES_N - 1] = {200, 400, 401, 403, 404, 405, 413, 429, 499, 500, 503};
-static const char *const g_ep_names[SRV_EP_COUNT] = {
-    "chat_completions", "completions", "models", "health", "metrics",
-    "tokenize",         "detokenize",  "admin",  "guest",  "other"};
+static const char *const g_ep_names[SRV_EP_COUNT] = {"chat_completions",
+                                                     "completions",
+                                                     "models",
+                                                     "health",
+                                                     "metrics",
+                                                     "tokenize",
+                                                     "detokenize",
+                                                     "admin",
+                                                     "guest",
+                                                     "embeddings",
+                                                     "infer",
+                                                     "embed",
+                                                     "other"};
 
 void srv_metrics_http(struct srv_metrics *m, enum srv_endpoint ep, int status) {
     int i = 0;
@@ -103,6 +113,33 @@ static long rss_bytes(void) {
     return n == 2 ? res * sysconf(_SC_PAGESIZE) : -1;
 }
 
+/* Tokens the scheduler ran per tenant (its share of the batched steps) and its step weight. */
+static int render_tenant_sched(struct realm_server *s, struct realm_buf *b,
+                               const struct srv_tenant *only) {
+    /* one family per figure, labelled by tenant alone (a tenant's key sees {tenant="id"} only) */
+    static const char *const names[3] = {"realm_tenant_sched_decode_tokens_total",
+                                         "realm_tenant_sched_prefill_tokens_total",
+                                         "realm_tenant_sched_weight"};
+    static const char *const helps[3] = {
+        "Decode tokens the batching scheduler ran per tenant (its share of the steps).",
+        "Prompt tokens the batching scheduler ran per tenant.",
+        "Each tenant's weight in the batched steps (deficit round robin)."};
+    int rc = 0;
+    for (int f = 0; f < 3 && !rc; f++) {
+        rc = header(b, names[f], f < 2 ? "counter" : "gauge", helps[f]);
+        for (size_t i = 0; i < s->n_tenants && !rc; i++) {
+            if (only && &s->tenants[i] != only) continue;
+            int64_t v[2];
+            int32_t w;
+            srv_backend_tenant_sched(s->backend, i, &v[0], &v[1], &w);
+            rc = realm_buf_printf(b, "%s{tenant=", names[f]) ||
+                 label_value(b, s->tenants[i].spec->id) ||
+                 realm_buf_printf(b, "} %lld\n", f < 2 ? (long long)v[f] : (long long)w);
+        }
+    }
+    return rc ? REALM_E_NOMEM : REALM_OK;
+}
+
 /* The per-tenant series: every tenant's, or (only != NULL) that tenant's alone. */
 static int render_tenants(struct realm_server *s, struct realm_buf *b,
                           const struct srv_tenant *only) {
@@ -145,6 +182,7 @@ static int render_tenants(struct realm_server *s, struct realm_buf *b,
                      label_value(b, s->tenants[i].spec->id) ||
                      realm_buf_printf(b, "} %d\n", srv_backend_tenant_kv_blocks(s->backend, i));
         if (rc) return REALM_E_NOMEM;
+        if ((rc = render_tenant_sched(s, b, only))) return rc;
         int64_t mem[2];
         rc = header(
             b, "realm_tenant_host_memory_bytes", "gauge",
@@ -244,22 +282,47 @@ int srv_metrics_render(struct realm_server *s, struct realm_buf *b, const struct
         }
         rc = rc || realm_buf_printf(b, "realm_batch_rows_sum %lld\nrealm_batch_rows_count %lld\n",
                                     (long long)bs.rows, (long long)bs.steps);
-        rc = rc ||
-             scalar(b, "realm_sched_steps_total", "counter", "Batched forward steps.",
-                    (double)bs.steps) ||
-             scalar(b, "realm_sched_decode_rows_total", "counter", "Decode rows run.",
-                    (double)bs.decode_rows) ||
-             scalar(b, "realm_sched_prefill_rows_total", "counter", "Prefill rows run.",
-                    (double)bs.prefill_rows) ||
-             scalar(b, "realm_sched_queue_depth", "gauge", "Decode requests waiting for a step.",
-                    (double)bs.queue_depth) ||
-             scalar(b, "realm_sched_busy_seconds_total", "counter",
-                    "Time spent inside batched forwards.", bs.busy_seconds) ||
-             scalar(b, "realm_sched_prefix_tokens_total", "counter",
-                    "Prompt tokens served from cached KV blocks.", (double)bs.prefix_tokens) ||
-             scalar(b, "realm_sched_kv_refused_total", "counter",
-                    "Decode calls refused KV blocks (tenant quota or pool exhausted).",
-                    (double)bs.kv_refused);
+        rc =
+            rc ||
+            scalar(b, "realm_sched_steps_total", "counter", "Batched forward steps.",
+                   (double)bs.steps) ||
+            scalar(b, "realm_sched_decode_rows_total", "counter", "Decode rows run.",
+                   (double)bs.decode_rows) ||
+            scalar(b, "realm_sched_prefill_rows_total", "counter", "Prefill rows run.",
+                   (double)bs.prefill_rows) ||
+            scalar(b, "realm_sched_queue_depth", "gauge", "Decode requests waiting for a step.",
+                   (double)bs.queue_depth) ||
+            scalar(b, "realm_sched_busy_seconds_total", "counter",
+                   "Time spent inside batched forwards.", bs.busy_seconds) ||
+            scalar(b, "realm_sched_prefix_tokens_total", "counter",
+                   "Prompt tokens served from cached KV blocks.", (double)bs.prefix_tokens) ||
+            scalar(b, "realm_sched_kv_refused_total", "counter",
+                   "Decode calls refused KV blocks (tenant quota or pool exhausted).",
+                   (double)bs.kv_refused) ||
+            scalar(b, "realm_sched_admission_queue_depth", "gauge",
+                   "New sequences waiting for admission (max_active_sequences).",
+                   (double)bs.admission_waiting) ||
+            scalar(b, "realm_sched_active_sequences", "gauge",
+                   "Sequences counted against max_active_sequences.",
+                   (double)bs.active_sequences) ||
+            scalar(b, "realm_sched_admitted_total", "counter",
+                   "New sequences admitted through the admission queue.", (double)bs.admitted) ||
+            scalar(b, "realm_sched_admission_wait_seconds_total", "counter",
+                   "Time new sequences spent in the admission queue.", bs.admission_wait_seconds) ||
+            scalar(b, "realm_sched_admission_wait_seconds_max", "gauge",
+                   "The longest admission wait so far.", bs.admission_wait_max_s) ||
+            scalar(b, "realm_sched_prompts_total", "counter",
+                   "Prompt requests (more than one token) that got their first logits.",
+                   (double)bs.prompts_done) ||
+            scalar(b, "realm_sched_prompt_steps_total", "counter",
+                   "Steps from queued to first logits, summed over prompt requests.",
+                   (double)bs.prompt_steps_total) ||
+            scalar(b, "realm_sched_prompt_steps_max", "gauge",
+                   "The most steps one prompt request waited for its first logits.",
+                   (double)bs.prompt_steps_max) ||
+            scalar(b, "realm_sched_prompt_seconds_total", "counter",
+                   "Time from the decode call (admission included) to first logits, summed.",
+                   bs.prompt_seconds_total);
         if (rc) return REALM_E_NOMEM;
     }
     if (bs.have_kv) {

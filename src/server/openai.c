@@ -428,6 +428,7 @@ static int check_fields(const cJSON *root, enum srv_kind kind, struct srv_error 
                                          "top_k",
                                          "min_p",
                                          "repeat_penalty",
+                                         "repeat_last_n",
                                          "presence_penalty",
                                          "frequency_penalty",
                                          "seed",
@@ -642,20 +643,21 @@ int srv_request_parse(const struct realm_server_config *cfg, const struct realm_
         goto done;
     }
 
-    const cJSON *temp, *top_p, *top_k, *min_p, *rep, *pres, *freq, *seed;
+    const cJSON *temp, *top_p, *top_k, *min_p, *rep, *rep_n, *pres, *freq, *seed;
     if (opt_number(root, "temperature", 0, 2, &temp, e) ||
         opt_number(root, "top_p", 0, 1, &top_p, e) ||
         opt_int(root, "top_k", 0, INT32_MAX, &top_k, e) ||
         opt_number(root, "min_p", 0, 1, &min_p, e) ||
         opt_number(root, "repeat_penalty", 0.01, 100, &rep, e) ||
+        opt_int(root, "repeat_last_n", 0, 1 << 16, &rep_n, e) ||
         opt_number(root, "presence_penalty", -2, 2, &pres, e) ||
         opt_number(root, "frequency_penalty", -2, 2, &freq, e) ||
         opt_int(root, "seed", -9223372036854775808.0, 18446744073709551615.0, &seed, e))
         goto done;
     if (copy_num(g, "temperature", temp, e) || copy_num(g, "top_p", top_p, e) ||
         copy_num(g, "top_k", top_k, e) || copy_num(g, "min_p", min_p, e) ||
-        copy_num(g, "repeat_penalty", rep, e) || copy_num(g, "presence_penalty", pres, e) ||
-        copy_num(g, "frequency_penalty", freq, e))
+        copy_num(g, "repeat_penalty", rep, e) || copy_num(g, "repeat_last_n", rep_n, e) ||
+        copy_num(g, "presence_penalty", pres, e) || copy_num(g, "frequency_penalty", freq, e))
         goto done;
     if (seed) {
         /* OpenAI takes any 64-bit integer; guests get it folded into [0, 2^53) so that it is exact

@@ -99,6 +99,9 @@ enum srv_endpoint {
     SRV_EP_DETOKENIZE,
     SRV_EP_ADMIN,
     SRV_EP_GUEST,
+    SRV_EP_EMBEDDINGS, /* /v1/embeddings */
+    SRV_EP_INFER,      /* Spin's /infer */
+    SRV_EP_EMBED,      /* Spin's /embed */
     SRV_EP_OTHER,
     SRV_EP_COUNT
 };
@@ -274,6 +277,11 @@ bool srv_state_auth(struct realm_server *s, const char *key, size_t len, struct 
  * a failure is logged (the request's outcome does not change). */
 void srv_state_record(struct realm_server *s, const struct srv_job *j, int status,
                       int64_t prompt_tokens, int64_t completion_tokens, double host_s);
+/* The same for a host-only request (embeddings: no job, no guest): prompt tokens only, `outcome`
+ * as the ledger spells it ("ok", "kv_full", "cancelled", "error"). */
+void srv_state_record_host(struct realm_server *s, struct srv_tenant *t, size_t model,
+                           const char *key_label, const char *outcome, int64_t prompt_tokens,
+                           double host_s, double t_admit);
 /* The registry (state mode; NULL otherwise). */
 struct realm_registry *srv_state_registry(struct realm_server *s);
 

@@ -381,3 +381,25 @@ void srv_state_record(struct realm_server *s, const struct srv_job *j, int statu
                   "usage ledger: request %s of tenant %s not recorded: %s", j->id, u.tenant,
                   err.msg);
 }
+
+void srv_state_record_host(struct realm_server *s, struct srv_tenant *t, size_t model,
+                           const char *key_label, const char *outcome, int64_t prompt_tokens,
+                           double host_s, double t_admit) {
+    const int64_t now = unix_ms();
+    const struct realm_reg_usage u = {.tenant = atomic_load(&t->spec)->id,
+                                      .model = s->cfg->models[model].name,
+                                      .key_label = (char *)key_label,
+                                      .prompt_tokens = prompt_tokens,
+                                      .completion_tokens = 0,
+                                      .host_ms = (int64_t)(host_s * 1000.0 + 0.5),
+                                      .outcome = (char *)outcome,
+                                      .started_at =
+                                          now - (int64_t)((realm_now_s() - t_admit) * 1000.0),
+                                      .finished_at = now};
+    struct realm_err err;
+    realm_err_clear(&err);
+    if (realm_registry_usage_append(s->state->reg, &u, &err))
+        realm_log(REALM_LOG_ERROR, "server",
+                  "usage ledger: a %s request of tenant %s not recorded: %s", outcome, u.tenant,
+                  err.msg);
+}

@@ -2,6 +2,8 @@
  * memory_bomb.c — grows linear memory until refused: {"how": "grow"} with memory.grow page by
  * page, {"how": "malloc"} with 1 MiB mallocs. Reports how far it got, then fails with
  * REALM_E_NOMEM; the host must have capped memory at its limit without trapping.
+ * {"how": "poke", "past": N}: reads the byte N bytes past the end of the current memory, which
+ * must trap (out of bounds) whatever the host's slot layout.
  */
 #include "check.h"
 
@@ -12,6 +14,12 @@ RG_EXPORT(realm_init) int32_t realm_init(void) {
 RG_EXPORT(realm_generate) int32_t realm_generate(void) {
     struct rj_value *req = read_request();
     bool use_malloc = !strcmp(req_str(req, "how"), "malloc");
+    if (!strcmp(req_str(req, "how"), "poke")) {
+        uint32_t past = (uint32_t)rj_number(rj_get(req, "past"), 0);
+        rj_free(req);
+        volatile const uint8_t *p = (const uint8_t *)(uintptr_t)(mem_bytes() + past);
+        return *p; /* traps: never returns */
+    }
     rj_free(req);
     uint32_t n = 0;
     if (use_malloc) {

@@ -48,6 +48,7 @@ def srv(realm_bin, tmp_path_factory):
         k, t = tenant(tid, **kw)
         keys[tid] = k
         tenants.append(t)
+    tenants[1]["weight"] = 2  # bob's share of the batched steps (realm_tenant_sched_weight)
     config = {
         "models": [{"name": "smollm2", "path": str(smol)},
                    {"name": "stories", "path": str(stories_path())},
@@ -403,6 +404,15 @@ def test_metrics_exposition(srv):
                  'realm_http_requests_total{endpoint="completions",code="200"}', "realm_resident_memory_bytes"):
         assert name in m, name
     assert m["realm_completion_tokens_total"] >= 3 and m["realm_batch_rows_count"] >= 1
+    # the scheduler: each tenant's tokens in the batched steps and its weight, admission, TTFT
+    assert m['realm_tenant_sched_decode_tokens_total{tenant="alice"}'] + \
+        m['realm_tenant_sched_prefill_tokens_total{tenant="alice"}'] >= 1
+    assert m['realm_tenant_sched_weight{tenant="bob"}'] == 2 and m['realm_tenant_sched_weight{tenant="alice"}'] == 1
+    for name in ("realm_sched_prompts_total", "realm_sched_prompt_steps_total", "realm_sched_prompt_steps_max",
+                 "realm_sched_prompt_seconds_total", "realm_sched_admission_queue_depth",
+                 "realm_sched_active_sequences", "realm_sched_admitted_total"):
+        assert name in m, name
+    assert m["realm_sched_admission_queue_depth"] == 0
 
 
 # ---- paged KV: quotas, pool exhaustion, live usage, prefix reuse ----
