@@ -70,11 +70,11 @@ static void test_fast_equals_sorted(void) {
         void *s1 = malloc(realm_sample_scratch_bytes(n)),
              *s2 = malloc(realm_sample_scratch_bytes(n));
         CHECK(l && s1 && s2);
-        int rounds = n >= 100000 ? 2 : n >= 10000 ? 4 : 40;
+        int rounds = n >= 100000 ? 2 : n >= 10000 ? 4 : 16;
         for (int round = 0; round < rounds; round++) {
             fill(l, n, (enum shape)(round % SHAPES), &r);
             for (int pi = 0; pi < N_PARAMS; pi++) {
-                int draws = n >= 10000 ? 1 : 6;
+                int draws = n >= 10000 ? 1 : 4;
                 for (int d = 0; d < draws; d++) {
                     double u = uniform(&r);
                     int32_t a = realm_sample_pick(l, n, &PARAMS[pi], u, s1);

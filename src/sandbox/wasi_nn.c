@@ -12,10 +12,12 @@
  * builders, never model bytes or paths. Each execution context is a realm session of the
  * tenant's group, decoded through the model's scheduler (sbx_backend_decode), so contexts of many
  * tenants share batched steps; sampling runs on the host with the guest SDK's sampler from the
- * metadata. Defaults come from the request (max_tokens, temperature, top_k, top_p, seed ...), and
- * the request's max_tokens and n_ctx are also caps the metadata cannot raise: a guest cannot
- * generate more than the request allows. Decodes are accounted like the realm ABI's decode.
- * Every guest pointer and length is checked against the memory size on that call.
+ * metadata; a `grammar` (GBNF) or `json-schema` key constrains it with the guest SDK's grammar
+ * engine, as the default guest's grammar / response_format does. Defaults come from the request
+ * (max_tokens, temperature, top_k, top_p, seed ...), and the request's max_tokens and n_ctx are
+ * also caps the metadata cannot raise: a guest cannot generate more than the request allows.
+ * Decodes are accounted like the realm ABI's decode. Every guest pointer and length is checked
+ * against the memory size on that call.
  *
  * Owns: t->nn (graphs, contexts, their sessions and buffers), freed by sbx_nn_free.
  * Thread rule: runs on the thread running the tenant.
@@ -84,6 +86,8 @@ struct nn_ctx {
     int32_t n_ctx;
     float *logits;
     struct sbx_nn_sampler *smp;
+    struct sbx_nn_grammar *gram; /* the output constraint (grammar / json-schema), or NULL */
+    struct sbx_nn_vocab *vocab;  /* the model's token table for gram, built on first use */
     int32_t *prompt;
     int32_t n_prompt;
     bool prompt_done;  /* the prompt is decoded (single mode) */
@@ -229,6 +233,11 @@ static void read_request(struct realm_sbx_tenant *t, struct sbx_nn *nn) {
 
 /* Metadata keys that WasmEdge's GGML backend knows and that do not apply here (hardware, logging,
  * multimodal): accepted silently. Any other unknown key is logged and ignored. */
+/* Whether a grammar / json-schema item asks for a constraint (null and "" drop it). */
+static bool constraint_set(const cJSON *it) {
+    return it && !cJSON_IsNull(it) && !(cJSON_IsString(it) && !it->valuestring[0]);
+}
+
 static const char *const g_quiet_keys[] = {
     "enable-log", "enable-debug-log", "n-gpu-layers", "main-gpu",  "tensor-split", "use-mmap",
     "threads",    "batch-size",       "ubatch-size",  "embedding", "mmproj",       "image",
@@ -240,9 +249,26 @@ static bool quiet_key(const char *k) {
     return false;
 }
 
-/* Applies a metadata object (WasmEdge's GGML keys) over o. Returns NN_SUCCESS, or
- * NN_INVALID_ARGUMENT / NN_UNSUPPORTED naming the key in host_msg. */
-static int apply_metadata(struct realm_sbx_tenant *t, const cJSON *md, struct nn_opts *o) {
+/* Applies a metadata object (WasmEdge's GGML keys) over o. The output constraint is not an
+ * option: its item ("grammar" or "json-schema", possibly null or "" to drop one) goes to
+ * *constraint (left alone if md has neither); the caller compiles it. Returns NN_SUCCESS, or
+ * NN_INVALID_ARGUMENT naming the key in host_msg. */
+static int apply_metadata(struct realm_sbx_tenant *t, const cJSON *md, struct nn_opts *o,
+                          const cJSON **constraint) {
+    const cJSON *gr = cJSON_GetObjectItemCaseSensitive(md, "grammar");
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(md, "json-schema");
+    if (gr && !cJSON_IsNull(gr) && !cJSON_IsString(gr))
+        return nn_fail(t, NN_INVALID_ARGUMENT, "metadata: \"grammar\": expected GBNF text");
+    if (js && !cJSON_IsNull(js) && !cJSON_IsString(js) && !cJSON_IsObject(js) && !cJSON_IsBool(js))
+        return nn_fail(t, NN_INVALID_ARGUMENT,
+                       "metadata: \"json-schema\": expected a JSON schema (object or string)");
+    if (constraint_set(gr) && constraint_set(js))
+        return nn_fail(t, NN_INVALID_ARGUMENT,
+                       "metadata: \"grammar\" and \"json-schema\" are exclusive");
+    if (constraint_set(gr) || (gr && !js))
+        *constraint = gr;
+    else if (js)
+        *constraint = js;
     struct {
         const char *key;
         double lo, hi;
@@ -317,10 +343,7 @@ static int apply_metadata(struct realm_sbx_tenant *t, const cJSON *md, struct nn
                                "metadata: \"stream-stdout\": expected a boolean");
             o->stream_stdout = cJSON_IsTrue(it);
         } else if (!strcmp(k, "grammar") || !strcmp(k, "json-schema")) {
-            if (cJSON_IsNull(it) || (cJSON_IsString(it) && !it->valuestring[0])) continue;
-            /* the constrained sampler lives in the guest SDK (realm ABI guests); not here yet */
-            return nn_fail(t, NN_UNSUPPORTED,
-                           "metadata: \"%s\" is not supported for wasi-nn guests", k);
+            continue; /* checked above */
         } else if (!quiet_key(k)) {
             realm_log(REALM_LOG_INFO, "sandbox",
                       "%s: wasi-nn: ignoring unknown metadata key \"%.64s\"", t->name, k);
@@ -342,6 +365,89 @@ static int parse_object(struct realm_sbx_tenant *t, const uint8_t *p, uint32_t l
         return nn_fail(t, NN_INVALID_ARGUMENT, "metadata: expected a JSON object");
     }
     *out = root;
+    return NN_SUCCESS;
+}
+
+/* ---- output constraint ---- */
+
+/* A grammar's <token> reference: the one token that spells it (special tokens included), or -1. */
+static int32_t token_of(void *ctx, const char *text, size_t len) {
+    const struct realm_tokenizer *tok = ctx;
+    int32_t out[2];
+    int64_t n = 0;
+    int rc = realm_tokenize(tok, text, len, REALM_TOKENIZE_PARSE_SPECIAL, out, 2, &n);
+    return rc == REALM_OK && n == 1 ? out[0] : -1;
+}
+
+/* Compiles a constraint item (constraint_set) for the model into *out. A grammar or schema that
+ * does not parse is the guest's error: NN_INVALID_ARGUMENT with the reason logged and in
+ * host_msg; over the size limits NN_TOO_LARGE. */
+static int compile_constraint(struct realm_sbx_tenant *t, const struct sbx_model *m,
+                              const cJSON *it, struct sbx_nn_grammar **out) {
+    bool schema = strcmp(it->string, "grammar") != 0;
+    char *printed = NULL;
+    const char *text = it->valuestring;
+    if (!cJSON_IsString(it)) { /* a schema given as a JSON value */
+        if (!(printed = cJSON_PrintUnformatted(it))) return NN_TOO_LARGE;
+        text = printed;
+    }
+    char err[200] = "";
+    int rc = sbx_nn_grammar_new(text, strlen(text), schema, token_of, (void *)m->tok, out, err,
+                                sizeof err);
+    cJSON_free(printed);
+    if (rc == REALM_OK) return NN_SUCCESS;
+    realm_log(REALM_LOG_INFO, "sandbox", "%s: wasi-nn: metadata \"%s\": %s", t->name, it->string,
+              err[0] ? err : realm_strerror(rc));
+    return nn_fail(t, rc == REALM_E_FORMAT ? NN_INVALID_ARGUMENT : from_realm(rc),
+                   "metadata: \"%s\": %s", it->string, err[0] ? err : realm_strerror(rc));
+}
+
+/* Replaces the context's constraint with the metadata item's (NULL item: unchanged; null or "":
+ * none). On failure the context keeps its constraint. */
+static int set_constraint(struct realm_sbx_tenant *t, struct nn_ctx *c, const cJSON *it) {
+    if (!it) return NN_SUCCESS;
+    struct sbx_nn_grammar *g = NULL;
+    if (constraint_set(it)) {
+        int rc = compile_constraint(t, c->model, it, &g);
+        if (rc) return rc;
+    }
+    sbx_nn_grammar_free(c->gram);
+    c->gram = g;
+    return NN_SUCCESS;
+}
+
+/* The model's token table for grammar masking: every token's text (as token_piece gives it to
+ * realm ABI guests) and the end-of-generation set. */
+static int build_vocab(struct realm_sbx_tenant *t, struct nn_ctx *c) {
+    if (c->vocab) return NN_SUCCESS;
+    const struct realm_tokenizer *tok = c->model->tok;
+    int32_t nv = c->model->n_vocab;
+    struct sbx_nn_vocab *v = NULL;
+    int rc = sbx_nn_vocab_new(nv, &v);
+    char small[256], *big = NULL;
+    for (int32_t id = 0; rc == REALM_OK && id < nv; id++) {
+        int64_t n = realm_token_piece(tok, id, false, small, sizeof small);
+        const char *piece = small;
+        if (n < 0) n = 0; /* no text: never allowed */
+        if ((size_t)n > sizeof small) {
+            realm_free(big);
+            if (!(big = realm_malloc((size_t)n))) {
+                rc = REALM_E_NOMEM;
+                break;
+            }
+            realm_token_piece(tok, id, false, big, (size_t)n);
+            piece = big;
+        }
+        rc = sbx_nn_vocab_set(v, id, piece, (size_t)n);
+        if (rc == REALM_OK && realm_tokenizer_is_eog(tok, id)) rc = sbx_nn_vocab_set_eog(v, id);
+    }
+    realm_free(big);
+    if (rc == REALM_OK) rc = sbx_nn_vocab_build(v);
+    if (rc) {
+        sbx_nn_vocab_free(v);
+        return nn_fail(t, from_realm(rc), "grammar: vocabulary: %s", realm_strerror(rc));
+    }
+    c->vocab = v;
     return NN_SUCCESS;
 }
 
@@ -371,6 +477,9 @@ static void ctx_reset(struct realm_sbx_tenant *t, struct nn_ctx *c) {
     c->n_gen = 0;
     realm_buf_reset(&c->text);
     c->piece_off = 0;
+    /* the start state was built when the grammar was, so resetting to it cannot fail for lack
+     * of memory or stacks */
+    if (c->gram) (void)sbx_nn_grammar_reset(c->gram);
     (void)t;
 }
 
@@ -387,6 +496,8 @@ static void ctx_free(struct realm_sbx_tenant *t, struct nn_ctx *c) {
     if (!c) return;
     ctx_close_session(t, c);
     sbx_nn_sampler_free(c->smp);
+    sbx_nn_grammar_free(c->gram);
+    sbx_nn_vocab_free(c->vocab);
     realm_free(c->logits);
     realm_free(c->prompt);
     realm_buf_free(&c->text);
@@ -592,15 +703,23 @@ static int nn_step(struct realm_sbx_tenant *t, struct nn_ctx *c) {
         note_finish(nn, c, REALM_ABI_FINISH_LENGTH, NN_END_OF_SEQUENCE);
         return NN_END_OF_SEQUENCE;
     }
-    int32_t id = sbx_nn_sampler_sample(c->smp, c->logits);
+    if (c->gram && (rc = build_vocab(t, c))) return rc;
+    int32_t id = c->gram ? sbx_nn_sampler_sample_grammar(c->smp, c->gram, c->vocab, c->logits)
+                         : sbx_nn_sampler_sample(c->smp, c->logits);
+    if (id == REALM_E_INVALID && c->gram)
+        return nn_fail(t, NN_RUNTIME_ERROR, "grammar: no token can continue the output");
     if (id < 0) return nn_fail(t, from_realm(id), "sampler: %s", realm_strerror(id));
     c->n_gen++;
     nn->generated++;
     nn->usage_completion++;
-    if (!c->opts.ignore_eos && realm_tokenizer_is_eog(c->model->tok, id)) {
+    /* under a grammar an end-of-generation token only comes once the grammar is complete: it
+     * ends the output even with ignore_eos (as in the default guest) */
+    if ((!c->opts.ignore_eos || c->gram) && realm_tokenizer_is_eog(c->model->tok, id)) {
         note_finish(nn, c, REALM_ABI_FINISH_STOP, NN_END_OF_SEQUENCE);
         return NN_END_OF_SEQUENCE;
     }
+    if (c->gram && (rc = sbx_nn_grammar_accept(c->gram, c->vocab, id)))
+        return nn_fail(t, NN_RUNTIME_ERROR, "grammar: token %d: %s", id, realm_strerror(rc));
     sbx_nn_sampler_accept(c->smp, id);
     char small[256], *piece = small;
     int64_t n = realm_token_piece(c->model->tok, id, false, small, sizeof small);
@@ -619,6 +738,8 @@ static int nn_step(struct realm_sbx_tenant *t, struct nn_ctx *c) {
     if (rl && c->text.len >= rl &&
         !memcmp(c->text.data + c->text.len - rl, c->opts.reverse_prompt, rl))
         note_finish(nn, c, REALM_ABI_FINISH_STOP, NN_END_OF_SEQUENCE); /* this piece is the last */
+    else if (c->gram && sbx_nn_grammar_done(c->gram)) /* a finished grammar: nothing may follow */
+        note_finish(nn, c, REALM_ABI_FINISH_STOP, NN_END_OF_SEQUENCE);
     return NN_SUCCESS;
 }
 
@@ -657,7 +778,8 @@ static int nn_load_by_name_with_config(struct realm_sbx_tenant *t, const wasmtim
         int rc = parse_object(t, cfg, U(3), &config);
         if (rc) return rc;
         struct nn_opts check = t->nn->req_opts; /* reject bad values at load, as WasmEdge does */
-        if ((rc = apply_metadata(t, config, &check))) {
+        const cJSON *cons = NULL;               /* compiled per context (init_execution_context) */
+        if ((rc = apply_metadata(t, config, &check, &cons))) {
             cJSON_Delete(config);
             return rc;
         }
@@ -681,7 +803,13 @@ static int nn_init_execution_context(struct realm_sbx_tenant *t, const wasmtime_
         c->graph = (int32_t)U(0);
         c->model = g->model;
         c->opts = nn->req_opts;
-        if (g->config) apply_metadata(t, g->config, &c->opts); /* checked at load */
+        const cJSON *cons = NULL;
+        if (g->config) apply_metadata(t, g->config, &c->opts, &cons); /* checked at load */
+        int rc = set_constraint(t, c, cons);
+        if (rc) {
+            ctx_free(t, c);
+            return rc;
+        }
         nn->ctxs[i] = c;
         return put_u32(t, U(1), i);
     }
@@ -706,7 +834,9 @@ static int nn_set_input(struct realm_sbx_tenant *t, const wasmtime_val_t *a) {
         cJSON *md = NULL;
         if ((rc = parse_object(t, data, len, &md))) return rc;
         struct nn_opts o = c->opts;
-        rc = apply_metadata(t, md, &o);
+        const cJSON *cons = NULL;
+        rc = apply_metadata(t, md, &o, &cons);
+        if (rc == NN_SUCCESS) rc = set_constraint(t, c, cons);
         cJSON_Delete(md);
         if (rc) return rc;
         /* the request's caps stay: a guest cannot raise its own limits */

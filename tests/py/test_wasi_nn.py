@@ -7,7 +7,10 @@ written to stdout). Checked: its greedy output equals the default guest's for th
 settings (through `realm run`, and through `realm serve` streamed and not); 8 of them for 4 tenants
 at once share the scheduler's batched steps (fewer steps than decode rows) with the same bytes as
 alone; tests/guests/wasi/nn_escape.c gets an error for every file, socket, env and path-as-model
-attempt."""
+attempt. The `grammar` / `json-schema` metadata (nn_chat passes a request's "grammar" / "json_schema")
+constrain the output exactly as the default guest's grammar engine does; a bad grammar, or both keys,
+is errno 1 (invalid argument)."""
+import json
 import os
 import subprocess
 import threading
@@ -144,3 +147,51 @@ def test_non_wasi_imports_refused(realm_bin, smol, tmp_path):
     r = subprocess.run([realm_bin, "run", "-m", str(smol), "--guest", str(wasm), "-p", "x"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode != 0 and "env.system" in r.stderr, r.stderr
+
+
+# ---- constrained output: `grammar` / `json-schema` metadata (the guest SDK's grammar engine on the host) ----
+
+YES_NO = 'root ::= " yes" | " no"'
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 12},
+                                           "age": {"type": "integer"}}, "required": ["name", "age"]}
+
+
+def test_grammar_metadata_equals_default(srv):
+    cases = [("Is the sky blue? Answer:", {"grammar": YES_NO}),
+             ("A person as JSON:", {"json_schema": PERSON}),
+             ("Q: What is 2+2?\nA:", {"json_schema": {"type": "integer"}})]
+    for prompt, extra in cases:
+        kw = dict(model="smollm2", prompt=prompt, max_tokens=80, temperature=0, extra_body=extra)
+        ref = srv.client("ref").completions.create(**kw).choices[0]
+        out = srv.client("alice").completions.create(**kw).choices[0]
+        assert out.text == ref.text, (extra, out.text, ref.text)
+        assert out.finish_reason == ref.finish_reason == "stop", (extra, out)
+        if "grammar" in extra:
+            assert out.text in (" yes", " no"), out.text
+        elif extra["json_schema"] is PERSON:
+            v = json.loads(out.text)
+            assert set(v) == {"name", "age"} and isinstance(v["age"], int), out.text
+            assert isinstance(v["name"], str) and 1 <= len(v["name"]) <= 12, out.text
+        else:
+            assert isinstance(json.loads(out.text), int), out.text
+    # sampled (the mask path when the first draw is rejected): still only what the grammar allows
+    for seed in range(3):
+        out = srv.client("bob").completions.create(model="smollm2", prompt="Maybe?", max_tokens=8, temperature=1.0,
+                                                   seed=seed, extra_body={"grammar": YES_NO})
+        assert out.choices[0].text in (" yes", " no") and out.choices[0].finish_reason == "stop", out
+
+
+@pytest.mark.parametrize("extra, why", [
+    ({"grammar": "root ::= ("}, "grammar"),
+    ({"grammar": 'root ::= "a" | undefined_rule'}, "undefined_rule"),
+    ({"json_schema": {"type": "string", "pattern": "^a+$"}}, "pattern"),
+    ({"grammar": YES_NO, "json_schema": PERSON}, "exclusive"),
+])
+def test_bad_constraint_is_invalid_argument(realm_bin, smol, extra, why):
+    req = json.dumps({"prompt": "Hi", **extra}, separators=(",", ":"))
+    env = dict(os.environ, REALM_LOG="debug")
+    r = subprocess.run([realm_bin, "run", "-m", str(smol), "--guest", str(guest("nn_chat")), "-n", "4", "-p", req],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode != 0, r.stderr
+    assert "set_input metadata: wasi-nn error 1" in r.stderr, r.stderr
+    assert why in r.stderr, r.stderr

@@ -6,8 +6,11 @@
  *
  * stdin is either the raw prompt (`realm run --guest nn_chat.wasm -p PROMPT`) or the request
  * JSON of `realm serve`, whose "prompt" (or last message's "content") is the prompt.
+ * A request's "grammar" (GBNF) and "json_schema" (llama.cpp's extensions) become the metadata keys
+ * `grammar` and `json-schema`, as LlamaEdge's API server passes them.
  * Exit status 0 on success; 1 with a line on stderr on any wasi-nn error.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +126,44 @@ static char *request_prompt(char *json, size_t *len) {
     return out;
 }
 
+/* The end of the JSON value starting at v (a string, an object or array, or a scalar). */
+static const char *json_value_end(const char *v) {
+    int depth = 0;
+    bool in_str = false;
+    for (; *v; v++) {
+        if (in_str) {
+            if (*v == '\\' && v[1])
+                v++;
+            else if (*v == '"' && (in_str = false, depth == 0))
+                return v + 1;
+            continue;
+        }
+        if (*v == '"')
+            in_str = true;
+        else if (*v == '{' || *v == '[')
+            depth++;
+        else if (*v == '}' || *v == ']') {
+            if (depth == 0) return v; /* a scalar ended by its container */
+            if (--depth == 0) return v + 1;
+        } else if (*v == ',' && depth == 0)
+            return v;
+    }
+    return v;
+}
+
+/* Appends `,"mkey":VALUE` to md (capacity cap) when the request has "rkey": VALUE. */
+static void copy_field(const char *json, const char *rkey, const char *mkey, char *md, size_t cap) {
+    char pat[32];
+    snprintf(pat, sizeof pat, "\"%s\":", rkey);
+    const char *v = strstr(json, pat);
+    if (!v) return;
+    v += strlen(pat);
+    while (*v == ' ')
+        v++;
+    size_t n = (size_t)(json_value_end(v) - v), l = strlen(md);
+    if (l + n + strlen(mkey) + 8 < cap) snprintf(md + l, cap - l, ",\"%s\":%.*s", mkey, (int)n, v);
+}
+
 static int fail(const char *what, uint32_t rc) {
     fprintf(stderr, "nn_chat: %s: wasi-nn error %u\n", what, (unsigned)rc);
     return 1;
@@ -133,18 +174,24 @@ int main(void) {
     char *in = read_stdin(&len);
     if (!in) return fail("read stdin", 0);
     char *prompt = in;
+    /* settings beyond the request's come here, as llama-chat passes its options; an unknown key
+     * is ignored by the host */
+    size_t md_cap = len + 128;
+    char *md = malloc(md_cap);
+    if (!md) return fail("metadata", 0);
+    snprintf(md, md_cap, "{\"stream-stdout\":false,\"enable-log\":false,\"x-unknown\":1");
     if (in[0] == '{') {
+        copy_field(in, "grammar", "grammar", md, md_cap - 1);
+        copy_field(in, "json_schema", "json-schema", md, md_cap - 1);
         prompt = request_prompt(in, &len);
         if (!prompt) return fail("request without a prompt", 0);
     }
     uint32_t graph = 0, ctx = 0, rc;
     if ((rc = nn_load_by_name("default", 7, &graph))) return fail("load_by_name", rc);
     if ((rc = nn_init_execution_context(graph, &ctx))) return fail("init_execution_context", rc);
-    /* settings beyond the request's come here, as llama-chat passes its options; an unknown key
-     * is ignored by the host */
-    static const char md[] = "{\"stream-stdout\":false,\"enable-log\":false,\"x-unknown\":1}";
-    uint32_t dims[1] = {sizeof md - 1};
-    struct nn_tensor t = {dims, 1, NN_TENSOR_U8, md, sizeof md - 1};
+    strcat(md, "}");
+    uint32_t dims[1] = {(uint32_t)strlen(md)};
+    struct nn_tensor t = {dims, 1, NN_TENSOR_U8, md, dims[0]};
     if ((rc = nn_set_input(ctx, 1, &t))) return fail("set_input metadata", rc);
     dims[0] = (uint32_t)len;
     t = (struct nn_tensor){dims, 1, NN_TENSOR_U8, prompt, (uint32_t)len};
