@@ -17,7 +17,7 @@ each phase; the script reports the median of each engine and the ratio realm / l
 writes everything, with the CPU model, to bench/results/vs_llamacpp-<date>.json.
 
     ~/.cache/realm/venv/bin/python bench/vs_llamacpp.py [--threads 2] [--reps 5] [-p 512] [-n 128]
-        [--models smollm2,gemma3,tinyllama,qwen3-0.6b,phi3-mini,gemma2-2b] [--realm build/realm]
+        [--models smollm2,gemma3,tinyllama,tinyllama-q4_0,tinyllama-q8_0,qwen3-0.6b,phi3-mini,gemma2-2b] [--realm build/realm]
         [--peer native|python]
 """
 import argparse
@@ -40,12 +40,20 @@ MODELS_DIR = Path(os.environ.get("REALM_MODELS", Path.home() / ".cache" / "realm
 MODELS = {
     "smollm2": MODELS_DIR / "SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma3": MODELS_DIR / "gemma-3-270m-q4_k_m.gguf",
-    "tinyllama": gen_synthetic.model_path("tinyllama", "Q4_K_M", MODELS_DIR / "synthetic"),
 }
-# the real-shape synthetic files of the other architectures (issue 19), made on demand too
-SYNTHETIC = ["tinyllama", "qwen3-0.6b", "phi3-mini", "gemma2-2b"]
-for _shape in SYNTHETIC[1:]:
-    MODELS[_shape] = gen_synthetic.model_path(_shape, "Q4_K_M", MODELS_DIR / "synthetic")
+# synthetic files made on demand by scripts/gen_synthetic.py: key -> (shape, type); the
+# TinyLlama shape in three types (issue 20's prefill targets) and the real-shape files of the
+# other architectures (issue 19)
+SYNTHETIC = {
+    "tinyllama": ("tinyllama", "Q4_K_M"),
+    "tinyllama-q4_0": ("tinyllama", "Q4_0"),
+    "tinyllama-q8_0": ("tinyllama", "Q8_0"),
+    "qwen3-0.6b": ("qwen3-0.6b", "Q4_K_M"),
+    "phi3-mini": ("phi3-mini", "Q4_K_M"),
+    "gemma2-2b": ("gemma2-2b", "Q4_K_M"),
+}
+for _key, (_shape, _type) in SYNTHETIC.items():
+    MODELS[_key] = gen_synthetic.model_path(_shape, _type, MODELS_DIR / "synthetic")
 
 
 def cpu_model():
@@ -185,7 +193,8 @@ def main():
     for key in [m.strip() for m in a.models.split(",") if m.strip()]:
         path = MODELS[key]
         if key in SYNTHETIC and not path.exists():
-            gen_synthetic.ensure(key, ["Q4_K_M"], MODELS_DIR / "synthetic", threads=a.threads,
+            shape, qtype = SYNTHETIC[key]
+            gen_synthetic.ensure(shape, [qtype], MODELS_DIR / "synthetic", threads=a.threads,
                                  keep_f16=False)
         if not path.exists():
             print(f"skip {key}: {path} missing", file=sys.stderr)
